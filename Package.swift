@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Starling",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "starling", targets: ["starling"]),
+        .executable(name: "starling-sim", targets: ["starling-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+    ],
+    targets: [
+        // System libraries: module maps only.
+        .systemLibrary(name: "CUV", path: "Sources/CUV", pkgConfig: "libuv",
+                       providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "CSodium", path: "Sources/CSodium", pkgConfig: "libsodium",
+                       providers: [.apt(["libsodium-dev"])]),
+
+        // Deterministic protocols: no I/O, no clock, no hidden randomness.
+        .target(name: "StarlingCore", path: "Sources/StarlingCore"),
+        .target(name: "StarlingCrypto", dependencies: ["CSodium"], path: "Sources/StarlingCrypto"),
+        .target(
+            name: "StarlingRuntime",
+            dependencies: [
+                "StarlingCore", "StarlingCrypto", "CUV",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Sources/StarlingRuntime"),
+        .executableTarget(
+            name: "starling",
+            dependencies: [
+                "StarlingRuntime", "StarlingCrypto", "StarlingCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/starling"),
+
+        // The deterministic simulator: same protocol code, virtual time, faulty network.
+        .target(name: "StarlingSimulation", dependencies: ["StarlingCore"],
+                path: "Simulations/StarlingSimulation"),
+        .executableTarget(
+            name: "starling-sim",
+            dependencies: [
+                "StarlingSimulation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Simulations/starling-sim"),
+
+        .testTarget(name: "StarlingCoreTests", dependencies: ["StarlingCore"]),
+        .testTarget(name: "StarlingCryptoTests", dependencies: ["StarlingCrypto"]),
+        .testTarget(name: "SimulationTests", dependencies: ["StarlingSimulation", "StarlingCore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto"]),
+    ]
+)

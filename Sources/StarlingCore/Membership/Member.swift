@@ -1,0 +1,75 @@
+/// A member's liveness as one node sees it.
+public enum MemberStatus: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case alive = 0, suspect = 1, dead = 2, left = 3
+
+    public var description: String {
+        switch self {
+        case .alive: "alive"
+        case .suspect: "suspect"
+        case .dead: "dead"
+        case .left: "left"
+        }
+    }
+
+    /// Alive or suspect: still probed, still gossiped to.
+    public var isActive: Bool { self == .alive || self == .suspect }
+}
+
+/// What a member tells the others about itself besides liveness.
+///
+/// Versioned apart from the incarnation: a change of capacity bumps `version` only, and the
+/// higher version wins. Liveness rules never look at it.
+public struct MemberMetadata: Equatable, Hashable, Sendable {
+    /// Upper bound on the encoded size, as memberlist's 512-byte metadata limit.
+    public static let maxEncodedBytes = 512
+
+    public var version: UInt64
+    /// The member's HTTP API address (`HOST:PORT`), empty if it serves none.
+    public var api: String
+    /// Task slots in total and free right now.
+    public var slots: UInt32
+    public var free: UInt32
+
+    public init(version: UInt64 = 0, api: String = "", slots: UInt32 = 0, free: UInt32 = 0) {
+        self.version = version
+        self.api = api
+        self.slots = slots
+        self.free = free
+    }
+
+    public var encodedSize: Int { 8 + 2 + api.utf8.count + 4 + 4 }
+}
+
+/// One entry of the member table.
+public struct Member: Equatable, Sendable {
+    public var name: String
+    public var address: NodeAddress
+    public var incarnation: UInt64
+    public var status: MemberStatus
+    public var metadata: MemberMetadata
+    /// When `status` last changed (drives reaping of dead and left members).
+    public var statusSince: Instant
+
+    public init(name: String, address: NodeAddress, incarnation: UInt64, status: MemberStatus,
+                metadata: MemberMetadata, statusSince: Instant) {
+        self.name = name
+        self.address = address
+        self.incarnation = incarnation
+        self.status = status
+        self.metadata = metadata
+        self.statusSince = statusSince
+    }
+}
+
+/// A change in a member's status, as reported to the shells.
+public struct MemberChange: Equatable, Sendable, CustomStringConvertible {
+    public var name: String
+    public var address: NodeAddress
+    public var from: MemberStatus?
+    public var to: MemberStatus?   // nil: reaped from the table
+    public var incarnation: UInt64
+
+    public var description: String {
+        "\(name)@\(address) \(from.map(\.description) ?? "new") -> \(to.map(\.description) ?? "reaped") inc=\(incarnation)"
+    }
+}

@@ -1,0 +1,258 @@
+/// SWIM failure detection with Lifeguard, as a deterministic state machine with no I/O.
+///
+/// Inputs are method calls that carry the current `Instant`; outputs are `MembershipDirective`s
+/// for the shell to carry out. The shell calls `tick(now:)` at `nextDeadline` (or later).
+/// Nothing here reads a clock, touches a socket, or draws unseeded randomness, so the simulator
+/// drives exactly this code.
+///
+/// References: Das, Gupta, Motivala, "SWIM" (2002); Dadgar, Phillips, Currey, "Lifeguard" (2018);
+/// hashicorp/memberlist.
+public struct Membership: Sendable {
+    public let settings: MembershipSettings
+    public let myName: String
+    public internal(set) var myAddress: NodeAddress
+    public internal(set) var incarnation: UInt64 = 0
+    public internal(set) var metadata: MemberMetadata
+    public internal(set) var isLeaving = false
+    public internal(set) var stats = MembershipStats()
+    public internal(set) var awareness: Awareness
+
+    /// The member table, this node included.
+    public internal(set) var members: [String: Member] = [:]
+    public internal(set) var suspicions: [String: Suspicion] = [:]
+    public internal(set) var broadcasts: BroadcastQueue
+    public internal(set) var seeds: [NodeAddress] = []
+
+    var rng: DeterministicRNG
+    var schedule = ProbeSchedule()
+    /// Alive or suspect members other than this node.
+    var active = NameSet()
+    /// Dead or left members awaiting reaping.
+    var inactive = NameSet()
+    var probe: Probe?
+    var relays: [UInt32: Relay] = [:]
+    var sequence: UInt32 = 0
+
+    var nextProbeAt: Instant
+    var nextGossipAt: Instant
+    var nextPushPullAt: Instant
+    var nextReconnectAt: Instant
+    var nextReapAt: Instant
+
+    struct Probe: Sendable {
+        var target: String
+        var address: NodeAddress
+        var seq: UInt32
+        var indirectAt: Instant
+        var endsAt: Instant
+        var indirectSent = false
+        var expectedNacks = 0
+        var nacks = 0
+    }
+
+    struct Relay: Sendable {
+        var originalSeq: UInt32
+        var target: String
+        var replyTo: NodeAddress
+        var nackAt: Instant?
+        var expiresAt: Instant
+    }
+
+    public init(settings: MembershipSettings, name: String, address: NodeAddress, metadata: MemberMetadata,
+                seed: UInt64, now: Instant) {
+        precondition(!name.isEmpty && name.utf8.count <= WireLimits.maxNameBytes, "member name must be 1-64 bytes")
+        precondition(metadata.encodedSize <= MemberMetadata.maxEncodedBytes, "metadata over its bound")
+        precondition(settings.probeTimeout < settings.probeInterval, "probe timeout must be shorter than the interval")
+        self.settings = settings
+        myName = name
+        myAddress = address
+        self.metadata = metadata
+        rng = DeterministicRNG(seed: seed)
+        awareness = Awareness(max: settings.maxLocalHealth)
+        broadcasts = BroadcastQueue(capacity: settings.maxQueuedBroadcasts)
+        // Stagger the timers so that nodes started together do not probe in lockstep.
+        func jitter(_ d: Duration, _ rng: inout DeterministicRNG) -> Duration {
+            .nanoseconds(Int64.random(in: 0...max(1, d.nanoseconds), using: &rng))
+        }
+        nextProbeAt = now + jitter(settings.probeInterval, &rng)
+        nextGossipAt = now + jitter(settings.gossipInterval, &rng)
+        nextPushPullAt = now + settings.pushPullInterval + jitter(settings.pushPullInterval, &rng)
+        nextReconnectAt = now + jitter(settings.reconnectInterval, &rng)
+        nextReapAt = now + settings.probeInterval
+        members[name] = Member(name: name, address: address, incarnation: 0, status: .alive,
+                               metadata: metadata, statusSince: now)
+    }
+
+    // MARK: Queries
+
+    /// Members other than this node that are alive or suspect.
+    public var activeCount: Int { active.count }
+
+    /// The member table sorted by name, this node included.
+    public var memberList: [Member] { members.values.sorted { $0.name < $1.name } }
+
+    public func status(of name: String) -> MemberStatus? { members[name]?.status }
+
+    var selfAlive: MembershipMessage.Alive {
+        .init(name: myName, address: myAddress, incarnation: incarnation, metadata: metadata)
+    }
+
+    /// The earliest instant at which `tick` has work to do.
+    public var nextDeadline: Instant {
+        var d = min(nextProbeAt, nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
+        if let p = probe { d = min(d, p.indirectSent ? p.endsAt : p.indirectAt) }
+        for r in relays.values { d = min(d, r.nackAt ?? r.expiresAt) }
+        for s in suspicions.values { d = min(d, s.deadline) }
+        return d
+    }
+
+    // MARK: Inputs
+
+    /// Contacts `seeds` with a join push-pull. Keeps re-contacting them while this node knows
+    /// no other live member (see `reconnectInterval`).
+    public mutating func join(seeds: [NodeAddress], now: Instant) -> [MembershipDirective] {
+        self.seeds = Array(seeds.filter { $0 != myAddress }.prefix(64))
+        var out: [MembershipDirective] = []
+        for seed in self.seeds.prefix(8) {
+            stats.pushPullsStarted += 1
+            out.append(.pushPull(localState(join: true), to: seed))
+        }
+        return out
+    }
+
+    /// Handles one decoded packet that arrived from `source`.
+    public mutating func receive(_ packet: Packet, from source: NodeAddress, now: Instant) -> [MembershipDirective] {
+        var out: [MembershipDirective] = []
+        for message in packet.messages {
+            stats.messagesReceived += 1
+            handle(message, now: now, into: &out)
+        }
+        return out
+    }
+
+    /// Serves a push-pull: merges the remote state and returns ours for the reply.
+    public mutating func servePushPull(_ remote: PushPullState, now: Instant) -> (reply: PushPullState, directives: [MembershipDirective]) {
+        stats.pushPullsServed += 1
+        let reply = localState(join: false)
+        var out: [MembershipDirective] = []
+        merge(remote, now: now, into: &out)
+        return (reply, out)
+    }
+
+    /// Completes a push-pull this node started; `remote` is nil if the exchange failed.
+    public mutating func completePushPull(_ remote: PushPullState?, now: Instant) -> [MembershipDirective] {
+        guard let remote else {
+            stats.pushPullsFailed += 1
+            return []
+        }
+        var out: [MembershipDirective] = []
+        merge(remote, now: now, into: &out)
+        return out
+    }
+
+    /// Runs every timer that is due.
+    public mutating func tick(now: Instant) -> [MembershipDirective] {
+        var out: [MembershipDirective] = []
+        if !isLeaving {
+            advanceProbe(now: now, into: &out)
+            advanceRelays(now: now, into: &out)
+            expireSuspicions(now: now, into: &out)
+            if now >= nextProbeAt {
+                startProbe(now: now, into: &out)
+                nextProbeAt = now + awareness.scale(settings.probeInterval)
+            }
+            if now >= nextPushPullAt {
+                nextPushPullAt = now + settings.pushPullInterval(members: active.count + 1)
+                startPeriodicPushPull(now: now, into: &out)
+            }
+            if now >= nextReconnectAt {
+                nextReconnectAt = now + settings.reconnectInterval
+                reconnect(now: now, into: &out)
+            }
+        }
+        if now >= nextGossipAt {
+            nextGossipAt = now + settings.gossipInterval
+            gossip(now: now, into: &out)
+        }
+        if now >= nextReapAt {
+            nextReapAt = now + settings.probeInterval
+            reap(now: now, into: &out)
+        }
+        return out
+    }
+
+    /// Leaves gracefully: tells members directly and by gossip. After this the node stops
+    /// probing and never refutes; the shell should keep ticking for a few gossip intervals, then stop.
+    public mutating func leave(now: Instant) -> [MembershipDirective] {
+        guard !isLeaving else { return [] }
+        isLeaving = true
+        probe = nil
+        members[myName]!.status = .left
+        members[myName]!.statusSince = now
+        let message = MembershipMessage.dead(name: myName, incarnation: incarnation, from: myName)
+        broadcasts.enqueue(message)
+        var out: [MembershipDirective] = []
+        for name in active.sample(min(active.count, 64), using: &rng) {
+            send([message], to: members[name]!.address, into: &out)
+        }
+        return out
+    }
+
+    /// Changes this node's metadata (for example, free slots). The new version is gossiped.
+    public mutating func updateMetadata(now: Instant, _ change: (inout MemberMetadata) -> Void) {
+        var updated = metadata
+        change(&updated)
+        precondition(updated.encodedSize <= MemberMetadata.maxEncodedBytes, "metadata over its bound")
+        precondition(updated.free <= updated.slots, "free slots exceed total")
+        updated.version = metadata.version + 1
+        metadata = updated
+        members[myName]!.metadata = updated
+        broadcasts.enqueue(.alive(selfAlive))
+    }
+
+    // MARK: Sending
+
+    mutating func nextSequence() -> UInt32 {
+        sequence &+= 1
+        return sequence
+    }
+
+    /// Sends `messages` plus as much queued gossip as fits in one packet.
+    mutating func send(_ messages: [MembershipMessage], to address: NodeAddress, into out: inout [MembershipDirective]) {
+        var all = messages
+        let used = 2 + messages.reduce(0) { $0 + $1.encodedSize }
+        all += broadcasts.take(budget: settings.maxPacketBytes - used, limit: retransmitLimit)
+        guard !all.isEmpty else { return }
+        let packet = Packet(all)
+        assert(packet.encodedSize <= settings.maxPacketBytes, "packet over budget")
+        stats.packetsSent += 1
+        stats.messagesSent += all.count
+        out.append(.send(packet, to: address))
+    }
+
+    var retransmitLimit: Int { settings.retransmitLimit(members: active.count + 1) }
+
+    mutating func gossip(now: Instant, into out: inout [MembershipDirective]) {
+        guard !broadcasts.isEmpty else { return }
+        // Recently dead members are gossiped to as well, so they learn and can refute.
+        var targets = active.sample(settings.gossipFanout, using: &rng)
+        if !inactive.isEmpty, let dead = inactive.sample(1, using: &rng).first,
+           let m = members[dead], m.status == .dead, now - m.statusSince < settings.gossipToTheDead {
+            targets.append(dead)
+        }
+        for name in targets {
+            guard !broadcasts.isEmpty, let m = members[name] else { break }
+            send([], to: m.address, into: &out)
+        }
+    }
+}
+
+/// What the membership core asks its shell to do.
+public enum MembershipDirective: Equatable, Sendable {
+    /// Send one datagram.
+    case send(Packet, to: NodeAddress)
+    /// Open a stream to the address, send this state, and hand the reply to `completePushPull`.
+    case pushPull(PushPullState, to: NodeAddress)
+    /// A member changed status (for logs, metrics and the layers above).
+    case changed(MemberChange)
+}

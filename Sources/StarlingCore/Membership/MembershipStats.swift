@@ -1,0 +1,27 @@
+/// Counters kept by the membership core. The runtime exports them as Prometheus counters; the
+/// simulator sums them across members.
+public struct MembershipStats: Sendable, Equatable {
+    public var probesSent = 0
+    public var acksReceived = 0
+    public var pingReqsSent = 0
+    public var pingReqsServed = 0
+    public var nacksSent = 0
+    public var nacksReceived = 0
+    public var probesFailed = 0
+    public var suspicionsRaised = 0
+    public var refutations = 0
+    public var deathsDeclared = 0
+    public var packetsSent = 0
+    public var messagesSent = 0
+    public var messagesReceived = 0
+    /// Messages that changed nothing: stale incarnations, unknown members, misdirected pings.
+    public var messagesIgnored = 0
+    public var pushPullsStarted = 0
+    public var pushPullsServed = 0
+    public var pushPullsFailed = 0
+    public var reaped = 0
+    public var relaysDropped = 0
+    public var membersRejected = 0
+
+    public init() {}
+}

@@ -1,0 +1,264 @@
+/// The membership protocol's messages. One UDP packet carries one or more (a compound packet).
+///
+/// Binary layout, all integers big-endian:
+/// ```
+/// packet  := version:u8 (=1) count:u8 message*
+/// message := type:u8 length:u16 body[length]
+/// ```
+/// The explicit length lets a reader skip a message type it does not know (forward
+/// compatibility) while still checking every byte it does read.
+public enum MembershipMessage: Equatable, Sendable {
+    /// Direct probe: `target` must answer `ack(seq)` to `replyTo`.
+    case ping(seq: UInt32, target: String, source: String, replyTo: NodeAddress)
+    /// Answer to a ping (or a relayed answer from a ping-req intermediary).
+    case ack(seq: UInt32, source: String)
+    /// Lifeguard: the intermediary of a ping-req did not hear from the target in time.
+    case nack(seq: UInt32, source: String)
+    /// Indirect probe: probe `target` at `targetAddress` and relay the ack to `replyTo`.
+    case pingReq(seq: UInt32, target: String, targetAddress: NodeAddress, source: String, replyTo: NodeAddress)
+    /// Gossip: the member is alive at this incarnation (also carries its metadata).
+    case alive(Alive)
+    /// Gossip: `from` suspects `name` at `incarnation`.
+    case suspect(name: String, incarnation: UInt64, from: String)
+    /// Gossip: `from` declares `name` dead; `from == name` means a graceful leave.
+    case dead(name: String, incarnation: UInt64, from: String)
+
+    public struct Alive: Equatable, Sendable {
+        public var name: String
+        public var address: NodeAddress
+        public var incarnation: UInt64
+        public var metadata: MemberMetadata
+
+        public init(name: String, address: NodeAddress, incarnation: UInt64, metadata: MemberMetadata) {
+            self.name = name
+            self.address = address
+            self.incarnation = incarnation
+            self.metadata = metadata
+        }
+    }
+
+    /// The member a gossip message is about (gossip about one member replaces older gossip).
+    public var subject: String? {
+        switch self {
+        case .alive(let a): a.name
+        case .suspect(let name, _, _), .dead(let name, _, _): name
+        default: nil
+        }
+    }
+
+    fileprivate var typeCode: UInt8 {
+        switch self {
+        case .ping: 1
+        case .ack: 2
+        case .nack: 3
+        case .pingReq: 4
+        case .alive: 5
+        case .suspect: 6
+        case .dead: 7
+        }
+    }
+
+    /// Bytes this message takes in a packet, header included, computed without encoding.
+    public var encodedSize: Int {
+        func s(_ x: String) -> Int { 2 + x.utf8.count }
+        func a(_ x: NodeAddress) -> Int { s(x.host) + 2 }
+        let body: Int
+        switch self {
+        case .ping(_, let target, let source, let replyTo): body = 4 + s(target) + s(source) + a(replyTo)
+        case .ack(_, let source), .nack(_, let source): body = 4 + s(source)
+        case .pingReq(_, let target, let ta, let source, let replyTo): body = 4 + s(target) + a(ta) + s(source) + a(replyTo)
+        case .alive(let x): body = s(x.name) + a(x.address) + 8 + x.metadata.encodedSize
+        case .suspect(let name, _, let from), .dead(let name, _, let from): body = s(name) + 8 + s(from)
+        }
+        return 3 + body
+    }
+}
+
+/// Limits every decoder enforces.
+public enum WireLimits {
+    public static let maxNameBytes = 64
+    public static let maxMessagesPerPacket = 255
+    /// Members in one push-pull exchange; the member table is bounded by the same figure.
+    public static let maxMembers = 16_384
+}
+
+/// A compound UDP packet: what the runtime seals and sends in one datagram.
+public struct Packet: Equatable, Sendable {
+    public static let version: UInt8 = 1
+    public var messages: [MembershipMessage]
+
+    public init(_ messages: [MembershipMessage]) { self.messages = messages }
+
+    public var encodedSize: Int { 2 + messages.reduce(0) { $0 + $1.encodedSize } }
+
+    public func encoded() -> [UInt8] {
+        precondition(messages.count <= WireLimits.maxMessagesPerPacket)
+        var w = ByteWriter(capacity: encodedSize)
+        w.write(Packet.version)
+        w.write(UInt8(messages.count))
+        for m in messages { m.encode(into: &w) }
+        assert(w.count == encodedSize, "encodedSize disagrees with the encoder")
+        return w.bytes
+    }
+
+    /// Decodes a packet, skipping message types it does not know.
+    public static func decode(_ bytes: [UInt8]) throws -> Packet {
+        var r = ByteReader(bytes)
+        let version = try r.readUInt8()
+        guard version == Packet.version else { throw WireError.unsupportedVersion(version) }
+        let count = Int(try r.readUInt8())
+        var messages: [MembershipMessage] = []
+        messages.reserveCapacity(count)
+        for _ in 0..<count {
+            if let m = try MembershipMessage.decode(from: &r) { messages.append(m) }
+        }
+        try r.expectEnd()
+        return Packet(messages)
+    }
+}
+
+extension ByteWriter {
+    mutating func write(_ a: NodeAddress) { write(a.host); write(a.port) }
+    mutating func write(_ m: MemberMetadata) { write(m.version); write(m.api); write(m.slots); write(m.free) }
+}
+
+extension ByteReader {
+    mutating func readName(_ field: String) throws -> String {
+        let s = try readString(field: field, maxBytes: WireLimits.maxNameBytes)
+        guard !s.isEmpty else { throw WireError.invalidValue("empty \(field)") }
+        return s
+    }
+
+    mutating func readAddress() throws -> NodeAddress {
+        let host = try readString(field: "host", maxBytes: NodeAddress.maxHostBytes)
+        guard !host.isEmpty else { throw WireError.invalidValue("empty host") }
+        return NodeAddress(host: host, port: try readUInt16())
+    }
+
+    mutating func readMetadata() throws -> MemberMetadata {
+        let version = try readUInt64()
+        let api = try readString(field: "api", maxBytes: 128)
+        let slots = try readUInt32()
+        let free = try readUInt32()
+        guard free <= slots else { throw WireError.invalidValue("free \(free) > slots \(slots)") }
+        return MemberMetadata(version: version, api: api, slots: slots, free: free)
+    }
+}
+
+extension MembershipMessage {
+    func encode(into w: inout ByteWriter) {
+        w.write(typeCode)
+        let lengthAt = w.count
+        w.write(UInt16(0))
+        switch self {
+        case .ping(let seq, let target, let source, let replyTo):
+            w.write(seq); w.write(target); w.write(source); w.write(replyTo)
+        case .ack(let seq, let source), .nack(let seq, let source):
+            w.write(seq); w.write(source)
+        case .pingReq(let seq, let target, let ta, let source, let replyTo):
+            w.write(seq); w.write(target); w.write(ta); w.write(source); w.write(replyTo)
+        case .alive(let a):
+            w.write(a.name); w.write(a.address); w.write(a.incarnation); w.write(a.metadata)
+        case .suspect(let name, let inc, let from), .dead(let name, let inc, let from):
+            w.write(name); w.write(inc); w.write(from)
+        }
+        w.patch(UInt16(w.count - lengthAt - 2), at: lengthAt)
+    }
+
+    /// Reads one message; returns nil for an unknown type, which is skipped whole.
+    static func decode(from r: inout ByteReader) throws -> MembershipMessage? {
+        let type = try r.readUInt8()
+        let length = Int(try r.readUInt16())
+        var b = try r.subReader(length: length)
+        let message: MembershipMessage
+        switch type {
+        case 1:
+            message = .ping(seq: try b.readUInt32(), target: try b.readName("target"),
+                            source: try b.readName("source"), replyTo: try b.readAddress())
+        case 2: message = .ack(seq: try b.readUInt32(), source: try b.readName("source"))
+        case 3: message = .nack(seq: try b.readUInt32(), source: try b.readName("source"))
+        case 4:
+            message = .pingReq(seq: try b.readUInt32(), target: try b.readName("target"),
+                               targetAddress: try b.readAddress(), source: try b.readName("source"),
+                               replyTo: try b.readAddress())
+        case 5:
+            message = .alive(Alive(name: try b.readName("name"), address: try b.readAddress(),
+                                   incarnation: try b.readUInt64(), metadata: try b.readMetadata()))
+        case 6: message = .suspect(name: try b.readName("name"), incarnation: try b.readUInt64(), from: try b.readName("from"))
+        case 7: message = .dead(name: try b.readName("name"), incarnation: try b.readUInt64(), from: try b.readName("from"))
+        default:
+            return nil
+        }
+        try b.expectEnd()
+        return message
+    }
+}
+
+/// The full state exchanged by push-pull anti-entropy over TCP.
+public struct PushPullState: Equatable, Sendable {
+    public static let version: UInt8 = 1
+
+    public struct Entry: Equatable, Sendable {
+        public var name: String
+        public var address: NodeAddress
+        public var incarnation: UInt64
+        public var status: MemberStatus
+        public var metadata: MemberMetadata
+
+        public init(name: String, address: NodeAddress, incarnation: UInt64, status: MemberStatus, metadata: MemberMetadata) {
+            self.name = name
+            self.address = address
+            self.incarnation = incarnation
+            self.status = status
+            self.metadata = metadata
+        }
+    }
+
+    /// True when the sender is joining (the receiver answers with its full state either way).
+    public var join: Bool
+    public var source: String
+    public var entries: [Entry]
+
+    public init(join: Bool, source: String, entries: [Entry]) {
+        self.join = join
+        self.source = source
+        self.entries = entries
+    }
+
+    public func encoded() -> [UInt8] {
+        precondition(entries.count <= WireLimits.maxMembers)
+        var w = ByteWriter(capacity: 64 + entries.count * 64)
+        w.write(PushPullState.version)
+        w.write(join)
+        w.write(source)
+        w.write(UInt32(entries.count))
+        for e in entries {
+            w.write(e.name); w.write(e.address); w.write(e.incarnation); w.write(e.status.rawValue); w.write(e.metadata)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws -> PushPullState {
+        var r = ByteReader(bytes)
+        let version = try r.readUInt8()
+        guard version == PushPullState.version else { throw WireError.unsupportedVersion(version) }
+        let join = try r.readBool()
+        let source = try r.readName("source")
+        let count = Int(try r.readUInt32())
+        guard count <= WireLimits.maxMembers else {
+            throw WireError.tooLarge(field: "members", size: count, limit: WireLimits.maxMembers)
+        }
+        var entries: [Entry] = []
+        entries.reserveCapacity(min(count, 1024))
+        for _ in 0..<count {
+            let name = try r.readName("name")
+            let address = try r.readAddress()
+            let inc = try r.readUInt64()
+            let rawStatus = try r.readUInt8()
+            guard let status = MemberStatus(rawValue: rawStatus) else { throw WireError.invalidValue("status \(rawStatus)") }
+            entries.append(Entry(name: name, address: address, incarnation: inc, status: status, metadata: try r.readMetadata()))
+        }
+        try r.expectEnd()
+        return PushPullState(join: join, source: source, entries: entries)
+    }
+}

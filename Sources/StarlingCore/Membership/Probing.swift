@@ -1,0 +1,129 @@
+/// SWIM failure detection: direct probe, indirect probe through k members, Lifeguard nacks and
+/// the buddy system.
+extension Membership {
+    mutating func startProbe(now: Instant, into out: inout [MembershipDirective]) {
+        if probe != nil { finishFailedProbe(now: now, into: &out) }
+        let target = schedule.next(using: &rng) { [members] name in members[name]?.status.isActive ?? false }
+        guard let target, let member = members[target] else { return }
+        let seq = nextSequence()
+        probe = Probe(target: target, address: member.address, seq: seq,
+                      indirectAt: now + awareness.scale(settings.probeTimeout),
+                      endsAt: now + awareness.scale(settings.probeInterval))
+        var messages: [MembershipMessage] = [.ping(seq: seq, target: target, source: myName, replyTo: myAddress)]
+        // Lifeguard buddy system: tell a suspect that it is suspected, first thing, so that it
+        // can refute at once instead of waiting for gossip to reach it.
+        if settings.lifeguard, member.status == .suspect {
+            messages.append(.suspect(name: target, incarnation: member.incarnation, from: myName))
+        }
+        stats.probesSent += 1
+        send(messages, to: member.address, into: &out)
+    }
+
+    mutating func advanceProbe(now: Instant, into out: inout [MembershipDirective]) {
+        guard var p = probe else { return }
+        if !p.indirectSent, now >= p.indirectAt {
+            p.indirectSent = true
+            let helpers = active.sample(settings.indirectChecks, excluding: [p.target], using: &rng)
+            for name in helpers {
+                guard let helper = members[name] else { continue }
+                stats.pingReqsSent += 1
+                send([.pingReq(seq: p.seq, target: p.target, targetAddress: p.address, source: myName, replyTo: myAddress)],
+                     to: helper.address, into: &out)
+            }
+            p.expectedNacks = settings.lifeguard ? helpers.count : 0
+            probe = p
+        }
+        if now >= p.endsAt { finishFailedProbe(now: now, into: &out) }
+    }
+
+    /// No ack came within the period: adjust local health and suspect the target.
+    mutating func finishFailedProbe(now: Instant, into out: inout [MembershipDirective]) {
+        guard let p = probe else { return }
+        probe = nil
+        stats.probesFailed += 1
+        if settings.lifeguard {
+            // Missing nacks mean our own links or process are the problem, not the target.
+            let delta = p.expectedNacks > 0 ? max(0, p.expectedNacks - p.nacks) : 1
+            awareness.apply(delta: delta)
+        }
+        guard let m = members[p.target], m.status == .alive || m.status == .suspect else { return }
+        if m.status == .alive { stats.suspicionsRaised += 1 }
+        handleSuspect(name: p.target, incarnation: m.incarnation, from: myName, now: now, into: &out)
+    }
+
+    mutating func advanceRelays(now: Instant, into out: inout [MembershipDirective]) {
+        guard !relays.isEmpty else { return }
+        for (seq, relay) in relays {
+            if let nackAt = relay.nackAt, now >= nackAt {
+                relays[seq]!.nackAt = nil
+                stats.nacksSent += 1
+                send([.nack(seq: relay.originalSeq, source: myName)], to: relay.replyTo, into: &out)
+            }
+            if now >= relay.expiresAt { relays[seq] = nil }
+        }
+    }
+
+    mutating func handlePing(seq: UInt32, target: String, replyTo: NodeAddress, into out: inout [MembershipDirective]) {
+        guard target == myName else {
+            stats.messagesIgnored += 1  // meant for whoever had this address before
+            return
+        }
+        send([.ack(seq: seq, source: myName)], to: replyTo, into: &out)
+    }
+
+    mutating func handleAck(seq: UInt32, now: Instant, into out: inout [MembershipDirective]) {
+        if let p = probe, p.seq == seq {
+            probe = nil
+            stats.acksReceived += 1
+            if settings.lifeguard { awareness.apply(delta: -1) }
+            return
+        }
+        if let relay = relays.removeValue(forKey: seq) {
+            send([.ack(seq: relay.originalSeq, source: relay.target)], to: relay.replyTo, into: &out)
+            return
+        }
+        stats.messagesIgnored += 1  // late: the probe already ended
+    }
+
+    mutating func handleNack(seq: UInt32) {
+        if let p = probe, p.seq == seq, p.nacks < p.expectedNacks {
+            probe!.nacks += 1
+            stats.nacksReceived += 1
+        } else {
+            stats.messagesIgnored += 1
+        }
+    }
+
+    mutating func handlePingReq(seq: UInt32, target: String, targetAddress: NodeAddress, replyTo: NodeAddress,
+                                now: Instant, into out: inout [MembershipDirective]) {
+        guard relays.count < settings.maxPendingRelays else {
+            stats.relaysDropped += 1
+            return
+        }
+        stats.pingReqsServed += 1
+        let local = nextSequence()
+        relays[local] = Relay(originalSeq: seq, target: target, replyTo: replyTo,
+                              nackAt: settings.lifeguard ? now + settings.probeTimeout.scaled(by: 0.8) : nil,
+                              expiresAt: now + settings.probeInterval)
+        send([.ping(seq: local, target: target, source: myName, replyTo: myAddress)], to: targetAddress, into: &out)
+    }
+
+    mutating func handle(_ message: MembershipMessage, now: Instant, into out: inout [MembershipDirective]) {
+        switch message {
+        case .ping(let seq, let target, _, let replyTo):
+            handlePing(seq: seq, target: target, replyTo: replyTo, into: &out)
+        case .ack(let seq, _):
+            handleAck(seq: seq, now: now, into: &out)
+        case .nack(let seq, _):
+            handleNack(seq: seq)
+        case .pingReq(let seq, let target, let targetAddress, _, let replyTo):
+            handlePingReq(seq: seq, target: target, targetAddress: targetAddress, replyTo: replyTo, now: now, into: &out)
+        case .alive(let a):
+            handleAlive(a, now: now, into: &out)
+        case .suspect(let name, let inc, let from):
+            handleSuspect(name: name, incarnation: inc, from: from, now: now, into: &out)
+        case .dead(let name, let inc, let from):
+            handleDead(name: name, incarnation: inc, from: from, now: now, into: &out)
+        }
+    }
+}

@@ -1,0 +1,160 @@
+/// SWIM's rules for alive, suspect and dead updates, ordered by incarnation (paper section 4.2).
+///
+/// - `alive(i)` overrides `suspect(j)` and `alive(j)` when i > j, and `dead`/`left` when i > j.
+/// - `suspect(i)` overrides `alive(j)` when i ≥ j, and `suspect(j)` when i > j.
+/// - `dead(i)` overrides `alive(j)` and `suspect(j)` when i ≥ j.
+/// - Only the member itself raises its incarnation, to refute a suspicion or death.
+extension Membership {
+    mutating func handleAlive(_ a: MembershipMessage.Alive, now: Instant, into out: inout [MembershipDirective]) {
+        if a.name == myName {
+            // Someone holds a different or newer view of us (often from our previous life).
+            if !isLeaving, a.incarnation > incarnation || (a.incarnation == incarnation && (a.address != myAddress || a.metadata != metadata)) {
+                refute(observed: a.incarnation, now: now)
+            } else {
+                stats.messagesIgnored += 1
+            }
+            return
+        }
+        guard var m = members[a.name] else {
+            guard members.count < WireLimits.maxMembers else {
+                stats.membersRejected += 1
+                return
+            }
+            members[a.name] = Member(name: a.name, address: a.address, incarnation: a.incarnation, status: .alive,
+                                     metadata: a.metadata, statusSince: now)
+            active.insert(a.name)
+            schedule.insert(a.name, using: &rng)
+            broadcasts.enqueue(.alive(a))
+            out.append(.changed(MemberChange(name: a.name, address: a.address, from: nil, to: .alive, incarnation: a.incarnation)))
+            return
+        }
+        if a.incarnation < m.incarnation {
+            stats.messagesIgnored += 1
+            return
+        }
+        if a.incarnation == m.incarnation {
+            // Same life: liveness stays (suspect and dead win ties); only newer metadata applies.
+            if m.status.isActive, a.metadata.version > m.metadata.version {
+                m.metadata = a.metadata
+                members[a.name] = m
+                broadcasts.enqueue(.alive(a))
+            } else {
+                stats.messagesIgnored += 1
+            }
+            return
+        }
+        // A newer incarnation: its metadata is the member's current one, whatever the version.
+        m.incarnation = a.incarnation
+        m.address = a.address
+        m.metadata = a.metadata
+        members[a.name] = m
+        suspicions[a.name] = nil
+        setStatus(a.name, .alive, now: now, into: &out)
+        broadcasts.enqueue(.alive(a))
+    }
+
+    mutating func handleSuspect(name: String, incarnation inc: UInt64, from: String, now: Instant,
+                                into out: inout [MembershipDirective]) {
+        if name == myName {
+            if !isLeaving, inc >= incarnation { refute(observed: inc, now: now) } else { stats.messagesIgnored += 1 }
+            return
+        }
+        guard let m = members[name], m.status.isActive, inc >= m.incarnation else {
+            stats.messagesIgnored += 1
+            return
+        }
+        if m.status == .suspect, inc == m.incarnation, var s = suspicions[name] {
+            // Lifeguard: an independent confirmation shortens the timeout; pass it on.
+            if settings.lifeguard, s.confirm(from: from) {
+                suspicions[name] = s
+                broadcasts.enqueue(.suspect(name: name, incarnation: inc, from: from))
+            } else {
+                stats.messagesIgnored += 1
+            }
+            return
+        }
+        let n = active.count + 1
+        let bounds = settings.suspicionTimeouts(members: n)
+        var k = settings.lifeguard ? Int(settings.suspicionMultiplier) - 2 : 0
+        if n - 2 < k { k = 0 }
+        suspicions[name] = Suspicion(incarnation: inc, from: from, startedAt: now, minimum: bounds.min,
+                                     maximum: bounds.max, expectedConfirmations: k)
+        members[name]!.incarnation = inc
+        if m.status != .suspect { setStatus(name, .suspect, now: now, into: &out) }
+        broadcasts.enqueue(.suspect(name: name, incarnation: inc, from: from))
+    }
+
+    mutating func handleDead(name: String, incarnation inc: UInt64, from: String, now: Instant,
+                             into out: inout [MembershipDirective]) {
+        let isLeave = from == name
+        if name == myName {
+            if !isLeaving, inc >= incarnation { refute(observed: inc, now: now) } else { stats.messagesIgnored += 1 }
+            return
+        }
+        guard let m = members[name], inc >= m.incarnation else {
+            stats.messagesIgnored += 1
+            return
+        }
+        // A leave may upgrade dead to left; nothing else moves a member that is already down.
+        if m.status == .left || (m.status == .dead && !isLeave) {
+            stats.messagesIgnored += 1
+            return
+        }
+        members[name]!.incarnation = inc
+        suspicions[name] = nil
+        setStatus(name, isLeave ? .left : .dead, now: now, into: &out)
+        broadcasts.enqueue(.dead(name: name, incarnation: inc, from: from))
+    }
+
+    /// Raises our incarnation above `observed` and gossips that we are alive.
+    mutating func refute(observed: UInt64, now: Instant) {
+        incarnation = max(incarnation, observed) + 1
+        members[myName]!.incarnation = incarnation
+        stats.refutations += 1
+        // Lifeguard: being suspected is a sign that we are the slow one.
+        if settings.lifeguard { awareness.apply(delta: 1) }
+        broadcasts.enqueue(.alive(selfAlive))
+    }
+
+    mutating func expireSuspicions(now: Instant, into out: inout [MembershipDirective]) {
+        guard !suspicions.isEmpty else { return }
+        for (name, s) in suspicions where now >= s.deadline {
+            suspicions[name] = nil
+            guard let m = members[name], m.status == .suspect, m.incarnation == s.incarnation else { continue }
+            stats.deathsDeclared += 1
+            handleDead(name: name, incarnation: s.incarnation, from: myName, now: now, into: &out)
+        }
+    }
+
+    /// Drops dead and left members whose last change is older than `reapAfter`.
+    mutating func reap(now: Instant, into out: inout [MembershipDirective]) {
+        for name in inactive.names {
+            guard let m = members[name], now - m.statusSince >= settings.reapAfter else { continue }
+            members[name] = nil
+            inactive.remove(name)
+            schedule.remove(name)
+            stats.reaped += 1
+            out.append(.changed(MemberChange(name: name, address: m.address, from: m.status, to: nil, incarnation: m.incarnation)))
+        }
+    }
+
+    /// The one place a member's status changes: keeps the indexes and emits the change.
+    mutating func setStatus(_ name: String, _ status: MemberStatus, now: Instant, into out: inout [MembershipDirective]) {
+        guard var m = members[name], name != myName else { return }
+        let old = m.status
+        guard old != status else { return }
+        m.status = status
+        m.statusSince = now
+        members[name] = m
+        if status.isActive {
+            inactive.remove(name)
+            active.insert(name)
+            schedule.insert(name, using: &rng)
+        } else {
+            active.remove(name)
+            inactive.insert(name)
+        }
+        assert(active.count + inactive.count + 1 == members.count, "member indexes out of step")
+        out.append(.changed(MemberChange(name: name, address: m.address, from: old, to: status, incarnation: m.incarnation)))
+    }
+}

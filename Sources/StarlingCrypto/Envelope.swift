@@ -1,0 +1,92 @@
+import CSodium
+
+/// Authenticated encryption of every packet and stream frame between nodes
+/// (XChaCha20-Poly1305, IETF construction).
+///
+/// ```
+/// sealed    := kind:u8 keyId:u32 nonce[24] ciphertext
+/// plaintext := sentAtMs:u64 payload
+/// ```
+/// `kind` and `keyId` are authenticated as associated data, so a UDP packet cannot be replayed
+/// as a stream frame, nor a reply as a request. `sentAtMs` (wall clock) lets the receiver refuse
+/// replays older than its window.
+public enum Envelope {
+    public enum Kind: UInt8, Sendable {
+        case gossip = 1
+        case pushPullRequest = 2
+        case pushPullReply = 3
+    }
+
+    public static let headerBytes = 1 + 4 + 24
+    public static let overheadBytes = headerBytes + 8 + 16
+
+    public enum OpenError: Error, Equatable, Sendable {
+        case malformed
+        case wrongKind
+        case unknownKey
+        case authenticationFailed
+        case stale(ageMs: Int64)
+
+        public var reason: String {
+            switch self {
+            case .malformed: "malformed"
+            case .wrongKind: "wrong_kind"
+            case .unknownKey: "unknown_key"
+            case .authenticationFailed: "auth_failed"
+            case .stale: "replay_window"
+            }
+        }
+    }
+
+    public static func seal(_ payload: [UInt8], kind: Kind, key: ClusterKey, sentAtMs: UInt64) -> [UInt8] {
+        Sodium.ensureReady()
+        var header = [UInt8](repeating: 0, count: headerBytes)
+        header[0] = kind.rawValue
+        for i in 0..<4 { header[1 + i] = UInt8(truncatingIfNeeded: key.id >> UInt32(24 - 8 * i)) }
+        header.withUnsafeMutableBufferPointer { randombytes_buf($0.baseAddress! + 5, 24) }
+        var plaintext = [UInt8](repeating: 0, count: 8)
+        for i in 0..<8 { plaintext[i] = UInt8(truncatingIfNeeded: sentAtMs >> UInt64(56 - 8 * i)) }
+        plaintext += payload
+        var out = header + [UInt8](repeating: 0, count: plaintext.count + 16)
+        var clen: UInt64 = 0
+        let rc = out.withUnsafeMutableBufferPointer { o in
+            plaintext.withUnsafeBufferPointer { p in
+                key.bytes.withUnsafeBufferPointer { k in
+                    crypto_aead_xchacha20poly1305_ietf_encrypt(
+                        o.baseAddress! + headerBytes, &clen, p.baseAddress, UInt64(p.count),
+                        o.baseAddress, 5, nil, o.baseAddress! + 5, k.baseAddress!)
+                }
+            }
+        }
+        precondition(rc == 0 && Int(clen) == plaintext.count + 16)
+        return out
+    }
+
+    /// Opens a sealed message, checking kind, key, tag and age (`maxAgeMs` either way, to allow
+    /// for clock skew).
+    public static func open(_ sealed: [UInt8], kind: Kind, keyring: Keyring, nowMs: UInt64,
+                            maxAgeMs: Int64) throws(OpenError) -> [UInt8] {
+        Sodium.ensureReady()
+        guard sealed.count >= overheadBytes else { throw .malformed }
+        guard sealed[0] == kind.rawValue else { throw .wrongKind }
+        let id = sealed[1..<5].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        guard let key = keyring.key(id: id) else { throw .unknownKey }
+        let clen = sealed.count - headerBytes
+        var plaintext = [UInt8](repeating: 0, count: clen - 16)
+        var mlen: UInt64 = 0
+        let rc = plaintext.withUnsafeMutableBufferPointer { m in
+            sealed.withUnsafeBufferPointer { s in
+                key.bytes.withUnsafeBufferPointer { k in
+                    crypto_aead_xchacha20poly1305_ietf_decrypt(
+                        m.baseAddress, &mlen, nil, s.baseAddress! + headerBytes, UInt64(clen),
+                        s.baseAddress, 5, s.baseAddress! + 5, k.baseAddress!)
+                }
+            }
+        }
+        guard rc == 0, Int(mlen) == clen - 16 else { throw .authenticationFailed }
+        let sentAt = plaintext[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let age = Int64(bitPattern: nowMs &- sentAt)
+        guard abs(age) <= maxAgeMs else { throw .stale(ageMs: age) }
+        return Array(plaintext[8...])
+    }
+}

@@ -1,0 +1,337 @@
+import CUV
+import Foundation
+import Logging
+import StarlingCore
+import StarlingCrypto
+import Synchronization
+
+/// A running mesh node: one libuv loop, on its own thread, owns the gossip socket, the stream
+/// listener, the timers, and the membership state machine.
+///
+/// Threading: every field below `shared` is touched only by the loop thread (after `init`,
+/// which runs before the thread starts). Other threads talk to the node through `shared`, a
+/// mutex-guarded snapshot and inbox, and wake the loop with `uv_async_send`, the one libuv
+/// call that is safe from any thread. That is why the `@unchecked Sendable` below is sound.
+public final class MeshNode: @unchecked Sendable {
+    public let configuration: MeshConfiguration
+    let logger: Logger
+
+    private struct Shared {
+        var snapshot: MeshSnapshot
+        var inbox: [Command] = []
+        var stopped = false
+    }
+
+    enum Command {
+        case leave
+        case reloadKeys
+        case setFreeSlots(Int)
+    }
+
+    private let shared: Mutex<Shared>
+
+    // Loop-thread state.
+    let loop: UnsafeMutablePointer<uv_loop_t>
+    let udp: UnsafeMutablePointer<uv_udp_t>
+    let listener: UnsafeMutablePointer<uv_tcp_t>
+    private let timer: UnsafeMutablePointer<uv_timer_t>
+    private let wakeup: UnsafeMutablePointer<uv_async_t>
+    private var signals: [UnsafeMutablePointer<uv_signal_t>] = []
+    let readBuffer: UnsafeMutableRawPointer
+    static let readBufferBytes = 65_536
+    var membership: Membership
+    var keyring: Keyring
+    let metrics = MeshMetrics()
+    var streams: [ObjectIdentifier: StreamExchange] = [:]
+    private var addressCache: [NodeAddress: sockaddr_storage] = [:]
+    private let origin = uv_hrtime()
+    private var leaveDeadline: Instant?
+    private var onExit: (@Sendable () -> Void)?
+    private var lastPublish = Instant.zero
+
+    public init(configuration: MeshConfiguration, keyring: Keyring, logger: Logger) throws {
+        precondition(configuration.settings.reapAfter > configuration.replayWindow * 2,
+                     "reapAfter must exceed the replay window, or a replayed alive could revive a reaped member")
+        self.configuration = configuration
+        self.keyring = keyring
+        self.logger = logger
+        let metadata = MemberMetadata(version: 0, api: configuration.api, slots: UInt32(configuration.slots),
+                                      free: UInt32(configuration.slots))
+        membership = Membership(settings: configuration.settings, name: configuration.name,
+                                address: configuration.advertise, metadata: metadata,
+                                seed: secureRandomUInt64(), now: .zero)
+        shared = Mutex(Shared(snapshot: MeshSnapshot(name: configuration.name, members: [], stats: .init(),
+                                                     localHealth: 0, incarnation: 0)))
+        loop = .allocate(capacity: 1)
+        udp = .allocate(capacity: 1)
+        listener = .allocate(capacity: 1)
+        timer = .allocate(capacity: 1)
+        wakeup = .allocate(capacity: 1)
+        readBuffer = .allocate(byteCount: Self.readBufferBytes, alignment: 16)
+        precondition(uv_loop_init(loop) == 0)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        loop.pointee.data = me
+
+        guard var bindAddress = SocketAddress.make(configuration.bind) else {
+            throw MeshError.badAddress(configuration.bind.description)
+        }
+        uv_udp_init(loop, udp)
+        udp.pointee.data = me
+        var rc = withUnsafePointer(to: &bindAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(udp, $0, 0) }
+        }
+        guard rc == 0 else { throw MeshError.bind("udp \(configuration.bind)", uvError(rc)) }
+        uv_tcp_init(loop, listener)
+        listener.pointee.data = me
+        rc = withUnsafePointer(to: &bindAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_bind(listener, $0, 0) }
+        }
+        if rc == 0 { rc = uv_listen(asStream(listener), 128, acceptCallback) }
+        guard rc == 0 else { throw MeshError.bind("tcp \(configuration.bind)", uvError(rc)) }
+        uv_timer_init(loop, timer)
+        timer.pointee.data = me
+        uv_async_init(loop, wakeup) { handle in
+            Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue().drainInbox()
+        }
+        wakeup.pointee.data = me
+        for signal in [SIGTERM, SIGINT, SIGHUP] {
+            let h = UnsafeMutablePointer<uv_signal_t>.allocate(capacity: 1)
+            uv_signal_init(loop, h)
+            h.pointee.data = me
+            uv_signal_start(h, { handle, signum in
+                let node = Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+                node.handleSignal(signum)
+            }, signal)
+            signals.append(h)
+        }
+    }
+
+    /// The bound gossip port (useful when binding port 0).
+    public var boundPort: UInt16 {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_getsockname(udp, $0, &len) }
+        }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress.nodeAddress($0)?.port ?? 0 }
+        }
+    }
+
+    /// Starts the loop on its own thread. `onExit` runs on that thread once the node has left.
+    public func start(onExit: @escaping @Sendable () -> Void) {
+        self.onExit = onExit
+        let thread = Thread { [self] in self.run() }
+        thread.name = "starling-mesh"
+        thread.start()
+    }
+
+    // MARK: Any thread
+
+    public func snapshot() -> MeshSnapshot { shared.withLock { $0.snapshot } }
+
+    /// Leave gracefully (as on SIGTERM), then stop.
+    public func requestLeave() { post(.leave) }
+
+    public func setFreeSlots(_ free: Int) { post(.setFreeSlots(free)) }
+
+    private func post(_ command: Command) {
+        let stopped = shared.withLock { s -> Bool in
+            if !s.stopped { s.inbox.append(command) }
+            return s.stopped
+        }
+        if !stopped { uv_async_send(wakeup) }
+    }
+
+    // MARK: Loop thread
+
+    var now: Instant { Instant(nanoseconds: Int64(uv_hrtime() - origin)) }
+
+    private func run() {
+        uv_udp_recv_start(udp, { handle, _, buf in
+            let node = Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+            buf!.pointee = uv_buf_init(node.readBuffer.assumingMemoryBound(to: CChar.self), UInt32(MeshNode.readBufferBytes))
+        }, { handle, nread, buf, addr, _ in
+            let node = Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+            guard nread > 0, let addr, let base = buf?.pointee.base else { return }
+            node.receiveDatagram(UnsafeRawBufferPointer(start: base, count: nread), from: addr)
+        })
+        logger.info("mesh node started", metadata: ["name": "\(configuration.name)", "gossip": "\(configuration.advertise)",
+                                                    "seeds": "\(configuration.seeds.map(\.description))"])
+        execute(membership.join(seeds: configuration.seeds, now: now))
+        afterEvent(changed: true)
+        uv_run(loop, UV_RUN_DEFAULT)
+        logger.info("mesh node stopped", metadata: ["name": "\(configuration.name)"])
+        onExit?()
+    }
+
+    func receiveDatagram(_ bytes: UnsafeRawBufferPointer, from addr: UnsafePointer<sockaddr>) {
+        metrics.received(bytes: bytes.count, stream: false)
+        guard bytes.count <= 1400 else {
+            metrics.drop(reason: "oversize")
+            return afterEvent()
+        }
+        let plaintext: [UInt8]
+        do {
+            plaintext = try Envelope.open(Array(bytes), kind: .gossip, keyring: keyring, nowMs: wallClockMs(),
+                                          maxAgeMs: configuration.replayWindow.nanoseconds / 1_000_000)
+        } catch {
+            metrics.drop(reason: error.reason)
+            return afterEvent()
+        }
+        do {
+            let packet = try Packet.decode(plaintext)
+            let source = SocketAddress.nodeAddress(addr) ?? configuration.bind
+            execute(membership.receive(packet, from: source, now: now))
+        } catch let error as WireError {
+            metrics.drop(reason: error.reason)
+        } catch {
+            metrics.drop(reason: "invalid")
+        }
+        afterEvent()
+    }
+
+    func execute(_ directives: [MembershipDirective]) {
+        for d in directives {
+            switch d {
+            case .send(let packet, let to):
+                sendDatagram(packet.encoded(), to: to)
+            case .pushPull(let state, let to):
+                startPushPull(state, to: to)
+            case .changed(let change):
+                logger.info("member changed", metadata: ["member": "\(change.name)", "address": "\(change.address)",
+                                                         "from": "\(change.from.map(\.description) ?? "new")",
+                                                         "to": "\(change.to.map(\.description) ?? "reaped")",
+                                                         "incarnation": "\(change.incarnation)"])
+                pendingChange = true
+            }
+        }
+    }
+
+    private var pendingChange = false
+
+    func socketAddress(for address: NodeAddress) -> sockaddr_storage? {
+        if let cached = addressCache[address] { return cached }
+        guard let made = SocketAddress.make(address) else { return nil }
+        if addressCache.count > 4 * WireLimits.maxMembers { addressCache.removeAll() }
+        addressCache[address] = made
+        return made
+    }
+
+    private func sendDatagram(_ payload: [UInt8], to address: NodeAddress) {
+        guard var dest = socketAddress(for: address) else {
+            metrics.drop(reason: "bad_address")
+            return
+        }
+        var sealed = Envelope.seal(payload, kind: .gossip, key: keyring.primary, sentAtMs: wallClockMs())
+        assert(sealed.count <= 1400, "sealed packet over the UDP budget")
+        let rc = sealed.withUnsafeMutableBytes { raw -> Int32 in
+            var buf = uv_buf_init(raw.baseAddress!.assumingMemoryBound(to: CChar.self), UInt32(raw.count))
+            return withUnsafePointer(to: &dest) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_try_send(udp, &buf, 1, $0) }
+            }
+        }
+        if rc < 0 { metrics.drop(reason: "send_failed") } else { metrics.sent(bytes: sealed.count, stream: false) }
+    }
+
+    /// After every event: run due timers, publish the snapshot, re-arm the timer.
+    func afterEvent(changed: Bool = false) {
+        let t = now
+        if t >= membership.nextDeadline { execute(membership.tick(now: t)) }
+        sweepStreams(now: t)
+        if let leaveDeadline, t >= leaveDeadline { return shutdown() }
+        if changed || pendingChange || t - lastPublish >= .milliseconds(100) {
+            publish(at: t)
+        }
+        var deadline = membership.nextDeadline
+        if let leaveDeadline { deadline = min(deadline, leaveDeadline) }
+        if !streams.isEmpty { deadline = min(deadline, t + .milliseconds(100)) }
+        let waitMs = max(0, (deadline - t).nanoseconds + 999_999) / 1_000_000
+        uv_timer_start(timer, { handle in
+            Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue().afterEvent()
+        }, UInt64(waitMs), 0)
+    }
+
+    private func publish(at t: Instant) {
+        lastPublish = t
+        pendingChange = false
+        metrics.publish(membership)
+        let snap = MeshSnapshot(name: configuration.name, members: membership.memberList, stats: membership.stats,
+                                localHealth: membership.awareness.score, incarnation: membership.incarnation)
+        shared.withLock { $0.snapshot = snap }
+    }
+
+    private func drainInbox() {
+        let commands = shared.withLock { s -> [Command] in
+            defer { s.inbox.removeAll() }
+            return s.inbox
+        }
+        for c in commands {
+            switch c {
+            case .leave: beginLeave()
+            case .reloadKeys: reloadKeys()
+            case .setFreeSlots(let free):
+                membership.updateMetadata(now: now) { $0.free = UInt32(max(0, min(free, Int($0.slots)))) }
+            }
+        }
+        afterEvent(changed: true)
+    }
+
+    private func handleSignal(_ signum: Int32) {
+        if signum == SIGHUP {
+            reloadKeys()
+        } else {
+            logger.info("signal received, leaving", metadata: ["signal": "\(signum)"])
+            beginLeave()
+        }
+        afterEvent(changed: true)
+    }
+
+    private func beginLeave() {
+        guard leaveDeadline == nil else { return }
+        execute(membership.leave(now: now))
+        // Let gossip carry the leave for a few rounds before stopping.
+        leaveDeadline = now + max(configuration.settings.gossipInterval * 5, .milliseconds(200))
+    }
+
+    private func reloadKeys() {
+        do {
+            keyring = try Keyring.load(path: configuration.keyFile)
+            logger.info("keyring reloaded", metadata: ["keys": "\(keyring.keys.count)", "primary": "\(String(keyring.primary.id, radix: 16))"])
+        } catch {
+            logger.error("keyring reload failed; keeping the old keys", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func shutdown() {
+        shared.withLock { $0.stopped = true }
+        publish(at: now)
+        for s in streams.values { s.close() }
+        uv_timer_stop(timer)
+        uv_close(asHandle(timer), nil)
+        uv_close(asHandle(wakeup), nil)
+        uv_close(asHandle(udp), nil)
+        uv_close(asHandle(listener), nil)
+        for s in signals { uv_close(asHandle(s), nil) }
+    }
+}
+
+public enum MeshError: Error, CustomStringConvertible {
+    case badAddress(String)
+    case bind(String, String)
+
+    public var description: String {
+        switch self {
+        case .badAddress(let a): "not an IP address and port: \(a)"
+        case .bind(let what, let why): "cannot bind \(what): \(why)"
+        }
+    }
+}
+
+extension Envelope.OpenError {
+    var asReason: String { reason }
+}
+
+extension Error {
+    var reason: String { (self as? Envelope.OpenError)?.reason ?? (self as? WireError)?.reason ?? "invalid" }
+}

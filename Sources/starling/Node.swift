@@ -1,0 +1,101 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import Logging
+import Metrics
+import Prometheus
+import StarlingCore
+import StarlingCrypto
+import StarlingRuntime
+
+struct Node: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a node in the foreground. SIGTERM or SIGINT: leave gracefully, then exit 0. SIGHUP: reload the key file.")
+
+    @Option(help: "This node's name, unique in the mesh (1-64 bytes).")
+    var name: String
+
+    @Option(help: "HOST:PORT for UDP gossip and TCP node-to-node streams.")
+    var gossip: String
+
+    @Option(help: "HOST:PORT that other nodes should use to reach --gossip (NAT, containers).")
+    var advertise: String?
+
+    @Option(help: "HOST:PORT for the HTTP JSON API.")
+    var api: String
+
+    @Option(help: "Directory for the node's identity key and database.")
+    var data: String
+
+    @Option(name: .customLong("key-file"), help: "Cluster key file: base64 keys, one per line; the first encrypts.")
+    var keyFile: String
+
+    @Option(help: "Seeds to join through: HOST:PORT[,HOST:PORT...].")
+    var join: String?
+
+    @Option(help: "Sub-agents this node runs at once (default: number of cores).")
+    var slots: Int?
+
+    @Option(help: "Membership timing preset: loopback (fast, one machine) or lan.")
+    var preset: String = "lan"
+
+    @Option(help: "Policy file (sandbox policy; see the README).")
+    var policy: String?
+
+    @Option(name: .customLong("secrets-file"), help: "Secrets file, NAME=VALUE lines, mode 0600.")
+    var secretsFile: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes else { throw ValidationError("--name must be 1-64 bytes") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
+        guard ["lan", "loopback"].contains(preset) else { throw ValidationError("--preset must be lan or loopback") }
+        if let slots, slots < 1 || slots > 4096 { throw ValidationError("--slots must be 1-4096") }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        var logger = Logger(label: "starling")
+        logger[metadataKey: "node"] = "\(name)"
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+
+        guard let bind = SocketAddress.resolve(gossip) else { throw ValidationError("--gossip: not HOST:PORT: \(gossip)") }
+        guard let apiAddress = SocketAddress.resolve(api) else { throw ValidationError("--api: not HOST:PORT: \(api)") }
+        var advertised: NodeAddress? = nil
+        if let advertise {
+            guard let a = SocketAddress.resolve(advertise) else { throw ValidationError("--advertise: not HOST:PORT: \(advertise)") }
+            advertised = a
+        } else if bind.host == "0.0.0.0" || bind.host == "::" {
+            throw ValidationError("--gossip binds a wildcard address; give --advertise HOST:PORT")
+        }
+        var seeds: [NodeAddress] = []
+        for part in (join ?? "").split(separator: ",") where !part.isEmpty {
+            guard let s = SocketAddress.resolve(String(part)) else { throw ValidationError("--join: not HOST:PORT: \(part)") }
+            seeds.append(s)
+        }
+        let keyring: Keyring
+        do { keyring = try Keyring.load(path: keyFile) } catch { throw ValidationError("--key-file: \(error)") }
+        let identity = try NodeIdentity.loadOrCreate(dataDir: data)
+        logger.info("identity", metadata: ["publicKey": "\(identity.publicKeyHex)"])
+
+        let settings: MembershipSettings = preset == "loopback" ? .loopback : .lan
+        let config = MeshConfiguration(name: name, bind: bind, advertise: advertised, api: apiAddress.description,
+                                       seeds: seeds, slots: slots ?? ProcessInfo.processInfo.activeProcessorCount,
+                                       keyFile: keyFile, settings: settings)
+        let node = try MeshNode(configuration: config, keyring: keyring, logger: logger)
+        node.start(onExit: {
+            fflush(nil)  // flushes every open stream
+            Glibc.exit(0)
+        })
+        try await APIServer(node: node, registry: registry, host: apiAddress.host, port: Int(apiAddress.port),
+                            logger: logger).run()
+    }
+}
