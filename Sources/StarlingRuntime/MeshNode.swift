@@ -81,6 +81,9 @@ public final class MeshNode: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_udp_bind(udp, $0, 0) }
         }
         guard rc == 0 else { throw MeshError.bind("udp \(configuration.bind)", uvError(rc)) }
+        // A burst of gossip (or of garbage) should queue, not overflow the kernel's default buffer.
+        var receiveBuffer: Int32 = 4 << 20
+        _ = uv_recv_buffer_size(asHandle(udp), &receiveBuffer)
         uv_tcp_init(loop, listener)
         listener.pointee.data = me
         rc = withUnsafePointer(to: &bindAddress) {

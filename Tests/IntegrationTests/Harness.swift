@@ -1,0 +1,210 @@
+import Foundation
+import Glibc
+import Testing
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The `starling` binary under test: $STARLING_BIN (Scripts/test sets it), else the debug build.
+func starlingBinary() -> String {
+    if let bin = ProcessInfo.processInfo.environment["STARLING_BIN"] { return bin }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return root.appendingPathComponent(".build/debug/starling").path
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+func freePort() -> UInt16 {
+    for _ in 0..<100 {
+        let port = UInt16.random(in: 20_000...60_000)
+        if canBind(port, SOCK_DGRAM), canBind(port, SOCK_STREAM) { return port }
+    }
+    fatalError("no free port")
+}
+
+private func canBind(_ port: UInt16, _ type: __socket_type) -> Bool {
+    let fd = socket(AF_INET, Int32(type.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_port = port.bigEndian
+    a.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+    } }
+}
+
+struct MemberView: Decodable, Equatable {
+    struct Capacity: Decodable, Equatable { var slots: Int; var free: Int }
+    var name: String
+    var gossip: String
+    var api: String
+    var status: String
+    var incarnation: UInt64
+    var capacity: Capacity
+}
+
+/// One `starling node` process, ended by its own PID.
+final class NodeProcess: @unchecked Sendable {
+    let name: String
+    let gossipPort: UInt16
+    let apiPort: UInt16
+    let dataDir: String
+    let keyFile: String
+    let process = Process()
+    let logPath: String
+
+    init(name: String, gossipPort: UInt16, apiPort: UInt16, dataDir: String, keyFile: String, join: [UInt16], logPath: String) throws {
+        self.name = name
+        self.gossipPort = gossipPort
+        self.apiPort = apiPort
+        self.dataDir = dataDir
+        self.keyFile = keyFile
+        self.logPath = logPath
+        process.executableURL = URL(fileURLWithPath: starlingBinary())
+        var args = ["node", "--name", name, "--gossip", "127.0.0.1:\(gossipPort)", "--api", "127.0.0.1:\(apiPort)",
+                    "--data", dataDir, "--key-file", keyFile, "--preset", "loopback", "--slots", "2", "--log-level", "info"]
+        if !join.isEmpty { args += ["--join", join.map { "127.0.0.1:\($0)" }.joined(separator: ",")] }
+        process.arguments = args
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = FileHandle(forWritingAtPath: logPath)!
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+
+    func signal(_ sig: Int32) { if process.isRunning { kill(pid, sig) } }
+
+    /// Waits for the process to exit (up to `seconds`), returning its status, or nil if it did not.
+    func waitForExit(seconds: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning, Date() < deadline { usleep(20_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    func members() -> [MemberView]? {
+        guard let data = httpGet(port: apiPort, path: "/v1/members") else { return nil }
+        struct List: Decodable { var members: [MemberView] }
+        return try? JSONDecoder().decode(List.self, from: data).members
+    }
+
+    func status(of member: String) -> String? { members()?.first { $0.name == member }?.status }
+
+    func metrics() -> String { httpGet(port: apiPort, path: "/metrics").map { String(decoding: $0, as: UTF8.self) } ?? "" }
+
+    func metric(_ line: String) -> Double {
+        for l in metrics().split(separator: "\n") where l.hasPrefix(line + " ") {
+            return Double(l.split(separator: " ").last!) ?? 0
+        }
+        return 0
+    }
+}
+
+/// A set of nodes sharing one temp dir and (by default) one cluster key. Call `shutdown()` in a
+/// `defer`: it ends every process it started, by PID, whatever the test's outcome.
+final class LocalCluster: @unchecked Sendable {
+    let dir: String
+    let keyFile: String
+    private(set) var nodes: [NodeProcess] = []
+    private var ports: [String: (UInt16, UInt16)] = [:]
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "starling-it-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        keyFile = dir + "/cluster.key"
+        try runStarling(["keygen", "--out", keyFile])
+    }
+
+    /// Starts `name` (reusing its ports and data dir if it ran before).
+    @discardableResult
+    func start(_ name: String, join: [NodeProcess] = [], keyFile: String? = nil) throws -> NodeProcess {
+        let (g, a) = ports[name] ?? (freePort(), freePort())
+        ports[name] = (g, a)
+        let node = try NodeProcess(name: name, gossipPort: g, apiPort: a, dataDir: "\(dir)/\(name)", keyFile: keyFile ?? self.keyFile,
+                                   join: join.map(\.gossipPort), logPath: "\(dir)/\(name).log")
+        nodes.append(node)
+        try waitUntil("\(name) serves its API", seconds: 20) { httpGet(port: a, path: "/v1/health") != nil }
+        return node
+    }
+
+    func shutdown() {
+        for n in nodes where n.isRunning { n.signal(SIGKILL) }
+        for n in nodes { _ = n.waitForExit(seconds: 5) }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func log(of node: NodeProcess) -> String { (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "" }
+}
+
+struct TimedOut: Error, CustomStringConvertible { var description: String }
+
+func waitUntil(_ what: String, seconds: Double, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return }
+        usleep(50_000)
+    }
+    if condition() { return }
+    throw TimedOut(description: "timed out after \(seconds)s waiting until \(what)")
+}
+
+func runStarling(_ args: [String]) throws {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: starlingBinary())
+    p.arguments = args
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    p.waitUntilExit()
+    if p.terminationStatus != 0 { throw TimedOut(description: "starling \(args) exited \(p.terminationStatus)") }
+}
+
+/// A blocking HTTP GET on 127.0.0.1 (nil on any failure).
+func httpGet(port: UInt16, path: String) -> Data? {
+    final class Box: @unchecked Sendable { var data: Data? }
+    let box = Box()
+    let done = DispatchSemaphore(value: 0)
+    var req = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+    req.timeoutInterval = 3
+    URLSession.shared.dataTask(with: req) { data, response, _ in
+        if (response as? HTTPURLResponse)?.statusCode == 200 { box.data = data }
+        done.signal()
+    }.resume()
+    done.wait()
+    return box.data
+}
+
+/// Sends raw datagrams to 127.0.0.1:port from an unconnected UDP socket.
+func sendDatagrams(_ datagrams: [[UInt8]], to port: UInt16) {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_port = port.bigEndian
+    a.sin_addr.s_addr = inet_addr("127.0.0.1")
+    for (i, d) in datagrams.enumerated() {
+        if i % 200 == 199 { usleep(2_000) }  // paced: we test the node, not the kernel's buffer
+        _ = d.withUnsafeBytes { buf in
+            withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            } }
+        }
+    }
+}
+
+/// Opens a TCP connection to 127.0.0.1:port, writes `bytes`, and closes it.
+func sendStream(_ bytes: [UInt8], to port: UInt16) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var a = sockaddr_in()
+    a.sin_family = sa_family_t(AF_INET)
+    a.sin_port = port.bigEndian
+    a.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+    } }
+    guard ok else { return }
+    _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Real `starling node` processes on 127.0.0.1 with real UDP and TCP.
+@Suite("Membership with real processes", .serialized)
+struct MembershipIntegrationTests {
+    func allSee(_ nodes: [NodeProcess], _ member: String, as status: String) -> Bool {
+        nodes.allSatisfy { $0.status(of: member) == status }
+    }
+
+    @Test func joinCrashRestartAndLeave() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let seed = try cluster.start("n1")
+        var nodes = [seed]
+        for i in 2...5 { nodes.append(try cluster.start("n\(i)", join: [seed])) }
+
+        // 5 nodes join through one seed and each lists 5 alive.
+        try waitUntil("every node lists 5 alive", seconds: 20) {
+            nodes.allSatisfy { n in (n.members() ?? []).filter { $0.status == "alive" }.count == 5 }
+        }
+        let before = try #require(seed.members()?.first { $0.name == "n5" })
+        #expect(before.capacity == .init(slots: 2, free: 2))
+        #expect(before.gossip == "127.0.0.1:\(nodes[4].gossipPort)")
+        #expect(before.api == "127.0.0.1:\(nodes[4].apiPort)")
+
+        // SIGKILL one: the rest list it dead.
+        nodes[4].signal(SIGKILL)
+        _ = nodes[4].waitForExit(seconds: 5)
+        let rest = Array(nodes[0..<4])
+        try waitUntil("the rest list n5 dead", seconds: 20) { allSee(rest, "n5", as: "dead") }
+
+        // Restart it with the same name and data dir: it rejoins alive with a higher incarnation.
+        let reborn = try cluster.start("n5", join: [seed])
+        try waitUntil("n5 is alive again everywhere", seconds: 20) { allSee(rest + [reborn], "n5", as: "alive") }
+        let after = try #require(seed.members()?.first { $0.name == "n5" })
+        #expect(after.incarnation > before.incarnation)
+
+        // SIGTERM one: it exits 0 and the rest list it left.
+        nodes[3].signal(SIGTERM)
+        #expect(nodes[3].waitForExit(seconds: 10) == 0)
+        let remaining = Array(nodes[0..<3]) + [reborn]
+        try waitUntil("the rest list n4 left", seconds: 10) { allSee(remaining, "n4", as: "left") }
+        #expect(seed.metric("starling_deaths_total") + nodes[1].metric("starling_deaths_total") + nodes[2].metric("starling_deaths_total") >= 1)
+    }
+
+    @Test func aNodeWithAnotherKeyNeverAppears() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let seed = try cluster.start("a")
+        let b = try cluster.start("b", join: [seed])
+        try waitUntil("a and b see each other", seconds: 15) { allSee([seed, b], "b", as: "alive") && allSee([seed, b], "a", as: "alive") }
+        let otherKey = cluster.dir + "/other.key"
+        try runStarling(["keygen", "--out", otherKey])
+        let intruder = try cluster.start("intruder", join: [seed, b], keyFile: otherKey)
+        // Give it several reconnect intervals and push-pull rounds.
+        Thread.sleep(forTimeInterval: 3)
+        #expect(seed.members()?.contains { $0.name == "intruder" } == false)
+        #expect(b.members()?.contains { $0.name == "intruder" } == false)
+        #expect(intruder.members()?.map(\.name) == ["intruder"])
+        #expect(seed.metrics().contains("starling_packets_dropped_total{reason=\"unknown_key\"}"))
+    }
+
+    @Test func garbageDatagramsAndStreamsLeaveANodeUpAndItsViewUnchanged() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let a = try cluster.start("a")
+        let b = try cluster.start("b", join: [a])
+        let c = try cluster.start("c", join: [a])
+        let nodes = [a, b, c]
+        try waitUntil("3 alive", seconds: 15) { nodes.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 3 } }
+        let before = try #require(a.members())
+
+        var rng = SystemRandomNumberGenerator()
+        var datagrams: [[UInt8]] = []
+        for i in 0..<5_000 {
+            let n = Int.random(in: 0...1_500, using: &rng)
+            var d = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            // Many start like a real envelope (kind byte 1) so they reach the key lookup and AEAD.
+            if n > 0, i % 2 == 0 { d[0] = 1 }
+            datagrams.append(d)
+        }
+        sendDatagrams(datagrams, to: a.gossipPort)
+        // Streams: garbage, a huge declared length, a truncated frame.
+        sendStream((0..<300).map { _ in UInt8.random(in: 0...255, using: &rng) }, to: a.gossipPort)
+        sendStream([0xff, 0xff, 0xff, 0xff, 1, 2, 3], to: a.gossipPort)
+        sendStream([0, 0, 1, 0, 2], to: a.gossipPort)
+
+        Thread.sleep(forTimeInterval: 1)
+        #expect(a.isRunning)
+        #expect(httpGet(port: a.apiPort, path: "/v1/health") != nil)
+        let after = try #require(a.members())
+        #expect(after.map(\.name) == before.map(\.name))
+        #expect(after.allSatisfy { $0.status == "alive" })
+        let dropped = a.metrics().split(separator: "\n").filter { $0.hasPrefix("starling_packets_dropped_total") }
+            .compactMap { Double($0.split(separator: " ").last!) }.reduce(0, +)
+        #expect(dropped >= 4_000, "garbage must be counted as dropped, counted \(dropped)")
+        try waitUntil("b and c still see a alive", seconds: 5) { allSee([b, c], "a", as: "alive") }
+    }
+
+    @Test func keysRotateWithoutDowntime() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let oldKey = try String(contentsOfFile: cluster.keyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let newKeyFile = cluster.dir + "/new.key"
+        try runStarling(["keygen", "--out", newKeyFile])
+        let newKey = try String(contentsOfFile: newKeyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+
+        var nodes: [NodeProcess] = []
+        for name in ["r1", "r2", "r3"] {
+            let keyFile = "\(cluster.dir)/\(name).key"
+            FileManager.default.createFile(atPath: keyFile, contents: Data((oldKey + "\n").utf8), attributes: [.posixPermissions: 0o600])
+            nodes.append(try cluster.start(name, join: nodes.first.map { [$0] } ?? [], keyFile: keyFile))
+        }
+        func allAlive() -> Bool { nodes.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 3 } }
+        try waitUntil("3 alive", seconds: 15, allAlive)
+
+        func rewrite(_ keys: [String]) {
+            for n in nodes {
+                try? Data((keys.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: n.keyFile))
+                n.signal(SIGHUP)
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        rewrite([oldKey, newKey])   // install
+        #expect(allAlive())
+        rewrite([newKey, oldKey])   // use
+        #expect(allAlive())
+        rewrite([newKey])           // remove
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(allAlive(), "nobody was suspected through the rotation")
+        #expect(nodes.allSatisfy { $0.metric("starling_deaths_total") == 0 })
+
+        // A node that still has only the old key cannot join any more.
+        let stale = try cluster.start("stale", join: [nodes[0]])
+        Thread.sleep(forTimeInterval: 2)
+        #expect(nodes[0].members()?.contains { $0.name == "stale" } == false)
+        #expect(stale.members()?.count == 1)
+    }
+}
