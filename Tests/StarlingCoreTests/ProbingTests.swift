@@ -272,3 +272,18 @@ struct AntiEntropyTests {
         #expect(contacted)
     }
 }
+
+@Suite("Probe schedule")
+struct ProbeScheduleTests {
+    @Test func aMemberThatFlapsIsStillProbedOncePerPass() {
+        var s = ProbeSchedule()
+        var rng = DeterministicRNG(seed: 3)
+        for n in ["a", "b", "c"] { s.insert(n, using: &rng) }
+        s.insert("a", using: &rng)
+        s.insert(contentsOf: ["b", "d"], using: &rng)
+        #expect(s.count == 4)
+        var seen: [String] = []
+        for _ in 0..<4 { if let n = s.next(using: &rng, eligible: { _ in true }) { seen.append(n) } }
+        #expect(Set(seen) == ["a", "b", "c", "d"])
+    }
+}

@@ -3,7 +3,7 @@
 /// a partition finds its way back after the heal.
 extension Membership {
     public func localState(join: Bool) -> PushPullState {
-        let entries = members.values.prefix(WireLimits.maxMembers).map {
+        let entries = members.values.sorted { $0.name < $1.name }.prefix(WireLimits.maxMembers).map {
             PushPullState.Entry(name: $0.name, address: $0.address, incarnation: $0.incarnation,
                                 status: $0.status, metadata: $0.metadata)
         }

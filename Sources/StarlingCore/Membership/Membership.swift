@@ -83,6 +83,24 @@ public struct Membership: Sendable {
                                metadata: metadata, statusSince: now)
     }
 
+    /// Starts from a known member table (restored from disk, or a simulation that begins
+    /// converged) without gossiping it: these members are taken as already known to all.
+    public init(settings: MembershipSettings, name: String, address: NodeAddress, metadata: MemberMetadata,
+                seed: UInt64, now: Instant, knownMembers: [Member]) {
+        self.init(settings: settings, name: name, address: address, metadata: metadata, seed: seed, now: now)
+        var probed: [String] = []
+        for m in knownMembers where m.name != name && members.count < WireLimits.maxMembers && members[m.name] == nil {
+            members[m.name] = m
+            if m.status.isActive {
+                active.insert(m.name)
+                probed.append(m.name)
+            } else {
+                inactive.insert(m.name)
+            }
+        }
+        schedule.insert(contentsOf: probed, using: &rng)
+    }
+
     // MARK: Queries
 
     /// Members other than this node that are alive or suspect.

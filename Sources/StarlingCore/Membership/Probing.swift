@@ -53,7 +53,8 @@ extension Membership {
 
     mutating func advanceRelays(now: Instant, into out: inout [MembershipDirective]) {
         guard !relays.isEmpty else { return }
-        for (seq, relay) in relays {
+        for seq in relays.keys.sorted() {
+            let relay = relays[seq]!
             if let nackAt = relay.nackAt, now >= nackAt {
                 relays[seq]!.nackAt = nil
                 stats.nacksSent += 1

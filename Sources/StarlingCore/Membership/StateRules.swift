@@ -118,8 +118,9 @@ extension Membership {
 
     mutating func expireSuspicions(now: Instant, into out: inout [MembershipDirective]) {
         guard !suspicions.isEmpty else { return }
-        for (name, s) in suspicions where now >= s.deadline {
-            suspicions[name] = nil
+        // Sorted, so that the outcome never depends on the process's hash seed.
+        for name in suspicions.compactMap({ now >= $0.value.deadline ? $0.key : nil }).sorted() {
+            let s = suspicions.removeValue(forKey: name)!
             guard let m = members[name], m.status == .suspect, m.incarnation == s.incarnation else { continue }
             stats.deathsDeclared += 1
             handleDead(name: name, incarnation: s.incarnation, from: myName, now: now, into: &out)

@@ -1,0 +1,130 @@
+import Foundation
+import StarlingCore
+import Testing
+@testable import StarlingSimulation
+
+func simulate(_ scenario: String, nodes: Int, seed: UInt64, lifeguard: Bool = true, periods: Int? = nil) -> SimulationReport {
+    var settings = MembershipSettings.lan
+    settings.lifeguard = lifeguard
+    let sim = Simulator(scenario: Scenario.named(scenario)!, config: SimulationConfig(nodes: nodes, seed: seed, periods: periods, settings: settings))
+    return sim.run()
+}
+
+func reproduce(_ r: SimulationReport) -> String {
+    "starling-sim --scenario \(r.scenario) --nodes \(r.nodes) --seed \(r.seed) --lifeguard \(r.lifeguard ? "on" : "off")"
+}
+
+@Suite("Deterministic simulator")
+struct SimulationTests {
+    static let scenarios = ["steady", "crash", "mass-crash", "churn", "partition-heal", "flapping", "loss", "slow-node"]
+
+    @Test("every scenario holds its invariants", arguments: scenarios, [UInt64(1), 2])
+    func everyScenarioHoldsItsInvariants(scenario: String, seed: UInt64) {
+        let r = simulate(scenario, nodes: 12, seed: seed)
+        #expect(r.violations.isEmpty, "\(r.violations) — reproduce: \(reproduce(r))")
+        #expect(r.converged, "did not converge — reproduce: \(reproduce(r))")
+        #expect(r.periodsToConverge <= r.convergenceBound, "reproduce: \(reproduce(r))")
+    }
+
+    @Test func crashesAreDetectedWithinTheBoundWithLifeguardOnAndOff() {
+        for lifeguard in [true, false] {
+            let r = simulate("mass-crash", nodes: 20, seed: 5, lifeguard: lifeguard)
+            #expect(r.detectionPeriods.count == 4, "reproduce: \(reproduce(r))")
+            #expect(r.detectionPeriods.max <= Double(r.detectionBound), "reproduce: \(reproduce(r))")
+            #expect(r.detectionPeriods.p50 >= 1, "a death needs at least a probe and a suspicion timeout")
+            #expect(r.falsePositives == 0, "reproduce: \(reproduce(r))")
+        }
+    }
+
+    @Test func restartedNodesAreKnownAliveAgainEverywhere() {
+        let r = simulate("churn", nodes: 15, seed: 3)
+        #expect(r.disseminationPeriods.count >= 1, "reproduce: \(reproduce(r))")
+        #expect(r.violations.isEmpty, "reproduce: \(reproduce(r))")
+    }
+
+    @Test func theSameSeedGivesTheSameTraceAndAnotherSeedAnotherTrace() {
+        let a = simulate("partition-heal", nodes: 16, seed: 42)
+        let b = simulate("partition-heal", nodes: 16, seed: 42)
+        let c = simulate("partition-heal", nodes: 16, seed: 43)
+        #expect(a.traceHash == b.traceHash)
+        #expect(a.events == b.events)
+        #expect(a.traceHash != c.traceHash)
+    }
+
+    @Test func theCheckerReportsANodeCutOffForGood() {
+        let r = simulate("negative-control", nodes: 8, seed: 1)
+        #expect(!r.converged)
+        #expect(r.violations.contains { $0.contains("not converged") })
+    }
+
+    @Test func aTooShortRunIsReportedAsNotConverged() {
+        // Ends while the crashed node is still suspected: the checker must say so, not pass.
+        let r = simulate("crash", nodes: 10, seed: 1, periods: 12)
+        #expect(!r.converged)
+        #expect(r.detectionPeriods.count == 0)
+    }
+
+    @Test("fresh random seeds", arguments: 0..<3)
+    func freshRandomSeeds(_ k: Int) {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        let scenario = Self.scenarios[Int(seed % UInt64(Self.scenarios.count))]
+        let r = simulate(scenario, nodes: 10 + k * 4, seed: seed)
+        #expect(r.violations.isEmpty, "\(r.violations) — reproduce: \(reproduce(r))")
+    }
+}
+
+@Suite("starling-sim command")
+struct SimulatorCommandTests {
+    func simBinary() -> String {
+        ProcessInfo.processInfo.environment["STARLING_SIM_BIN"]
+            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent(".build/debug/starling-sim").path
+    }
+
+    func run(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: simBinary())
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    @Test func jsonCarriesTheInterfaceFieldsAndRepeatsForOneSeed() throws {
+        let a = try run(["--scenario", "crash", "--nodes", "10", "--seed", "9", "--json"])
+        let b = try run(["--scenario", "crash", "--nodes", "10", "--seed", "9", "--json"])
+        #expect(a.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(a.out.utf8)) as! [String: Any]
+        for key in ["scenario", "nodes", "seed", "periods", "traceHash", "violations", "converged", "periodsToConverge",
+                    "falsePositives", "detectionPeriods", "messagesPerMemberPerPeriod", "events", "eventsPerSecond", "wallSeconds"] {
+            #expect(object[key] != nil, "missing \(key)")
+        }
+        #expect((object["detectionPeriods"] as? [String: Any])?["p50"] != nil)
+        #expect(object["traceHash"] as? String == (try JSONSerialization.jsonObject(with: Data(b.out.utf8)) as! [String: Any])["traceHash"] as? String)
+    }
+
+    @Test func listNamesEveryScenarioAndRandomSeedsArePrinted() throws {
+        let list = try run(["--list"])
+        for s in SimulationTests.scenarios { #expect(list.out.contains(s)) }
+        let r = try run(["--scenario", "steady", "--nodes", "5", "--seed", "random", "--periods", "20"])
+        #expect(r.status == 0)
+        #expect(r.err.contains("seed: "))
+    }
+
+    @Test func aViolationExitsNonZeroWithTheCommandThatReproducesIt() throws {
+        let r = try run(["--scenario", "negative-control", "--nodes", "8", "--seed", "4"])
+        #expect(r.status == 1)
+        #expect(r.err.contains("not converged"))
+        #expect(r.err.contains("reproduce: starling-sim --scenario negative-control --nodes 8 --seed 4"))
+        let svg = NSTemporaryDirectory() + "sim-\(UUID().uuidString).svg"
+        let drawn = try run(["--scenario", "partition-heal", "--nodes", "8", "--seed", "4", "--svg", svg])
+        #expect(drawn.status == 0)
+        #expect(try String(contentsOfFile: svg, encoding: .utf8).hasPrefix("<svg"))
+        try? FileManager.default.removeItem(atPath: svg)
+    }
+}
