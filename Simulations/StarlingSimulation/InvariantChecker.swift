@@ -46,6 +46,8 @@ struct InvariantChecker {
     var detections: [Double] = []
     var disseminations: [Double] = []
     var falsePositives = 0
+    /// Suspicions of healthy members (refuted in time or not): what Lifeguard sets out to cut.
+    var falseSuspicions = 0
     var violations: [String] = []
     var convergedSince: Int?
     var timeline: [[UInt16]] = []
@@ -84,8 +86,10 @@ struct InvariantChecker {
         count(subject, from, -1)
         count(subject, to, +1)
         let s = nodes[subject]
-        if to == .dead, s.up, !s.paused, network.canDeliver(from: observer, to: subject), network.canDeliver(from: subject, to: observer),
-           now - lastDisruption[subject] > bounds.quiet {
+        let healthy = s.up && !s.paused && network.canDeliver(from: observer, to: subject)
+            && network.canDeliver(from: subject, to: observer) && now - lastDisruption[subject] > bounds.quiet
+        if to == .suspect, from == .alive, healthy { falseSuspicions += 1 }
+        if to == .dead, healthy {
             falsePositives += 1
             if strict {
                 violation("n\(subject) was live and reachable but n\(observer) declared it dead at period \(periods(now, period))")
@@ -168,7 +172,7 @@ struct InvariantChecker {
         return SimulationReport(
             scenario: scenario, nodes: n, seed: config.seed, periods: periods, traceHash: trace, violations: violations,
             converged: converged, periodsToConverge: converged ? max(0, convergedSince! - lastFault) : -1,
-            falsePositives: falsePositives,
+            falsePositives: falsePositives, falseSuspicions: falseSuspicions,
             detectionPeriods: .init(detections), disseminationPeriods: .init(disseminations),
             messagesPerMemberPerPeriod: Double(messages.packets) / memberPeriods,
             bytesPerMemberPerPeriod: Double(messages.bytes) / memberPeriods,
@@ -201,6 +205,7 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public var converged: Bool
     public var periodsToConverge: Int
     public var falsePositives: Int
+    public var falseSuspicions: Int
     public var detectionPeriods: Distribution
     public var disseminationPeriods: Distribution
     public var messagesPerMemberPerPeriod: Double

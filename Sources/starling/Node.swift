@@ -39,6 +39,9 @@ struct Node: AsyncParsableCommand {
     @Option(help: "Membership timing preset: loopback (fast, one machine) or lan.")
     var preset: String = "lan"
 
+    @Option(name: .customLong("reap-after"), help: "Seconds after which dead and left members are forgotten (default: 3600 for lan, 120 for loopback; at least 61).")
+    var reapAfter: Int?
+
     @Option(help: "Policy file (sandbox policy; see the README).")
     var policy: String?
 
@@ -53,6 +56,8 @@ struct Node: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard ["lan", "loopback"].contains(preset) else { throw ValidationError("--preset must be lan or loopback") }
         if let slots, slots < 1 || slots > 4096 { throw ValidationError("--slots must be 1-4096") }
+        // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
+        if let reapAfter, reapAfter < 61 || reapAfter > 30 * 86_400 { throw ValidationError("--reap-after must be 61 to 2592000 seconds") }
     }
 
     func run() async throws {
@@ -86,7 +91,8 @@ struct Node: AsyncParsableCommand {
         let identity = try NodeIdentity.loadOrCreate(dataDir: data)
         logger.info("identity", metadata: ["publicKey": "\(identity.publicKeyHex)"])
 
-        let settings: MembershipSettings = preset == "loopback" ? .loopback : .lan
+        var settings: MembershipSettings = preset == "loopback" ? .loopback : .lan
+        if let reapAfter { settings.reapAfter = .seconds(reapAfter) }
         let config = MeshConfiguration(name: name, bind: bind, advertise: advertised, api: apiAddress.description,
                                        seeds: seeds, slots: slots ?? ProcessInfo.processInfo.activeProcessorCount,
                                        keyFile: keyFile, settings: settings)

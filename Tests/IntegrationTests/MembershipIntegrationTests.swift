@@ -139,3 +139,31 @@ struct MembershipIntegrationTests {
         #expect(stale.members()?.count == 1)
     }
 }
+
+@Suite("Addresses")
+struct AddressIntegrationTests {
+    @Test func nodesMeetOverIPv6Loopback() throws {
+        let dir = NSTemporaryDirectory() + "starling-v6-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try runStarling(["keygen", "--out", dir + "/k"])
+        let (g1, a1, g2, a2) = (freePort(), freePort(), freePort(), freePort())
+        func start(_ name: String, _ g: UInt16, _ a: UInt16, _ extra: [String]) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: starlingBinary())
+            p.arguments = ["node", "--name", name, "--gossip", "[::1]:\(g)", "--api", "127.0.0.1:\(a)", "--data", "\(dir)/\(name)",
+                           "--key-file", dir + "/k", "--preset", "loopback", "--log-level", "warning"] + extra
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        let p1 = try start("v1", g1, a1, [])
+        let p2 = try start("v2", g2, a2, ["--join", "[::1]:\(g1)"])
+        defer { for p in [p1, p2] where p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        try waitUntil("v1 sees v2 over IPv6", seconds: 15) {
+            guard let data = httpGet(port: a1, path: "/v1/members"),
+                  let text = String(data: data, encoding: .utf8) else { return false }
+            return text.contains("\"[::1]:\(g2)\"") && text.components(separatedBy: "\"alive\"").count == 3
+        }
+    }
+}
