@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "starling", targets: ["starling"]),
         .executable(name: "starling-sim", targets: ["starling-sim"]),
+        .executable(name: "starling-sandbox-init", targets: ["starling-sandbox-init"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -22,9 +23,17 @@ let package = Package(
         .systemLibrary(name: "CSodium", path: "Sources/CSodium", pkgConfig: "libsodium",
                        providers: [.apt(["libsodium-dev"])]),
 
+        // Fork/exec into cgroups and the seccomp filter (libseccomp): a few lines of C that must
+        // run between fork and exec, where Swift code is not async-signal-safe.
+        .target(name: "CSandbox", path: "Sources/CSandbox", linkerSettings: [.linkedLibrary("seccomp")]),
+        // Runs inside sandboxes, where no Swift runtime is mounted: it must need only libc.
+        .executableTarget(name: "starling-sandbox-init", path: "Sources/starling-sandbox-init",
+                          linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
+
         // Deterministic protocols: no I/O, no clock, no hidden randomness.
         .target(name: "StarlingCore", path: "Sources/StarlingCore"),
         .target(name: "StarlingCrypto", dependencies: ["CSodium"], path: "Sources/StarlingCrypto"),
+        .target(name: "StarlingSandbox", dependencies: ["CSandbox", "StarlingCrypto"], path: "Sources/StarlingSandbox"),
         .target(
             name: "StarlingRuntime",
             dependencies: [
@@ -38,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "starling",
             dependencies: [
-                "StarlingRuntime", "StarlingCrypto", "StarlingCore",
+                "StarlingRuntime", "StarlingCrypto", "StarlingCore", "StarlingSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -59,5 +68,6 @@ let package = Package(
         .testTarget(name: "StarlingCryptoTests", dependencies: ["StarlingCrypto"]),
         .testTarget(name: "SimulationTests", dependencies: ["StarlingSimulation", "StarlingCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto"]),
+        .testTarget(name: "SandboxTests", dependencies: ["StarlingSandbox"]),
     ]
 )

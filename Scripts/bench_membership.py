@@ -6,10 +6,24 @@ alive, measure UDP bytes per second per node at rest, start one more node and ti
 is known alive to all, then SIGKILL one node and time the first suspicion and "dead at every
 member". Nodes are ended by their own PIDs. Prints one JSON object.
 """
-import json, os, random, shutil, signal, subprocess, sys, tempfile, threading, time, urllib.request
+import json, os, random, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
 BIN = sys.argv[1]
 RUNS = [("loopback", 8), ("loopback", 24), ("lan", 5)]
+
+
+def free_port():
+    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+    while True:
+        port = random.randint(20000, 60000)
+        try:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                s = socket.socket(socket.AF_INET, kind)
+                s.bind(("127.0.0.1", port))
+                s.close()
+            return port
+        except OSError:
+            continue
 
 
 def get(port, path):
@@ -42,7 +56,7 @@ class Cluster:
         self.base = random.randint(20000, 50000)
 
     def start(self, name, i, join=None):
-        g, a = self.base + i, self.base + 1000 + i
+        g, a = free_port(), free_port()
         args = [BIN, "node", "--name", name, "--gossip", f"127.0.0.1:{g}", "--api", f"127.0.0.1:{a}",
                 "--data", os.path.join(self.dir, name), "--key-file", self.key, "--preset", self.preset,
                 "--slots", "2", "--log-level", "warning"]
@@ -58,6 +72,8 @@ class Cluster:
                 return
             except Exception:
                 time.sleep(0.02)
+        with open(os.path.join(self.dir, name + ".log")) as f:
+            sys.stderr.write(f.read()[-2000:])
         raise RuntimeError(f"{name} did not come up")
 
     def stop(self):

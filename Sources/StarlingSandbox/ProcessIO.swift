@@ -1,0 +1,146 @@
+import CSandbox
+import Foundation
+import Glibc
+
+/// Monotonic nanoseconds.
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// A pipe whose ends the parent keeps or hands to the child.
+struct Pipe {
+    var read: Int32
+    var write: Int32
+
+    init() throws {
+        var fds: [Int32] = [0, 0]
+        guard starling_pipe_cloexec(&fds) == 0 else { throw SandboxUnavailable("pipe: \(String(cString: strerror(errno)))") }
+        read = fds[0]
+        write = fds[1]
+    }
+}
+
+/// Spawns through the C helper (fork, join cgroups, map fds, exec).
+func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)], cgroupProcs: [String]) throws -> pid_t {
+    func cStrings(_ xs: [String]) -> [UnsafeMutablePointer<CChar>?] { xs.map { strdup($0) } + [nil] }
+    var cargv = cStrings(argv), cenv = cStrings(env), cgroups = cStrings(cgroupProcs)
+    defer { for p in cargv + cenv + cgroups { free(p) } }
+    let sources = fds.map(\.0), targets = fds.map(\.1)
+    let pid = starling_spawn(path, &cargv, &cenv, sources, targets, Int32(fds.count), &cgroups, Int32(cgroupProcs.count))
+    guard pid > 0 else { throw SandboxUnavailable("cannot start \(path): \(String(cString: strerror(-pid)))") }
+    return pid
+}
+
+/// Reads a child's stdout and stderr to EOF, keeping at most `cap` bytes of each, until
+/// `deadline` (monotonic ns), when it calls `onDeadline` once and keeps draining.
+func capture(stdout: Int32, stderr: Int32, cap: Int, deadline: UInt64, onDeadline: () -> Void,
+             firstByte: ((UInt64) -> Void)? = nil) -> (out: [UInt8], err: [UInt8], truncated: Bool) {
+    var out: [UInt8] = [], err: [UInt8] = []
+    var truncated = false
+    var open: [Int32] = [stdout, stderr]
+    var fired = false
+    var sawFirst = false
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while !open.isEmpty {
+        let now = monotonicNanos()
+        if now >= deadline, !fired {
+            fired = true
+            onDeadline()
+        }
+        let waitMs = fired ? 1_000 : Int32(min(1_000, (deadline - min(now, deadline)) / 1_000_000 + 1))
+        var pfds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        let n = poll(&pfds, nfds_t(pfds.count), waitMs)
+        if n < 0 && errno != EINTR { break }
+        if n <= 0 {
+            // After the kill, a second idle second means nothing is left to read.
+            if fired, n == 0 { break }
+            continue
+        }
+        for p in pfds where p.revents != 0 {
+            let r = buffer.withUnsafeMutableBytes { Glibc.read(p.fd, $0.baseAddress, $0.count) }
+            if r <= 0 {
+                open.removeAll { $0 == p.fd }
+                continue
+            }
+            if !sawFirst { sawFirst = true; firstByte?(monotonicNanos()) }
+            if p.fd == stdout {
+                let room = max(0, cap - out.count)
+                out.append(contentsOf: buffer[0..<min(room, r)])
+                if r > room { truncated = true }
+            } else {
+                let room = max(0, cap - err.count)
+                err.append(contentsOf: buffer[0..<min(room, r)])
+                if r > room { truncated = true }
+            }
+        }
+    }
+    return (out, err, truncated)
+}
+
+/// Writes all of `bytes` to `fd` on a background thread, then closes it (a task that never reads
+/// its stdin cannot block the node).
+func feed(_ bytes: [UInt8], to fd: Int32) {
+    guard !bytes.isEmpty else {
+        close(fd)
+        return
+    }
+    let t = Thread {
+        var at = 0
+        signal(SIGPIPE, SIG_IGN)
+        while at < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + at, bytes.count - at) }
+            if n <= 0 { break }
+            at += n
+        }
+        close(fd)
+    }
+    t.start()
+}
+
+/// Reads regular files under `dir` without following links (a task could plant a symlink to a
+/// host path), within a count, per-file and total bound. Returns name → content and whether
+/// anything was left out.
+func collectOutputs(_ dir: String, perFile: Int, total: Int, maxFiles: Int = 256) -> ([String: String], Bool) {
+    var out: [String: String] = [:]
+    var used = 0
+    var cut = false
+    func walk(_ path: String, _ prefix: String, depth: Int) {
+        guard depth < 16, let d = opendir(path) else { return }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name == "." || name == ".." { continue }
+            let full = path + "/" + name, rel = prefix.isEmpty ? name : prefix + "/" + name
+            var st = stat()
+            guard lstat(full, &st) == 0 else { continue }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                walk(full, rel, depth: depth + 1)
+            } else if (st.st_mode & S_IFMT) == S_IFREG {
+                guard out.count < maxFiles else { cut = true; continue }
+                let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                guard fd >= 0 else { continue }
+                defer { close(fd) }
+                let want = min(perFile, total - used)
+                var bytes = [UInt8](repeating: 0, count: max(0, want))
+                var got = 0
+                while got < want {
+                    let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, want - got) }
+                    if n <= 0 { break }
+                    got += n
+                }
+                if Int(st.st_size) > got { cut = true }
+                used += got
+                out[rel] = String(decoding: bytes[0..<got], as: UTF8.self)
+            }
+        }
+    }
+    walk(dir, "", depth: 0)
+    return (out, cut)
+}
+
+/// Removes a directory tree without following symbolic links.
+func removeTree(_ path: String) {
+    try? FileManager.default.removeItem(atPath: path)
+}

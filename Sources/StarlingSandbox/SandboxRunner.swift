@@ -1,0 +1,410 @@
+import CSandbox
+import Foundation
+import Glibc
+import Synchronization
+
+/// Raised when sandboxed execution is impossible here. Starling never falls back silently.
+public struct SandboxUnavailable: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+public struct SandboxConfiguration: Sendable {
+    public var nodeName: String
+    /// Per-sandbox work directories (mode 0700, on tmpfs when under /dev/shm).
+    public var workRoot: String
+    /// The `starling-sandbox-init` binary, needed for the warm pool.
+    public var initPath: String?
+    public var warmPoolSize: Int
+    /// Bytes kept of stdout and of stderr each; the rest is dropped and `truncated` set.
+    public var outputCapBytes: Int
+    public var outputFileCapBytes: Int
+    public var outputsTotalCapBytes: Int
+    public var policy: Policy
+    public var secrets: SecretStore
+    /// Development only: run tasks without bubblewrap. Every result says so.
+    public var unsafeNoSandbox: Bool
+
+    public init(nodeName: String, workRoot: String = "/dev/shm/starling-sandboxes", initPath: String? = nil,
+                warmPoolSize: Int = 0, outputCapBytes: Int = 1 << 20, outputFileCapBytes: Int = 1 << 20,
+                outputsTotalCapBytes: Int = 4 << 20, policy: Policy = Policy(), secrets: SecretStore = SecretStore(),
+                unsafeNoSandbox: Bool = false) {
+        self.nodeName = nodeName
+        self.workRoot = workRoot
+        self.initPath = initPath
+        self.warmPoolSize = warmPoolSize
+        self.outputCapBytes = outputCapBytes
+        self.outputFileCapBytes = outputFileCapBytes
+        self.outputsTotalCapBytes = outputsTotalCapBytes
+        self.policy = policy
+        self.secrets = secrets
+        self.unsafeNoSandbox = unsafeNoSandbox
+    }
+
+    /// `starling-sandbox-init` beside the running executable, if it is there.
+    public static func initBesideExecutable() -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, 4095)
+        guard n > 0 else { return nil }
+        let exe = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let candidate = (exe as NSString).deletingLastPathComponent + "/starling-sandbox-init"
+        return access(candidate, X_OK) == 0 ? candidate : nil
+    }
+}
+
+/// A sandbox that has been spawned: its process, pipes, cgroup and work directory.
+final class SpawnedSandbox: @unchecked Sendable {
+    // @unchecked: owned by one thread at a time (the pool hands it over under a lock).
+    let id: String
+    let workdir: String
+    let cgroup: Cgroup?
+    let pid: pid_t
+    let stdin: Int32
+    let stdout: Int32
+    let stderr: Int32
+    let control: Int32?
+
+    init(id: String, workdir: String, cgroup: Cgroup?, pid: pid_t, stdin: Int32, stdout: Int32, stderr: Int32, control: Int32?) {
+        self.id = id
+        self.workdir = workdir
+        self.cgroup = cgroup
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.control = control
+    }
+
+    func killTree() {
+        kill(pid, SIGKILL)
+        cgroup?.killAll()
+    }
+
+    /// Kills anything left, reaps, and removes the cgroup and the work directory.
+    func destroy() {
+        killTree()
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, WNOHANG)
+        cgroup?.destroy()
+        removeTree(workdir)
+    }
+}
+
+/// A handle on a running task: resize its limits in place, or kill it.
+public final class RunningTask: Sendable {
+    let sandbox: SpawnedSandbox
+    let cancelled = Atomic<Bool>(false)
+
+    init(_ s: SpawnedSandbox) { sandbox = s }
+
+    /// Vertical elasticity: new memory and CPU limits take effect at once.
+    public func resize(memoryMB: Int? = nil, cpus: Double? = nil) {
+        if let memoryMB { sandbox.cgroup?.setMemory(megabytes: memoryMB) }
+        if let cpus { sandbox.cgroup?.setCPU(cores: cpus) }
+    }
+
+    public func cancel() {
+        cancelled.store(true, ordering: .relaxed)
+        sandbox.killTree()
+    }
+}
+
+/// Runs tasks, each in a fresh bubblewrap sandbox with cgroup limits, destroyed afterwards.
+///
+/// Thread-safe: `run` may be called from many threads at once; each call owns its sandbox.
+public final class SandboxRunner: @unchecked Sendable {
+    // @unchecked: configuration is immutable; the pool's mutable state is behind `pool`'s mutex.
+    public let configuration: SandboxConfiguration
+    let bubblewrap: Bubblewrap?
+    private let pool: WarmPool?
+
+    /// This process's work directory root: `<workRoot>/<pid>`.
+    public let root: String
+
+    public init(configuration: SandboxConfiguration) throws {
+        self.configuration = configuration
+        mkdir(configuration.workRoot, 0o700)
+        chmod(configuration.workRoot, 0o700)
+        root = configuration.workRoot + "/" + String(getpid())
+        mkdir(root, 0o700)
+        Self.sweepStale(workRoot: configuration.workRoot)
+        if configuration.unsafeNoSandbox {
+            bubblewrap = nil
+            pool = nil
+            return
+        }
+        guard let path = Bubblewrap.locate() else {
+            throw SandboxUnavailable("bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap), or pass --unsafe-no-sandbox for development only")
+        }
+        guard Cgroup.layout != nil else {
+            throw SandboxUnavailable("no writable cgroups (v2, or v1 memory+cpu+cpuacct+pids): limits cannot be enforced; run as root, or pass --unsafe-no-sandbox for development only")
+        }
+        bubblewrap = Bubblewrap(path: path)
+        // Prove that namespaces work here before promising isolation.
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: path)
+        probe.arguments = ["--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                           "--symlink", "usr/lib64", "/lib64", "--", "/usr/bin/true"]
+        probe.standardError = FileHandle.nullDevice
+        try probe.run()
+        probe.waitUntilExit()
+        guard probe.terminationStatus == 0 else {
+            throw SandboxUnavailable("bubblewrap cannot create namespaces here (user namespaces disabled?): refusing to run unsandboxed; pass --unsafe-no-sandbox for development only")
+        }
+        if configuration.warmPoolSize > 0, let initPath = configuration.initPath {
+            pool = WarmPool(size: configuration.warmPoolSize)
+            pool!.start { [unowned self] in try self.spawnWarm(initPath: initPath) }
+        } else {
+            pool = nil
+        }
+    }
+
+    deinit { pool?.drain() }
+
+    /// Removes work directories and cgroups left by processes that died without cleaning up.
+    static func sweepStale(workRoot: String) {
+        for owner in (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? [] {
+            guard let pid = pid_t(owner), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            removeTree(workRoot + "/" + owner)
+        }
+        Cgroup.sweepStale()
+    }
+
+    /// Stops the warm pool, destroys its idle sandboxes, and removes this process's empty
+    /// directories (they stay while another runner of this process still uses them).
+    public func shutdown() {
+        pool?.drain()
+        rmdir(root)
+        Cgroup.removeOwnerIfEmpty()
+    }
+
+    public var warmReady: Int { pool?.readyCount ?? 0 }
+
+    static func newID() -> String {
+        var r = SystemRandomNumberGenerator()
+        return (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &r)) }.joined()
+    }
+
+    func makeWorkdir(_ id: String) throws -> String {
+        let dir = root + "/" + id
+        guard mkdir(dir, 0o700) == 0, mkdir(dir + "/out", 0o755) == 0 else {
+            throw SandboxUnavailable("cannot create \(dir): \(String(cString: strerror(errno)))")
+        }
+        return dir
+    }
+
+    /// Spawns bwrap for a cold task (`program` given) or a warm one (the init stub waits on fd 3).
+    func spawnSandbox(net: NetworkMode, grant: Policy.Grant?, program: [String]?, env: [String], initPath: String?) throws -> SpawnedSandbox {
+        guard let bubblewrap else { preconditionFailure("no bubblewrap") }
+        let id = Self.newID()
+        let workdir = try makeWorkdir(id)
+        var cgroup: Cgroup?
+        do {
+            cgroup = try Cgroup(name: id)
+            let g = grant ?? Policy.Grant(memoryMB: Policy.defaultMemoryMB, cpus: Policy.defaultCpus, pids: Policy.defaultPids,
+                                          timeoutSeconds: 0, net: .none, secrets: [])
+            cgroup!.setMemory(megabytes: g.memoryMB)
+            cgroup!.setCPU(cores: g.cpus)
+            cgroup!.setPids(g.pids)
+            let seccomp = starling_seccomp_filter_fd()
+            guard seccomp >= 0 else { throw SandboxUnavailable("seccomp filter: \(String(cString: strerror(-seccomp)))") }
+            defer { close(seccomp) }
+            let input = try Pipe(), output = try Pipe(), errors = try Pipe()
+            var fds: [(Int32, Int32)] = [(input.read, 0), (output.write, 1), (errors.write, 2), (seccomp, Bubblewrap.seccompFD)]
+            var control: Pipe?
+            if initPath != nil {
+                control = try Pipe()
+                fds.append((control!.read, Bubblewrap.controlFD))
+            }
+            let args = bubblewrap.arguments(workdir: workdir, net: net, initPath: initPath,
+                                            program: program ?? [Bubblewrap.initMount])
+            let pid: pid_t
+            do {
+                pid = try spawn(bubblewrap.path, ["bwrap"] + args, env: env, fds: fds, cgroupProcs: cgroup!.procsFiles)
+            } catch {
+                for fd in [input.read, input.write, output.read, output.write, errors.read, errors.write] { close(fd) }
+                if let control { close(control.read); close(control.write) }
+                throw error
+            }
+            close(input.read); close(output.write); close(errors.write)
+            if let control { close(control.read) }
+            return SpawnedSandbox(id: id, workdir: workdir, cgroup: cgroup, pid: pid, stdin: input.write, stdout: output.read,
+                                  stderr: errors.read, control: control?.write)
+        } catch {
+            cgroup?.destroy()
+            removeTree(workdir)
+            throw error
+        }
+    }
+
+    func spawnWarm(initPath: String) throws -> SpawnedSandbox {
+        try spawnSandbox(net: .none, grant: nil, program: nil, env: ["PATH=/usr/bin:/bin"], initPath: initPath)
+    }
+
+    /// The environment a task sees: a fixed base, its own variables, and the secrets it was granted.
+    func environment(_ task: TaskSpec, _ grant: Policy.Grant) -> [String] {
+        var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp", "LANG": "C.UTF-8"]
+        for (k, v) in task.env ?? [:] { env[k] = v }
+        for name in grant.secrets { env[name] = configuration.secrets.values[name] }
+        return env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+    }
+
+    /// Places the task's input files in its work directory.
+    func writeFiles(_ task: TaskSpec, into workdir: String) throws {
+        for (name, content) in task.files ?? [:] {
+            let path = workdir + "/" + name
+            let parent = (path as NSString).deletingLastPathComponent
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+            guard FileManager.default.createFile(atPath: path, contents: Data(content.utf8)) else {
+                throw InvalidTask("cannot write input file \(name)")
+            }
+        }
+    }
+
+    public struct Timing: Sendable {
+        /// Monotonic ns: when `run` was called, and when the first output byte arrived.
+        public var started: UInt64 = 0
+        public var firstByte: UInt64 = 0
+        public init() {}
+    }
+
+    /// Runs one task to completion. Throws `InvalidTask` for a malformed task; a policy refusal
+    /// is a result with reason `denied`, and the task never runs.
+    public func run(_ task: TaskSpec, requestPolicy: Policy? = nil, preferWarm: Bool = true,
+                    onStart: ((RunningTask) -> Void)? = nil, timing: ((Timing) -> Void)? = nil) throws -> TaskResult {
+        var t = Timing()
+        t.started = monotonicNanos()
+        try TaskLimits.validate(task)
+        let grant: Policy.Grant
+        switch configuration.policy.narrowed(by: requestPolicy).decide(task) {
+        case .failure(let denial): return .denied(denial.description, node: configuration.nodeName)
+        case .success(let g): grant = g
+        }
+        for s in grant.secrets where configuration.secrets.values[s] == nil {
+            return .denied("secret \(s) is not held by this node", node: configuration.nodeName)
+        }
+        if configuration.unsafeNoSandbox { return try runUnsandboxed(task, grant) }
+
+        let sandbox: SpawnedSandbox
+        if preferWarm, grant.net == .none, let warm = pool?.take() {
+            sandbox = warm
+            do {
+                try writeFiles(task, into: warm.workdir)
+            } catch {
+                warm.destroy()
+                throw error
+            }
+            warm.cgroup?.setMemory(megabytes: grant.memoryMB)
+            warm.cgroup?.setCPU(cores: grant.cpus)
+            warm.cgroup?.setPids(grant.pids)
+            var message = ByteMessage()
+            message.strings(task.argv)
+            message.strings(environment(task, grant))
+            message.bytes.withUnsafeBytes { _ = write(warm.control!, $0.baseAddress, $0.count) }
+            close(warm.control!)
+        } else {
+            let workdirTask = task
+            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: environment(task, grant), initPath: nil)
+            do {
+                try writeFiles(workdirTask, into: sandbox.workdir)
+            } catch {
+                sandbox.destroy()
+                throw error
+            }
+        }
+        defer { sandbox.destroy() }
+        return finish(sandbox, task: task, grant: grant, started: t.started, onStart: onStart) { t.firstByte = $0 }
+            .withTiming { timing?(t) }
+    }
+
+    /// Feeds stdin, captures output within caps, enforces the deadline, and builds the result.
+    private func finish(_ s: SpawnedSandbox, task: TaskSpec, grant: Policy.Grant, started: UInt64,
+                        onStart: ((RunningTask) -> Void)?, firstByte: @escaping (UInt64) -> Void) -> TaskResult {
+        let handle = RunningTask(s)
+        onStart?(handle)
+        feed(Array((task.stdin ?? "").utf8), to: s.stdin)
+        let deadline = started + UInt64(grant.timeoutSeconds * 1e9)
+        var timedOut = false
+        let captured = capture(stdout: s.stdout, stderr: s.stderr, cap: configuration.outputCapBytes, deadline: deadline,
+                               onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
+        close(s.stdout)
+        close(s.stderr)
+        var status: Int32 = 0
+        while waitpid(s.pid, &status, 0) < 0 && errno == EINTR {}
+        let ended = monotonicNanos()
+        let oom = (s.cgroup?.oomKills ?? 0) > 0
+        var exitCode: Int32? = nil, signal: Int32? = nil
+        if (status & 0x7f) == 0 {
+            let code = (status >> 8) & 0xff
+            // bwrap reports a task killed by signal N as exit status 128 + N.
+            if code > 128 && code <= 128 + 64 { signal = code - 128 } else { exitCode = code }
+        } else {
+            signal = status & 0x7f
+        }
+        let reason: TaskEndReason = timedOut ? .timeout : oom ? .oom : handle.cancelled.load(ordering: .relaxed) ? .killed
+            : signal != nil ? .killed : .exited
+        let (outputs, outputsCut) = collectOutputs(s.workdir + "/out", perFile: configuration.outputFileCapBytes,
+                                                   total: configuration.outputsTotalCapBytes)
+        let secrets = configuration.secrets
+        return TaskResult(
+            exitCode: exitCode, signal: signal, reason: reason,
+            stdout: secrets.redact(String(decoding: captured.out, as: UTF8.self)),
+            stderr: secrets.redact(String(decoding: captured.err, as: UTF8.self)),
+            truncated: captured.truncated || outputsCut,
+            outputs: outputs.mapValues { secrets.redact($0) }, node: configuration.nodeName, attempts: 1,
+            durationMs: Int((ended - started) / 1_000_000), cpuMs: (s.cgroup?.cpuNanoseconds ?? 0) / 1_000_000,
+            peakMemoryKB: (s.cgroup?.peakMemoryBytes ?? 0) / 1024)
+    }
+
+    /// --unsafe-no-sandbox: the task runs as a plain child process, with no isolation at all.
+    private func runUnsandboxed(_ task: TaskSpec, _ grant: Policy.Grant) throws -> TaskResult {
+        let id = Self.newID()
+        let workdir = try makeWorkdir(id)
+        defer { removeTree(workdir) }
+        try writeFiles(task, into: workdir)
+        let started = monotonicNanos()
+        let input = try Pipe(), output = try Pipe(), errors = try Pipe()
+        let shell = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", workdir] + task.argv
+        let pid = try spawn("/bin/sh", shell, env: environment(task, grant),
+                            fds: [(input.read, 0), (output.write, 1), (errors.write, 2)], cgroupProcs: [])
+        close(input.read); close(output.write); close(errors.write)
+        feed(Array((task.stdin ?? "").utf8), to: input.write)
+        var timedOut = false
+        let captured = capture(stdout: output.read, stderr: errors.read, cap: configuration.outputCapBytes,
+                               deadline: started + UInt64(grant.timeoutSeconds * 1e9),
+                               onDeadline: { timedOut = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) })
+        close(output.read); close(errors.read)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exited = (status & 0x7f) == 0
+        let (outputs, cut) = collectOutputs(workdir + "/out", perFile: configuration.outputFileCapBytes,
+                                            total: configuration.outputsTotalCapBytes)
+        let warning = "WARNING: --unsafe-no-sandbox: this task ran WITHOUT any isolation (development only)\n"
+        let secrets = configuration.secrets
+        return TaskResult(exitCode: exited ? (status >> 8) & 0xff : nil, signal: exited ? nil : status & 0x7f,
+                          reason: timedOut ? .timeout : exited ? .exited : .killed,
+                          stdout: secrets.redact(String(decoding: captured.out, as: UTF8.self)),
+                          stderr: warning + secrets.redact(String(decoding: captured.err, as: UTF8.self)),
+                          truncated: captured.truncated || cut, outputs: outputs.mapValues { secrets.redact($0) },
+                          node: configuration.nodeName, attempts: 1, durationMs: Int((monotonicNanos() - started) / 1_000_000),
+                          cpuMs: 0, peakMemoryKB: 0)
+    }
+}
+
+extension TaskResult {
+    func withTiming(_ f: () -> Void) -> TaskResult {
+        f()
+        return self
+    }
+}
+
+/// The warm-pool command message (see starling-sandbox-init): counts are u32 little-endian.
+struct ByteMessage {
+    var bytes: [UInt8] = []
+
+    mutating func strings(_ xs: [String]) {
+        var n = UInt32(xs.count).littleEndian
+        withUnsafeBytes(of: &n) { bytes.append(contentsOf: $0) }
+        for s in xs { bytes.append(contentsOf: s.utf8); bytes.append(0) }
+    }
+}

@@ -1,0 +1,183 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import StarlingSandbox
+
+struct SandboxCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sandbox", abstract: "Run tasks in throw-away sandboxes on this machine (no mesh needed).",
+        subcommands: [SandboxRun.self, SandboxBench.self])
+}
+
+/// Flags shared by the sandbox commands that start a runner.
+struct SandboxOptions: ParsableArguments {
+    @Option(help: "Policy file (JSON Policy). Default here: everything allowed, network included when asked for.")
+    var policy: String?
+
+    @Flag(name: .customLong("unsafe-no-sandbox"), help: "Development only: run WITHOUT any isolation. Says so on every run.")
+    var unsafeNoSandbox = false
+
+    func loadPolicy() throws -> Policy {
+        guard let policy else { return Policy(net: .host) }
+        do { return try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy))) } catch {
+            throw ValidationError("--policy \(policy): \(error)")
+        }
+    }
+
+    func runner(warm: Int) throws -> SandboxRunner {
+        do {
+            return try SandboxRunner(configuration: SandboxConfiguration(
+                nodeName: ProcessInfo.processInfo.hostName, initPath: SandboxConfiguration.initBesideExecutable(),
+                warmPoolSize: warm, policy: try loadPolicy(), unsafeNoSandbox: unsafeNoSandbox))
+        } catch let e as SandboxUnavailable {
+            throw ValidationError("cannot sandbox: \(e.description)")
+        }
+    }
+}
+
+struct SandboxRun: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run one command in a fresh sandbox. Plain: its output passes through and its exit status is ours; --json: print its TaskResult and exit 0.")
+
+    @Option(help: "Memory limit in MB.") var memory: Int?
+    @Option(help: "CPU quota in cores.") var cpus: Double?
+    @Option(help: "Most processes at once.") var pids: Int?
+    @Option(help: "Wall-clock limit in seconds.") var timeout: Double?
+    @Option(help: "Network: none or host.") var net: NetworkMode?
+    @Option(name: .customLong("file"), help: "NAME=PATH: copy the local file PATH to /task/NAME.") var files: [String] = []
+    @Flag(help: "Print the TaskResult as JSON.") var json = false
+    @OptionGroup var options: SandboxOptions
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var argv: [String] = []
+
+    func run() throws {
+        let command = argv.first == "--" ? Array(argv.dropFirst()) : argv
+        guard !command.isEmpty else { throw ValidationError("give the command after --") }
+        var inputs: [String: String] = [:]
+        for f in files {
+            guard let eq = f.firstIndex(of: "=") else { throw ValidationError("--file takes NAME=PATH") }
+            let name = String(f[..<eq]), path = String(f[f.index(after: eq)...])
+            guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("--file: cannot read \(path)") }
+            inputs[name] = String(decoding: data, as: UTF8.self)
+        }
+        var stdinText: String?
+        if isatty(0) == 0, let data = try? FileHandle.standardInput.readToEnd(), !data.isEmpty {
+            stdinText = String(decoding: data, as: UTF8.self)
+        }
+        let task = TaskSpec(argv: command, stdin: stdinText, files: inputs.isEmpty ? nil : inputs, timeoutSeconds: timeout,
+                            memoryMB: memory, cpus: cpus, net: net, pids: pids)
+        let runner = try options.runner(warm: 0)
+        if options.unsafeNoSandbox {
+            FileHandle.standardError.write(Data("WARNING: --unsafe-no-sandbox: running WITHOUT isolation (development only)\n".utf8))
+        }
+        let result: TaskResult
+        do { result = try runner.run(task) } catch let e as InvalidTask { throw ValidationError(e.description) }
+        runner.shutdown()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            return
+        }
+        FileHandle.standardOutput.write(Data(result.stdout.utf8))
+        FileHandle.standardError.write(Data(result.stderr.utf8))
+        if result.truncated { FileHandle.standardError.write(Data("starling: output truncated\n".utf8)) }
+        if result.reason != .exited {
+            FileHandle.standardError.write(Data("starling: task ended: \(result.reason.rawValue)\n".utf8))
+        }
+        if let code = result.exitCode, code != 0 { throw ExitCode(code) }
+        if let sig = result.signal { throw ExitCode(128 + sig) }
+        if result.reason == .denied { throw ExitCode(126) }
+    }
+}
+
+/// `Scripts/bench-sandbox` runs this: raw bwrap against Starling's cold and warm paths.
+struct SandboxBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure sandbox start-up: raw bwrap, cold and warm. Prints JSON.")
+
+    @Option(help: "Runs of each kind.") var runs: Int = 200
+    @Option(help: "Warm pool size.") var pool: Int = 4
+    @OptionGroup var options: SandboxOptions
+
+    func run() throws {
+        let runner = try options.runner(warm: pool)
+        defer { runner.shutdown() }
+        let candidates: [String] = ["/usr/bin/bwrap", "/usr/local/bin/bwrap"]
+        guard let bwrap = candidates.first(where: { (path: String) in access(path, X_OK) == 0 }) else {
+            throw ValidationError("bwrap not found")
+        }
+        // Baseline: bwrap itself with the same namespaces and mounts, no cgroup, seccomp or work dir.
+        let rawArgs = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr",
+                       "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                       "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"]
+        func rawRun(_ cmd: [String]) -> (total: Double, first: Double) {
+            var fds: [Int32] = [0, 0]
+            _ = pipe(&fds)
+            let t0 = clockNanos()
+            var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+            posix_spawn_file_actions_addclose(&actions, fds[0])
+            var pid: pid_t = 0
+            var cargs = (rawArgs + cmd).map { strdup($0) } + [nil]
+            _ = posix_spawn(&pid, bwrap, &actions, nil, &cargs, environ)
+            for p in cargs { free(p) }
+            posix_spawn_file_actions_destroy(&actions)
+            close(fds[1])
+            var byte: UInt8 = 0
+            var first = 0.0
+            if read(fds[0], &byte, 1) > 0 { first = Double(clockNanos() - t0) / 1e6 }
+            while read(fds[0], &byte, 1) > 0 {}
+            close(fds[0])
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            return (Double(clockNanos() - t0) / 1e6, first)
+        }
+        func starlingRun(warm: Bool, _ cmd: [String]) throws -> (total: Double, first: Double) {
+            if warm {
+                // Give the pool time to refill so that every run is a warm one.
+                for _ in 0..<2000 where runner.warmReady == 0 { usleep(500) }
+            }
+            var timing = SandboxRunner.Timing()
+            let t0 = clockNanos()
+            _ = try runner.run(TaskSpec(argv: cmd), preferWarm: warm, timing: { timing = $0 })
+            let total = Double(clockNanos() - t0) / 1e6
+            return (total, timing.firstByte > 0 ? Double(timing.firstByte - timing.started) / 1e6 : 0)
+        }
+        var raw: [(Double, Double)] = [], cold: [(Double, Double)] = [], warm: [(Double, Double)] = []
+        for _ in 0..<5 { _ = rawRun(["/bin/true"]); _ = try starlingRun(warm: false, ["/bin/true"]) }
+        for _ in 0..<runs {
+            // Interleaved, so that load on the shared machine hits all three alike.
+            raw.append(rawRun(["/bin/echo", "x"]))
+            cold.append(try starlingRun(warm: false, ["/bin/echo", "x"]))
+            warm.append(try starlingRun(warm: true, ["/bin/echo", "x"]))
+        }
+        func stats(_ xs: [Double]) -> [String: Double] {
+            let s = xs.sorted()
+            return ["p50": s[s.count / 2], "p99": s[min(s.count - 1, Int(Double(s.count) * 0.99))]]
+        }
+        let r = stats(raw.map(\.0)), c = stats(cold.map(\.0)), w = stats(warm.map(\.0))
+        let rf = stats(raw.map(\.1)), cf = stats(cold.map(\.1)), wf = stats(warm.map(\.1))
+        let out: [String: Any] = [
+            "benchmark": "sandbox", "runs": runs, "command": "/bin/echo x",
+            "unit": "milliseconds",
+            "endToEnd": ["rawBwrap": r, "starlingCold": c, "starlingWarm": w,
+                         "ratioColdToRaw": ["p50": c["p50"]! / r["p50"]!, "p99": c["p99"]! / r["p99"]!],
+                         "ratioWarmToRaw": ["p50": w["p50"]! / r["p50"]!, "p99": w["p99"]! / r["p99"]!]],
+            "dispatchToFirstOutput": ["rawBwrap": rf, "starlingCold": cf, "starlingWarm": wf,
+                                      "ratioColdToRaw": ["p50": cf["p50"]! / rf["p50"]!],
+                                      "ratioWarmToRaw": ["p50": wf["p50"]! / rf["p50"]!]],
+        ]
+        let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys, .prettyPrinted])
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+func clockNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+extension NetworkMode: ExpressibleByArgument {}
