@@ -2,6 +2,8 @@
 #include "csandbox.h"
 #include <errno.h>
 #include <seccomp.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -19,7 +21,36 @@ static const char *const denied[] = {
 
 int starling_seccomp_denied_count(void) { return (int)(sizeof denied / sizeof denied[0]); }
 
+// The BPF program is built once per process; each sandbox gets its own memfd copy of it.
+static unsigned char *program;
+static size_t program_len;
+static int program_error;
+static pthread_once_t program_once = PTHREAD_ONCE_INIT;
+
+static int build_filter_fd(void);
+
+static void build_program(void) {
+    int fd = build_filter_fd();
+    if (fd < 0) { program_error = fd; return; }
+    off_t len = lseek(fd, 0, SEEK_END);
+    lseek(fd, 0, SEEK_SET);
+    program = malloc((size_t)len);
+    if (!program || read(fd, program, (size_t)len) != len) { program_error = -EIO; close(fd); return; }
+    program_len = (size_t)len;
+    close(fd);
+}
+
 int starling_seccomp_filter_fd(void) {
+    pthread_once(&program_once, build_program);
+    if (program_error) return program_error;
+    int fd = memfd_create("starling-seccomp", MFD_CLOEXEC);
+    if (fd < 0) return -errno;
+    if (write(fd, program, program_len) != (ssize_t)program_len) { int e = errno; close(fd); return -e; }
+    lseek(fd, 0, SEEK_SET);
+    return fd;
+}
+
+static int build_filter_fd(void) {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx) return -ENOMEM;
     for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++) {

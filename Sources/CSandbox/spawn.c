@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 // Only async-signal-safe calls between fork and exec: the parent is multithreaded.
+static void write_pid(int fd, pid_t pid) __attribute__((noinline));
 static void write_pid(int fd, pid_t pid) {
     char buf[24];
     int n = 0;
@@ -25,7 +26,10 @@ pid_t starling_spawn(const char *path, char *const argv[], char *const envp[],
                      char *const cgroup_procs[], int ncgroups) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -errno;
-    pid_t pid = fork();
+    // vfork: the child borrows the parent's memory until it execs, so the spawn costs no page
+    // table copy however large the node process is. The child below only makes system calls
+    // and never returns from this function.
+    pid_t pid = vfork();
     if (pid < 0) { int e = errno; close(report[0]); close(report[1]); return -e; }
     if (pid == 0) {
         int err = 0;

@@ -12,6 +12,14 @@ struct Bubblewrap {
 
     let path: String
 
+    /// The few host files a task needs (tool alternatives, the loader cache, the time zone), and
+    /// name resolution and certificates only with host networking. Checked once: every extra
+    /// mount costs each sandbox's start-up.
+    static let etcNone: [String] = ["/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime"].filter { access($0, F_OK) == 0 }
+    static let etcHost: [String] = (etcNone + ["/etc/ssl", "/etc/ca-certificates", "/etc/resolv.conf", "/etc/hosts",
+                                               "/etc/nsswitch.conf", "/etc/gai.conf"]).filter { access($0, F_OK) == 0 }
+    static func etc(_ net: NetworkMode) -> [String] { net == .host ? etcHost : etcNone }
+
     /// Finds bwrap on PATH (or the usual places); nil when bubblewrap is not installed.
     static func locate() -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
@@ -39,10 +47,7 @@ struct Bubblewrap {
                 a += ["--ro-bind", "/" + top, "/" + top]
             }
         }
-        var etc = ["/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
-                   "/etc/ssl", "/etc/ca-certificates", "/etc/mime.types"]
-        if net == .host { etc += ["/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/gai.conf"] }
-        for e in etc { a += ["--ro-bind-try", e, e] }
+        for e in Self.etc(net) { a += ["--ro-bind", e, e] }
         a += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
               "--bind", workdir, "/task", "--chdir", "/task",
               "--seccomp", String(Self.seccompFD)]

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 
 /// One sandbox's control groups: memory, CPU and pids limits, and its CPU time, peak memory and
 /// OOM kills. cgroup v2 where it is mounted, v1 otherwise (one directory per controller).
@@ -11,6 +12,15 @@ public final class Cgroup: @unchecked Sendable {
     public let name: String
     /// v1: controller → directory; v2: "unified" → directory.
     let dirs: [String: String]
+
+    /// The limits last written, so that an unchanged limit costs no write (a warm dispatch with
+    /// the default limits touches no cgroup file) and the memory order needs no read-back.
+    private struct Limits {
+        var memoryMB: Int?
+        var cpus: Double?
+        var pids: Int?
+    }
+    private let limits = Mutex(Limits())
 
     /// Where each controller's hierarchy is mounted, or nil if cgroups are unusable here.
     public static let layout: (Version, [String: String])? = detect()
@@ -55,14 +65,17 @@ public final class Cgroup: @unchecked Sendable {
         self.name = name
         var dirs: [String: String] = [:]
         for (controller, root) in roots {
-            var parent = root
-            for level in ["starling", Cgroup.ownerName] {
-                parent += "/" + level
-                mkdir(parent, 0o755)
-                if version == .v2 { Cgroup.write("+memory +cpu +pids", to: parent + "/cgroup.subtree_control") }
-            }
+            let parent = root + "/starling/" + Cgroup.ownerName
             let dir = parent + "/" + name
-            guard mkdir(dir, 0o755) == 0 || errno == EEXIST else {
+            if mkdir(dir, 0o755) != 0, errno == ENOENT {
+                // First sandbox of this process (or after a shutdown): create the parents.
+                for level in [root + "/starling", parent] {
+                    mkdir(level, 0o755)
+                    if version == .v2 { Cgroup.write("+memory +cpu +pids", to: level + "/cgroup.subtree_control") }
+                }
+                mkdir(dir, 0o755)
+            }
+            guard access(dir, W_OK) == 0 else {
                 throw SandboxUnavailable("cannot create cgroup \(dir): \(String(cString: strerror(errno)))")
             }
             dirs[controller] = dir
@@ -121,6 +134,11 @@ public final class Cgroup: @unchecked Sendable {
     /// Sets the memory limit. Raising and lowering both work while the task runs (vertical
     /// elasticity); lowering below current use makes the kernel reclaim, then OOM-kill.
     public func setMemory(megabytes: Int) {
+        let previous = limits.withLock { l -> Int? in
+            defer { l.memoryMB = megabytes }
+            return l.memoryMB
+        }
+        if previous == megabytes { return }
         let bytes = String(megabytes << 20)
         switch version {
         case .v2:
@@ -131,8 +149,8 @@ public final class Cgroup: @unchecked Sendable {
             let swapFile = d + "/memory.memsw.limit_in_bytes"
             let hasSwapLimit = FileManager.default.fileExists(atPath: swapFile)
             // memsw must stay >= the memory limit: order the two writes accordingly.
-            let current = Int(Cgroup.read(d + "/memory.limit_in_bytes")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? .max
-            if (megabytes << 20) > current {
+            // A fresh group has no limit, so the first write lowers it.
+            if megabytes > (previous ?? .max) {
                 if hasSwapLimit { Cgroup.write(bytes, to: swapFile) }
                 Cgroup.write(bytes, to: d + "/memory.limit_in_bytes")
             } else {
@@ -144,6 +162,10 @@ public final class Cgroup: @unchecked Sendable {
 
     /// Sets the CPU quota in cores (1.5 = one and a half cores' time per period).
     public func setCPU(cores: Double) {
+        guard limits.withLock({ l -> Bool in
+            defer { l.cpus = cores }
+            return l.cpus != cores
+        }) else { return }
         let period = 100_000
         let quota = max(1_000, Int(cores * Double(period)))
         switch version {
@@ -155,6 +177,10 @@ public final class Cgroup: @unchecked Sendable {
     }
 
     public func setPids(_ n: Int) {
+        guard limits.withLock({ l -> Bool in
+            defer { l.pids = n }
+            return l.pids != n
+        }) else { return }
         Cgroup.write(String(n), to: dir("pids") + "/pids.max")
     }
 

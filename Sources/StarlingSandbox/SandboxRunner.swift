@@ -63,6 +63,9 @@ final class SpawnedSandbox: @unchecked Sendable {
     let stdout: Int32
     let stderr: Int32
     let control: Int32?
+    /// Set once `waitpid` has reaped `pid`: from then on the number may belong to another
+    /// process, so nothing may signal it. The cgroup is the safe handle on what is left.
+    let reaped = Atomic<Bool>(false)
 
     init(id: String, workdir: String, cgroup: Cgroup?, pid: pid_t, stdin: Int32, stdout: Int32, stderr: Int32, control: Int32?) {
         self.id = id
@@ -76,15 +79,24 @@ final class SpawnedSandbox: @unchecked Sendable {
     }
 
     func killTree() {
-        kill(pid, SIGKILL)
+        if !reaped.load(ordering: .acquiring) { kill(pid, SIGKILL) }
         cgroup?.killAll()
+    }
+
+    /// Waits for the sandbox's bwrap process and records that it is gone.
+    func reap() -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        reaped.store(true, ordering: .releasing)
+        return status
     }
 
     /// Kills anything left, reaps, and removes the cgroup and the work directory.
     func destroy() {
-        killTree()
-        var status: Int32 = 0
-        _ = waitpid(pid, &status, WNOHANG)
+        if !reaped.load(ordering: .acquiring) {
+            kill(pid, SIGKILL)
+            _ = reap()
+        }
         cgroup?.destroy()
         removeTree(workdir)
     }
@@ -117,6 +129,10 @@ public final class SandboxRunner: @unchecked Sendable {
     public let configuration: SandboxConfiguration
     let bubblewrap: Bubblewrap?
     private let pool: WarmPool?
+    private var reserve: SlotReserve?
+    /// Sandboxes are destroyed here, off the path that returns a result. Serial and bounded by
+    /// the number of tasks that ran; `quiesce()` waits for it.
+    private let cleanup = DispatchQueue(label: "starling-sandbox-cleanup")
 
     /// This process's work directory root: `<workRoot>/<pid>`.
     public let root: String
@@ -157,9 +173,21 @@ public final class SandboxRunner: @unchecked Sendable {
         } else {
             pool = nil
         }
+        let root = self.root
+        reserve = SlotReserve(target: 4) {
+            let id = Self.newID()
+            let dir = root + "/" + id
+            guard mkdir(dir, 0o700) == 0, mkdir(dir + "/out", 0o755) == 0 else { throw SandboxUnavailable("mkdir \(dir)") }
+            do {
+                return .init(id: id, workdir: dir, cgroup: try Cgroup(name: id))
+            } catch {
+                removeTree(dir)
+                throw error
+            }
+        }
     }
 
-    deinit { pool?.drain() }
+    deinit { shutdown() }
 
     /// Removes work directories and cgroups left by processes that died without cleaning up.
     static func sweepStale(workRoot: String) {
@@ -174,11 +202,16 @@ public final class SandboxRunner: @unchecked Sendable {
     /// directories (they stay while another runner of this process still uses them).
     public func shutdown() {
         pool?.drain()
+        reserve?.drain()
+        quiesce()
         rmdir(root)
         Cgroup.removeOwnerIfEmpty()
     }
 
     public var warmReady: Int { pool?.readyCount ?? 0 }
+
+    /// Waits until every finished sandbox has been destroyed.
+    public func quiesce() { cleanup.sync {} }
 
     static func newID() -> String {
         var r = SystemRandomNumberGenerator()
@@ -187,7 +220,11 @@ public final class SandboxRunner: @unchecked Sendable {
 
     func makeWorkdir(_ id: String) throws -> String {
         let dir = root + "/" + id
-        guard mkdir(dir, 0o700) == 0, mkdir(dir + "/out", 0o755) == 0 else {
+        if mkdir(dir, 0o700) != 0, errno == ENOENT {
+            mkdir(root, 0o700)  // removed by an earlier shutdown
+            mkdir(dir, 0o700)
+        }
+        guard access(dir, W_OK) == 0, mkdir(dir + "/out", 0o755) == 0 else {
             throw SandboxUnavailable("cannot create \(dir): \(String(cString: strerror(errno)))")
         }
         return dir
@@ -196,11 +233,12 @@ public final class SandboxRunner: @unchecked Sendable {
     /// Spawns bwrap for a cold task (`program` given) or a warm one (the init stub waits on fd 3).
     func spawnSandbox(net: NetworkMode, grant: Policy.Grant?, program: [String]?, env: [String], initPath: String?) throws -> SpawnedSandbox {
         guard let bubblewrap else { preconditionFailure("no bubblewrap") }
-        let id = Self.newID()
-        let workdir = try makeWorkdir(id)
+        let slot = reserve?.take()
+        let id = slot?.id ?? Self.newID()
+        let workdir = try slot?.workdir ?? makeWorkdir(id)
         var cgroup: Cgroup?
         do {
-            cgroup = try Cgroup(name: id)
+            cgroup = try slot?.cgroup ?? Cgroup(name: id)
             let g = grant ?? Policy.Grant(memoryMB: Policy.defaultMemoryMB, cpus: Policy.defaultCpus, pids: Policy.defaultPids,
                                           timeoutSeconds: 0, net: .none, secrets: [])
             cgroup!.setMemory(megabytes: g.memoryMB)
@@ -243,7 +281,8 @@ public final class SandboxRunner: @unchecked Sendable {
 
     /// The environment a task sees: a fixed base, its own variables, and the secrets it was granted.
     func environment(_ task: TaskSpec, _ grant: Policy.Grant) -> [String] {
-        var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp", "LANG": "C.UTF-8"]
+        // No LANG by default: a locale makes every program load a dozen files before it starts.
+        var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp"]
         for (k, v) in task.env ?? [:] { env[k] = v }
         for name in grant.secrets { env[name] = configuration.secrets.values[name] }
         return env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
@@ -312,7 +351,11 @@ public final class SandboxRunner: @unchecked Sendable {
                 throw error
             }
         }
-        defer { sandbox.destroy() }
+        defer {
+            // The task's processes are dead (bwrap exited; the cgroup was killed on timeout);
+            // removing its directories can wait.
+            cleanup.async { sandbox.destroy() }
+        }
         return finish(sandbox, task: task, grant: grant, started: t.started, onStart: onStart) { t.firstByte = $0 }
             .withTiming { timing?(t) }
     }
@@ -329,8 +372,7 @@ public final class SandboxRunner: @unchecked Sendable {
                                onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
         close(s.stdout)
         close(s.stderr)
-        var status: Int32 = 0
-        while waitpid(s.pid, &status, 0) < 0 && errno == EINTR {}
+        let status = s.reap()
         let ended = monotonicNanos()
         let oom = (s.cgroup?.oomKills ?? 0) > 0
         var exitCode: Int32? = nil, signal: Int32? = nil

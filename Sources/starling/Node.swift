@@ -7,6 +7,7 @@ import Prometheus
 import StarlingCore
 import StarlingCrypto
 import StarlingRuntime
+import StarlingSandbox
 
 struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -85,6 +86,16 @@ struct Node: AsyncParsableCommand {
         for part in (join ?? "").split(separator: ",") where !part.isEmpty {
             guard let s = SocketAddress.resolve(String(part)) else { throw ValidationError("--join: not HOST:PORT: \(part)") }
             seeds.append(s)
+        }
+        // The hands' configuration is checked before anything starts: a secrets file that others
+        // can read, or a policy that does not parse, stops the node.
+        if let secretsFile {
+            do { _ = try SecretStore.load(path: secretsFile) } catch { throw ValidationError("--secrets-file: \(error); refusing to start") }
+        }
+        if let policy {
+            do { _ = try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy))) } catch {
+                throw ValidationError("--policy \(policy): \(error); refusing to start")
+            }
         }
         let keyring: Keyring
         do { keyring = try Keyring.load(path: keyFile) } catch { throw ValidationError("--key-file: \(error)") }

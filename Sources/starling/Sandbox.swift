@@ -111,7 +111,9 @@ struct SandboxBench: ParsableCommand {
         let rawArgs = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr",
                        "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"]
-        func rawRun(_ cmd: [String]) -> (total: Double, first: Double) {
+        // The same environment Starling gives a task, so that neither side pays for a locale.
+        let taskEnv = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/task", "TMPDIR=/tmp"]
+        func rawRun(_ cmd: [String], sandboxed: Bool = true) -> (total: Double, first: Double) {
             var fds: [Int32] = [0, 0]
             _ = pipe(&fds)
             let t0 = clockNanos()
@@ -120,9 +122,10 @@ struct SandboxBench: ParsableCommand {
             posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
             posix_spawn_file_actions_addclose(&actions, fds[0])
             var pid: pid_t = 0
-            var cargs = (rawArgs + cmd).map { strdup($0) } + [nil]
-            _ = posix_spawn(&pid, bwrap, &actions, nil, &cargs, environ)
-            for p in cargs { free(p) }
+            var cargs = ((sandboxed ? rawArgs : []) + cmd).map { strdup($0) } + [nil]
+            var cenv = taskEnv.map { strdup($0) } + [nil]
+            _ = posix_spawn(&pid, sandboxed ? bwrap : cmd[0], &actions, nil, &cargs, &cenv)
+            for p in cargs + cenv { free(p) }
             posix_spawn_file_actions_destroy(&actions)
             close(fds[1])
             var byte: UInt8 = 0
@@ -146,10 +149,12 @@ struct SandboxBench: ParsableCommand {
             return (total, timing.firstByte > 0 ? Double(timing.firstByte - timing.started) / 1e6 : 0)
         }
         var raw: [(Double, Double)] = [], cold: [(Double, Double)] = [], warm: [(Double, Double)] = []
+        var plain: [(Double, Double)] = []
         for _ in 0..<5 { _ = rawRun(["/bin/true"]); _ = try starlingRun(warm: false, ["/bin/true"]) }
         for _ in 0..<runs {
             // Interleaved, so that load on the shared machine hits all three alike.
             raw.append(rawRun(["/bin/echo", "x"]))
+            plain.append(rawRun(["/bin/echo", "x"], sandboxed: false))
             cold.append(try starlingRun(warm: false, ["/bin/echo", "x"]))
             warm.append(try starlingRun(warm: true, ["/bin/echo", "x"]))
         }
@@ -159,13 +164,16 @@ struct SandboxBench: ParsableCommand {
         }
         let r = stats(raw.map(\.0)), c = stats(cold.map(\.0)), w = stats(warm.map(\.0))
         let rf = stats(raw.map(\.1)), cf = stats(cold.map(\.1)), wf = stats(warm.map(\.1))
+        let p = stats(plain.map(\.0)), pf = stats(plain.map(\.1))
         let out: [String: Any] = [
             "benchmark": "sandbox", "runs": runs, "command": "/bin/echo x",
             "unit": "milliseconds",
-            "endToEnd": ["rawBwrap": r, "starlingCold": c, "starlingWarm": w,
+            "note": "plainSpawn is posix_spawn of the command with no sandbox at all: the floor under any dispatch on this machine",
+            "endToEnd": ["plainSpawn": p, "rawBwrap": r, "starlingCold": c, "starlingWarm": w,
                          "ratioColdToRaw": ["p50": c["p50"]! / r["p50"]!, "p99": c["p99"]! / r["p99"]!],
                          "ratioWarmToRaw": ["p50": w["p50"]! / r["p50"]!, "p99": w["p99"]! / r["p99"]!]],
-            "dispatchToFirstOutput": ["rawBwrap": rf, "starlingCold": cf, "starlingWarm": wf,
+            "dispatchToFirstOutput": ["plainSpawn": pf, "rawBwrap": rf,
+                                      "warmOverPlainSpawn": ["p50": wf["p50"]! - pf["p50"]!], "starlingCold": cf, "starlingWarm": wf,
                                       "ratioColdToRaw": ["p50": cf["p50"]! / rf["p50"]!],
                                       "ratioWarmToRaw": ["p50": wf["p50"]! / rf["p50"]!]],
         ]

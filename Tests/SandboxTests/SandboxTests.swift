@@ -24,6 +24,12 @@ func sh(_ script: String, timeout: Double? = nil, memoryMB: Int? = nil, pids: In
 }
 
 /// What is left in this process's work root (`<root>/<pid>`).
+/// Shuts the runner down (its reserved, never-used slots go too) and lists what is left.
+func leftovers(_ root: String, _ runner: SandboxRunner) -> [String] {
+    runner.shutdown()
+    return leftovers(root)
+}
+
 func leftovers(_ root: String) -> [String] {
     (try? FileManager.default.contentsOfDirectory(atPath: "\(root)/\(getpid())")) ?? []
 }
@@ -77,7 +83,7 @@ struct SandboxTests {
         #expect(r.stdout == "/task\nhello world\n65534\n")
         #expect(r.outputs["sub/r.txt"] == "r\n")
         #expect(r.outputs["link"] == nil, "a symlink must never be followed on the host")
-        #expect(leftovers(root).isEmpty)
+        #expect(leftovers(root, runner).isEmpty)
     }
 
     @Test func noNetworkUnlessPolicyAllowsHost() throws {
@@ -126,7 +132,7 @@ struct SandboxTests {
         let after = try runner.run(sh("echo alive"))
         #expect(after.stdout == "alive\n")
         #expect(Date().timeIntervalSince(start) < 5)
-        #expect(leftovers(root).isEmpty)
+        #expect(leftovers(root, runner).isEmpty)
     }
 
     @Test func aMemoryHogEndsAsOOM() throws {
@@ -143,7 +149,7 @@ struct SandboxTests {
         #expect(r.reason == .timeout)
         #expect(r.durationMs >= 1000 && r.durationMs < 4000)
         #expect(r.cpuMs >= 300, "cpu time comes from the cgroup")
-        #expect(leftovers(root).isEmpty)
+        #expect(leftovers(root, runner).isEmpty)
         #expect(cgroupLeftovers().isEmpty)
     }
 
@@ -178,7 +184,7 @@ struct SandboxTests {
         #expect(r.reason == .denied)
         #expect(r.stderr.contains("allow list"))
         #expect(r.durationMs == 0 && r.attempts == 0)
-        #expect(leftovers(root).isEmpty)
+        #expect(leftovers(root, runner).isEmpty)
         #expect(try runner.run(TaskSpec(argv: ["echo", "ok"])).stdout == "ok\n")
         // A request may narrow the node's policy, never widen it.
         let narrowed = try runner.run(TaskSpec(argv: ["echo", "x"]), requestPolicy: Policy(allow: ["printf"]))
@@ -231,7 +237,7 @@ struct SandboxTests {
         let echoed = try runner.run(TaskSpec(argv: ["cat"], stdin: "from stdin"))
         #expect(echoed.stdout == "from stdin")
         runner.shutdown()
-        #expect(leftovers(root).isEmpty)
+        #expect(leftovers(root, runner).isEmpty)
         #expect(cgroupLeftovers().isEmpty)
     }
 

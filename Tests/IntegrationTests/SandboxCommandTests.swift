@@ -1,0 +1,79 @@
+import Foundation
+import Glibc
+import Testing
+
+func runCLI(_ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: starlingBinary())
+    p.arguments = args
+    let out = Pipe(), err = Pipe(), input = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = input
+    try p.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+@Suite("starling sandbox run", .serialized)
+struct SandboxCommandTests {
+    @Test func plainModePassesOutputAndExitStatusThrough() throws {
+        let r = try runCLI(["sandbox", "run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"])
+        #expect(r.status == 7)
+        #expect(r.out == "out\n")
+        #expect(r.err.contains("err"))
+    }
+
+    @Test func jsonModePrintsTheTaskResultWithFilesAndLimits() throws {
+        let dir = NSTemporaryDirectory() + "starling-cli-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "input text\n".write(toFile: dir + "/in.txt", atomically: true, encoding: .utf8)
+        let r = try runCLI(["sandbox", "run", "--json", "--file", "data/in.txt=\(dir)/in.txt", "--timeout", "20", "--",
+                            "sh", "-c", "cat data/in.txt; mkdir -p out; echo made > out/o.txt"])
+        #expect(r.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        #expect(object["exitCode"] as? Int == 0)
+        #expect(object["reason"] as? String == "exited")
+        #expect(object["stdout"] as? String == "input text\n")
+        #expect((object["outputs"] as? [String: String])?["o.txt"] == "made\n")
+        for key in ["signal", "stderr", "truncated", "node", "attempts", "durationMs", "cpuMs", "peakMemoryKB"] {
+            #expect(object.keys.contains(key), "missing \(key)")
+        }
+        let oom = try runCLI(["sandbox", "run", "--json", "--memory", "40", "--", "python3", "-c", "a = bytearray(300 << 20)"])
+        #expect(oom.status == 0)
+        #expect(oom.out.contains("\"reason\":\"oom\""))
+    }
+
+    @Test func aPolicyFileRefusesAndUnsafeModeSaysSoEveryTime() throws {
+        let dir = NSTemporaryDirectory() + "starling-cli-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try #"{"allow": ["echo"], "net": "none"}"#.write(toFile: dir + "/policy.json", atomically: true, encoding: .utf8)
+        let denied = try runCLI(["sandbox", "run", "--policy", dir + "/policy.json", "--", "cat", "/etc/hostname"])
+        #expect(denied.status != 0)
+        #expect(denied.err.contains("allow list"))
+        let net = try runCLI(["sandbox", "run", "--json", "--policy", dir + "/policy.json", "--net", "host", "--", "echo", "x"])
+        #expect(net.out.contains("\"reason\":\"denied\""))
+        let unsafe = try runCLI(["sandbox", "run", "--unsafe-no-sandbox", "--", "echo", "hi"])
+        #expect(unsafe.status == 0)
+        #expect(unsafe.err.contains("WITHOUT"))
+        #expect(unsafe.out == "hi\n")
+    }
+
+    @Test func aNodeRefusesASecretsFileOthersCanRead() throws {
+        let dir = NSTemporaryDirectory() + "starling-cli-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try runStarling(["keygen", "--out", dir + "/k"])
+        FileManager.default.createFile(atPath: dir + "/secrets", contents: Data("API_TOKEN=abcdefghij\n".utf8),
+                                       attributes: [.posixPermissions: 0o644])
+        let r = try runCLI(["node", "--name", "s", "--gossip", "127.0.0.1:\(freePort())", "--api", "127.0.0.1:\(freePort())",
+                            "--data", dir + "/d", "--key-file", dir + "/k", "--secrets-file", dir + "/secrets"])
+        #expect(r.status != 0)
+        #expect(r.err.contains("chmod 600"))
+    }
+}
