@@ -185,7 +185,7 @@ func sendDatagrams(_ datagrams: [[UInt8]], to port: UInt16) {
     a.sin_port = port.bigEndian
     a.sin_addr.s_addr = inet_addr("127.0.0.1")
     for (i, d) in datagrams.enumerated() {
-        if i % 200 == 199 { usleep(2_000) }  // paced: we test the node, not the kernel's buffer
+        if i % 100 == 99 { usleep(5_000) }  // paced: we test the node, not the kernel's socket buffer
         _ = d.withUnsafeBytes { buf in
             withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 sendto(fd, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
