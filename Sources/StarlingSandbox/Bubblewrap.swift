@@ -3,7 +3,7 @@ import Glibc
 
 /// The bubblewrap command line for one sandbox. Cold and warm sandboxes share it, so their
 /// isolation is identical by construction; only the program after `--` differs.
-struct Bubblewrap {
+struct Bubblewrap: Sendable {
     static let seccompFD: Int32 = 4
     static let controlFD: Int32 = 3
     static let initMount = "/run/starling-init"

@@ -4,8 +4,7 @@ import Synchronization
 
 /// One sandbox's control groups: memory, CPU and pids limits, and its CPU time, peak memory and
 /// OOM kills. cgroup v2 where it is mounted, v1 otherwise (one directory per controller).
-public final class Cgroup: @unchecked Sendable {
-    // @unchecked: immutable after init but for file writes, which the kernel serialises.
+public final class Cgroup: Sendable {
     public enum Version: String, Sendable { case v1, v2 }
 
     public let version: Version

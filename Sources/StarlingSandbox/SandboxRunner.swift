@@ -53,8 +53,7 @@ public struct SandboxConfiguration: Sendable {
 }
 
 /// A sandbox that has been spawned: its process, pipes, cgroup and work directory.
-final class SpawnedSandbox: @unchecked Sendable {
-    // @unchecked: owned by one thread at a time (the pool hands it over under a lock).
+final class SpawnedSandbox: Sendable {
     let id: String
     let workdir: String
     let cgroup: Cgroup?
@@ -124,12 +123,11 @@ public final class RunningTask: Sendable {
 /// Runs tasks, each in a fresh bubblewrap sandbox with cgroup limits, destroyed afterwards.
 ///
 /// Thread-safe: `run` may be called from many threads at once; each call owns its sandbox.
-public final class SandboxRunner: @unchecked Sendable {
-    // @unchecked: configuration is immutable; the pool's mutable state is behind `pool`'s mutex.
+public final class SandboxRunner: Sendable {
     public let configuration: SandboxConfiguration
     let bubblewrap: Bubblewrap?
     private let pool: WarmPool?
-    private var reserve: SlotReserve?
+    private let reserve: SlotReserve?
     /// Sandboxes are destroyed here, off the path that returns a result. Serial and bounded by
     /// the number of tasks that ran; `quiesce()` waits for it.
     private let cleanup = DispatchQueue(label: "starling-sandbox-cleanup")
@@ -147,6 +145,7 @@ public final class SandboxRunner: @unchecked Sendable {
         if configuration.unsafeNoSandbox {
             bubblewrap = nil
             pool = nil
+            reserve = nil
             return
         }
         guard let path = Bubblewrap.locate() else {
@@ -167,12 +166,6 @@ public final class SandboxRunner: @unchecked Sendable {
         guard probe.terminationStatus == 0 else {
             throw SandboxUnavailable("bubblewrap cannot create namespaces here (user namespaces disabled?): refusing to run unsandboxed; pass --unsafe-no-sandbox for development only")
         }
-        if configuration.warmPoolSize > 0, let initPath = configuration.initPath {
-            pool = WarmPool(size: configuration.warmPoolSize)
-            pool!.start { [unowned self] in try self.spawnWarm(initPath: initPath) }
-        } else {
-            pool = nil
-        }
         let root = self.root
         reserve = SlotReserve(target: 4) {
             let id = Self.newID()
@@ -183,6 +176,14 @@ public final class SandboxRunner: @unchecked Sendable {
             } catch {
                 removeTree(dir)
                 throw error
+            }
+        }
+        pool = configuration.warmPoolSize > 0 && configuration.initPath != nil ? WarmPool(size: configuration.warmPoolSize) : nil
+        if let pool, let initPath = configuration.initPath {
+            // weak: the refill thread may still be spawning while the runner deinitialises.
+            pool.start { [weak self] in
+                guard let self else { throw SandboxUnavailable("the runner is gone") }
+                return try self.spawnWarm(initPath: initPath)
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -44,7 +45,7 @@ struct MemberView: Decodable, Equatable {
 }
 
 /// One `starling node` process, ended by its own PID.
-final class NodeProcess: @unchecked Sendable {
+final class NodeProcess {
     let name: String
     let gossipPort: UInt16
     let apiPort: UInt16
@@ -105,7 +106,7 @@ final class NodeProcess: @unchecked Sendable {
 
 /// A set of nodes sharing one temp dir and (by default) one cluster key. Call `shutdown()` in a
 /// `defer`: it ends every process it started, by PID, whatever the test's outcome.
-final class LocalCluster: @unchecked Sendable {
+final class LocalCluster {
     let dir: String
     let keyFile: String
     private(set) var nodes: [NodeProcess] = []
@@ -163,17 +164,17 @@ func runStarling(_ args: [String]) throws {
 
 /// A blocking HTTP GET on 127.0.0.1 (nil on any failure).
 func httpGet(port: UInt16, path: String) -> Data? {
-    final class Box: @unchecked Sendable { var data: Data? }
+    final class Box: Sendable { let data = Mutex<Data?>(nil) }
     let box = Box()
     let done = DispatchSemaphore(value: 0)
     var req = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
     req.timeoutInterval = 3
     URLSession.shared.dataTask(with: req) { data, response, _ in
-        if (response as? HTTPURLResponse)?.statusCode == 200 { box.data = data }
+        if (response as? HTTPURLResponse)?.statusCode == 200 { box.data.withLock { $0 = data } }
         done.signal()
     }.resume()
     done.wait()
-    return box.data
+    return box.data.withLock { $0 }
 }
 
 /// Sends raw datagrams to 127.0.0.1:port from an unconnected UDP socket.
