@@ -37,4 +37,5 @@ public struct HealthJSON: Codable, Sendable, ResponseEncodable {
 
 public struct ErrorJSON: Codable, Sendable, ResponseEncodable {
     public var error: String
+    public init(error: String) { self.error = error }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import Logging
 import NIOCore
@@ -23,6 +24,7 @@ public struct APIServer: Sendable {
 
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
+        router.add(middleware: JSONErrorMiddleware())
         let node = self.node
         let registry = self.registry
         router.get("/v1/health") { _, _ in
@@ -44,5 +46,25 @@ public struct APIServer: Sendable {
                               configuration: .init(address: .hostname(host, port: port), serverName: "starling"),
                               logger: logger)
         try await app.runService(gracefulShutdownSignals: [])
+    }
+}
+
+/// Every error answer is `{"error": "..."}` with its 4xx status (interface.md); anything that is
+/// not an HTTP error is the server's fault and says so without leaking internals.
+struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError {
+            return Self.json(error.status, error.body ?? error.status.reasonPhrase)
+        } catch {
+            return Self.json(.internalServerError, "internal error")
+        }
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        let body = (try? JSONEncoder().encode(ErrorJSON(error: message))) ?? Data(#"{"error": "error"}"#.utf8)
+        return Response(status: status, headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

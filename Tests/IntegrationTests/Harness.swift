@@ -177,6 +177,19 @@ func httpGet(port: UInt16, path: String) -> Data? {
     return box.data.withLock { $0 }
 }
 
+/// Any HTTP GET: status and body.
+func httpRequest(port: UInt16, path: String) throws -> (Int, Data) {
+    final class Box: Sendable { let result = Mutex<(Int, Data)>((0, Data())) }
+    let box = Box()
+    let done = DispatchSemaphore(value: 0)
+    URLSession.shared.dataTask(with: URL(string: "http://127.0.0.1:\(port)\(path)")!) { data, response, _ in
+        box.result.withLock { $0 = ((response as? HTTPURLResponse)?.statusCode ?? 0, data ?? Data()) }
+        done.signal()
+    }.resume()
+    done.wait()
+    return box.result.withLock { $0 }
+}
+
 /// Sends raw datagrams to 127.0.0.1:port from an unconnected UDP socket.
 func sendDatagrams(_ datagrams: [[UInt8]], to port: UInt16) {
     let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)

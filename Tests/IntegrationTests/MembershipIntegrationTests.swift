@@ -44,6 +44,10 @@ struct MembershipIntegrationTests {
         #expect(nodes[3].waitForExit(seconds: 10) == 0)
         let remaining = Array(nodes[0..<3]) + [reborn]
         try waitUntil("the rest list n4 left", seconds: 10) { allSee(remaining, "n4", as: "left") }
+        // An unknown route is a 404 with the interface's error shape.
+        let (status, body) = try httpRequest(port: seed.apiPort, path: "/v1/no-such-route")
+        #expect(status == 404)
+        #expect((try? JSONSerialization.jsonObject(with: body) as? [String: String])?["error"] != nil)
         #expect(seed.metric("starling_deaths_total") + nodes[1].metric("starling_deaths_total") + nodes[2].metric("starling_deaths_total") >= 1)
     }
 
