@@ -213,3 +213,28 @@ struct AddressIntegrationTests {
         }
     }
 }
+
+@Suite("Advertised addresses")
+struct AdvertiseIntegrationTests {
+    @Test func aNodeBoundToTheWildcardIsKnownByItsAdvertisedAddress() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let seed = try cluster.start("seed")
+        let (g, a) = (freePort(), freePort())
+        let refused = try runCLI(["node", "--name", "w", "--gossip", "0.0.0.0:\(g)", "--api", "127.0.0.1:\(a)",
+                                  "--data", cluster.dir + "/w", "--key-file", cluster.keyFile])
+        #expect(refused.status != 0)
+        #expect(refused.err.contains("--advertise"))
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: starlingBinary())
+        p.arguments = ["node", "--name", "w", "--gossip", "0.0.0.0:\(g)", "--advertise", "127.0.0.1:\(g)", "--api", "127.0.0.1:\(a)",
+                       "--data", cluster.dir + "/w", "--key-file", cluster.keyFile, "--preset", "loopback",
+                       "--join", "127.0.0.1:\(seed.gossipPort)", "--log-level", "warning"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        try waitUntil("the seed knows w by its advertised address", seconds: 15) {
+            seed.members()?.first { $0.name == "w" }.map { $0.status == "alive" && $0.gossip == "127.0.0.1:\(g)" } ?? false
+        }
+    }
+}
