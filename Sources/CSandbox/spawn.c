@@ -81,3 +81,8 @@ pid_t starling_spawn(const char *path, char *const argv[], char *const envp[],
 }
 
 int starling_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }
+
+int starling_pidfd_open(pid_t pid) {
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : (int)fd;
+}

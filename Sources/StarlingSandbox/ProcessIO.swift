@@ -33,32 +33,42 @@ func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)
     return pid
 }
 
-/// Reads a child's stdout and stderr to EOF, keeping at most `cap` bytes of each, until
-/// `deadline` (monotonic ns), when it calls `onDeadline` once and keeps draining.
-func capture(stdout: Int32, stderr: Int32, cap: Int, deadline: UInt64, onDeadline: () -> Void,
+/// Reads a child's stdout and stderr, keeping at most `cap` bytes of each, until the child has
+/// exited and both pipes are drained, or until `deadline` (monotonic ns), when it calls
+/// `onDeadline` once. The child's exit is watched through a pidfd, so a task that closes its
+/// output early still meets its deadline.
+func capture(stdout: Int32, stderr: Int32, pid: pid_t, cap: Int, deadline: UInt64, onDeadline: () -> Void,
              firstByte: ((UInt64) -> Void)? = nil) -> (out: [UInt8], err: [UInt8], truncated: Bool) {
     var out: [UInt8] = [], err: [UInt8] = []
     var truncated = false
     var open: [Int32] = [stdout, stderr]
+    let pidfd = starling_pidfd_open(pid)
+    defer { if pidfd >= 0 { close(pidfd) } }
+    var exited = pidfd < 0  // without pidfds (Linux < 5.3) fall back to EOF on the pipes
+    var exitedAt: UInt64 = 0
     var fired = false
     var sawFirst = false
     var buffer = [UInt8](repeating: 0, count: 65_536)
-    while !open.isEmpty {
+    while !open.isEmpty || !exited {
         let now = monotonicNanos()
         if now >= deadline, !fired {
             fired = true
             onDeadline()
         }
-        let waitMs = fired ? 1_000 : Int32(min(1_000, (deadline - min(now, deadline)) / 1_000_000 + 1))
+        // Once the sandbox is gone, its pipes close at once; a second is a generous bound.
+        if exited, exitedAt > 0, now - exitedAt > 1_000_000_000 { break }
+        let waitMs = fired || exited ? 100 : Int32(min(1_000, (deadline - min(now, deadline)) / 1_000_000 + 1))
         var pfds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        if !exited { pfds.append(pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)) }
         let n = poll(&pfds, nfds_t(pfds.count), waitMs)
         if n < 0 && errno != EINTR { break }
-        if n <= 0 {
-            // After the kill, a second idle second means nothing is left to read.
-            if fired, n == 0 { break }
-            continue
-        }
+        if n <= 0 { continue }
         for p in pfds where p.revents != 0 {
+            if p.fd == pidfd {
+                exited = true
+                exitedAt = monotonicNanos()
+                continue
+            }
             let r = buffer.withUnsafeMutableBytes { Glibc.read(p.fd, $0.baseAddress, $0.count) }
             if r <= 0 {
                 open.removeAll { $0 == p.fd }

@@ -369,7 +369,7 @@ public final class SandboxRunner: Sendable {
         feed(Array((task.stdin ?? "").utf8), to: s.stdin)
         let deadline = started + UInt64(grant.timeoutSeconds * 1e9)
         var timedOut = false
-        let captured = capture(stdout: s.stdout, stderr: s.stderr, cap: configuration.outputCapBytes, deadline: deadline,
+        let captured = capture(stdout: s.stdout, stderr: s.stderr, pid: s.pid, cap: configuration.outputCapBytes, deadline: deadline,
                                onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
         close(s.stdout)
         close(s.stderr)
@@ -413,7 +413,7 @@ public final class SandboxRunner: Sendable {
         close(input.read); close(output.write); close(errors.write)
         feed(Array((task.stdin ?? "").utf8), to: input.write)
         var timedOut = false
-        let captured = capture(stdout: output.read, stderr: errors.read, cap: configuration.outputCapBytes,
+        let captured = capture(stdout: output.read, stderr: errors.read, pid: pid, cap: configuration.outputCapBytes,
                                deadline: started + UInt64(grant.timeoutSeconds * 1e9),
                                onDeadline: { timedOut = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) })
         close(output.read); close(errors.read)

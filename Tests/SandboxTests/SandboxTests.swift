@@ -153,6 +153,14 @@ struct SandboxTests {
         #expect(cgroupLeftovers().isEmpty)
     }
 
+    @Test func closingStdoutAndStderrDoesNotEscapeTheTimeout() throws {
+        let (runner, root) = try makeRunner()
+        let r = try runner.run(sh("exec >&- 2>&-; sleep 1000", timeout: 1))
+        #expect(r.reason == .timeout)
+        #expect(r.durationMs >= 1000 && r.durationMs < 4000)
+        #expect(leftovers(root, runner).isEmpty)
+    }
+
     @Test func a100MBStdoutIsTruncatedAtTheCap() throws {
         let (runner, _) = try makeRunner()
         let r = try runner.run(sh("head -c 100000000 /dev/zero | tr '\\0' a; echo done >&2", timeout: 60))

@@ -22,4 +22,7 @@ int starling_seccomp_denied_count(void);
 
 /// pipe2(O_CLOEXEC), which Swift's Glibc module does not export.
 int starling_pipe_cloexec(int fds[2]);
+/// pidfd_open(2): a descriptor that becomes readable when `pid` exits (Linux 5.3+), or -errno.
+int starling_pidfd_open(pid_t pid);
+
 #endif
