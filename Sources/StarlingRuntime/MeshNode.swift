@@ -55,6 +55,7 @@ public final class MeshNode: @unchecked Sendable {
         self.configuration = configuration
         self.keyring = keyring
         self.logger = logger
+        signal(SIGPIPE, SIG_IGN)  // a peer closing a stream gives EPIPE, not death
         let metadata = MemberMetadata(version: 0, api: configuration.api, slots: UInt32(configuration.slots),
                                       free: UInt32(configuration.slots))
         membership = Membership(settings: configuration.settings, name: configuration.name,

@@ -89,6 +89,17 @@ func capture(stdout: Int32, stderr: Int32, pid: pid_t, cap: Int, deadline: UInt6
     return (out, err, truncated)
 }
 
+/// Writes all of `bytes` to a blocking `fd`, across partial writes and interruptions.
+func writeAll(_ bytes: [UInt8], to fd: Int32) {
+    var at = 0
+    while at < bytes.count {
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + at, bytes.count - at) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        at += n
+    }
+}
+
 /// Writes all of `bytes` to `fd` on a background thread, then closes it (a task that never reads
 /// its stdin cannot block the node).
 func feed(_ bytes: [UInt8], to fd: Int32) {
@@ -97,13 +108,7 @@ func feed(_ bytes: [UInt8], to fd: Int32) {
         return
     }
     let t = Thread {
-        var at = 0
-        signal(SIGPIPE, SIG_IGN)
-        while at < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + at, bytes.count - at) }
-            if n <= 0 { break }
-            at += n
-        }
+        writeAll(bytes, to: fd)  // SIGPIPE is ignored since the runner started: EPIPE ends it
         close(fd)
     }
     t.start()

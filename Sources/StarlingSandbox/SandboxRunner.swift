@@ -136,6 +136,8 @@ public final class SandboxRunner: Sendable {
     public let root: String
 
     public init(configuration: SandboxConfiguration) throws {
+        // A task that closes its stdin, or a warm sandbox that died, must give EPIPE, not kill us.
+        signal(SIGPIPE, SIG_IGN)
         self.configuration = configuration
         mkdir(configuration.workRoot, 0o700)
         chmod(configuration.workRoot, 0o700)
@@ -232,13 +234,17 @@ public final class SandboxRunner: Sendable {
     }
 
     /// Spawns bwrap for a cold task (`program` given) or a warm one (the init stub waits on fd 3).
-    func spawnSandbox(net: NetworkMode, grant: Policy.Grant?, program: [String]?, env: [String], initPath: String?) throws -> SpawnedSandbox {
+    /// `prepare` fills the work directory before the sandbox starts (a cold task's input files
+    /// must exist before its program runs).
+    func spawnSandbox(net: NetworkMode, grant: Policy.Grant?, program: [String]?, env: [String], initPath: String?,
+                      prepare: (String) throws -> Void = { _ in }) throws -> SpawnedSandbox {
         guard let bubblewrap else { preconditionFailure("no bubblewrap") }
         let slot = reserve?.take()
         let id = slot?.id ?? Self.newID()
         let workdir = try slot?.workdir ?? makeWorkdir(id)
         var cgroup: Cgroup?
         do {
+            try prepare(workdir)
             cgroup = try slot?.cgroup ?? Cgroup(name: id)
             let g = grant ?? Policy.Grant(memoryMB: Policy.defaultMemoryMB, cpus: Policy.defaultCpus, pids: Policy.defaultPids,
                                           timeoutSeconds: 0, net: .none, secrets: [])
@@ -325,8 +331,12 @@ public final class SandboxRunner: Sendable {
         }
         if configuration.unsafeNoSandbox { return try runUnsandboxed(task, grant) }
 
+        var message = ByteMessage()
+        message.strings(task.argv)
+        message.strings(environment(task, grant))
         let sandbox: SpawnedSandbox
-        if preferWarm, grant.net == .none, let warm = pool?.take() {
+        // The init stub takes at most 1 MiB of command; larger ones start cold.
+        if preferWarm, grant.net == .none, message.bytes.count <= ByteMessage.limit, let warm = pool?.take() {
             sandbox = warm
             do {
                 try writeFiles(task, into: warm.workdir)
@@ -337,20 +347,11 @@ public final class SandboxRunner: Sendable {
             warm.cgroup?.setMemory(megabytes: grant.memoryMB)
             warm.cgroup?.setCPU(cores: grant.cpus)
             warm.cgroup?.setPids(grant.pids)
-            var message = ByteMessage()
-            message.strings(task.argv)
-            message.strings(environment(task, grant))
-            message.bytes.withUnsafeBytes { _ = write(warm.control!, $0.baseAddress, $0.count) }
+            writeAll(message.bytes, to: warm.control!)
             close(warm.control!)
         } else {
-            let workdirTask = task
-            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: environment(task, grant), initPath: nil)
-            do {
-                try writeFiles(workdirTask, into: sandbox.workdir)
-            } catch {
-                sandbox.destroy()
-                throw error
-            }
+            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: environment(task, grant), initPath: nil,
+                                       prepare: { try self.writeFiles(task, into: $0) })
         }
         defer {
             // The task's processes are dead (bwrap exited; the cgroup was killed on timeout);
@@ -443,6 +444,8 @@ extension TaskResult {
 
 /// The warm-pool command message (see starling-sandbox-init): counts are u32 little-endian.
 struct ByteMessage {
+    /// What starling-sandbox-init accepts (its LIMIT).
+    static let limit = 1 << 20
     var bytes: [UInt8] = []
 
     mutating func strings(_ xs: [String]) {
