@@ -14,6 +14,19 @@ struct Pipe {
     var read: Int32
     var write: Int32
 
+    /// A stream socket pair instead of a pipe: the parent can shut down its sending side and
+    /// still see, as a hang-up, the moment the child closes its end.
+    static func socketPair() throws -> Pipe {
+        var fds: [Int32] = [0, 0]
+        guard starling_socketpair_cloexec(&fds) == 0 else { throw SandboxUnavailable("socketpair: \(String(cString: strerror(errno)))") }
+        return Pipe(read: fds[0], write: fds[1])
+    }
+
+    init(read: Int32, write: Int32) {
+        self.read = read
+        self.write = write
+    }
+
     init() throws {
         var fds: [Int32] = [0, 0]
         guard starling_pipe_cloexec(&fds) == 0 else { throw SandboxUnavailable("pipe: \(String(cString: strerror(errno)))") }

@@ -258,7 +258,7 @@ public final class SandboxRunner: Sendable {
             var fds: [(Int32, Int32)] = [(input.read, 0), (output.write, 1), (errors.write, 2), (seccomp, Bubblewrap.seccompFD)]
             var control: Pipe?
             if initPath != nil {
-                control = try Pipe()
+                control = try Pipe.socketPair()
                 fds.append((control!.read, Bubblewrap.controlFD))
             }
             let args = bubblewrap.arguments(workdir: workdir, net: net, initPath: initPath,
@@ -311,6 +311,8 @@ public final class SandboxRunner: Sendable {
         /// Monotonic ns: when `run` was called, and when the first output byte arrived.
         public var started: UInt64 = 0
         public var firstByte: UInt64 = 0
+        /// Warm only, when timing is asked for: when the sandbox began to exec the task.
+        public var handedOver: UInt64 = 0
         public init() {}
     }
 
@@ -348,6 +350,14 @@ public final class SandboxRunner: Sendable {
             warm.cgroup?.setCPU(cores: grant.cpus)
             warm.cgroup?.setPids(grant.pids)
             writeAll(message.bytes, to: warm.control!)
+            if timing != nil {
+                // Measuring: the stub closes its end just before it execs the task.
+                Glibc.shutdown(warm.control!, Int32(SHUT_WR))
+                var p = pollfd(fd: warm.control!, events: Int16(POLLIN), revents: 0)
+                var spare: UInt8 = 0
+                while poll(&p, 1, 5_000) > 0, read(warm.control!, &spare, 1) > 0 {}
+                t.handedOver = monotonicNanos()
+            }
             close(warm.control!)
         } else {
             sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: environment(task, grant), initPath: nil,

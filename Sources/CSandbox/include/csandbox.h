@@ -25,4 +25,7 @@ int starling_pipe_cloexec(int fds[2]);
 /// pidfd_open(2): a descriptor that becomes readable when `pid` exits (Linux 5.3+), or -errno.
 int starling_pidfd_open(pid_t pid);
 
+/// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC), or -errno.
+int starling_socketpair_cloexec(int fds[2]);
+
 #endif
