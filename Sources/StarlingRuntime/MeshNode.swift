@@ -332,10 +332,6 @@ public enum MeshError: Error, CustomStringConvertible {
     }
 }
 
-extension Envelope.OpenError {
-    var asReason: String { reason }
-}
-
 extension Error {
     var reason: String { (self as? Envelope.OpenError)?.reason ?? (self as? WireError)?.reason ?? "invalid" }
 }

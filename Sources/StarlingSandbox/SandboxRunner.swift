@@ -333,9 +333,10 @@ public final class SandboxRunner: Sendable {
         }
         if configuration.unsafeNoSandbox { return try runUnsandboxed(task, grant) }
 
+        let env = environment(task, grant)
         var message = ByteMessage()
         message.strings(task.argv)
-        message.strings(environment(task, grant))
+        message.strings(env)
         let sandbox: SpawnedSandbox
         // The init stub takes at most 1 MiB of command; larger ones start cold.
         if preferWarm, grant.net == .none, message.bytes.count <= ByteMessage.limit, let warm = pool?.take() {
@@ -360,7 +361,7 @@ public final class SandboxRunner: Sendable {
             }
             close(warm.control!)
         } else {
-            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: environment(task, grant), initPath: nil,
+            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: env, initPath: nil,
                                        prepare: { try self.writeFiles(task, into: $0) })
         }
         defer {
@@ -368,8 +369,9 @@ public final class SandboxRunner: Sendable {
             // removing its directories can wait.
             cleanup.async { sandbox.destroy() }
         }
-        return finish(sandbox, task: task, grant: grant, started: t.started, onStart: onStart) { t.firstByte = $0 }
-            .withTiming { timing?(t) }
+        let result = finish(sandbox, task: task, grant: grant, started: t.started, onStart: onStart) { t.firstByte = $0 }
+        timing?(t)
+        return result
     }
 
     /// Feeds stdin, captures output within caps, enforces the deadline, and builds the result.
@@ -442,13 +444,6 @@ public final class SandboxRunner: Sendable {
                           truncated: captured.truncated || cut, outputs: outputs.mapValues { secrets.redact($0) },
                           node: configuration.nodeName, attempts: 1, durationMs: Int((monotonicNanos() - started) / 1_000_000),
                           cpuMs: 0, peakMemoryKB: 0)
-    }
-}
-
-extension TaskResult {
-    func withTiming(_ f: () -> Void) -> TaskResult {
-        f()
-        return self
     }
 }
 
