@@ -22,16 +22,21 @@ func freePort() -> UInt16 {
     fatalError("no free port")
 }
 
-private func canBind(_ port: UInt16, _ type: __socket_type) -> Bool {
-    let fd = socket(AF_INET, Int32(type.rawValue), 0)
-    defer { close(fd) }
+/// Calls `body` with 127.0.0.1:port as a C socket address.
+func withLoopback<T>(port: UInt16, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
     var a = sockaddr_in()
     a.sin_family = sa_family_t(AF_INET)
     a.sin_port = port.bigEndian
     a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    return withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-    } }
+    return withUnsafePointer(to: &a) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+}
+
+private func canBind(_ port: UInt16, _ type: __socket_type) -> Bool {
+    let fd = socket(AF_INET, Int32(type.rawValue), 0)
+    defer { close(fd) }
+    return withLoopback(port: port) { bind(fd, $0, $1) == 0 }
 }
 
 struct MemberView: Decodable, Equatable {
@@ -194,17 +199,9 @@ func httpRequest(port: UInt16, path: String) throws -> (Int, Data) {
 func sendDatagrams(_ datagrams: [[UInt8]], to port: UInt16) {
     let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
     defer { close(fd) }
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_port = port.bigEndian
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
     for (i, d) in datagrams.enumerated() {
         if i % 100 == 99 { usleep(5_000) }  // paced: we test the node, not the kernel's socket buffer
-        _ = d.withUnsafeBytes { buf in
-            withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                sendto(fd, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            } }
-        }
+        _ = d.withUnsafeBytes { buf in withLoopback(port: port) { sendto(fd, buf.baseAddress, buf.count, 0, $0, $1) } }
     }
 }
 
@@ -212,13 +209,6 @@ func sendDatagrams(_ datagrams: [[UInt8]], to port: UInt16) {
 func sendStream(_ bytes: [UInt8], to port: UInt16) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
-    var a = sockaddr_in()
-    a.sin_family = sa_family_t(AF_INET)
-    a.sin_port = port.bigEndian
-    a.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let ok = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-    } }
-    guard ok else { return }
+    guard withLoopback(port: port, { connect(fd, $0, $1) == 0 }) else { return }
     _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
 }
