@@ -51,6 +51,26 @@ struct MembershipIntegrationTests {
         #expect(seed.metric("starling_deaths_total") + nodes[1].metric("starling_deaths_total") + nodes[2].metric("starling_deaths_total") >= 1)
     }
 
+    @Test func aStalledNodeIsDeclaredDeadAndRejoinsByItselfWhenItResumes() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let a = try cluster.start("a")
+        let b = try cluster.start("b", join: [a])
+        let c = try cluster.start("c", join: [a])
+        try waitUntil("3 alive", seconds: 15) { [a, b, c].allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 3 } }
+        let before = try #require(a.members()?.first { $0.name == "c" }?.incarnation)
+        c.signal(SIGSTOP)
+        try waitUntil("a and b declare the stalled c dead", seconds: 20) { allSee([a, b], "c", as: "dead") }
+        c.signal(SIGCONT)
+        try waitUntil("c is alive again everywhere, by itself", seconds: 20) {
+            allSee([a, b], "c", as: "alive") && allSee([c], "a", as: "alive") && allSee([c], "b", as: "alive")
+        }
+        let after = try #require(a.members()?.first { $0.name == "c" }?.incarnation)
+        #expect(after > before, "c must refute its death with a higher incarnation")
+        // Metrics are published at most 100 ms after a change.
+        try waitUntil("c counts its refutation", seconds: 5) { c.metric("starling_refutations_total") >= 1 }
+    }
+
     @Test func aNodeWithAnotherKeyNeverAppears() throws {
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
