@@ -47,6 +47,8 @@ struct SandboxRun: ParsableCommand {
     @Option(help: "Network: none or host.") var net: NetworkMode?
     @Option(name: .customLong("file"), help: "NAME=PATH: copy the local file PATH to /task/NAME.") var files: [String] = []
     @Flag(help: "Print the TaskResult as JSON.") var json = false
+    @Flag(name: [.customShort("i"), .customLong("stdin")], help: "Give the task this command's standard input (read to its end first).")
+    var forwardStdin = false
     @OptionGroup var options: SandboxOptions
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var argv: [String] = []
 
@@ -60,8 +62,9 @@ struct SandboxRun: ParsableCommand {
             guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("--file: cannot read \(path)") }
             inputs[name] = String(decoding: data, as: UTF8.self)
         }
+        // Only when asked (as `docker run -i`): a script whose stdin stays open must not hang here.
         var stdinText: String?
-        if isatty(0) == 0, let data = try? FileHandle.standardInput.readToEnd(), !data.isEmpty {
+        if forwardStdin, let data = try? FileHandle.standardInput.readToEnd(), !data.isEmpty {
             stdinText = String(decoding: data, as: UTF8.self)
         }
         let task = TaskSpec(argv: command, stdin: stdinText, files: inputs.isEmpty ? nil : inputs, timeoutSeconds: timeout,

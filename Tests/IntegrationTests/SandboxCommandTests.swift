@@ -25,6 +25,10 @@ struct SandboxCommandTests {
         #expect(r.status == 7)
         #expect(r.out == "out\n")
         #expect(r.err.contains("err"))
+        let piped = try runCLI(["sandbox", "run", "-i", "--", "tr", "a-z", "A-Z"], stdin: "shout\n")
+        #expect(piped.out == "SHOUT\n")
+        let ignored = try runCLI(["sandbox", "run", "--", "sh", "-c", "cat; echo end"], stdin: "not forwarded\n")
+        #expect(ignored.out == "end\n")
     }
 
     @Test func jsonModePrintsTheTaskResultWithFilesAndLimits() throws {
