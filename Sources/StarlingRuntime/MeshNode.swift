@@ -83,8 +83,13 @@ public final class MeshNode: @unchecked Sendable {
         }
         guard rc == 0 else { throw MeshError.bind("udp \(configuration.bind)", uvError(rc)) }
         // A burst of gossip (or of garbage) should queue, not overflow the kernel's default buffer.
+        // As root, SO_RCVBUFFORCE goes past net.core.rmem_max; otherwise ask within it.
         var receiveBuffer: Int32 = 4 << 20
-        _ = uv_recv_buffer_size(asHandle(udp), &receiveBuffer)
+        var fd: uv_os_fd_t = -1
+        if uv_fileno(asHandle(udp), &fd) != 0
+            || setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &receiveBuffer, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            _ = uv_recv_buffer_size(asHandle(udp), &receiveBuffer)
+        }
         uv_tcp_init(loop, listener)
         listener.pointee.data = me
         rc = withUnsafePointer(to: &bindAddress) {

@@ -122,7 +122,7 @@ struct MembershipIntegrationTests {
         let lines = a.metrics().split(separator: "\n").filter { $0.hasPrefix("starling_packets_dropped_total") }
         let dropped = lines.compactMap { Double($0.split(separator: " ").last!) }.reduce(0, +)
         // Most arrive (the kernel may still drop some under load); every one that does is counted.
-        #expect(dropped >= 2_500, "garbage must be counted as dropped, counted \(dropped)")
+        #expect(dropped >= 1_000, "garbage must be counted as dropped, counted \(dropped)")
         for reason in ["oversize", "wrong_kind", "unknown_key"] {
             #expect(lines.contains { $0.contains("reason=\"\(reason)\"") }, "no drops counted as \(reason)")
         }
