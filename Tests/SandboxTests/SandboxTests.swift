@@ -153,6 +153,14 @@ struct SandboxTests {
         #expect(cgroupLeftovers().isEmpty)
     }
 
+    @Test func theCPUQuotaCapsABusyLoop() throws {
+        let (runner, _) = try makeRunner()
+        let r = try runner.run(TaskSpec(argv: ["/bin/sh", "-c", "while :; do :; done"], timeoutSeconds: 1.5, cpus: 0.2))
+        #expect(r.reason == .timeout)
+        // 0.2 cores for 1.5 s is 300 ms of CPU; the kernel enforces it per 100 ms period.
+        #expect(r.cpuMs > 50 && r.cpuMs <= 450, "cpuMs \(r.cpuMs)")
+    }
+
     @Test func closingStdoutAndStderrDoesNotEscapeTheTimeout() throws {
         let (runner, root) = try makeRunner()
         let r = try runner.run(sh("exec >&- 2>&-; sleep 1000", timeout: 1))
