@@ -54,6 +54,23 @@ struct StateRulesTests {
         #expect(m.activeCount == 1)
     }
 
+    @Test func aLeaveUpgradesDeadToLeftAndNothingButANewIncarnationUndoesLeft() {
+        var m = nodeWithPeers(3)
+        _ = m.receive(Packet([.dead(name: "p1", incarnation: 1, from: "p2")]), from: addr(1002), now: .zero)
+        #expect(m.status(of: "p1") == .dead)
+        let d = m.receive(Packet([.dead(name: "p1", incarnation: 1, from: "p1")]), from: addr(1001), now: .zero)
+        #expect(m.status(of: "p1") == .left)
+        #expect(d.changes == [MemberChange(name: "p1", address: addr(1001), from: .dead, to: .left, incarnation: 1)])
+        // Neither a death notice nor a suspicion nor an old alive moves a member that left.
+        _ = m.receive(Packet([.dead(name: "p1", incarnation: 1, from: "p3"), .suspect(name: "p1", incarnation: 1, from: "p3"),
+                              alive("p1", 1001, inc: 1)]), from: addr(1003), now: .zero)
+        #expect(m.status(of: "p1") == .left)
+        // Rejoining after a leave takes a higher incarnation.
+        _ = m.receive(Packet([alive("p1", 1001, inc: 2)]), from: addr(1001), now: .zero)
+        #expect(m.status(of: "p1") == .alive)
+        #expect(m.activeCount == 3)
+    }
+
     @Test func suspicionAboutMyselfIsRefutedWithAHigherIncarnation() {
         var m = nodeWithPeers(2)
         _ = m.receive(Packet([.suspect(name: "me", incarnation: 0, from: "p1")]), from: addr(1001), now: .zero)
