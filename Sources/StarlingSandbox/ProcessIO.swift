@@ -35,6 +35,45 @@ struct Pipe {
     }
 }
 
+/// Where a task's stdout and stderr go: pipes the runner reads (bounded, redacted), or this
+/// process's own stdout and stderr (live and unbounded, for a person at a terminal).
+public enum OutputMode: Sendable {
+    case capture
+    case inherit
+}
+
+/// A task's standard streams, in either mode.
+struct TaskStreams {
+    let input: Pipe
+    let output: Pipe?
+    let errors: Pipe?
+
+    init(_ mode: OutputMode) throws {
+        input = try Pipe()
+        output = mode == .capture ? try Pipe() : nil
+        errors = mode == .capture ? try Pipe() : nil
+    }
+
+    /// Parent fd → child fd (0, 1, 2).
+    var childFDs: [(Int32, Int32)] { [(input.read, 0), (output?.write ?? 1, 1), (errors?.write ?? 2, 2)] }
+    /// The ends the parent reads, -1 when inherited.
+    var stdout: Int32 { output?.read ?? -1 }
+    var stderr: Int32 { errors?.read ?? -1 }
+
+    func closeChildEnds() {
+        close(input.read)
+        if let output { close(output.write) }
+        if let errors { close(errors.write) }
+    }
+
+    func closeAll() {
+        closeChildEnds()
+        close(input.write)
+        if let output { close(output.read) }
+        if let errors { close(errors.read) }
+    }
+}
+
 /// Spawns through the C helper (fork, join cgroups, map fds, exec).
 func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)], cgroupProcs: [String]) throws -> pid_t {
     func cStrings(_ xs: [String]) -> [UnsafeMutablePointer<CChar>?] { xs.map { strdup($0) } + [nil] }
@@ -54,7 +93,7 @@ func capture(stdout: Int32, stderr: Int32, pid: pid_t, cap: Int, deadline: UInt6
              firstByte: ((UInt64) -> Void)? = nil) -> (out: [UInt8], err: [UInt8], truncated: Bool) {
     var out: [UInt8] = [], err: [UInt8] = []
     var truncated = false
-    var open: [Int32] = [stdout, stderr]
+    var open: [Int32] = [stdout, stderr].filter { $0 >= 0 }
     let pidfd = starling_pidfd_open(pid)
     defer { if pidfd >= 0 { close(pidfd) } }
     var exited = pidfd < 0  // without pidfds (Linux < 5.3) fall back to EOF on the pipes

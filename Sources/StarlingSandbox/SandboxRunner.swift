@@ -237,7 +237,7 @@ public final class SandboxRunner: Sendable {
     /// `prepare` fills the work directory before the sandbox starts (a cold task's input files
     /// must exist before its program runs).
     func spawnSandbox(net: NetworkMode, grant: Policy.Grant?, program: [String]?, env: [String], initPath: String?,
-                      prepare: (String) throws -> Void = { _ in }) throws -> SpawnedSandbox {
+                      output: OutputMode = .capture, prepare: (String) throws -> Void = { _ in }) throws -> SpawnedSandbox {
         guard let bubblewrap else { preconditionFailure("no bubblewrap") }
         let slot = reserve?.take()
         let id = slot?.id ?? Self.newID()
@@ -254,8 +254,8 @@ public final class SandboxRunner: Sendable {
             let seccomp = starling_seccomp_filter_fd()
             guard seccomp >= 0 else { throw SandboxUnavailable("seccomp filter: \(String(cString: strerror(-seccomp)))") }
             defer { close(seccomp) }
-            let input = try Pipe(), output = try Pipe(), errors = try Pipe()
-            var fds: [(Int32, Int32)] = [(input.read, 0), (output.write, 1), (errors.write, 2), (seccomp, Bubblewrap.seccompFD)]
+            let streams = try TaskStreams(output)
+            var fds = streams.childFDs + [(seccomp, Bubblewrap.seccompFD)]
             var control: Pipe?
             if initPath != nil {
                 control = try Pipe.socketPair()
@@ -267,14 +267,14 @@ public final class SandboxRunner: Sendable {
             do {
                 pid = try spawn(bubblewrap.path, ["bwrap"] + args, env: env, fds: fds, cgroupProcs: cgroup!.procsFiles)
             } catch {
-                for fd in [input.read, input.write, output.read, output.write, errors.read, errors.write] { close(fd) }
+                streams.closeAll()
                 if let control { close(control.read); close(control.write) }
                 throw error
             }
-            close(input.read); close(output.write); close(errors.write)
+            streams.closeChildEnds()
             if let control { close(control.read) }
-            return SpawnedSandbox(id: id, workdir: workdir, cgroup: cgroup, pid: pid, stdin: input.write, stdout: output.read,
-                                  stderr: errors.read, control: control?.write)
+            return SpawnedSandbox(id: id, workdir: workdir, cgroup: cgroup, pid: pid, stdin: streams.input.write, stdout: streams.stdout,
+                                  stderr: streams.stderr, control: control?.write)
         } catch {
             cgroup?.destroy()
             removeTree(workdir)
@@ -318,7 +318,9 @@ public final class SandboxRunner: Sendable {
 
     /// Runs one task to completion. Throws `InvalidTask` for a malformed task; a policy refusal
     /// is a result with reason `denied`, and the task never runs.
-    public func run(_ task: TaskSpec, requestPolicy: Policy? = nil, preferWarm: Bool = true,
+    /// `output: .inherit` gives the task this process's stdout and stderr (the result then holds
+    /// none); it always starts cold, since a warm sandbox's pipes are fixed when it is spawned.
+    public func run(_ task: TaskSpec, requestPolicy: Policy? = nil, preferWarm: Bool = true, output: OutputMode = .capture,
                     onStart: ((RunningTask) -> Void)? = nil, timing: ((Timing) -> Void)? = nil) throws -> TaskResult {
         var t = Timing()
         t.started = monotonicNanos()
@@ -331,7 +333,7 @@ public final class SandboxRunner: Sendable {
         for s in grant.secrets where configuration.secrets.values[s] == nil {
             return .denied("secret \(s) is not held by this node", node: configuration.nodeName)
         }
-        if configuration.unsafeNoSandbox { return try runUnsandboxed(task, grant) }
+        if configuration.unsafeNoSandbox { return try runUnsandboxed(task, grant, output: output) }
 
         let env = environment(task, grant)
         var message = ByteMessage()
@@ -339,7 +341,7 @@ public final class SandboxRunner: Sendable {
         message.strings(env)
         let sandbox: SpawnedSandbox
         // The init stub takes at most 1 MiB of command; larger ones start cold.
-        if preferWarm, grant.net == .none, message.bytes.count <= ByteMessage.limit, let warm = pool?.take() {
+        if preferWarm, output == .capture, grant.net == .none, message.bytes.count <= ByteMessage.limit, let warm = pool?.take() {
             sandbox = warm
             do {
                 try writeFiles(task, into: warm.workdir)
@@ -361,7 +363,7 @@ public final class SandboxRunner: Sendable {
             }
             close(warm.control!)
         } else {
-            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: env, initPath: nil,
+            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: env, initPath: nil, output: output,
                                        prepare: { try self.writeFiles(task, into: $0) })
         }
         defer {
@@ -384,8 +386,8 @@ public final class SandboxRunner: Sendable {
         var timedOut = false
         let captured = capture(stdout: s.stdout, stderr: s.stderr, pid: s.pid, cap: configuration.outputCapBytes, deadline: deadline,
                                onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
-        close(s.stdout)
-        close(s.stderr)
+        if s.stdout >= 0 { close(s.stdout) }
+        if s.stderr >= 0 { close(s.stderr) }
         let status = s.reap()
         let ended = monotonicNanos()
         let oom = (s.cgroup?.oomKills ?? 0) > 0
@@ -413,23 +415,29 @@ public final class SandboxRunner: Sendable {
     }
 
     /// --unsafe-no-sandbox: the task runs as a plain child process, with no isolation at all.
-    private func runUnsandboxed(_ task: TaskSpec, _ grant: Policy.Grant) throws -> TaskResult {
+    private func runUnsandboxed(_ task: TaskSpec, _ grant: Policy.Grant, output: OutputMode) throws -> TaskResult {
         let id = Self.newID()
         let workdir = try makeWorkdir(id)
         defer { removeTree(workdir) }
         try writeFiles(task, into: workdir)
         let started = monotonicNanos()
-        let input = try Pipe(), output = try Pipe(), errors = try Pipe()
+        let streams = try TaskStreams(output)
         let shell = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", workdir] + task.argv
-        let pid = try spawn("/bin/sh", shell, env: environment(task, grant),
-                            fds: [(input.read, 0), (output.write, 1), (errors.write, 2)], cgroupProcs: [])
-        close(input.read); close(output.write); close(errors.write)
-        feed(Array((task.stdin ?? "").utf8), to: input.write)
+        let pid: pid_t
+        do {
+            pid = try spawn("/bin/sh", shell, env: environment(task, grant), fds: streams.childFDs, cgroupProcs: [])
+        } catch {
+            streams.closeAll()
+            throw error
+        }
+        streams.closeChildEnds()
+        feed(Array((task.stdin ?? "").utf8), to: streams.input.write)
         var timedOut = false
-        let captured = capture(stdout: output.read, stderr: errors.read, pid: pid, cap: configuration.outputCapBytes,
+        let captured = capture(stdout: streams.stdout, stderr: streams.stderr, pid: pid, cap: configuration.outputCapBytes,
                                deadline: started + UInt64(grant.timeoutSeconds * 1e9),
                                onDeadline: { timedOut = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) })
-        close(output.read); close(errors.read)
+        if streams.stdout >= 0 { close(streams.stdout) }
+        if streams.stderr >= 0 { close(streams.stderr) }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let exited = (status & 0x7f) == 0

@@ -74,7 +74,10 @@ struct SandboxRun: ParsableCommand {
             FileHandle.standardError.write(Data("WARNING: --unsafe-no-sandbox: running WITHOUT isolation (development only)\n".utf8))
         }
         let result: TaskResult
-        do { result = try runner.run(task) } catch let e as InvalidTask { throw ValidationError(e.description) }
+        // Plain mode: the task writes straight to our stdout and stderr, live and unbounded.
+        do { result = try runner.run(task, output: json ? .capture : .inherit) } catch let e as InvalidTask {
+            throw ValidationError(e.description)
+        }
         runner.shutdown()
         if json {
             let encoder = JSONEncoder()
@@ -82,9 +85,9 @@ struct SandboxRun: ParsableCommand {
             print(String(decoding: try encoder.encode(result), as: UTF8.self))
             return
         }
-        FileHandle.standardOutput.write(Data(result.stdout.utf8))
+        // Only a refusal or an unsandboxed run's warning is in the result; the task's own output
+        // has already gone straight through.
         FileHandle.standardError.write(Data(result.stderr.utf8))
-        if result.truncated { FileHandle.standardError.write(Data("starling: output truncated\n".utf8)) }
         if result.reason != .exited {
             FileHandle.standardError.write(Data("starling: task ended: \(result.reason.rawValue)\n".utf8))
         }

@@ -29,6 +29,13 @@ struct SandboxCommandTests {
         #expect(piped.out == "SHOUT\n")
         let ignored = try runCLI(["sandbox", "run", "--", "sh", "-c", "cat; echo end"], stdin: "not forwarded\n")
         #expect(ignored.out == "end\n")
+        // Plain mode is a pass-through, not a capture: no 1 MiB cap.
+        let big = try runCLI(["sandbox", "run", "--", "sh", "-c", "head -c 2000000 /dev/zero | tr '\\0' a"])
+        #expect(big.status == 0)
+        #expect(big.out.utf8.count == 2_000_000)
+        let late = try runCLI(["sandbox", "run", "--timeout", "1", "--", "sh", "-c", "exec >&- 2>&-; sleep 100"])
+        #expect(late.status == 137)
+        #expect(late.err.contains("timeout"))
     }
 
     @Test func jsonModePrintsTheTaskResultWithFilesAndLimits() throws {
