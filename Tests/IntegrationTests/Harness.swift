@@ -118,8 +118,7 @@ final class LocalCluster {
     private var ports: [String: (UInt16, UInt16)] = [:]
 
     init() throws {
-        dir = NSTemporaryDirectory() + "starling-it-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        dir = try makeTemporaryDirectory("starling-it")
         keyFile = dir + "/cluster.key"
         try runStarling(["keygen", "--out", keyFile])
     }
@@ -136,6 +135,17 @@ final class LocalCluster {
         return node
     }
 
+    /// Starts `names`, the first as seed and the rest joining through it, and waits until each
+    /// lists them all alive.
+    func startMesh(_ names: [String]) throws -> [NodeProcess] {
+        var nodes = [try start(names[0])]
+        for name in names.dropFirst() { nodes.append(try start(name, join: [nodes[0]])) }
+        try waitUntil("\(names.count) alive", seconds: 15) {
+            nodes.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == names.count }
+        }
+        return nodes
+    }
+
     func shutdown() {
         for n in nodes where n.isRunning { n.signal(SIGKILL) }
         for n in nodes { _ = n.waitForExit(seconds: 5) }
@@ -143,6 +153,13 @@ final class LocalCluster {
     }
 
     func log(of node: NodeProcess) -> String { (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "" }
+}
+
+/// A new empty directory under the system's temporary directory.
+func makeTemporaryDirectory(_ prefix: String) throws -> String {
+    let dir = NSTemporaryDirectory() + "\(prefix)-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
 }
 
 struct TimedOut: Error, CustomStringConvertible { var description: String }

@@ -54,10 +54,8 @@ struct MembershipIntegrationTests {
     @Test func aStalledNodeIsDeclaredDeadAndRejoinsByItselfWhenItResumes() throws {
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
-        let a = try cluster.start("a")
-        let b = try cluster.start("b", join: [a])
-        let c = try cluster.start("c", join: [a])
-        try waitUntil("3 alive", seconds: 15) { [a, b, c].allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 3 } }
+        let nodes = try cluster.startMesh(["a", "b", "c"])
+        let (a, b, c) = (nodes[0], nodes[1], nodes[2])
         let before = try #require(a.members()?.first { $0.name == "c" }?.incarnation)
         c.signal(SIGSTOP)
         try waitUntil("a and b declare the stalled c dead", seconds: 20) { allSee([a, b], "c", as: "dead") }
@@ -91,11 +89,8 @@ struct MembershipIntegrationTests {
     @Test func garbageDatagramsAndStreamsLeaveANodeUpAndItsViewUnchanged() throws {
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
-        let a = try cluster.start("a")
-        let b = try cluster.start("b", join: [a])
-        let c = try cluster.start("c", join: [a])
-        let nodes = [a, b, c]
-        try waitUntil("3 alive", seconds: 15) { nodes.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 3 } }
+        let nodes = try cluster.startMesh(["a", "b", "c"])
+        let (a, b, c) = (nodes[0], nodes[1], nodes[2])
         let before = try #require(a.members())
 
         var rng = SystemRandomNumberGenerator()
@@ -209,8 +204,7 @@ struct MembershipIntegrationTests {
 @Suite("Addresses")
 struct AddressIntegrationTests {
     @Test func nodesMeetOverIPv6Loopback() throws {
-        let dir = NSTemporaryDirectory() + "starling-v6-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try makeTemporaryDirectory("starling-v6")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try runStarling(["keygen", "--out", dir + "/k"])
         let (g1, a1, g2, a2) = (freePort(), freePort(), freePort(), freePort())

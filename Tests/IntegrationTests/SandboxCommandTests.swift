@@ -39,8 +39,7 @@ struct SandboxCommandTests {
     }
 
     @Test func jsonModePrintsTheTaskResultWithFilesAndLimits() throws {
-        let dir = NSTemporaryDirectory() + "starling-cli-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try makeTemporaryDirectory("starling-cli")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "input text\n".write(toFile: dir + "/in.txt", atomically: true, encoding: .utf8)
         let r = try runCLI(["sandbox", "run", "--json", "--file", "data/in.txt=\(dir)/in.txt", "--timeout", "20", "--",
@@ -60,8 +59,7 @@ struct SandboxCommandTests {
     }
 
     @Test func aPolicyFileRefusesAndUnsafeModeSaysSoEveryTime() throws {
-        let dir = NSTemporaryDirectory() + "starling-cli-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try makeTemporaryDirectory("starling-cli")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try #"{"allow": ["echo"], "net": "none"}"#.write(toFile: dir + "/policy.json", atomically: true, encoding: .utf8)
         let denied = try runCLI(["sandbox", "run", "--policy", dir + "/policy.json", "--", "cat", "/etc/hostname"])
@@ -76,8 +74,7 @@ struct SandboxCommandTests {
     }
 
     @Test func aNodeRefusesASecretsFileOthersCanRead() throws {
-        let dir = NSTemporaryDirectory() + "starling-cli-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try makeTemporaryDirectory("starling-cli")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try runStarling(["keygen", "--out", dir + "/k"])
         FileManager.default.createFile(atPath: dir + "/secrets", contents: Data("API_TOKEN=abcdefghij\n".utf8),
