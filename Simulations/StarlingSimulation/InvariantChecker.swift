@@ -110,7 +110,7 @@ struct InvariantChecker {
     }
 
     mutating func crashed(_ i: Int, view: Membership, now: Instant, nodes: [Simulator.SimulatedNode]) {
-        for m in view.members.values where m.name != view.myName {
+        for m in view.members where m.name != view.myName {
             if let subject = Int(m.name.dropFirst()) { count(subject, m.status, -1) }
         }
         upCount -= 1
@@ -216,4 +216,8 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public var lifeguard: Bool
     public var detectionBound: Int
     public var convergenceBound: Int
+    /// Set by the command, not the simulator (they depend on the machine): building the nodes'
+    /// initial state, and the process's peak resident memory.
+    public var setupSeconds: Double? = nil
+    public var peakMemoryMB: Double? = nil
 }

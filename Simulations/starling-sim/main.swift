@@ -62,8 +62,13 @@ struct StarlingSim: ParsableCommand {
         var settings: MembershipSettings = preset == "loopback" ? .loopback : .lan
         settings.lifeguard = lifeguard == "on"
         let config = SimulationConfig(nodes: nodes, seed: seedValue, periods: periods, settings: settings, recordTimeline: svg != nil)
+        let setupStart = Date()
         let sim = Simulator(scenario: chosen, config: config)
-        let report = sim.run(wallClock: { Date().timeIntervalSince1970 })
+        let setupSeconds = Date().timeIntervalSince(setupStart)
+        var report = sim.run(wallClock: { Date().timeIntervalSince1970 })
+        report.setupSeconds = setupSeconds
+        var usage = rusage()
+        if getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 { report.peakMemoryMB = Double(usage.ru_maxrss) / 1024 }  // ru_maxrss is in KiB
         if let svg {
             try TimelineSVG.render(sim, report: report).write(toFile: svg, atomically: true, encoding: .utf8)
         }

@@ -56,7 +56,7 @@ final class MeshMetrics {
         }
         last = now
         var counts: [MemberStatus: Int] = [:]
-        for member in m.members.values { counts[member.status, default: 0] += 1 }
+        for member in m.members { counts[member.status, default: 0] += 1 }
         for (status, gauge) in membersByStatus { gauge.record(counts[status] ?? 0) }
         localHealth.record(m.awareness.score)
         incarnation.record(Int64(m.incarnation))

@@ -3,7 +3,8 @@
 /// a partition finds its way back after the heal.
 extension Membership {
     public func localState(join: Bool) -> PushPullState {
-        let entries = members.values.sorted { $0.name < $1.name }.prefix(WireLimits.maxMembers).map {
+        // Slot order: deterministic, and no O(N log N) sort on every exchange.
+        let entries = members.prefix(WireLimits.maxMembers).map {
             PushPullState.Entry(name: $0.name, address: $0.address, incarnation: $0.incarnation,
                                 status: $0.status, metadata: $0.metadata)
         }
@@ -27,23 +28,31 @@ extension Membership {
     }
 
     mutating func startPeriodicPushPull(now: Instant, into out: inout [MembershipDirective]) {
-        guard let name = active.sample(1, using: &rng).first, let m = members[name] else { return }
+        guard let slot = members.sample(\.active, 1, using: &rng).first else { return }
         stats.pushPullsStarted += 1
-        out.append(.pushPull(localState(join: false), to: m.address))
+        out.append(.pushPull(localState(join: false), to: members.member(at: slot).address))
     }
 
-    /// One bounded reconnection attempt per interval: to a random seed when this node knows no
-    /// live member, else to a random dead one (they may be behind a healed partition).
+    /// At most one reconnection attempt per interval: to a random seed when this node knows no
+    /// live member, else to a random dead one (it may be behind a healed partition).
+    ///
+    /// As in Serf, a node tries with probability dead / alive, so that the cluster as a whole
+    /// makes about one attempt per dead member per interval whatever its size. After a partition
+    /// splits the cluster the ratio is near 1 on both sides, and every node keeps trying until
+    /// the heal.
     mutating func reconnect(now: Instant, into out: inout [MembershipDirective]) {
         var target: NodeAddress?
-        let deadCandidates = inactive.names.filter { members[$0]?.status == .dead }
-        if active.isEmpty, !seeds.isEmpty, deadCandidates.isEmpty || Bool.random(using: &rng) {
+        let dead = members.inactive.filter { members.member(at: $0).status == .dead }
+        let alone = members.active.isEmpty
+        if alone, !seeds.isEmpty, dead.isEmpty || Bool.random(using: &rng) {
             target = seeds.randomElement(using: &rng)
-        } else if let name = deadCandidates.randomElement(using: &rng) {
-            target = members[name]?.address
+        } else if !dead.isEmpty,
+                  alone || Double.random(in: 0..<1, using: &rng) < Double(dead.count) / Double(members.active.count + 1),
+                  let slot = dead.randomElement(using: &rng) {
+            target = members.member(at: slot).address
         }
         guard let target else { return }
         stats.pushPullsStarted += 1
-        out.append(.pushPull(localState(join: active.isEmpty), to: target))
+        out.append(.pushPull(localState(join: alone), to: target))
     }
 }

@@ -42,10 +42,12 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
 
 /// One entry of the member table.
 public struct Member: Equatable, Sendable {
+    // Declared in this order so that `status` packs into the padding after `address`: 88 bytes
+    // instead of 96, which is 0.8 GB over the 10⁸ entries of a 10,000-node simulation.
     public var name: String
     public var address: NodeAddress
-    public var incarnation: UInt64
     public var status: MemberStatus
+    public var incarnation: UInt64
     public var metadata: MemberMetadata
     /// When `status` last changed (drives reaping of dead and left members).
     public var statusSince: Instant

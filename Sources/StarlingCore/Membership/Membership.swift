@@ -17,18 +17,14 @@ public struct Membership: Sendable {
     public internal(set) var stats = MembershipStats()
     public internal(set) var awareness: Awareness
 
-    /// The member table, this node included.
-    public internal(set) var members: [String: Member] = [:]
+    /// The member table, this node included (in slot 0).
+    public internal(set) var members: MemberTable
     public internal(set) var suspicions: [String: Suspicion] = [:]
     public internal(set) var broadcasts: BroadcastQueue
     public internal(set) var seeds: [NodeAddress] = []
 
     var rng: DeterministicRNG
     var schedule = ProbeSchedule()
-    /// Alive or suspect members other than this node.
-    var active = NameSet()
-    /// Dead or left members awaiting reaping.
-    var inactive = NameSet()
     var probe: Probe?
     var relays: [UInt32: Relay] = [:]
     var sequence: UInt32 = 0
@@ -79,8 +75,8 @@ public struct Membership: Sendable {
         nextPushPullAt = now + settings.pushPullInterval + jitter(settings.pushPullInterval, &rng)
         nextReconnectAt = now + jitter(settings.reconnectInterval, &rng)
         nextReapAt = now + settings.probeInterval
-        members[name] = Member(name: name, address: address, incarnation: 0, status: .alive,
-                               metadata: metadata, statusSince: now)
+        members = MemberTable(owner: Member(name: name, address: address, incarnation: 0, status: .alive,
+                                            metadata: metadata, statusSince: now))
     }
 
     /// Starts from a known member table (restored from disk, or a simulation that begins
@@ -88,26 +84,27 @@ public struct Membership: Sendable {
     public init(settings: MembershipSettings, name: String, address: NodeAddress, metadata: MemberMetadata,
                 seed: UInt64, now: Instant, knownMembers: [Member]) {
         self.init(settings: settings, name: name, address: address, metadata: metadata, seed: seed, now: now)
-        var probed: [String] = []
-        for m in knownMembers where m.name != name && members.count < WireLimits.maxMembers && members[m.name] == nil {
-            members[m.name] = m
-            if m.status.isActive {
-                active.insert(m.name)
-                probed.append(m.name)
-            } else {
-                inactive.insert(m.name)
-            }
+        members.reserveCapacity(min(knownMembers.count + 1, WireLimits.maxMembers))
+        var probed: [MemberTable.Slot] = []
+        probed.reserveCapacity(knownMembers.count)
+        for m in knownMembers where members.count < WireLimits.maxMembers {
+            if let slot = members.insertIfAbsent(m), m.status.isActive { probed.append(slot) }
         }
         schedule.insert(contentsOf: probed, using: &rng)
+        // The first periodic push-pull comes at the interval for the table's size, staggered
+        // over it, not at the small-cluster interval: a large cluster restored at once would
+        // otherwise exchange every full table within the first minute.
+        let interval = settings.pushPullInterval(members: members.count)
+        nextPushPullAt = now + interval + .nanoseconds(Int64.random(in: 0...max(1, interval.nanoseconds), using: &rng))
     }
 
     // MARK: Queries
 
     /// Members other than this node that are alive or suspect.
-    public var activeCount: Int { active.count }
+    public var activeCount: Int { members.active.count }
 
     /// The member table sorted by name, this node included.
-    public var memberList: [Member] { members.values.sorted { $0.name < $1.name } }
+    public var memberList: [Member] { members.sorted { $0.name < $1.name } }
 
     public func status(of name: String) -> MemberStatus? { members[name]?.status }
 
@@ -180,7 +177,7 @@ public struct Membership: Sendable {
                 nextProbeAt = now + awareness.scale(settings.probeInterval)
             }
             if now >= nextPushPullAt {
-                nextPushPullAt = now + settings.pushPullInterval(members: active.count + 1)
+                nextPushPullAt = now + settings.pushPullInterval(members: members.active.count + 1)
                 startPeriodicPushPull(now: now, into: &out)
             }
             if now >= nextReconnectAt {
@@ -205,13 +202,15 @@ public struct Membership: Sendable {
         guard !isLeaving else { return [] }
         isLeaving = true
         probe = nil
-        members[myName]!.status = .left
-        members[myName]!.statusSince = now
+        members.update(0) {
+            $0.status = .left
+            $0.statusSince = now
+        }
         let message = MembershipMessage.dead(name: myName, incarnation: incarnation, from: myName)
         broadcasts.enqueue(message)
         var out: [MembershipDirective] = []
-        for name in active.sample(min(active.count, 64), using: &rng) {
-            send([message], to: members[name]!.address, into: &out)
+        for slot in members.sample(\.active, min(members.active.count, 64), using: &rng) {
+            send([message], to: members.member(at: slot).address, into: &out)
         }
         return out
     }
@@ -224,7 +223,7 @@ public struct Membership: Sendable {
         precondition(updated.free <= updated.slots, "free slots exceed total")
         updated.version = metadata.version + 1
         metadata = updated
-        members[myName]!.metadata = updated
+        members.update(0) { $0.metadata = updated }
         broadcasts.enqueue(.alive(selfAlive))
     }
 
@@ -248,19 +247,19 @@ public struct Membership: Sendable {
         out.append(.send(packet, to: address))
     }
 
-    var retransmitLimit: Int { settings.retransmitLimit(members: active.count + 1) }
+    var retransmitLimit: Int { settings.retransmitLimit(members: members.active.count + 1) }
 
     mutating func gossip(now: Instant, into out: inout [MembershipDirective]) {
         guard !broadcasts.isEmpty else { return }
         // Recently dead members are gossiped to as well, so they learn and can refute.
-        var targets = active.sample(settings.gossipFanout, using: &rng)
-        if !inactive.isEmpty, let dead = inactive.sample(1, using: &rng).first,
-           let m = members[dead], m.status == .dead, now - m.statusSince < settings.gossipToTheDead {
+        var targets = members.sample(\.active, settings.gossipFanout, using: &rng)
+        if let dead = members.sample(\.inactive, 1, using: &rng).first,
+           case let m = members.member(at: dead), m.status == .dead, now - m.statusSince < settings.gossipToTheDead {
             targets.append(dead)
         }
-        for name in targets {
-            guard !broadcasts.isEmpty, let m = members[name] else { break }
-            send([], to: m.address, into: &out)
+        for slot in targets {
+            guard !broadcasts.isEmpty else { break }
+            send([], to: members.member(at: slot).address, into: &out)
         }
     }
 }

@@ -2,42 +2,53 @@
 ///
 /// Every member is probed once per pass, so a failed member is probed within `2N − 1` periods
 /// at worst; the list is reshuffled at the end of each pass, and a new member is inserted at a
-/// random position. Each name appears at most once.
+/// random position. Members are `MemberTable` slots (4 bytes each, plus a presence flag), and
+/// each appears at most once.
 public struct ProbeSchedule: Sendable {
-    private var order: [String] = []
-    private var present: Set<String> = []
+    public typealias Slot = MemberTable.Slot
+
+    private var order: [Slot] = []
+    private var present: [Bool] = []
     private var index = 0
 
     public init() {}
 
     public var count: Int { order.count }
 
-    public func contains(_ name: String) -> Bool { present.contains(name) }
+    public func contains(_ slot: Slot) -> Bool { Int(slot) < present.count && present[Int(slot)] }
 
-    /// Adds many members at once in a random order (O(n), unlike n single inserts).
-    public mutating func insert(contentsOf names: [String], using rng: inout DeterministicRNG) {
-        let fresh = names.filter { present.insert($0).inserted }
-        order.append(contentsOf: fresh)
-        order[index...].shuffle(using: &rng)
-        assert(order.count == present.count)
+    private mutating func mark(_ slot: Slot) -> Bool {
+        precondition(slot >= 0, "slots are non-negative")
+        if Int(slot) >= present.count {
+            present.append(contentsOf: repeatElement(false, count: Int(slot) + 1 - present.count))
+        }
+        guard !present[Int(slot)] else { return false }
+        present[Int(slot)] = true
+        return true
     }
 
-    public mutating func insert(_ name: String, using rng: inout DeterministicRNG) {
-        guard present.insert(name).inserted else { return }
+    /// Adds many members at once in a random order (O(n), unlike n single inserts).
+    public mutating func insert(contentsOf slots: [Slot], using rng: inout DeterministicRNG) {
+        let fresh = slots.filter { mark($0) }
+        order.append(contentsOf: fresh)
+        order[index...].shuffle(using: &rng)
+    }
+
+    public mutating func insert(_ slot: Slot, using rng: inout DeterministicRNG) {
+        guard mark(slot) else { return }
         let at = order.isEmpty ? 0 : Int.random(in: 0...order.count, using: &rng)
-        order.insert(name, at: at)
+        order.insert(slot, at: at)
         if at < index { index += 1 }
-        assert(order.count == present.count)
     }
 
     /// The next member to probe for which `eligible` holds, or nil if there is none.
-    public mutating func next(using rng: inout DeterministicRNG, eligible: (String) -> Bool) -> String? {
+    public mutating func next(using rng: inout DeterministicRNG, eligible: (Slot) -> Bool) -> Slot? {
         var scanned = 0
         while scanned < order.count * 2 + 1 {
             if index >= order.count {
-                order.removeAll { name in
-                    if eligible(name) { return false }
-                    present.remove(name)
+                order.removeAll { slot in
+                    if eligible(slot) { return false }
+                    present[Int(slot)] = false
                     return true
                 }
                 order.shuffle(using: &rng)
@@ -52,8 +63,10 @@ public struct ProbeSchedule: Sendable {
         return nil
     }
 
-    public mutating func remove(_ name: String) {
-        guard present.remove(name) != nil, let at = order.firstIndex(of: name) else { return }
+    /// Drops a member (before its slot is reused for another). O(n): only reaping calls it.
+    public mutating func remove(_ slot: Slot) {
+        guard contains(slot), let at = order.firstIndex(of: slot) else { return }
+        present[Int(slot)] = false
         order.remove(at: at)
         if at < index { index -= 1 }
     }

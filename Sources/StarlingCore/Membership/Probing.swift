@@ -3,8 +3,9 @@
 extension Membership {
     mutating func startProbe(now: Instant, into out: inout [MembershipDirective]) {
         if probe != nil { finishFailedProbe(now: now, into: &out) }
-        let target = schedule.next(using: &rng) { [members] name in members[name]?.status.isActive ?? false }
-        guard let target, let member = members[target] else { return }
+        guard let slot = schedule.next(using: &rng, eligible: { [members] in members.isActive(slot: $0) }) else { return }
+        let member = members.member(at: slot)
+        let target = member.name
         let seq = nextSequence()
         probe = Probe(target: target, address: member.address, seq: seq,
                       indirectAt: now + awareness.scale(settings.probeTimeout),
@@ -23,9 +24,9 @@ extension Membership {
         guard var p = probe else { return }
         if !p.indirectSent, now >= p.indirectAt {
             p.indirectSent = true
-            let helpers = active.sample(settings.indirectChecks, excluding: [p.target], using: &rng)
-            for name in helpers {
-                guard let helper = members[name] else { continue }
+            let helpers = members.sample(\.active, settings.indirectChecks, excluding: p.target, using: &rng)
+            for slot in helpers {
+                let helper = members.member(at: slot)
                 stats.pingReqsSent += 1
                 send([.pingReq(seq: p.seq, target: p.target, targetAddress: p.address, source: myName, replyTo: myAddress)],
                      to: helper.address, into: &out)

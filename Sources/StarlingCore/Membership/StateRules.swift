@@ -15,19 +15,19 @@ extension Membership {
             }
             return
         }
-        guard var m = members[a.name] else {
+        guard let slot = members.slot(of: a.name) else {
             guard members.count < WireLimits.maxMembers else {
                 stats.membersRejected += 1
                 return
             }
-            members[a.name] = Member(name: a.name, address: a.address, incarnation: a.incarnation, status: .alive,
-                                     metadata: a.metadata, statusSince: now)
-            active.insert(a.name)
-            schedule.insert(a.name, using: &rng)
+            let slot = members.insert(Member(name: a.name, address: a.address, incarnation: a.incarnation, status: .alive,
+                                              metadata: a.metadata, statusSince: now))
+            schedule.insert(slot, using: &rng)
             broadcasts.enqueue(.alive(a))
             out.append(.changed(MemberChange(name: a.name, address: a.address, from: nil, to: .alive, incarnation: a.incarnation)))
             return
         }
+        let m = members.member(at: slot)
         if a.incarnation < m.incarnation {
             stats.messagesIgnored += 1
             return
@@ -35,8 +35,7 @@ extension Membership {
         if a.incarnation == m.incarnation {
             // Same life: liveness stays (suspect and dead win ties); only newer metadata applies.
             if m.status.isActive, a.metadata.version > m.metadata.version {
-                m.metadata = a.metadata
-                members[a.name] = m
+                members.update(slot) { $0.metadata = a.metadata }
                 broadcasts.enqueue(.alive(a))
             } else {
                 stats.messagesIgnored += 1
@@ -44,12 +43,13 @@ extension Membership {
             return
         }
         // A newer incarnation: its metadata is the member's current one, whatever the version.
-        m.incarnation = a.incarnation
-        m.address = a.address
-        m.metadata = a.metadata
-        members[a.name] = m
+        members.update(slot) {
+            $0.incarnation = a.incarnation
+            $0.address = a.address
+            $0.metadata = a.metadata
+        }
         suspicions[a.name] = nil
-        setStatus(a.name, .alive, now: now, into: &out)
+        setStatus(slot, .alive, now: now, into: &out)
         broadcasts.enqueue(.alive(a))
     }
 
@@ -59,7 +59,8 @@ extension Membership {
             if !isLeaving, inc >= incarnation { refute(observed: inc, now: now) } else { stats.messagesIgnored += 1 }
             return
         }
-        guard let m = members[name], m.status.isActive, inc >= m.incarnation else {
+        guard let slot = members.slot(of: name), case let m = members.member(at: slot), m.status.isActive,
+              inc >= m.incarnation else {
             stats.messagesIgnored += 1
             return
         }
@@ -73,14 +74,14 @@ extension Membership {
             }
             return
         }
-        let n = active.count + 1
+        let n = members.active.count + 1
         let bounds = settings.suspicionTimeouts(members: n)
         var k = settings.lifeguard ? Int(settings.suspicionMultiplier) - 2 : 0
         if n - 2 < k { k = 0 }
         suspicions[name] = Suspicion(incarnation: inc, from: from, startedAt: now, minimum: bounds.min,
                                      maximum: bounds.max, expectedConfirmations: k)
-        members[name]!.incarnation = inc
-        if m.status != .suspect { setStatus(name, .suspect, now: now, into: &out) }
+        members.update(slot) { $0.incarnation = inc }
+        if m.status != .suspect { setStatus(slot, .suspect, now: now, into: &out) }
         broadcasts.enqueue(.suspect(name: name, incarnation: inc, from: from))
     }
 
@@ -91,7 +92,7 @@ extension Membership {
             if !isLeaving, inc >= incarnation { refute(observed: inc, now: now) } else { stats.messagesIgnored += 1 }
             return
         }
-        guard let m = members[name], inc >= m.incarnation else {
+        guard let slot = members.slot(of: name), case let m = members.member(at: slot), inc >= m.incarnation else {
             stats.messagesIgnored += 1
             return
         }
@@ -100,16 +101,16 @@ extension Membership {
             stats.messagesIgnored += 1
             return
         }
-        members[name]!.incarnation = inc
+        members.update(slot) { $0.incarnation = inc }
         suspicions[name] = nil
-        setStatus(name, isLeave ? .left : .dead, now: now, into: &out)
+        setStatus(slot, isLeave ? .left : .dead, now: now, into: &out)
         broadcasts.enqueue(.dead(name: name, incarnation: inc, from: from))
     }
 
     /// Raises our incarnation above `observed` and gossips that we are alive.
     mutating func refute(observed: UInt64, now: Instant) {
         incarnation = max(incarnation, observed) + 1
-        members[myName]!.incarnation = incarnation
+        members.update(0) { [incarnation] in $0.incarnation = incarnation }
         stats.refutations += 1
         // Lifeguard: being suspected is a sign that we are the slow one.
         if settings.lifeguard { awareness.apply(delta: 1) }
@@ -129,33 +130,30 @@ extension Membership {
 
     /// Drops dead and left members whose last change is older than `reapAfter`.
     mutating func reap(now: Instant, into out: inout [MembershipDirective]) {
-        for name in inactive.names {
-            guard let m = members[name], now - m.statusSince >= settings.reapAfter else { continue }
-            members[name] = nil
-            inactive.remove(name)
-            schedule.remove(name)
+        // Oldest slots first, so that the order of the changes never depends on earlier swaps.
+        for slot in members.inactive.sorted() {
+            let m = members.member(at: slot)
+            guard now - m.statusSince >= settings.reapAfter else { continue }
+            members.remove(slot)
+            schedule.remove(slot)
+            suspicions[m.name] = nil
             stats.reaped += 1
-            out.append(.changed(MemberChange(name: name, address: m.address, from: m.status, to: nil, incarnation: m.incarnation)))
+            out.append(.changed(MemberChange(name: m.name, address: m.address, from: m.status, to: nil, incarnation: m.incarnation)))
         }
     }
 
     /// The one place a member's status changes: keeps the indexes and emits the change.
-    mutating func setStatus(_ name: String, _ status: MemberStatus, now: Instant, into out: inout [MembershipDirective]) {
-        guard var m = members[name], name != myName else { return }
-        let old = m.status
+    mutating func setStatus(_ slot: MemberTable.Slot, _ status: MemberStatus, now: Instant, into out: inout [MembershipDirective]) {
+        guard slot != 0 else { return }
+        let old = members.member(at: slot).status
         guard old != status else { return }
-        m.status = status
-        m.statusSince = now
-        members[name] = m
-        if status.isActive {
-            inactive.remove(name)
-            active.insert(name)
-            schedule.insert(name, using: &rng)
-        } else {
-            active.remove(name)
-            inactive.insert(name)
+        members.update(slot) {
+            $0.status = status
+            $0.statusSince = now
         }
-        assert(active.count + inactive.count + 1 == members.count, "member indexes out of step")
-        out.append(.changed(MemberChange(name: name, address: m.address, from: old, to: status, incarnation: m.incarnation)))
+        if status.isActive { schedule.insert(slot, using: &rng) }
+        assert(members.active.count + members.inactive.count + 1 == members.count, "member indexes out of step")
+        let m = members.member(at: slot)
+        out.append(.changed(MemberChange(name: m.name, address: m.address, from: old, to: status, incarnation: m.incarnation)))
     }
 }
