@@ -265,11 +265,54 @@ struct AntiEntropyTests {
         _ = m.receive(Packet([.dead(name: "p1", incarnation: 1, from: "p2")]), from: addr(1002), now: .zero)
         var contacted = false
         var t = Instant.zero
-        for _ in 0..<40 {
+        // One dead of three: an attempt with probability 1/3 every 500 ms (Serf's rule).
+        for _ in 0..<100 {
             t = t + .milliseconds(100)
             if m.tick(now: t).pushPulls.contains(where: { $0.1 == addr(1001) }) { contacted = true }
         }
         #expect(contacted)
+    }
+
+    /// Attempts towards dead members over `intervals` reconnect intervals, for a node that knows
+    /// `alive` live and `dead` dead peers.
+    func reconnectAttempts(alive: Int, dead: Int, intervals: Int) -> Int {
+        // Nobody answers this node's probes: suspicions long enough that no peer dies of them,
+        // so that the share of dead members stays as set up.
+        var settings = MembershipSettings.loopback
+        settings.suspicionMultiplier = 1_000
+        var m = nodeWithPeers(alive + dead, settings: settings)
+        for i in 1...dead {
+            _ = m.receive(Packet([.dead(name: "p\(i)", incarnation: 1, from: "p\(dead + 1)")]), from: addr(2000), now: .zero)
+        }
+        var attempts = 0
+        var t = Instant.zero
+        for _ in 0..<intervals {
+            t = t + m.settings.reconnectInterval
+            attempts += m.tick(now: t).pushPulls.filter { m.status(of: "p\($0.1.port - 1000)") == .dead }.count
+        }
+        return attempts
+    }
+
+    @Test func reconnectionsScaleWithTheShareOfDeadMembers() {
+        // One dead among 200: the node tries about once in 200 intervals, so that the cluster as
+        // a whole makes about one attempt per dead member per interval.
+        #expect(reconnectAttempts(alive: 199, dead: 1, intervals: 100) <= 5)
+        // Half the table dead, as on one side of a partition: nearly every interval.
+        #expect(reconnectAttempts(alive: 50, dead: 50, intervals: 100) >= 90)
+    }
+
+    @Test func aRestoredLargeTableDoesNotPushPullAtTheSmallClusterInterval() {
+        let known = (0..<1_000).map {
+            Member(name: "k\($0)", address: addr(UInt16(3000 + $0)), incarnation: 0, status: .alive,
+                   metadata: MemberMetadata(), statusSince: .zero)
+        }
+        var m = Membership(settings: .lan, name: "me", address: addr(1000), metadata: MemberMetadata(),
+                           seed: 5, now: .zero, knownMembers: known)
+        // 1,001 members: memberlist's scaling gives 30 s × 6 = 180 s, staggered over the next 180 s.
+        var pushPulls = 0
+        for second in 1...170 { pushPulls += m.tick(now: .zero + .seconds(second)).pushPulls.count }
+        #expect(pushPulls == 0)
+        #expect(m.settings.pushPullInterval(members: 1_001) == .seconds(180))
     }
 }
 
