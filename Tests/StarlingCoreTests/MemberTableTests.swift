@@ -85,3 +85,26 @@ struct MemberTableTests {
         #expect(t.count == 10_000 && t.active.count == 9_999)
     }
 }
+
+@Suite("Min-heap")
+struct MinHeapTests {
+    @Test func popsInSortedOrder() {
+        var rng = DeterministicRNG(seed: 9)
+        var heap = MinHeap<Int>()
+        var all: [Int] = []
+        var popped: [Int] = []
+        for _ in 0..<2_000 {
+            if Int.random(in: 0..<3, using: &rng) > 0 {
+                let x = Int.random(in: 0..<500, using: &rng)
+                heap.push(x)
+                all.append(x)
+            } else if let x = heap.pop() {
+                #expect(x == all.min(), "the least element comes out first")
+                all.remove(at: all.firstIndex(of: x)!)
+                popped.append(x)
+            }
+            #expect(heap.count == all.count && heap.min == all.min())
+        }
+        #expect(!popped.isEmpty)
+    }
+}

@@ -205,6 +205,53 @@ struct SuspicionTests {
         #expect(tiny.isEmpty, "nothing fits a tiny budget")
     }
 
+    /// The plain definition of the queue's order: sort everything on every take.
+    struct ReferenceQueue {
+        var items: [String: (message: MembershipMessage, transmits: Int, order: Int)] = [:]
+        var order = 0
+        let capacity: Int
+
+        mutating func enqueue(_ m: MembershipMessage) {
+            order += 1
+            items[m.subject!] = (m, 0, order)
+            if items.count > capacity {
+                let worst = items.max { ($0.value.transmits, -$0.value.order) < ($1.value.transmits, -$1.value.order) }!
+                items[worst.key] = nil
+            }
+        }
+
+        mutating func take(budget: Int, limit: Int) -> [MembershipMessage] {
+            let sorted = items.sorted { ($0.value.transmits, -$0.value.order) < ($1.value.transmits, -$1.value.order) }
+            var out: [MembershipMessage] = []
+            var used = 0
+            for (key, item) in sorted where used + item.message.encodedSize <= budget {
+                used += item.message.encodedSize
+                out.append(item.message)
+                if item.transmits + 1 >= limit { items[key] = nil } else { items[key]!.transmits += 1 }
+            }
+            return out
+        }
+    }
+
+    @Test func theBroadcastQueueTakesInTheSameOrderAsAFullSort() {
+        var rng = DeterministicRNG(seed: 11)
+        var q = BroadcastQueue(capacity: 50)
+        var reference = ReferenceQueue(capacity: 50)
+        for _ in 0..<5_000 {
+            if Int.random(in: 0..<3, using: &rng) > 0 {
+                let name = String(repeating: "m", count: Int.random(in: 1...20, using: &rng)) + "\(Int.random(in: 0..<80, using: &rng))"
+                let m: MembershipMessage = Bool.random(using: &rng)
+                    ? .suspect(name: name, incarnation: 1, from: "x") : .dead(name: name, incarnation: 2, from: "yy")
+                q.enqueue(m)
+                reference.enqueue(m)
+            } else {
+                let budget = Int.random(in: 0..<400, using: &rng)
+                #expect(q.take(budget: budget, limit: 6) == reference.take(budget: budget, limit: 6))
+            }
+            #expect(q.count == reference.items.count)
+        }
+    }
+
     @Test func packetsStayWithinTheirByteBudget() {
         var m = nodeWithPeers(0)
         for i in 0..<200 {

@@ -5,8 +5,9 @@
 /// name-keyed indexes it needed cost about 350 bytes an entry; this table costs about 105:
 /// - `entries`: the members by slot (88 bytes; a reaped slot is nil and reused).
 /// - `buckets`: an open-addressing index from name to slot with linear probing, at most half
-///   full (4–16 bytes an entry), and `hashes` (4 bytes) so that probing compares a string only
-///   when its hash matches.
+///   full (8–16 bytes an entry). A bucket packs the slot with 17 bits of the name's hash, so
+///   that probing reads a member's name only when those bits match, and so that the index can
+///   be rebuilt and shifted without rehashing a name.
 /// - `active` and `inactive`: the other members partitioned by status, as slot lists that allow
 ///   O(1) insert, remove and uniform choice, with each slot's `position` in its list (8 bytes).
 ///
@@ -17,10 +18,14 @@ public struct MemberTable: Sendable, Sequence {
     public typealias Slot = Int32
 
     private var entries: [Member?] = []
-    private var hashes: [UInt32] = []
     private var freeSlots: [Slot] = []
-    /// 0: empty; otherwise slot + 1. The capacity is a power of two.
-    private var buckets: [Slot] = []
+    /// 0: empty; otherwise `tag << 15 | (slot + 1)`, where the tag is the low 17 bits of the
+    /// name's hash. The capacity is a power of two, at most 2¹⁷, so a bucket's home is
+    /// `tag & mask`.
+    private var buckets: [UInt32] = []
+    static let slotBits: UInt32 = 15
+    /// Slots fit in 15 bits beside the tag: twice `WireLimits.maxMembers`.
+    static let maxSlots = (1 << 15) - 2
     /// Index of the slot in `active` or `inactive`; -1 for slot 0 and free slots.
     private var position: [Slot] = []
     /// Alive or suspect members other than slot 0.
@@ -38,7 +43,6 @@ public struct MemberTable: Sendable, Sequence {
 
     mutating func reserveCapacity(_ n: Int) {
         entries.reserveCapacity(n)
-        hashes.reserveCapacity(n)
         position.reserveCapacity(n)
         var size = 16
         while size < 2 * n { size *= 2 }
@@ -52,7 +56,7 @@ public struct MemberTable: Sendable, Sequence {
     }
 
     public func slot(of name: String) -> Slot? {
-        find(name, hash: Self.hash(name)).slot
+        find(name, tag: Self.tag(name)).slot
     }
 
     func member(at slot: Slot) -> Member { entries[Int(slot)]! }
@@ -79,22 +83,20 @@ public struct MemberTable: Sendable, Sequence {
     /// Adds a member unless one of that name is present; returns the new slot, or nil.
     mutating func insertIfAbsent(_ member: Member) -> Slot? {
         if 2 * (count + 1) > buckets.count { rebuildIndex(size: Swift.max(16, buckets.count * 2)) }
-        let h = Self.hash(member.name)
-        let (bucket, existing) = find(member.name, hash: h)
+        let tag = Self.tag(member.name)
+        let (bucket, existing) = find(member.name, tag: tag)
         guard existing == nil else { return nil }
         let slot: Slot
         if let reused = freeSlots.popLast() {
             slot = reused
             entries[Int(slot)] = member
-            hashes[Int(slot)] = h
         } else {
-            precondition(entries.count < Int(Slot.max), "member table full")
+            precondition(entries.count < Self.maxSlots, "member table full")
             slot = Slot(entries.count)
             entries.append(member)
-            hashes.append(h)
             position.append(-1)
         }
-        buckets[bucket] = slot + 1
+        buckets[bucket] = tag << Self.slotBits | UInt32(slot + 1)
         count += 1
         place(slot, status: member.status)
         return slot
@@ -152,42 +154,47 @@ public struct MemberTable: Sendable, Sequence {
 
     // MARK: Internals
 
-    static func hash(_ name: String) -> UInt32 { UInt32(truncatingIfNeeded: name.hashValue) }
+    static func tag(_ name: String) -> UInt32 { UInt32(truncatingIfNeeded: name.hashValue) & 0x1FFFF }
 
-    private func find(_ name: String, hash h: UInt32) -> (bucket: Int, slot: Slot?) {
+    private static func slot(in bucket: UInt32) -> Slot { Slot(bucket & (1 << slotBits - 1)) - 1 }
+
+    private static func home(of bucket: UInt32, mask: Int) -> Int { Int(bucket >> slotBits) & mask }
+
+    private func find(_ name: String, tag: UInt32) -> (bucket: Int, slot: Slot?) {
         let mask = buckets.count - 1
-        var b = Int(h) & mask
+        var b = Int(tag) & mask
         while true {
             let v = buckets[b]
             if v == 0 { return (b, nil) }
-            if hashes[Int(v - 1)] == h, entries[Int(v - 1)]!.name == name { return (b, v - 1) }
+            if v >> Self.slotBits == tag, case let slot = Self.slot(in: v), entries[Int(slot)]!.name == name { return (b, slot) }
             b = (b + 1) & mask
         }
     }
 
     private mutating func rebuildIndex(size: Int) {
-        assert(size & (size - 1) == 0 && size >= 2 * count)
+        precondition(size & (size - 1) == 0 && size >= 2 * count && size <= 1 << 17, "index size out of range")
+        let old = buckets
         buckets = Array(repeating: 0, count: size)
         let mask = size - 1
-        for (slot, entry) in entries.enumerated() where entry != nil {
-            var b = Int(hashes[slot]) & mask
+        for v in old where v != 0 {
+            var b = Self.home(of: v, mask: mask)
             while buckets[b] != 0 { b = (b + 1) & mask }
-            buckets[b] = Slot(slot) + 1
+            buckets[b] = v
         }
     }
 
     /// Backward-shift deletion: keeps every probe sequence unbroken without tombstones.
     private mutating func removeFromIndex(_ slot: Slot) {
         let mask = buckets.count - 1
-        var hole = Int(hashes[Int(slot)]) & mask
-        while buckets[hole] != slot + 1 { hole = (hole + 1) & mask }
+        var hole = Int(Self.tag(entries[Int(slot)]!.name)) & mask
+        while Self.slot(in: buckets[hole]) != slot { hole = (hole + 1) & mask }
         buckets[hole] = 0
         var j = hole
         while true {
             j = (j + 1) & mask
             let v = buckets[j]
             if v == 0 { return }
-            let home = Int(hashes[Int(v - 1)]) & mask
+            let home = Self.home(of: v, mask: mask)
             // The entry at j may move into the hole unless its home lies cyclically in (hole, j].
             let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
             if !stays {

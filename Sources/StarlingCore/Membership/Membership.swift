@@ -20,6 +20,11 @@ public struct Membership: Sendable {
     /// The member table, this node included (in slot 0).
     public internal(set) var members: MemberTable
     public internal(set) var suspicions: [String: Suspicion] = [:]
+    /// Every suspicion's deadline, earliest first. A deadline that moved (a confirmation) or
+    /// whose suspicion ended stays until it comes due and is then skipped: with thousands of
+    /// suspicions in flight (a large cluster on a lossy network) a scan per event would be
+    /// O(N) per event.
+    var suspicionTimers = MinHeap<SuspicionTimer>()
     public internal(set) var broadcasts: BroadcastQueue
     public internal(set) var seeds: [NodeAddress] = []
 
@@ -117,7 +122,7 @@ public struct Membership: Sendable {
         var d = min(nextProbeAt, nextGossipAt, nextPushPullAt, nextReconnectAt, nextReapAt)
         if let p = probe { d = min(d, p.indirectSent ? p.endsAt : p.indirectAt) }
         for r in relays.values { d = min(d, r.nackAt ?? r.expiresAt) }
-        for s in suspicions.values { d = min(d, s.deadline) }
+        if let t = suspicionTimers.min { d = min(d, t.deadline) }
         return d
     }
 

@@ -64,10 +64,10 @@ extension Membership {
             stats.messagesIgnored += 1
             return
         }
-        if m.status == .suspect, inc == m.incarnation, var s = suspicions[name] {
+        if m.status == .suspect, inc == m.incarnation, suspicions[name] != nil {
             // Lifeguard: an independent confirmation shortens the timeout; pass it on.
-            if settings.lifeguard, s.confirm(from: from) {
-                suspicions[name] = s
+            if settings.lifeguard, suspicions[name]!.confirm(from: from) {
+                suspicionTimers.push(SuspicionTimer(deadline: suspicions[name]!.deadline, name: name))
                 broadcasts.enqueue(.suspect(name: name, incarnation: inc, from: from))
             } else {
                 stats.messagesIgnored += 1
@@ -78,8 +78,10 @@ extension Membership {
         let bounds = settings.suspicionTimeouts(members: n)
         var k = settings.lifeguard ? Int(settings.suspicionMultiplier) - 2 : 0
         if n - 2 < k { k = 0 }
-        suspicions[name] = Suspicion(incarnation: inc, from: from, startedAt: now, minimum: bounds.min,
-                                     maximum: bounds.max, expectedConfirmations: k)
+        let suspicion = Suspicion(incarnation: inc, from: from, startedAt: now, minimum: bounds.min,
+                                  maximum: bounds.max, expectedConfirmations: k)
+        suspicions[name] = suspicion
+        suspicionTimers.push(SuspicionTimer(deadline: suspicion.deadline, name: name))
         members.update(slot) { $0.incarnation = inc }
         if m.status != .suspect { setStatus(slot, .suspect, now: now, into: &out) }
         broadcasts.enqueue(.suspect(name: name, incarnation: inc, from: from))
@@ -118,13 +120,14 @@ extension Membership {
     }
 
     mutating func expireSuspicions(now: Instant, into out: inout [MembershipDirective]) {
-        guard !suspicions.isEmpty else { return }
-        // Sorted, so that the outcome never depends on the process's hash seed.
-        for name in suspicions.compactMap({ now >= $0.value.deadline ? $0.key : nil }).sorted() {
-            let s = suspicions.removeValue(forKey: name)!
-            guard let m = members[name], m.status == .suspect, m.incarnation == s.incarnation else { continue }
+        while let due = suspicionTimers.min, due.deadline <= now {
+            suspicionTimers.pop()
+            // Skip a timer whose suspicion ended, or was replaced by one that is not yet due.
+            guard let s = suspicions[due.name], s.deadline <= now else { continue }
+            suspicions[due.name] = nil
+            guard let m = members[due.name], m.status == .suspect, m.incarnation == s.incarnation else { continue }
             stats.deathsDeclared += 1
-            handleDead(name: name, incarnation: s.incarnation, from: myName, now: now, into: &out)
+            handleDead(name: due.name, incarnation: s.incarnation, from: myName, now: now, into: &out)
         }
     }
 

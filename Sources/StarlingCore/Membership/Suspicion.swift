@@ -51,3 +51,14 @@ public struct Suspicion: Sendable, Equatable {
     public var deadline: Instant { startedAt + timeout }
 }
 
+
+/// When a suspicion of `name` comes due; ordered by deadline, then name, so that expiry order
+/// never depends on anything but the inputs.
+struct SuspicionTimer: Comparable, Sendable {
+    var deadline: Instant
+    var name: String
+
+    static func < (a: SuspicionTimer, b: SuspicionTimer) -> Bool {
+        a.deadline != b.deadline ? a.deadline < b.deadline : a.name < b.name
+    }
+}
