@@ -16,17 +16,21 @@ public enum SocketAddress {
     }
 
     static func nodeAddress(_ sa: UnsafePointer<sockaddr>) -> NodeAddress? {
+        /// The NUL-terminated text libuv wrote into the buffer.
+        func text(_ buffer: [CChar]) -> String {
+            String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
         var name = [CChar](repeating: 0, count: 64)
         switch Int32(sa.pointee.sa_family) {
         case AF_INET:
             return sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
                 guard uv_ip4_name(p, &name, 64) == 0 else { return nil }
-                return NodeAddress(host: String(cString: name), port: UInt16(bigEndian: p.pointee.sin_port))
+                return NodeAddress(host: text(name), port: UInt16(bigEndian: p.pointee.sin_port))
             }
         case AF_INET6:
             return sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
                 guard uv_ip6_name(p, &name, 64) == 0 else { return nil }
-                return NodeAddress(host: String(cString: name), port: UInt16(bigEndian: p.pointee.sin6_port))
+                return NodeAddress(host: text(name), port: UInt16(bigEndian: p.pointee.sin6_port))
             }
         default:
             return nil

@@ -71,7 +71,7 @@ final class NodeProcess {
                     "--data", dataDir, "--key-file", keyFile, "--preset", "loopback", "--slots", "2", "--log-level", "info"]
         if !join.isEmpty { args += ["--join", join.map { "127.0.0.1:\($0)" }.joined(separator: ",")] }
         process.arguments = args
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)!
         log.seekToEndOfFile()
         process.standardOutput = log

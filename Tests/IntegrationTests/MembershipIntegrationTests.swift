@@ -171,7 +171,7 @@ struct MembershipIntegrationTests {
         var nodes: [NodeProcess] = []
         for name in ["r1", "r2", "r3"] {
             let keyFile = "\(cluster.dir)/\(name).key"
-            FileManager.default.createFile(atPath: keyFile, contents: Data((oldKey + "\n").utf8), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: keyFile, contents: Data((oldKey + "\n").utf8), attributes: [.posixPermissions: 0o600])
             nodes.append(try cluster.start(name, join: nodes.first.map { [$0] } ?? [], keyFile: keyFile))
         }
         func allAlive() -> Bool { nodes.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 3 } }

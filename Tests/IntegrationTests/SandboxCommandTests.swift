@@ -77,7 +77,7 @@ struct SandboxCommandTests {
         let dir = try makeTemporaryDirectory("starling-cli")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try runStarling(["keygen", "--out", dir + "/k"])
-        FileManager.default.createFile(atPath: dir + "/secrets", contents: Data("API_TOKEN=abcdefghij\n".utf8),
+        _ = FileManager.default.createFile(atPath: dir + "/secrets", contents: Data("API_TOKEN=abcdefghij\n".utf8),
                                        attributes: [.posixPermissions: 0o644])
         let r = try runCLI(["node", "--name", "s", "--gossip", "127.0.0.1:\(freePort())", "--api", "127.0.0.1:\(freePort())",
                             "--data", dir + "/d", "--key-file", dir + "/k", "--secrets-file", dir + "/secrets"])

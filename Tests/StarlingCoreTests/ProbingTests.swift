@@ -205,7 +205,8 @@ struct SuspicionTests {
         #expect(tiny.isEmpty, "nothing fits a tiny budget")
     }
 
-    /// The plain definition of the queue's order: sort everything on every take.
+    /// The plain definition of the queue's order: sort everything on every take; give up after
+    /// `maxSkips` updates that do not fit.
     struct ReferenceQueue {
         var items: [String: (message: MembershipMessage, transmits: Int, order: Int)] = [:]
         var order = 0
@@ -224,7 +225,13 @@ struct SuspicionTests {
             let sorted = items.sorted { ($0.value.transmits, -$0.value.order) < ($1.value.transmits, -$1.value.order) }
             var out: [MembershipMessage] = []
             var used = 0
-            for (key, item) in sorted where used + item.message.encodedSize <= budget {
+            var skipped = 0
+            for (key, item) in sorted {
+                guard used + item.message.encodedSize <= budget else {
+                    skipped += 1
+                    if skipped == BroadcastQueue.maxSkips { break }
+                    continue
+                }
                 used += item.message.encodedSize
                 out.append(item.message)
                 if item.transmits + 1 >= limit { items[key] = nil } else { items[key]!.transmits += 1 }

@@ -6,7 +6,7 @@
 /// Every outgoing packet takes from this queue, so `take` must not cost O(n log n) in the queue's
 /// length (up to `capacity`, under churn). Updates are kept in one level per transmit count,
 /// each level sorted by age; a take walks the levels from the least sent and stops when the
-/// packet is full, so it touches about as many updates as it sends.
+/// packet is full, so it touches about as many updates as it sends (plus at most `maxSkips`).
 public struct BroadcastQueue: Sendable {
     struct Item: Sendable {
         var message: MembershipMessage
@@ -29,6 +29,10 @@ public struct BroadcastQueue: Sendable {
     /// The smallest gossip update: a suspect or dead with one-byte names (3 + 3 + 8 + 3 bytes).
     /// A packet with less room left is full.
     static let smallestUpdate = 17
+    /// A take gives up after this many updates that do not fit the room left: with thousands
+    /// queued (a large cluster on a lossy network), looking for one small enough to fill the last
+    /// few bytes would scan the whole queue for every packet.
+    static let maxSkips = 16
 
     public init(capacity: Int) {
         precondition(capacity > 0)
@@ -60,11 +64,16 @@ public struct BroadcastQueue: Sendable {
         var out: [MembershipMessage] = []
         var used = 0
         var sent: [(key: Key, level: Int)] = []
+        var skipped = 0
         walk: for level in levels.indices {
             for key in levels[level].reversed() {
                 let message = items[key.subject]!.message
                 let size = message.encodedSize
-                if used + size > budget { continue }
+                if used + size > budget {
+                    skipped += 1
+                    if skipped == Self.maxSkips { break walk }
+                    continue
+                }
                 used += size
                 out.append(message)
                 sent.append((key, level))

@@ -64,10 +64,11 @@ extension Membership {
             stats.messagesIgnored += 1
             return
         }
-        if m.status == .suspect, inc == m.incarnation, suspicions[name] != nil {
-            // Lifeguard: an independent confirmation shortens the timeout; pass it on.
-            if settings.lifeguard, suspicions[name]!.confirm(from: from) {
-                suspicionTimers.push(SuspicionTimer(deadline: suspicions[name]!.deadline, name: name))
+        if m.status == .suspect, inc == m.incarnation, let at = suspicions.index(forKey: name) {
+            // Lifeguard: an independent confirmation shortens the timeout; pass it on. (In place:
+            // copying the suspicion out and back would copy its set of confirmers.)
+            if settings.lifeguard, suspicions.values[at].confirm(from: from) {
+                suspicionTimers.push(SuspicionTimer(deadline: suspicions.values[at].deadline, name: name))
                 broadcasts.enqueue(.suspect(name: name, incarnation: inc, from: from))
             } else {
                 stats.messagesIgnored += 1
