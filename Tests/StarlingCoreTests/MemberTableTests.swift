@@ -69,11 +69,11 @@ struct MemberTableTests {
         t.insert(member("d", .dead))
         var rng = DeterministicRNG(seed: 7)
         for _ in 0..<50 {
-            let picked = t.sample(\.active, 4, excluding: "a2", using: &rng).map { t.name(at: $0) }
+            let picked = t.sample(.active, 4, excluding: "a2", using: &rng).map { t.name(at: $0) }
             #expect(picked.count == 4 && Set(picked).count == 4)
             #expect(!picked.contains("a2") && !picked.contains("d") && !picked.contains("me"))
         }
-        #expect(t.sample(\.inactive, 3, using: &rng).map { t.name(at: $0) } == ["d"])
+        #expect(t.sample(.inactive, 3, using: &rng).map { t.name(at: $0) } == ["d"])
     }
 
     @Test func entriesStayPacked() {

@@ -28,7 +28,7 @@ extension Membership {
     }
 
     mutating func startPeriodicPushPull(now: Instant, into out: inout [MembershipDirective]) {
-        guard let slot = members.sample(\.active, 1, using: &rng).first else { return }
+        guard let slot = members.sample(.active, 1, using: &rng).first else { return }
         stats.pushPullsStarted += 1
         out.append(.pushPull(localState(join: false), to: members.member(at: slot).address))
     }

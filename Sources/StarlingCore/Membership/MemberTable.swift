@@ -130,10 +130,12 @@ public struct MemberTable: Sendable, Sequence {
 
     // MARK: Choice
 
-    /// Up to `k` distinct members of `list` chosen uniformly, none named `excluding`.
-    func sample(_ list: KeyPath<MemberTable, [Slot]>, _ k: Int, excluding: String? = nil,
+    enum Partition { case active, inactive }
+
+    /// Up to `k` distinct members of a partition chosen uniformly, none named `excluding`.
+    func sample(_ partition: Partition, _ k: Int, excluding: String? = nil,
                 using rng: inout DeterministicRNG) -> [Slot] {
-        let from = self[keyPath: list]
+        let from = partition == .active ? active : inactive
         guard k > 0, !from.isEmpty else { return [] }
         var picked: [Slot] = []
         var seen = Set<Int>()

@@ -61,6 +61,13 @@ public struct Membership: Sendable {
 
     public init(settings: MembershipSettings, name: String, address: NodeAddress, metadata: MemberMetadata,
                 seed: UInt64, now: Instant) {
+        self.init(settings: settings, name: name, address: address, metadata: metadata, seed: seed, now: now, knownMembers: [])
+    }
+
+    /// Starts from a known member table (restored from disk, or a simulation that begins
+    /// converged) without gossiping it: these members are taken as already known to all.
+    public init(settings: MembershipSettings, name: String, address: NodeAddress, metadata: MemberMetadata,
+                seed: UInt64, now: Instant, knownMembers: [Member]) {
         precondition(!name.isEmpty && name.utf8.count <= WireLimits.maxNameBytes, "member name must be 1-64 bytes")
         precondition(metadata.encodedSize <= MemberMetadata.maxEncodedBytes, "metadata over its bound")
         precondition(settings.probeTimeout < settings.probeInterval, "probe timeout must be shorter than the interval")
@@ -77,19 +84,12 @@ public struct Membership: Sendable {
         }
         nextProbeAt = now + jitter(settings.probeInterval, &rng)
         nextGossipAt = now + jitter(settings.gossipInterval, &rng)
-        nextPushPullAt = now + settings.pushPullInterval + jitter(settings.pushPullInterval, &rng)
         nextReconnectAt = now + jitter(settings.reconnectInterval, &rng)
         nextReapAt = now + settings.probeInterval
-        members = MemberTable(owner: Member(name: name, address: address, incarnation: 0, status: .alive,
-                                            metadata: metadata, statusSince: now))
-    }
 
-    /// Starts from a known member table (restored from disk, or a simulation that begins
-    /// converged) without gossiping it: these members are taken as already known to all.
-    public init(settings: MembershipSettings, name: String, address: NodeAddress, metadata: MemberMetadata,
-                seed: UInt64, now: Instant, knownMembers: [Member]) {
-        self.init(settings: settings, name: name, address: address, metadata: metadata, seed: seed, now: now)
-        members.reserveCapacity(min(knownMembers.count + 1, WireLimits.maxMembers))
+        members = MemberTable(owner: Member(name: name, address: address, incarnation: 0, status: .alive,
+                                            metadata: metadata, statusSince: now),
+                              capacity: min(knownMembers.count + 1, WireLimits.maxMembers))
         var probed: [MemberTable.Slot] = []
         probed.reserveCapacity(knownMembers.count)
         for m in knownMembers where members.count < WireLimits.maxMembers {
@@ -99,8 +99,8 @@ public struct Membership: Sendable {
         // The first periodic push-pull comes at the interval for the table's size, staggered
         // over it, not at the small-cluster interval: a large cluster restored at once would
         // otherwise exchange every full table within the first minute.
-        let interval = settings.pushPullInterval(members: members.count)
-        nextPushPullAt = now + interval + .nanoseconds(Int64.random(in: 0...max(1, interval.nanoseconds), using: &rng))
+        let pushPull = settings.pushPullInterval(members: members.count)
+        nextPushPullAt = now + pushPull + jitter(pushPull, &rng)
     }
 
     // MARK: Queries
@@ -214,7 +214,7 @@ public struct Membership: Sendable {
         let message = MembershipMessage.dead(name: myName, incarnation: incarnation, from: myName)
         broadcasts.enqueue(message)
         var out: [MembershipDirective] = []
-        for slot in members.sample(\.active, min(members.active.count, 64), using: &rng) {
+        for slot in members.sample(.active, min(members.active.count, 64), using: &rng) {
             send([message], to: members.member(at: slot).address, into: &out)
         }
         return out
@@ -257,8 +257,8 @@ public struct Membership: Sendable {
     mutating func gossip(now: Instant, into out: inout [MembershipDirective]) {
         guard !broadcasts.isEmpty else { return }
         // Recently dead members are gossiped to as well, so they learn and can refute.
-        var targets = members.sample(\.active, settings.gossipFanout, using: &rng)
-        if let dead = members.sample(\.inactive, 1, using: &rng).first,
+        var targets = members.sample(.active, settings.gossipFanout, using: &rng)
+        if let dead = members.sample(.inactive, 1, using: &rng).first,
            case let m = members.member(at: dead), m.status == .dead, now - m.statusSince < settings.gossipToTheDead {
             targets.append(dead)
         }

@@ -24,7 +24,7 @@ extension Membership {
         guard var p = probe else { return }
         if !p.indirectSent, now >= p.indirectAt {
             p.indirectSent = true
-            let helpers = members.sample(\.active, settings.indirectChecks, excluding: p.target, using: &rng)
+            let helpers = members.sample(.active, settings.indirectChecks, excluding: p.target, using: &rng)
             for slot in helpers {
                 let helper = members.member(at: slot)
                 stats.pingReqsSent += 1
