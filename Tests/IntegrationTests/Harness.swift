@@ -14,9 +14,15 @@ func starlingBinary() -> String {
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1 right now.
+///
+/// Drawn below the kernel's ephemeral range, so that an outgoing connection (a push-pull, an HTTP
+/// client) cannot take it between this check and the node's bind.
 func freePort() -> UInt16 {
+    let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+    let ephemeralLow = range.split(whereSeparator: \.isWhitespace).first.flatMap { UInt16($0) } ?? 32_768
+    let top = max(ephemeralLow, 20_512) - 1
     for _ in 0..<100 {
-        let port = UInt16.random(in: 20_000...60_000)
+        let port = UInt16.random(in: 20_000...top)
         if canBind(port, SOCK_DGRAM), canBind(port, SOCK_STREAM) { return port }
     }
     fatalError("no free port")
@@ -126,13 +132,25 @@ final class LocalCluster {
     /// Starts `name` (reusing its ports and data dir if it ran before).
     @discardableResult
     func start(_ name: String, join: [NodeProcess] = [], keyFile: String? = nil) throws -> NodeProcess {
-        let (g, a) = ports[name] ?? (freePort(), freePort())
-        ports[name] = (g, a)
-        let node = try NodeProcess(name: name, gossipPort: g, apiPort: a, dataDir: "\(dir)/\(name)", keyFile: keyFile ?? self.keyFile,
-                                   join: join.map(\.gossipPort), logPath: "\(dir)/\(name).log")
-        nodes.append(node)
-        try waitUntil("\(name) serves its API", seconds: 20) { httpGet(port: a, path: "/v1/health") != nil }
-        return node
+        let pinned = ports[name]
+        for attempt in 1...3 {
+            let (g, a) = pinned ?? (freePort(), freePort())
+            let node = try NodeProcess(name: name, gossipPort: g, apiPort: a, dataDir: "\(dir)/\(name)", keyFile: keyFile ?? self.keyFile,
+                                       join: join.map(\.gossipPort), logPath: "\(dir)/\(name).log")
+            nodes.append(node)
+            try waitUntil("\(name) serves its API", seconds: 20) { !node.isRunning || httpGet(port: a, path: "/v1/health") != nil }
+            if node.isRunning {
+                ports[name] = (g, a)
+                return node
+            }
+            // It exited during start-up. Fresh ports were free when drawn but another process
+            // may have bound one since: draw again. Pinned ports (a restart) get no second try.
+            let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
+            if pinned != nil || attempt == 3 {
+                throw StartFailed(description: "\(name) exited during start-up: \(log.suffix(2_000))")
+            }
+        }
+        throw StartFailed(description: "\(name) did not start")
     }
 
     /// Starts `names`, the first as seed and the rest joining through it, and waits until each
@@ -163,6 +181,7 @@ func makeTemporaryDirectory(_ prefix: String) throws -> String {
 }
 
 struct TimedOut: Error, CustomStringConvertible { var description: String }
+struct StartFailed: Error, CustomStringConvertible { var description: String }
 
 func waitUntil(_ what: String, seconds: Double, _ condition: () -> Bool) throws {
     let deadline = Date().addingTimeInterval(seconds)
