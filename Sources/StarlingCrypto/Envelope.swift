@@ -86,7 +86,10 @@ public enum Envelope {
         guard rc == 0, Int(mlen) == clen - 16 else { throw .authenticationFailed }
         let sentAt = plaintext[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         let age = Int64(bitPattern: nowMs &- sentAt)
-        guard abs(age) <= maxAgeMs else { throw .stale(ageMs: age) }
+        // The distance between the clocks, computed unsigned: `abs(age)` traps when a peer's
+        // timestamp is 2^63 ms from ours (age == Int64.min); found by Fuzz/Targets/envelope.
+        let distance = nowMs >= sentAt ? nowMs - sentAt : sentAt - nowMs
+        guard distance <= UInt64(clamping: maxAgeMs) else { throw .stale(ageMs: age) }
         return Array(plaintext[8...])
     }
 }
