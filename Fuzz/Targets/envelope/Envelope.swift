@@ -33,9 +33,8 @@ public func fuzzEnvelope(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let payload = Array(input[10...])
     let sealed = Envelope.seal(payload, kind: kind, key: EnvelopeFixture.key, sentAtMs: sentAtMs)
     invariant(sealed.count == payload.count + Envelope.overheadBytes, "sealed size")
-    let age = EnvelopeFixture.nowMs.subtractingReportingOverflow(sentAtMs)
-    let ageInWindow = age.partialValue <= UInt64(EnvelopeFixture.windowMs)
-        || (0 &- age.partialValue) <= UInt64(EnvelopeFixture.windowMs)
+    let now = EnvelopeFixture.nowMs
+    let ageInWindow = (now >= sentAtMs ? now - sentAtMs : sentAtMs - now) <= UInt64(EnvelopeFixture.windowMs)
     do {
         let opened = try Envelope.open(sealed, kind: kind, keyring: EnvelopeFixture.keyring,
                                        nowMs: EnvelopeFixture.nowMs, maxAgeMs: EnvelopeFixture.windowMs)
@@ -70,9 +69,10 @@ enum EnvelopeFixture {
 
     /// What a node does with an opened payload: decode it as its kind says (errors are drops).
     static func decode(_ payload: [UInt8], kind: Envelope.Kind) {
-        switch kind {
-        case .gossip: _ = try? Packet.decode(payload)
-        case .pushPullRequest, .pushPullReply: _ = try? PushPullState.decode(payload)
+        if kind == .gossip {
+            _ = try? Packet.decode(payload)
+        } else if kind == .pushPullRequest || kind == .pushPullReply {
+            _ = try? PushPullState.decode(payload)
         }
     }
 

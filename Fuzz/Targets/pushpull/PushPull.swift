@@ -7,7 +7,10 @@ import StarlingCore
 public func fuzzPushPull(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     guard let state = try? PushPullState.decode(bytes(data, size)) else { return 0 }
     invariant(state.entries.count <= WireLimits.maxMembers, "more entries than the limit")
-    invariant((try? PushPullState.decode(state.encoded())) == state, "a decoded push-pull state does not round-trip")
+    // Compared field by field: what the decoder kept must come back, whatever it skipped.
+    let again = try? PushPullState.decode(state.encoded())
+    invariant(again?.join == state.join && again?.source == state.source && again?.entries == state.entries,
+              "a decoded push-pull state does not round-trip")
     return 0
 }
 
