@@ -1,0 +1,216 @@
+import Foundation
+import Glibc
+import StarlingCore
+import StarlingCrypto
+import Testing
+
+/// Issue #8 item 6 against real `starling node` processes: a peer holding the key cannot crash
+/// a node, and a stranger cannot starve it.
+@Suite("Wire and stream hardening with real processes", .serialized)
+struct WireHardeningIntegrationTests {
+    static func nowMs() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Frames as the stream protocol writes them: `length:u32 sealed`.
+    static func frame(_ sealed: [UInt8]) -> [UInt8] {
+        let n = UInt32(sealed.count)
+        return [UInt8(n >> 24), UInt8(truncatingIfNeeded: n >> 16), UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n)] + sealed
+    }
+
+    /// A hello and a push-pull request carrying `state`, as a peer holding the key sends them.
+    static func pushPullRequest(_ state: [UInt8], key: ClusterKey) -> [UInt8] {
+        frame(Envelope.seal([1], kind: .streamHello, key: key, sentAtMs: nowMs()))
+            + frame(Envelope.seal(state, kind: .pushPullRequest, key: key, sentAtMs: nowMs()))
+    }
+
+    @Test func extremeNumbersFromAPeerWithTheKeyDoNotCrashANode() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["x1", "x2"])
+        let a = nodes[0]
+        let key = try Keyring.load(path: cluster.keyFile).primary
+        let me = NodeAddress(host: "127.0.0.1", port: a.gossipPort)
+        // Accusations nobody could refute, an impostor at the top, and a timestamp 2⁶³ ms off.
+        let messages: [MembershipMessage] = [
+            .suspect(name: "x1", incarnation: .max, from: "x2"), .dead(name: "x1", incarnation: .max, from: "x2"),
+            .alive(.init(name: "x1", address: NodeAddress(host: "127.0.0.1", port: 9), incarnation: .max, metadata: MemberMetadata())),
+            .suspect(name: "x2", incarnation: .max, from: "x1"),
+        ]
+        var datagrams = messages.map { Envelope.seal(Packet([$0]).encoded(), kind: .gossip, key: key, sentAtMs: Self.nowMs()) }
+        datagrams.append(Envelope.seal(Packet([.suspect(name: "x1", incarnation: 1, from: "x2")]).encoded(), kind: .gossip,
+                                       key: key, sentAtMs: Self.nowMs() &+ (1 << 63)))
+        datagrams.append(Envelope.seal(Packet([.suspect(name: "x1", incarnation: 1, from: "x2")]).encoded(), kind: .gossip,
+                                       key: key, sentAtMs: 0))
+        sendDatagrams(datagrams, to: a.gossipPort)
+        // The same through a push-pull: an entry about us at UInt64.max, dead.
+        let state = PushPullState(join: false, source: "x2", entries: [
+            .init(name: "x1", address: me, incarnation: .max, status: .dead, metadata: MemberMetadata()),
+            .init(name: "x7", address: NodeAddress(host: "127.0.0.1", port: 9), incarnation: 3, status: .alive, metadata: MemberMetadata()),
+        ])
+        sendStream(Self.pushPullRequest(state.encoded(), key: key), to: a.gossipPort)
+        // The good entry of that exchange applies: the bad one was skipped, not the exchange.
+        try waitUntil("the good entry of the push-pull applies", seconds: 5) { a.members()?.contains { $0.name == "x7" } == true }
+        #expect(a.isRunning)
+        #expect(a.metric("starling_push_pull_entries_skipped_total") == 1)
+        let view = try #require(a.members())
+        #expect(view.first { $0.name == "x1" }?.incarnation ?? .max < 1 << 62)
+        #expect(a.metrics().contains("starling_packets_dropped_total{reason=\"replay_window\"}"))
+        #expect(a.metrics().contains("starling_packets_dropped_total{reason=\"invalid\"}"))
+        try waitUntil("both still alive at both", seconds: 5) { nodes.allSatisfy { $0.status(of: "x1") == "alive" && $0.status(of: "x2") == "alive" } }
+    }
+
+    // MARK: Strangers
+
+    /// Opens `count` TCP connections to 127.0.0.1:port without waiting on each (non-blocking),
+    /// then waits until they are established. Returns the descriptors; the caller closes them.
+    static func openIdleConnections(_ count: Int, to port: UInt16) -> [Int32] {
+        var fds: [Int32] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            guard fd >= 0 else { break }
+            _ = withLoopback(port: port) { connect(fd, $0, $1) }
+            fds.append(fd)
+        }
+        var pending = fds.map { pollfd(fd: $0, events: Int16(POLLOUT), revents: 0) }
+        let deadline = Date().addingTimeInterval(10)
+        while !pending.isEmpty, Date() < deadline {
+            _ = poll(&pending, nfds_t(pending.count), 100)
+            pending = pending.filter { $0.revents == 0 }.map { pollfd(fd: $0.fd, events: Int16(POLLOUT), revents: 0) }
+        }
+        return fds
+    }
+
+    /// Raises this process's descriptor limit: the test holds hundreds of sockets.
+    static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+
+    /// Seconds until every node in `nodes` lists `name` alive.
+    static func timeToJoin(_ name: String, through seed: NodeProcess, cluster: LocalCluster, watchedBy others: [NodeProcess]) throws -> (NodeProcess, Double) {
+        let started = Date()
+        let joiner = try cluster.start(name, join: [seed])
+        let all = others + [joiner]
+        try waitUntil("\(name) is alive everywhere", seconds: 20) { all.allSatisfy { $0.status(of: name) == "alive" } }
+        return (joiner, Date().timeIntervalSince(started))
+    }
+
+    @Test func fiveHundredIdleConnectionsDoNotDelayAJoin() throws {
+        Self.raiseOpenFileLimit()
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["f1", "f2"])
+        let seed = nodes[0]
+        let (j1, baseline) = try Self.timeToJoin("j1", through: seed, cluster: cluster, watchedBy: nodes)
+
+        // A stranger (same source address as every node here) opens 500 connections and idles.
+        let idle = Self.openIdleConnections(500, to: seed.gossipPort)
+        defer { for fd in idle { close(fd) } }
+        #expect(idle.count == 500)
+        try waitUntil("the seed has seen the flood", seconds: 5) {
+            seed.metric("starling_packets_dropped_total{reason=\"stream_evicted\"}") >= 400
+        }
+        let (_, flooded) = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1])
+        #expect(flooded < baseline + 2, "join took \(flooded)s under the flood, \(baseline)s without")
+        // Push-pulls from the members keep working too (a periodic one is due every 3 s here).
+        let served = seed.metric("starling_push_pulls_served_total")
+        try waitUntil("the seed keeps serving push-pulls", seconds: 10) { seed.metric("starling_push_pulls_served_total") > served }
+        #expect(seed.isRunning)
+    }
+
+    /// Seconds until the server closes a connection on which we trickle `bytes`, one a second.
+    static func secondsUntilClosed(port: UInt16, trickling bytes: [UInt8]) -> Double? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        guard withLoopback(port: port, { connect(fd, $0, $1) == 0 }) else { return nil }
+        let started = Date()
+        for i in 0..<15 {
+            var b = bytes[i % bytes.count]
+            if send(fd, &b, 1, Int32(MSG_NOSIGNAL)) < 0 { return Date().timeIntervalSince(started) }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, 1000) > 0 {
+                var sink = [UInt8](repeating: 0, count: 64)
+                if recv(fd, &sink, sink.count, 0) <= 0 { return Date().timeIntervalSince(started) }
+            }
+        }
+        return nil
+    }
+
+    @Test func aSlowLorisIsClosedAtTheAuthenticationDeadline() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let a = try cluster.start("s1")
+        // A plausible hello header (61 bytes follow), one byte a second.
+        let closedAfter = try #require(Self.secondsUntilClosed(port: a.gossipPort, trickling: [0, 0, 0, 61] + Array(repeating: 7, count: 61)))
+        #expect(closedAfter > 2.5 && closedAfter < 4.5, "closed after \(closedAfter)s; the deadline is 3 s")
+        #expect(a.metric("starling_packets_dropped_total{reason=\"auth_timeout\"}") == 1)
+    }
+
+    @Test func aLargeFrameBeforeAuthenticationIsRefusedAtOnce() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let a = try cluster.start("s1")
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        #expect(withLoopback(port: a.gossipPort) { connect(fd, $0, $1) == 0 })
+        let started = Date()
+        var bytes: [UInt8] = [0, 0x40, 0, 0] + Array(repeating: 9, count: 1024)  // claims 4 MiB, under maxFrameBytes
+        _ = send(fd, &bytes, bytes.count, Int32(MSG_NOSIGNAL))
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        var sink = [UInt8](repeating: 0, count: 64)
+        #expect(poll(&p, 1, 2000) > 0 && recv(fd, &sink, sink.count, 0) <= 0, "the node keeps the connection open")
+        #expect(Date().timeIntervalSince(started) < 1)
+        #expect(a.metric("starling_packets_dropped_total{reason=\"preauth_too_large\"}") == 1)
+    }
+
+    // MARK: The loop thread
+
+    @Test func aKeyReloadThatBlocksDoesNotStallGossip() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let key = try String(contentsOfFile: cluster.keyFile, encoding: .utf8)
+        let fifoKeyFile = cluster.dir + "/k1.key"
+        _ = FileManager.default.createFile(atPath: fifoKeyFile, contents: Data(key.utf8), attributes: [.posixPermissions: 0o600])
+        let k1 = try cluster.start("k1", keyFile: fifoKeyFile)
+        let k2 = try cluster.start("k2", join: [k1])
+        try waitUntil("both alive", seconds: 10) { [k1, k2].allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 2 } }
+
+        // The key file becomes a FIFO with no writer: reading it blocks until we write.
+        unlink(fifoKeyFile)
+        #expect(mkfifo(fifoKeyFile, 0o600) == 0)
+        k1.signal(SIGHUP)
+        let probes = k1.metric("starling_probes_total")
+        try waitUntil("k1 keeps probing while its key file blocks", seconds: 5) { k1.metric("starling_probes_total") >= probes + 10 }
+        #expect(k2.status(of: "k1") == "alive")
+        // Now the reload completes, off the loop, and installs the keys.
+        let writer = open(fifoKeyFile, O_WRONLY | O_NONBLOCK)
+        #expect(writer >= 0, "the node's reader has the FIFO open")
+        _ = key.utf8CString.withUnsafeBufferPointer { write(writer, $0.baseAddress, $0.count - 1) }
+        close(writer)
+        try waitUntil("the reload completes", seconds: 5) { cluster.log(of: k1).contains("keyring reloaded") }
+        #expect(k1.isRunning)
+    }
+
+    @Test func underChurnTheSnapshotIsPublishedAtABoundedRateAndStaysFresh() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let a = try cluster.start("c1")
+        let key = try Keyring.load(path: cluster.keyFile).primary
+        // 3,000 new members, one datagram each: 3,000 changes within about a second.
+        let datagrams = (0..<3000).map { i in
+            Envelope.seal(Packet([.alive(.init(name: "ghost\(i)", address: NodeAddress(host: "127.0.0.2", port: UInt16(10_000 + i)),
+                                               incarnation: 1, metadata: MemberMetadata()))]).encoded(),
+                          kind: .gossip, key: key, sentAtMs: Self.nowMs())
+        }
+        let before = a.metric("starling_snapshot_publishes_total")
+        let started = Date()
+        sendDatagrams(datagrams, to: a.gossipPort)
+        try waitUntil("every new member is visible", seconds: 5) { (a.members()?.count ?? 0) >= 3001 }
+        let elapsed = Date().timeIntervalSince(started)
+        let published = a.metric("starling_snapshot_publishes_total") - before
+        // At most one publish per 50 ms plus the 100 ms heartbeat, with slack for scheduling.
+        #expect(published >= 1)
+        #expect(published <= elapsed / 0.05 + 10, "\(published) publishes in \(elapsed)s for 3,000 changes")
+    }
+}
