@@ -112,6 +112,7 @@ struct WireHardeningIntegrationTests {
             seed.metric("starling_packets_dropped_total{reason=\"stream_evicted\"}") >= 400
         }
         let (_, flooded) = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1])
+        print("join time: \(baseline)s without the flood, \(flooded)s with 500 idle connections")
         #expect(flooded < baseline + 2, "join took \(flooded)s under the flood, \(baseline)s without")
         // Push-pulls from the members keep working too (a periodic one is due every 3 s here).
         let served = seed.metric("starling_push_pulls_served_total")
