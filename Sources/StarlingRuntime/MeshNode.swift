@@ -36,6 +36,16 @@ public final class MeshNode: @unchecked Sendable {
     let udp: UnsafeMutablePointer<uv_udp_t>
     let listener: UnsafeMutablePointer<uv_tcp_t>
     private let timer: UnsafeMutablePointer<uv_timer_t>
+    /// Runs once per loop turn, after I/O: resets the accept budget.
+    private let turn: UnsafeMutablePointer<uv_check_t>
+    /// Active only while an accept is deferred: keeps the loop turning and accepts it.
+    private let deferredAccept: UnsafeMutablePointer<uv_idle_t>
+    /// Connections accepted in this loop turn. libuv accepts until the queue is empty before it
+    /// reads any socket, so a stranger who connects as fast as he is shed would keep the loop in
+    /// the accept callback and starve every read, the hellos of real peers included. Past the
+    /// budget a connection waits in the kernel's queue for the next turn.
+    var acceptsThisTurn = 0
+    static let acceptsPerTurn = 16
     private let wakeup: UnsafeMutablePointer<uv_async_t>
     private var signals: [UnsafeMutablePointer<uv_signal_t>] = []
     let readBuffer: UnsafeMutableRawPointer
@@ -74,6 +84,8 @@ public final class MeshNode: @unchecked Sendable {
         udp = .allocate(capacity: 1)
         listener = .allocate(capacity: 1)
         timer = .allocate(capacity: 1)
+        turn = .allocate(capacity: 1)
+        deferredAccept = .allocate(capacity: 1)
         wakeup = .allocate(capacity: 1)
         readBuffer = .allocate(byteCount: Self.readBufferBytes, alignment: 16)
         precondition(uv_loop_init(loop) == 0)
@@ -102,10 +114,16 @@ public final class MeshNode: @unchecked Sendable {
         rc = withUnsafePointer(to: &bindAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_bind(listener, $0, 0) }
         }
-        if rc == 0 { rc = uv_listen(asStream(listener), 128, acceptCallback) }
+        // A deep accept queue (the kernel caps it at net.core.somaxconn): under a connection
+        // flood a joiner's SYN should wait its turn, not be dropped and retried a second later.
+        if rc == 0 { rc = uv_listen(asStream(listener), 4096, acceptCallback) }
         guard rc == 0 else { throw MeshError.bind("tcp \(configuration.bind)", uvError(rc)) }
         uv_timer_init(loop, timer)
         timer.pointee.data = me
+        uv_check_init(loop, turn)
+        turn.pointee.data = me
+        uv_idle_init(loop, deferredAccept)
+        deferredAccept.pointee.data = me
         uv_async_init(loop, wakeup) { handle in
             Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue().drainInbox()
         }
@@ -177,7 +195,22 @@ public final class MeshNode: @unchecked Sendable {
 
     var now: Instant { Instant(nanoseconds: Int64(uv_hrtime() - origin)) }
 
+    /// Leaves the pending connection in libuv's hands (it stops watching the listener until
+    /// `uv_accept`) and accepts it on the next turn.
+    func deferAccept() {
+        uv_idle_start(deferredAccept) { handle in
+            let node = Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+            uv_idle_stop(handle)
+            node.acceptsThisTurn = 1
+            node.acceptStream()
+            node.afterEvent()
+        }
+    }
+
     private func run() {
+        uv_check_start(turn) { handle in
+            Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue().acceptsThisTurn = 0
+        }
         uv_udp_recv_start(udp, { handle, _, buf in
             let node = Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
             buf!.pointee = uv_buf_init(node.readBuffer.assumingMemoryBound(to: CChar.self), UInt32(MeshNode.readBufferBytes))
@@ -361,6 +394,8 @@ public final class MeshNode: @unchecked Sendable {
         for s in streams.values { s.close() }
         uv_timer_stop(timer)
         uv_close(asHandle(timer), nil)
+        uv_close(asHandle(turn), nil)
+        uv_close(asHandle(deferredAccept), nil)
         uv_close(asHandle(wakeup), nil)
         uv_close(asHandle(udp), nil)
         uv_close(asHandle(listener), nil)

@@ -243,11 +243,16 @@ extension MeshNode {
     /// Accepts one inbound stream within the inbound limits.
     ///
     /// A stranger can open connections without the key, so the limits favour whoever
-    /// authenticates: when the new stream's source, or the node as a whole, is at its limit, the
-    /// oldest stream that has not yet authenticated is closed to make room; only when every
-    /// stream in the way has authenticated is the new one refused. A flood of idle connections
-    /// therefore costs a legitimate peer nothing while its hello arrives within about one round
-    /// trip of its connect, and each idle connection ends at `authTimeout` anyway.
+    /// authenticates, and share the room fairly between source addresses:
+    /// - A source at `maxInboundStreamsPerSource` makes room by closing its own oldest stream
+    ///   that has not authenticated yet; if all of its streams have, the newcomer is refused.
+    /// - When the node is at `maxInboundStreams`, a newcomer closes the oldest unauthenticated
+    ///   stream of the source that holds the most of them, but only if that source holds at
+    ///   least two more streams than the newcomer's would; otherwise the newcomer is refused.
+    ///   So a flood from many addresses, even one that reconnects as fast as it is shed, keeps
+    ///   its fair share and no more: a peer from a quiet address always gets in, and is not
+    ///   pushed out again by the flood while its hello (sent with its connect) arrives.
+    /// Idle streams end at `authTimeout` in any case.
     func acceptStream() {
         let ex = StreamExchange(node: self, role: .server, now: now, peer: "inbound")
         streams[ObjectIdentifier(ex)] = ex
@@ -256,25 +261,38 @@ extension MeshNode {
             return ex.close()
         }
         ex.source = peerHost(of: ex.handle) ?? "unknown"
-        let inbound = streams.values.filter { !$0.closed && $0.isInbound && $0 !== ex }
-        guard makeRoom(among: inbound.filter { $0.source == ex.source }, limit: configuration.maxInboundStreamsPerSource,
-                       reason: "stream_source_limit"),
-              makeRoom(among: inbound.filter { !$0.closed }, limit: configuration.maxInboundStreams, reason: "stream_limit")
-        else { return ex.close() }
+        guard admit(ex) else { return ex.close() }
         ex.startReading()
     }
 
-    /// Brings `streams` below `limit` by closing the oldest unauthenticated one; false if it cannot.
-    private func makeRoom(among streams: [StreamExchange], limit: Int, reason: String) -> Bool {
-        let open = streams.filter { !$0.closed }
-        guard open.count >= limit else { return true }
-        guard let oldest = open.filter({ !$0.authenticated }).min(by: { $0.openedAt < $1.openedAt }) else {
-            metrics.drop(reason: reason)
+    private func admit(_ newcomer: StreamExchange) -> Bool {
+        var inbound = streams.values.filter { !$0.closed && $0.isInbound && $0 !== newcomer }
+        let mine = inbound.filter { $0.source == newcomer.source }
+        if mine.count >= configuration.maxInboundStreamsPerSource {
+            guard let oldest = Self.oldestUnauthenticated(mine) else {
+                metrics.drop(reason: "stream_source_limit")
+                return false
+            }
+            metrics.drop(reason: "stream_evicted")
+            oldest.fail("evicted by a newer connection from the same source")
+            inbound.removeAll { $0 === oldest }
+        }
+        guard inbound.count >= configuration.maxInboundStreams else { return true }
+        let sharesAfter = inbound.count { $0.source == newcomer.source } + 1
+        var pending: [String: [StreamExchange]] = [:]
+        for ex in inbound where !ex.authenticated { pending[ex.source, default: []].append(ex) }
+        guard let heaviest = pending.values.max(by: { $0.count < $1.count }), heaviest.count > sharesAfter,
+              let victim = Self.oldestUnauthenticated(heaviest) else {
+            metrics.drop(reason: "stream_limit")
             return false
         }
         metrics.drop(reason: "stream_evicted")
-        oldest.fail("evicted by a newer connection (\(reason))")
-        return open.count - 1 < limit
+        victim.fail("evicted by a connection from a quieter source")
+        return true
+    }
+
+    private static func oldestUnauthenticated(_ streams: [StreamExchange]) -> StreamExchange? {
+        streams.filter { !$0.authenticated }.min { $0.openedAt < $1.openedAt }
     }
 
     private func peerHost(of handle: UnsafeMutablePointer<uv_tcp_t>) -> String? {
@@ -304,6 +322,13 @@ extension MeshNode {
 /// descriptor, so the loop does not spin.
 let acceptCallback: uv_connection_cb = { server, status in
     let node = Unmanaged<MeshNode>.fromOpaque(server!.pointee.data).takeUnretainedValue()
-    if status >= 0 { node.acceptStream() } else { node.metrics.drop(reason: "accept_failed") }
+    if status < 0 {
+        node.metrics.drop(reason: "accept_failed")
+    } else if node.acceptsThisTurn < MeshNode.acceptsPerTurn {
+        node.acceptsThisTurn += 1
+        node.acceptStream()
+    } else {
+        return node.deferAccept()
+    }
     node.afterEvent()
 }
