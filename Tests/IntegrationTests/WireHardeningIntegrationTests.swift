@@ -310,3 +310,75 @@ struct WireHardeningIntegrationTests {
         #expect(published <= elapsed / 0.05 + 10, "\(published) publishes in \(elapsed)s for 3,000 changes")
     }
 }
+
+/// A node whose descriptor limit is lower than a flood of connections: accept fails with
+/// EMFILE, and the node must neither spin nor stop serving once the flood is gone.
+@Suite("Descriptor exhaustion", .serialized)
+struct DescriptorExhaustionTests {
+    /// CPU seconds (user + system) the process has used, from /proc.
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    @Test func acceptFailingWithEMFILEDoesNotSpinTheLoop() throws {
+        WireHardeningIntegrationTests.raiseOpenFileLimit()
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let (gossip, api) = (freePort(), freePort())
+        // The node's hard limit is 128 descriptors: it cannot raise past that.
+        let node = Process()
+        node.executableURL = URL(fileURLWithPath: "/bin/sh")
+        node.arguments = ["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", starlingBinary(), "node", "--name", "low",
+                          "--gossip", "127.0.0.1:\(gossip)", "--api", "127.0.0.1:\(api)", "--data", cluster.dir + "/low",
+                          "--key-file", cluster.keyFile, "--preset", "loopback", "--log-level", "info"]
+        let log = cluster.dir + "/low.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        node.standardError = FileHandle(forWritingAtPath: log)
+        node.standardOutput = node.standardError
+        try node.run()
+        defer {
+            if node.isRunning { kill(node.processIdentifier, SIGKILL) }
+            node.waitUntilExit()
+        }
+        try waitUntil("the node serves its API", seconds: 20) { httpGet(port: api, path: "/v1/health") != nil }
+
+        // 400 connections held open from 32 sources: far more than the node has descriptors.
+        let flood = IdleConnectionFlood(target: 400, port: gossip)
+        let before = Self.cpuSeconds(node.processIdentifier)
+        let started = Date()
+        // A two-second measurement window, sampling the node's open descriptors.
+        var mostOpen = 0
+        while Date().timeIntervalSince(started) < 2 {
+            let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(node.processIdentifier)/fd").count) ?? 0
+            mostOpen = max(mostOpen, open)
+            usleep(50_000)
+        }
+        let used = Self.cpuSeconds(node.processIdentifier) - before
+        let window = Date().timeIntervalSince(started)
+        let metrics = httpGet(port: api, path: "/metrics").map { String(decoding: $0, as: UTF8.self) } ?? ""
+        flood.stop()
+        print("under EMFILE: \(used) s of CPU in \(window) s; at most \(mostOpen) descriptors open;",
+              metrics.split(separator: "\n").filter { $0.contains("stream") })
+        // libuv sheds connections it cannot accept without calling back, so the proof that the
+        // flood reached the limit is the descriptor count itself.
+        #expect(mostOpen >= 120, "the flood never came near the descriptor limit (\(mostOpen) open)")
+        #expect(node.isRunning)
+        #expect(used < 0.6 * window, "the node used \(used) s of CPU in \(window) s under EMFILE: it spins")
+        // With the flood gone, a node joins through it as usual.
+        let joiner = try NodeProcess(name: "after", gossipPort: freePort(), apiPort: freePort(), dataDir: cluster.dir + "/after",
+                                     keyFile: cluster.keyFile, join: [gossip], logPath: cluster.dir + "/after.log")
+        defer {
+            joiner.signal(SIGKILL)
+            _ = joiner.waitForExit(seconds: 5)
+        }
+        try waitUntil("the joiner is known to the low node", seconds: 10) {
+            httpGet(port: api, path: "/v1/members").map { String(decoding: $0, as: UTF8.self).contains("\"after\"") } ?? false
+        }
+        #expect(joiner.isRunning)
+    }
+}
