@@ -16,6 +16,7 @@ final class MeshMetrics {
     private let localHealth = Gauge(label: "starling_local_health")
     private let incarnation = Gauge(label: "starling_incarnation")
     private let snapshots = Counter(label: "starling_snapshot_publishes_total")
+    private let hellos = Counter(label: "starling_stream_hellos_total")
 
     init() {
         func c(_ name: String) -> Counter { Counter(label: "starling_\(name)_total") }
@@ -49,6 +50,8 @@ final class MeshMetrics {
     }
 
     func snapshotPublished() { snapshots.increment() }
+
+    func streamAuthenticated() { hellos.increment() }
 
     func received(bytes: Int, stream: Bool) {
         if stream { streamBytesIn.increment(by: bytes) } else { bytesIn.increment(by: bytes); packetsIn.increment() }

@@ -120,6 +120,7 @@ final class StreamExchange {
         }
         authenticated = true
         deadline = openedAt + node.configuration.streamTimeout
+        node.metrics.streamAuthenticated()
         return true
     }
 

@@ -255,6 +255,31 @@ struct WireHardeningIntegrationTests {
         #expect(a.metric("starling_packets_dropped_total{reason=\"preauth_too_large\"}") == 1)
     }
 
+    /// Eviction only ever takes streams that have not authenticated: a peer whose hello opened
+    /// keeps its stream (until `streamTimeout`) however many strangers arrive from its address.
+    @Test func anAuthenticatedStreamIsNeverEvicted() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let a = try cluster.start("e1")
+        let key = try Keyring.load(path: cluster.keyFile).primary
+        let peer = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(peer) }
+        #expect(withLoopback(port: a.gossipPort) { connect(peer, $0, $1) == 0 })
+        var hello = Self.frame(Envelope.seal([1], kind: .streamHello, key: key, sentAtMs: Self.nowMs()))
+        #expect(send(peer, &hello, hello.count, Int32(MSG_NOSIGNAL)) == hello.count)
+        let opened = Date()
+        try waitUntil("the node has read the hello", seconds: 2) { a.metric("starling_stream_hellos_total") == 1 }
+        // Then 60 strangers from the same address: the per-source limit (16) evicts 44 of them.
+        let strangers = Self.openIdleConnections(60, to: a.gossipPort)
+        defer { for fd in strangers { close(fd) } }
+        try waitUntil("the strangers are shed", seconds: 5) {
+            a.metric("starling_packets_dropped_total{reason=\"stream_evicted\"}") >= 40
+        }
+        var p = pollfd(fd: peer, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&p, 1, 0) == 0, "the authenticated stream was closed")
+        #expect(Date().timeIntervalSince(opened) < 3, "checked within the authentication deadline")
+    }
+
     // MARK: The loop thread
 
     /// A key file that takes long to read (here: 10 MB of comments, a second or more to read
