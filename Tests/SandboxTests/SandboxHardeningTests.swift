@@ -220,18 +220,26 @@ struct SandboxHardeningTests {
         }
     }
 
-    /// The same task sees the same environment (PATH, PWD, everything) warm or cold.
+    /// The same task sees the same environment (PATH, PWD, everything) warm or cold, and its
+    /// program is found on its own PATH either way. (`env` directly: a shell would add PWD.)
     @Test func warmAndColdSandboxesGiveTheSameEnvironment() throws {
         let (runner, _) = try makeRunner(warm: 1)
         defer { runner.shutdown() }
-        let task = TaskSpec(argv: ["/bin/sh", "-c", "env | sort"], env: ["MINE": "value"])
-        let cold = try runner.run(task, preferWarm: false)
-        #expect(waitFor(10) { runner.warmReady == 1 })
-        var timing = SandboxRunner.Timing()
-        let warm = try runner.run(task, preferWarm: true, timing: { timing = $0 })
-        #expect(timing.handedOver > 0, "the second run must have been warm")
-        #expect(cold.stdout == warm.stdout, "cold:\n\(cold.stdout)\nwarm:\n\(warm.stdout)")
-        #expect(cold.stdout.contains("PATH=/usr/local/bin:/usr/bin:/bin\n") && cold.stdout.contains("MINE=value\n"))
+        func both(_ task: TaskSpec) throws -> (cold: TaskResult, warm: TaskResult) {
+            let cold = try runner.run(task, preferWarm: false)
+            #expect(waitFor(10) { runner.warmReady == 1 })
+            var timing = SandboxRunner.Timing()
+            let warm = try runner.run(task, preferWarm: true, timing: { timing = $0 })
+            #expect(timing.handedOver > 0, "the second run must have been warm")
+            return (cold, warm)
+        }
+        let env = try both(TaskSpec(argv: ["/usr/bin/env"], env: ["MINE": "value"]))
+        #expect(env.cold.stdout == env.warm.stdout, "cold:\n\(env.cold.stdout)\nwarm:\n\(env.warm.stdout)")
+        #expect(env.cold.stdout.contains("PATH=/usr/local/bin:/usr/bin:/bin\n") && env.cold.stdout.contains("MINE=value\n")
+                && env.cold.stdout.contains("PWD=/task\n"), "\(env.cold.stdout)")
+        // nologin is only in /usr/sbin, on the task's PATH but not on the sandbox's default one.
+        let lookup = try both(TaskSpec(argv: ["nologin"], env: ["PATH": "/usr/sbin:/usr/bin:/bin"]))
+        #expect(lookup.cold.exitCode == 1 && lookup.warm.exitCode == 1, "cold: \(lookup.cold.stderr) warm: \(lookup.warm.stderr)")
     }
 }
 
