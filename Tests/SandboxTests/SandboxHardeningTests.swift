@@ -145,10 +145,10 @@ struct SandboxHardeningTests {
             x86 = platform.machine() == "x86_64"
             nr = dict(clone=56, clone3=435, io_uring_setup=425, ptrace=101, bpf=321, keyctl=250, perf_event_open=298,
                       mount=165, unshare=272, kcmp=312, pidfd_getfd=438, chroot=161, fanotify_init=300,
-                      open_by_handle_at=304, process_madvise=440, setns=308) if x86 else \
+                      open_by_handle_at=304, process_madvise=440, setns=308, mseal=462) if x86 else \
                  dict(clone=220, clone3=435, io_uring_setup=425, ptrace=117, bpf=280, keyctl=219, perf_event_open=241,
                       mount=40, unshare=97, kcmp=272, pidfd_getfd=438, chroot=51, fanotify_init=262,
-                      open_by_handle_at=265, process_madvise=440, setns=268)
+                      open_by_handle_at=265, process_madvise=440, setns=268, mseal=462)
             CLONE_NEWUSER, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17
             def attempt(name, *args):
                 ctypes.set_errno(0)
@@ -178,6 +178,7 @@ struct SandboxHardeningTests {
             attempt("fanotify_init", 0, 0)
             attempt("open_by_handle_at", 0, 0, 0)
             attempt("process_madvise", 0, 0, 0, 0, 0)
+            attempt("mseal", 0, 0, 0)  # on no list: the allow-list's default
             """#
         let r = try runner.run(TaskSpec(argv: ["python3", "-c", probe], timeoutSeconds: 60))
         #expect(r.reason == .exited, "\(r.stderr)")
@@ -189,6 +190,7 @@ struct SandboxHardeningTests {
         }
         #expect(r.stdout.components(separatedBy: "clone \(eperm)").count == 3, "both namespace clones refused: \(r.stdout)")
         #expect(lines.contains("clone3 Function not implemented"), "clone3 must be ENOSYS so that libc falls back to clone: \(r.stdout)")
+        #expect(lines.contains("mseal Function not implemented"), "a call on no list must be ENOSYS: \(r.stdout)")
     }
 
     @Test func ordinaryWorkloadsStillRunUnderTheFilter() throws {
@@ -207,6 +209,22 @@ struct SandboxHardeningTests {
             """
         let py = try runner.run(TaskSpec(argv: ["python3", "-c", python], timeoutSeconds: 60))
         #expect(py.stdout == "49 3 sub sandbox\n", "\(py.stderr)")
+        // The standard library's system-facing parts: event loop, sockets, files, mmap, sqlite, hashing.
+        let stdlib = """
+            import asyncio, hashlib, mmap, os, socket, sqlite3, ssl, tempfile, time
+            async def main():
+                r, w = await asyncio.open_connection(sock=socket.socketpair()[0])
+                return 'loop'
+            loop = asyncio.run(main())
+            a, b = socket.socketpair(); a.send(b'x'); got = b.recv(1)
+            with tempfile.NamedTemporaryFile() as f:
+                f.write(b'abc'); f.flush()
+                m = mmap.mmap(f.fileno(), 3); first = m[:1]; m.close()
+            db = sqlite3.connect(':memory:'); n = db.execute('select 40 + 2').fetchone()[0]
+            print(loop, got, first, n, hashlib.sha256(b'').hexdigest()[:6], time.monotonic() > 0, ssl.OPENSSL_VERSION[:7])
+            """
+        let lib = try runner.run(TaskSpec(argv: ["python3", "-c", stdlib], timeoutSeconds: 60))
+        #expect(lib.stdout == "loop b'x' b'a' 42 e3b0c4 True OpenSSL\n", "\(lib.stderr)")
         let bash = try runner.run(TaskSpec(argv: ["/bin/bash", "-c", "seq 1 1000 | sort -rn | head -3 | tr '\\n' ' '; (sleep 0.1 & wait); echo $(( 6 * 7 ))"]))
         #expect(bash.stdout == "1000 999 998 42\n", "\(bash.stderr)")
         if access("/usr/bin/cc", X_OK) == 0 {

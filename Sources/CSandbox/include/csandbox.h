@@ -15,12 +15,14 @@ pid_t starling_spawn(const char *path, char *const argv[], char *const envp[],
                      const int *fds, const int *targets, int nfds,
                      char *const cgroup_procs[], int ncgroups, int *pidfd);
 
-/// A sealed memfd holding the seccomp BPF program that denies the syscalls no task needs
-/// (EPERM), for bwrap's --seccomp. Returns the fd, or -errno.
+/// A memfd holding the task's seccomp BPF program, for bwrap's --seccomp: an allow-list modelled
+/// on Docker's default profile (ENOSYS for the rest), EPERM for the calls denied by name, clone
+/// without namespace flags, clone3 ENOSYS. Returns the fd, or -errno.
 int starling_seccomp_filter_fd(void);
 
-/// The number of syscalls the filter denies outright (for tests and docs).
+/// The number of syscalls the filter denies by name, and allows (for tests and docs).
 int starling_seccomp_denied_count(void);
+int starling_seccomp_allowed_count(void);
 
 /// pipe2(O_CLOEXEC), which Swift's Glibc module does not export.
 int starling_pipe_cloexec(int fds[2]);
