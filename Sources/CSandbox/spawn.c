@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -17,8 +18,9 @@
 #endif
 
 // Only async-signal-safe calls between fork and exec: the parent is multithreaded.
-static void write_pid(int fd, pid_t pid) __attribute__((noinline));
-static void write_pid(int fd, pid_t pid) {
+// Writes "PID\n" to `fd`; returns 0 or the errno of a failed or short write.
+static int write_pid(int fd, pid_t pid) __attribute__((noinline));
+static int write_pid(int fd, pid_t pid) {
     char buf[24];
     int n = 0;
     char tmp[24];
@@ -26,7 +28,8 @@ static void write_pid(int fd, pid_t pid) {
     while (pid > 0) { tmp[n++] = (char)('0' + pid % 10); pid /= 10; }
     for (int i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
     buf[n++] = '\n';
-    (void)!write(fd, buf, (size_t)n);
+    ssize_t w = write(fd, buf, (size_t)n);
+    return w == n ? 0 : w < 0 ? errno : EIO;
 }
 
 /// Marks every descriptor from `first` up close-on-exec, except `keep` (already close-on-exec,
@@ -76,8 +79,10 @@ static pid_t spawn_here(struct spawn_job *j) {
         for (int i = 0; i < j->ncgroups; i++) {
             int fd = open(j->cgroup_procs[i], O_WRONLY | O_CLOEXEC);
             if (fd < 0) { err = errno; goto fail; }
-            write_pid(fd, me);
+            // A task outside its cgroup would run without its limits: a failed join is an error.
+            err = write_pid(fd, me);
             close(fd);
+            if (err != 0) goto fail;
         }
         setpgid(0, 0);
         // The "parent" of PDEATHSIG is the thread that forked: this spawner thread, which
@@ -118,7 +123,10 @@ static pid_t spawn_here(struct spawn_job *j) {
     ssize_t n;
     do { n = read(report[0], &err, sizeof err); } while (n < 0 && errno == EINTR);
     close(report[0]);
-    if (n == (ssize_t)sizeof err && err != 0) return -err;  // the child already exited 127
+    if (n == (ssize_t)sizeof err && err != 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}  // it exits 127 at once: reap it
+        return -err;
+    }
     // Not reaped yet (only our caller waits for it), so the number is still this child's.
     long fd = syscall(SYS_pidfd_open, pid, 0);
     j->pidfd = fd < 0 ? -1 : (int)fd;

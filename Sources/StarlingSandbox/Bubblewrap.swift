@@ -27,10 +27,13 @@ struct Bubblewrap: Sendable {
     let disablesUserNamespaces: Bool
 
     /// The `--args` payload that gives a cold task its environment: NUL-terminated
-    /// `--setenv NAME VALUE` triples.
-    static func environmentArguments(_ env: [String]) -> [UInt8] {
+    /// `--setenv NAME VALUE` triples. A NUL inside an entry would end it early and make the rest
+    /// a bwrap option, so it is refused (tasks are validated before this; secrets come from the
+    /// node's own file).
+    static func environmentArguments(_ env: [String]) throws -> [UInt8] {
         var bytes: [UInt8] = []
         for entry in env {
+            guard !entry.utf8.contains(0) else { throw SandboxUnavailable("an environment entry contains NUL") }
             guard let eq = entry.firstIndex(of: "=") else { continue }
             for part in ["--setenv", String(entry[..<eq]), String(entry[entry.index(after: eq)...])] {
                 bytes.append(contentsOf: part.utf8)

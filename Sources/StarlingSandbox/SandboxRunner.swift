@@ -288,7 +288,7 @@ public final class SandboxRunner: Sendable {
             // in bwrap's own environment or command line (see Bubblewrap).
             var envArgs: Int32 = -1
             if program != nil {
-                let bytes = Bubblewrap.environmentArguments(env)
+                let bytes = try Bubblewrap.environmentArguments(env)
                 envArgs = bytes.withUnsafeBytes { starling_memfd_holding($0.baseAddress, $0.count) }
                 guard envArgs >= 0 else { throw SandboxUnavailable("memfd for the task's environment: \(String(cString: strerror(-envArgs)))") }
             }

@@ -75,13 +75,13 @@ struct SandboxRun: ParsableCommand {
         }
         let task = TaskSpec(argv: command, stdin: stdinText, files: inputs.isEmpty ? nil : inputs, timeoutSeconds: timeout,
                             memoryMB: memory, cpus: cpus, net: net, pids: pids)
+        // SIGINT, SIGTERM or SIGHUP ends the task, and the runner reaps its bwrap and removes its
+        // work directory and cgroup before this process exits with 128 + the signal.
+        let interrupt = InterruptWatch()
         let runner = try options.runner(warm: 0)
         if options.unsafeNoSandbox {
             FileHandle.standardError.write(Data("WARNING: --unsafe-no-sandbox: running WITHOUT isolation (development only)\n".utf8))
         }
-        // SIGINT or SIGTERM ends the task, and the runner reaps its bwrap and removes its work
-        // directory and cgroup before this process exits with 128 + the signal.
-        let interrupt = InterruptWatch()
         let result: TaskResult
         // Plain mode: the task writes straight to our stdout and stderr, live and unbounded.
         do {
@@ -113,7 +113,7 @@ struct SandboxRun: ParsableCommand {
     }
 }
 
-/// Turns SIGINT and SIGTERM into ending the running task, so that the command can still reap
+/// Turns SIGINT, SIGTERM and SIGHUP into ending the running task, so that the command can still reap
 /// its sandbox and clean up before it exits (the default action would exit at once and leave
 /// the work directory and cgroup to a later sweep).
 final class InterruptWatch: Sendable {
@@ -126,7 +126,7 @@ final class InterruptWatch: Sendable {
     private nonisolated(unsafe) var sources: [DispatchSourceSignal] = []
 
     init() {
-        for sig in [SIGINT, SIGTERM] {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { [self] in interrupted(by: sig) }
