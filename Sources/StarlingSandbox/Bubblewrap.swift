@@ -69,8 +69,8 @@ struct Bubblewrap: Sendable {
         var a = ["--unshare-all", "--unshare-user"]
         if disablesUserNamespaces { a.append("--disable-userns") }
         a += ["--die-with-parent", "--new-session", "--cap-drop", "ALL",
-                 "--uid", String(Self.uid), "--gid", String(Self.uid), "--hostname", "sandbox",
-                 "--ro-bind", "/usr", "/usr"]
+              "--uid", String(Self.uid), "--gid", String(Self.uid), "--hostname", "sandbox",
+              "--ro-bind", "/usr", "/usr"]
         if net == .host { a.append("--share-net") }
         for top in ["bin", "lib", "lib32", "lib64", "sbin"] {
             var buf = [CChar](repeating: 0, count: 256)

@@ -291,6 +291,41 @@ extension SandboxTests {
             #expect((status >> 8) & 0xff == 7)
         }
 
+        /// The same through the runner, with real bwrap: a sandbox spawned from a thread that then
+        /// exits runs its task to the end.
+        @Test func aSandboxOutlivesTheShortLivedThreadThatSpawnedIt() throws {
+            let (runner, _) = try makeRunner()
+            defer { runner.shutdown() }
+            final class Box {  // written before the join, read after
+                let runner: SandboxRunner
+                var sandbox: SpawnedSandbox?
+                var error: Error?
+                init(_ r: SandboxRunner) { runner = r }
+            }
+            let box = Box(runner)
+            var thread = pthread_t()
+            let rc = pthread_create(&thread, nil, { raw in
+                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+                do {
+                    box.sandbox = try box.runner.spawnSandbox(net: .none, grant: nil, program: ["/bin/sh", "-c", "sleep 0.5; exit 7"],
+                                                              env: ["PATH=/usr/bin:/bin"], initPath: nil)
+                } catch { box.error = error }
+                return nil
+            }, Unmanaged.passRetained(box).toOpaque())
+            try #require(rc == 0)
+            pthread_join(thread, nil)
+            let sandbox = try #require(box.sandbox, "\(String(describing: box.error))")
+            defer {
+                close(sandbox.stdout)
+                close(sandbox.stderr)
+                sandbox.destroy()
+            }
+            close(sandbox.stdin)
+            let status = sandbox.reap()
+            #expect((status & 0x7f) == 0, "bwrap killed by signal \(status & 0x7f) when its spawning thread exited")
+            #expect((status >> 8) & 0xff == 7)
+        }
+
         /// A failed exec is reported, not mistaken for a started child. (The report pipe used to be
         /// closed with the other descriptors, so the parent read EOF and returned a pid.)
         @Test func aFailedExecIsReportedAsAnError() throws {
