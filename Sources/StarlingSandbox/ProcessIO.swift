@@ -74,15 +74,22 @@ struct TaskStreams {
     }
 }
 
-/// Spawns through the C helper (fork, join cgroups, map fds, exec).
-func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)], cgroupProcs: [String]) throws -> pid_t {
+/// A spawned child: its pid, and a pidfd for it (-1 without pidfd support) that the caller owns.
+struct Spawned {
+    let pid: pid_t
+    let pidfd: Int32
+}
+
+/// Spawns through the C helper (fork on its long-lived spawner thread, join cgroups, map fds, exec).
+func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)], cgroupProcs: [String]) throws -> Spawned {
     func cStrings(_ xs: [String]) -> [UnsafeMutablePointer<CChar>?] { xs.map { strdup($0) } + [nil] }
     var cargv = cStrings(argv), cenv = cStrings(env), cgroups = cStrings(cgroupProcs)
     defer { for p in cargv + cenv + cgroups { free(p) } }
     let sources = fds.map(\.0), targets = fds.map(\.1)
-    let pid = starling_spawn(path, &cargv, &cenv, sources, targets, Int32(fds.count), &cgroups, Int32(cgroupProcs.count))
+    var pidfd: Int32 = -1
+    let pid = starling_spawn(path, &cargv, &cenv, sources, targets, Int32(fds.count), &cgroups, Int32(cgroupProcs.count), &pidfd)
     guard pid > 0 else { throw SandboxUnavailable("cannot start \(path): \(String(cString: strerror(-pid)))") }
-    return pid
+    return Spawned(pid: pid, pidfd: pidfd)
 }
 
 /// Reads a child's stdout and stderr, keeping at most `cap` bytes of each, until the child has

@@ -65,21 +65,39 @@ final class SpawnedSandbox: Sendable {
     /// Set once `waitpid` has reaped `pid`: from then on the number may belong to another
     /// process, so nothing may signal it. The cgroup is the safe handle on what is left.
     let reaped = Atomic<Bool>(false)
+    /// bwrap's pidfd, -1 once closed (or without pidfd support). Signals go through it, so a
+    /// reused PID is never hit; the lock keeps a signal from racing the close, after which the
+    /// number could name another descriptor.
+    private let pidfd: Mutex<Int32>
 
-    init(id: String, workdir: String, cgroup: Cgroup?, pid: pid_t, stdin: Int32, stdout: Int32, stderr: Int32, control: Int32?) {
+    init(id: String, workdir: String, cgroup: Cgroup?, pid: pid_t, pidfd: Int32, stdin: Int32, stdout: Int32, stderr: Int32,
+         control: Int32?) {
         self.id = id
         self.workdir = workdir
         self.cgroup = cgroup
         self.pid = pid
+        self.pidfd = Mutex(pidfd)
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
         self.control = control
     }
 
+    /// SIGKILL to bwrap (by its pidfd) and to everything in the task's cgroup.
     func killTree() {
-        if !reaped.load(ordering: .acquiring) { kill(pid, SIGKILL) }
+        signalBubblewrap(SIGKILL)
         cgroup?.killAll()
+    }
+
+    /// Signals bwrap through its pidfd; without pidfds (Linux < 5.3), by PID until it is reaped.
+    func signalBubblewrap(_ sig: Int32) {
+        pidfd.withLock { fd in
+            if fd >= 0 {
+                _ = starling_pidfd_send_signal(fd, sig)
+            } else if !reaped.load(ordering: .acquiring) {
+                kill(pid, sig)
+            }
+        }
     }
 
     /// Waits for the sandbox's bwrap process and records that it is gone.
@@ -93,8 +111,12 @@ final class SpawnedSandbox: Sendable {
     /// Kills anything left, reaps, and removes the cgroup and the work directory.
     func destroy() {
         if !reaped.load(ordering: .acquiring) {
-            kill(pid, SIGKILL)
+            signalBubblewrap(SIGKILL)
             _ = reap()
+        }
+        pidfd.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
         }
         cgroup?.destroy()
         removeTree(workdir)
@@ -156,18 +178,25 @@ public final class SandboxRunner: Sendable {
         guard Cgroup.layout != nil else {
             throw SandboxUnavailable("no writable cgroups (v2, or v1 memory+cpu+cpuacct+pids): limits cannot be enforced; run as root, or pass --unsafe-no-sandbox for development only")
         }
-        bubblewrap = Bubblewrap(path: path)
         // Prove that namespaces work here before promising isolation.
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: path)
-        probe.arguments = ["--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-                           "--symlink", "usr/lib64", "/lib64", "--", "/usr/bin/true"]
-        probe.standardError = FileHandle.nullDevice
-        try probe.run()
-        probe.waitUntilExit()
-        guard probe.terminationStatus == 0 else {
+        func probe(_ extra: [String]) throws -> Bool {
+            let probe = Process()
+            probe.executableURL = URL(fileURLWithPath: path)
+            probe.arguments = ["--unshare-all", "--unshare-user"] + extra + ["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                                                                             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                                                                             "--clearenv", "--", "/usr/bin/true"]
+            probe.environment = ["PATH": "/usr/bin:/bin"]
+            probe.standardError = FileHandle.nullDevice
+            try probe.run()
+            probe.waitUntilExit()
+            return probe.terminationStatus == 0
+        }
+        guard try probe([]) else {
             throw SandboxUnavailable("bubblewrap cannot create namespaces here (user namespaces disabled?): refusing to run unsandboxed; pass --unsafe-no-sandbox for development only")
         }
+        // Without --disable-userns (bubblewrap < 0.8) the seccomp filter alone refuses nested
+        // namespaces; every sandbox has that filter or does not start.
+        bubblewrap = Bubblewrap(path: path, disablesUserNamespaces: try probe(["--disable-userns", "--assert-userns-disabled"]))
         let root = self.root
         reserve = SlotReserve(target: 4) {
             let id = Self.newID()
@@ -236,6 +265,7 @@ public final class SandboxRunner: Sendable {
     /// Spawns bwrap for a cold task (`program` given) or a warm one (the init stub waits on fd 3).
     /// `prepare` fills the work directory before the sandbox starts (a cold task's input files
     /// must exist before its program runs).
+    /// `env` is the task's environment (a cold task's; a warm one's arrives over its control socket).
     func spawnSandbox(net: NetworkMode, grant: Policy.Grant?, program: [String]?, env: [String], initPath: String?,
                       output: OutputMode = .capture, prepare: (String) throws -> Void = { _ in }) throws -> SpawnedSandbox {
         guard let bubblewrap else { preconditionFailure("no bubblewrap") }
@@ -254,18 +284,29 @@ public final class SandboxRunner: Sendable {
             let seccomp = starling_seccomp_filter_fd()
             guard seccomp >= 0 else { throw SandboxUnavailable("seccomp filter: \(String(cString: strerror(-seccomp)))") }
             defer { close(seccomp) }
+            // A cold task's environment goes to bwrap as `--setenv` arguments in a memfd: never
+            // in bwrap's own environment or command line (see Bubblewrap).
+            var envArgs: Int32 = -1
+            if program != nil {
+                let bytes = try Bubblewrap.environmentArguments(env)
+                envArgs = bytes.withUnsafeBytes { starling_memfd_holding($0.baseAddress, $0.count) }
+                guard envArgs >= 0 else { throw SandboxUnavailable("memfd for the task's environment: \(String(cString: strerror(-envArgs)))") }
+            }
+            defer { if envArgs >= 0 { close(envArgs) } }
             let streams = try TaskStreams(output)
             var fds = streams.childFDs + [(seccomp, Bubblewrap.seccompFD)]
+            if envArgs >= 0 { fds.append((envArgs, Bubblewrap.argsFD)) }
             var control: Pipe?
             if initPath != nil {
                 control = try Pipe.socketPair()
                 fds.append((control!.read, Bubblewrap.controlFD))
             }
-            let args = bubblewrap.arguments(workdir: workdir, net: net, initPath: initPath,
+            let args = bubblewrap.arguments(workdir: workdir, net: net, initPath: initPath, environmentFromArgs: envArgs >= 0,
                                             program: program ?? [Bubblewrap.initMount])
-            let pid: pid_t
+            let child: Spawned
             do {
-                pid = try spawn(bubblewrap.path, ["bwrap"] + args, env: env, fds: fds, cgroupProcs: cgroup!.procsFiles)
+                child = try spawn(bubblewrap.path, ["bwrap"] + args, env: Bubblewrap.hostEnvironment, fds: fds,
+                                  cgroupProcs: cgroup!.procsFiles)
             } catch {
                 streams.closeAll()
                 if let control { close(control.read); close(control.write) }
@@ -273,8 +314,8 @@ public final class SandboxRunner: Sendable {
             }
             streams.closeChildEnds()
             if let control { close(control.read) }
-            return SpawnedSandbox(id: id, workdir: workdir, cgroup: cgroup, pid: pid, stdin: streams.input.write, stdout: streams.stdout,
-                                  stderr: streams.stderr, control: control?.write)
+            return SpawnedSandbox(id: id, workdir: workdir, cgroup: cgroup, pid: child.pid, pidfd: child.pidfd, stdin: streams.input.write,
+                                  stdout: streams.stdout, stderr: streams.stderr, control: control?.write)
         } catch {
             cgroup?.destroy()
             removeTree(workdir)
@@ -283,13 +324,14 @@ public final class SandboxRunner: Sendable {
     }
 
     func spawnWarm(initPath: String) throws -> SpawnedSandbox {
-        try spawnSandbox(net: .none, grant: nil, program: nil, env: ["PATH=/usr/bin:/bin"], initPath: initPath)
+        try spawnSandbox(net: .none, grant: nil, program: nil, env: [], initPath: initPath)
     }
 
-    /// The environment a task sees: a fixed base, its own variables, and the secrets it was granted.
+    /// The environment a task sees, warm or cold alike: a fixed base, its own variables, and the
+    /// secrets it was granted. PWD is the one bwrap sets after `--chdir` in a cold sandbox.
     func environment(_ task: TaskSpec, _ grant: Policy.Grant) -> [String] {
         // No LANG by default: a locale makes every program load a dozen files before it starts.
-        var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp"]
+        var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp", "PWD": "/task"]
         for (k, v) in task.env ?? [:] { env[k] = v }
         for name in grant.secrets { env[name] = configuration.secrets.values[name] }
         return env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
@@ -425,7 +467,9 @@ public final class SandboxRunner: Sendable {
         let shell = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", workdir] + task.argv
         let pid: pid_t
         do {
-            pid = try spawn("/bin/sh", shell, env: environment(task, grant), fds: streams.childFDs, cgroupProcs: [])
+            let child = try spawn("/bin/sh", shell, env: environment(task, grant), fds: streams.childFDs, cgroupProcs: [])
+            if child.pidfd >= 0 { close(child.pidfd) }
+            pid = child.pid
         } catch {
             streams.closeAll()
             throw error
