@@ -10,8 +10,9 @@
 #include <unistd.h>
 
 // Only async-signal-safe calls between fork and exec: the parent is multithreaded.
-static void write_pid(int fd, pid_t pid) __attribute__((noinline));
-static void write_pid(int fd, pid_t pid) {
+static int write_pid(int fd, pid_t pid) __attribute__((noinline));
+/// Returns 0, or the errno of a failed or short write (a join the kernel refused).
+static int write_pid(int fd, pid_t pid) {
     char buf[24];
     int n = 0;
     char tmp[24];
@@ -19,7 +20,8 @@ static void write_pid(int fd, pid_t pid) {
     while (pid > 0) { tmp[n++] = (char)('0' + pid % 10); pid /= 10; }
     for (int i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
     buf[n++] = '\n';
-    (void)!write(fd, buf, (size_t)n);
+    ssize_t w = write(fd, buf, (size_t)n);
+    return w == (ssize_t)n ? 0 : (w < 0 ? errno : EIO);
 }
 
 pid_t starling_spawn(const char *path, char *const argv[], char *const envp[],
@@ -36,10 +38,13 @@ pid_t starling_spawn(const char *path, char *const argv[], char *const envp[],
         int err = 0;
         pid_t me = getpid();
         for (int i = 0; i < ncgroups; i++) {
+            // A group the child cannot join leaves it without limits: fail the spawn, and say
+            // it was the join (and which file) so the caller can refuse the task.
             int fd = open(cgroup_procs[i], O_WRONLY | O_CLOEXEC);
-            if (fd < 0) { err = errno; goto fail; }
-            write_pid(fd, me);
+            if (fd < 0) { err = STARLING_SPAWN_CGROUP_FAILED | ((i & 0xff) << 16) | errno; goto fail; }
+            int werr = write_pid(fd, me);
             close(fd);
+            if (werr != 0) { err = STARLING_SPAWN_CGROUP_FAILED | ((i & 0xff) << 16) | werr; goto fail; }
         }
         setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGKILL);
