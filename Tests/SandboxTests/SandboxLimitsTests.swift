@@ -1,0 +1,201 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+@testable import StarlingSandbox
+
+/// A read-only bind mount of `source` (or `path` itself) on `path`: every write under it fails
+/// with EROFS, even for root, who ignores file modes.
+///
+/// Held through an O_PATH descriptor and unmounted through it: the kernel lets a runner rmdir a
+/// cgroup while one of its files is a mount point, and the mount would then have no path left.
+final class ReadOnlyBind {
+    let path: String
+    private let handle: Int32
+    private var mounted = true
+
+    init(_ path: String, source: String? = nil) throws {
+        guard mount(source ?? path, path, nil, UInt(MS_BIND), nil) == 0 else {
+            throw SandboxUnavailable("bind \(path): \(String(cString: strerror(errno)))")
+        }
+        handle = open(path, 0o10000000 | O_CLOEXEC)  // O_PATH: the mount's root, whatever happens to `path`
+        self.path = path
+        guard handle >= 0, mount("none", path, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY), nil) == 0 else {
+            let e = errno
+            unmount()
+            throw SandboxUnavailable("remount \(path) read-only: \(String(cString: strerror(e)))")
+        }
+    }
+
+    func unmount() {
+        guard mounted else { return }
+        mounted = false
+        if handle >= 0 {
+            umount2("/proc/self/fd/\(handle)", Int32(MNT_DETACH))
+        } else {
+            umount2(path, Int32(MNT_DETACH))
+        }
+    }
+
+    deinit {
+        unmount()
+        if handle >= 0 { close(handle) }
+    }
+}
+
+/// A runner whose sandbox groups live under their own cgroup parent, so that a test can break
+/// them without touching any other runner's.
+func isolatedRunner(_ parent: String, warm: Int = 0) throws -> SandboxRunner {
+    var configuration = SandboxConfiguration(nodeName: "test", workRoot: "/dev/shm/starling-tests", initPath: initBinary(),
+                                             warmPoolSize: warm, policy: Policy(net: .host))
+    configuration.cgroupParent = parent
+    return try SandboxRunner(configuration: configuration)
+}
+
+/// This process's group directories under `parent`, one per hierarchy (v1: per controller).
+func ownerDirectories(_ parent: String) -> [String] {
+    guard let (_, roots) = Cgroup.layout else { return [] }
+    return Set(roots.values).sorted().map { "\($0)/\(parent)/\(getpid())" }
+}
+
+func subdirectories(_ dir: String) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: dir + "/" + $0, isDirectory: &isDir) && isDir.boolValue
+    }.map { dir + "/" + $0 }
+}
+
+/// Removes the groups a test left under `parent` (their processes are gone).
+func removeCgroupParent(_ parent: String) {
+    guard let (_, roots) = Cgroup.layout else { return }
+    for owner in ownerDirectories(parent) {
+        for group in subdirectories(owner) { rmdir(group) }
+        rmdir(owner)
+    }
+    for root in Set(roots.values) { rmdir("\(root)/\(parent)") }
+}
+
+/// Waits for `condition` until `seconds` have passed; returns whether it held.
+func eventually(within seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
+}
+
+@Suite("Sandbox limits fail closed", .serialized)
+struct SandboxLimitsTests {
+    @Test func aCgroupTheChildCannotJoinFailsTheSpawn() throws {
+        // /dev/full opens for writing and fails every write (ENOSPC): a join the kernel refuses.
+        #expect(throws: LimitNotApplied("joining the task to", path: "/dev/full", errno: ENOSPC)) {
+            let pid = try spawn("/bin/true", ["true"], env: [], fds: [], cgroupProcs: ["/dev/null", "/dev/full"])
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+        // The same spawn with a join that works starts the program: the check above can fail.
+        let pid = try spawn("/bin/true", ["true"], env: [], fds: [], cgroupProcs: ["/dev/null"])
+        var status: Int32 = 0
+        #expect(waitpid(pid, &status, 0) == pid && status == 0)
+    }
+
+    @Test func aLimitFileThatCannotBeWrittenRefusesTheTaskInsteadOfRunningItUnlimited() throws {
+        let parent = "starling-test-limits-\(SandboxRunner.newID())"
+        let runner = try isolatedRunner(parent)
+        defer { removeCgroupParent(parent) }
+        defer { runner.shutdown() }
+        // The reserve makes 4 groups ahead; every one gets a read-only memory limit file.
+        guard let memoryRoot = Cgroup.layout?.1[Cgroup.layout?.0 == .v2 ? "unified" : "memory"] else { return }
+        let owner = "\(memoryRoot)/\(parent)/\(getpid())"
+        #expect(eventually(within: 10) { subdirectories(owner).count == 4 })
+        let limitFile = Cgroup.layout?.0 == .v2 ? "memory.max" : "memory.limit_in_bytes"
+        let stand_in = "/dev/shm/starling-test-ro-\(SandboxRunner.newID())"
+        FileManager.default.createFile(atPath: stand_in, contents: Data("max\n".utf8))
+        defer { unlink(stand_in) }
+        var mounted: [ReadOnlyBind] = []
+        defer { mounted.forEach { $0.unmount() } }
+        for group in subdirectories(owner) { mounted.append(try ReadOnlyBind(group + "/" + limitFile, source: stand_in)) }
+        // Without its 48 MB limit this would succeed; with it, it is OOM-killed.
+        let hog = TaskSpec(argv: ["python3", "-c", "a = b'x' * (200 << 20); print('ran unlimited')"], timeoutSeconds: 30, memoryMB: 48)
+        let r = try runner.run(hog)
+        #expect(r.reason == .denied, "\(r)")
+        #expect(r.stdout.isEmpty && r.attempts == 0)
+        #expect(r.stderr.contains("limit not applied") && r.stderr.contains(limitFile) && r.stderr.contains("Read-only file system"),
+                "\(r.stderr)")
+        runner.quiesce()
+        mounted.forEach { $0.unmount() }
+        mounted = []
+        // With writable limit files the same task runs and meets its limit.
+        #expect(try runner.run(hog).reason == .oom)
+    }
+
+    @Test func aCgroupDirectoryMadeUnwritableRefusesTasksColdAndWarm() throws {
+        let parent = "starling-test-rodir-\(SandboxRunner.newID())"
+        let runner = try isolatedRunner(parent, warm: 1)
+        defer { removeCgroupParent(parent) }
+        defer { runner.shutdown() }
+        #expect(eventually(within: 10) { runner.warmReady == 1 })
+        #expect(eventually(within: 10) { ownerDirectories(parent).allSatisfy { subdirectories($0).count >= 5 } })
+        var mounted: [ReadOnlyBind] = []
+        defer { mounted.forEach { $0.unmount() } }
+        for owner in ownerDirectories(parent) { mounted.append(try ReadOnlyBind(owner)) }
+        // Warm: the sandbox exists; writing the task's limits into its group fails.
+        let warm = try runner.run(TaskSpec(argv: ["true"], memoryMB: 64, cpus: 0.5, pids: 16))
+        #expect(warm.reason == .denied, "\(warm)")
+        #expect(warm.stderr.contains("limit not applied") && warm.stderr.contains("Read-only file system"), "\(warm.stderr)")
+        // Cold, from a reserved group or a new one (whose creation fails): refused as well.
+        for _ in 0..<6 {
+            let cold = try runner.run(TaskSpec(argv: ["true"], memoryMB: 64, net: .host))
+            #expect(cold.reason == .denied, "\(cold)")
+            #expect(cold.stderr.contains("limit not applied"), "\(cold.stderr)")
+        }
+        runner.quiesce()
+        mounted.forEach { $0.unmount() }
+        mounted = []
+        let after = try runner.run(TaskSpec(argv: ["echo", "limited"], memoryMB: 64, net: .host))
+        #expect(after.reason == .exited && after.stdout == "limited\n", "\(after)")
+    }
+
+    @Test func loweringMemoryBelowWhatATaskUsesIsReportedAndTheOldLimitStays() throws {
+        let (runner, _) = try makeRunner()
+        let fill = "head -c 100000000 /dev/zero > /task/fill && echo filled; while [ ! -e /task/go ]; do sleep 0.05; done; echo done"
+        struct Seen: Sendable {
+            var refusal: LimitNotApplied?
+            var before: Int?, after: Int?
+            var raised = false
+        }
+        let seen = Mutex(Seen())
+        let r = try runner.run(sh(fill, timeout: 60, memoryMB: 256), onStart: { task in
+            Thread.detachNewThread {
+                // tmpfs pages are charged to the task's group and, without swap, cannot be reclaimed.
+                let filled = eventually(within: 20) { memoryUsage(task) >= 95_000_000 }
+                var s = Seen()
+                s.before = task.memoryLimitMB
+                if filled {
+                    do { try task.resize(memoryMB: 20) } catch { s.refusal = error as? LimitNotApplied }
+                }
+                s.after = task.memoryLimitMB
+                // Not cached as applied: raising from the limit really in force works.
+                s.raised = (try? task.resize(memoryMB: 300)) != nil && task.memoryLimitMB == 300
+                seen.withLock { $0 = s }
+                FileManager.default.createFile(atPath: task.sandbox.workdir + "/go", contents: nil)
+            }
+        })
+        let s = seen.withLock { $0 }
+        #expect(r.reason == .exited && r.stdout == "filled\ndone\n", "\(r)")
+        #expect(s.before == 256)
+        if Cgroup.layout?.0 == .v1 {
+            #expect(s.refusal?.errno == EBUSY, "lowering below use must be refused, got \(String(describing: s.refusal))")
+            #expect(s.after == 256, "the old limit stays in force")
+        }
+        #expect(s.raised)
+    }
+}
+
+/// The memory a running task's group is charged for, in bytes.
+func memoryUsage(_ task: RunningTask) -> Int {
+    guard let g = task.sandbox.cgroup else { return 0 }
+    let file = g.version == .v2 ? "/memory.current" : "/memory.usage_in_bytes"
+    return Int(Cgroup.read(g.dir("memory") + file)?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+}
