@@ -164,6 +164,7 @@ struct SandboxLimitsTests {
             var refusal: LimitNotApplied?
             var before: Int?, after: Int?
             var raised = false
+            var refusedAgain = false
         }
         let seen = Mutex(Seen())
         let r = try runner.run(sh(fill, timeout: 60, memoryMB: 256), onStart: { task in
@@ -176,6 +177,8 @@ struct SandboxLimitsTests {
                     do { try task.resize(memoryMB: 20) } catch { s.refusal = error as? LimitNotApplied }
                 }
                 s.after = task.memoryLimitMB
+                // The refused value was not cached as applied: asking again is refused again.
+                s.refusedAgain = filled && (try? task.resize(memoryMB: 20)) == nil
                 // Not cached as applied: raising from the limit really in force works.
                 s.raised = (try? task.resize(memoryMB: 300)) != nil && task.memoryLimitMB == 300
                 seen.withLock { $0 = s }
@@ -188,6 +191,7 @@ struct SandboxLimitsTests {
         if Cgroup.layout?.0 == .v1 {
             #expect(s.refusal?.errno == EBUSY, "lowering below use must be refused, got \(String(describing: s.refusal))")
             #expect(s.after == 256, "the old limit stays in force")
+            #expect(s.refusedAgain)
         }
         #expect(s.raised)
     }
