@@ -186,7 +186,9 @@ public final class Cgroup: Sendable {
             switch version {
             case .v2:
                 try Cgroup.write(text, to: dir("memory") + "/memory.max")
-                try Cgroup.write("0", to: dir("memory") + "/memory.swap.max")
+                // Absent without swap accounting (as memsw on v1): then there is nothing to cap.
+                let swapFile = dir("memory") + "/memory.swap.max"
+                if FileManager.default.fileExists(atPath: swapFile) { try Cgroup.write("0", to: swapFile) }
             case .v1:
                 let d = dir("memory")
                 let swapFile = d + "/memory.memsw.limit_in_bytes"

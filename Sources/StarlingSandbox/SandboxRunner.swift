@@ -158,7 +158,7 @@ public final class SandboxRunner: Sendable {
         chmod(configuration.workRoot, 0o700)
         root = configuration.workRoot + "/" + String(getpid())
         mkdir(root, 0o700)
-        Self.sweepStale(workRoot: configuration.workRoot)
+        Self.sweepStale(workRoot: configuration.workRoot, reaper: reaper)
         if configuration.unsafeNoSandbox {
             bubblewrap = nil
             pool = nil
@@ -208,10 +208,12 @@ public final class SandboxRunner: Sendable {
     deinit { shutdown() }
 
     /// Removes work directories and cgroups left by processes that died without cleaning up.
-    static func sweepStale(workRoot: String) {
+    /// The directories go through `reaper` when given, so a huge leftover does not hold up the
+    /// start.
+    static func sweepStale(workRoot: String, reaper: TreeReaper? = nil) {
         for owner in (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? [] {
             guard let pid = pid_t(owner), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
-            removeTree(workRoot + "/" + owner)
+            if let reaper { reaper.remove(workRoot + "/" + owner) } else { removeTree(workRoot + "/" + owner) }
         }
         Cgroup.sweepStale()
     }

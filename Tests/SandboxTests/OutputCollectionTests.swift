@@ -24,42 +24,46 @@ func trailingSecretPrefix(of secret: String, in text: String, minimum: Int = 6) 
 struct OutputCollectionTests {
     static let secret = "sk-live-7c1f9a2b4d6e8f0a1b3c5d7e"  // 32 bytes
 
+    /// The node holds `secret` as TOKEN, and policy lets tasks ask for it.
+    static func holdSecret(_ c: inout SandboxConfiguration) {
+        c.policy = Policy(secrets: ["TOKEN"])
+        c.secrets = SecretStore(values: ["TOKEN": secret])
+    }
+
     @Test func redactionComesBeforeTheCapSoAStraddlingSecretLeaksNoPrefix() throws {
-        let (runner, _) = try makeRunner(policy: Policy(secrets: ["TOKEN"]), secrets: ["TOKEN": Self.secret])
-        let cap = runner.configuration.outputCapBytes
-        // The secret starts 10 bytes before the cap, on stdout and on stderr.
-        let script = "head -c \(cap - 10) /dev/zero | tr '\\0' a; printf %s \"$TOKEN\"; echo tail-after-the-secret"
-        let r = try runner.run(sh("(\(script)); (\(script)) >&2", timeout: 30, secrets: ["TOKEN"]))
-        #expect(r.exitCode == 0, "\(r.stderr.suffix(200))")
-        #expect(r.truncated)
-        for stream in [r.stdout, r.stderr] {
-            #expect(!stream.contains(String(Self.secret.prefix(6))), "a prefix of the secret leaked: \(stream.suffix(40))")
-            #expect(trailingSecretPrefix(of: Self.secret, in: stream) == nil)
-            // The marker replaced the secret whole, then the cut fell inside the marker.
-            #expect(stream.hasSuffix("aaaa[REDACTED:") && stream.utf8.count == cap, "\(stream.suffix(40))")
+        try withSeparateRunner("straddle", configure: Self.holdSecret) { runner, _ in
+            let cap = runner.configuration.outputCapBytes
+            // The secret starts 10 bytes before the cap, on stdout and on stderr.
+            let script = "head -c \(cap - 10) /dev/zero | tr '\\0' a; printf %s \"$TOKEN\"; echo tail-after-the-secret"
+            let r = try runner.run(sh("(\(script)); (\(script)) >&2", timeout: 30, secrets: ["TOKEN"]))
+            #expect(r.exitCode == 0, "\(r.stderr.suffix(200))")
+            #expect(r.truncated)
+            for stream in [r.stdout, r.stderr] {
+                #expect(!stream.contains(String(Self.secret.prefix(6))), "a prefix of the secret leaked: \(stream.suffix(40))")
+                #expect(trailingSecretPrefix(of: Self.secret, in: stream) == nil)
+                // The marker replaced the secret whole, then the cut fell inside the marker.
+                #expect(stream.hasSuffix("aaaa[REDACTED:") && stream.utf8.count == cap, "\(stream.suffix(40))")
+            }
         }
     }
 
     @Test func secretsAreRedactedFromOutputFileNamesAndBeforeEachFilesCap() throws {
-        var configuration = SandboxConfiguration(nodeName: "test", workRoot: "/dev/shm/starling-tests", initPath: initBinary(),
-                                                 outputFileCapBytes: 64, policy: Policy(secrets: ["TOKEN"]),
-                                                 secrets: SecretStore(values: ["TOKEN": Self.secret]))
-        configuration.warmPoolSize = 0
-        let runner = try SandboxRunner(configuration: configuration)
-        let r = try runner.run(sh("""
-            mkdir -p "out/dir-$TOKEN"; echo named > "out/$TOKEN.txt"; echo nested > "out/dir-$TOKEN/x"
-            head -c 54 /dev/zero | tr '\\0' b > out/straddle; printf %s "$TOKEN" >> out/straddle
-            """, secrets: ["TOKEN"]))
-        #expect(r.exitCode == 0, "\(r.stderr)")
-        #expect(r.outputs["[REDACTED:TOKEN].txt"] == "named\n", "\(r.outputs.keys.sorted())")
-        #expect(r.outputs["dir-[REDACTED:TOKEN]/x"] == "nested\n")
-        #expect(!r.outputs.keys.contains { $0.contains(Self.secret.prefix(6)) })
-        let straddle = r.outputs["straddle"] ?? ""
-        #expect(straddle.utf8.count == 64 && straddle.hasPrefix(String(repeating: "b", count: 54)), "\(straddle)")
-        #expect(!straddle.contains(Self.secret.prefix(6)), "\(straddle)")
-        #expect(r.truncated)
-        let json = String(decoding: try JSONEncoder().encode(r), as: UTF8.self)
-        #expect(!json.contains(Self.secret.prefix(6)))
+        try withSeparateRunner("names", configure: { Self.holdSecret(&$0); $0.outputFileCapBytes = 64 }) { runner, _ in
+            let r = try runner.run(sh("""
+                mkdir -p "out/dir-$TOKEN"; echo named > "out/$TOKEN.txt"; echo nested > "out/dir-$TOKEN/x"
+                head -c 54 /dev/zero | tr '\\0' b > out/straddle; printf %s "$TOKEN" >> out/straddle
+                """, secrets: ["TOKEN"]))
+            #expect(r.exitCode == 0, "\(r.stderr)")
+            #expect(r.outputs["[REDACTED:TOKEN].txt"] == "named\n", "\(r.outputs.keys.sorted())")
+            #expect(r.outputs["dir-[REDACTED:TOKEN]/x"] == "nested\n")
+            #expect(!r.outputs.keys.contains { $0.contains(Self.secret.prefix(6)) })
+            let straddle = r.outputs["straddle"] ?? ""
+            #expect(straddle.utf8.count == 64 && straddle.hasPrefix(String(repeating: "b", count: 54)), "\(straddle)")
+            #expect(!straddle.contains(Self.secret.prefix(6)), "\(straddle)")
+            #expect(r.truncated)
+            let json = String(decoding: try JSONEncoder().encode(r), as: UTF8.self)
+            #expect(!json.contains(Self.secret.prefix(6)))
+        }
     }
 
     @Test func redactionShiftsCannotBringAnUnmatchedPrefixBelowTheCap() {
@@ -107,15 +111,16 @@ struct OutputCollectionTests {
     }
 
     @Test func aTaskLeavingAHundredThousandDirectoriesCostsABoundedCollection() throws {
-        let (runner, root) = try makeRunner()
-        let r = try runner.run(TaskSpec(argv: ["python3", "-c", """
-            import os
-            for i in range(100000): os.mkdir(f'out/d{i}')
-            open('out/d7/f.txt', 'w').write('f')
-            """], timeoutSeconds: 60, memoryMB: 1024))
-        #expect(r.exitCode == 0, "\(r.stderr)")
-        #expect(r.truncated)
-        #expect(r.outputs.count <= 1)
-        #expect(leftovers(root, runner).isEmpty)
+        try withSeparateRunner("many-dirs") { runner, root in
+            let r = try runner.run(TaskSpec(argv: ["python3", "-c", """
+                import os
+                for i in range(100000): os.mkdir(f'out/d{i}')
+                open('out/d7/f.txt', 'w').write('f')
+                """], timeoutSeconds: 60, memoryMB: 1024))
+            #expect(r.exitCode == 0, "\(r.stderr)")
+            #expect(r.truncated)
+            #expect(r.outputs.count <= 1)
+            #expect(leftovers(root, runner).isEmpty)
+        }
     }
 }

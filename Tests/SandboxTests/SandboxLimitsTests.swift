@@ -43,13 +43,23 @@ final class ReadOnlyBind {
     }
 }
 
-/// A runner whose sandbox groups live under their own cgroup parent, so that a test can break
-/// them without touching any other runner's.
-func isolatedRunner(_ parent: String, warm: Int = 0) throws -> SandboxRunner {
-    var configuration = SandboxConfiguration(nodeName: "test", workRoot: "/dev/shm/starling-tests", initPath: initBinary(),
+/// Runs `body` with a runner of its own: a work root and a cgroup parent that no other suite in
+/// this process uses (suites run in parallel, and each leftover check must see only its own
+/// sandboxes; a test that breaks its cgroups must break no one else's). All removed afterwards.
+func withSeparateRunner<T>(_ label: String, warm: Int = 0, configure: (inout SandboxConfiguration) -> Void = { _ in },
+                           _ body: (SandboxRunner, String) throws -> T) throws -> T {
+    let unique = "\(label)-\(SandboxRunner.newID())"
+    var configuration = SandboxConfiguration(nodeName: "test", workRoot: "/dev/shm/starling-tests-\(unique)", initPath: initBinary(),
                                              warmPoolSize: warm, policy: Policy(net: .host))
-    configuration.cgroupParent = parent
-    return try SandboxRunner(configuration: configuration)
+    configuration.cgroupParent = "starling-tests-\(unique)"
+    configure(&configuration)
+    let runner = try SandboxRunner(configuration: configuration)
+    defer {
+        runner.shutdown()
+        removeCgroupParent(configuration.cgroupParent)
+        removeTree(configuration.workRoot)
+    }
+    return try body(runner, configuration.workRoot)
 }
 
 /// This process's group directories under `parent`, one per hierarchy (v1: per controller).
@@ -101,99 +111,98 @@ struct SandboxLimitsTests {
     }
 
     @Test func aLimitFileThatCannotBeWrittenRefusesTheTaskInsteadOfRunningItUnlimited() throws {
-        let parent = "starling-test-limits-\(SandboxRunner.newID())"
-        let runner = try isolatedRunner(parent)
-        defer { removeCgroupParent(parent) }
-        defer { runner.shutdown() }
-        // The reserve makes 4 groups ahead; every one gets a read-only memory limit file.
-        guard let memoryRoot = Cgroup.layout?.1[Cgroup.layout?.0 == .v2 ? "unified" : "memory"] else { return }
-        let owner = "\(memoryRoot)/\(parent)/\(getpid())"
-        #expect(eventually(within: 10) { subdirectories(owner).count == 4 })
-        let limitFile = Cgroup.layout?.0 == .v2 ? "memory.max" : "memory.limit_in_bytes"
-        let stand_in = "/dev/shm/starling-test-ro-\(SandboxRunner.newID())"
-        FileManager.default.createFile(atPath: stand_in, contents: Data("max\n".utf8))
-        defer { unlink(stand_in) }
-        var mounted: [ReadOnlyBind] = []
-        defer { mounted.forEach { $0.unmount() } }
-        for group in subdirectories(owner) { mounted.append(try ReadOnlyBind(group + "/" + limitFile, source: stand_in)) }
-        // Without its 48 MB limit this would succeed; with it, it is OOM-killed.
-        let hog = TaskSpec(argv: ["python3", "-c", "a = b'x' * (200 << 20); print('ran unlimited')"], timeoutSeconds: 30, memoryMB: 48)
-        let r = try runner.run(hog)
-        #expect(r.reason == .denied, "\(r)")
-        #expect(r.stdout.isEmpty && r.attempts == 0)
-        #expect(r.stderr.contains("limit not applied") && r.stderr.contains(limitFile) && r.stderr.contains("Read-only file system"),
-                "\(r.stderr)")
-        runner.quiesce()
-        mounted.forEach { $0.unmount() }
-        mounted = []
-        // With writable limit files the same task runs and meets its limit.
-        #expect(try runner.run(hog).reason == .oom)
+        try withSeparateRunner("limit-file") { runner, _ in
+            let parent = runner.configuration.cgroupParent
+            // The reserve makes 4 groups ahead; every one gets a read-only memory limit file.
+            guard let memoryRoot = Cgroup.layout?.1[Cgroup.layout?.0 == .v2 ? "unified" : "memory"] else { return }
+            let owner = "\(memoryRoot)/\(parent)/\(getpid())"
+            #expect(eventually(within: 10) { subdirectories(owner).count == 4 })
+            let limitFile = Cgroup.layout?.0 == .v2 ? "memory.max" : "memory.limit_in_bytes"
+            let standIn = "/dev/shm/starling-test-ro-\(SandboxRunner.newID())"
+            FileManager.default.createFile(atPath: standIn, contents: Data("max\n".utf8))
+            defer { unlink(standIn) }
+            var mounted: [ReadOnlyBind] = []
+            defer { mounted.forEach { $0.unmount() } }
+            for group in subdirectories(owner) { mounted.append(try ReadOnlyBind(group + "/" + limitFile, source: standIn)) }
+            // Without its 48 MB limit this would succeed; with it, it is OOM-killed.
+            let hog = TaskSpec(argv: ["python3", "-c", "a = b'x' * (200 << 20); print('ran unlimited')"], timeoutSeconds: 30, memoryMB: 48)
+            let r = try runner.run(hog)
+            #expect(r.reason == .denied, "\(r)")
+            #expect(r.stdout.isEmpty && r.attempts == 0)
+            #expect(r.stderr.contains("limit not applied") && r.stderr.contains(limitFile) && r.stderr.contains("Read-only file system"),
+                    "\(r.stderr)")
+            runner.quiesce()
+            mounted.forEach { $0.unmount() }
+            mounted = []
+            // With writable limit files the same task runs and meets its limit.
+            #expect(try runner.run(hog).reason == .oom)
+        }
     }
 
     @Test func aCgroupDirectoryMadeUnwritableRefusesTasksColdAndWarm() throws {
-        let parent = "starling-test-rodir-\(SandboxRunner.newID())"
-        let runner = try isolatedRunner(parent, warm: 1)
-        defer { removeCgroupParent(parent) }
-        defer { runner.shutdown() }
-        #expect(eventually(within: 10) { runner.warmReady == 1 })
-        #expect(eventually(within: 10) { ownerDirectories(parent).allSatisfy { subdirectories($0).count >= 5 } })
-        var mounted: [ReadOnlyBind] = []
-        defer { mounted.forEach { $0.unmount() } }
-        for owner in ownerDirectories(parent) { mounted.append(try ReadOnlyBind(owner)) }
-        // Warm: the sandbox exists; writing the task's limits into its group fails.
-        let warm = try runner.run(TaskSpec(argv: ["true"], memoryMB: 64, cpus: 0.5, pids: 16))
-        #expect(warm.reason == .denied, "\(warm)")
-        #expect(warm.stderr.contains("limit not applied") && warm.stderr.contains("Read-only file system"), "\(warm.stderr)")
-        // Cold, from a reserved group or a new one (whose creation fails): refused as well.
-        for _ in 0..<6 {
-            let cold = try runner.run(TaskSpec(argv: ["true"], memoryMB: 64, net: .host))
-            #expect(cold.reason == .denied, "\(cold)")
-            #expect(cold.stderr.contains("limit not applied"), "\(cold.stderr)")
+        try withSeparateRunner("unwritable-dir", warm: 1) { runner, _ in
+            let parent = runner.configuration.cgroupParent
+            #expect(eventually(within: 10) { runner.warmReady == 1 })
+            #expect(eventually(within: 10) { ownerDirectories(parent).allSatisfy { subdirectories($0).count >= 5 } })
+            var mounted: [ReadOnlyBind] = []
+            defer { mounted.forEach { $0.unmount() } }
+            for owner in ownerDirectories(parent) { mounted.append(try ReadOnlyBind(owner)) }
+            // Warm: the sandbox exists; writing the task's limits into its group fails.
+            let warm = try runner.run(TaskSpec(argv: ["true"], memoryMB: 64, cpus: 0.5, pids: 16))
+            #expect(warm.reason == .denied, "\(warm)")
+            #expect(warm.stderr.contains("limit not applied") && warm.stderr.contains("Read-only file system"), "\(warm.stderr)")
+            // Cold, from a reserved group or a new one (whose creation fails): refused as well.
+            for _ in 0..<6 {
+                let cold = try runner.run(TaskSpec(argv: ["true"], memoryMB: 64, net: .host))
+                #expect(cold.reason == .denied, "\(cold)")
+                #expect(cold.stderr.contains("limit not applied"), "\(cold.stderr)")
+            }
+            runner.quiesce()
+            mounted.forEach { $0.unmount() }
+            mounted = []
+            let after = try runner.run(TaskSpec(argv: ["echo", "limited"], memoryMB: 64, net: .host))
+            #expect(after.reason == .exited && after.stdout == "limited\n", "\(after)")
         }
-        runner.quiesce()
-        mounted.forEach { $0.unmount() }
-        mounted = []
-        let after = try runner.run(TaskSpec(argv: ["echo", "limited"], memoryMB: 64, net: .host))
-        #expect(after.reason == .exited && after.stdout == "limited\n", "\(after)")
     }
 
     @Test func loweringMemoryBelowWhatATaskUsesIsReportedAndTheOldLimitStays() throws {
-        let (runner, _) = try makeRunner()
-        let fill = "head -c 100000000 /dev/zero > /task/fill && echo filled; while [ ! -e /task/go ]; do sleep 0.05; done; echo done"
-        struct Seen: Sendable {
-            var refusal: LimitNotApplied?
-            var before: Int?, after: Int?
-            var raised = false
-            var refusedAgain = false
-        }
-        let seen = Mutex(Seen())
-        let r = try runner.run(sh(fill, timeout: 60, memoryMB: 256), onStart: { task in
-            Thread.detachNewThread {
-                // tmpfs pages are charged to the task's group and, without swap, cannot be reclaimed.
-                let filled = eventually(within: 20) { memoryUsage(task) >= 95_000_000 }
-                var s = Seen()
-                s.before = task.memoryLimitMB
-                if filled {
-                    do { try task.resize(memoryMB: 20) } catch { s.refusal = error as? LimitNotApplied }
-                }
-                s.after = task.memoryLimitMB
-                // The refused value was not cached as applied: asking again is refused again.
-                s.refusedAgain = filled && (try? task.resize(memoryMB: 20)) == nil
-                // Not cached as applied: raising from the limit really in force works.
-                s.raised = (try? task.resize(memoryMB: 300)) != nil && task.memoryLimitMB == 300
-                seen.withLock { $0 = s }
-                FileManager.default.createFile(atPath: task.sandbox.workdir + "/go", contents: nil)
+        try withSeparateRunner("resize") { runner, _ in
+            let fill = "head -c 100000000 /dev/zero > /task/fill && echo filled; while [ ! -e /task/go ]; do sleep 0.05; done; echo done"
+            struct Seen: Sendable {
+                var refusal: LimitNotApplied?
+                var before: Int?, after: Int?
+                var raised = false
+                var refusedAgain = false
             }
-        })
-        let s = seen.withLock { $0 }
-        #expect(r.reason == .exited && r.stdout == "filled\ndone\n", "\(r)")
-        #expect(s.before == 256)
-        if Cgroup.layout?.0 == .v1 {
-            #expect(s.refusal?.errno == EBUSY, "lowering below use must be refused, got \(String(describing: s.refusal))")
-            #expect(s.after == 256, "the old limit stays in force")
-            #expect(s.refusedAgain)
+            let seen = Mutex(Seen())
+            let r = try runner.run(sh(fill, timeout: 60, memoryMB: 256), onStart: { task in
+                Thread.detachNewThread {
+                    // tmpfs pages are charged to the task's group and, without swap, cannot be reclaimed.
+                    let filled = eventually(within: 20) { memoryUsage(task) >= 95_000_000 }
+                    var s = Seen()
+                    s.before = task.memoryLimitMB
+                    if filled {
+                        do { try task.resize(memoryMB: 20) } catch { s.refusal = error as? LimitNotApplied }
+                    }
+                    s.after = task.memoryLimitMB
+                    // The refused value was not cached as applied: asking again is refused again.
+                    s.refusedAgain = filled && (try? task.resize(memoryMB: 20)) == nil
+                    // Not cached as applied: raising from the limit really in force works.
+                    s.raised = (try? task.resize(memoryMB: 300)) != nil && task.memoryLimitMB == 300
+                    seen.withLock { $0 = s }
+                    FileManager.default.createFile(atPath: task.sandbox.workdir + "/go", contents: nil)
+                }
+            })
+            let s = seen.withLock { $0 }
+            #expect(r.reason == .exited && r.stdout == "filled\ndone\n", "\(r)")
+            #expect(s.before == 256)
+            if Cgroup.layout?.0 == .v1 {
+                #expect(s.refusal?.errno == EBUSY, "lowering below use must be refused, got \(String(describing: s.refusal))")
+                #expect(s.after == 256, "the old limit stays in force")
+                #expect(s.refusedAgain)
+            }
+            #expect(s.raised)
         }
-        #expect(s.raised)
     }
 }
 

@@ -84,28 +84,29 @@ struct TreeRemovalTests {
     }
 
     @Test func aHugeTreeDoesNotDelayTheRemovalOfLaterSandboxes() throws {
-        let (runner, root) = try makeRunner()
-        let huge = Mutex<String?>(nil)
-        let h = try runner.run(TaskSpec(argv: ["python3", "-c", "import os\nfor i in range(200000): os.mkdir(f'junk{i}')"],
-                                        timeoutSeconds: 60, memoryMB: 1024),
-                               preferWarm: false, onStart: { huge.withLock { [w = $0.sandbox.workdir] in $0 = w } })
-        #expect(h.exitCode == 0, "\(h.stderr)")
-        let hugeDir = huge.withLock { $0 }!
-        // Small tasks right behind it: their work directories go within a second each, while
-        // the huge one is still being removed.
-        var stillRemovingHuge = 0
-        for _ in 0..<3 {
-            let small = Mutex<String?>(nil)
-            let r = try runner.run(sh("echo small > out/s"), preferWarm: false,
-                                   onStart: { small.withLock { [w = $0.sandbox.workdir] in $0 = w } })
-            #expect(r.outputs["s"] == "small\n")
-            let dir = small.withLock { $0 }!
-            #expect(eventually(within: 1) { access(dir, F_OK) != 0 }, "a small sandbox waited behind a huge tree")
-            if access(hugeDir, F_OK) == 0 { stillRemovingHuge += 1 }
+        try withSeparateRunner("huge-tree") { runner, root in
+            let huge = Mutex<String?>(nil)
+            let h = try runner.run(TaskSpec(argv: ["python3", "-c", "import os\nfor i in range(200000): os.mkdir(f'junk{i}')"],
+                                            timeoutSeconds: 60, memoryMB: 1024),
+                                   preferWarm: false, onStart: { huge.withLock { [w = $0.sandbox.workdir] in $0 = w } })
+            #expect(h.exitCode == 0, "\(h.stderr)")
+            let hugeDir = huge.withLock { $0 }!
+            // Small tasks right behind it: their work directories go within a second each, while
+            // the huge one is still being removed.
+            var stillRemovingHuge = 0
+            for _ in 0..<3 {
+                let small = Mutex<String?>(nil)
+                let r = try runner.run(sh("echo small > out/s"), preferWarm: false,
+                                       onStart: { small.withLock { [w = $0.sandbox.workdir] in $0 = w } })
+                #expect(r.outputs["s"] == "small\n")
+                let dir = small.withLock { $0 }!
+                #expect(eventually(within: 1) { access(dir, F_OK) != 0 }, "a small sandbox waited behind a huge tree")
+                if access(hugeDir, F_OK) == 0 { stillRemovingHuge += 1 }
+            }
+            #expect(stillRemovingHuge > 0, "the huge tree went too fast to show anything: make it bigger")
+            runner.quiesce()
+            #expect(access(hugeDir, F_OK) != 0)
+            #expect(leftovers(root, runner).isEmpty)
         }
-        #expect(stillRemovingHuge > 0, "the huge tree went too fast to show anything: make it bigger")
-        runner.quiesce()
-        #expect(access(hugeDir, F_OK) != 0)
-        #expect(leftovers(root, runner).isEmpty)
     }
 }
