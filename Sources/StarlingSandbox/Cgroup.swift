@@ -30,6 +30,9 @@ public final class Cgroup: Sendable {
         case unknown
     }
     private let limits = Mutex(Limits())
+    /// Held across a whole limit change (check, writes, record), so that two changes at once
+    /// (a resize while another is under way) cannot interleave their writes or their records.
+    private let changing = NSLock()
 
     /// Where each controller's hierarchy is mounted, or nil if cgroups are unusable here.
     public static let layout: (Version, [String: String])? = detect()
@@ -74,6 +77,10 @@ public final class Cgroup: Sendable {
     public init(name: String, parent: String = Cgroup.defaultParent) throws {
         guard let (version, roots) = Cgroup.layout else {
             throw SandboxUnavailable("no writable cgroup hierarchy (v2, or v1 with memory, cpu, cpuacct and pids)")
+        }
+        guard !parent.isEmpty, !parent.hasPrefix("/"),
+              parent.split(separator: "/", omittingEmptySubsequences: false).allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
+            throw SandboxUnavailable("cgroup parent \(parent.debugDescription) must be a relative path without . or ..")
         }
         self.version = version
         self.name = name
@@ -151,7 +158,8 @@ public final class Cgroup: Sendable {
         defer { close(fd) }
         let length = value.utf8.count
         let written = value.withCString { Glibc.write(fd, $0, length) }
-        guard written == length else { throw LimitNotApplied("writing \(value.debugDescription) to", path: path, errno: written < 0 ? errno : EIO)
+        guard written == length else {
+            throw LimitNotApplied("writing \(value.debugDescription) to", path: path, errno: written < 0 ? errno : EIO)
         }
     }
 
@@ -166,11 +174,21 @@ public final class Cgroup: Sendable {
         return bytes
     }
 
+    /// Bounds on what a limit change may ask for (tasks are validated tighter, in TaskLimits).
+    static let maximumMemoryMB = 1 << 30
+    static let maximumCores = 4_096.0
+
     /// Sets the memory limit. Raising and lowering both work while the task runs (vertical
     /// elasticity). Lowering below current use makes the kernel reclaim; on v1, when it cannot
     /// reclaim enough, the write fails with EBUSY and the old limit stays (thrown, not cached);
     /// on v2 the kernel OOM-kills instead.
     public func setMemory(megabytes: Int) throws(LimitNotApplied) {
+        // A resize's numbers come from outside: refuse what would overflow the byte count.
+        guard (1...Cgroup.maximumMemoryMB).contains(megabytes) else {
+            throw LimitNotApplied("setting \(megabytes) MB, out of range, as the memory limit of", path: dir("memory"), errno: EINVAL)
+        }
+        changing.lock()
+        defer { changing.unlock() }
         let known = limits.withLock { $0.memory }
         let previousBytes: Int?
         switch known {
@@ -214,6 +232,12 @@ public final class Cgroup: Sendable {
 
     /// Sets the CPU quota in cores (1.5 = one and a half cores' time per period).
     public func setCPU(cores: Double) throws(LimitNotApplied) {
+        // Int(_:) of a NaN or huge Double traps: check before converting.
+        guard cores.isFinite, cores >= 0.01, cores <= Cgroup.maximumCores else {
+            throw LimitNotApplied("setting \(cores) cores, out of range, as the CPU quota of", path: dir("cpu"), errno: EINVAL)
+        }
+        changing.lock()
+        defer { changing.unlock() }
         guard limits.withLock({ $0.cpus != cores }) else { return }
         let period = 100_000
         let quota = max(1_000, Int(cores * Double(period)))
@@ -232,6 +256,8 @@ public final class Cgroup: Sendable {
     }
 
     public func setPids(_ n: Int) throws(LimitNotApplied) {
+        changing.lock()
+        defer { changing.unlock() }
         guard limits.withLock({ $0.pids != n }) else { return }
         do {
             try Cgroup.write(String(n), to: dir("pids") + "/pids.max")

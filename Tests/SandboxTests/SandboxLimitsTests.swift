@@ -110,6 +110,21 @@ struct SandboxLimitsTests {
         #expect(waitpid(pid, &status, 0) == pid && status == 0)
     }
 
+    @Test func limitsOutOfRangeAreRefusedWithoutTrapping() throws {
+        let parent = "starling-tests-range-\(SandboxRunner.newID())"
+        defer { removeCgroupParent(parent) }
+        let group = try Cgroup(name: "g", parent: parent)
+        defer { group.destroy() }
+        #expect(throws: LimitNotApplied.self) { try group.setCPU(cores: .nan) }
+        #expect(throws: LimitNotApplied.self) { try group.setCPU(cores: 1e300) }
+        #expect(throws: LimitNotApplied.self) { try group.setMemory(megabytes: .max) }
+        #expect(throws: LimitNotApplied.self) { try group.setMemory(megabytes: -1) }
+        #expect(throws: LimitNotApplied.self) { try group.setPids(-5) }  // the kernel's EINVAL, now reported
+        try group.setMemory(megabytes: 64)
+        #expect(group.memoryLimitBytes == 64 << 20)
+        #expect(throws: SandboxUnavailable.self) { try Cgroup(name: "g", parent: "../escape") }
+    }
+
     @Test func aLimitFileThatCannotBeWrittenRefusesTheTaskInsteadOfRunningItUnlimited() throws {
         try withSeparateRunner("limit-file") { runner, _ in
             let parent = runner.configuration.cgroupParent
