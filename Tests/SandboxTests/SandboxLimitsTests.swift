@@ -154,6 +154,27 @@ struct SandboxLimitsTests {
         }
     }
 
+    @Test func aTaskThatCannotJoinItsCgroupIsRefusedInsteadOfRunningOutsideIt() throws {
+        try withSeparateRunner("join") { runner, _ in
+            guard let (version, roots) = Cgroup.layout else { return }
+            let owner = "\(roots[version == .v2 ? "unified" : "pids"]!)/\(runner.configuration.cgroupParent)/\(getpid())"
+            #expect(eventually(within: 10) { subdirectories(owner).count == 4 })
+            // Every reserved group's cgroup.procs becomes /dev/full: the limits are written, but
+            // the child's join between fork and exec fails.
+            var mounted: [ReadOnlyBind] = []
+            defer { mounted.forEach { $0.unmount() } }
+            for group in subdirectories(owner) { mounted.append(try ReadOnlyBind(group + "/cgroup.procs", source: "/dev/full")) }
+            let r = try runner.run(TaskSpec(argv: ["echo", "ran outside its cgroup"], net: .host, pids: 8))
+            #expect(r.reason == .denied, "\(r)")
+            #expect(r.stdout.isEmpty)
+            #expect(r.stderr.contains("joining the task to") && r.stderr.contains("/cgroup.procs"), "\(r.stderr)")
+            runner.quiesce()
+            mounted.forEach { $0.unmount() }
+            mounted = []
+            #expect(try runner.run(TaskSpec(argv: ["echo", "joined"], net: .host)).stdout == "joined\n")
+        }
+    }
+
     @Test func aCgroupDirectoryMadeUnwritableRefusesTasksColdAndWarm() throws {
         try withSeparateRunner("unwritable-dir", warm: 1) { runner, _ in
             let parent = runner.configuration.cgroupParent
