@@ -93,19 +93,15 @@ final class SpawnedSandbox: Sendable {
         return status
     }
 
-    /// Kills anything left, reaps, and removes the cgroup and the work directory.
-    func destroy() {
-        destroyProcesses()
-        removeTree(workdir)
-    }
-
-    /// Kills anything left, reaps, and removes the cgroup; the work directory stays.
-    func destroyProcesses() {
+    /// Kills anything left, reaps, and removes the cgroup and the work directory (unless the
+    /// caller hands that to a `TreeReaper`).
+    func destroy(removingWorkdir: Bool = true) {
         if !reaped.load(ordering: .acquiring) {
             kill(pid, SIGKILL)
             _ = reap()
         }
         cgroup?.destroy()
+        if removingWorkdir { removeTree(workdir) }
     }
 }
 
@@ -399,7 +395,7 @@ public final class SandboxRunner: Sendable {
             // removing its directories can wait.
             let reaper = self.reaper
             cleanup.async {
-                sandbox.destroyProcesses()
+                sandbox.destroy(removingWorkdir: false)
                 reaper.remove(sandbox.workdir)
             }
         }
