@@ -179,7 +179,8 @@ public final class SandboxRunner: Sendable {
         guard probe.terminationStatus == 0 else {
             throw SandboxUnavailable("bubblewrap cannot create namespaces here (user namespaces disabled?): refusing to run unsandboxed; pass --unsafe-no-sandbox for development only")
         }
-        let root = self.root, cgroupParent = configuration.cgroupParent
+        let root = self.root
+        let cgroupParent = configuration.cgroupParent
         reserve = SlotReserve(target: 4) {
             let id = Self.newID()
             let dir = root + "/" + id
