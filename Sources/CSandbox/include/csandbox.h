@@ -2,16 +2,16 @@
 #define STARLING_CSANDBOX_H
 #include <sys/types.h>
 
-/// Flag in starling_spawn's negated result: the child could not join a cgroup (see below).
+/// Set in starling_spawn's negated result when the child could not join a cgroup (it would
+/// have run without that group's limits); bits 16-23 then hold the index of the failing
+/// `cgroup_procs` entry and bits 0-15 the errno.
 #define STARLING_SPAWN_CGROUP_FAILED 0x01000000
 
 /// Spawns `path` with `argv` and `envp` (both NULL-terminated). In the child, before exec:
 /// joins each cgroup whose `cgroup.procs` path is given (so no descendant can escape by forking
 /// early), starts a new process group, asks for SIGKILL if the parent dies, maps `fds[i]` to
 /// `targets[i]` and closes every other descriptor above 2.
-/// Returns the child's pid, or -errno if the spawn or the exec failed. When joining a cgroup
-/// failed, the negated value carries STARLING_SPAWN_CGROUP_FAILED, the index of the failing
-/// `cgroup_procs` entry in bits 16-23 and the errno in bits 0-15.
+/// Returns the child's pid, or -errno if the spawn or the exec failed.
 pid_t starling_spawn(const char *path, char *const argv[], char *const envp[],
                      const int *fds, const int *targets, int nfds,
                      char *const cgroup_procs[], int ncgroups);
