@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 // Only async-signal-safe calls between fork and exec: the parent is multithreaded.
+// Writes "PID\n" to `fd`; returns 0 or the errno of a failed or short write.
 static int write_pid(int fd, pid_t pid) __attribute__((noinline));
-/// Returns 0, or the errno of a failed or short write (a join the kernel refused).
 static int write_pid(int fd, pid_t pid) {
     char buf[24];
     int n = 0;
@@ -21,7 +21,7 @@ static int write_pid(int fd, pid_t pid) {
     for (int i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
     buf[n++] = '\n';
     ssize_t w = write(fd, buf, (size_t)n);
-    return w == (ssize_t)n ? 0 : (w < 0 ? errno : EIO);
+    return w == n ? 0 : w < 0 ? errno : EIO;
 }
 
 pid_t starling_spawn(const char *path, char *const argv[], char *const envp[],
