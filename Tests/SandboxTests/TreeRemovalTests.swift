@@ -49,64 +49,69 @@ func asUser<T: Sendable>(_ uid: UInt32, _ gid: UInt32, _ body: @escaping @Sendab
     return result.withLock { $0! }
 }
 
-@Suite("Tree removal", .serialized)
-struct TreeRemovalTests {
-    @Test func removalSurvivesChmod000AndNeverFollowsLinks() throws {
-        let hostFile = "/dev/shm/starling-test-host-\(SandboxRunner.newID())"
-        FileManager.default.createFile(atPath: hostFile, contents: Data("host".utf8), attributes: [.posixPermissions: 0o644])
-        defer { unlink(hostFile) }
-        let dir = scratchDirectory("tree")
-        buildHostileTree(in: dir, hostFile: hostFile)
-        #expect(removeTree(dir) == .removed)
-        #expect(access(dir, F_OK) != 0)
-        var st = stat()
-        #expect(stat(hostFile, &st) == 0 && st.st_mode & 0o777 == 0o644, "the link's target is untouched")
-    }
-
-    @Test func removalSurvivesChmod000WhenTheNodeIsNotRoot() throws {
-        let hostFile = "/dev/shm/starling-test-host-\(SandboxRunner.newID())"
-        FileManager.default.createFile(atPath: hostFile, contents: Data("host".utf8), attributes: [.posixPermissions: 0o600])
-        defer { unlink(hostFile) }
-        let dir = scratchDirectory("tree-nonroot")
-        defer { removeTree(dir) }  // as root, whatever the outcome
-        chown(dir, 65534, 65534)
-        // The tree is made and removed by the unprivileged user, as a node not running as root would.
-        let outcome = asUser(65534, 65534) { () -> String in
+/// Nested in `SandboxTests`, whose `.serialized` reaches its nested suites: these tests load the
+/// CPU (100,000s of directories, memory fills), and the outer suite's CPU-time checks must not
+/// compete with them.
+extension SandboxTests {
+    @Suite("Tree removal", .serialized)
+    struct TreeRemovalTests {
+        @Test func removalSurvivesChmod000AndNeverFollowsLinks() throws {
+            let hostFile = "/dev/shm/starling-test-host-\(SandboxRunner.newID())"
+            FileManager.default.createFile(atPath: hostFile, contents: Data("host".utf8), attributes: [.posixPermissions: 0o644])
+            defer { unlink(hostFile) }
+            let dir = scratchDirectory("tree")
             buildHostileTree(in: dir, hostFile: hostFile)
-            var st = stat()  // not access(2): it checks the real uid, not the file-system one
-            guard stat(dir + "/locked/g", &st) != 0, errno == EACCES else { return "the test user is not unprivileged: it sees through mode 000" }
-            return "\(removeTree(dir))"
+            #expect(removeTree(dir) == .removed)
+            #expect(access(dir, F_OK) != 0)
+            var st = stat()
+            #expect(stat(hostFile, &st) == 0 && st.st_mode & 0o777 == 0o644, "the link's target is untouched")
         }
-        #expect(outcome == "removed")
-        #expect(access(dir, F_OK) != 0)
-        var st = stat()
-        #expect(stat(hostFile, &st) == 0 && st.st_uid == 0 && st.st_mode & 0o777 == 0o600)
-    }
 
-    @Test func aHugeTreeDoesNotDelayTheRemovalOfLaterSandboxes() throws {
-        try withSeparateRunner("huge-tree") { runner, root in
-            let huge = Mutex<String?>(nil)
-            let h = try runner.run(TaskSpec(argv: ["python3", "-c", "import os\nfor i in range(200000): os.mkdir(f'junk{i}')"],
-                                            timeoutSeconds: 60, memoryMB: 1024),
-                                   preferWarm: false, onStart: { huge.withLock { [w = $0.sandbox.workdir] in $0 = w } })
-            #expect(h.exitCode == 0, "\(h.stderr)")
-            let hugeDir = huge.withLock { $0 }!
-            // Small tasks right behind it: their work directories go within a second each, while
-            // the huge one is still being removed.
-            var stillRemovingHuge = 0
-            for _ in 0..<3 {
-                let small = Mutex<String?>(nil)
-                let r = try runner.run(sh("echo small > out/s"), preferWarm: false,
-                                       onStart: { small.withLock { [w = $0.sandbox.workdir] in $0 = w } })
-                #expect(r.outputs["s"] == "small\n")
-                let dir = small.withLock { $0 }!
-                #expect(eventually(within: 1) { access(dir, F_OK) != 0 }, "a small sandbox waited behind a huge tree")
-                if access(hugeDir, F_OK) == 0 { stillRemovingHuge += 1 }
+        @Test func removalSurvivesChmod000WhenTheNodeIsNotRoot() throws {
+            let hostFile = "/dev/shm/starling-test-host-\(SandboxRunner.newID())"
+            FileManager.default.createFile(atPath: hostFile, contents: Data("host".utf8), attributes: [.posixPermissions: 0o600])
+            defer { unlink(hostFile) }
+            let dir = scratchDirectory("tree-nonroot")
+            defer { removeTree(dir) }  // as root, whatever the outcome
+            chown(dir, 65534, 65534)
+            // The tree is made and removed by the unprivileged user, as a node not running as root would.
+            let outcome = asUser(65534, 65534) { () -> String in
+                buildHostileTree(in: dir, hostFile: hostFile)
+                var st = stat()  // not access(2): it checks the real uid, not the file-system one
+                guard stat(dir + "/locked/g", &st) != 0, errno == EACCES else { return "the test user is not unprivileged: it sees through mode 000" }
+                return "\(removeTree(dir))"
             }
-            #expect(stillRemovingHuge > 0, "the huge tree went too fast to show anything: make it bigger")
-            runner.quiesce()
-            #expect(access(hugeDir, F_OK) != 0)
-            #expect(leftovers(root, runner).isEmpty)
+            #expect(outcome == "removed")
+            #expect(access(dir, F_OK) != 0)
+            var st = stat()
+            #expect(stat(hostFile, &st) == 0 && st.st_uid == 0 && st.st_mode & 0o777 == 0o600)
+        }
+
+        @Test func aHugeTreeDoesNotDelayTheRemovalOfLaterSandboxes() throws {
+            try withSeparateRunner("huge-tree") { runner, root in
+                let huge = Mutex<String?>(nil)
+                let h = try runner.run(TaskSpec(argv: ["python3", "-c", "import os\nfor i in range(200000): os.mkdir(f'junk{i}')"],
+                                                timeoutSeconds: 60, memoryMB: 1024),
+                                       preferWarm: false, onStart: { huge.withLock { [w = $0.sandbox.workdir] in $0 = w } })
+                #expect(h.exitCode == 0, "\(h.stderr)")
+                let hugeDir = huge.withLock { $0 }!
+                // Small tasks right behind it: their work directories go within a second each, while
+                // the huge one is still being removed.
+                var stillRemovingHuge = 0
+                for _ in 0..<3 {
+                    let small = Mutex<String?>(nil)
+                    let r = try runner.run(sh("echo small > out/s"), preferWarm: false,
+                                           onStart: { small.withLock { [w = $0.sandbox.workdir] in $0 = w } })
+                    #expect(r.outputs["s"] == "small\n")
+                    let dir = small.withLock { $0 }!
+                    #expect(eventually(within: 1) { access(dir, F_OK) != 0 }, "a small sandbox waited behind a huge tree")
+                    if access(hugeDir, F_OK) == 0 { stillRemovingHuge += 1 }
+                }
+                #expect(stillRemovingHuge > 0, "the huge tree went too fast to show anything: make it bigger")
+                runner.quiesce()
+                #expect(access(hugeDir, F_OK) != 0)
+                #expect(leftovers(root, runner).isEmpty)
+            }
         }
     }
 }
