@@ -31,7 +31,13 @@ func collectOutputs(_ dir: String, bounds: OutputBounds, secrets: SecretStore = 
     var exhausted = false
     let overlap = secrets.overlap
     func walk(_ path: String, _ prefix: String, depth: Int) {
-        guard let d = opendir(path) else { return }
+        // O_NOFOLLOW: a directory swapped for a link after its lstat is not followed either.
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        guard let d = fdopendir(fd) else {
+            close(fd)
+            return
+        }
         defer { closedir(d) }
         while !exhausted, let e = readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
