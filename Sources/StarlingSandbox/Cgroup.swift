@@ -324,10 +324,14 @@ public final class Cgroup: Sendable {
         removeDirectories()
     }
 
+    /// Removes the group directories, waiting (bounded) while the kernel still counts exiting
+    /// processes in them (EBUSY). Any other failure will not pass by waiting: the group is left
+    /// for the next start's sweep, and a refusal that destroys a group on the result path does
+    /// not stall for a second per directory.
     func removeDirectories() {
         for d in Set(dirs.values) {
             for _ in 0..<500 {
-                if rmdir(d) == 0 || errno == ENOENT { break }
+                if rmdir(d) == 0 || errno != EBUSY { break }
                 usleep(2_000)
             }
         }
