@@ -33,7 +33,10 @@ func collectOutputs(_ dir: String, bounds: OutputBounds, secrets: SecretStore = 
     func walk(_ path: String, _ prefix: String, depth: Int) {
         // O_NOFOLLOW: a directory swapped for a link after its lstat is not followed either.
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { return }
+        guard fd >= 0 else {
+            if errno != ENOENT { result.truncated = true }  // there, but unreadable: left out
+            return
+        }
         guard let d = fdopendir(fd) else {
             close(fd)
             return
@@ -62,8 +65,13 @@ func collectOutputs(_ dir: String, bounds: OutputBounds, secrets: SecretStore = 
                     result.truncated = true
                     continue
                 }
-                let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-                guard fd >= 0 else { continue }
+                // O_NONBLOCK: should the file have become a FIFO since its lstat, the open
+                // cannot hang the node.
+                let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+                guard fd >= 0 else {
+                    result.truncated = true
+                    continue
+                }
                 defer { close(fd) }
                 let want = max(0, min(bounds.perFile, bounds.total - used))
                 // Read past the cap by the longest secret less one, redact, then cut.

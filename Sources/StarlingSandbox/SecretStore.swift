@@ -48,7 +48,7 @@ public struct SecretStore: Sendable {
     /// keeping later bytes could then end on the unmatched start of a value cut off at the end
     /// of `bytes`. `truncated` says whether anything was dropped.
     public func redact(_ bytes: [UInt8], cap: Int) -> (text: String, truncated: Bool) {
-        let end = min(bytes.count, cap)
+        let end = max(0, min(bytes.count, cap))
         var out: [UInt8] = []
         out.reserveCapacity(min(end, 1 << 20))
         var cursor = 0

@@ -114,6 +114,19 @@ extension SandboxTests {
             #expect(collected.files == ["top.txt": "top\n"])
         }
 
+        @Test func aDirectoryTheNodeCannotReadIsReportedAsLeftOut() throws {
+            let dir = scratchDirectory("unreadable")
+            defer { removeTree(dir) }
+            mkdir(dir + "/locked", 0o000)
+            FileManager.default.createFile(atPath: dir + "/open.txt", contents: Data("o".utf8), attributes: [.posixPermissions: 0o644])
+            // As a node that is not root would walk it (see asUser in TreeRemovalTests).
+            let collected = asUser(65534, 65534) { () -> String in
+                let c = collectOutputs(dir, bounds: OutputBounds(perFile: 1 << 20, total: 4 << 20))
+                return "\(c.files) \(c.truncated)"
+            }
+            #expect(collected == "[\"open.txt\": \"o\"] true")
+        }
+
         @Test func aTaskLeavingAHundredThousandDirectoriesCostsABoundedCollection() throws {
             try withSeparateRunner("many-dirs") { runner, root in
                 let r = try runner.run(TaskSpec(argv: ["python3", "-c", """
