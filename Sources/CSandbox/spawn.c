@@ -77,12 +77,13 @@ static pid_t spawn_here(struct spawn_job *j) {
         if (rep < 0) { err = errno; rep = report[1]; goto fail; }
         pid_t me = getpid();
         for (int i = 0; i < j->ncgroups; i++) {
+            // A task outside its cgroup would run without its limits: a failed join fails the
+            // spawn, and says it was the join (and which file) so the caller refuses the task.
             int fd = open(j->cgroup_procs[i], O_WRONLY | O_CLOEXEC);
-            if (fd < 0) { err = errno; goto fail; }
-            // A task outside its cgroup would run without its limits: a failed join is an error.
+            if (fd < 0) { err = STARLING_SPAWN_CGROUP_FAILED | ((i & 0xff) << 16) | errno; goto fail; }
             err = write_pid(fd, me);
             close(fd);
-            if (err != 0) goto fail;
+            if (err != 0) { err = STARLING_SPAWN_CGROUP_FAILED | ((i & 0xff) << 16) | err; goto fail; }
         }
         setpgid(0, 0);
         // The "parent" of PDEATHSIG is the thread that forked: this spawner thread, which

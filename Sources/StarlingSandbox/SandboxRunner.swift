@@ -24,6 +24,9 @@ public struct SandboxConfiguration: Sendable {
     public var secrets: SecretStore
     /// Development only: run tasks without bubblewrap. Every result says so.
     public var unsafeNoSandbox: Bool
+    /// The cgroup under which this process's sandbox groups live (`<parent>/<pid>/<sandbox>` in
+    /// each hierarchy). Tests use their own, to break it without disturbing other runners.
+    public var cgroupParent: String = Cgroup.defaultParent
 
     public init(nodeName: String, workRoot: String = "/dev/shm/starling-sandboxes", initPath: String? = nil,
                 warmPoolSize: Int = 0, outputCapBytes: Int = 1 << 20, outputFileCapBytes: Int = 1 << 20,
@@ -108,8 +111,9 @@ final class SpawnedSandbox: Sendable {
         return status
     }
 
-    /// Kills anything left, reaps, and removes the cgroup and the work directory.
-    func destroy() {
+    /// Kills anything left, reaps, and removes the cgroup and the work directory (unless the
+    /// caller hands that to a `TreeReaper`).
+    func destroy(removingWorkdir: Bool = true) {
         if !reaped.load(ordering: .acquiring) {
             signalBubblewrap(SIGKILL)
             _ = reap()
@@ -119,7 +123,7 @@ final class SpawnedSandbox: Sendable {
             fd = -1
         }
         cgroup?.destroy()
-        removeTree(workdir)
+        if removingWorkdir { removeTree(workdir) }
     }
 }
 
@@ -130,11 +134,16 @@ public final class RunningTask: Sendable {
 
     init(_ s: SpawnedSandbox) { sandbox = s }
 
-    /// Vertical elasticity: new memory and CPU limits take effect at once.
-    public func resize(memoryMB: Int? = nil, cpus: Double? = nil) {
-        if let memoryMB { sandbox.cgroup?.setMemory(megabytes: memoryMB) }
-        if let cpus { sandbox.cgroup?.setCPU(cores: cpus) }
+    /// Vertical elasticity: new memory and CPU limits take effect at once. Throws when the
+    /// kernel refuses one (on cgroup v1, lowering memory below what the task uses fails with
+    /// EBUSY); the refused limit is not applied and the one before it stays in force.
+    public func resize(memoryMB: Int? = nil, cpus: Double? = nil) throws(LimitNotApplied) {
+        if let memoryMB { try sandbox.cgroup?.setMemory(megabytes: memoryMB) }
+        if let cpus { try sandbox.cgroup?.setCPU(cores: cpus) }
     }
+
+    /// The memory limit in force now, read from the kernel (nil without one, or unsandboxed).
+    public var memoryLimitMB: Int? { sandbox.cgroup?.memoryLimitBytes.map { $0 >> 20 } }
 
     public func cancel() {
         cancelled.store(true, ordering: .relaxed)
@@ -151,8 +160,10 @@ public final class SandboxRunner: Sendable {
     private let pool: WarmPool?
     private let reserve: SlotReserve?
     /// Sandboxes are destroyed here, off the path that returns a result. Serial and bounded by
-    /// the number of tasks that ran; `quiesce()` waits for it.
+    /// the number of tasks that ran; `quiesce()` waits for it. Their work directories go on to
+    /// `reaper`, which takes turns between trees, so one huge tree does not hold up the rest.
     private let cleanup = DispatchQueue(label: "starling-sandbox-cleanup")
+    private let reaper = TreeReaper()
 
     /// This process's work directory root: `<workRoot>/<pid>`.
     public let root: String
@@ -165,7 +176,7 @@ public final class SandboxRunner: Sendable {
         chmod(configuration.workRoot, 0o700)
         root = configuration.workRoot + "/" + String(getpid())
         mkdir(root, 0o700)
-        Self.sweepStale(workRoot: configuration.workRoot)
+        Self.sweepStale(workRoot: configuration.workRoot, reaper: reaper)
         if configuration.unsafeNoSandbox {
             bubblewrap = nil
             pool = nil
@@ -198,12 +209,13 @@ public final class SandboxRunner: Sendable {
         // namespaces; every sandbox has that filter or does not start.
         bubblewrap = Bubblewrap(path: path, disablesUserNamespaces: try probe(["--disable-userns", "--assert-userns-disabled"]))
         let root = self.root
+        let cgroupParent = configuration.cgroupParent
         reserve = SlotReserve(target: 4) {
             let id = Self.newID()
             let dir = root + "/" + id
             guard mkdir(dir, 0o700) == 0, mkdir(dir + "/out", 0o755) == 0 else { throw SandboxUnavailable("mkdir \(dir)") }
             do {
-                return .init(id: id, workdir: dir, cgroup: try Cgroup(name: id))
+                return .init(id: id, workdir: dir, cgroup: try Cgroup(name: id, parent: cgroupParent))
             } catch {
                 removeTree(dir)
                 throw error
@@ -222,10 +234,12 @@ public final class SandboxRunner: Sendable {
     deinit { shutdown() }
 
     /// Removes work directories and cgroups left by processes that died without cleaning up.
-    static func sweepStale(workRoot: String) {
+    /// The directories go through `reaper` when given, so a huge leftover does not hold up the
+    /// start.
+    static func sweepStale(workRoot: String, reaper: TreeReaper? = nil) {
         for owner in (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? [] {
             guard let pid = pid_t(owner), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
-            removeTree(workRoot + "/" + owner)
+            if let reaper { reaper.remove(workRoot + "/" + owner) } else { removeTree(workRoot + "/" + owner) }
         }
         Cgroup.sweepStale()
     }
@@ -237,13 +251,16 @@ public final class SandboxRunner: Sendable {
         reserve?.drain()
         quiesce()
         rmdir(root)
-        Cgroup.removeOwnerIfEmpty()
+        Cgroup.removeOwnerIfEmpty(parent: configuration.cgroupParent)
     }
 
     public var warmReady: Int { pool?.readyCount ?? 0 }
 
-    /// Waits until every finished sandbox has been destroyed.
-    public func quiesce() { cleanup.sync {} }
+    /// Waits until every finished sandbox has been destroyed and its work directory removed.
+    public func quiesce() {
+        cleanup.sync {}
+        reaper.waitUntilIdle()
+    }
 
     static func newID() -> String {
         var r = SystemRandomNumberGenerator()
@@ -275,12 +292,10 @@ public final class SandboxRunner: Sendable {
         var cgroup: Cgroup?
         do {
             try prepare(workdir)
-            cgroup = try slot?.cgroup ?? Cgroup(name: id)
+            cgroup = try slot?.cgroup ?? Cgroup(name: id, parent: configuration.cgroupParent)
             let g = grant ?? Policy.Grant(memoryMB: Policy.defaultMemoryMB, cpus: Policy.defaultCpus, pids: Policy.defaultPids,
                                           timeoutSeconds: 0, net: .none, secrets: [])
-            cgroup!.setMemory(megabytes: g.memoryMB)
-            cgroup!.setCPU(cores: g.cpus)
-            cgroup!.setPids(g.pids)
+            try cgroup!.apply(g)
             let seccomp = starling_seccomp_filter_fd()
             guard seccomp >= 0 else { throw SandboxUnavailable("seccomp filter: \(String(cString: strerror(-seccomp)))") }
             defer { close(seccomp) }
@@ -391,9 +406,13 @@ public final class SandboxRunner: Sendable {
                 warm.destroy()
                 throw error
             }
-            warm.cgroup?.setMemory(megabytes: grant.memoryMB)
-            warm.cgroup?.setCPU(cores: grant.cpus)
-            warm.cgroup?.setPids(grant.pids)
+            do {
+                try warm.cgroup?.apply(grant)
+            } catch {
+                // Fail closed: the task would run without the limits it was granted.
+                cleanup.async { warm.destroy() }
+                return .denied(error.description, node: configuration.nodeName)
+            }
             writeAll(message.bytes, to: warm.control!)
             if timing != nil {
                 // Measuring: the stub closes its end just before it execs the task.
@@ -405,13 +424,23 @@ public final class SandboxRunner: Sendable {
             }
             close(warm.control!)
         } else {
-            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: env, initPath: nil, output: output,
-                                       prepare: { try self.writeFiles(task, into: $0) })
+            do {
+                sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: env, initPath: nil, output: output,
+                                           prepare: { try self.writeFiles(task, into: $0) })
+            } catch let error as LimitNotApplied {
+                // Fail closed: a limit the kernel refused (or a group the task could not join)
+                // refuses the task; spawnSandbox has already removed what it made.
+                return .denied(error.description, node: configuration.nodeName)
+            }
         }
         defer {
             // The task's processes are dead (bwrap exited; the cgroup was killed on timeout);
             // removing its directories can wait.
-            cleanup.async { sandbox.destroy() }
+            let reaper = self.reaper
+            cleanup.async {
+                sandbox.destroy(removingWorkdir: false)
+                reaper.remove(sandbox.workdir)
+            }
         }
         let result = finish(sandbox, task: task, grant: grant, started: t.started, onStart: onStart) { t.firstByte = $0 }
         timing?(t)
@@ -426,8 +455,10 @@ public final class SandboxRunner: Sendable {
         feed(Array((task.stdin ?? "").utf8), to: s.stdin)
         let deadline = started + UInt64(grant.timeoutSeconds * 1e9)
         var timedOut = false
-        let captured = capture(stdout: s.stdout, stderr: s.stderr, pid: s.pid, cap: configuration.outputCapBytes, deadline: deadline,
-                               onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
+        let secrets = configuration.secrets
+        // Keep `overlap` bytes past the cap, so that redaction sees a secret straddling it whole.
+        let captured = capture(stdout: s.stdout, stderr: s.stderr, pid: s.pid, cap: configuration.outputCapBytes + secrets.overlap,
+                               deadline: deadline, onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
         if s.stdout >= 0 { close(s.stdout) }
         if s.stderr >= 0 { close(s.stderr) }
         let status = s.reap()
@@ -443,17 +474,19 @@ public final class SandboxRunner: Sendable {
         }
         let reason: TaskEndReason = timedOut ? .timeout : oom ? .oom : handle.cancelled.load(ordering: .relaxed) ? .killed
             : signal != nil ? .killed : .exited
-        let (outputs, outputsCut) = collectOutputs(s.workdir + "/out", perFile: configuration.outputFileCapBytes,
-                                                   total: configuration.outputsTotalCapBytes)
-        let secrets = configuration.secrets
+        let outputs = collectOutputs(s.workdir + "/out", bounds: outputBounds, secrets: secrets)
+        let stdout = secrets.redact(captured.out, cap: configuration.outputCapBytes)
+        let stderr = secrets.redact(captured.err, cap: configuration.outputCapBytes)
         return TaskResult(
-            exitCode: exitCode, signal: signal, reason: reason,
-            stdout: secrets.redact(String(decoding: captured.out, as: UTF8.self)),
-            stderr: secrets.redact(String(decoding: captured.err, as: UTF8.self)),
-            truncated: captured.truncated || outputsCut,
-            outputs: outputs.mapValues { secrets.redact($0) }, node: configuration.nodeName, attempts: 1,
+            exitCode: exitCode, signal: signal, reason: reason, stdout: stdout.text, stderr: stderr.text,
+            truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
+            outputs: outputs.files, node: configuration.nodeName, attempts: 1,
             durationMs: Int((ended - started) / 1_000_000), cpuMs: (s.cgroup?.cpuNanoseconds ?? 0) / 1_000_000,
             peakMemoryKB: (s.cgroup?.peakMemoryBytes ?? 0) / 1024)
+    }
+
+    var outputBounds: OutputBounds {
+        OutputBounds(perFile: configuration.outputFileCapBytes, total: configuration.outputsTotalCapBytes)
     }
 
     /// --unsafe-no-sandbox: the task runs as a plain child process, with no isolation at all.
@@ -477,7 +510,8 @@ public final class SandboxRunner: Sendable {
         streams.closeChildEnds()
         feed(Array((task.stdin ?? "").utf8), to: streams.input.write)
         var timedOut = false
-        let captured = capture(stdout: streams.stdout, stderr: streams.stderr, pid: pid, cap: configuration.outputCapBytes,
+        let secrets = configuration.secrets
+        let captured = capture(stdout: streams.stdout, stderr: streams.stderr, pid: pid, cap: configuration.outputCapBytes + secrets.overlap,
                                deadline: started + UInt64(grant.timeoutSeconds * 1e9),
                                onDeadline: { timedOut = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) })
         if streams.stdout >= 0 { close(streams.stdout) }
@@ -485,15 +519,15 @@ public final class SandboxRunner: Sendable {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let exited = (status & 0x7f) == 0
-        let (outputs, cut) = collectOutputs(workdir + "/out", perFile: configuration.outputFileCapBytes,
-                                            total: configuration.outputsTotalCapBytes)
+        let outputs = collectOutputs(workdir + "/out", bounds: outputBounds, secrets: secrets)
+        let stdout = secrets.redact(captured.out, cap: configuration.outputCapBytes)
+        let stderr = secrets.redact(captured.err, cap: configuration.outputCapBytes)
         let warning = "WARNING: --unsafe-no-sandbox: this task ran WITHOUT any isolation (development only)\n"
-        let secrets = configuration.secrets
         return TaskResult(exitCode: exited ? (status >> 8) & 0xff : nil, signal: exited ? nil : status & 0x7f,
                           reason: timedOut ? .timeout : exited ? .exited : .killed,
-                          stdout: secrets.redact(String(decoding: captured.out, as: UTF8.self)),
-                          stderr: warning + secrets.redact(String(decoding: captured.err, as: UTF8.self)),
-                          truncated: captured.truncated || cut, outputs: outputs.mapValues { secrets.redact($0) },
+                          stdout: stdout.text, stderr: warning + stderr.text,
+                          truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
+                          outputs: outputs.files,
                           node: configuration.nodeName, attempts: 1, durationMs: Int((monotonicNanos() - started) / 1_000_000),
                           cpuMs: 0, peakMemoryKB: 0)
     }

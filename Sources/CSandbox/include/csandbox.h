@@ -3,6 +3,11 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/// Set in starling_spawn's negated result when the child could not join a cgroup (it would
+/// have run without that group's limits); bits 16-23 then hold the index of the failing
+/// `cgroup_procs` entry and bits 0-15 the errno.
+#define STARLING_SPAWN_CGROUP_FAILED 0x01000000
+
 /// Spawns `path` with `argv` and `envp` (both NULL-terminated). In the child, before exec:
 /// joins each cgroup whose `cgroup.procs` path is given (so no descendant can escape by forking
 /// early), starts a new process group, asks for SIGKILL if the parent dies, maps `fds[i]` to
