@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "StarlingCoreTests", dependencies: ["StarlingCore"]),
         .testTarget(name: "StarlingCryptoTests", dependencies: ["StarlingCrypto"]),
         .testTarget(name: "SimulationTests", dependencies: ["StarlingSimulation", "StarlingCore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto", "StarlingRuntime"]),
         .testTarget(name: "SandboxTests", dependencies: ["StarlingSandbox"]),
         .testTarget(
             name: "RuntimeTests",

@@ -15,6 +15,9 @@ public enum Envelope {
         case gossip = 1
         case pushPullRequest = 2
         case pushPullReply = 3
+        /// The first frame of an inbound stream: small, so that a connection proves it holds the
+        /// key before the node buffers a large frame for it.
+        case streamHello = 4
     }
 
     public static let headerBytes = 1 + 4 + 24
@@ -62,6 +65,15 @@ public enum Envelope {
         return out
     }
 
+    /// Whether `sentAtMs` is within `maxAgeMs` of `nowMs` either way. Computed on unsigned
+    /// distances: both timestamps are arbitrary 64-bit values (the sender's is peer data), so a
+    /// signed difference overflows and `abs(Int64.min)` traps.
+    public static func isFresh(sentAtMs: UInt64, nowMs: UInt64, maxAgeMs: Int64) -> Bool {
+        guard maxAgeMs >= 0 else { return false }
+        let distance = nowMs >= sentAtMs ? nowMs - sentAtMs : sentAtMs - nowMs
+        return distance <= UInt64(maxAgeMs)
+    }
+
     /// Opens a sealed message, checking kind, key, tag and age (`maxAgeMs` either way, to allow
     /// for clock skew).
     public static func open(_ sealed: [UInt8], kind: Kind, keyring: Keyring, nowMs: UInt64,
@@ -85,11 +97,11 @@ public enum Envelope {
         }
         guard rc == 0, Int(mlen) == clen - 16 else { throw .authenticationFailed }
         let sentAt = plaintext[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let age = Int64(bitPattern: nowMs &- sentAt)
-        // The distance between the clocks, computed unsigned: `abs(age)` traps when a peer's
-        // timestamp is 2^63 ms from ours (age == Int64.min); found by Fuzz/Targets/envelope.
-        let distance = nowMs >= sentAt ? nowMs - sentAt : sentAt - nowMs
-        guard distance <= UInt64(clamping: maxAgeMs) else { throw .stale(ageMs: age) }
+        guard isFresh(sentAtMs: sentAt, nowMs: nowMs, maxAgeMs: maxAgeMs) else {
+            // The age as reported, clamped: a sender's timestamp is any 64-bit value.
+            let age = nowMs >= sentAt ? Int64(clamping: nowMs - sentAt) : -Int64(clamping: sentAt - nowMs)
+            throw .stale(ageMs: age)
+        }
         return Array(plaintext[8...])
     }
 }

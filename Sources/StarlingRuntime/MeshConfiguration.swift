@@ -17,10 +17,25 @@ public struct MeshConfiguration: Sendable {
     public var replayWindow: Duration
     /// Bound on one stream frame (a push-pull state of 16,384 members fits well within it).
     public var maxFrameBytes: Int
-    /// Stream exchanges open at once (memberlist caps concurrent push-pulls at 128).
-    public var maxOpenStreams: Int
+    /// Stream exchanges open at once, each way (memberlist caps concurrent push-pulls at 128).
+    /// Separate limits, so that inbound connections (which strangers can open) never use up
+    /// the room for this node's own push-pulls, joins and reconnects.
+    public var maxInboundStreams: Int
+    public var maxOutboundStreams: Int
+    /// Sets both limits (the single limit of earlier versions).
+    public var maxOpenStreams: Int {
+        get { max(maxInboundStreams, maxOutboundStreams) }
+        set { maxInboundStreams = newValue; maxOutboundStreams = newValue }
+    }
+    /// Inbound streams open at once from one IP address.
+    public var maxInboundStreamsPerSource: Int
+    /// An inbound stream that has not sent a valid hello by then is closed.
+    public var authTimeout: Duration
     /// A stream exchange that has not finished by then is closed.
     public var streamTimeout: Duration
+    /// Bound on how often the loop publishes its snapshot for the HTTP side (a sort and copy
+    /// of the whole table), however fast the membership changes. Commands publish at once.
+    public var publishInterval: Duration
 
     public init(name: String, bind: NodeAddress, advertise: NodeAddress? = nil, api: String, seeds: [NodeAddress],
                 slots: Int, keyFile: String, settings: MembershipSettings) {
@@ -34,8 +49,12 @@ public struct MeshConfiguration: Sendable {
         self.settings = settings
         replayWindow = .seconds(30)
         maxFrameBytes = 8 << 20
-        maxOpenStreams = 128
+        maxInboundStreams = 128
+        maxOutboundStreams = 128
+        maxInboundStreamsPerSource = 16
+        authTimeout = .seconds(3)
         streamTimeout = .seconds(5)
+        publishInterval = .milliseconds(50)
     }
 }
 

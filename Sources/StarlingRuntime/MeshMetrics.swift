@@ -15,6 +15,8 @@ final class MeshMetrics {
     private let membersByStatus: [MemberStatus: Gauge]
     private let localHealth = Gauge(label: "starling_local_health")
     private let incarnation = Gauge(label: "starling_incarnation")
+    private let snapshots = Counter(label: "starling_snapshot_publishes_total")
+    private let hellos = Counter(label: "starling_stream_hellos_total")
 
     init() {
         func c(_ name: String) -> Counter { Counter(label: "starling_\(name)_total") }
@@ -27,11 +29,18 @@ final class MeshMetrics {
             (\.pushPullsServed, c("push_pulls_served")), (\.pushPullsFailed, c("push_pulls_failed")),
             (\.packetsSent, c("gossip_packets_out")), (\.messagesReceived, c("gossip_messages_in")),
             (\.messagesIgnored, c("gossip_messages_ignored")), (\.reaped, c("members_reaped")),
+            (\.messagesRejected, c("gossip_messages_rejected")),
+            (\.pushPullEntriesSkipped, c("push_pull_entries_skipped")),
         ]
         var gauges: [MemberStatus: Gauge] = [:]
         for s in MemberStatus.allCases { gauges[s] = Gauge(label: "starling_members", dimensions: [("status", s.description)]) }
         membersByStatus = gauges
     }
+
+    /// A UInt64 as a gauge's Int64, clamped: `Int64(x)` traps above Int64.max, and an
+    /// incarnation is a number a peer can push up (bounded by `WireLimits.maxIncarnation` today,
+    /// but the gauge must not depend on that).
+    static func gaugeValue(_ x: UInt64) -> Int64 { Int64(clamping: x) }
 
     func drop(reason: String) {
         if dropped[reason] == nil {
@@ -39,6 +48,10 @@ final class MeshMetrics {
         }
         dropped[reason]!.increment()
     }
+
+    func snapshotPublished() { snapshots.increment() }
+
+    func streamAuthenticated() { hellos.increment() }
 
     func received(bytes: Int, stream: Bool) {
         if stream { streamBytesIn.increment(by: bytes) } else { bytesIn.increment(by: bytes); packetsIn.increment() }
@@ -59,6 +72,6 @@ final class MeshMetrics {
         for member in m.members { counts[member.status, default: 0] += 1 }
         for (status, gauge) in membersByStatus { gauge.record(counts[status] ?? 0) }
         localHealth.record(m.awareness.score)
-        incarnation.record(Int64(m.incarnation))
+        incarnation.record(Self.gaugeValue(m.incarnation))
     }
 }

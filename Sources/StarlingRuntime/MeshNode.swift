@@ -24,8 +24,9 @@ public final class MeshNode: @unchecked Sendable {
 
     enum Command {
         case leave
-        case reloadKeys
         case setFreeSlots(Int)
+        /// A key file read off the loop thread (see `reloadKeys`).
+        case installKeys(Result<Keyring, any Error>)
     }
 
     private let shared: Mutex<Shared>
@@ -35,6 +36,16 @@ public final class MeshNode: @unchecked Sendable {
     let udp: UnsafeMutablePointer<uv_udp_t>
     let listener: UnsafeMutablePointer<uv_tcp_t>
     private let timer: UnsafeMutablePointer<uv_timer_t>
+    /// Runs once per loop turn, after I/O: resets the accept budget.
+    private let turn: UnsafeMutablePointer<uv_check_t>
+    /// Active only while an accept is deferred: keeps the loop turning and accepts it.
+    private let deferredAccept: UnsafeMutablePointer<uv_idle_t>
+    /// Connections accepted in this loop turn. libuv accepts until the queue is empty before it
+    /// reads any socket, so a stranger who connects as fast as he is shed would keep the loop in
+    /// the accept callback and starve every read, the hellos of real peers included. Past the
+    /// budget a connection waits in the kernel's queue for the next turn.
+    var acceptsThisTurn = 0
+    static let acceptsPerTurn = 16
     private let wakeup: UnsafeMutablePointer<uv_async_t>
     private var signals: [UnsafeMutablePointer<uv_signal_t>] = []
     let readBuffer: UnsafeMutableRawPointer
@@ -48,6 +59,8 @@ public final class MeshNode: @unchecked Sendable {
     private var leaveDeadline: Instant?
     private var onExit: (@Sendable () -> Void)?
     private var lastPublish = Instant.zero
+    /// A key file read is in flight on its own thread; a second SIGHUP meanwhile is folded in.
+    private var keyReloadInFlight = false
 
     public init(configuration: MeshConfiguration, keyring: Keyring, logger: Logger) throws {
         precondition(configuration.settings.reapAfter > configuration.replayWindow * 2,
@@ -56,8 +69,12 @@ public final class MeshNode: @unchecked Sendable {
         self.keyring = keyring
         self.logger = logger
         signal(SIGPIPE, SIG_IGN)  // a peer closing a stream gives EPIPE, not death
-        let metadata = MemberMetadata(version: 0, api: configuration.api, slots: UInt32(configuration.slots),
-                                      free: UInt32(configuration.slots))
+        let openFiles = Self.raiseOpenFileLimit()
+        logger.info("open file limit", metadata: ["soft": "\(openFiles)"])
+        // Fail closed on metadata our peers' decoders would refuse (one limit for both sides).
+        guard let slots = UInt32(exactly: configuration.slots) else { throw MeshError.badMetadata("slots \(configuration.slots)") }
+        let metadata = MemberMetadata(version: 0, api: configuration.api, slots: slots, free: slots)
+        if let why = metadata.invalidReason { throw MeshError.badMetadata(why) }
         membership = Membership(settings: configuration.settings, name: configuration.name,
                                 address: configuration.advertise, metadata: metadata,
                                 seed: secureRandomUInt64(), now: .zero)
@@ -67,6 +84,8 @@ public final class MeshNode: @unchecked Sendable {
         udp = .allocate(capacity: 1)
         listener = .allocate(capacity: 1)
         timer = .allocate(capacity: 1)
+        turn = .allocate(capacity: 1)
+        deferredAccept = .allocate(capacity: 1)
         wakeup = .allocate(capacity: 1)
         readBuffer = .allocate(byteCount: Self.readBufferBytes, alignment: 16)
         precondition(uv_loop_init(loop) == 0)
@@ -95,10 +114,16 @@ public final class MeshNode: @unchecked Sendable {
         rc = withUnsafePointer(to: &bindAddress) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_bind(listener, $0, 0) }
         }
-        if rc == 0 { rc = uv_listen(asStream(listener), 128, acceptCallback) }
+        // A deep accept queue (the kernel caps it at net.core.somaxconn): under a connection
+        // flood a joiner's SYN should wait its turn, not be dropped and retried a second later.
+        if rc == 0 { rc = uv_listen(asStream(listener), 4096, acceptCallback) }
         guard rc == 0 else { throw MeshError.bind("tcp \(configuration.bind)", uvError(rc)) }
         uv_timer_init(loop, timer)
         timer.pointee.data = me
+        uv_check_init(loop, turn)
+        turn.pointee.data = me
+        uv_idle_init(loop, deferredAccept)
+        deferredAccept.pointee.data = me
         uv_async_init(loop, wakeup) { handle in
             Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue().drainInbox()
         }
@@ -135,6 +160,20 @@ public final class MeshNode: @unchecked Sendable {
         thread.start()
     }
 
+    /// Raises the soft limit on open descriptors to the hard limit: every stream is a
+    /// descriptor, and a flood of connections should meet the stream limits, not EMFILE.
+    /// Returns the soft limit in force.
+    static func raiseOpenFileLimit() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return UInt64(limit.rlim_cur)
+    }
+
     // MARK: Any thread
 
     public func snapshot() -> MeshSnapshot { shared.withLock { $0.snapshot } }
@@ -156,7 +195,22 @@ public final class MeshNode: @unchecked Sendable {
 
     var now: Instant { Instant(nanoseconds: Int64(uv_hrtime() - origin)) }
 
+    /// Leaves the pending connection in libuv's hands (it stops watching the listener until
+    /// `uv_accept`) and accepts it on the next turn.
+    func deferAccept() {
+        uv_idle_start(deferredAccept) { handle in
+            let node = Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+            uv_idle_stop(handle)
+            node.acceptsThisTurn = 1
+            node.acceptStream()
+            node.afterEvent()
+        }
+    }
+
     private func run() {
+        uv_check_start(turn) { handle in
+            Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue().acceptsThisTurn = 0
+        }
         uv_udp_recv_start(udp, { handle, _, buf in
             let node = Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
             buf!.pointee = uv_buf_init(node.readBuffer.assumingMemoryBound(to: CChar.self), UInt32(MeshNode.readBufferBytes))
@@ -249,10 +303,15 @@ public final class MeshNode: @unchecked Sendable {
         if t >= membership.nextDeadline { execute(membership.tick(now: t)) }
         sweepStreams(now: t)
         if let leaveDeadline, t >= leaveDeadline { return shutdown() }
-        if changed || pendingChange || t - lastPublish >= .milliseconds(100) {
+        // A command publishes at once; membership changes at most every `publishInterval`
+        // (a publish sorts and copies the whole table, and churn brings changes by the
+        // thousand); and at least every 100 ms for the counters.
+        let sincePublish = t - lastPublish
+        if changed || (pendingChange && sincePublish >= configuration.publishInterval) || sincePublish >= .milliseconds(100) {
             publish(at: t)
         }
         var deadline = membership.nextDeadline
+        if pendingChange { deadline = min(deadline, lastPublish + configuration.publishInterval) }
         if let leaveDeadline { deadline = min(deadline, leaveDeadline) }
         if !streams.isEmpty { deadline = min(deadline, t + .milliseconds(100)) }
         let waitMs = max(0, (deadline - t).nanoseconds + 999_999) / 1_000_000
@@ -265,6 +324,7 @@ public final class MeshNode: @unchecked Sendable {
         lastPublish = t
         pendingChange = false
         metrics.publish(membership)
+        metrics.snapshotPublished()
         let snap = MeshSnapshot(name: configuration.name, members: membership.memberList, stats: membership.stats,
                                 localHealth: membership.awareness.score, incarnation: membership.incarnation)
         shared.withLock { $0.snapshot = snap }
@@ -278,7 +338,7 @@ public final class MeshNode: @unchecked Sendable {
         for c in commands {
             switch c {
             case .leave: beginLeave()
-            case .reloadKeys: reloadKeys()
+            case .installKeys(let result): installKeys(result)
             case .setFreeSlots(let free):
                 membership.updateMetadata(now: now) { $0.free = UInt32(max(0, min(free, Int($0.slots)))) }
             }
@@ -303,11 +363,27 @@ public final class MeshNode: @unchecked Sendable {
         leaveDeadline = now + max(configuration.settings.gossipInterval * 5, .milliseconds(200))
     }
 
+    /// Reads the key file on a thread of its own (a slow disk, a network mount or a FIFO must
+    /// not stall gossip) and hands the result to the loop through the inbox.
     private func reloadKeys() {
-        do {
-            keyring = try Keyring.load(path: configuration.keyFile)
+        guard !keyReloadInFlight else { return }
+        keyReloadInFlight = true
+        let path = configuration.keyFile
+        let reader = Thread { [self] in
+            let result = Result { try Keyring.load(path: path) }
+            post(.installKeys(result))
+        }
+        reader.name = "starling-key-reload"
+        reader.start()
+    }
+
+    private func installKeys(_ result: Result<Keyring, any Error>) {
+        keyReloadInFlight = false
+        switch result {
+        case .success(let loaded):
+            keyring = loaded
             logger.info("keyring reloaded", metadata: ["keys": "\(keyring.keys.count)", "primary": "\(String(keyring.primary.id, radix: 16))"])
-        } catch {
+        case .failure(let error):
             logger.error("keyring reload failed; keeping the old keys", metadata: ["error": "\(error)"])
         }
     }
@@ -318,6 +394,8 @@ public final class MeshNode: @unchecked Sendable {
         for s in streams.values { s.close() }
         uv_timer_stop(timer)
         uv_close(asHandle(timer), nil)
+        uv_close(asHandle(turn), nil)
+        uv_close(asHandle(deferredAccept), nil)
         uv_close(asHandle(wakeup), nil)
         uv_close(asHandle(udp), nil)
         uv_close(asHandle(listener), nil)
@@ -328,9 +406,11 @@ public final class MeshNode: @unchecked Sendable {
 public enum MeshError: Error, CustomStringConvertible {
     case badAddress(String)
     case bind(String, String)
+    case badMetadata(String)
 
     public var description: String {
         switch self {
+        case .badMetadata(let why): "metadata not accepted on the wire: \(why)"
         case .badAddress(let a): "not an IP address and port: \(a)"
         case .bind(let what, let why): "cannot bind \(what): \(why)"
         }

@@ -3,8 +3,15 @@ import Glibc
 import StarlingCore
 import StarlingCrypto
 
-/// One push-pull exchange over TCP: a request frame and a reply frame, each
-/// `length:u32 sealed-envelope`, then the connection closes.
+/// One push-pull exchange over TCP. Frames are `length:u32 sealed-envelope`:
+/// ```
+/// client -> server: hello request      (hello: a small sealed frame of kind streamHello)
+/// server -> client: reply              then the connection closes
+/// ```
+/// The hello exists for the server's sake: a stranger who connects can make it buffer at most
+/// `maxHelloFrameBytes` and hold the connection at most `authTimeout`; only a peer whose hello
+/// opened (it holds the key, or replays a hello within the replay window) may send a frame of
+/// up to `maxFrameBytes` and keep the connection for `streamTimeout`.
 ///
 /// Lives on the loop thread only. The node's `streams` table holds the strong reference; the
 /// libuv handle's `data` points back here, unretained, until the close callback removes it.
@@ -14,21 +21,40 @@ final class StreamExchange {
         case server
     }
 
+    /// The hello's sealed payload: the stream protocol's version.
+    static let helloPayload: [UInt8] = [1]
+    /// Bound on the hello frame (its sealed size is `Envelope.overheadBytes + 1`).
+    static let maxHelloFrameBytes = 128
+
     unowned let node: MeshNode
     let role: Role
     let handle: UnsafeMutablePointer<uv_tcp_t>
-    let deadline: Instant
+    let openedAt: Instant
+    private(set) var deadline: Instant
     let peer: String
+    /// The peer's IP address, for per-source limits (inbound only).
+    var source = ""
+    /// An inbound stream is authenticated once its hello opened; an outbound one always is.
+    private(set) var authenticated: Bool
     private var received: [UInt8] = []
     private var finished = false
     private var closeAfterWrite = false
     private(set) var closed = false
 
-    init(node: MeshNode, role: Role, deadline: Instant, peer: String) {
+    var isInbound: Bool { if case .server = role { true } else { false } }
+
+    init(node: MeshNode, role: Role, now: Instant, peer: String) {
         self.node = node
         self.role = role
-        self.deadline = deadline
         self.peer = peer
+        openedAt = now
+        if case .server = role {
+            authenticated = false
+            deadline = now + node.configuration.authTimeout
+        } else {
+            authenticated = true
+            deadline = now + node.configuration.streamTimeout
+        }
         handle = .allocate(capacity: 1)
         uv_tcp_init(node.loop, handle)
         handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
@@ -54,23 +80,48 @@ final class StreamExchange {
     }
 
     private func consume(_ bytes: UnsafeRawBufferPointer) {
-        guard !finished else { return }
+        guard !finished, !closed else { return }
         node.metrics.received(bytes: bytes.count, stream: true)
         received.append(contentsOf: bytes)
-        guard received.count >= 4 else { return }
-        let length = Int(received[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-        guard length <= node.configuration.maxFrameBytes else {
-            node.metrics.drop(reason: "frame_too_large")
-            return fail("frame too large: \(length)")
+        while !finished, !closed, received.count >= 4 {
+            let length = Int(received[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+            let limit = authenticated ? node.configuration.maxFrameBytes : Self.maxHelloFrameBytes
+            guard length <= limit else {
+                node.metrics.drop(reason: authenticated ? "frame_too_large" : "preauth_too_large")
+                return fail("frame too large: \(length)")
+            }
+            guard received.count >= 4 + length else { return }
+            let frame = Array(received[4..<4 + length])
+            received.removeFirst(4 + length)
+            if !authenticated {
+                guard openHello(frame) else { return }
+                continue
+            }
+            guard received.isEmpty else {
+                node.metrics.drop(reason: "trailing")
+                return fail("trailing bytes after the frame")
+            }
+            finished = true
+            uv_read_stop(asStream(handle))
+            handleFrame(frame)
         }
-        guard received.count >= 4 + length else { return }
-        guard received.count == 4 + length else {
-            node.metrics.drop(reason: "trailing")
-            return fail("trailing bytes after the frame")
+    }
+
+    /// Opens an inbound stream's hello; on success the stream may send one full frame.
+    private func openHello(_ sealed: [UInt8]) -> Bool {
+        do {
+            let payload = try Envelope.open(sealed, kind: .streamHello, keyring: node.keyring, nowMs: wallClockMs(),
+                                            maxAgeMs: node.configuration.replayWindow.nanoseconds / 1_000_000)
+            guard payload == Self.helloPayload else { throw WireError.unsupportedVersion(payload.first ?? 0) }
+        } catch {
+            node.metrics.drop(reason: error.reason)
+            fail("unreadable hello: \(error)")
+            return false
         }
-        finished = true
-        uv_read_stop(asStream(handle))
-        handleFrame(Array(received[4...]))
+        authenticated = true
+        deadline = openedAt + node.configuration.streamTimeout
+        node.metrics.streamAuthenticated()
+        return true
     }
 
     private func handleFrame(_ sealed: [UInt8]) {
@@ -96,19 +147,23 @@ final class StreamExchange {
         case .server:
             let (reply, directives) = node.membership.servePushPull(state, now: node.now)
             node.execute(directives)
-            write(Envelope.seal(reply.encoded(), kind: .pushPullReply, key: node.keyring.primary, sentAtMs: wallClockMs()),
+            write([Envelope.seal(reply.encoded(), kind: .pushPullReply, key: node.keyring.primary, sentAtMs: wallClockMs())],
                   thenClose: true)
         }
     }
 
-    /// Writes one frame. The buffer lives until libuv's write callback frees it.
-    func write(_ sealed: [UInt8], thenClose: Bool) {
-        let total = 4 + sealed.count
+    /// Writes frames in one write. The buffer lives until libuv's write callback frees it.
+    func write(_ frames: [[UInt8]], thenClose: Bool) {
+        let total = frames.reduce(0) { $0 + 4 + $1.count }
         let memory = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 1)
         let bytes = memory.assumingMemoryBound(to: UInt8.self)
-        let n = UInt32(sealed.count)
-        for i in 0..<4 { bytes[i] = UInt8(truncatingIfNeeded: n >> UInt32(24 - 8 * i)) }
-        sealed.withUnsafeBufferPointer { (bytes + 4).update(from: $0.baseAddress!, count: sealed.count) }
+        var at = 0
+        for sealed in frames {
+            let n = UInt32(sealed.count)
+            for i in 0..<4 { bytes[at + i] = UInt8(truncatingIfNeeded: n >> UInt32(24 - 8 * i)) }
+            sealed.withUnsafeBufferPointer { (bytes + at + 4).update(from: $0.baseAddress!, count: sealed.count) }
+            at += 4 + sealed.count
+        }
         node.metrics.sent(bytes: total, stream: true)
         let request = UnsafeMutablePointer<uv_write_t>.allocate(capacity: 1)
         request.pointee.data = memory
@@ -151,13 +206,13 @@ final class StreamExchange {
 
 extension MeshNode {
     func startPushPull(_ state: PushPullState, to address: NodeAddress) {
-        guard streams.count < configuration.maxOpenStreams, var dest = socketAddress(for: address) else {
+        let outbound = streams.values.count(where: { !$0.closed && !$0.isInbound })
+        guard outbound < configuration.maxOutboundStreams, var dest = socketAddress(for: address) else {
             metrics.drop(reason: "stream_limit")
             execute(membership.completePushPull(nil, now: now))
             return
         }
-        let ex = StreamExchange(node: self, role: .client(state), deadline: now + configuration.streamTimeout,
-                                peer: address.description)
+        let ex = StreamExchange(node: self, role: .client(state), now: now, peer: address.description)
         streams[ObjectIdentifier(ex)] = ex
         let connect = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         connect.pointee.data = Unmanaged.passUnretained(ex).toOpaque()
@@ -171,8 +226,10 @@ extension MeshNode {
                         ex.fail(uvError(status))
                     } else if case .client(let state) = ex.role {
                         ex.startReading()
-                        ex.write(Envelope.seal(state.encoded(), kind: .pushPullRequest, key: ex.node.keyring.primary,
-                                               sentAtMs: wallClockMs()), thenClose: false)
+                        let key = ex.node.keyring.primary
+                        ex.write([Envelope.seal(StreamExchange.helloPayload, kind: .streamHello, key: key, sentAtMs: wallClockMs()),
+                                  Envelope.seal(state.encoded(), kind: .pushPullRequest, key: key, sentAtMs: wallClockMs())],
+                                 thenClose: false)
                     }
                     ex.node.afterEvent()
                 }
@@ -184,29 +241,95 @@ extension MeshNode {
         }
     }
 
+    /// Accepts one inbound stream within the inbound limits.
+    ///
+    /// A stranger can open connections without the key, so the limits favour whoever
+    /// authenticates, and share the room fairly between source addresses:
+    /// - A source at `maxInboundStreamsPerSource` makes room by closing its own oldest stream
+    ///   that has not authenticated yet; if all of its streams have, the newcomer is refused.
+    /// - When the node is at `maxInboundStreams`, a newcomer closes the oldest unauthenticated
+    ///   stream of the source that holds the most of them, but only if that source holds at
+    ///   least two more streams than the newcomer's would; otherwise the newcomer is refused.
+    ///   So a flood from many addresses, even one that reconnects as fast as it is shed, keeps
+    ///   its fair share and no more: a peer from a quiet address always gets in, and is not
+    ///   pushed out again by the flood while its hello (sent with its connect) arrives.
+    /// Idle streams end at `authTimeout` in any case.
     func acceptStream() {
-        let ex = StreamExchange(node: self, role: .server, deadline: now + configuration.streamTimeout, peer: "inbound")
+        let ex = StreamExchange(node: self, role: .server, now: now, peer: "inbound")
         streams[ObjectIdentifier(ex)] = ex
-        guard uv_accept(asStream(listener), asStream(ex.handle)) == 0 else { return ex.close() }
-        guard streams.count <= configuration.maxOpenStreams else {
-            metrics.drop(reason: "stream_limit")
+        guard uv_accept(asStream(listener), asStream(ex.handle)) == 0 else {
+            metrics.drop(reason: "accept_failed")
             return ex.close()
         }
+        ex.source = peerHost(of: ex.handle) ?? "unknown"
+        guard admit(ex) else { return ex.close() }
         ex.startReading()
     }
 
-    /// Closes exchanges past their deadline (a stalled or malicious peer cannot hold one open).
+    private func admit(_ newcomer: StreamExchange) -> Bool {
+        var inbound = streams.values.filter { !$0.closed && $0.isInbound && $0 !== newcomer }
+        let mine = inbound.filter { $0.source == newcomer.source }
+        if mine.count >= configuration.maxInboundStreamsPerSource {
+            guard let oldest = Self.oldestUnauthenticated(mine) else {
+                metrics.drop(reason: "stream_source_limit")
+                return false
+            }
+            metrics.drop(reason: "stream_evicted")
+            oldest.fail("evicted by a newer connection from the same source")
+            inbound.removeAll { $0 === oldest }
+        }
+        guard inbound.count >= configuration.maxInboundStreams else { return true }
+        let sharesAfter = inbound.count { $0.source == newcomer.source } + 1
+        var pending: [String: [StreamExchange]] = [:]
+        for ex in inbound where !ex.authenticated { pending[ex.source, default: []].append(ex) }
+        guard let heaviest = pending.values.max(by: { $0.count < $1.count }), heaviest.count > sharesAfter,
+              let victim = Self.oldestUnauthenticated(heaviest) else {
+            metrics.drop(reason: "stream_limit")
+            return false
+        }
+        metrics.drop(reason: "stream_evicted")
+        victim.fail("evicted by a connection from a quieter source")
+        return true
+    }
+
+    private static func oldestUnauthenticated(_ streams: [StreamExchange]) -> StreamExchange? {
+        streams.filter { !$0.authenticated }.min { $0.openedAt < $1.openedAt }
+    }
+
+    private func peerHost(of handle: UnsafeMutablePointer<uv_tcp_t>) -> String? {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getpeername(handle, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress.nodeAddress($0)?.host }
+        }
+    }
+
+    /// Closes exchanges past their deadline (a stalled or malicious peer cannot hold one open):
+    /// `authTimeout` before an inbound stream authenticates, `streamTimeout` in all.
     func sweepStreams(now t: Instant) {
         for ex in streams.values where !ex.closed && t >= ex.deadline {
-            metrics.drop(reason: "stream_timeout")
+            metrics.drop(reason: ex.authenticated ? "stream_timeout" : "auth_timeout")
             ex.fail("timed out")
         }
     }
 }
 
-/// libuv's connection callback for the stream listener.
+/// libuv's connection callback for the stream listener. A failed accept (EMFILE and the like)
+/// is counted, not retried: libuv itself sheds the pending connection with its reserved
+/// descriptor, so the loop does not spin.
 let acceptCallback: uv_connection_cb = { server, status in
     let node = Unmanaged<MeshNode>.fromOpaque(server!.pointee.data).takeUnretainedValue()
-    if status >= 0 { node.acceptStream() }
+    if status < 0 {
+        node.metrics.drop(reason: "accept_failed")
+    } else if node.acceptsThisTurn < MeshNode.acceptsPerTurn {
+        node.acceptsThisTurn += 1
+        node.acceptStream()
+    } else {
+        return node.deferAccept()
+    }
     node.afterEvent()
 }

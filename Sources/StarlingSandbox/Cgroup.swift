@@ -12,14 +12,27 @@ public final class Cgroup: Sendable {
     /// v1: controller → directory; v2: "unified" → directory.
     let dirs: [String: String]
 
-    /// The limits last written, so that an unchanged limit costs no write (a warm dispatch with
-    /// the default limits touches no cgroup file) and the memory order needs no read-back.
+    /// The limits the kernel accepted, so that an unchanged limit costs no write (a warm dispatch
+    /// with the default limits touches no cgroup file) and the memory order needs no read-back.
+    /// Only a write that succeeded is recorded: a failed one leaves the old value (still in force)
+    /// or, when a step of a two-file change failed, marks the value unknown so the next change
+    /// reads the kernel's instead of trusting the cache.
     private struct Limits {
-        var memoryMB: Int?
+        var memory: Known<Int> = .unset
         var cpus: Double?
         var pids: Int?
     }
+    private enum Known<Value: Sendable>: Sendable {
+        /// A fresh group: no limit written yet (the kernel's default is "unlimited").
+        case unset
+        case applied(Value)
+        /// A write failed half way: ask the kernel.
+        case unknown
+    }
     private let limits = Mutex(Limits())
+    /// Held across a whole limit change (check, writes, record), so that two changes at once
+    /// (a resize while another is under way) cannot interleave their writes or their records.
+    private let changing = NSLock()
 
     /// Where each controller's hierarchy is mounted, or nil if cgroups are unusable here.
     public static let layout: (Version, [String: String])? = detect()
@@ -55,27 +68,44 @@ public final class Cgroup: Sendable {
     /// owner's leftovers from a live one's.
     static var ownerName: String { String(getpid()) }
 
-    /// Creates the groups `starling/<pid>/<name>` under each hierarchy.
-    public init(name: String) throws {
+    /// The default parent of every group this process creates, under each hierarchy.
+    public static let defaultParent = "starling"
+
+    /// Creates the groups `<parent>/<pid>/<name>` under each hierarchy (`parent` is `starling`
+    /// unless configured otherwise; tests use their own parent so that they can make it
+    /// unwritable without touching other runners' groups).
+    public init(name: String, parent: String = Cgroup.defaultParent) throws {
         guard let (version, roots) = Cgroup.layout else {
             throw SandboxUnavailable("no writable cgroup hierarchy (v2, or v1 with memory, cpu, cpuacct and pids)")
+        }
+        guard !parent.isEmpty, !parent.hasPrefix("/"),
+              parent.split(separator: "/", omittingEmptySubsequences: false).allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
+            throw SandboxUnavailable("cgroup parent \(parent.debugDescription) must be a relative path without . or ..")
         }
         self.version = version
         self.name = name
         var dirs: [String: String] = [:]
         for (controller, root) in roots {
-            let parent = root + "/starling/" + Cgroup.ownerName
-            let dir = parent + "/" + name
-            if mkdir(dir, 0o755) != 0, errno == ENOENT {
-                // First sandbox of this process (or after a shutdown): create the parents.
-                for level in [root + "/starling", parent] {
-                    mkdir(level, 0o755)
-                    if version == .v2 { Cgroup.write("+memory +cpu +pids", to: level + "/cgroup.subtree_control") }
-                }
-                mkdir(dir, 0o755)
+            let owner = root + "/" + parent + "/" + Cgroup.ownerName
+            let dir = owner + "/" + name
+            if dirs.values.contains(dir) {  // v1 co-mounts controllers (cpu,cpuacct): one directory
+                dirs[controller] = dir
+                continue
             }
-            guard access(dir, W_OK) == 0 else {
-                throw SandboxUnavailable("cannot create cgroup \(dir): \(String(cString: strerror(errno)))")
+            var failure = mkdir(dir, 0o755) == 0 ? 0 : errno
+            if failure == ENOENT {
+                // First sandbox of this process (or after a shutdown): create the parents.
+                for level in [root + "/" + parent, owner] {
+                    mkdir(level, 0o755)
+                    // A failure here shows later: the limit files it would enable are missing,
+                    // and writing them fails the task.
+                    if version == .v2 { try? Cgroup.write("+memory +cpu +pids", to: level + "/cgroup.subtree_control") }
+                }
+                failure = mkdir(dir, 0o755) == 0 ? 0 : errno
+            }
+            guard failure == 0 else {
+                for made in Set(dirs.values) { rmdir(made) }
+                throw LimitNotApplied("creating cgroup", path: dir, errno: failure)
             }
             dirs[controller] = dir
         }
@@ -104,9 +134,9 @@ public final class Cgroup: Sendable {
         }
     }
 
-    static func removeOwnerIfEmpty() {
+    static func removeOwnerIfEmpty(parent: String = Cgroup.defaultParent) {
         guard let (_, roots) = layout else { return }
-        for root in Set(roots.values) { rmdir(root + "/starling/" + ownerName) }
+        for root in Set(roots.values) { rmdir(root + "/" + parent + "/" + ownerName) }
     }
 
     private init(version: Version, name: String, dirs: [String: String]) {
@@ -120,67 +150,129 @@ public final class Cgroup: Sendable {
 
     func dir(_ controller: String) -> String { dirs[version == .v2 ? "unified" : controller]! }
 
-    @discardableResult
-    static func write(_ value: String, to path: String) -> Bool {
+    /// Writes `value` to a cgroup file; any failure (open, short or failed write) is thrown with
+    /// the file and the kernel's reason, since a limit that silently did not apply is no limit.
+    static func write(_ value: String, to path: String) throws(LimitNotApplied) {
         let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { throw LimitNotApplied("writing \(value.debugDescription) to", path: path, errno: errno) }
         defer { close(fd) }
-        return value.withCString { Glibc.write(fd, $0, strlen($0)) } >= 0
+        let length = value.utf8.count
+        let written = value.withCString { Glibc.write(fd, $0, length) }
+        guard written == length else {
+            throw LimitNotApplied("writing \(value.debugDescription) to", path: path, errno: written < 0 ? errno : EIO)
+        }
     }
 
     static func read(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
 
+    /// The memory limit the kernel enforces now, in bytes, or nil when there is none (or it
+    /// cannot be read).
+    public var memoryLimitBytes: Int? {
+        let file = version == .v2 ? "/memory.max" : "/memory.limit_in_bytes"
+        guard let text = Cgroup.read(dir("memory") + file)?.trimmingCharacters(in: .whitespacesAndNewlines),
+              let bytes = Int(text), bytes < Int.max / 2 else { return nil }  // "max", or v1's huge default
+        return bytes
+    }
+
+    /// Bounds on what a limit change may ask for (tasks are validated tighter, in TaskLimits).
+    static let maximumMemoryMB = 1 << 30
+    static let maximumCores = 4_096.0
+
     /// Sets the memory limit. Raising and lowering both work while the task runs (vertical
-    /// elasticity); lowering below current use makes the kernel reclaim, then OOM-kill.
-    public func setMemory(megabytes: Int) {
-        let previous = limits.withLock { l -> Int? in
-            defer { l.memoryMB = megabytes }
-            return l.memoryMB
+    /// elasticity). Lowering below current use makes the kernel reclaim; on v1, when it cannot
+    /// reclaim enough, the write fails with EBUSY and the old limit stays (thrown, not cached);
+    /// on v2 the kernel OOM-kills instead.
+    public func setMemory(megabytes: Int) throws(LimitNotApplied) {
+        // A resize's numbers come from outside: refuse what would overflow the byte count.
+        guard (1...Cgroup.maximumMemoryMB).contains(megabytes) else {
+            throw LimitNotApplied("setting \(megabytes) MB, out of range, as the memory limit of", path: dir("memory"), errno: EINVAL)
         }
-        if previous == megabytes { return }
-        let bytes = String(megabytes << 20)
-        switch version {
-        case .v2:
-            Cgroup.write(bytes, to: dir("memory") + "/memory.max")
-            Cgroup.write("0", to: dir("memory") + "/memory.swap.max")
-        case .v1:
-            let d = dir("memory")
-            let swapFile = d + "/memory.memsw.limit_in_bytes"
-            let hasSwapLimit = FileManager.default.fileExists(atPath: swapFile)
-            // memsw must stay >= the memory limit: order the two writes accordingly.
-            // A fresh group has no limit, so the first write lowers it.
-            if megabytes > (previous ?? .max) {
-                if hasSwapLimit { Cgroup.write(bytes, to: swapFile) }
-                Cgroup.write(bytes, to: d + "/memory.limit_in_bytes")
-            } else {
-                Cgroup.write(bytes, to: d + "/memory.limit_in_bytes")
-                if hasSwapLimit { Cgroup.write(bytes, to: swapFile) }
+        changing.lock()
+        defer { changing.unlock() }
+        let known = limits.withLock { $0.memory }
+        let previousBytes: Int?
+        switch known {
+        case .applied(let mb):
+            if mb == megabytes { return }
+            previousBytes = mb << 20
+        case .unset: previousBytes = nil
+        case .unknown: previousBytes = memoryLimitBytes
+        }
+        let bytes = megabytes << 20
+        let text = String(bytes)
+        do {
+            switch version {
+            case .v2:
+                try Cgroup.write(text, to: dir("memory") + "/memory.max")
+                // Absent without swap accounting (as memsw on v1): then there is nothing to cap.
+                let swapFile = dir("memory") + "/memory.swap.max"
+                if FileManager.default.fileExists(atPath: swapFile) { try Cgroup.write("0", to: swapFile) }
+            case .v1:
+                let d = dir("memory")
+                let swapFile = d + "/memory.memsw.limit_in_bytes"
+                let hasSwapLimit = FileManager.default.fileExists(atPath: swapFile)
+                // memsw must stay >= the memory limit: order the two writes accordingly.
+                // A fresh group has no limit, so the first write lowers it.
+                if bytes > (previousBytes ?? .max) {
+                    if hasSwapLimit { try Cgroup.write(text, to: swapFile) }
+                    try Cgroup.write(text, to: d + "/memory.limit_in_bytes")
+                } else {
+                    try Cgroup.write(text, to: d + "/memory.limit_in_bytes")
+                    if hasSwapLimit { try Cgroup.write(text, to: swapFile) }
+                }
             }
+        } catch {
+            // The first write failing changed nothing; a later one may have left the pair
+            // half-changed. Either way the next change asks the kernel rather than the cache.
+            limits.withLock { $0.memory = .unknown }
+            throw error
         }
+        limits.withLock { $0.memory = .applied(megabytes) }
     }
 
     /// Sets the CPU quota in cores (1.5 = one and a half cores' time per period).
-    public func setCPU(cores: Double) {
-        guard limits.withLock({ l -> Bool in
-            defer { l.cpus = cores }
-            return l.cpus != cores
-        }) else { return }
+    public func setCPU(cores: Double) throws(LimitNotApplied) {
+        // Int(_:) of a NaN or huge Double traps: check before converting.
+        guard cores.isFinite, cores >= 0.01, cores <= Cgroup.maximumCores else {
+            throw LimitNotApplied("setting \(cores) cores, out of range, as the CPU quota of", path: dir("cpu"), errno: EINVAL)
+        }
+        changing.lock()
+        defer { changing.unlock() }
+        guard limits.withLock({ $0.cpus != cores }) else { return }
         let period = 100_000
         let quota = max(1_000, Int(cores * Double(period)))
-        switch version {
-        case .v2: Cgroup.write("\(quota) \(period)", to: dir("cpu") + "/cpu.max")
-        case .v1:
-            Cgroup.write(String(period), to: dir("cpu") + "/cpu.cfs_period_us")
-            Cgroup.write(String(quota), to: dir("cpu") + "/cpu.cfs_quota_us")
+        do {
+            switch version {
+            case .v2: try Cgroup.write("\(quota) \(period)", to: dir("cpu") + "/cpu.max")
+            case .v1:
+                try Cgroup.write(String(period), to: dir("cpu") + "/cpu.cfs_period_us")
+                try Cgroup.write(String(quota), to: dir("cpu") + "/cpu.cfs_quota_us")
+            }
+        } catch {
+            limits.withLock { $0.cpus = nil }
+            throw error
         }
+        limits.withLock { $0.cpus = cores }
     }
 
-    public func setPids(_ n: Int) {
-        guard limits.withLock({ l -> Bool in
-            defer { l.pids = n }
-            return l.pids != n
-        }) else { return }
-        Cgroup.write(String(n), to: dir("pids") + "/pids.max")
+    public func setPids(_ n: Int) throws(LimitNotApplied) {
+        changing.lock()
+        defer { changing.unlock() }
+        guard limits.withLock({ $0.pids != n }) else { return }
+        do {
+            try Cgroup.write(String(n), to: dir("pids") + "/pids.max")
+        } catch {
+            limits.withLock { $0.pids = nil }
+            throw error
+        }
+        limits.withLock { $0.pids = n }
+    }
+
+    /// Writes a task's memory, CPU and pids limits; the first the kernel refuses is thrown.
+    func apply(_ grant: Policy.Grant) throws(LimitNotApplied) {
+        try setMemory(megabytes: grant.memoryMB)
+        try setCPU(cores: grant.cpus)
+        try setPids(grant.pids)
     }
 
     /// CPU time used so far, in nanoseconds.
@@ -217,7 +309,7 @@ public final class Cgroup: Sendable {
 
     /// Kills every process in the group, repeatedly, until none is left (bounded).
     public func killAll() {
-        if version == .v2, Cgroup.write("1", to: dir("pids") + "/cgroup.kill") { return }
+        if version == .v2, (try? Cgroup.write("1", to: dir("pids") + "/cgroup.kill")) != nil { return }
         for _ in 0..<200 {
             let pids = processIDs
             if pids.isEmpty { return }
@@ -232,12 +324,34 @@ public final class Cgroup: Sendable {
         removeDirectories()
     }
 
+    /// Removes the group directories, waiting (bounded) while the kernel still counts exiting
+    /// processes in them (EBUSY). Any other failure will not pass by waiting: the group is left
+    /// for the next start's sweep, and a refusal that destroys a group on the result path does
+    /// not stall for a second per directory.
     func removeDirectories() {
         for d in Set(dirs.values) {
             for _ in 0..<500 {
-                if rmdir(d) == 0 || errno == ENOENT { break }
+                if rmdir(d) == 0 || errno != EBUSY { break }
                 usleep(2_000)
             }
         }
     }
+}
+
+/// A cgroup step the kernel refused (creating a group, writing a limit, joining it): the task it
+/// was for must not run, or, for a resize, the old limit stays in force. Says which file, what
+/// was tried and why.
+public struct LimitNotApplied: Error, CustomStringConvertible, Equatable {
+    /// What was tried, e.g. `writing "536870912" to`.
+    public var action: String
+    public var path: String
+    public var errno: Int32
+
+    public init(_ action: String, path: String, errno: Int32) {
+        self.action = action
+        self.path = path
+        self.errno = errno
+    }
+
+    public var description: String { "limit not applied: \(action) \(path) failed: \(String(cString: strerror(errno)))" }
 }

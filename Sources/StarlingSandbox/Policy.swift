@@ -2,22 +2,26 @@
 /// node's: `narrowed(by:)` takes the stricter of each field.
 public struct Policy: Codable, Sendable, Equatable {
     /// Programs a task may start as argv[0], by name (`python3`) or by path (`/usr/bin/python3`).
-    /// nil: any. Note that allowing a shell or an interpreter allows whatever it runs.
+    /// nil: any. This names programs and is no security boundary: `bash` or `python3` in the list
+    /// can run anything. The sandbox (namespaces, seccomp, cgroups) is the boundary.
     public var allow: [String]?
     public var net: NetworkMode?
     public var maxMemoryMB: Int?
     public var maxCpus: Double?
     public var maxTimeoutSeconds: Double?
+    /// Most processes a task may have at once; also caps the default (`defaultPids`).
+    public var maxPids: Int?
     /// Secret names a task may receive. nil or empty: none.
     public var secrets: [String]?
 
     public init(allow: [String]? = nil, net: NetworkMode? = nil, maxMemoryMB: Int? = nil, maxCpus: Double? = nil,
-                maxTimeoutSeconds: Double? = nil, secrets: [String]? = nil) {
+                maxTimeoutSeconds: Double? = nil, maxPids: Int? = nil, secrets: [String]? = nil) {
         self.allow = allow
         self.net = net
         self.maxMemoryMB = maxMemoryMB
         self.maxCpus = maxCpus
         self.maxTimeoutSeconds = maxTimeoutSeconds
+        self.maxPids = maxPids
         self.secrets = secrets
     }
 
@@ -38,6 +42,7 @@ public struct Policy: Codable, Sendable, Equatable {
             maxMemoryMB: both(maxMemoryMB, r.maxMemoryMB) { min($0, $1) },
             maxCpus: both(maxCpus, r.maxCpus) { min($0, $1) },
             maxTimeoutSeconds: both(maxTimeoutSeconds, r.maxTimeoutSeconds) { min($0, $1) },
+            maxPids: both(maxPids, r.maxPids) { min($0, $1) },
             // A request may name fewer secrets, never more: nil in the request keeps the node's.
             secrets: r.secrets.map { req in (secrets ?? []).filter { Set(req).contains($0) } } ?? secrets)
     }
@@ -76,11 +81,13 @@ public struct Policy: Codable, Sendable, Equatable {
         if let c = maxCpus, cpus > c { return .failure(PolicyDenial("cpus \(cpus) exceeds the policy's \(c)")) }
         let timeout = t.timeoutSeconds ?? min(Self.defaultTimeoutSeconds, maxTimeoutSeconds ?? Self.defaultTimeoutSeconds)
         if let s = maxTimeoutSeconds, timeout > s { return .failure(PolicyDenial("timeoutSeconds \(timeout) exceeds the policy's \(s)")) }
+        let pids = t.pids ?? min(Self.defaultPids, maxPids ?? Self.defaultPids)
+        if let p = maxPids, pids > p { return .failure(PolicyDenial("pids \(pids) exceeds the policy's \(p)")) }
         let allowedSecrets = Set(secrets ?? [])
         for s in t.secrets ?? [] where !allowedSecrets.contains(s) {
             return .failure(PolicyDenial("secret \(s) is not allowed by policy"))
         }
-        return .success(Grant(memoryMB: memory, cpus: cpus, pids: t.pids ?? Self.defaultPids, timeoutSeconds: timeout,
+        return .success(Grant(memoryMB: memory, cpus: cpus, pids: pids, timeoutSeconds: timeout,
                               net: wantNet, secrets: t.secrets ?? []))
     }
 }

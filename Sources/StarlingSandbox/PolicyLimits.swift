@@ -21,6 +21,7 @@ public enum PolicyLimits {
         if let m = p.maxMemoryMB, !(m >= 8 && m <= 1 << 20) { throw InvalidPolicy("maxMemoryMB must be 8 to 1048576") }
         if let c = p.maxCpus, !(c >= 0.01 && c <= 1024) { throw InvalidPolicy("maxCpus must be 0.01 to 1024") }
         if let s = p.maxTimeoutSeconds, !(s > 0 && s <= 86_400) { throw InvalidPolicy("maxTimeoutSeconds must be in (0, 86400]") }
+        if let n = p.maxPids, !(n >= 1 && n <= 65_536) { throw InvalidPolicy("maxPids must be 1 to 65536") }
         if let secrets = p.secrets {
             guard secrets.count <= maxSecrets else { throw InvalidPolicy("more than \(maxSecrets) secrets") }
             for s in secrets where !TaskLimits.isEnvName(s) { throw InvalidPolicy("bad secret name \(s.prefix(64).debugDescription)") }

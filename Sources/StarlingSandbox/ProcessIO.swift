@@ -74,15 +74,29 @@ struct TaskStreams {
     }
 }
 
-/// Spawns through the C helper (fork, join cgroups, map fds, exec).
-func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)], cgroupProcs: [String]) throws -> pid_t {
+/// A spawned child: its pid, and a pidfd for it (-1 without pidfd support) that the caller owns.
+struct Spawned {
+    let pid: pid_t
+    let pidfd: Int32
+}
+
+/// Spawns through the C helper (fork on its long-lived spawner thread, join cgroups, map fds, exec).
+func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)], cgroupProcs: [String]) throws -> Spawned {
     func cStrings(_ xs: [String]) -> [UnsafeMutablePointer<CChar>?] { xs.map { strdup($0) } + [nil] }
     var cargv = cStrings(argv), cenv = cStrings(env), cgroups = cStrings(cgroupProcs)
     defer { for p in cargv + cenv + cgroups { free(p) } }
     let sources = fds.map(\.0), targets = fds.map(\.1)
-    let pid = starling_spawn(path, &cargv, &cenv, sources, targets, Int32(fds.count), &cgroups, Int32(cgroupProcs.count))
-    guard pid > 0 else { throw SandboxUnavailable("cannot start \(path): \(String(cString: strerror(-pid)))") }
-    return pid
+    var pidfd: Int32 = -1
+    let pid = starling_spawn(path, &cargv, &cenv, sources, targets, Int32(fds.count), &cgroups, Int32(cgroupProcs.count), &pidfd)
+    guard pid > 0 else {
+        let failure = -pid
+        // The child could not join one of its cgroups: it would have run without limits.
+        if failure & STARLING_SPAWN_CGROUP_FAILED != 0, case let index = Int((failure >> 16) & 0xff), index < cgroupProcs.count {
+            throw LimitNotApplied("joining the task to", path: cgroupProcs[index], errno: failure & 0xffff)
+        }
+        throw SandboxUnavailable("cannot start \(path): \(String(cString: strerror(failure)))")
+    }
+    return Spawned(pid: pid, pidfd: pidfd)
 }
 
 /// Reads a child's stdout and stderr, keeping at most `cap` bytes of each, until the child has
@@ -164,50 +178,4 @@ func feed(_ bytes: [UInt8], to fd: Int32) {
         close(fd)
     }
     t.start()
-}
-
-/// Reads regular files under `dir` without following links (a task could plant a symlink to a
-/// host path), within a count, per-file and total bound. Returns name → content and whether
-/// anything was left out.
-func collectOutputs(_ dir: String, perFile: Int, total: Int, maxFiles: Int = 256) -> ([String: String], Bool) {
-    var out: [String: String] = [:]
-    var used = 0
-    var cut = false
-    func walk(_ path: String, _ prefix: String, depth: Int) {
-        guard depth < 16, let d = opendir(path) else { return }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name == "." || name == ".." { continue }
-            let full = path + "/" + name, rel = prefix.isEmpty ? name : prefix + "/" + name
-            var st = stat()
-            guard lstat(full, &st) == 0 else { continue }
-            if (st.st_mode & S_IFMT) == S_IFDIR {
-                walk(full, rel, depth: depth + 1)
-            } else if (st.st_mode & S_IFMT) == S_IFREG {
-                guard out.count < maxFiles else { cut = true; continue }
-                let fd = open(full, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-                guard fd >= 0 else { continue }
-                defer { close(fd) }
-                let want = min(perFile, total - used)
-                var bytes = [UInt8](repeating: 0, count: max(0, want))
-                var got = 0
-                while got < want {
-                    let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, want - got) }
-                    if n <= 0 { break }
-                    got += n
-                }
-                if Int(st.st_size) > got { cut = true }
-                used += got
-                out[rel] = String(decoding: bytes[0..<got], as: UTF8.self)
-            }
-        }
-    }
-    walk(dir, "", depth: 0)
-    return (out, cut)
-}
-
-/// Removes a directory tree without following symbolic links.
-func removeTree(_ path: String) {
-    try? FileManager.default.removeItem(atPath: path)
 }

@@ -24,6 +24,9 @@ public struct SandboxConfiguration: Sendable {
     public var secrets: SecretStore
     /// Development only: run tasks without bubblewrap. Every result says so.
     public var unsafeNoSandbox: Bool
+    /// The cgroup under which this process's sandbox groups live (`<parent>/<pid>/<sandbox>` in
+    /// each hierarchy). Tests use their own, to break it without disturbing other runners.
+    public var cgroupParent: String = Cgroup.defaultParent
 
     public init(nodeName: String, workRoot: String = "/dev/shm/starling-sandboxes", initPath: String? = nil,
                 warmPoolSize: Int = 0, outputCapBytes: Int = 1 << 20, outputFileCapBytes: Int = 1 << 20,
@@ -65,21 +68,39 @@ final class SpawnedSandbox: Sendable {
     /// Set once `waitpid` has reaped `pid`: from then on the number may belong to another
     /// process, so nothing may signal it. The cgroup is the safe handle on what is left.
     let reaped = Atomic<Bool>(false)
+    /// bwrap's pidfd, -1 once closed (or without pidfd support). Signals go through it, so a
+    /// reused PID is never hit; the lock keeps a signal from racing the close, after which the
+    /// number could name another descriptor.
+    private let pidfd: Mutex<Int32>
 
-    init(id: String, workdir: String, cgroup: Cgroup?, pid: pid_t, stdin: Int32, stdout: Int32, stderr: Int32, control: Int32?) {
+    init(id: String, workdir: String, cgroup: Cgroup?, pid: pid_t, pidfd: Int32, stdin: Int32, stdout: Int32, stderr: Int32,
+         control: Int32?) {
         self.id = id
         self.workdir = workdir
         self.cgroup = cgroup
         self.pid = pid
+        self.pidfd = Mutex(pidfd)
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
         self.control = control
     }
 
+    /// SIGKILL to bwrap (by its pidfd) and to everything in the task's cgroup.
     func killTree() {
-        if !reaped.load(ordering: .acquiring) { kill(pid, SIGKILL) }
+        signalBubblewrap(SIGKILL)
         cgroup?.killAll()
+    }
+
+    /// Signals bwrap through its pidfd; without pidfds (Linux < 5.3), by PID until it is reaped.
+    func signalBubblewrap(_ sig: Int32) {
+        pidfd.withLock { fd in
+            if fd >= 0 {
+                _ = starling_pidfd_send_signal(fd, sig)
+            } else if !reaped.load(ordering: .acquiring) {
+                kill(pid, sig)
+            }
+        }
     }
 
     /// Waits for the sandbox's bwrap process and records that it is gone.
@@ -90,14 +111,19 @@ final class SpawnedSandbox: Sendable {
         return status
     }
 
-    /// Kills anything left, reaps, and removes the cgroup and the work directory.
-    func destroy() {
+    /// Kills anything left, reaps, and removes the cgroup and the work directory (unless the
+    /// caller hands that to a `TreeReaper`).
+    func destroy(removingWorkdir: Bool = true) {
         if !reaped.load(ordering: .acquiring) {
-            kill(pid, SIGKILL)
+            signalBubblewrap(SIGKILL)
             _ = reap()
         }
+        pidfd.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
         cgroup?.destroy()
-        removeTree(workdir)
+        if removingWorkdir { removeTree(workdir) }
     }
 }
 
@@ -108,11 +134,16 @@ public final class RunningTask: Sendable {
 
     init(_ s: SpawnedSandbox) { sandbox = s }
 
-    /// Vertical elasticity: new memory and CPU limits take effect at once.
-    public func resize(memoryMB: Int? = nil, cpus: Double? = nil) {
-        if let memoryMB { sandbox.cgroup?.setMemory(megabytes: memoryMB) }
-        if let cpus { sandbox.cgroup?.setCPU(cores: cpus) }
+    /// Vertical elasticity: new memory and CPU limits take effect at once. Throws when the
+    /// kernel refuses one (on cgroup v1, lowering memory below what the task uses fails with
+    /// EBUSY); the refused limit is not applied and the one before it stays in force.
+    public func resize(memoryMB: Int? = nil, cpus: Double? = nil) throws(LimitNotApplied) {
+        if let memoryMB { try sandbox.cgroup?.setMemory(megabytes: memoryMB) }
+        if let cpus { try sandbox.cgroup?.setCPU(cores: cpus) }
     }
+
+    /// The memory limit in force now, read from the kernel (nil without one, or unsandboxed).
+    public var memoryLimitMB: Int? { sandbox.cgroup?.memoryLimitBytes.map { $0 >> 20 } }
 
     public func cancel() {
         cancelled.store(true, ordering: .relaxed)
@@ -129,8 +160,10 @@ public final class SandboxRunner: Sendable {
     private let pool: WarmPool?
     private let reserve: SlotReserve?
     /// Sandboxes are destroyed here, off the path that returns a result. Serial and bounded by
-    /// the number of tasks that ran; `quiesce()` waits for it.
+    /// the number of tasks that ran; `quiesce()` waits for it. Their work directories go on to
+    /// `reaper`, which takes turns between trees, so one huge tree does not hold up the rest.
     private let cleanup = DispatchQueue(label: "starling-sandbox-cleanup")
+    private let reaper = TreeReaper()
 
     /// This process's work directory root: `<workRoot>/<pid>`.
     public let root: String
@@ -143,7 +176,7 @@ public final class SandboxRunner: Sendable {
         chmod(configuration.workRoot, 0o700)
         root = configuration.workRoot + "/" + String(getpid())
         mkdir(root, 0o700)
-        Self.sweepStale(workRoot: configuration.workRoot)
+        Self.sweepStale(workRoot: configuration.workRoot, reaper: reaper)
         if configuration.unsafeNoSandbox {
             bubblewrap = nil
             pool = nil
@@ -156,25 +189,33 @@ public final class SandboxRunner: Sendable {
         guard Cgroup.layout != nil else {
             throw SandboxUnavailable("no writable cgroups (v2, or v1 memory+cpu+cpuacct+pids): limits cannot be enforced; run as root, or pass --unsafe-no-sandbox for development only")
         }
-        bubblewrap = Bubblewrap(path: path)
         // Prove that namespaces work here before promising isolation.
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: path)
-        probe.arguments = ["--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-                           "--symlink", "usr/lib64", "/lib64", "--", "/usr/bin/true"]
-        probe.standardError = FileHandle.nullDevice
-        try probe.run()
-        probe.waitUntilExit()
-        guard probe.terminationStatus == 0 else {
+        func probe(_ extra: [String]) throws -> Bool {
+            let probe = Process()
+            probe.executableURL = URL(fileURLWithPath: path)
+            probe.arguments = ["--unshare-all", "--unshare-user"] + extra + ["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+                                                                             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                                                                             "--clearenv", "--", "/usr/bin/true"]
+            probe.environment = ["PATH": "/usr/bin:/bin"]
+            probe.standardError = FileHandle.nullDevice
+            try probe.run()
+            probe.waitUntilExit()
+            return probe.terminationStatus == 0
+        }
+        guard try probe([]) else {
             throw SandboxUnavailable("bubblewrap cannot create namespaces here (user namespaces disabled?): refusing to run unsandboxed; pass --unsafe-no-sandbox for development only")
         }
+        // Without --disable-userns (bubblewrap < 0.8) the seccomp filter alone refuses nested
+        // namespaces; every sandbox has that filter or does not start.
+        bubblewrap = Bubblewrap(path: path, disablesUserNamespaces: try probe(["--disable-userns", "--assert-userns-disabled"]))
         let root = self.root
+        let cgroupParent = configuration.cgroupParent
         reserve = SlotReserve(target: 4) {
             let id = Self.newID()
             let dir = root + "/" + id
             guard mkdir(dir, 0o700) == 0, mkdir(dir + "/out", 0o755) == 0 else { throw SandboxUnavailable("mkdir \(dir)") }
             do {
-                return .init(id: id, workdir: dir, cgroup: try Cgroup(name: id))
+                return .init(id: id, workdir: dir, cgroup: try Cgroup(name: id, parent: cgroupParent))
             } catch {
                 removeTree(dir)
                 throw error
@@ -193,10 +234,12 @@ public final class SandboxRunner: Sendable {
     deinit { shutdown() }
 
     /// Removes work directories and cgroups left by processes that died without cleaning up.
-    static func sweepStale(workRoot: String) {
+    /// The directories go through `reaper` when given, so a huge leftover does not hold up the
+    /// start.
+    static func sweepStale(workRoot: String, reaper: TreeReaper? = nil) {
         for owner in (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? [] {
             guard let pid = pid_t(owner), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
-            removeTree(workRoot + "/" + owner)
+            if let reaper { reaper.remove(workRoot + "/" + owner) } else { removeTree(workRoot + "/" + owner) }
         }
         Cgroup.sweepStale()
     }
@@ -208,13 +251,16 @@ public final class SandboxRunner: Sendable {
         reserve?.drain()
         quiesce()
         rmdir(root)
-        Cgroup.removeOwnerIfEmpty()
+        Cgroup.removeOwnerIfEmpty(parent: configuration.cgroupParent)
     }
 
     public var warmReady: Int { pool?.readyCount ?? 0 }
 
-    /// Waits until every finished sandbox has been destroyed.
-    public func quiesce() { cleanup.sync {} }
+    /// Waits until every finished sandbox has been destroyed and its work directory removed.
+    public func quiesce() {
+        cleanup.sync {}
+        reaper.waitUntilIdle()
+    }
 
     static func newID() -> String {
         var r = SystemRandomNumberGenerator()
@@ -236,6 +282,7 @@ public final class SandboxRunner: Sendable {
     /// Spawns bwrap for a cold task (`program` given) or a warm one (the init stub waits on fd 3).
     /// `prepare` fills the work directory before the sandbox starts (a cold task's input files
     /// must exist before its program runs).
+    /// `env` is the task's environment (a cold task's; a warm one's arrives over its control socket).
     func spawnSandbox(net: NetworkMode, grant: Policy.Grant?, program: [String]?, env: [String], initPath: String?,
                       output: OutputMode = .capture, prepare: (String) throws -> Void = { _ in }) throws -> SpawnedSandbox {
         guard let bubblewrap else { preconditionFailure("no bubblewrap") }
@@ -245,27 +292,36 @@ public final class SandboxRunner: Sendable {
         var cgroup: Cgroup?
         do {
             try prepare(workdir)
-            cgroup = try slot?.cgroup ?? Cgroup(name: id)
+            cgroup = try slot?.cgroup ?? Cgroup(name: id, parent: configuration.cgroupParent)
             let g = grant ?? Policy.Grant(memoryMB: Policy.defaultMemoryMB, cpus: Policy.defaultCpus, pids: Policy.defaultPids,
                                           timeoutSeconds: 0, net: .none, secrets: [])
-            cgroup!.setMemory(megabytes: g.memoryMB)
-            cgroup!.setCPU(cores: g.cpus)
-            cgroup!.setPids(g.pids)
+            try cgroup!.apply(g)
             let seccomp = starling_seccomp_filter_fd()
             guard seccomp >= 0 else { throw SandboxUnavailable("seccomp filter: \(String(cString: strerror(-seccomp)))") }
             defer { close(seccomp) }
+            // A cold task's environment goes to bwrap as `--setenv` arguments in a memfd: never
+            // in bwrap's own environment or command line (see Bubblewrap).
+            var envArgs: Int32 = -1
+            if program != nil {
+                let bytes = try Bubblewrap.environmentArguments(env)
+                envArgs = bytes.withUnsafeBytes { starling_memfd_holding($0.baseAddress, $0.count) }
+                guard envArgs >= 0 else { throw SandboxUnavailable("memfd for the task's environment: \(String(cString: strerror(-envArgs)))") }
+            }
+            defer { if envArgs >= 0 { close(envArgs) } }
             let streams = try TaskStreams(output)
             var fds = streams.childFDs + [(seccomp, Bubblewrap.seccompFD)]
+            if envArgs >= 0 { fds.append((envArgs, Bubblewrap.argsFD)) }
             var control: Pipe?
             if initPath != nil {
                 control = try Pipe.socketPair()
                 fds.append((control!.read, Bubblewrap.controlFD))
             }
-            let args = bubblewrap.arguments(workdir: workdir, net: net, initPath: initPath,
+            let args = bubblewrap.arguments(workdir: workdir, net: net, initPath: initPath, environmentFromArgs: envArgs >= 0,
                                             program: program ?? [Bubblewrap.initMount])
-            let pid: pid_t
+            let child: Spawned
             do {
-                pid = try spawn(bubblewrap.path, ["bwrap"] + args, env: env, fds: fds, cgroupProcs: cgroup!.procsFiles)
+                child = try spawn(bubblewrap.path, ["bwrap"] + args, env: Bubblewrap.hostEnvironment, fds: fds,
+                                  cgroupProcs: cgroup!.procsFiles)
             } catch {
                 streams.closeAll()
                 if let control { close(control.read); close(control.write) }
@@ -273,8 +329,8 @@ public final class SandboxRunner: Sendable {
             }
             streams.closeChildEnds()
             if let control { close(control.read) }
-            return SpawnedSandbox(id: id, workdir: workdir, cgroup: cgroup, pid: pid, stdin: streams.input.write, stdout: streams.stdout,
-                                  stderr: streams.stderr, control: control?.write)
+            return SpawnedSandbox(id: id, workdir: workdir, cgroup: cgroup, pid: child.pid, pidfd: child.pidfd, stdin: streams.input.write,
+                                  stdout: streams.stdout, stderr: streams.stderr, control: control?.write)
         } catch {
             cgroup?.destroy()
             removeTree(workdir)
@@ -283,13 +339,14 @@ public final class SandboxRunner: Sendable {
     }
 
     func spawnWarm(initPath: String) throws -> SpawnedSandbox {
-        try spawnSandbox(net: .none, grant: nil, program: nil, env: ["PATH=/usr/bin:/bin"], initPath: initPath)
+        try spawnSandbox(net: .none, grant: nil, program: nil, env: [], initPath: initPath)
     }
 
-    /// The environment a task sees: a fixed base, its own variables, and the secrets it was granted.
+    /// The environment a task sees, warm or cold alike: a fixed base, its own variables, and the
+    /// secrets it was granted. PWD is the one bwrap sets after `--chdir` in a cold sandbox.
     func environment(_ task: TaskSpec, _ grant: Policy.Grant) -> [String] {
         // No LANG by default: a locale makes every program load a dozen files before it starts.
-        var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp"]
+        var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp", "PWD": "/task"]
         for (k, v) in task.env ?? [:] { env[k] = v }
         for name in grant.secrets { env[name] = configuration.secrets.values[name] }
         return env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
@@ -349,9 +406,13 @@ public final class SandboxRunner: Sendable {
                 warm.destroy()
                 throw error
             }
-            warm.cgroup?.setMemory(megabytes: grant.memoryMB)
-            warm.cgroup?.setCPU(cores: grant.cpus)
-            warm.cgroup?.setPids(grant.pids)
+            do {
+                try warm.cgroup?.apply(grant)
+            } catch {
+                // Fail closed: the task would run without the limits it was granted.
+                cleanup.async { warm.destroy() }
+                return .denied(error.description, node: configuration.nodeName)
+            }
             writeAll(message.bytes, to: warm.control!)
             if timing != nil {
                 // Measuring: the stub closes its end just before it execs the task.
@@ -363,13 +424,23 @@ public final class SandboxRunner: Sendable {
             }
             close(warm.control!)
         } else {
-            sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: env, initPath: nil, output: output,
-                                       prepare: { try self.writeFiles(task, into: $0) })
+            do {
+                sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: env, initPath: nil, output: output,
+                                           prepare: { try self.writeFiles(task, into: $0) })
+            } catch let error as LimitNotApplied {
+                // Fail closed: a limit the kernel refused (or a group the task could not join)
+                // refuses the task; spawnSandbox has already removed what it made.
+                return .denied(error.description, node: configuration.nodeName)
+            }
         }
         defer {
             // The task's processes are dead (bwrap exited; the cgroup was killed on timeout);
             // removing its directories can wait.
-            cleanup.async { sandbox.destroy() }
+            let reaper = self.reaper
+            cleanup.async {
+                sandbox.destroy(removingWorkdir: false)
+                reaper.remove(sandbox.workdir)
+            }
         }
         let result = finish(sandbox, task: task, grant: grant, started: t.started, onStart: onStart) { t.firstByte = $0 }
         timing?(t)
@@ -384,8 +455,10 @@ public final class SandboxRunner: Sendable {
         feed(Array((task.stdin ?? "").utf8), to: s.stdin)
         let deadline = started + UInt64(grant.timeoutSeconds * 1e9)
         var timedOut = false
-        let captured = capture(stdout: s.stdout, stderr: s.stderr, pid: s.pid, cap: configuration.outputCapBytes, deadline: deadline,
-                               onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
+        let secrets = configuration.secrets
+        // Keep `overlap` bytes past the cap, so that redaction sees a secret straddling it whole.
+        let captured = capture(stdout: s.stdout, stderr: s.stderr, pid: s.pid, cap: configuration.outputCapBytes + secrets.overlap,
+                               deadline: deadline, onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
         if s.stdout >= 0 { close(s.stdout) }
         if s.stderr >= 0 { close(s.stderr) }
         let status = s.reap()
@@ -401,17 +474,19 @@ public final class SandboxRunner: Sendable {
         }
         let reason: TaskEndReason = timedOut ? .timeout : oom ? .oom : handle.cancelled.load(ordering: .relaxed) ? .killed
             : signal != nil ? .killed : .exited
-        let (outputs, outputsCut) = collectOutputs(s.workdir + "/out", perFile: configuration.outputFileCapBytes,
-                                                   total: configuration.outputsTotalCapBytes)
-        let secrets = configuration.secrets
+        let outputs = collectOutputs(s.workdir + "/out", bounds: outputBounds, secrets: secrets)
+        let stdout = secrets.redact(captured.out, cap: configuration.outputCapBytes)
+        let stderr = secrets.redact(captured.err, cap: configuration.outputCapBytes)
         return TaskResult(
-            exitCode: exitCode, signal: signal, reason: reason,
-            stdout: secrets.redact(String(decoding: captured.out, as: UTF8.self)),
-            stderr: secrets.redact(String(decoding: captured.err, as: UTF8.self)),
-            truncated: captured.truncated || outputsCut,
-            outputs: outputs.mapValues { secrets.redact($0) }, node: configuration.nodeName, attempts: 1,
+            exitCode: exitCode, signal: signal, reason: reason, stdout: stdout.text, stderr: stderr.text,
+            truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
+            outputs: outputs.files, node: configuration.nodeName, attempts: 1,
             durationMs: Int((ended - started) / 1_000_000), cpuMs: (s.cgroup?.cpuNanoseconds ?? 0) / 1_000_000,
             peakMemoryKB: (s.cgroup?.peakMemoryBytes ?? 0) / 1024)
+    }
+
+    var outputBounds: OutputBounds {
+        OutputBounds(perFile: configuration.outputFileCapBytes, total: configuration.outputsTotalCapBytes)
     }
 
     /// --unsafe-no-sandbox: the task runs as a plain child process, with no isolation at all.
@@ -425,7 +500,9 @@ public final class SandboxRunner: Sendable {
         let shell = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", workdir] + task.argv
         let pid: pid_t
         do {
-            pid = try spawn("/bin/sh", shell, env: environment(task, grant), fds: streams.childFDs, cgroupProcs: [])
+            let child = try spawn("/bin/sh", shell, env: environment(task, grant), fds: streams.childFDs, cgroupProcs: [])
+            if child.pidfd >= 0 { close(child.pidfd) }
+            pid = child.pid
         } catch {
             streams.closeAll()
             throw error
@@ -433,7 +510,8 @@ public final class SandboxRunner: Sendable {
         streams.closeChildEnds()
         feed(Array((task.stdin ?? "").utf8), to: streams.input.write)
         var timedOut = false
-        let captured = capture(stdout: streams.stdout, stderr: streams.stderr, pid: pid, cap: configuration.outputCapBytes,
+        let secrets = configuration.secrets
+        let captured = capture(stdout: streams.stdout, stderr: streams.stderr, pid: pid, cap: configuration.outputCapBytes + secrets.overlap,
                                deadline: started + UInt64(grant.timeoutSeconds * 1e9),
                                onDeadline: { timedOut = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) })
         if streams.stdout >= 0 { close(streams.stdout) }
@@ -441,15 +519,15 @@ public final class SandboxRunner: Sendable {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let exited = (status & 0x7f) == 0
-        let (outputs, cut) = collectOutputs(workdir + "/out", perFile: configuration.outputFileCapBytes,
-                                            total: configuration.outputsTotalCapBytes)
+        let outputs = collectOutputs(workdir + "/out", bounds: outputBounds, secrets: secrets)
+        let stdout = secrets.redact(captured.out, cap: configuration.outputCapBytes)
+        let stderr = secrets.redact(captured.err, cap: configuration.outputCapBytes)
         let warning = "WARNING: --unsafe-no-sandbox: this task ran WITHOUT any isolation (development only)\n"
-        let secrets = configuration.secrets
         return TaskResult(exitCode: exited ? (status >> 8) & 0xff : nil, signal: exited ? nil : status & 0x7f,
                           reason: timedOut ? .timeout : exited ? .exited : .killed,
-                          stdout: secrets.redact(String(decoding: captured.out, as: UTF8.self)),
-                          stderr: warning + secrets.redact(String(decoding: captured.err, as: UTF8.self)),
-                          truncated: captured.truncated || cut, outputs: outputs.mapValues { secrets.redact($0) },
+                          stdout: stdout.text, stderr: warning + stderr.text,
+                          truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
+                          outputs: outputs.files,
                           node: configuration.nodeName, attempts: 1, durationMs: Int((monotonicNanos() - started) / 1_000_000),
                           cpuMs: 0, peakMemoryKB: 0)
     }

@@ -1,5 +1,6 @@
 // The first program of a warm sandbox: it waits on fd 3 for its one command, then becomes it.
 // Message: argc:u32le, argc NUL-terminated strings, envc:u32le, envc NUL-terminated strings.
+// The task's environment arrives here, never through bwrap's own (see Bubblewrap.swift).
 // Bound: 1 MiB. Exits 127 on a malformed message or a failed exec.
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -48,7 +49,10 @@ int main(void) {
     if (envc > 4096) return 127;
     char **envp = calloc(envc + 1, sizeof *envp);
     if (!envp || take_strings(&at, len, envp, envc) != 0) return 127;
-    execvpe(argv[0], argv, envp);
+    // The task's own PATH finds its program, as bwrap's execvp does for a cold sandbox (execvpe
+    // would search the stub's PATH instead).
+    environ = envp;
+    execvp(argv[0], argv);
     fprintf(stderr, "starling: cannot run %s: ", argv[0]);
     perror(NULL);
     return 127;

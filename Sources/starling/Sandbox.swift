@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import StarlingSandbox
+import Synchronization
 
 struct SandboxCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -52,6 +53,11 @@ struct SandboxRun: ParsableCommand {
     @OptionGroup var options: SandboxOptions
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, after --.") var argv: [String] = []
 
+    func validate() throws {
+        // Passthrough capture takes `--help` as the command's first word; before `--` it is ours.
+        if let first = argv.first, ["--help", "-h", "-help"].contains(first) { throw CleanExit.helpRequest(self) }
+    }
+
     func run() throws {
         let command = argv.first == "--" ? Array(argv.dropFirst()) : argv
         guard !command.isEmpty else { throw ValidationError("give the command after --") }
@@ -69,16 +75,26 @@ struct SandboxRun: ParsableCommand {
         }
         let task = TaskSpec(argv: command, stdin: stdinText, files: inputs.isEmpty ? nil : inputs, timeoutSeconds: timeout,
                             memoryMB: memory, cpus: cpus, net: net, pids: pids)
+        // SIGINT, SIGTERM or SIGHUP ends the task, and the runner reaps its bwrap and removes its
+        // work directory and cgroup before this process exits with 128 + the signal.
+        let interrupt = InterruptWatch()
         let runner = try options.runner(warm: 0)
         if options.unsafeNoSandbox {
             FileHandle.standardError.write(Data("WARNING: --unsafe-no-sandbox: running WITHOUT isolation (development only)\n".utf8))
         }
         let result: TaskResult
         // Plain mode: the task writes straight to our stdout and stderr, live and unbounded.
-        do { result = try runner.run(task, output: json ? .capture : .inherit) } catch let e as InvalidTask {
+        do {
+            result = try runner.run(task, output: json ? .capture : .inherit, onStart: { interrupt.watch($0) })
+        } catch let e as InvalidTask {
+            runner.shutdown()
             throw ValidationError(e.description)
         }
         runner.shutdown()
+        if let sig = interrupt.received {
+            FileHandle.standardError.write(Data("starling: interrupted by signal \(sig): the task was ended\n".utf8))
+            throw ExitCode(128 + sig)
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -95,6 +111,48 @@ struct SandboxRun: ParsableCommand {
         if let sig = result.signal { throw ExitCode(128 + sig) }
         if result.reason == .denied { throw ExitCode(126) }
     }
+}
+
+/// Turns SIGINT, SIGTERM and SIGHUP into ending the running task, so that the command can still reap
+/// its sandbox and clean up before it exits (the default action would exit at once and leave
+/// the work directory and cgroup to a later sweep).
+final class InterruptWatch: Sendable {
+    private struct State {
+        var task: RunningTask?
+        var signal: Int32?
+    }
+    private let state = Mutex(State())
+    /// Kept alive here and never touched again once set up in `init`, so never shared mutably.
+    private nonisolated(unsafe) var sources: [DispatchSourceSignal] = []
+
+    init() {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [self] in interrupted(by: sig) }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    private func interrupted(by sig: Int32) {
+        let task = state.withLock { s -> RunningTask? in
+            if s.signal == nil { s.signal = sig }
+            return s.task
+        }
+        task?.cancel()
+    }
+
+    /// The task now running; one that starts after a signal is ended at once.
+    func watch(_ task: RunningTask) {
+        let already = state.withLock { s -> Bool in
+            s.task = task
+            return s.signal != nil
+        }
+        if already { task.cancel() }
+    }
+
+    var received: Int32? { state.withLock { $0.signal } }
 }
 
 /// `Scripts/bench-sandbox` runs this: raw bwrap against Starling's cold and warm paths.
@@ -114,7 +172,7 @@ struct SandboxBench: ParsableCommand {
             throw ValidationError("bwrap not found")
         }
         // Baseline: bwrap itself with the same namespaces and mounts, no cgroup, seccomp or work dir.
-        let rawArgs = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr",
+        let rawArgs = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr",
                        "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"]
         // The same environment Starling gives a task, so that neither side pays for a locale.

@@ -74,7 +74,7 @@ final class NodeProcess {
         self.logPath = logPath
         process.executableURL = URL(fileURLWithPath: starlingBinary())
         var args = ["node", "--name", name, "--gossip", "127.0.0.1:\(gossipPort)", "--api", "127.0.0.1:\(apiPort)",
-                    "--data", dataDir, "--key-file", keyFile, "--preset", "loopback", "--slots", "2", "--log-level", "info"]
+                    "--data", dataDir, "--key-file", keyFile, "--preset", "loopback", "--slots", "2", "--log-level", ProcessInfo.processInfo.environment["STARLING_TEST_LOG_LEVEL"] ?? "info"]
         if !join.isEmpty { args += ["--join", join.map { "127.0.0.1:\($0)" }.joined(separator: ",")] }
         process.arguments = args
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)

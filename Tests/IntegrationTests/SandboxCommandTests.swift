@@ -84,4 +84,96 @@ struct SandboxCommandTests {
         #expect(r.status != 0)
         #expect(r.err.contains("chmod 600"))
     }
+
+    @Test func helpPrintsHelpInsteadOfRunningAProgramNamedHelp() throws {
+        for flag in ["--help", "-h"] {
+            let r = try runCLI(["sandbox", "run", flag])
+            #expect(r.status == 0, "\(r.err)")
+            #expect(r.out.contains("USAGE") && r.out.contains("--memory"), "\(r.out)")
+            #expect(!r.err.contains("cannot run"))
+        }
+        // After --, it is the task's argument as before.
+        let passed = try runCLI(["sandbox", "run", "--", "printf", "%s\\n", "--help"])
+        #expect(passed.out == "--help\n")
+    }
+
+    /// SIGTERM (or Ctrl-C) ends the task; the command reaps its bwrap, removes its work directory,
+    /// and exits 128 + 15 itself rather than dying with the signal and leaving them behind.
+    @Test func aSignalledCommandEndsItsTaskAndCleansUpBeforeItExits() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: starlingBinary())
+        p.arguments = ["sandbox", "run", "--", "sleep", "600"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let cli = p.processIdentifier
+        defer { if p.isRunning { kill(cli, SIGKILL) } }
+        var tree: [(pid: pid_t, started: String)] = []
+        let deadline = Date().addingTimeInterval(30)
+        // The CLI's bwrap, bwrap's init inside the sandbox, and the task under it.
+        while Date() < deadline {
+            tree = descendants(of: cli)
+            if tree.contains(where: { comm($0.pid) == "sleep" }) { break }
+            usleep(20_000)
+        }
+        #expect(tree.contains(where: { comm($0.pid) == "bwrap" }) && tree.contains(where: { comm($0.pid) == "sleep" }), "\(tree)")
+        let workRoot = "/dev/shm/starling-sandboxes/\(cli)"
+        #expect(FileManager.default.fileExists(atPath: workRoot))
+        kill(cli, SIGTERM)
+        let exitBy = Date().addingTimeInterval(20)
+        while p.isRunning && Date() < exitBy { usleep(20_000) }
+        #expect(!p.isRunning, "the CLI did not exit after SIGTERM")
+        guard !p.isRunning else { return }
+        #expect(p.terminationReason == .exit && p.terminationStatus == 143, "\(p.terminationReason.rawValue) \(p.terminationStatus)")
+        // bwrap's init inside the sandbox is reaped by the host's init once bwrap is gone: allow it a moment.
+        let goneBy = Date().addingTimeInterval(10)
+        var alive = tree
+        while !alive.isEmpty && Date() < goneBy {
+            alive = alive.filter { startTime($0.pid) == $0.started }
+            usleep(20_000)
+        }
+        #expect(alive.isEmpty, "outlived the CLI: \(alive.map { "\($0.pid) \(comm($0.pid)) \(state($0.pid))" })")
+        #expect(!FileManager.default.fileExists(atPath: workRoot), "the CLI left its work directory behind")
+    }
+}
+
+/// The 22nd field of /proc/PID/stat (start time), which tells a process from a later one that
+/// reuses its number; nil when no process has the number.
+private func startTime(_ pid: pid_t) -> String? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 19 ? String(fields[19]) : nil
+}
+
+private func parent(_ pid: pid_t) -> pid_t? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    return fields.count > 1 ? pid_t(fields[1]) : nil
+}
+
+private func state(_ pid: pid_t) -> String {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return "gone" }
+    return stat[stat.index(after: close)...].split(separator: " ").first.map(String.init) ?? "?"
+}
+
+private func comm(_ pid: pid_t) -> String {
+    ((try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// Every process below `root`, with its start time.
+private func descendants(of root: pid_t) -> [(pid: pid_t, started: String)] {
+    let all = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+    var found: [(pid: pid_t, started: String)] = []
+    var frontier: Set<pid_t> = [root]
+    while !frontier.isEmpty {
+        var next: Set<pid_t> = []
+        for pid in all where frontier.contains(parent(pid) ?? -1) {
+            if let started = startTime(pid) { found.append((pid, started)); next.insert(pid) }
+        }
+        frontier = next
+    }
+    return found
 }

@@ -229,7 +229,7 @@ struct SandboxTests {
         let saved = try runner.run(TaskSpec(argv: ["python3", "-c", grow], timeoutSeconds: 30, memoryMB: 64), onStart: { task in
             Thread.detachNewThread {
                 usleep(200_000)
-                task.resize(memoryMB: 400, cpus: 2)
+                do { try task.resize(memoryMB: 400, cpus: 2) } catch { Issue.record("raising a limit was refused: \(error)") }
             }
         })
         #expect(saved.reason == .exited, "\(saved.stderr)")

@@ -53,7 +53,7 @@ public func initialize(_ argc: UnsafeMutableRawPointer?, _ argv: UnsafeMutableRa
 enum JSONFixture {
     /// A node policy like an operator's --policy file.
     static let nodePolicy = Policy(allow: ["python3", "/bin/sh", "echo"], net: NetworkMode.none, maxMemoryMB: 2048, maxCpus: 2,
-                                   maxTimeoutSeconds: 600, secrets: ["API_TOKEN"])
+                                   maxTimeoutSeconds: 600, maxPids: 128, secrets: ["API_TOKEN"])
     static let task = TaskSpec(argv: ["python3", "-c", "print(1)"], memoryMB: 256)
 
     static var seeds: [String: [UInt8]] {
@@ -65,7 +65,7 @@ enum JSONFixture {
                 """#,
             "task-bad-path": #"{"argv": ["cat"], "files": {"../etc/passwd": "x"}}"#,
             "policy": #"""
-                {"allow": ["python3", "/usr/bin/env"], "net": "host", "maxMemoryMB": 1024, "maxCpus": 1.5, "maxTimeoutSeconds": 120, "secrets": ["API_TOKEN"]}
+                {"allow": ["python3", "/usr/bin/env"], "net": "host", "maxMemoryMB": 1024, "maxCpus": 1.5, "maxTimeoutSeconds": 120, "maxPids": 64, "secrets": ["API_TOKEN"]}
                 """#,
             "policy-empty": "{}",
             "swarm": #"""

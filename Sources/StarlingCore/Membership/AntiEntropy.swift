@@ -14,6 +14,7 @@ extension Membership {
     /// Merges a remote table. A remote `dead` counts only as a suspicion here (memberlist's rule):
     /// the remote view may be stale, and the member deserves the chance to refute.
     mutating func merge(_ remote: PushPullState, now: Instant, into out: inout [MembershipDirective]) {
+        stats.pushPullEntriesSkipped += remote.skippedEntries
         for e in remote.entries {
             switch e.status {
             case .alive:

@@ -20,8 +20,12 @@ public enum MemberStatus: UInt8, Sendable, CaseIterable, CustomStringConvertible
 /// Versioned apart from the incarnation: a change of capacity bumps `version` only, and the
 /// higher version wins. Liveness rules never look at it.
 public struct MemberMetadata: Equatable, Hashable, Sendable {
-    /// Upper bound on the encoded size, as memberlist's 512-byte metadata limit.
-    public static let maxEncodedBytes = 512
+    /// Upper bound on `api` in UTF-8 bytes. The one limit for both sides: decoders refuse a
+    /// longer field, and a node refuses to start (or to update) with a longer one of its own, so
+    /// a node can never gossip metadata that its peers would drop.
+    public static let maxApiBytes = 128
+    /// Upper bound on the encoded size (version, api, slots, free).
+    public static let maxEncodedBytes = 8 + 2 + maxApiBytes + 4 + 4
 
     public var version: UInt64
     /// The member's HTTP API address (`HOST:PORT`), empty if it serves none.
@@ -38,6 +42,13 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
     }
 
     public var encodedSize: Int { 8 + 2 + api.utf8.count + 4 + 4 }
+
+    /// Why this metadata could not go on the wire, or nil if it can: the same checks as the decoder.
+    public var invalidReason: String? {
+        if api.utf8.count > Self.maxApiBytes { return "api address is \(api.utf8.count) bytes, over \(Self.maxApiBytes)" }
+        if free > slots { return "free \(free) > slots \(slots)" }
+        return nil
+    }
 }
 
 /// One entry of the member table.

@@ -226,7 +226,8 @@ public struct Membership: Sendable {
         change(&updated)
         precondition(updated.encodedSize <= MemberMetadata.maxEncodedBytes, "metadata over its bound")
         precondition(updated.free <= updated.slots, "free slots exceed total")
-        updated.version = metadata.version + 1
+        // Our own counter; saturating all the same, so that no path can trap.
+        updated.version = metadata.version < .max ? metadata.version + 1 : .max
         metadata = updated
         members.update(0) { $0.metadata = updated }
         broadcasts.enqueue(.alive(selfAlive))

@@ -22,6 +22,11 @@ public struct MembershipStats: Sendable, Equatable {
     public var reaped = 0
     public var relaysDropped = 0
     public var membersRejected = 0
+    /// Messages refused as invalid (an incarnation over `WireLimits.maxIncarnation`, metadata
+    /// over its bounds) by the state rules, for callers that bypass the decoders.
+    public var messagesRejected = 0
+    /// Push-pull entries skipped as malformed while the rest of the exchange was applied.
+    public var pushPullEntriesSkipped = 0
 
     public init() {}
 }

@@ -80,6 +80,11 @@ public enum WireLimits {
     public static let maxMessagesPerPacket = 255
     /// Members in one push-pull exchange; the member table is bounded by the same figure.
     public static let maxMembers = 16_384
+    /// The highest incarnation a message may carry. Incarnations only grow by one per
+    /// refutation, so no honest member gets near 2⁶²; a larger value is malformed. Accusations
+    /// (suspect, dead) must be strictly below it, so that the accused can always refute with
+    /// `observed + 1` without overflow (see `StateRules.swift`).
+    public static let maxIncarnation: UInt64 = 1 << 62
 }
 
 /// A compound UDP packet: what the runtime seals and sends in one datagram.
@@ -135,9 +140,17 @@ extension ByteReader {
         return NodeAddress(host: host, port: try readUInt16())
     }
 
+    /// An incarnation: alive may carry `maxIncarnation`, an accusation only less (see `WireLimits`).
+    mutating func readIncarnation(accusation: Bool) throws -> UInt64 {
+        let inc = try readUInt64()
+        let limit = accusation ? WireLimits.maxIncarnation - 1 : WireLimits.maxIncarnation
+        guard inc <= limit else { throw WireError.invalidValue("incarnation \(inc) over \(limit)") }
+        return inc
+    }
+
     mutating func readMetadata() throws -> MemberMetadata {
         let version = try readUInt64()
-        let api = try readString(field: "api", maxBytes: 128)
+        let api = try readString(field: "api", maxBytes: MemberMetadata.maxApiBytes)
         let slots = try readUInt32()
         let free = try readUInt32()
         guard free <= slots else { throw WireError.invalidValue("free \(free) > slots \(slots)") }
@@ -183,9 +196,13 @@ extension MembershipMessage {
                                replyTo: try b.readAddress())
         case 5:
             message = .alive(Alive(name: try b.readName("name"), address: try b.readAddress(),
-                                   incarnation: try b.readUInt64(), metadata: try b.readMetadata()))
-        case 6: message = .suspect(name: try b.readName("name"), incarnation: try b.readUInt64(), from: try b.readName("from"))
-        case 7: message = .dead(name: try b.readName("name"), incarnation: try b.readUInt64(), from: try b.readName("from"))
+                                   incarnation: try b.readIncarnation(accusation: false), metadata: try b.readMetadata()))
+        case 6:
+            message = .suspect(name: try b.readName("name"), incarnation: try b.readIncarnation(accusation: true),
+                               from: try b.readName("from"))
+        case 7:
+            message = .dead(name: try b.readName("name"), incarnation: try b.readIncarnation(accusation: true),
+                            from: try b.readName("from"))
         default:
             return nil
         }
@@ -218,11 +235,14 @@ public struct PushPullState: Equatable, Sendable {
     public var join: Bool
     public var source: String
     public var entries: [Entry]
+    /// Entries the decoder skipped as malformed (not encoded; zero for a state built in memory).
+    public var skippedEntries: Int
 
-    public init(join: Bool, source: String, entries: [Entry]) {
+    public init(join: Bool, source: String, entries: [Entry], skippedEntries: Int = 0) {
         self.join = join
         self.source = source
         self.entries = entries
+        self.skippedEntries = skippedEntries
     }
 
     public func encoded() -> [UInt8] {
@@ -250,15 +270,51 @@ public struct PushPullState: Equatable, Sendable {
         }
         var entries: [Entry] = []
         entries.reserveCapacity(min(count, 1024))
+        var skipped = 0
         for _ in 0..<count {
-            let name = try r.readName("name")
-            let address = try r.readAddress()
-            let inc = try r.readUInt64()
-            let rawStatus = try r.readUInt8()
-            guard let status = MemberStatus(rawValue: rawStatus) else { throw WireError.invalidValue("status \(rawStatus)") }
-            entries.append(Entry(name: name, address: address, incarnation: inc, status: status, metadata: try r.readMetadata()))
+            // Each entry is cut out by its length fields alone, then decoded strictly: a bad
+            // value (a name that is empty, too long or not UTF-8, a bad status, an incarnation
+            // over the bound, oversize metadata) skips that entry and the rest still apply. Only
+            // a broken structure (truncation) loses the whole exchange, as it must.
+            var entry = try r.subReader(length: try Entry.extent(in: r))
+            do {
+                entries.append(try Entry.decode(from: &entry))
+            } catch {
+                skipped += 1
+            }
         }
         try r.expectEnd()
-        return PushPullState(join: join, source: source, entries: entries)
+        return PushPullState(join: join, source: source, entries: entries, skippedEntries: skipped)
     }
 }
+
+extension PushPullState.Entry {
+    /// The encoded size of the entry at the reader's position, read from its length fields only.
+    static func extent(in reader: ByteReader) throws -> Int {
+        var r = reader
+        let start = r.offset
+        func skipString() throws { _ = try r.readBytes(Int(try r.readUInt16())) }
+        try skipString()                    // name
+        try skipString()                    // host
+        _ = try r.readBytes(2 + 8 + 1 + 8)  // port, incarnation, status, metadata version
+        try skipString()                    // api
+        _ = try r.readBytes(4 + 4)          // slots, free
+        return r.offset - start
+    }
+
+    static func decode(from r: inout ByteReader) throws -> Self {
+        let name = try r.readName("name")
+        let address = try r.readAddress()
+        let incarnation = try r.readUInt64()
+        let rawStatus = try r.readUInt8()
+        guard let status = MemberStatus(rawValue: rawStatus) else { throw WireError.invalidValue("status \(rawStatus)") }
+        // Anything but alive is an accusation here (merge turns it into a suspicion or a leave).
+        guard Membership.isValid(incarnation: incarnation, accusation: status != .alive) else {
+            throw WireError.invalidValue("incarnation \(incarnation)")
+        }
+        let metadata = try r.readMetadata()
+        try r.expectEnd()
+        return Self(name: name, address: address, incarnation: incarnation, status: status, metadata: metadata)
+    }
+}
+

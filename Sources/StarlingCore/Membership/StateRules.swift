@@ -4,8 +4,32 @@
 /// - `suspect(i)` overrides `alive(j)` when i ≥ j, and `suspect(j)` when i > j.
 /// - `dead(i)` overrides `alive(j)` and `suspect(j)` when i ≥ j.
 /// - Only the member itself raises its incarnation, to refute a suspicion or death.
+///
+/// The incarnation rule, stated for a peer that holds the cluster key and sends extreme values:
+/// 1. A node stores, for another member, only an incarnation that some message about that
+///    member carried. It never computes one: there is no arithmetic on another member's
+///    incarnation anywhere in the core.
+/// 2. The one computed incarnation is a refutation, `max(own, observed) + 1`, and a node only
+///    ever applies it to itself. That is what "only a member raises its incarnation beyond what
+///    others observed" means in code.
+/// 3. Incarnations are bounded by `WireLimits.maxIncarnation` (2⁶²): an `alive` may carry the
+///    bound, an accusation (suspect, dead, left) only less. The decoders refuse larger values as
+///    malformed, and these handlers refuse them again (counted in `messagesRejected`) for
+///    callers that build messages in memory. Hence an accusation can always be refuted by
+///    `observed + 1` without overflow; the refutation still saturates at the bound, so no input
+///    can trap. A peer that pushes us to the bound gains nothing: at the bound no valid
+///    accusation reaches us, and we keep refuting at the bound.
 extension Membership {
+    /// Whether an incarnation may appear in a message of this kind (rule 3 above).
+    static func isValid(incarnation: UInt64, accusation: Bool) -> Bool {
+        accusation ? incarnation < WireLimits.maxIncarnation : incarnation <= WireLimits.maxIncarnation
+    }
+
     mutating func handleAlive(_ a: MembershipMessage.Alive, now: Instant, into out: inout [MembershipDirective]) {
+        guard Self.isValid(incarnation: a.incarnation, accusation: false), a.metadata.invalidReason == nil else {
+            stats.messagesRejected += 1
+            return
+        }
         if a.name == myName {
             // Someone holds a different or newer view of us (often from our previous life).
             if !isLeaving, a.incarnation > incarnation || (a.incarnation == incarnation && (a.address != myAddress || a.metadata != metadata)) {
@@ -55,6 +79,10 @@ extension Membership {
 
     mutating func handleSuspect(name: String, incarnation inc: UInt64, from: String, now: Instant,
                                 into out: inout [MembershipDirective]) {
+        guard Self.isValid(incarnation: inc, accusation: true) else {
+            stats.messagesRejected += 1
+            return
+        }
         if name == myName {
             if !isLeaving, inc >= incarnation { refute(observed: inc, now: now) } else { stats.messagesIgnored += 1 }
             return
@@ -91,6 +119,10 @@ extension Membership {
     mutating func handleDead(name: String, incarnation inc: UInt64, from: String, now: Instant,
                              into out: inout [MembershipDirective]) {
         let isLeave = from == name
+        guard Self.isValid(incarnation: inc, accusation: true) else {
+            stats.messagesRejected += 1
+            return
+        }
         if name == myName {
             if !isLeaving, inc >= incarnation { refute(observed: inc, now: now) } else { stats.messagesIgnored += 1 }
             return
@@ -110,9 +142,11 @@ extension Membership {
         broadcasts.enqueue(.dead(name: name, incarnation: inc, from: from))
     }
 
-    /// Raises our incarnation above `observed` and gossips that we are alive.
+    /// Raises our incarnation above `observed` and gossips that we are alive. Saturates at
+    /// `WireLimits.maxIncarnation` (only an `alive` about us at the bound gets there; see rule 3).
     mutating func refute(observed: UInt64, now: Instant) {
-        incarnation = max(incarnation, observed) + 1
+        let highest = max(incarnation, observed)
+        incarnation = highest < WireLimits.maxIncarnation ? highest + 1 : WireLimits.maxIncarnation
         members.update(0) { [incarnation] in $0.incarnation = incarnation }
         stats.refutations += 1
         // Lifeguard: being suspected is a sign that we are the slow one.
