@@ -8,6 +8,10 @@ let package = Package(
         .executable(name: "starling", targets: ["starling"]),
         .executable(name: "starling-sim", targets: ["starling-sim"]),
         .executable(name: "starling-sandbox-init", targets: ["starling-sandbox-init"]),
+        // Libraries for the fuzz package (Fuzz/Package.swift), which depends on this one by path.
+        .library(name: "StarlingCore", targets: ["StarlingCore"]),
+        .library(name: "StarlingCrypto", targets: ["StarlingCrypto"]),
+        .library(name: "StarlingSandbox", targets: ["StarlingSandbox"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -69,5 +73,13 @@ let package = Package(
         .testTarget(name: "SimulationTests", dependencies: ["StarlingSimulation", "StarlingCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto", "StarlingRuntime"]),
         .testTarget(name: "SandboxTests", dependencies: ["StarlingSandbox"]),
+        .testTarget(
+            name: "RuntimeTests",
+            dependencies: [
+                "StarlingRuntime", "StarlingCore", "StarlingCrypto",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]),
     ]
 )

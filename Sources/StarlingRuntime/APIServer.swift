@@ -25,6 +25,7 @@ public struct APIServer: Sendable {
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: JSONErrorMiddleware())
+        router.add(middleware: MethodNotAllowedMiddleware())
         let node = self.node
         let registry = self.registry
         router.get("/v1/health") { _, _ in
@@ -36,6 +37,10 @@ public struct APIServer: Sendable {
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                      body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+        }
+        router.get("/v1/openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"],
+                     body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
         return router
     }
@@ -66,5 +71,21 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         let body = (try? JSONEncoder().encode(ErrorJSON(error: message))) ?? Data(#"{"error": "error"}"#.utf8)
         return Response(status: status, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// A known path asked with a method it does not serve is 405 with `Allow` (RFC 9110), not 404.
+/// The methods come from the OpenAPI document, which tests hold equal to the router's routes.
+struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            guard let methods = OpenAPIDocument.methods(forPath: request.uri.path),
+                  !methods.contains(request.method.rawValue) else { throw error }
+            var response = JSONErrorMiddleware<Context>.json(.methodNotAllowed, "\(request.method) is not allowed here; use \(methods.joined(separator: ", "))")
+            response.headers[.allow] = methods.joined(separator: ", ")
+            return response
+        }
     }
 }

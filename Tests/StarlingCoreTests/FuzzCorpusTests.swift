@@ -1,0 +1,31 @@
+import Foundation
+import Testing
+@testable import StarlingCore
+
+/// The fuzzers' seed corpora (Fuzz/Corpus) are real encodings: if the wire format changes,
+/// this fails and `Scripts/fuzz --write-seeds` regenerates them, instead of the fuzzers
+/// silently starting from inputs that no longer decode.
+@Suite("Fuzz seed corpora")
+struct FuzzCorpusTests {
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fuzz/Corpus")
+
+    func seeds(_ target: String) throws -> [(String, [UInt8])] {
+        let dir = Self.corpus.appendingPathComponent(target)
+        return try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted().map {
+            ($0, [UInt8](try Data(contentsOf: dir.appendingPathComponent($0))))
+        }
+    }
+
+    @Test func everyPacketSeedDecodes() throws {
+        let all = try seeds("packet")
+        #expect(all.count >= 8)
+        for (name, bytes) in all { #expect(throws: Never.self, "seed \(name)") { try Packet.decode(bytes) } }
+    }
+
+    @Test func everyPushPullSeedDecodes() throws {
+        let all = try seeds("pushpull")
+        #expect(all.count >= 3)
+        for (name, bytes) in all { #expect(throws: Never.self, "seed \(name)") { try PushPullState.decode(bytes) } }
+    }
+}
