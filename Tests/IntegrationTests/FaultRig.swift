@@ -29,13 +29,27 @@ final class FaultRig {
     static var mustRun: Bool { ProcessInfo.processInfo.environment["CI"] != nil }
 
     /// Sweeps rigs left by runs that died, then makes a rig of `nodes` nodes (n1...nN), not yet started.
-    init(nodes: Int, preset: String = "loopback") throws {
+    /// `owner` is the process whose exit lets `sweep` take the rig down: this test process unless
+    /// a test of the sweep itself says otherwise.
+    init(nodes: Int, preset: String = "loopback", owner: Int32 = getpid()) throws {
         if let reason = FaultRig.unavailableReason { throw RigFailed(description: reason) }
         name = "t" + String(UInt32.random(in: 0...UInt32.max), radix: 36).prefix(7)
         nodeNames = (1...nodes).map { "n\($0)" }
-        _ = try? FaultRig.script(["sweep"])
+        try FaultRig.script(["sweep"])
         try FaultRig.script(["up", "--rig", name, "--nodes", "\(nodes)", "--bin", starlingBinary(),
-                             "--preset", preset, "--owner", "\(getpid())"])
+                             "--preset", preset, "--owner", "\(owner)"])
+    }
+
+    /// The rig's state as `status` reports it: work dir, netem, each node's PID and whether it runs.
+    func status() throws -> RigStatus {
+        try JSONDecoder().decode(RigStatus.self, from: Data(rig(["status"]).utf8))
+    }
+
+    /// The network namespaces of this rig that exist now.
+    func namespaces() -> [String] {
+        let out = (try? runTool("/usr/sbin/ip", ["netns", "list"])) ?? ""
+        return out.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+            .filter { $0.hasPrefix("st-\(name)-") }
     }
 
     /// Starts every node and waits until each lists all of them alive.
@@ -46,7 +60,11 @@ final class FaultRig {
         }
     }
 
-    func start(_ node: String) throws { try rig(["start", node]) }
+    /// Starts (or restarts, on the same data dir) `node`, joining through every other node, and
+    /// waits until its API answers. `extraArguments` go to `starling node` as they are.
+    func start(_ node: String, extraArguments: [String] = []) throws {
+        try rig(["start", node] + (extraArguments.isEmpty ? [] : ["--"] + extraArguments))
+    }
     func kill(_ node: String) throws { try rig(["kill", node]) }
     func stop(_ node: String) throws { try rig(["stop", node]) }
     func cont(_ node: String) throws { try rig(["cont", node]) }
@@ -55,6 +73,40 @@ final class FaultRig {
     func partition(_ groups: [String]...) throws { try rig(["partition"] + groups.map { $0.joined(separator: ",") }) }
     func isolate(_ node: String) throws { try rig(["isolate", node]) }
     func heal(_ node: String = "all") throws { try rig(["heal", node]) }
+
+    /// Adds `milliseconds` of delay each way on `node`'s link; throws `NetemUnavailable` where the
+    /// kernel has no netem (then nothing was changed).
+    func delay(_ node: String, milliseconds: Int) throws {
+        do { try rig(["delay", node, "\(milliseconds)"]) } catch let failure as RigFailed where failure.exitStatus == 77 {
+            throw NetemUnavailable()
+        }
+    }
+
+    /// "HOST:PORT" of `node`'s gossip and API, as the other nodes (and the hub) reach them.
+    func addresses(of node: String) throws -> (gossip: String, api: String) {
+        let parts = try rig(["addr", node]).split(whereSeparator: \.isWhitespace).map(String.init)
+        guard parts.count == 2 else { throw RigFailed(description: "addr \(node): \(parts)") }
+        return (parts[0], parts[1])
+    }
+
+    /// The body of GET `path` on each of `nodes` (all if empty), nil where a node did not answer
+    /// 200 within 1 s. Bodies come back with their newlines removed.
+    func get(_ path: String, on nodes: [String] = []) throws -> [String: Data?] {
+        var bodies: [String: Data?] = [:]
+        for line in try rig(["get", path] + nodes).split(separator: "\n") {
+            let parts = line.split(separator: "\t", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            bodies[String(parts[0])] = parts[1] == "null" ? nil : Data(parts[1].utf8)
+        }
+        return bodies
+    }
+
+    /// Runs a command inside `namespace` (a node's name, or "hub", from where every node's API is
+    /// reachable, e.g. `curl -X POST ...`), returning its stdout.
+    @discardableResult
+    func run(in namespace: String, _ command: [String]) throws -> String {
+        try rig(["exec", namespace, "--"] + command)
+    }
 
     /// Each node's member list as it answers now (nil for a node that did not answer in 1 s).
     func members(_ nodes: [String] = []) -> [String: [MemberView]?] {
@@ -100,8 +152,7 @@ final class FaultRig {
 
     /// The tail of a node's log, for failure messages.
     func log(of node: String) -> String {
-        guard let work = try? rig(["status"]).data(using: .utf8),
-              let json = try? JSONSerialization.jsonObject(with: work) as? [String: Any], let dir = json["work"] as? String else { return "" }
+        guard let dir = try? status().work else { return "" }
         return String(((try? String(contentsOfFile: "\(dir)/\(node).log", encoding: .utf8)) ?? "").suffix(3_000))
     }
 
@@ -134,7 +185,8 @@ final class FaultRig {
         p.waitUntilExit()
         let errText = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
         guard p.terminationStatus == 0 else {
-            throw RigFailed(description: "fault-rig \(args.joined(separator: " ")) exited \(p.terminationStatus): \(errText.suffix(3_000))")
+            throw RigFailed(description: "fault-rig \(args.joined(separator: " ")) exited \(p.terminationStatus): \(errText.suffix(3_000))",
+                            exitStatus: p.terminationStatus)
         }
         return String(decoding: outData, as: UTF8.self)
     }
@@ -143,4 +195,35 @@ final class FaultRig {
         .deletingLastPathComponent().deletingLastPathComponent().path
 }
 
-struct RigFailed: Error, CustomStringConvertible { var description: String }
+struct RigStatus: Decodable {
+    struct Node: Decodable { var node: String; var ns: String; var pid: Int32?; var running: Bool }
+    var work: String
+    var netem: Bool
+    var members: [Node]
+}
+
+/// Runs a tool and returns its stdout (stderr discarded); a non-zero exit throws.
+func runTool(_ path: String, _ args: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw RigFailed(description: "\(path) \(args) exited \(p.terminationStatus)") }
+    return String(decoding: data, as: UTF8.self)
+}
+
+struct RigFailed: Error, CustomStringConvertible {
+    var description: String
+    var exitStatus: Int32 = 1
+}
+
+/// The kernel has no netem (`tc qdisc ... netem`: "Specified qdisc kind is unknown"): delay and
+/// reordering cannot be applied here.
+struct NetemUnavailable: Error, CustomStringConvertible {
+    var description: String { "skipped: the kernel lacks netem (tc qdisc netem)" }
+}

@@ -108,4 +108,54 @@ struct FaultRigTests {
         try rig.heal("n1")
         try waitUntil("all alive after n1's heal", seconds: 20) { rig.allSee(all, as: "alive", by: all) }
     }
+
+    /// `down` ends every node by PID and leaves no namespace or state behind; a rig whose owner
+    /// died (a crashed or interrupted test) is taken down by the next `sweep`.
+    @Test func downAndSweepLeaveNothingBehind() throws {
+        func processRuns(_ pid: Int32) -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            return !(stat.split(separator: ")").last ?? "").hasPrefix(" Z")
+        }
+        let rig = try FaultRig(nodes: 2)
+        try rig.startAll()
+        let pids = try rig.status().members.compactMap(\.pid)
+        let work = try rig.status().work
+        #expect(pids.count == 2 && pids.allSatisfy(processRuns))
+        #expect(rig.namespaces().count == 3)
+        rig.down()
+        #expect(rig.namespaces() == [])
+        #expect(!pids.contains(where: processRuns))
+        #expect(!FileManager.default.fileExists(atPath: work))
+
+        // A rig owned by a process that then dies, as a test killed before its `defer` would.
+        let owner = Process()
+        owner.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        owner.arguments = ["600"]
+        try owner.run()
+        let orphan = try FaultRig(nodes: 2, owner: owner.processIdentifier)
+        defer { orphan.down() }
+        try orphan.startAll()
+        let orphanPids = try orphan.status().members.compactMap(\.pid)
+        try FaultRig.script(["sweep"])
+        #expect(orphan.namespaces().count == 3, "sweep took down a rig whose owner still runs")
+        // SIGKILL, as a crash: a child of a test thread inherits its blocked signals, SIGTERM among them.
+        kill(owner.processIdentifier, SIGKILL)
+        owner.waitUntilExit()
+        try FaultRig.script(["sweep"])
+        #expect(orphan.namespaces() == [])
+        #expect(!orphanPids.contains(where: processRuns))
+    }
+
+    /// Delay needs netem: applied where the kernel has it, and refused with its reason where not.
+    @Test func delayIsAppliedOrRefusedWithItsReason() throws {
+        let rig = try FaultRig(nodes: 1)
+        defer { rig.down() }
+        if try rig.status().netem {
+            try rig.delay("n1", milliseconds: 20)
+            #expect(try rig.run(in: "n1", ["tc", "qdisc", "show", "dev", "eth0"]).contains("netem"))
+        } else {
+            #expect(throws: NetemUnavailable.self) { try rig.delay("n1", milliseconds: 20) }
+            print("fault rig: delay and reordering skipped: the kernel lacks netem")
+        }
+    }
 }
