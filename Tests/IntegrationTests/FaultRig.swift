@@ -121,6 +121,21 @@ final class FaultRig {
         return views
     }
 
+    /// Each node's view on one line per node, "n1: n1=alive n2=dead ...", for failure messages.
+    func describeViews() -> String {
+        members().sorted { $0.key < $1.key }.map { observer, list in
+            "\(observer): " + (list.map { $0.map { "\($0.name)=\($0.status)" }.joined(separator: " ") } ?? "no answer")
+        }.joined(separator: "\n")
+    }
+
+    /// `waitUntil` whose timeout says what every node listed at the end and which faults were set.
+    func waitUntil(_ what: String, seconds: Double, _ condition: () -> Bool) throws {
+        do { try IntegrationTests.waitUntil(what, seconds: seconds, condition) } catch let timeout as TimedOut {
+            let faults = (try? rig(["counters"])) ?? ""
+            throw TimedOut(description: "\(timeout.description)\nviews:\n\(describeViews())\nfaults (rule, packets dropped):\n\(faults)")
+        }
+    }
+
     /// Whether every node in `observers` answers and lists every one of `members` as `status`.
     func allSee(_ members: [String], as status: String, by observers: [String]) -> Bool {
         let views = self.members(observers)

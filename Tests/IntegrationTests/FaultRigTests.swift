@@ -36,14 +36,14 @@ struct FaultRigTests {
 
         try rig.partition(left, right)
         // Both sides converge: each lists its own side alive and the other side dead.
-        try waitUntil("each side lists the other dead and its own alive", seconds: 30) {
+        try rig.waitUntil("each side lists the other dead and its own alive", seconds: 30) {
             rig.allSee(right, as: "dead", by: left) && rig.allSee(left, as: "dead", by: right)
                 && rig.allSee(left, as: "alive", by: left) && rig.allSee(right, as: "alive", by: right)
         }
         #expect(rig.dropped() > 0, "the partition's rules dropped nothing")
 
         try rig.heal()
-        try waitUntil("all five list all five alive after the heal", seconds: 30) { rig.allSee(all, as: "alive", by: all) }
+        try rig.waitUntil("all five list all five alive after the heal", seconds: 30) { rig.allSee(all, as: "alive", by: all) }
     }
 
     /// 20% loss each way on every link of n1, for 100 probe periods of the loopback preset (10 s):
@@ -90,23 +90,23 @@ struct FaultRigTests {
 
         // kill -9: dead everywhere; started again on the same data dir, alive everywhere.
         try rig.kill("n4")
-        try waitUntil("the rest list the killed n4 dead", seconds: 20) { rig.allSee(["n4"], as: "dead", by: ["n1", "n2", "n3"]) }
+        try rig.waitUntil("the rest list the killed n4 dead", seconds: 20) { rig.allSee(["n4"], as: "dead", by: ["n1", "n2", "n3"]) }
         try rig.start("n4")
-        try waitUntil("the restarted n4 is alive everywhere", seconds: 20) { rig.allSee(all, as: "alive", by: all) }
+        try rig.waitUntil("the restarted n4 is alive everywhere", seconds: 20) { rig.allSee(all, as: "alive", by: all) }
 
         // SIGSTOP: dead to the rest; SIGCONT: it refutes and is alive everywhere again.
         try rig.stop("n3")
-        try waitUntil("the rest list the stopped n3 dead", seconds: 20) { rig.allSee(["n3"], as: "dead", by: ["n1", "n2", "n4"]) }
+        try rig.waitUntil("the rest list the stopped n3 dead", seconds: 20) { rig.allSee(["n3"], as: "dead", by: ["n1", "n2", "n4"]) }
         try rig.cont("n3")
-        try waitUntil("the resumed n3 is alive everywhere", seconds: 20) { rig.allSee(all, as: "alive", by: all) }
+        try rig.waitUntil("the resumed n3 is alive everywhere", seconds: 20) { rig.allSee(all, as: "alive", by: all) }
 
         // Isolated: n1 and the rest list each other dead; healed, all alive again.
         try rig.isolate("n1")
-        try waitUntil("n1 and the rest list each other dead", seconds: 20) {
+        try rig.waitUntil("n1 and the rest list each other dead", seconds: 20) {
             rig.allSee(["n1"], as: "dead", by: ["n2", "n3", "n4"]) && rig.allSee(["n2", "n3", "n4"], as: "dead", by: ["n1"])
         }
         try rig.heal("n1")
-        try waitUntil("all alive after n1's heal", seconds: 20) { rig.allSee(all, as: "alive", by: all) }
+        try rig.waitUntil("all alive after n1's heal", seconds: 20) { rig.allSee(all, as: "alive", by: all) }
     }
 
     /// `down` ends every node by PID and leaves no namespace or state behind; a rig whose owner
