@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import Prometheus
@@ -12,13 +13,30 @@ public struct APIServer: Sendable {
     let registry: PrometheusCollectorRegistry
     let host: String
     let port: Int
+    let limits: Limits
     let logger: Logger
 
-    public init(node: MeshNode, registry: PrometheusCollectorRegistry, host: String, port: Int, logger: Logger) {
+    /// Bounds on what clients may hold open: without them a stranger could keep thousands of idle
+    /// connections (each a descriptor the mesh's own sockets also need) for as long as it likes.
+    public struct Limits: Sendable {
+        /// A connection with no request in flight for this long is closed.
+        public var idleTimeout: Duration
+        /// Past this many open connections the server stops accepting until one closes.
+        public var maxConnections: Int
+
+        public init(idleTimeout: Duration = .seconds(60), maxConnections: Int = 2048) {
+            self.idleTimeout = idleTimeout
+            self.maxConnections = maxConnections
+        }
+    }
+
+    public init(node: MeshNode, registry: PrometheusCollectorRegistry, host: String, port: Int,
+                limits: Limits = Limits(), logger: Logger) {
         self.node = node
         self.registry = registry
         self.host = host
         self.port = port
+        self.limits = limits
         self.logger = logger
     }
 
@@ -47,8 +65,12 @@ public struct APIServer: Sendable {
 
     /// Serves until the process exits. Signals are the mesh loop's to handle, not Hummingbird's.
     public func run() async throws {
-        let app = Application(router: makeRouter(),
-                              configuration: .init(address: .hostname(host, port: port), serverName: "starling"),
+        let idle = TimeAmount.nanoseconds(Int64(clamping: limits.idleTimeout.components.seconds) * 1_000_000_000
+                                          + limits.idleTimeout.components.attoseconds / 1_000_000_000)
+        let app = Application(responder: HeadAsGetResponder(inner: makeRouter().buildResponder()),
+                              server: .http1(configuration: .init(idleTimeout: idle)),
+                              configuration: .init(address: .hostname(host, port: port), serverName: "starling",
+                                                   availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections)),
                               logger: logger)
         try await app.runService(gracefulShutdownSignals: [])
     }
@@ -71,6 +93,22 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         let body = (try? JSONEncoder().encode(ErrorJSON(error: message))) ?? Data(#"{"error": "error"}"#.utf8)
         return Response(status: status, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// HEAD is GET without the body (RFC 9110 asks every general-purpose server to serve both), so
+/// every GET route answers HEAD without a second route list to keep in step with the document.
+/// It wraps the router's responder rather than being a middleware: Hummingbird resolves the route
+/// (by method) before a router's middleware runs.
+struct HeadAsGetResponder<Inner: HTTPResponder>: HTTPResponder {
+    let inner: Inner
+
+    @Sendable func respond(to request: Request, context: Inner.Context) async throws -> Response {
+        guard request.method == .head else { return try await inner.respond(to: request, context: context) }
+        var head = request.head
+        head.method = .get
+        let response = try await inner.respond(to: Request(head: head, body: request.body), context: context)
+        return Response(status: response.status, headers: response.headers, body: .init())
     }
 }
 

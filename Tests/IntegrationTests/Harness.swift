@@ -65,7 +65,8 @@ final class NodeProcess {
     let process = Process()
     let logPath: String
 
-    init(name: String, gossipPort: UInt16, apiPort: UInt16, dataDir: String, keyFile: String, join: [UInt16], logPath: String) throws {
+    init(name: String, gossipPort: UInt16, apiPort: UInt16, dataDir: String, keyFile: String, join: [UInt16], logPath: String,
+         extraArguments: [String] = []) throws {
         self.name = name
         self.gossipPort = gossipPort
         self.apiPort = apiPort
@@ -76,7 +77,7 @@ final class NodeProcess {
         var args = ["node", "--name", name, "--gossip", "127.0.0.1:\(gossipPort)", "--api", "127.0.0.1:\(apiPort)",
                     "--data", dataDir, "--key-file", keyFile, "--preset", "loopback", "--slots", "2", "--log-level", ProcessInfo.processInfo.environment["STARLING_TEST_LOG_LEVEL"] ?? "info"]
         if !join.isEmpty { args += ["--join", join.map { "127.0.0.1:\($0)" }.joined(separator: ",")] }
-        process.arguments = args
+        process.arguments = args + extraArguments
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)!
         log.seekToEndOfFile()
@@ -131,12 +132,12 @@ final class LocalCluster {
 
     /// Starts `name` (reusing its ports and data dir if it ran before).
     @discardableResult
-    func start(_ name: String, join: [NodeProcess] = [], keyFile: String? = nil) throws -> NodeProcess {
+    func start(_ name: String, join: [NodeProcess] = [], keyFile: String? = nil, extraArguments: [String] = []) throws -> NodeProcess {
         let pinned = ports[name]
         for attempt in 1...3 {
             let (g, a) = pinned ?? (freePort(), freePort())
             let node = try NodeProcess(name: name, gossipPort: g, apiPort: a, dataDir: "\(dir)/\(name)", keyFile: keyFile ?? self.keyFile,
-                                       join: join.map(\.gossipPort), logPath: "\(dir)/\(name).log")
+                                       join: join.map(\.gossipPort), logPath: "\(dir)/\(name).log", extraArguments: extraArguments)
             nodes.append(node)
             try waitUntil("\(name) serves its API", seconds: 20) { !node.isRunning || httpGet(port: a, path: "/v1/health") != nil }
             if node.isRunning {
