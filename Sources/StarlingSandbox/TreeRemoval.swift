@@ -27,7 +27,7 @@ func removeTree(_ path: String, budget: Int = .max) -> TreeRemoval {
     var st = stat()
     guard lstat(path, &st) == 0 else { return errno == ENOENT ? .removed : .failed(errno) }
     guard (st.st_mode & S_IFMT) == S_IFDIR else { return unlink(path) == 0 || errno == ENOENT ? .removed : .failed(errno) }
-    guard let top = openDirectory(at: AT_FDCWD, path) else { return .failed(errno) }
+    guard let top = path.withCString({ openDirectory(at: AT_FDCWD, $0) }) else { return .failed(errno) }
     defer { close(top) }
     var remover = Remover(top: top, budget: budget)
     switch remover.empty(top, depth: 0) {
@@ -38,7 +38,7 @@ func removeTree(_ path: String, budget: Int = .max) -> TreeRemoval {
 
 /// Opens directory `name` under `parent` for reading, first giving its owner rwx if it lacks
 /// them. Nil when it is not a directory (a symbolic link included) or cannot be opened.
-private func openDirectory(at parent: Int32, _ name: String) -> Int32? {
+private func openDirectory(at parent: Int32, _ name: UnsafePointer<CChar>) -> Int32? {
     let handle = openat(parent, name, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     guard handle >= 0 else { return nil }
     defer { close(handle) }
@@ -59,6 +59,14 @@ private let hoistDepth = 32
 /// Names for directories moved up to the top of a tree: unique within this process.
 private let hoisted = Atomic<Int>(0)
 
+/// A directory entry's name exactly as the kernel gave it: bytes, NUL-terminated. Never decoded,
+/// so a name that is not UTF-8 reaches `fstatat`/`unlinkat`/`openat` unchanged.
+typealias EntryName = [CChar]
+
+/// Passes over one directory within one call before it is given up on: each pass must remove
+/// something, so this only bounds a directory that something keeps refilling.
+private let maximumPasses = 1 << 16
+
 private struct Remover {
     let top: Int32
     var budget: Int
@@ -71,7 +79,7 @@ private struct Remover {
 
     /// Empties directory `fd` (which stays open; the caller closes it).
     mutating func empty(_ fd: Int32, depth: Int) -> TreeRemoval {
-        while true {
+        for _ in 0..<maximumPasses {
             let names = Self.names(in: fd, limit: 4_096)
             if names.isEmpty { return .removed }
             var progress = false
@@ -86,14 +94,18 @@ private struct Remover {
             // A full pass that removed nothing would loop for ever: give up on this directory.
             if !progress { return .failed(lastError) }
         }
+        return .failed(lastError == 0 ? ELOOP : lastError)
     }
 
-    mutating func remove(_ name: String, in parent: Int32, depth: Int) -> TreeRemoval {
+    /// Removes entry `name` of `parent`. An entry that was just listed but is not there (ENOENT)
+    /// is a failure, not progress: counting it as removed is how a pass that removes nothing
+    /// could go on for ever.
+    mutating func remove(_ name: EntryName, in parent: Int32, depth: Int) -> TreeRemoval {
         var st = stat()
-        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return errno == ENOENT ? .removed : .failed(errno) }
+        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return .failed(errno) }
         if (st.st_mode & S_IFMT) != S_IFDIR {
             budget -= 1
-            return unlinkat(parent, name, 0) == 0 || errno == ENOENT ? .removed : .failed(errno)
+            return unlinkat(parent, name, 0) == 0 ? .removed : .failed(errno)
         }
         if depth >= hoistDepth, parent != top {
             for _ in 0..<3 {
@@ -107,25 +119,39 @@ private struct Remover {
         close(child)
         guard inner == .removed else { return inner }
         budget -= 1
-        return unlinkat(parent, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? .removed : .failed(errno)
+        return unlinkat(parent, name, AT_REMOVEDIR) == 0 ? .removed : .failed(errno)
     }
 
-    /// Up to `limit` entry names of directory `fd`, read through a fresh descriptor so that each
-    /// pass starts at the beginning (entries removed meanwhile are not skipped over).
-    static func names(in fd: Int32, limit: Int) -> [String] {
+    /// Up to `limit` entry names of directory `fd`, as raw bytes, read through a fresh
+    /// descriptor so that each pass starts at the beginning (entries removed meanwhile are not
+    /// skipped over).
+    static func names(in fd: Int32, limit: Int) -> [EntryName] {
         let again = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard again >= 0, let d = fdopendir(again) else {
             if again >= 0 { close(again) }
             return []
         }
         defer { closedir(d) }
-        var names: [String] = []
+        var names: [EntryName] = []
         while names.count < limit, let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name != "." && name != ".." { names.append(name) }
+            let name = entryName(e)
+            if !isDotOrDotDot(name) { names.append(name) }
         }
         return names
     }
+}
+
+/// The name of directory entry `e`, bytes and terminating NUL, undecoded.
+func entryName(_ e: UnsafeMutablePointer<dirent>) -> EntryName {
+    withUnsafeBytes(of: e.pointee.d_name) { raw in
+        let bytes = raw.bindMemory(to: CChar.self)
+        let length = bytes.firstIndex(of: 0) ?? bytes.count
+        return Array(bytes[..<length]) + [0]
+    }
+}
+
+func isDotOrDotDot(_ name: EntryName) -> Bool {
+    name == [0x2E, 0] || name == [0x2E, 0x2E, 0]
 }
 
 /// Removes finished sandboxes' work directories in the background, taking turns: each tree
@@ -164,10 +190,16 @@ final class TreeReaper: Sendable {
             }
             return p.paths.removeFirst()
         }) {
-            if removeTree(path, budget: sliceEntries) == .unfinished {
+            switch removeTree(path, budget: sliceEntries) {
+            case .unfinished:
                 pending.withLock { $0.paths.append(path) }
-            } else {
-                // Removed, or failed: a failed tree stays until the next start's sweep.
+            case .removed:
+                outstanding.leave()
+            case .failed(let e):
+                // Given up on, and said so: the tree stays until the next start's sweep, which
+                // again gives up on it in bounded time rather than holding up the reaper.
+                let line = "starling: could not remove \(path): \(String(cString: strerror(e)))\n"
+                FileHandle.standardError.write(Data(line.utf8))
                 outstanding.leave()
             }
         }
