@@ -246,12 +246,24 @@ public final class SandboxRunner: Sendable {
 
     /// Stops the warm pool, destroys its idle sandboxes, and removes this process's empty
     /// directories (they stay while another runner of this process still uses them).
-    public func shutdown() {
+    ///
+    /// Waits at most `seconds` for sandboxes to be destroyed and work directories removed; what
+    /// is left then is named on stderr and left to the next start's sweep (a task that left
+    /// millions of files must not hold a node's exit hostage). Returns whether all of it went.
+    @discardableResult
+    public func shutdown(within seconds: Double = 60) -> Bool {
         pool?.drain()
         reserve?.drain()
-        quiesce()
+        guard quiesce(within: seconds) else {
+            let left = reaper.remaining
+            let line = "starling: cleanup unfinished after \(seconds) s; left for the next start's sweep: "
+                + (left.isEmpty ? "sandboxes still being destroyed" : left.joined(separator: ", ")) + "\n"
+            FileHandle.standardError.write(Data(line.utf8))
+            return false
+        }
         rmdir(root)
         Cgroup.removeOwnerIfEmpty(parent: configuration.cgroupParent)
+        return true
     }
 
     public var warmReady: Int { pool?.readyCount ?? 0 }
@@ -260,6 +272,17 @@ public final class SandboxRunner: Sendable {
     public func quiesce() {
         cleanup.sync {}
         reaper.waitUntilIdle()
+    }
+
+    /// `quiesce()`, waiting at most `seconds` (clamped to 0...1 day, so no conversion traps);
+    /// whether everything was done in time.
+    public func quiesce(within seconds: Double) -> Bool {
+        let bounded = seconds.isNaN ? 0 : min(max(seconds, 0), 86_400)
+        let deadline = DispatchTime.now() + .milliseconds(Int(bounded * 1000))
+        let destroyed = DispatchSemaphore(value: 0)
+        cleanup.async { destroyed.signal() }
+        guard destroyed.wait(timeout: deadline) == .success else { return false }
+        return reaper.waitUntilIdle(deadline: deadline)
     }
 
     static func newID() -> String {

@@ -158,7 +158,13 @@ func isDotOrDotDot(_ name: EntryName) -> Bool {
 /// gets a slice of `sliceEntries` removals, then goes to the back of the line. A tree of a
 /// million entries therefore delays a small one by one slice, not by its whole removal.
 final class TreeReaper: Sendable {
-    private let pending = Mutex<(paths: [String], working: Bool)>(([], false))
+    private struct Queue {
+        var paths: [String] = []
+        var working = false
+        /// The tree whose slice is being removed now (out of `paths` meanwhile).
+        var current: String?
+    }
+    private let pending = Mutex(Queue())
     private let outstanding = DispatchGroup()
     private let queue = DispatchQueue(label: "starling-tree-reaper", qos: .utility)
     private let sliceEntries: Int
@@ -182,13 +188,21 @@ final class TreeReaper: Sendable {
     /// Waits until every queued tree is removed (or given up on).
     func waitUntilIdle() { outstanding.wait() }
 
+    /// Waits at most until `deadline`; whether every queued tree was removed (or given up on).
+    func waitUntilIdle(deadline: DispatchTime) -> Bool { outstanding.wait(timeout: deadline) == .success }
+
+    /// The trees queued and not yet removed (the one being worked on included).
+    var remaining: [String] { pending.withLock { $0.paths + ($0.current.map { [$0] } ?? []) } }
+
     private func work() {
         while let path = pending.withLock({ p -> String? in
+            p.current = nil
             if p.paths.isEmpty {
                 p.working = false
                 return nil
             }
-            return p.paths.removeFirst()
+            p.current = p.paths.removeFirst()
+            return p.current
         }) {
             switch removeTree(path, budget: sliceEntries) {
             case .unfinished:

@@ -95,11 +95,11 @@ extension SandboxTests {
                 umount2(mountPoint, Int32(MNT_DETACH))
                 removeTree(dir)
             }
-            FileManager.default.createFile(atPath: mountPoint + "/f", contents: Data("x".utf8))
+            _ = FileManager.default.createFile(atPath: mountPoint + "/f", contents: Data("x".utf8))
             let outcome = finishing(within: 20) { "\(removeTree(dir))" }
             #expect(outcome == "\(TreeRemoval.failed(EBUSY))")
             let next = scratchDirectory("after-unremovable")
-            FileManager.default.createFile(atPath: next + "/f", contents: Data("x".utf8))
+            _ = FileManager.default.createFile(atPath: next + "/f", contents: Data("x".utf8))
             let reaper = TreeReaper(sliceEntries: 10)
             reaper.remove(dir)
             reaper.remove(next)
