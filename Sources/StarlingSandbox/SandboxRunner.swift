@@ -169,6 +169,9 @@ public final class SandboxRunner: Sendable {
     public let root: String
 
     public init(configuration: SandboxConfiguration) throws {
+        do throws(PolicyDenial) { try configuration.policy.validate() } catch {
+            throw SandboxUnavailable("the node's policy is invalid: \(error.description)")
+        }
         // A task that closes its stdin, or a warm sandbox that died, must give EPIPE, not kill us.
         signal(SIGPIPE, SIG_IGN)
         self.configuration = configuration
@@ -406,6 +409,9 @@ public final class SandboxRunner: Sendable {
         t.started = monotonicNanos()
         try TaskLimits.validate(task)
         let grant: Policy.Grant
+        do throws(PolicyDenial) { try requestPolicy?.validate() } catch {
+            return .denied("request policy: \(error.description)", node: configuration.nodeName)
+        }
         switch configuration.policy.narrowed(by: requestPolicy).decide(task) {
         case .failure(let denial): return .denied(denial.description, node: configuration.nodeName)
         case .success(let g): grant = g
@@ -476,7 +482,7 @@ public final class SandboxRunner: Sendable {
         let handle = RunningTask(s)
         onStart?(handle)
         feed(Array((task.stdin ?? "").utf8), to: s.stdin)
-        let deadline = started + UInt64(grant.timeoutSeconds * 1e9)
+        let deadline = started + nanoseconds(grant.timeoutSeconds)
         var timedOut = false
         let secrets = configuration.secrets
         // Keep `overlap` bytes past the cap, so that redaction sees a secret straddling it whole.
@@ -535,7 +541,7 @@ public final class SandboxRunner: Sendable {
         var timedOut = false
         let secrets = configuration.secrets
         let captured = capture(stdout: streams.stdout, stderr: streams.stderr, pid: pid, cap: configuration.outputCapBytes + secrets.overlap,
-                               deadline: started + UInt64(grant.timeoutSeconds * 1e9),
+                               deadline: started + nanoseconds(grant.timeoutSeconds),
                                onDeadline: { timedOut = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) })
         if streams.stdout >= 0 { close(streams.stdout) }
         if streams.stderr >= 0 { close(streams.stderr) }
@@ -567,4 +573,11 @@ struct ByteMessage {
         withUnsafeBytes(of: &n) { bytes.append(contentsOf: $0) }
         for s in xs { bytes.append(contentsOf: s.utf8); bytes.append(0) }
     }
+}
+
+/// `seconds` as nanoseconds, clamped to 0...TaskLimits.maxTimeoutSeconds (NaN: 0), so that no
+/// number, however it got here, makes the conversion trap.
+func nanoseconds(_ seconds: Double) -> UInt64 {
+    guard seconds > 0 else { return 0 }
+    return UInt64(min(seconds, TaskLimits.maxTimeoutSeconds) * 1e9)
 }

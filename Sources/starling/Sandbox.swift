@@ -20,7 +20,11 @@ struct SandboxOptions: ParsableArguments {
 
     func loadPolicy() throws -> Policy {
         guard let policy else { return Policy(net: .host) }
-        do { return try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy))) } catch {
+        do {
+            let loaded = try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy)))
+            try loaded.validate()
+            return loaded
+        } catch {
             throw ValidationError("--policy \(policy): \(error)")
         }
     }

@@ -138,6 +138,21 @@ struct SandboxCommandTests {
 }
 
 extension SandboxCommandTests {
+    /// A policy file with a ceiling no task could meet (or one that would trap) stops the
+    /// command before anything runs, naming the field.
+    @Test(arguments: [#"{"maxTimeoutSeconds": 0}"#, #"{"maxTimeoutSeconds": -1}"#, #"{"maxPids": -1}"#, #"{"maxMemoryMB": -5}"#,
+                      #"{"maxCpus": 1e300}"#])
+    func aPolicyFileWithABadCeilingIsRefused(policy: String) throws {
+        let dir = try makeTemporaryDirectory("starling-cli-policy")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try policy.write(toFile: dir + "/policy.json", atomically: true, encoding: .utf8)
+        let r = try runCLI(["sandbox", "run", "--policy", dir + "/policy.json", "--", "echo", "ran"])
+        #expect(r.status != 0 && r.status < 128, "\(r.status)")
+        #expect(!r.out.contains("ran"))
+        let field = policy.split(separator: "\"")[1]
+        #expect(r.err.contains(field), "\(r.err)")
+    }
+
     /// When cleanup hangs (here: a task left 300,000 directories to remove), a second SIGTERM
     /// ends the command at once, with 128 + 15, instead of leaving SIGKILL as the only way out.
     @Test func aSecondSignalEndsTheCommandWhileCleanupIsStillGoing() throws {
