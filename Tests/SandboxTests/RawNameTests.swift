@@ -124,14 +124,69 @@ extension SandboxTests {
                     do {
                         let r = try runner.run(sh(script), preferWarm: false, onStart: { s in work.set(s.sandbox.workdir) })
                         runner.quiesce()
-                        return r.stdout
+                        return "\(r.stdout)|truncated \(r.truncated)|\(r.outputs.keys.sorted())"
                     } catch { return "\(error)" }
                 }
-                #expect(outcome == "done\n", "the run or its cleanup did not finish (nil), or failed")
+                #expect(outcome == "done\n|truncated true|[]", "the run or its cleanup did not finish (nil), or failed")
                 let dir = try #require(work.value)
                 #expect(access(dir, F_OK) != 0, "the work directory survived")
                 #expect(leftovers(root, runner).isEmpty)
             }
+        }
+    }
+
+    @Suite("Output names as bytes")
+    struct OutputNameTests {
+        /// A name that is not UTF-8 cannot be a key of `outputs`: it is left out, and says so
+        /// (the old walk looked up a decoded name, got ENOENT and dropped it silently).
+        @Test func aNameThatIsNotUTF8IsLeftOutAndSetsTruncated() throws {
+            let dir = scratchDirectory("out-raw")
+            defer { removeTree(dir) }
+            _ = FileManager.default.createFile(atPath: dir + "/good.txt", contents: Data("g".utf8))
+            for name in undecodableNames { makeRawFile(rawPath(dir, name)) }
+            mkdir(rawPath(dir, Array("sub".utf8) + [0xFF]), 0o755)
+            makeRawFile(rawPath(dir, Array("sub".utf8) + [0xFF, 0x2F] + Array("inner.txt".utf8)))
+            let c = collectOutputs(dir, bounds: OutputBounds(perFile: 1 << 20, total: 4 << 20))
+            #expect(c.files == ["good.txt": "g"])
+            #expect(c.truncated)
+        }
+
+        /// Two files whose names are the same once redacted: one is kept, and `truncated` says the
+        /// other was left out (the old walk overwrote one with the other silently).
+        @Test func twoNamesThatCollideAfterRedactionSetTruncated() throws {
+            let dir = scratchDirectory("out-collide")
+            defer { removeTree(dir) }
+            let secret = "sk-collide-0123456789abcdef"
+            _ = FileManager.default.createFile(atPath: dir + "/[REDACTED:TOKEN].txt", contents: Data("literal".utf8))
+            _ = FileManager.default.createFile(atPath: dir + "/\(secret).txt", contents: Data("secret-named".utf8))
+            let c = collectOutputs(dir, bounds: OutputBounds(perFile: 1 << 20, total: 4 << 20), secrets: SecretStore(values: ["TOKEN": secret]))
+            #expect(c.files.count == 1 && c.files["[REDACTED:TOKEN].txt"] != nil, "\(c.files)")
+            #expect(c.truncated)
+        }
+
+        /// A file within the depth bound whose full path is longer than PATH_MAX is still
+        /// collected (the walk goes by descriptor); the old walk's lstat failed with
+        /// ENAMETOOLONG and dropped it silently.
+        @Test func aPathLongerThanPathMaxWithinTheDepthBoundIsCollected() throws {
+            let dir = scratchDirectory("out-long")
+            defer { removeTree(dir) }
+            var fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            let long = String(repeating: "n", count: 255)
+            for _ in 0..<15 {
+                mkdirat(fd, long, 0o755)
+                let next = openat(fd, long, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                close(fd)
+                fd = next
+            }
+            let file = openat(fd, long, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            _ = write(file, "deep", 4)
+            close(file)
+            close(fd)
+            let key = Array(repeating: long, count: 16).joined(separator: "/")
+            #expect(dir.utf8.count + 1 + key.utf8.count > Int(PATH_MAX))
+            let c = collectOutputs(dir, bounds: OutputBounds(perFile: 1 << 20, total: 4 << 20))
+            #expect(c.files.count == 1 && c.files[key] == "deep", "\(c.files.count) files, none under the expected name")
+            #expect(!c.truncated)
         }
     }
 }
