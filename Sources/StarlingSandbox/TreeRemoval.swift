@@ -56,8 +56,20 @@ private let openPathOnly: Int32 = 0o10000000
 
 /// Removes at most this many directory levels by descending; deeper ones are moved up.
 private let hoistDepth = 32
-/// Names for directories moved up to the top of a tree: unique within this process.
-private let hoisted = Atomic<Int>(0)
+
+/// renameat2(2) with RENAME_NOREPLACE: fails with EEXIST rather than replace `to`. Looked up at
+/// run time since Swift's Glibc module does not export renameat2; without it (glibc < 2.28)
+/// every move fails and removal reports it rather than risk replacing a directory.
+private func renameNoReplace(_ fromDir: Int32, _ from: EntryName, _ toDir: Int32, _ to: String) -> Int32 {
+    guard let renameat2 = renameat2Function else {
+        errno = ENOSYS
+        return -1
+    }
+    return renameat2(fromDir, from, toDir, to, 1 /* RENAME_NOREPLACE */)
+}
+
+private typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
+private let renameat2Function: RenameAt2? = dlsym(nil, "renameat2").map { unsafeBitCast($0, to: RenameAt2.self) }
 
 /// A directory entry's name exactly as the kernel gave it: bytes, NUL-terminated. Never decoded,
 /// so a name that is not UTF-8 reaches `fstatat`/`unlinkat`/`openat` unchanged.
@@ -108,11 +120,10 @@ private struct Remover {
             return unlinkat(parent, name, 0) == 0 ? .removed : .failed(errno)
         }
         if depth >= hoistDepth, parent != top {
-            for _ in 0..<3 {
-                let target = ".starling-hoisted-\(hoisted.add(1, ordering: .relaxed).newValue)"
-                if renameat(parent, name, top, target) == 0 { return .removed }  // the top's pass gets it
-            }
-            return .failed(errno)
+            // Each move costs budget like a removal: a directory at the hoisting depth with a
+            // million subdirectories is moved up a slice at a time, not all at once.
+            budget -= 1
+            return hoist(name, from: parent)
         }
         guard let child = openDirectory(at: parent, name) else { return .failed(errno) }
         let inner = empty(child, depth: depth + 1)
@@ -120,6 +131,21 @@ private struct Remover {
         guard inner == .removed else { return inner }
         budget -= 1
         return unlinkat(parent, name, AT_REMOVEDIR) == 0 ? .removed : .failed(errno)
+    }
+
+    /// Moves directory `name` of `parent` up to the top under a fresh random name; the top's
+    /// pass removes it from there. The name cannot be guessed and the move never replaces
+    /// anything (RENAME_NOREPLACE), so a task that plants directories under likely names makes
+    /// the move retry with another name, never fail.
+    private func hoist(_ name: EntryName, from parent: Int32) -> TreeRemoval {
+        var failure: Int32 = EEXIST
+        for _ in 0..<8 {
+            let target = ".starling-hoisted-\(SandboxRunner.newID())"
+            if renameNoReplace(parent, name, top, target) == 0 { return .removed }
+            failure = errno
+            guard failure == EEXIST || failure == ENOTEMPTY else { break }
+        }
+        return .failed(failure)
     }
 
     /// Up to `limit` entry names of directory `fd`, as raw bytes, read through a fresh
