@@ -179,7 +179,8 @@ public final class SandboxRunner: Sendable {
         chmod(configuration.workRoot, 0o700)
         root = configuration.workRoot + "/" + String(getpid())
         mkdir(root, 0o700)
-        Self.sweepStale(workRoot: configuration.workRoot, reaper: reaper)
+        OwnerMarker.write(workRoot: configuration.workRoot)
+        Self.sweepStale(workRoot: configuration.workRoot, cgroupParent: configuration.cgroupParent, reaper: reaper)
         if configuration.unsafeNoSandbox {
             bubblewrap = nil
             pool = nil
@@ -239,12 +240,31 @@ public final class SandboxRunner: Sendable {
     /// Removes work directories and cgroups left by processes that died without cleaning up.
     /// The directories go through `reaper` when given, so a huge leftover does not hold up the
     /// start.
-    static func sweepStale(workRoot: String, reaper: TreeReaper? = nil) {
-        for owner in (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? [] {
-            guard let pid = pid_t(owner), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+    ///
+    /// An owner is gone when its marker (`<pid>.owner`: PID and start time) names a process that
+    /// is no longer there, so a PID reused after a crash does not keep leftovers for ever. Groups
+    /// are swept under `cgroupParent` (this runner's) and the default parent.
+    static func sweepStale(workRoot: String, cgroupParent: String = Cgroup.defaultParent, reaper: TreeReaper? = nil) {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? []
+        var gone: [pid_t: Bool] = [:]
+        func isGone(_ pid: pid_t) -> Bool {
+            if let known = gone[pid] { return known }
+            let answer = OwnerMarker.isGone(pid, workRoot: workRoot)
+            gone[pid] = answer
+            return answer
+        }
+        for owner in entries {
+            guard let pid = pid_t(owner), isGone(pid) else { continue }
             if let reaper { reaper.remove(workRoot + "/" + owner) } else { removeTree(workRoot + "/" + owner) }
         }
-        Cgroup.sweepStale()
+        for parent in Set([cgroupParent, Cgroup.defaultParent]) {
+            Cgroup.sweepStale(parent: parent, isGone: isGone)
+        }
+        // Markers last: the group sweep above read them.
+        for entry in entries where entry.hasSuffix(".owner") {
+            guard let pid = pid_t(entry.dropLast(".owner".count)), isGone(pid) else { continue }
+            unlink(workRoot + "/" + entry)
+        }
     }
 
     /// Stops the warm pool, destroys its idle sandboxes, and removes this process's empty
@@ -266,6 +286,11 @@ public final class SandboxRunner: Sendable {
         }
         rmdir(root)
         Cgroup.removeOwnerIfEmpty(parent: configuration.cgroupParent)
+        // The marker stays while anything of this process does (another runner's, or a tree
+        // that could not be removed), so that the sweep can tell it from a later process's.
+        if access(root, F_OK) != 0 && !Cgroup.ownerExists(parent: configuration.cgroupParent) {
+            unlink(OwnerMarker.path(workRoot: configuration.workRoot, owner: getpid()))
+        }
         return true
     }
 
@@ -297,6 +322,7 @@ public final class SandboxRunner: Sendable {
         let dir = root + "/" + id
         if mkdir(dir, 0o700) != 0, errno == ENOENT {
             mkdir(root, 0o700)  // removed by an earlier shutdown
+            OwnerMarker.write(workRoot: configuration.workRoot)
             mkdir(dir, 0o700)
         }
         guard access(dir, W_OK) == 0, mkdir(dir + "/out", 0o755) == 0 else {

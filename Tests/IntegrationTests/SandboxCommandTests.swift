@@ -170,6 +170,7 @@ extension SandboxCommandTests {
             p.waitUntilExit()
             // What the command left to the sweep: removed here by path, its groups too.
             try? FileManager.default.removeItem(atPath: workRoot)
+            unlink(workRoot + ".owner")
             for controller in ["memory", "cpu", "cpuacct", "pids"] {
                 let owner = "/sys/fs/cgroup/\(controller)/starling/\(cli)"
                 for group in (try? FileManager.default.contentsOfDirectory(atPath: owner)) ?? [] { rmdir(owner + "/" + group) }
