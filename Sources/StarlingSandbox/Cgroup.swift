@@ -363,5 +363,11 @@ public struct LimitNotApplied: Error, CustomStringConvertible, Equatable {
         self.errno = errno
     }
 
-    public var description: String { "limit not applied: \(action) \(path) failed: \(String(cString: strerror(errno)))" }
+    /// Names the file or group by its last component only: the description reaches the task (in
+    /// a `denied` result), and the host's cgroup paths and the node's PID are none of its business.
+    /// `path` keeps the whole path for the node's own logs.
+    public var description: String {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return "limit not applied: \(action) \(name) (in the task's cgroup) failed: \(String(cString: strerror(errno)))"
+    }
 }
