@@ -177,11 +177,13 @@ static int build_filter_fd(void) {
     // clone3 passes its flags in memory, where seccomp cannot look: it is left to the default
     // action, ENOSYS, which makes glibc fall back to clone, whose flags are checked above.
     // (libseccomp refuses a rule whose action is the default one.)
-    // personality: only the query (0xffffffff); setting a persona (e.g. READ_IMPLIES_EXEC or
-    // ADDR_NO_RANDOMIZE) weakens the task's own memory protections.
+    // personality: the query (0xffffffff) and PER_LINUX (0), the persona every task already
+    // has (some runtimes set it explicitly); any other persona (e.g. READ_IMPLIES_EXEC or
+    // ADDR_NO_RANDOMIZE) weakens the task's own memory protections and falls to the default
+    // action (ENOSYS). libseccomp cannot put two comparisons of one argument in a rule, so no
+    // EPERM rule for "neither" is written.
     if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(personality), 1, SCMP_A0(SCMP_CMP_EQ, 0xffffffffUL));
-    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(personality), 1,
-                                       SCMP_A0(SCMP_CMP_NE, 0xffffffffUL));
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(personality), 1, SCMP_A0(SCMP_CMP_EQ, 0UL));
     if (rc < 0) { seccomp_release(ctx); return rc; }
     int fd = memfd_create("starling-seccomp", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) { int e = errno; seccomp_release(ctx); return -e; }

@@ -90,10 +90,12 @@ static pid_t spawn_here(struct spawn_job *j) {
         // lives as long as the process.
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) { err = errno; goto fail; }
         if (getppid() != parent) { err = ESRCH; goto fail; }  // the parent already died
+        // Handlers back to their defaults *before* signals are unmasked: this child shares the
+        // parent's memory (vfork), and a parent's handler must never run in it.
+        for (int s = 1; s < 32; s++) signal(s, SIG_DFL);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        for (int s = 1; s < 32; s++) signal(s, SIG_DFL);
         // Move sources out of the way of targets first, then place them.
         int moved[16];
         if (j->nfds > 16) { err = E2BIG; goto fail; }

@@ -114,12 +114,16 @@ public final class Cgroup: Sendable {
 
     /// Removes the groups of owners that are no longer running (a node that was SIGKILLed leaves
     /// its sandboxes' groups behind; their processes died with it through PDEATHSIG).
-    public static func sweepStale() {
+    ///
+    /// `isGone` says whether an owner PID's process is gone (see `OwnerMarker`); by default, when
+    /// no process has the PID.
+    public static func sweepStale(parent: String = defaultParent,
+                                  isGone: (pid_t) -> Bool = { kill($0, 0) != 0 && errno == ESRCH }) {
         guard let (version, roots) = layout else { return }
         for root in Set(roots.values) {
-            let top = root + "/starling"
+            let top = root + "/" + parent
             for owner in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? [] {
-                guard let pid = pid_t(owner), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+                guard let pid = pid_t(owner), pid != getpid(), isGone(pid) else { continue }
                 let ownerDir = top + "/" + owner
                 for child in (try? FileManager.default.contentsOfDirectory(atPath: ownerDir)) ?? [] {
                     let dir = ownerDir + "/" + child
@@ -132,6 +136,12 @@ public final class Cgroup: Sendable {
                 rmdir(ownerDir)
             }
         }
+    }
+
+    /// Whether this process still has a group directory under `parent`.
+    static func ownerExists(parent: String = Cgroup.defaultParent) -> Bool {
+        guard let (_, roots) = layout else { return false }
+        return Set(roots.values).contains { access($0 + "/" + parent + "/" + ownerName, F_OK) == 0 }
     }
 
     static func removeOwnerIfEmpty(parent: String = Cgroup.defaultParent) {
@@ -353,5 +363,11 @@ public struct LimitNotApplied: Error, CustomStringConvertible, Equatable {
         self.errno = errno
     }
 
-    public var description: String { "limit not applied: \(action) \(path) failed: \(String(cString: strerror(errno)))" }
+    /// Names the file or group by its last component only: the description reaches the task (in
+    /// a `denied` result), and the host's cgroup paths and the node's PID are none of its business.
+    /// `path` keeps the whole path for the node's own logs.
+    public var description: String {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return "limit not applied: \(action) \(name) (in the task's cgroup) failed: \(String(cString: strerror(errno)))"
+    }
 }

@@ -62,6 +62,29 @@ public struct Policy: Codable, Sendable, Equatable {
     public static let defaultPids = 256
     public static let defaultTimeoutSeconds = 300.0
 
+    /// Refuses a ceiling outside the range a task's own limit may take (`TaskLimits.validate`):
+    /// a ceiling of 0 admits no task, a negative, NaN or huge one would reach a conversion that
+    /// traps. Applied to the node's policy when it is loaded (the node refuses to start) and to
+    /// every request's policy (the task is `denied` with the reason).
+    public func validate() throws(PolicyDenial) {
+        if let m = maxMemoryMB, !TaskLimits.memoryMBRange.contains(m) { throw PolicyDenial("maxMemoryMB must be 8 to 1048576, not \(m)") }
+        if let c = maxCpus, !TaskLimits.cpusRange.contains(c) { throw PolicyDenial("maxCpus must be 0.01 to 1024, not \(c)") }
+        if let s = maxTimeoutSeconds, !(s > 0 && s <= TaskLimits.maxTimeoutSeconds) {
+            throw PolicyDenial("maxTimeoutSeconds must be in (0, 86400], not \(s)")
+        }
+        if let p = maxPids, !TaskLimits.pidsRange.contains(p) { throw PolicyDenial("maxPids must be 1 to 65536, not \(p)") }
+        if let a = allow {
+            guard a.count <= TaskLimits.maxArgs, a.allSatisfy({ !$0.isEmpty && $0.utf8.count <= 4096 && !$0.utf8.contains(0) }) else {
+                throw PolicyDenial("allow must hold at most \(TaskLimits.maxArgs) non-empty program names")
+            }
+        }
+        if let s = secrets {
+            guard s.count <= TaskLimits.maxEnv, s.allSatisfy(TaskLimits.isEnvName) else {
+                throw PolicyDenial("secrets must hold at most \(TaskLimits.maxEnv) variable names")
+            }
+        }
+    }
+
     /// Allows the task with its limits, or says why not. A task asking for more than a ceiling
     /// is refused rather than silently cut down.
     public func decide(_ t: TaskSpec) -> Result<Grant, PolicyDenial> {

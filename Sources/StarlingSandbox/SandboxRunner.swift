@@ -169,6 +169,9 @@ public final class SandboxRunner: Sendable {
     public let root: String
 
     public init(configuration: SandboxConfiguration) throws {
+        do throws(PolicyDenial) { try configuration.policy.validate() } catch {
+            throw SandboxUnavailable("the node's policy is invalid: \(error.description)")
+        }
         // A task that closes its stdin, or a warm sandbox that died, must give EPIPE, not kill us.
         signal(SIGPIPE, SIG_IGN)
         self.configuration = configuration
@@ -176,7 +179,8 @@ public final class SandboxRunner: Sendable {
         chmod(configuration.workRoot, 0o700)
         root = configuration.workRoot + "/" + String(getpid())
         mkdir(root, 0o700)
-        Self.sweepStale(workRoot: configuration.workRoot, reaper: reaper)
+        OwnerMarker.write(workRoot: configuration.workRoot)
+        Self.sweepStale(workRoot: configuration.workRoot, cgroupParent: configuration.cgroupParent, reaper: reaper)
         if configuration.unsafeNoSandbox {
             bubblewrap = nil
             pool = nil
@@ -236,22 +240,58 @@ public final class SandboxRunner: Sendable {
     /// Removes work directories and cgroups left by processes that died without cleaning up.
     /// The directories go through `reaper` when given, so a huge leftover does not hold up the
     /// start.
-    static func sweepStale(workRoot: String, reaper: TreeReaper? = nil) {
-        for owner in (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? [] {
-            guard let pid = pid_t(owner), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+    ///
+    /// An owner is gone when its marker (`<pid>.owner`: PID and start time) names a process that
+    /// is no longer there, so a PID reused after a crash does not keep leftovers for ever. Groups
+    /// are swept under `cgroupParent` (this runner's) and the default parent.
+    static func sweepStale(workRoot: String, cgroupParent: String = Cgroup.defaultParent, reaper: TreeReaper? = nil) {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? []
+        var gone: [pid_t: Bool] = [:]
+        func isGone(_ pid: pid_t) -> Bool {
+            if let known = gone[pid] { return known }
+            let answer = OwnerMarker.isGone(pid, workRoot: workRoot)
+            gone[pid] = answer
+            return answer
+        }
+        for owner in entries {
+            guard let pid = pid_t(owner), isGone(pid) else { continue }
             if let reaper { reaper.remove(workRoot + "/" + owner) } else { removeTree(workRoot + "/" + owner) }
         }
-        Cgroup.sweepStale()
+        for parent in Set([cgroupParent, Cgroup.defaultParent]) {
+            Cgroup.sweepStale(parent: parent, isGone: isGone)
+        }
+        // Markers last: the group sweep above read them.
+        for entry in entries where entry.hasSuffix(".owner") {
+            guard let pid = pid_t(entry.dropLast(".owner".count)), isGone(pid) else { continue }
+            unlink(workRoot + "/" + entry)
+        }
     }
 
     /// Stops the warm pool, destroys its idle sandboxes, and removes this process's empty
     /// directories (they stay while another runner of this process still uses them).
-    public func shutdown() {
+    ///
+    /// Waits at most `seconds` for sandboxes to be destroyed and work directories removed; what
+    /// is left then is named on stderr and left to the next start's sweep (a task that left
+    /// millions of files must not hold a node's exit hostage). Returns whether all of it went.
+    @discardableResult
+    public func shutdown(within seconds: Double = 60) -> Bool {
         pool?.drain()
         reserve?.drain()
-        quiesce()
+        guard quiesce(within: seconds) else {
+            let left = reaper.remaining
+            let line = "starling: cleanup unfinished after \(seconds) s; left for the next start's sweep: "
+                + (left.isEmpty ? "sandboxes still being destroyed" : left.joined(separator: ", ")) + "\n"
+            FileHandle.standardError.write(Data(line.utf8))
+            return false
+        }
         rmdir(root)
         Cgroup.removeOwnerIfEmpty(parent: configuration.cgroupParent)
+        // The marker stays while anything of this process does (another runner's, or a tree
+        // that could not be removed), so that the sweep can tell it from a later process's.
+        if access(root, F_OK) != 0 && !Cgroup.ownerExists(parent: configuration.cgroupParent) {
+            unlink(OwnerMarker.path(workRoot: configuration.workRoot, owner: getpid()))
+        }
+        return true
     }
 
     public var warmReady: Int { pool?.readyCount ?? 0 }
@@ -260,6 +300,17 @@ public final class SandboxRunner: Sendable {
     public func quiesce() {
         cleanup.sync {}
         reaper.waitUntilIdle()
+    }
+
+    /// `quiesce()`, waiting at most `seconds` (clamped to 0...1 day, so no conversion traps);
+    /// whether everything was done in time.
+    public func quiesce(within seconds: Double) -> Bool {
+        let bounded = seconds.isNaN ? 0 : min(max(seconds, 0), 86_400)
+        let deadline = DispatchTime.now() + .milliseconds(Int(bounded * 1000))
+        let destroyed = DispatchSemaphore(value: 0)
+        cleanup.async { destroyed.signal() }
+        guard destroyed.wait(timeout: deadline) == .success else { return false }
+        return reaper.waitUntilIdle(deadline: deadline)
     }
 
     static func newID() -> String {
@@ -271,6 +322,7 @@ public final class SandboxRunner: Sendable {
         let dir = root + "/" + id
         if mkdir(dir, 0o700) != 0, errno == ENOENT {
             mkdir(root, 0o700)  // removed by an earlier shutdown
+            OwnerMarker.write(workRoot: configuration.workRoot)
             mkdir(dir, 0o700)
         }
         guard access(dir, W_OK) == 0, mkdir(dir + "/out", 0o755) == 0 else {
@@ -383,6 +435,9 @@ public final class SandboxRunner: Sendable {
         t.started = monotonicNanos()
         try TaskLimits.validate(task)
         let grant: Policy.Grant
+        do throws(PolicyDenial) { try requestPolicy?.validate() } catch {
+            return .denied("request policy: \(error.description)", node: configuration.nodeName)
+        }
         switch configuration.policy.narrowed(by: requestPolicy).decide(task) {
         case .failure(let denial): return .denied(denial.description, node: configuration.nodeName)
         case .success(let g): grant = g
@@ -453,7 +508,7 @@ public final class SandboxRunner: Sendable {
         let handle = RunningTask(s)
         onStart?(handle)
         feed(Array((task.stdin ?? "").utf8), to: s.stdin)
-        let deadline = started + UInt64(grant.timeoutSeconds * 1e9)
+        let deadline = started + nanoseconds(grant.timeoutSeconds)
         var timedOut = false
         let secrets = configuration.secrets
         // Keep `overlap` bytes past the cap, so that redaction sees a secret straddling it whole.
@@ -512,7 +567,7 @@ public final class SandboxRunner: Sendable {
         var timedOut = false
         let secrets = configuration.secrets
         let captured = capture(stdout: streams.stdout, stderr: streams.stderr, pid: pid, cap: configuration.outputCapBytes + secrets.overlap,
-                               deadline: started + UInt64(grant.timeoutSeconds * 1e9),
+                               deadline: started + nanoseconds(grant.timeoutSeconds),
                                onDeadline: { timedOut = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) })
         if streams.stdout >= 0 { close(streams.stdout) }
         if streams.stderr >= 0 { close(streams.stderr) }
@@ -544,4 +599,11 @@ struct ByteMessage {
         withUnsafeBytes(of: &n) { bytes.append(contentsOf: $0) }
         for s in xs { bytes.append(contentsOf: s.utf8); bytes.append(0) }
     }
+}
+
+/// `seconds` as nanoseconds, clamped to 0...TaskLimits.maxTimeoutSeconds (NaN: 0), so that no
+/// number, however it got here, makes the conversion trap.
+func nanoseconds(_ seconds: Double) -> UInt64 {
+    guard seconds > 0 else { return 0 }
+    return UInt64(min(seconds, TaskLimits.maxTimeoutSeconds) * 1e9)
 }

@@ -114,6 +114,12 @@ public enum TaskLimits {
     public static let maxFiles = 256
     public static let maxInputBytes = 16 << 20
     public static let maxEnv = 256
+    /// Longest `NAME=value` string: the kernel refuses a longer one (MAX_ARG_STRLEN) with E2BIG.
+    public static let maxEnvEntryBytes = 128 << 10
+    public static let maxTimeoutSeconds = 86_400.0
+    public static let memoryMBRange = 8...(1 << 20)
+    public static let cpusRange = 0.01...1024.0
+    public static let pidsRange = 1...65_536
 
     /// Checks the task's shape; policy is checked separately.
     public static func validate(_ t: TaskSpec) throws(InvalidTask) {
@@ -127,17 +133,21 @@ public enum TaskLimits {
             try validatePath(name)
             bytes += content.utf8.count
         }
-        guard bytes <= maxInputBytes else { throw InvalidTask("inputs exceed \(maxInputBytes) bytes") }
         let env = t.env ?? [:]
         guard env.count <= maxEnv else { throw InvalidTask("more than \(maxEnv) environment variables") }
         for (k, v) in env {
             guard isEnvName(k) else { throw InvalidTask("bad environment variable name \(k.debugDescription)") }
             guard !v.utf8.contains(0) else { throw InvalidTask("environment value of \(k) contains NUL") }
+            // NAME=value and its NUL must fit one exec string; all of it counts as input.
+            let entry = k.utf8.count + 1 + v.utf8.count
+            guard entry < maxEnvEntryBytes else { throw InvalidTask("environment variable \(k) is longer than \(maxEnvEntryBytes) bytes") }
+            bytes += entry
         }
-        if let s = t.timeoutSeconds, !(s > 0 && s <= 86_400) { throw InvalidTask("timeoutSeconds must be in (0, 86400]") }
-        if let m = t.memoryMB, !(m >= 8 && m <= 1 << 20) { throw InvalidTask("memoryMB must be 8 to 1048576") }
-        if let c = t.cpus, !(c >= 0.01 && c <= 1024) { throw InvalidTask("cpus must be 0.01 to 1024") }
-        if let p = t.pids, !(p >= 1 && p <= 65_536) { throw InvalidTask("pids must be 1 to 65536") }
+        guard bytes <= maxInputBytes else { throw InvalidTask("inputs exceed \(maxInputBytes) bytes") }
+        if let s = t.timeoutSeconds, !(s > 0 && s <= maxTimeoutSeconds) { throw InvalidTask("timeoutSeconds must be in (0, 86400]") }
+        if let m = t.memoryMB, !memoryMBRange.contains(m) { throw InvalidTask("memoryMB must be 8 to 1048576") }
+        if let c = t.cpus, !cpusRange.contains(c) { throw InvalidTask("cpus must be 0.01 to 1024") }
+        if let p = t.pids, !pidsRange.contains(p) { throw InvalidTask("pids must be 1 to 65536") }
         for s in t.secrets ?? [] where !isEnvName(s) { throw InvalidTask("bad secret name \(s.debugDescription)") }
     }
 

@@ -27,7 +27,7 @@ func removeTree(_ path: String, budget: Int = .max) -> TreeRemoval {
     var st = stat()
     guard lstat(path, &st) == 0 else { return errno == ENOENT ? .removed : .failed(errno) }
     guard (st.st_mode & S_IFMT) == S_IFDIR else { return unlink(path) == 0 || errno == ENOENT ? .removed : .failed(errno) }
-    guard let top = openDirectory(at: AT_FDCWD, path) else { return .failed(errno) }
+    guard let top = path.withCString({ openDirectory(at: AT_FDCWD, $0) }) else { return .failed(errno) }
     defer { close(top) }
     var remover = Remover(top: top, budget: budget)
     switch remover.empty(top, depth: 0) {
@@ -38,7 +38,7 @@ func removeTree(_ path: String, budget: Int = .max) -> TreeRemoval {
 
 /// Opens directory `name` under `parent` for reading, first giving its owner rwx if it lacks
 /// them. Nil when it is not a directory (a symbolic link included) or cannot be opened.
-private func openDirectory(at parent: Int32, _ name: String) -> Int32? {
+private func openDirectory(at parent: Int32, _ name: UnsafePointer<CChar>) -> Int32? {
     let handle = openat(parent, name, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     guard handle >= 0 else { return nil }
     defer { close(handle) }
@@ -56,8 +56,28 @@ private let openPathOnly: Int32 = 0o10000000
 
 /// Removes at most this many directory levels by descending; deeper ones are moved up.
 private let hoistDepth = 32
-/// Names for directories moved up to the top of a tree: unique within this process.
-private let hoisted = Atomic<Int>(0)
+
+/// renameat2(2) with RENAME_NOREPLACE: fails with EEXIST rather than replace `to`. Looked up at
+/// run time since Swift's Glibc module does not export renameat2; without it (glibc < 2.28)
+/// every move fails and removal reports it rather than risk replacing a directory.
+private func renameNoReplace(_ fromDir: Int32, _ from: EntryName, _ toDir: Int32, _ to: String) -> Int32 {
+    guard let renameat2 = renameat2Function else {
+        errno = ENOSYS
+        return -1
+    }
+    return renameat2(fromDir, from, toDir, to, 1 /* RENAME_NOREPLACE */)
+}
+
+private typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
+private let renameat2Function: RenameAt2? = dlsym(nil, "renameat2").map { unsafeBitCast($0, to: RenameAt2.self) }
+
+/// A directory entry's name exactly as the kernel gave it: bytes, NUL-terminated. Never decoded,
+/// so a name that is not UTF-8 reaches `fstatat`/`unlinkat`/`openat` unchanged.
+typealias EntryName = [CChar]
+
+/// Passes over one directory within one call before it is given up on: each pass must remove
+/// something, so this only bounds a directory that something keeps refilling.
+private let maximumPasses = 1 << 16
 
 private struct Remover {
     let top: Int32
@@ -71,7 +91,7 @@ private struct Remover {
 
     /// Empties directory `fd` (which stays open; the caller closes it).
     mutating func empty(_ fd: Int32, depth: Int) -> TreeRemoval {
-        while true {
+        for _ in 0..<maximumPasses {
             let names = Self.names(in: fd, limit: 4_096)
             if names.isEmpty { return .removed }
             var progress = false
@@ -86,53 +106,91 @@ private struct Remover {
             // A full pass that removed nothing would loop for ever: give up on this directory.
             if !progress { return .failed(lastError) }
         }
+        return .failed(lastError == 0 ? ELOOP : lastError)
     }
 
-    mutating func remove(_ name: String, in parent: Int32, depth: Int) -> TreeRemoval {
+    /// Removes entry `name` of `parent`. An entry that was just listed but is not there (ENOENT)
+    /// is a failure, not progress: counting it as removed is how a pass that removes nothing
+    /// could go on for ever.
+    mutating func remove(_ name: EntryName, in parent: Int32, depth: Int) -> TreeRemoval {
         var st = stat()
-        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return errno == ENOENT ? .removed : .failed(errno) }
+        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return .failed(errno) }
         if (st.st_mode & S_IFMT) != S_IFDIR {
             budget -= 1
-            return unlinkat(parent, name, 0) == 0 || errno == ENOENT ? .removed : .failed(errno)
+            return unlinkat(parent, name, 0) == 0 ? .removed : .failed(errno)
         }
         if depth >= hoistDepth, parent != top {
-            for _ in 0..<3 {
-                let target = ".starling-hoisted-\(hoisted.add(1, ordering: .relaxed).newValue)"
-                if renameat(parent, name, top, target) == 0 { return .removed }  // the top's pass gets it
-            }
-            return .failed(errno)
+            // Each move costs budget like a removal: a directory at the hoisting depth with a
+            // million subdirectories is moved up a slice at a time, not all at once.
+            budget -= 1
+            return hoist(name, from: parent)
         }
         guard let child = openDirectory(at: parent, name) else { return .failed(errno) }
         let inner = empty(child, depth: depth + 1)
         close(child)
         guard inner == .removed else { return inner }
         budget -= 1
-        return unlinkat(parent, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? .removed : .failed(errno)
+        return unlinkat(parent, name, AT_REMOVEDIR) == 0 ? .removed : .failed(errno)
     }
 
-    /// Up to `limit` entry names of directory `fd`, read through a fresh descriptor so that each
-    /// pass starts at the beginning (entries removed meanwhile are not skipped over).
-    static func names(in fd: Int32, limit: Int) -> [String] {
+    /// Moves directory `name` of `parent` up to the top under a fresh random name; the top's
+    /// pass removes it from there. The name cannot be guessed and the move never replaces
+    /// anything (RENAME_NOREPLACE), so a task that plants directories under likely names makes
+    /// the move retry with another name, never fail.
+    private func hoist(_ name: EntryName, from parent: Int32) -> TreeRemoval {
+        var failure: Int32 = EEXIST
+        for _ in 0..<8 {
+            let target = ".starling-hoisted-\(SandboxRunner.newID())"
+            if renameNoReplace(parent, name, top, target) == 0 { return .removed }
+            failure = errno
+            guard failure == EEXIST || failure == ENOTEMPTY else { break }
+        }
+        return .failed(failure)
+    }
+
+    /// Up to `limit` entry names of directory `fd`, as raw bytes, read through a fresh
+    /// descriptor so that each pass starts at the beginning (entries removed meanwhile are not
+    /// skipped over).
+    static func names(in fd: Int32, limit: Int) -> [EntryName] {
         let again = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard again >= 0, let d = fdopendir(again) else {
             if again >= 0 { close(again) }
             return []
         }
         defer { closedir(d) }
-        var names: [String] = []
+        var names: [EntryName] = []
         while names.count < limit, let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name != "." && name != ".." { names.append(name) }
+            let name = entryName(e)
+            if !isDotOrDotDot(name) { names.append(name) }
         }
         return names
     }
+}
+
+/// The name of directory entry `e`, bytes and terminating NUL, undecoded.
+func entryName(_ e: UnsafeMutablePointer<dirent>) -> EntryName {
+    withUnsafeBytes(of: e.pointee.d_name) { raw in
+        let bytes = raw.bindMemory(to: CChar.self)
+        let length = bytes.firstIndex(of: 0) ?? bytes.count
+        return Array(bytes[..<length]) + [0]
+    }
+}
+
+func isDotOrDotDot(_ name: EntryName) -> Bool {
+    name == [0x2E, 0] || name == [0x2E, 0x2E, 0]
 }
 
 /// Removes finished sandboxes' work directories in the background, taking turns: each tree
 /// gets a slice of `sliceEntries` removals, then goes to the back of the line. A tree of a
 /// million entries therefore delays a small one by one slice, not by its whole removal.
 final class TreeReaper: Sendable {
-    private let pending = Mutex<(paths: [String], working: Bool)>(([], false))
+    private struct Queue {
+        var paths: [String] = []
+        var working = false
+        /// The tree whose slice is being removed now (out of `paths` meanwhile).
+        var current: String?
+    }
+    private let pending = Mutex(Queue())
     private let outstanding = DispatchGroup()
     private let queue = DispatchQueue(label: "starling-tree-reaper", qos: .utility)
     private let sliceEntries: Int
@@ -156,18 +214,32 @@ final class TreeReaper: Sendable {
     /// Waits until every queued tree is removed (or given up on).
     func waitUntilIdle() { outstanding.wait() }
 
+    /// Waits at most until `deadline`; whether every queued tree was removed (or given up on).
+    func waitUntilIdle(deadline: DispatchTime) -> Bool { outstanding.wait(timeout: deadline) == .success }
+
+    /// The trees queued and not yet removed (the one being worked on included).
+    var remaining: [String] { pending.withLock { $0.paths + ($0.current.map { [$0] } ?? []) } }
+
     private func work() {
         while let path = pending.withLock({ p -> String? in
+            p.current = nil
             if p.paths.isEmpty {
                 p.working = false
                 return nil
             }
-            return p.paths.removeFirst()
+            p.current = p.paths.removeFirst()
+            return p.current
         }) {
-            if removeTree(path, budget: sliceEntries) == .unfinished {
+            switch removeTree(path, budget: sliceEntries) {
+            case .unfinished:
                 pending.withLock { $0.paths.append(path) }
-            } else {
-                // Removed, or failed: a failed tree stays until the next start's sweep.
+            case .removed:
+                outstanding.leave()
+            case .failed(let e):
+                // Given up on, and said so: the tree stays until the next start's sweep, which
+                // again gives up on it in bounded time rather than holding up the reaper.
+                let line = "starling: could not remove \(path): \(String(cString: strerror(e)))\n"
+                FileHandle.standardError.write(Data(line.utf8))
                 outstanding.leave()
             }
         }

@@ -101,7 +101,7 @@ struct Node: AsyncParsableCommand {
             do { _ = try SecretStore.load(path: secretsFile) } catch { throw ValidationError("--secrets-file: \(error); refusing to start") }
         }
         if let policy {
-            do { _ = try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy))) } catch {
+            do { try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy))).validate() } catch {
                 throw ValidationError("--policy \(policy): \(error); refusing to start")
             }
         }

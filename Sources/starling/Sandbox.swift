@@ -20,7 +20,11 @@ struct SandboxOptions: ParsableArguments {
 
     func loadPolicy() throws -> Policy {
         guard let policy else { return Policy(net: .host) }
-        do { return try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy))) } catch {
+        do {
+            let loaded = try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy)))
+            try loaded.validate()
+            return loaded
+        } catch {
             throw ValidationError("--policy \(policy): \(error)")
         }
     }
@@ -76,7 +80,8 @@ struct SandboxRun: ParsableCommand {
         let task = TaskSpec(argv: command, stdin: stdinText, files: inputs.isEmpty ? nil : inputs, timeoutSeconds: timeout,
                             memoryMB: memory, cpus: cpus, net: net, pids: pids)
         // SIGINT, SIGTERM or SIGHUP ends the task, and the runner reaps its bwrap and removes its
-        // work directory and cgroup before this process exits with 128 + the signal.
+        // work directory and cgroup before this process exits with 128 + the signal. A second
+        // signal, or cleanup longer than the grace period, exits at once (the sweep gets the rest).
         let interrupt = InterruptWatch()
         let runner = try options.runner(warm: 0)
         if options.unsafeNoSandbox {
@@ -90,7 +95,7 @@ struct SandboxRun: ParsableCommand {
             runner.shutdown()
             throw ValidationError(e.description)
         }
-        runner.shutdown()
+        runner.shutdown(within: interrupt.received == nil ? 60 : InterruptWatch.gracePeriod)
         if let sig = interrupt.received {
             FileHandle.standardError.write(Data("starling: interrupted by signal \(sig): the task was ended\n".utf8))
             throw ExitCode(128 + sig)
@@ -135,12 +140,28 @@ final class InterruptWatch: Sendable {
         }
     }
 
+    /// How long cleanup may take after the first signal before this process exits anyway.
+    static let gracePeriod: Double = 10
+
     private func interrupted(by sig: Int32) {
-        let task = state.withLock { s -> RunningTask? in
-            if s.signal == nil { s.signal = sig }
-            return s.task
+        let (task, first) = state.withLock { s -> (RunningTask?, Bool) in
+            let first = s.signal == nil
+            if first { s.signal = sig }
+            return (s.task, first)
         }
+        guard first else { Self.exitNow(sig, because: "a second signal") }
         task?.cancel()
+        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(Int(Self.gracePeriod))) {
+            Self.exitNow(sig, because: "cleanup took longer than \(Int(Self.gracePeriod)) s")
+        }
+    }
+
+    /// Exits at once with 128 + `sig`, leaving whatever cleanup is left to the next start's
+    /// sweep: a person pressing Ctrl-C twice, or a supervisor's second SIGTERM, must not need
+    /// SIGKILL. The task itself was already killed by the first signal.
+    private static func exitNow(_ sig: Int32, because why: String) -> Never {
+        FileHandle.standardError.write(Data("starling: exiting on \(why) (signal \(sig)); unfinished cleanup is left to the next start's sweep\n".utf8))
+        _exit(128 + sig)
     }
 
     /// The task now running; one that starts after a signal is ended at once.

@@ -137,6 +137,67 @@ struct SandboxCommandTests {
     }
 }
 
+extension SandboxCommandTests {
+    /// A policy file with a ceiling no task could meet (or one that would trap) stops the
+    /// command before anything runs, naming the field.
+    @Test(arguments: [#"{"maxTimeoutSeconds": 0}"#, #"{"maxTimeoutSeconds": -1}"#, #"{"maxPids": -1}"#, #"{"maxMemoryMB": -5}"#,
+                      #"{"maxCpus": 1e300}"#])
+    func aPolicyFileWithABadCeilingIsRefused(policy: String) throws {
+        let dir = try makeTemporaryDirectory("starling-cli-policy")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try policy.write(toFile: dir + "/policy.json", atomically: true, encoding: .utf8)
+        let r = try runCLI(["sandbox", "run", "--policy", dir + "/policy.json", "--", "echo", "ran"])
+        #expect(r.status != 0 && r.status < 128, "\(r.status)")
+        #expect(!r.out.contains("ran"))
+        let field = policy.split(separator: "\"")[1]
+        #expect(r.err.contains(field), "\(r.err)")
+    }
+
+    /// When cleanup hangs (here: a task left 300,000 directories to remove), a second SIGTERM
+    /// ends the command at once, with 128 + 15, instead of leaving SIGKILL as the only way out.
+    @Test func aSecondSignalEndsTheCommandWhileCleanupIsStillGoing() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: starlingBinary())
+        p.arguments = ["sandbox", "run", "--memory", "2048", "--timeout", "120", "--", "python3", "-c",
+                       "import os\nfor i in range(300000): os.mkdir(f'junk{i}')\nopen('out/ready', 'w').close()\nimport time\ntime.sleep(600)"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let cli = p.processIdentifier
+        let workRoot = "/dev/shm/starling-sandboxes/\(cli)"
+        defer {
+            if p.isRunning { kill(cli, SIGKILL) }
+            p.waitUntilExit()
+            // What the command left to the sweep: removed here by path, its groups too.
+            try? FileManager.default.removeItem(atPath: workRoot)
+            unlink(workRoot + ".owner")
+            for controller in ["memory", "cpu", "cpuacct", "pids"] {
+                let owner = "/sys/fs/cgroup/\(controller)/starling/\(cli)"
+                for group in (try? FileManager.default.contentsOfDirectory(atPath: owner)) ?? [] { rmdir(owner + "/" + group) }
+                rmdir(owner)
+            }
+        }
+        let readyBy = Date().addingTimeInterval(90)
+        func ready() -> Bool {
+            ((try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? []).contains {
+                FileManager.default.fileExists(atPath: "\(workRoot)/\($0)/out/ready")
+            }
+        }
+        while !ready() && Date() < readyBy { usleep(50_000) }
+        try #require(ready(), "the task never made its tree")
+        kill(cli, SIGTERM)
+        // Cleanup is under way (the task is killed, its tree being removed) when the second one comes.
+        usleep(300_000)
+        #expect(p.isRunning, "cleanup finished too fast to show anything: make the tree bigger")
+        kill(cli, SIGTERM)
+        let exitBy = Date().addingTimeInterval(3)
+        while p.isRunning && Date() < exitBy { usleep(20_000) }
+        #expect(!p.isRunning, "the CLI ignored a second SIGTERM while cleaning up")
+        guard !p.isRunning else { return }
+        #expect(p.terminationReason == .exit && p.terminationStatus == 143, "\(p.terminationReason.rawValue) \(p.terminationStatus)")
+    }
+}
+
 /// The 22nd field of /proc/PID/stat (start time), which tells a process from a later one that
 /// reuses its number; nil when no process has the number.
 private func startTime(_ pid: pid_t) -> String? {

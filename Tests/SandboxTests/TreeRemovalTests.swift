@@ -115,3 +115,66 @@ extension SandboxTests {
         }
     }
 }
+
+/// Makes `top/c0/c1/.../c31` (whose entries lie at the hoisting depth) and returns the last.
+private func chainToHoistingDepth(under top: String) -> String {
+    var path = top
+    for i in 0..<32 {
+        path += "/c\(i)"
+        mkdir(path, 0o755)
+    }
+    return path
+}
+
+extension SandboxTests.TreeRemovalTests {
+    /// Moving a directory up costs budget like removing one: a directory at the hoisting depth
+    /// with 1,000 subdirectories is not moved up all at once in a slice of 50.
+    @Test func movingDirectoriesUpIsChargedToTheBudget() {
+        let dir = scratchDirectory("hoist-budget")
+        defer { removeTree(dir) }
+        let bottom = chainToHoistingDepth(under: dir)
+        for i in 0..<1_000 { mkdir("\(bottom)/s\(i)", 0o755) }
+        #expect(removeTree(dir, budget: 50) == .unfinished)
+        let left = ((try? FileManager.default.contentsOfDirectory(atPath: bottom)) ?? []).count
+        #expect(left >= 950, "\(left) of 1,000 left: more than the budget was moved in one slice")
+        #expect(removeTree(dir) == .removed)
+    }
+
+    /// Directories a task planted under the names removal used to give moved directories
+    /// (`.starling-hoisted-1`, 2, ...) neither block nor get replaced by a move: the move takes a
+    /// random name and never replaces anything.
+    @Test func plantedHoistNamesDoNotBlockRemoval() throws {
+        let dir = scratchDirectory("hoist-planted")
+        defer { removeTree(dir) }
+        for i in 1...3_000 {
+            mkdir("\(dir)/.starling-hoisted-\(i)", 0o755)
+            _ = FileManager.default.createFile(atPath: "\(dir)/.starling-hoisted-\(i)/keep", contents: Data("k".utf8))
+        }
+        let bottom = chainToHoistingDepth(under: dir)
+        mkdir(bottom + "/leaf", 0o755)
+        // This kernel's tmpfs lists the newest entry first: the chain is reached before the
+        // planted names, so one unit of budget goes to moving the leaf up.
+        let first = try #require(firstListed(dir))
+        try #require(first == "c0", "the listing order this test relies on changed: \(first) first")
+        #expect(removeTree(dir, budget: 1) == .unfinished)
+        #expect(access(bottom + "/leaf", F_OK) != 0, "the leaf was not moved up: its move failed on a planted name")
+        let moved = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter {
+            $0.hasPrefix(".starling-hoisted-") && $0.count == ".starling-hoisted-".count + 16  // planted ones are shorter
+        }
+        #expect(moved.count == 1, "\(moved)")
+        for i in 1...3_000 { #expect(access("\(dir)/.starling-hoisted-\(i)/keep", F_OK) == 0) }
+        #expect(removeTree(dir) == .removed)
+    }
+}
+
+/// The first name `readdir` gives for `dir` (not . or ..).
+private func firstListed(_ dir: String) -> String? {
+    guard let d = opendir(dir) else { return nil }
+    defer { closedir(d) }
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name != "." && name != ".." { return name }
+    }
+    return nil
+}
+

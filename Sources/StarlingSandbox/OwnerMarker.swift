@@ -1,0 +1,68 @@
+import Foundation
+import Glibc
+
+/// A process told apart from a later one that reuses its PID: the PID and the process's start
+/// time (field 22 of /proc/<pid>/stat, clock ticks since boot).
+///
+/// A runner writes its own as `<workRoot>/<pid>.owner` beside its work directory. The sweep
+/// treats an owner as gone when no process has the PID *or* the process that has it started
+/// at another time: a PID reused after a crash no longer keeps leftovers for ever.
+struct ProcessIdentity: Equatable, Sendable {
+    let pid: pid_t
+    let startTime: UInt64
+
+    /// The process that has `pid` now; nil when there is none.
+    static func of(_ pid: pid_t) -> ProcessIdentity? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return nil }
+        // Fields after the command name start at field 3 (state); field 22 is the 20th of them.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19, let started = UInt64(fields[19]) else { return nil }
+        return ProcessIdentity(pid: pid, startTime: started)
+    }
+
+    /// The marker file's text: `<pid> <start time>`.
+    var marker: String { "\(pid) \(startTime)\n" }
+
+    init(pid: pid_t, startTime: UInt64) {
+        self.pid = pid
+        self.startTime = startTime
+    }
+
+    /// Parses a marker; nil for anything else (a marker is bounded: 64 bytes are read).
+    init?(marker text: String) {
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard parts.count == 2, let pid = pid_t(parts[0]), pid > 0, let started = UInt64(parts[1]) else { return nil }
+        self.init(pid: pid, startTime: started)
+    }
+}
+
+enum OwnerMarker {
+    static func path(workRoot: String, owner: pid_t) -> String { "\(workRoot)/\(owner).owner" }
+
+    /// Writes this process's marker (write to a temporary name, then rename: never half a marker).
+    static func write(workRoot: String) {
+        guard let me = ProcessIdentity.of(getpid()) else { return }
+        let path = path(workRoot: workRoot, owner: getpid())
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(me.marker.utf8), attributes: [.posixPermissions: 0o600]) else { return }
+        rename(temporary, path)
+    }
+
+    /// The marker `owner` left in `workRoot`, if any.
+    static func read(workRoot: String, owner: pid_t) -> ProcessIdentity? {
+        guard let handle = FileHandle(forReadingAtPath: path(workRoot: workRoot, owner: owner)) else { return nil }
+        defer { try? handle.close() }
+        guard let data = try? handle.read(upToCount: 64) else { return nil }
+        return ProcessIdentity(marker: String(decoding: data, as: UTF8.self)).flatMap { $0.pid == owner ? $0 : nil }
+    }
+
+    /// Whether owner `pid`'s leftovers may go: it is not this process, and its marker names a
+    /// process that is no longer there (gone, or its PID now someone else's). Without a marker
+    /// (a runner that crashed before writing it): whether no process has the PID.
+    static func isGone(_ pid: pid_t, workRoot: String) -> Bool {
+        guard pid != getpid() else { return false }
+        if let marked = read(workRoot: workRoot, owner: pid) { return ProcessIdentity.of(pid) != marked }
+        return kill(pid, 0) != 0 && errno == ESRCH
+    }
+}
