@@ -70,7 +70,7 @@ public enum SwarmLimits {
             throw InvalidSwarm("maxAttempts must be 1 to \(maxAttempts)")
         }
         if let p = s.policy {
-            do { try PolicyLimits.validate(p) } catch { throw InvalidSwarm("policy: \(error.description)") }
+            do { try p.validate() } catch { throw InvalidSwarm("policy: \(error.description)") }
         }
         if let spawn = s.spawn {
             guard (0...maxSpawnTasks).contains(spawn.maxTasks) else { throw InvalidSwarm("spawn.maxTasks must be 0 to \(maxSpawnTasks)") }

@@ -52,7 +52,7 @@ struct SwarmSpecTests {
 
     @Test func policyBoundsRefuseNonsenseNotGenerosity() {
         func refusal(_ p: Policy) -> String? {
-            do { try PolicyLimits.validate(p); return nil } catch { return error.description }
+            do { try p.validate(); return nil } catch { return error.description }
         }
         #expect(refusal(Policy()) == nil)
         #expect(refusal(Policy(allow: ["python3"], net: .host, maxMemoryMB: 1 << 20, maxCpus: 1024, maxTimeoutSeconds: 86_400,
@@ -64,10 +64,10 @@ struct SwarmSpecTests {
         #expect(refusal(Policy(maxPids: 0))?.hasPrefix("maxPids") == true)
         #expect(refusal(Policy(maxPids: 65_537))?.hasPrefix("maxPids") == true)
         #expect(refusal(Policy(maxPids: 65_536)) == nil)
-        #expect(refusal(Policy(allow: [""]))?.hasPrefix("bad program") == true)
-        #expect(refusal(Policy(allow: ["a\u{0}b"]))?.hasPrefix("bad program") == true)
-        #expect(refusal(Policy(allow: Array(repeating: "x", count: 257)))?.contains("more than") == true)
-        #expect(refusal(Policy(secrets: ["1BAD"]))?.hasPrefix("bad secret") == true)
+        #expect(refusal(Policy(allow: [""]))?.hasPrefix("allow") == true)
+        #expect(refusal(Policy(allow: ["a\u{0}b"]))?.hasPrefix("allow") == true)
+        #expect(refusal(Policy(allow: Array(repeating: "x", count: TaskLimits.maxArgs + 1)))?.hasPrefix("allow") == true)
+        #expect(refusal(Policy(secrets: ["1BAD"]))?.hasPrefix("secrets") == true)
     }
 
     /// Numbers outside Int's range are decode errors, not traps.

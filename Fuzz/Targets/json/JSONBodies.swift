@@ -16,8 +16,8 @@ public func fuzzJSONBodies(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 
     }
     if let policy = try? decoder.decode(Policy.self, from: json) {
         let narrowed = JSONFixture.nodePolicy.narrowed(by: policy)
-        if (try? PolicyLimits.validate(policy)) != nil {
-            invariant((try? PolicyLimits.validate(narrowed)) != nil, "narrowing two valid policies made an invalid one")
+        if (try? policy.validate()) != nil {
+            invariant((try? narrowed.validate()) != nil, "narrowing two valid policies made an invalid one")
         }
         _ = narrowed.decide(JSONFixture.task)
         roundTrip(policy)
