@@ -32,7 +32,8 @@ final class StreamExchange {
     let openedAt: Instant
     private(set) var deadline: Instant
     let peer: String
-    /// The peer's IP address, for per-source limits (inbound only).
+    /// The peer's source key (its IPv4 address, or its IPv6 /64; see `SourceKey`), for the
+    /// per-source limits (inbound only).
     var source = ""
     /// An inbound stream is authenticated once its hello opened; an outbound one always is.
     private(set) var authenticated: Bool
@@ -82,7 +83,12 @@ final class StreamExchange {
     private func consume(_ bytes: UnsafeRawBufferPointer) {
         guard !finished, !closed else { return }
         node.metrics.received(bytes: bytes.count, stream: true)
+        guard node.streamBytesBuffered + bytes.count <= node.configuration.maxBufferedStreamBytes else {
+            node.metrics.drop(reason: "stream_memory")
+            return fail("streams buffer \(node.streamBytesBuffered) bytes; over the bound")
+        }
         received.append(contentsOf: bytes)
+        node.streamBytesBuffered += bytes.count
         while !finished, !closed, received.count >= 4 {
             let length = Int(received[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
             let limit = authenticated ? node.configuration.maxFrameBytes : Self.maxHelloFrameBytes
@@ -93,6 +99,7 @@ final class StreamExchange {
             guard received.count >= 4 + length else { return }
             let frame = Array(received[4..<4 + length])
             received.removeFirst(4 + length)
+            node.streamBytesBuffered -= 4 + length
             if !authenticated {
                 guard openHello(frame) else { return }
                 continue
@@ -103,6 +110,7 @@ final class StreamExchange {
             }
             finished = true
             uv_read_stop(asStream(handle))
+            deadline = openedAt + node.configuration.streamTimeout
             handleFrame(frame)
         }
     }
@@ -118,8 +126,23 @@ final class StreamExchange {
             fail("unreadable hello: \(error)")
             return false
         }
+        // Only after it opened (a stranger cannot fill the cache with invented nonces).
+        let nonce = Array(sealed[(1 + 4)..<Envelope.headerBytes])
+        switch node.helloNonces.admit(nonce, now: node.now) {
+        case .fresh: break
+        case .replay:
+            node.metrics.drop(reason: "hello_replay")
+            fail("replayed hello")
+            return false
+        case .full:
+            node.metrics.drop(reason: "hello_cache_full")
+            fail("too many recent hellos to remember")
+            return false
+        }
         authenticated = true
-        deadline = openedAt + node.configuration.streamTimeout
+        // The request frame must follow promptly: an authenticated stream is never evicted, so
+        // it may not sit on its slot (or on buffered bytes) for the whole exchange timeout.
+        deadline = min(openedAt + node.configuration.streamTimeout, node.now + node.configuration.authTimeout)
         node.metrics.streamAuthenticated()
         return true
     }
@@ -196,6 +219,8 @@ final class StreamExchange {
     func close() {
         guard !closed else { return }
         closed = true
+        node.streamBytesBuffered -= received.count
+        received = []
         uv_close(asHandle(handle)) { h in
             let ex = StreamExchange.from(h!.pointee.data)
             ex.node.streams[ObjectIdentifier(ex)] = nil
@@ -261,7 +286,7 @@ extension MeshNode {
             metrics.drop(reason: "accept_failed")
             return ex.close()
         }
-        ex.source = peerHost(of: ex.handle) ?? "unknown"
+        ex.source = peerHost(of: ex.handle).map { SourceKey.of(host: $0) } ?? "unknown"
         guard admit(ex) else { return ex.close() }
         ex.startReading()
     }
