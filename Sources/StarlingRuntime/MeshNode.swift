@@ -380,7 +380,10 @@ public final class MeshNode: @unchecked Sendable {
     /// Reads the key file on a thread of its own (a slow disk, a network mount or a FIFO must
     /// not stall gossip) and hands the result to the loop through the inbox.
     private func reloadKeys() {
-        guard !keyReloadInFlight else { return }
+        guard !keyReloadInFlight else {
+            logger.warning("SIGHUP while a key reload is still in flight; folded into it", metadata: ["path": "\(configuration.keyFile)"])
+            return
+        }
         keyReloadInFlight = true
         let path = configuration.keyFile
         let reader = Thread { [self] in
