@@ -299,6 +299,10 @@ struct WireHardeningIntegrationTests {
 
         try FileManager.default.removeItem(atPath: keyFile)
         #expect(mkfifo(keyFile, 0o600) == 0)
+        // A writer holds the FIFO open and writes nothing: a blocking read waits for ever.
+        let writer = open(keyFile, O_RDWR | O_NONBLOCK)
+        #expect(writer >= 0)
+        defer { close(writer) }
         k1.signal(SIGHUP)
         try waitUntil("the FIFO is refused", seconds: 5) { failures() == 1 }
         #expect(cluster.log(of: k1).contains("not a regular file"))
