@@ -273,8 +273,9 @@ extension MeshNode {
     /// - A source at `maxInboundStreamsPerSource` makes room by closing its own oldest stream
     ///   that has not authenticated yet; if all of its streams have, the newcomer is refused.
     /// - When the node is at `maxInboundStreams`, a newcomer closes the oldest unauthenticated
-    ///   stream of the source that holds the most of them, but only if that source holds at
-    ///   least two more streams than the newcomer's would; otherwise the newcomer is refused.
+    ///   stream among the sources that hold the most of them, but only if they hold at least
+    ///   two more streams than the newcomer's would, or the newcomer's source holds none yet;
+    ///   otherwise the newcomer is refused.
     ///   So a flood from many addresses, even one that reconnects as fast as it is shed, keeps
     ///   its fair share and no more: a peer from a quiet address always gets in, and is not
     ///   pushed out again by the flood while its hello (sent with its connect) arrives.
@@ -307,8 +308,11 @@ extension MeshNode {
         let sharesAfter = inbound.count { $0.source == newcomer.source } + 1
         var pending: [String: [StreamExchange]] = [:]
         for ex in inbound where !ex.authenticated { pending[ex.source, default: []].append(ex) }
-        guard let heaviest = pending.values.max(by: { $0.count < $1.count }), heaviest.count > sharesAfter,
-              let victim = Self.oldestUnauthenticated(heaviest) else {
+        // A source with no stream yet may always take the oldest pending stream of a source that
+        // holds the most: with many flooding sources each holding about one stream, "at least two
+        // more" refused every newcomer, the joiner included.
+        guard let most = pending.values.map(\.count).max(), most > sharesAfter || sharesAfter == 1,
+              let victim = Self.oldestUnauthenticated(pending.values.filter { $0.count == most }.flatMap { $0 }) else {
             metrics.drop(reason: "stream_limit")
             return false
         }
