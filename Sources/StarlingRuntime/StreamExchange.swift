@@ -274,8 +274,8 @@ extension MeshNode {
     ///   that has not authenticated yet; if all of its streams have, the newcomer is refused.
     /// - When the node is at `maxInboundStreams`, a newcomer closes the oldest unauthenticated
     ///   stream among the sources that hold the most of them, but only if they hold at least
-    ///   two more streams than the newcomer's would, or the newcomer's source holds none yet;
-    ///   otherwise the newcomer is refused.
+    ///   two more unauthenticated streams than the newcomer's would, or the newcomer's source
+    ///   holds none yet; otherwise the newcomer is refused.
     ///   So a flood from many addresses, even one that reconnects as fast as it is shed, keeps
     ///   its fair share and no more: a peer from a quiet address always gets in, and is not
     ///   pushed out again by the flood while its hello (sent with its connect) arrives.
@@ -305,7 +305,9 @@ extension MeshNode {
             inbound.removeAll { $0 === oldest }
         }
         guard inbound.count >= configuration.maxInboundStreams else { return true }
-        let sharesAfter = inbound.count { $0.source == newcomer.source } + 1
+        // Fair shares of the unproven room: a source's authenticated streams (peers whose hello
+        // opened, e.g. other nodes behind the same address) do not count against its newcomers.
+        let sharesAfter = inbound.count { $0.source == newcomer.source && !$0.authenticated } + 1
         var pending: [String: [StreamExchange]] = [:]
         for ex in inbound where !ex.authenticated { pending[ex.source, default: []].append(ex) }
         // A source with no stream yet may always take the oldest pending stream of a source that

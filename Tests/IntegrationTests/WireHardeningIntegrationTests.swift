@@ -228,9 +228,15 @@ struct WireHardeningIntegrationTests {
             seed.metric("starling_packets_dropped_total{reason=\"stream_limit\"}")
                 + seed.metric("starling_packets_dropped_total{reason=\"stream_evicted\"}") >= 1_000
         }
-        let flooded = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1]).1
-        print("join time: \(baseline)s without the flood, \(flooded)s under 2,000 idle connections from 200 sources")
-        #expect(flooded < max(3 * baseline, baseline + 0.5), "join took \(flooded)s under the flood, \(baseline)s without")
+        let (j2, flooded) = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1])
+        print("join time: \(baseline)s without the flood, \(flooded)s under 2,000 idle connections from 200 sources",
+              "(\(flood.connectionsOpened) opened; the joiner's failed push-pulls: \(j2.metric("starling_push_pulls_failed_total")))")
+        // The join gets in at its first attempt; what remains is the seed's loop under a flood
+        // that reconnects thousands of times a second (0.46-0.87 s measured on a loaded 2-core
+        // machine), so the bound is looser than for the 32-source flood. The old rule never
+        // admitted the joiner within 20 s here.
+        #expect(j2.metric("starling_push_pulls_failed_total") == 0, "the joiner was refused")
+        #expect(flooded < baseline + 1.5, "join took \(flooded)s under the flood, \(baseline)s without")
         #expect(seed.isRunning)
     }
 

@@ -214,3 +214,16 @@ struct PrintableTextTests {
         #expect(try Packet.decode(Packet([m]).encoded()).messages == [m])
     }
 }
+
+@Suite("Wire hardening: push-pull state equality")
+struct PushPullEqualityTests {
+    /// `skippedEntries` is a decoding statistic, not part of what goes on the wire.
+    @Test func equalityIgnoresTheSkippedCount() throws {
+        let entry = PushPullState.Entry(name: "p1", address: addr(1001), incarnation: 1, status: .alive, metadata: MemberMetadata())
+        let built = PushPullState(join: true, source: "me", entries: [entry])
+        let decoded = PushPullState(join: true, source: "me", entries: [entry], skippedEntries: 3)
+        #expect(built == decoded)
+        #expect(try PushPullState.decode(built.encoded()) == built)
+        #expect(PushPullState(join: false, source: "me", entries: [entry]) != built)
+    }
+}
