@@ -103,4 +103,37 @@ struct WireFixesIntegrationTests {
         #expect(grown < 128 * 1024 * 1024, "the node's peak RSS grew by \(Int(grown) >> 20) MiB")
         #expect(a.isRunning)
     }
+
+    /// An authenticated stream is never evicted, so it may not sit on its slot: after the hello
+    /// the request frame must be complete within `authTimeout` (3 s), not the whole 5 s.
+    @Test func anAuthenticatedStreamThatSendsNothingIsClosedAtTheFrameDeadline() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let a = try cluster.start("d1")
+        let key = try Keyring.load(path: cluster.keyFile).primary
+        let fd = try #require(Self.connectFrom("127.0.0.1", to: a.gossipPort))
+        defer { close(fd) }
+        let started = Date()
+        #expect(Self.sendAll(fd, W.frame(Envelope.seal([1], kind: .streamHello, key: key, sentAtMs: W.nowMs()))))
+        #expect(Self.isClosed(fd, within: 6))
+        let closedAfter = Date().timeIntervalSince(started)
+        #expect(closedAfter > 2.5 && closedAfter < 4.5, "closed after \(closedAfter)s; the frame deadline is 3 s")
+        #expect(a.metric("starling_stream_hellos_total") == 1)
+    }
+
+    /// One push-pull of invented members adds at most 256 of them, and the rest is visible in
+    /// `starling_members_rejected_total` (it was counted but not exported).
+    @Test func anInboundPushPullOfInventedMembersIsCappedAndCounted() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let a = try cluster.start("p1")
+        let key = try Keyring.load(path: cluster.keyFile).primary
+        let state = PushPullState(join: false, source: "intruder", entries: (0..<300).map {
+            .init(name: "fake-\($0)", address: NodeAddress(host: "127.0.0.2", port: UInt16(20_000 + $0)),
+                  incarnation: 1, status: .alive, metadata: MemberMetadata())
+        })
+        sendStream(W.pushPullRequest(state.encoded(), key: key), to: a.gossipPort)
+        try waitUntil("the rejected members are counted", seconds: 5) { a.metric("starling_members_rejected_total") == 44 }
+        #expect(a.members()?.count == 1 + 256)
+    }
 }
