@@ -66,10 +66,9 @@ public struct Keyring: Sendable, Equatable {
     /// Reads a key file: one base64 key per line; blank lines and `#` comments are skipped.
     /// The file must not be readable by group or others.
     public static func load(path: String) throws -> Keyring {
-        try checkPrivate(path: path)
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw KeyError.unreadable(path: path, reason: "\(error.localizedDescription)")
+        let bytes = try readKeyFile(path: path)
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw KeyError.unreadable(path: path, reason: "not UTF-8 text")
         }
         let keys = try text.split(whereSeparator: \.isNewline)
             .map { $0.trimmingCharacters(in: .whitespaces) }
@@ -78,6 +77,43 @@ public struct Keyring: Sendable, Equatable {
         guard !keys.isEmpty else { throw KeyError.empty(path: path) }
         return try Keyring(keys: keys)
     }
+}
+
+/// Upper bound on a key file: a keyring of hundreds of keys with comments fits many times over.
+public let maxKeyFileBytes = 64 << 10
+
+/// Reads a key file, refusing what could stall or flood the reader: it is opened non-blocking
+/// (a FIFO would otherwise block the open until a writer came, forever if none does), must be a
+/// regular file (not a FIFO, device or directory), private (checked on the open descriptor,
+/// so the file checked is the file read), and at most `maxKeyFileBytes`.
+public func readKeyFile(path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+    guard fd >= 0 else { throw KeyError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw KeyError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+    guard info.st_mode & S_IFMT == S_IFREG else { throw KeyError.unreadable(path: path, reason: "not a regular file") }
+    let mode = UInt16(truncatingIfNeeded: info.st_mode & 0o7777)
+    if mode & 0o077 != 0 { throw KeyError.insecurePermissions(path: path, mode: mode) }
+    guard info.st_size <= maxKeyFileBytes else {
+        throw KeyError.unreadable(path: path, reason: "\(info.st_size) bytes, over the \(maxKeyFileBytes)-byte limit")
+    }
+    // Read one byte past the limit: the file may have grown since fstat.
+    var bytes = [UInt8](repeating: 0, count: maxKeyFileBytes + 1)
+    var count = 0
+    while count < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+        if n == 0 { break }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw KeyError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        count += n
+    }
+    guard count <= maxKeyFileBytes else {
+        throw KeyError.unreadable(path: path, reason: "over the \(maxKeyFileBytes)-byte limit")
+    }
+    return Array(bytes[0..<count])
 }
 
 /// Refuses a secret file that group or others can read.

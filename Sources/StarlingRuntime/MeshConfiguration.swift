@@ -22,14 +22,16 @@ public struct MeshConfiguration: Sendable {
     /// the room for this node's own push-pulls, joins and reconnects.
     public var maxInboundStreams: Int
     public var maxOutboundStreams: Int
-    /// Sets both limits (the single limit of earlier versions).
-    public var maxOpenStreams: Int {
-        get { max(maxInboundStreams, maxOutboundStreams) }
-        set { maxInboundStreams = newValue; maxOutboundStreams = newValue }
-    }
+    /// Bytes buffered at once across all streams for frames not yet complete. A frame may be
+    /// `maxFrameBytes`, and many streams may be open: without this bound, authenticated
+    /// streams declaring large frames could make the node buffer 128 × 8 MiB.
+    public var maxBufferedStreamBytes: Int
+    /// Hello nonces remembered to refuse replays (see `HelloReplayCache`).
+    public var maxRememberedHellos: Int
     /// Inbound streams open at once from one IP address.
     public var maxInboundStreamsPerSource: Int
-    /// An inbound stream that has not sent a valid hello by then is closed.
+    /// An inbound stream that has not sent a valid hello by then is closed; after the hello,
+    /// the request frame must be complete within the same time again.
     public var authTimeout: Duration
     /// A stream exchange that has not finished by then is closed.
     public var streamTimeout: Duration
@@ -52,6 +54,8 @@ public struct MeshConfiguration: Sendable {
         maxInboundStreams = 128
         maxOutboundStreams = 128
         maxInboundStreamsPerSource = 16
+        maxBufferedStreamBytes = 32 << 20
+        maxRememberedHellos = 65_536
         authTimeout = .seconds(3)
         streamTimeout = .seconds(5)
         publishInterval = .milliseconds(50)

@@ -31,6 +31,7 @@ final class MeshMetrics {
             (\.messagesIgnored, c("gossip_messages_ignored")), (\.reaped, c("members_reaped")),
             (\.messagesRejected, c("gossip_messages_rejected")),
             (\.pushPullEntriesSkipped, c("push_pull_entries_skipped")),
+            (\.membersRejected, c("members_rejected")),
         ]
         var gauges: [MemberStatus: Gauge] = [:]
         for s in MemberStatus.allCases { gauges[s] = Gauge(label: "starling_members", dimensions: [("status", s.description)]) }

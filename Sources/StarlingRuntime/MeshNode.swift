@@ -54,6 +54,11 @@ public final class MeshNode: @unchecked Sendable {
     var keyring: Keyring
     let metrics = MeshMetrics()
     var streams: [ObjectIdentifier: StreamExchange] = [:]
+    /// Bytes all streams hold for frames not yet complete (bounded by `maxBufferedStreamBytes`).
+    var streamBytesBuffered = 0
+    /// Hellos that opened recently: a replayed hello is refused.
+    lazy var helloNonces = HelloReplayCache(capacity: configuration.maxRememberedHellos,
+                                            retention: configuration.replayWindow * 2)
     private var addressCache: [NodeAddress: sockaddr_storage] = [:]
     private let origin = uv_hrtime()
     private var leaveDeadline: Instant?
@@ -75,6 +80,15 @@ public final class MeshNode: @unchecked Sendable {
         guard let slots = UInt32(exactly: configuration.slots) else { throw MeshError.badMetadata("slots \(configuration.slots)") }
         let metadata = MemberMetadata(version: 0, api: configuration.api, slots: slots, free: slots)
         if let why = metadata.invalidReason { throw MeshError.badMetadata(why) }
+        // The same rules as the decoders for the node's name and advertised host: peers would drop
+        // our messages otherwise, and a control character would reach their logs.
+        let name = configuration.name
+        guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes, WireLimits.isPrintable(name) else {
+            throw MeshError.badName("node name must be 1-\(WireLimits.maxNameBytes) bytes of printable text: \(name.debugDescription)")
+        }
+        guard WireLimits.isPrintable(configuration.advertise.host) else {
+            throw MeshError.badAddress(configuration.advertise.host.debugDescription)
+        }
         membership = Membership(settings: configuration.settings, name: configuration.name,
                                 address: configuration.advertise, metadata: metadata,
                                 seed: secureRandomUInt64(), now: .zero)
@@ -366,7 +380,10 @@ public final class MeshNode: @unchecked Sendable {
     /// Reads the key file on a thread of its own (a slow disk, a network mount or a FIFO must
     /// not stall gossip) and hands the result to the loop through the inbox.
     private func reloadKeys() {
-        guard !keyReloadInFlight else { return }
+        guard !keyReloadInFlight else {
+            logger.warning("SIGHUP while a key reload is still in flight; folded into it", metadata: ["path": "\(configuration.keyFile)"])
+            return
+        }
         keyReloadInFlight = true
         let path = configuration.keyFile
         let reader = Thread { [self] in
@@ -407,10 +424,12 @@ public enum MeshError: Error, CustomStringConvertible {
     case badAddress(String)
     case bind(String, String)
     case badMetadata(String)
+    case badName(String)
 
     public var description: String {
         switch self {
         case .badMetadata(let why): "metadata not accepted on the wire: \(why)"
+        case .badName(let why): why
         case .badAddress(let a): "not an IP address and port: \(a)"
         case .bind(let what, let why): "cannot bind \(what): \(why)"
         }

@@ -32,7 +32,8 @@ final class StreamExchange {
     let openedAt: Instant
     private(set) var deadline: Instant
     let peer: String
-    /// The peer's IP address, for per-source limits (inbound only).
+    /// The peer's source key (its IPv4 address, or its IPv6 /64; see `SourceKey`), for the
+    /// per-source limits (inbound only).
     var source = ""
     /// An inbound stream is authenticated once its hello opened; an outbound one always is.
     private(set) var authenticated: Bool
@@ -82,7 +83,12 @@ final class StreamExchange {
     private func consume(_ bytes: UnsafeRawBufferPointer) {
         guard !finished, !closed else { return }
         node.metrics.received(bytes: bytes.count, stream: true)
+        guard node.streamBytesBuffered + bytes.count <= node.configuration.maxBufferedStreamBytes else {
+            node.metrics.drop(reason: "stream_memory")
+            return fail("streams buffer \(node.streamBytesBuffered) bytes; over the bound")
+        }
         received.append(contentsOf: bytes)
+        node.streamBytesBuffered += bytes.count
         while !finished, !closed, received.count >= 4 {
             let length = Int(received[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
             let limit = authenticated ? node.configuration.maxFrameBytes : Self.maxHelloFrameBytes
@@ -93,6 +99,7 @@ final class StreamExchange {
             guard received.count >= 4 + length else { return }
             let frame = Array(received[4..<4 + length])
             received.removeFirst(4 + length)
+            node.streamBytesBuffered -= 4 + length
             if !authenticated {
                 guard openHello(frame) else { return }
                 continue
@@ -103,6 +110,7 @@ final class StreamExchange {
             }
             finished = true
             uv_read_stop(asStream(handle))
+            deadline = openedAt + node.configuration.streamTimeout
             handleFrame(frame)
         }
     }
@@ -118,8 +126,23 @@ final class StreamExchange {
             fail("unreadable hello: \(error)")
             return false
         }
+        // Only after it opened (a stranger cannot fill the cache with invented nonces).
+        let nonce = Array(sealed[(1 + 4)..<Envelope.headerBytes])
+        switch node.helloNonces.admit(nonce, now: node.now) {
+        case .fresh: break
+        case .replay:
+            node.metrics.drop(reason: "hello_replay")
+            fail("replayed hello")
+            return false
+        case .full:
+            node.metrics.drop(reason: "hello_cache_full")
+            fail("too many recent hellos to remember")
+            return false
+        }
         authenticated = true
-        deadline = openedAt + node.configuration.streamTimeout
+        // The request frame must follow promptly: an authenticated stream is never evicted, so
+        // it may not sit on its slot (or on buffered bytes) for the whole exchange timeout.
+        deadline = min(openedAt + node.configuration.streamTimeout, node.now + node.configuration.authTimeout)
         node.metrics.streamAuthenticated()
         return true
     }
@@ -196,6 +219,8 @@ final class StreamExchange {
     func close() {
         guard !closed else { return }
         closed = true
+        node.streamBytesBuffered -= received.count
+        received = []
         uv_close(asHandle(handle)) { h in
             let ex = StreamExchange.from(h!.pointee.data)
             ex.node.streams[ObjectIdentifier(ex)] = nil
@@ -248,8 +273,9 @@ extension MeshNode {
     /// - A source at `maxInboundStreamsPerSource` makes room by closing its own oldest stream
     ///   that has not authenticated yet; if all of its streams have, the newcomer is refused.
     /// - When the node is at `maxInboundStreams`, a newcomer closes the oldest unauthenticated
-    ///   stream of the source that holds the most of them, but only if that source holds at
-    ///   least two more streams than the newcomer's would; otherwise the newcomer is refused.
+    ///   stream among the sources that hold the most of them, but only if they hold at least
+    ///   two more unauthenticated streams than the newcomer's would, or the newcomer's source
+    ///   holds none yet; otherwise the newcomer is refused.
     ///   So a flood from many addresses, even one that reconnects as fast as it is shed, keeps
     ///   its fair share and no more: a peer from a quiet address always gets in, and is not
     ///   pushed out again by the flood while its hello (sent with its connect) arrives.
@@ -261,7 +287,7 @@ extension MeshNode {
             metrics.drop(reason: "accept_failed")
             return ex.close()
         }
-        ex.source = peerHost(of: ex.handle) ?? "unknown"
+        ex.source = peerHost(of: ex.handle).map { SourceKey.of(host: $0) } ?? "unknown"
         guard admit(ex) else { return ex.close() }
         ex.startReading()
     }
@@ -279,11 +305,16 @@ extension MeshNode {
             inbound.removeAll { $0 === oldest }
         }
         guard inbound.count >= configuration.maxInboundStreams else { return true }
-        let sharesAfter = inbound.count { $0.source == newcomer.source } + 1
+        // Fair shares of the unproven room: a source's authenticated streams (peers whose hello
+        // opened, e.g. other nodes behind the same address) do not count against its newcomers.
+        let sharesAfter = inbound.count { $0.source == newcomer.source && !$0.authenticated } + 1
         var pending: [String: [StreamExchange]] = [:]
         for ex in inbound where !ex.authenticated { pending[ex.source, default: []].append(ex) }
-        guard let heaviest = pending.values.max(by: { $0.count < $1.count }), heaviest.count > sharesAfter,
-              let victim = Self.oldestUnauthenticated(heaviest) else {
+        // A source with no stream yet may always take the oldest pending stream of a source that
+        // holds the most: with many flooding sources each holding about one stream, "at least two
+        // more" refused every newcomer, the joiner included.
+        guard let most = pending.values.map(\.count).max(), most > sharesAfter || sharesAfter == 1,
+              let victim = Self.oldestUnauthenticated(pending.values.filter { $0.count == most }.flatMap { $0 }) else {
             metrics.drop(reason: "stream_limit")
             return false
         }

@@ -29,12 +29,50 @@ struct RuntimeLimitsTests {
         }
     }
 
-    @Test func streamLimitsAreSeparateEachWay() {
-        var config = MeshConfiguration(name: "n", bind: NodeAddress(host: "127.0.0.1", port: 0), api: "", seeds: [],
-                                       slots: 1, keyFile: "", settings: .loopback)
-        #expect(config.maxInboundStreams == 128 && config.maxOutboundStreams == 128)
-        #expect(config.authTimeout < config.streamTimeout)
-        config.maxOpenStreams = 16
-        #expect(config.maxInboundStreams == 16 && config.maxOutboundStreams == 16)
+    /// A name, host or api with a control character would forge log lines at every peer; the
+    /// node refuses it for itself as the decoders refuse it from peers.
+    @Test(arguments: ["n\nforged log line", "n\u{1B}[2J", "n\u{202E}", ""])
+    func aNodeRefusesAnUnprintableName(_ name: String) throws {
+        let config = MeshConfiguration(name: name, bind: NodeAddress(host: "127.0.0.1", port: 0), api: "127.0.0.1:1",
+                                       seeds: [], slots: 1, keyFile: "/nonexistent", settings: .loopback)
+        #expect(throws: MeshError.self) {
+            _ = try MeshNode(configuration: config, keyring: try Keyring(keys: [ClusterKey.generate()]), logger: Logger(label: "test"))
+        }
+        var badApi = config
+        badApi.name = "n"
+        badApi.api = "127.0.0.1:1\u{1B}]0;owned\u{07}"
+        #expect(throws: MeshError.self) {
+            _ = try MeshNode(configuration: badApi, keyring: try Keyring(keys: [ClusterKey.generate()]), logger: Logger(label: "test"))
+        }
+    }
+}
+
+/// Per-source limits group what one machine can use as sources (review item 6).
+@Suite("Source keys and hello replay cache")
+struct SourceKeyTests {
+    @Test func ipv6IsGroupedByItsSlash64AndMappedIPv4IsUnmapped() {
+        #expect(SourceKey.of(host: "127.0.0.2") == "127.0.0.2")
+        #expect(SourceKey.of(host: "::ffff:127.0.0.2") == "127.0.0.2")
+        #expect(SourceKey.of(host: "::ffff:7f00:2") == "127.0.0.2")
+        #expect(SourceKey.of(host: "2001:db8:1:2::1") == "2001:db8:1:2::/64")
+        #expect(SourceKey.of(host: "2001:db8:1:2::1") == SourceKey.of(host: "2001:0db8:0001:0002:ffff:eeee:dddd:cccc"))
+        #expect(SourceKey.of(host: "2001:db8:1:2::1") != SourceKey.of(host: "2001:db8:1:3::1"))
+        #expect(SourceKey.of(host: "fe80::1%eth0") == SourceKey.of(host: "fe80::2"))
+        #expect(SourceKey.of(host: "::1") == "0:0:0:0::/64")
+        #expect(SourceKey.of(host: "not an address") == "not an address")
+    }
+
+    @Test func aHelloNonceOpensOnceWithinItsRetention() {
+        var cache = HelloReplayCache(capacity: 3, retention: .seconds(60))
+        let t0 = Instant.zero
+        #expect(cache.admit([1], now: t0) == .fresh)
+        #expect(cache.admit([1], now: t0 + .seconds(59)) == .replay)
+        #expect(cache.admit([2], now: t0) == .fresh)
+        #expect(cache.admit([3], now: t0) == .fresh)
+        #expect(cache.admit([4], now: t0) == .full, "bounded: fail closed when full")
+        #expect(cache.admit([1], now: t0 + .seconds(60)) == .fresh, "expired after the retention")
+        #expect(cache.count == 1)
+        for i in 0..<5_000 { _ = cache.admit([UInt8(i & 0xFF), UInt8(i >> 8)], now: t0 + .seconds(120 + Int64(i) * 61)) }
+        #expect(cache.count <= 3)
     }
 }

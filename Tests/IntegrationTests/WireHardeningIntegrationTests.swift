@@ -13,7 +13,8 @@ final class IdleConnectionFlood: Sendable {
     private let opened = Atomic<Int>(0)
     private let finished = DispatchSemaphore(value: 0)
 
-    init(target: Int, port: UInt16) {
+    init(target: Int, port: UInt16, sources: Int = 32) {
+        precondition((1...253).contains(sources), "sources are 127.0.0.2 to 127.0.0.254")
         let thread = Thread { [self] in
             var fds: [Int32] = []
             var next = 0
@@ -23,7 +24,7 @@ final class IdleConnectionFlood: Sendable {
                     guard fd >= 0 else { break }
                     var source = sockaddr_in()
                     source.sin_family = sa_family_t(AF_INET)
-                    source.sin_addr.s_addr = inet_addr("127.0.0.\(2 + next % 32)")
+                    source.sin_addr.s_addr = inet_addr("127.0.0.\(2 + next % sources)")
                     next += 1
                     _ = withUnsafePointer(to: &source) {
                         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -171,7 +172,7 @@ struct WireHardeningIntegrationTests {
         try waitUntil("the seed has seen the flood", seconds: 5) { shed() >= 300 }
         let (_, flooded) = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1])
         print("join time: \(baseline)s without the flood, \(flooded)s with 500 idle connections from one source")
-        #expect(flooded < baseline + 2, "join took \(flooded)s under the flood, \(baseline)s without")
+        #expect(flooded < max(3 * baseline, baseline + 0.5), "join took \(flooded)s under the flood, \(baseline)s without")
         #expect(seed.isRunning)
     }
 
@@ -202,11 +203,40 @@ struct WireHardeningIntegrationTests {
             throw error
         }
         print("join time: \(baseline)s without the flood, \(flooded)s under a sustained flood from 32 sources")
-        #expect(flooded < baseline + 2, "join took \(flooded)s under the flood, \(baseline)s without")
+        #expect(flooded < max(3 * baseline, baseline + 0.5), "join took \(flooded)s under the flood, \(baseline)s without")
         // A periodic push-pull is due every 3 s here; the seed's own must go out and succeed.
         try waitUntil("the seed starts push-pulls of its own", seconds: 15) { seed.metric("starling_push_pulls_total") >= started + 2 }
         #expect(seed.metric("starling_push_pulls_failed_total") == failed, "outbound push-pulls failed under the flood")
         #expect(flood.connectionsOpened > 500, "the node closed idle strangers and they came back")
+        #expect(seed.isRunning)
+    }
+
+    /// The reviewer's flood: 200 source addresses with 10 idle connections each, held open. Every
+    /// source then holds about one stream of the 128, so "evict from a source holding at least
+    /// two more than the newcomer's" refused every newcomer, the joiner included, until its
+    /// retry: the join took 1.7 s instead of 0.2 s.
+    @Test func aFloodFromTwoHundredSourcesDoesNotDelayAJoin() throws {
+        Self.raiseOpenFileLimit()
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["h1", "h2"])
+        let seed = nodes[0]
+        let (j1, baseline) = try Self.timeToJoin("j1", through: seed, cluster: cluster, watchedBy: nodes)
+        let flood = IdleConnectionFlood(target: 2_000, port: seed.gossipPort, sources: 200)
+        defer { flood.stop() }
+        try waitUntil("the seed's inbound limit is full of strangers", seconds: 15) {
+            seed.metric("starling_packets_dropped_total{reason=\"stream_limit\"}")
+                + seed.metric("starling_packets_dropped_total{reason=\"stream_evicted\"}") >= 1_000
+        }
+        let (j2, flooded) = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1])
+        print("join time: \(baseline)s without the flood, \(flooded)s under 2,000 idle connections from 200 sources",
+              "(\(flood.connectionsOpened) opened; the joiner's failed push-pulls: \(j2.metric("starling_push_pulls_failed_total")))")
+        // The join gets in at its first attempt; what remains is the seed's loop under a flood
+        // that reconnects thousands of times a second (0.46-0.87 s measured on a loaded 2-core
+        // machine), so the bound is looser than for the 32-source flood. The old rule never
+        // admitted the joiner within 20 s here.
+        #expect(j2.metric("starling_push_pulls_failed_total") == 0, "the joiner was refused")
+        #expect(flooded < baseline + 1.5, "join took \(flooded)s under the flood, \(baseline)s without")
         #expect(seed.isRunning)
     }
 
@@ -282,33 +312,43 @@ struct WireHardeningIntegrationTests {
 
     // MARK: The loop thread
 
-    /// A key file that takes long to read (here: 10 MB of comments, a second or more to read
-    /// and parse in a debug build; think of a slow or network disk) must not stall gossip: the
-    /// node keeps probing while the reload is in flight.
-    @Test func aSlowKeyReloadDoesNotStallGossip() throws {
+    /// A key file that is a FIFO (or a file on a hung mount) must stall neither gossip nor later
+    /// reloads: the reload opens it non-blocking and refuses anything but a regular file of at
+    /// most 64 KiB. Before, the reload thread blocked in open(2) on the FIFO for ever, and
+    /// every later SIGHUP was folded into that reload without a word.
+    @Test func aKeyFileThatIsAFIFOOrTooLargeIsRefusedAndLaterReloadsWork() throws {
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
         let key = try String(contentsOfFile: cluster.keyFile, encoding: .utf8)
-        let slowKeyFile = cluster.dir + "/k1.key"
-        _ = FileManager.default.createFile(atPath: slowKeyFile, contents: Data(key.utf8), attributes: [.posixPermissions: 0o600])
-        let k1 = try cluster.start("k1", keyFile: slowKeyFile)
+        let keyFile = cluster.dir + "/k1.key"
+        _ = FileManager.default.createFile(atPath: keyFile, contents: Data(key.utf8), attributes: [.posixPermissions: 0o600])
+        let k1 = try cluster.start("k1", keyFile: keyFile)
         let k2 = try cluster.start("k2", join: [k1])
         try waitUntil("both alive", seconds: 10) { [k1, k2].allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 2 } }
+        func failures() -> Int { cluster.log(of: k1).components(separatedBy: "keyring reload failed").count - 1 }
 
-        let padding = String(repeating: "# " + String(repeating: "x", count: 98) + "\n", count: 100_000)
-        try Data((key + padding).utf8).write(to: URL(fileURLWithPath: slowKeyFile))
+        try FileManager.default.removeItem(atPath: keyFile)
+        #expect(mkfifo(keyFile, 0o600) == 0)
+        // A writer holds the FIFO open and writes nothing: a blocking read waits for ever.
+        let writer = open(keyFile, O_RDWR | O_NONBLOCK)
+        #expect(writer >= 0)
+        defer { close(writer) }
         k1.signal(SIGHUP)
-        // Until the reload is logged, the probe counter must keep moving (the loop publishes it).
-        var probes = k1.metric("starling_probes_total")
-        var advances = 0
-        try waitUntil("the reload completes", seconds: 60) {
-            if cluster.log(of: k1).contains("keyring reloaded") { return true }
-            let now = k1.metric("starling_probes_total")
-            if now > probes { advances += 1 }
-            probes = now
-            return false
-        }
-        #expect(advances >= 2, "the probe counter stood still while the key file was read")
+        try waitUntil("the FIFO is refused", seconds: 5) { failures() == 1 }
+        #expect(cluster.log(of: k1).contains("not a regular file"))
+        let probes = k1.metric("starling_probes_total")
+        try waitUntil("gossip goes on", seconds: 5) { k1.metric("starling_probes_total") >= probes + 2 }
+
+        try FileManager.default.removeItem(atPath: keyFile)
+        let padding = String(repeating: "# " + String(repeating: "x", count: 98) + "\n", count: 700)  // 70 KB
+        _ = FileManager.default.createFile(atPath: keyFile, contents: Data((key + padding).utf8), attributes: [.posixPermissions: 0o600])
+        k1.signal(SIGHUP)
+        try waitUntil("the oversized file is refused", seconds: 5) { failures() == 2 }
+        #expect(cluster.log(of: k1).contains("byte limit"))
+
+        try Data(key.utf8).write(to: URL(fileURLWithPath: keyFile))
+        k1.signal(SIGHUP)
+        try waitUntil("a good key file reloads", seconds: 5) { cluster.log(of: k1).contains("keyring reloaded") }
         #expect(k2.status(of: "k1") == "alive")
         #expect(k1.isRunning)
     }
@@ -325,11 +365,17 @@ struct WireHardeningIntegrationTests {
                           kind: .gossip, key: key, sentAtMs: Self.nowMs())
         }
         let before = a.metric("starling_snapshot_publishes_total")
+        let cpuBefore = DescriptorExhaustionTests.cpuSeconds(a.pid)
         let started = Date()
         sendDatagrams(datagrams, to: a.gossipPort)
         try waitUntil("every new member is visible", seconds: 5) { (a.members()?.count ?? 0) >= 3001 }
         let elapsed = Date().timeIntervalSince(started)
+        let cpu = DescriptorExhaustionTests.cpuSeconds(a.pid) - cpuBefore
         let published = a.metric("starling_snapshot_publishes_total") - before
+        print("3,000 changes: visible after \(elapsed)s, \(published) publishes, \(cpu)s of the node's CPU")
+        // The work, not only the counter: publishing after every change sorted and copied the
+        // whole table 3,000 times (O(N²)); bounded publishing must stay far below that.
+        #expect(cpu < 1.5, "the node used \(cpu)s of CPU for 3,000 changes")
         // At most one publish per 50 ms plus the 100 ms heartbeat, with slack for scheduling.
         #expect(published >= 1)
         #expect(published <= elapsed / 0.05 + 10, "\(published) publishes in \(elapsed)s for 3,000 changes")

@@ -31,3 +31,12 @@ func nodeWithPeers(_ count: Int, settings: MembershipSettings = .lan, seed: UInt
 func alive(_ name: String, _ port: UInt16, inc: UInt64, meta: MemberMetadata = MemberMetadata()) -> MembershipMessage {
     .alive(.init(name: name, address: addr(port), incarnation: inc, metadata: meta))
 }
+
+extension Membership {
+    /// Puts this node at `incarnation` directly: reaching the bound through messages would take
+    /// 2⁶² / `WireLimits.maxIncarnationStep` refutations.
+    mutating func setOwnIncarnationForTesting(_ value: UInt64) {
+        incarnation = value
+        members.update(0) { $0.incarnation = value }
+    }
+}

@@ -22,18 +22,21 @@ struct WireHardeningTests {
 
     @Test func anAccusationJustBelowTheBoundIsRefutedAtTheBound() {
         var m = nodeWithPeers(1)
+        m.setOwnIncarnationForTesting(Self.top - 2)
         _ = m.receive(Packet([.suspect(name: "me", incarnation: Self.top - 1, from: "p1")]), from: addr(1001), now: .zero)
         #expect(m.incarnation == Self.top)
         #expect(m.members["me"]?.incarnation == Self.top)
         #expect(m.stats.refutations == 1)
-        // At the bound no valid accusation reaches us any more.
-        _ = m.receive(Packet([.dead(name: "me", incarnation: Self.top - 1, from: "p1")]), from: addr(1001), now: .zero)
+        // At the bound an accusation at the bound is valid; the refutation saturates.
+        _ = m.receive(Packet([.dead(name: "me", incarnation: Self.top, from: "p1")]), from: addr(1001), now: .zero)
         #expect(m.incarnation == Self.top)
-        #expect(m.stats.refutations == 1)
+        #expect(m.stats.refutations == 2)
+        #expect(m.stats.messagesRejected == 0)
     }
 
     @Test func anAliveAboutUsAtTheBoundSaturatesTheRefutation() {
         var m = nodeWithPeers(1)
+        m.setOwnIncarnationForTesting(Self.top - 1)
         let impostor = MembershipMessage.alive(.init(name: "me", address: addr(9999), incarnation: Self.top, metadata: MemberMetadata()))
         _ = m.receive(Packet([impostor]), from: addr(1001), now: .zero)
         #expect(m.incarnation == Self.top, "saturates instead of overflowing")
@@ -58,9 +61,10 @@ struct WireHardeningTests {
     @Test func theDecoderRefusesIncarnationsOverTheBound() throws {
         func roundTrip(_ m: MembershipMessage) throws -> Packet { try Packet.decode(Packet([m]).encoded()) }
         #expect(try roundTrip(alive("p1", 1, inc: Self.top)).messages.count == 1)
-        #expect(try roundTrip(.suspect(name: "p1", incarnation: Self.top - 1, from: "p2")).messages.count == 1)
+        #expect(try roundTrip(.suspect(name: "p1", incarnation: Self.top, from: "p2")).messages.count == 1)
+        #expect(try roundTrip(.dead(name: "p1", incarnation: Self.top, from: "p1")).messages.count == 1)
         for bad: MembershipMessage in [alive("p1", 1, inc: Self.top + 1), alive("p1", 1, inc: .max),
-                                       .suspect(name: "p1", incarnation: Self.top, from: "p2"),
+                                       .suspect(name: "p1", incarnation: Self.top + 1, from: "p2"),
                                        .dead(name: "p1", incarnation: .max, from: "p2")] {
             #expect(throws: WireError.self) { try roundTrip(bad) }
         }
@@ -140,7 +144,7 @@ struct WireHardeningTests {
         ("free over slots", "bad", "127.0.0.1", 1, 0, "", 1, 2),
         ("empty host", "bad", "", 1, 0, "", 0, 0),
         ("incarnation over the bound", "bad", "127.0.0.1", UInt64.max, 0, "", 0, 0),
-        ("accusation at the bound", "bad", "127.0.0.1", WireLimits.maxIncarnation, 2, "", 0, 0),
+        ("accusation over the bound", "bad", "127.0.0.1", WireLimits.maxIncarnation + 1, 2, "", 0, 0),
     ])
     func oneBadEntryIsSkippedAndTheRestApplies(_ bad: (String, String, String, UInt64, UInt8, String, UInt32, UInt32)) throws {
         let bytes = Self.pushPullBytes([
@@ -173,5 +177,53 @@ struct WireHardeningTests {
         m.updateMetadata(now: .zero) { $0.free = 1 }
         #expect(m.metadata.version == .max)
         #expect(m.metadata.free == 1)
+    }
+}
+
+/// Names, hosts and api addresses end up in every peer's log lines and API answers: a newline
+/// forged a log line, ESC drove the reader's terminal. Decoders refuse unprintable text.
+@Suite("Wire hardening: printable text only")
+struct PrintableTextTests {
+    @Test(arguments: ["a\nb", "a\rb", "a\u{1B}[31m", "a\u{7F}", "a\u{85}", "a\u{202E}b", "a\u{2028}", "a\u{200B}", "a\u{E000}"])
+    func theDecodersRefuseUnprintableText(_ bad: String) throws {
+        func roundTrip(_ m: MembershipMessage) throws -> Packet { try Packet.decode(Packet([m]).encoded()) }
+        let meta = MemberMetadata(api: "127.0.0.1:8400", slots: 1, free: 1)
+        #expect(throws: WireError.self) { try roundTrip(.alive(.init(name: bad, address: addr(1), incarnation: 1, metadata: meta))) }
+        #expect(throws: WireError.self) {
+            try roundTrip(.alive(.init(name: "ok", address: NodeAddress(host: bad, port: 1), incarnation: 1, metadata: meta)))
+        }
+        var badApi = meta
+        badApi.api = bad
+        #expect(throws: WireError.self) { try roundTrip(.alive(.init(name: "ok", address: addr(1), incarnation: 1, metadata: badApi))) }
+        #expect(throws: WireError.self) { try roundTrip(.suspect(name: "ok", incarnation: 1, from: bad)) }
+        #expect(badApi.invalidReason != nil, "a node's own metadata is held to the same rule")
+        // In a push-pull the entry is skipped, the rest applies.
+        let state = PushPullState(join: false, source: "p2", entries: [
+            .init(name: bad, address: addr(1), incarnation: 1, status: .alive, metadata: meta),
+            .init(name: "ok", address: addr(2), incarnation: 1, status: .alive, metadata: meta),
+        ])
+        let decoded = try PushPullState.decode(state.encoded())
+        #expect(decoded.entries.map(\.name) == ["ok"])
+    }
+
+    @Test func ordinaryNamesStillPass() throws {
+        for good in ["node-1", "n_2.example.com", "Zürich-3", "节点", "fe80::1", "127.0.0.1:8400", "a b"] {
+            #expect(WireLimits.isPrintable(good), "\(good)")
+        }
+        let m = MembershipMessage.alive(.init(name: "Zürich-3", address: addr(1), incarnation: 1, metadata: MemberMetadata()))
+        #expect(try Packet.decode(Packet([m]).encoded()).messages == [m])
+    }
+}
+
+@Suite("Wire hardening: push-pull state equality")
+struct PushPullEqualityTests {
+    /// `skippedEntries` is a decoding statistic, not part of what goes on the wire.
+    @Test func equalityIgnoresTheSkippedCount() throws {
+        let entry = PushPullState.Entry(name: "p1", address: addr(1001), incarnation: 1, status: .alive, metadata: MemberMetadata())
+        let built = PushPullState(join: true, source: "me", entries: [entry])
+        let decoded = PushPullState(join: true, source: "me", entries: [entry], skippedEntries: 3)
+        #expect(built == decoded)
+        #expect(try PushPullState.decode(built.encoded()) == built)
+        #expect(PushPullState(join: false, source: "me", entries: [entry]) != built)
     }
 }

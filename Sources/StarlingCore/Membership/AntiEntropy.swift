@@ -13,11 +13,21 @@ extension Membership {
 
     /// Merges a remote table. A remote `dead` counts only as a suspicion here (memberlist's rule):
     /// the remote view may be stale, and the member deserves the chance to refute.
-    mutating func merge(_ remote: PushPullState, now: Instant, into out: inout [MembershipDirective]) {
+    /// At most `newMembers` members this node does not know are added; the others are refused
+    /// and counted in `membersRejected` (see `WireLimits.maxNewMembersPerInboundPushPull`).
+    mutating func merge(_ remote: PushPullState, newMembers: Int, now: Instant, into out: inout [MembershipDirective]) {
         stats.pushPullEntriesSkipped += remote.skippedEntries
+        var added = 0
         for e in remote.entries {
             switch e.status {
             case .alive:
+                if e.name != myName, members.slot(of: e.name) == nil {
+                    guard added < newMembers else {
+                        stats.membersRejected += 1
+                        continue
+                    }
+                    added += 1
+                }
                 handleAlive(.init(name: e.name, address: e.address, incarnation: e.incarnation, metadata: e.metadata),
                             now: now, into: &out)
             case .suspect, .dead:

@@ -46,6 +46,7 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
     /// Why this metadata could not go on the wire, or nil if it can: the same checks as the decoder.
     public var invalidReason: String? {
         if api.utf8.count > Self.maxApiBytes { return "api address is \(api.utf8.count) bytes, over \(Self.maxApiBytes)" }
+        if !WireLimits.isPrintable(api) { return "api address has an unprintable character" }
         if free > slots { return "free \(free) > slots \(slots)" }
         return nil
     }

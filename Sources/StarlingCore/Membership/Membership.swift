@@ -155,7 +155,7 @@ public struct Membership: Sendable {
         stats.pushPullsServed += 1
         let reply = localState(join: false)
         var out: [MembershipDirective] = []
-        merge(remote, now: now, into: &out)
+        merge(remote, newMembers: WireLimits.maxNewMembersPerInboundPushPull, now: now, into: &out)
         return (reply, out)
     }
 
@@ -166,7 +166,7 @@ public struct Membership: Sendable {
             return []
         }
         var out: [MembershipDirective] = []
-        merge(remote, now: now, into: &out)
+        merge(remote, newMembers: WireLimits.maxMembers, now: now, into: &out)
         return out
     }
 

@@ -80,11 +80,40 @@ public enum WireLimits {
     public static let maxMessagesPerPacket = 255
     /// Members in one push-pull exchange; the member table is bounded by the same figure.
     public static let maxMembers = 16_384
-    /// The highest incarnation a message may carry. Incarnations only grow by one per
-    /// refutation, so no honest member gets near 2⁶²; a larger value is malformed. Accusations
-    /// (suspect, dead) must be strictly below it, so that the accused can always refute with
-    /// `observed + 1` without overflow (see `StateRules.swift`).
+    /// New members one push-pull that a peer started may add to our table (a reply to one we
+    /// started may add any number: we chose that peer, and a joining node must learn a whole
+    /// cluster from its seed). Without it one exchange of 16,384 invented members filled the
+    /// table and locked real newcomers out until they were reaped. An honest inbound exchange
+    /// carries few new members: a joiner sends its own small table; after a partition the
+    /// members on the other side are known (dead), not new; whatever is over the cap still
+    /// arrives through our own push-pulls and through gossip.
+    public static let maxNewMembersPerInboundPushPull = 256
+    /// The highest incarnation any message (alive or accusation) may carry. Incarnations only
+    /// grow by one per refutation, so no honest member gets near 2⁶²; a larger value is
+    /// malformed. The same bound for every kind of message, so that whatever incarnation a
+    /// member reached, it can still be suspected, declared dead and leave (see `StateRules.swift`).
     public static let maxIncarnation: UInt64 = 1 << 62
+    /// How far above the incarnation a node holds for a member a message about it may claim.
+    /// Honest incarnations grow by one per refutation, so even a long partition or a restart
+    /// after a long life stays far below 2²⁴; a larger jump is a forgery that would push the
+    /// member towards `maxIncarnation`, where it could no longer out-number an impostor.
+    public static let maxIncarnationStep: UInt64 = 1 << 24
+
+    /// Whether a name, host or api address is safe to print: no control characters (a newline
+    /// would forge a log line, ESC would drive a terminal), no format, separator, private-use,
+    /// surrogate or unassigned code points. Decoders refuse anything else, and a node refuses
+    /// such a value in its own configuration.
+    public static func isPrintable(_ text: String) -> Bool {
+        text.unicodeScalars.allSatisfy { scalar in
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator, .privateUse, .surrogate, .unassigned: false
+            default: true
+            }
+        }
+    }
+
+    /// The one check of an incarnation's range, for the decoders and the state rules alike.
+    public static func isValid(incarnation: UInt64) -> Bool { incarnation <= maxIncarnation }
 }
 
 /// A compound UDP packet: what the runtime seals and sends in one datagram.
@@ -128,29 +157,37 @@ extension ByteWriter {
 }
 
 extension ByteReader {
+    /// A string that must be printable (`WireLimits.isPrintable`): it ends up in logs and APIs.
+    mutating func readText(_ field: String, maxBytes: Int) throws -> String {
+        let s = try readString(field: field, maxBytes: maxBytes)
+        guard WireLimits.isPrintable(s) else { throw WireError.invalidValue("\(field) has an unprintable character") }
+        return s
+    }
+
     mutating func readName(_ field: String) throws -> String {
-        let s = try readString(field: field, maxBytes: WireLimits.maxNameBytes)
+        let s = try readText(field, maxBytes: WireLimits.maxNameBytes)
         guard !s.isEmpty else { throw WireError.invalidValue("empty \(field)") }
         return s
     }
 
     mutating func readAddress() throws -> NodeAddress {
-        let host = try readString(field: "host", maxBytes: NodeAddress.maxHostBytes)
+        let host = try readText("host", maxBytes: NodeAddress.maxHostBytes)
         guard !host.isEmpty else { throw WireError.invalidValue("empty host") }
         return NodeAddress(host: host, port: try readUInt16())
     }
 
-    /// An incarnation: alive may carry `maxIncarnation`, an accusation only less (see `WireLimits`).
-    mutating func readIncarnation(accusation: Bool) throws -> UInt64 {
+    /// An incarnation, at most `WireLimits.maxIncarnation` whatever the message.
+    mutating func readIncarnation() throws -> UInt64 {
         let inc = try readUInt64()
-        let limit = accusation ? WireLimits.maxIncarnation - 1 : WireLimits.maxIncarnation
-        guard inc <= limit else { throw WireError.invalidValue("incarnation \(inc) over \(limit)") }
+        guard WireLimits.isValid(incarnation: inc) else {
+            throw WireError.invalidValue("incarnation \(inc) over \(WireLimits.maxIncarnation)")
+        }
         return inc
     }
 
     mutating func readMetadata() throws -> MemberMetadata {
         let version = try readUInt64()
-        let api = try readString(field: "api", maxBytes: MemberMetadata.maxApiBytes)
+        let api = try readText("api", maxBytes: MemberMetadata.maxApiBytes)
         let slots = try readUInt32()
         let free = try readUInt32()
         guard free <= slots else { throw WireError.invalidValue("free \(free) > slots \(slots)") }
@@ -196,12 +233,12 @@ extension MembershipMessage {
                                replyTo: try b.readAddress())
         case 5:
             message = .alive(Alive(name: try b.readName("name"), address: try b.readAddress(),
-                                   incarnation: try b.readIncarnation(accusation: false), metadata: try b.readMetadata()))
+                                   incarnation: try b.readIncarnation(), metadata: try b.readMetadata()))
         case 6:
-            message = .suspect(name: try b.readName("name"), incarnation: try b.readIncarnation(accusation: true),
+            message = .suspect(name: try b.readName("name"), incarnation: try b.readIncarnation(),
                                from: try b.readName("from"))
         case 7:
-            message = .dead(name: try b.readName("name"), incarnation: try b.readIncarnation(accusation: true),
+            message = .dead(name: try b.readName("name"), incarnation: try b.readIncarnation(),
                             from: try b.readName("from"))
         default:
             return nil
@@ -237,6 +274,11 @@ public struct PushPullState: Equatable, Sendable {
     public var entries: [Entry]
     /// Entries the decoder skipped as malformed (not encoded; zero for a state built in memory).
     public var skippedEntries: Int
+
+    /// Equal when what goes on the wire is equal: `skippedEntries` is a decoding statistic.
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.join == rhs.join && lhs.source == rhs.source && lhs.entries == rhs.entries
+    }
 
     public init(join: Bool, source: String, entries: [Entry], skippedEntries: Int = 0) {
         self.join = join
@@ -289,32 +331,48 @@ public struct PushPullState: Equatable, Sendable {
 }
 
 extension PushPullState.Entry {
-    /// The encoded size of the entry at the reader's position, read from its length fields only.
+    /// The encoded size of the entry at the reader's position: the strict decoder's own
+    /// structural pass (`readFields`), so the layout is written once and a new field cannot
+    /// make the skipping rule disagree with the decoder.
     static func extent(in reader: ByteReader) throws -> Int {
         var r = reader
         let start = r.offset
-        func skipString() throws { _ = try r.readBytes(Int(try r.readUInt16())) }
-        try skipString()                    // name
-        try skipString()                    // host
-        _ = try r.readBytes(2 + 8 + 1 + 8)  // port, incarnation, status, metadata version
-        try skipString()                    // api
-        _ = try r.readBytes(4 + 4)          // slots, free
+        _ = try readFields(from: &r)
         return r.offset - start
     }
 
-    static func decode(from r: inout ByteReader) throws -> Self {
-        let name = try r.readName("name")
-        let address = try r.readAddress()
-        let incarnation = try r.readUInt64()
-        let rawStatus = try r.readUInt8()
-        guard let status = MemberStatus(rawValue: rawStatus) else { throw WireError.invalidValue("status \(rawStatus)") }
-        // Anything but alive is an accusation here (merge turns it into a suspicion or a leave).
-        guard Membership.isValid(incarnation: incarnation, accusation: status != .alive) else {
-            throw WireError.invalidValue("incarnation \(incarnation)")
+    /// The entry's layout: reads every field and checks only structure (lengths, truncation).
+    /// A string field comes back as its bytes; values are checked in `decode`.
+    private static func readFields(from r: inout ByteReader) throws
+        -> (name: ByteReader, host: ByteReader, port: UInt16, incarnation: UInt64, status: UInt8, metadata: ByteReader) {
+        /// Cuts out a u16-length-prefixed string plus `fixed` bytes of fixed-size fields after it.
+        func field(_ r: inout ByteReader, before: Int = 0, fixed: Int = 0) throws -> ByteReader {
+            var probe = r
+            _ = try probe.readBytes(before)
+            return try r.subReader(length: before + 2 + Int(try probe.readUInt16()) + fixed)
         }
-        let metadata = try r.readMetadata()
+        let name = try field(&r)
+        let host = try field(&r)
+        let port = try r.readUInt16()
+        let incarnation = try r.readUInt64()
+        let status = try r.readUInt8()
+        let metadata = try field(&r, before: 8, fixed: 4 + 4)  // version, api, slots, free
+        return (name, host, port, incarnation, status, metadata)
+    }
+
+    static func decode(from r: inout ByteReader) throws -> Self {
+        var f = try readFields(from: &r)
         try r.expectEnd()
-        return Self(name: name, address: address, incarnation: incarnation, status: status, metadata: metadata)
+        let name = try f.name.readName("name")
+        let host = try f.host.readText("host", maxBytes: NodeAddress.maxHostBytes)
+        guard !host.isEmpty else { throw WireError.invalidValue("empty host") }
+        guard WireLimits.isValid(incarnation: f.incarnation) else {
+            throw WireError.invalidValue("incarnation \(f.incarnation) over \(WireLimits.maxIncarnation)")
+        }
+        guard let status = MemberStatus(rawValue: f.status) else { throw WireError.invalidValue("status \(f.status)") }
+        let metadata = try f.metadata.readMetadata()
+        try f.metadata.expectEnd()
+        return Self(name: name, address: NodeAddress(host: host, port: f.port), incarnation: f.incarnation,
+                    status: status, metadata: metadata)
     }
 }
-

@@ -12,25 +12,40 @@
 /// 2. The one computed incarnation is a refutation, `max(own, observed) + 1`, and a node only
 ///    ever applies it to itself. That is what "only a member raises its incarnation beyond what
 ///    others observed" means in code.
-/// 3. Incarnations are bounded by `WireLimits.maxIncarnation` (2⁶²): an `alive` may carry the
-///    bound, an accusation (suspect, dead, left) only less. The decoders refuse larger values as
-///    malformed, and these handlers refuse them again (counted in `messagesRejected`) for
-///    callers that build messages in memory. Hence an accusation can always be refuted by
-///    `observed + 1` without overflow; the refutation still saturates at the bound, so no input
-///    can trap. A peer that pushes us to the bound gains nothing: at the bound no valid
-///    accusation reaches us, and we keep refuting at the bound.
+/// 3. Incarnations are bounded by `WireLimits.maxIncarnation` (2⁶²) in every message, alive and
+///    accusation alike (`WireLimits.isValid(incarnation:)`, the one check; the decoders refuse
+///    larger values as malformed and these handlers refuse them again, counted in
+///    `messagesRejected`, for callers that build messages in memory). A node builds accusations
+///    (probe failure, suspicion expiry, leave) at the incarnation it holds, which is always
+///    within the bound, so a member at any incarnation can be suspected, declared dead and leave.
+///    The refutation saturates at the bound, so nothing traps: a member at the bound that is
+///    accused at the bound can no longer out-number the accusation; it is declared dead and is
+///    learnt again after it is reaped.
+/// 4. A message may not move a member's incarnation more than `WireLimits.maxIncarnationStep`
+///    above the one the node holds for it (for the node itself: above its own). Honest members
+///    move by one per refutation; a larger jump is a forgery that would take the member to the
+///    bound, from where it could not win back its own address or metadata. Refused and counted
+///    in `messagesRejected`. Below the bound a member always wins back its own entry: an `alive`
+///    about it that differs from what it is (address or metadata, whatever the metadata
+///    version) makes it refute with a higher incarnation, and a higher incarnation replaces
+///    address and metadata whatever their version.
 extension Membership {
-    /// Whether an incarnation may appear in a message of this kind (rule 3 above).
-    static func isValid(incarnation: UInt64, accusation: Bool) -> Bool {
-        accusation ? incarnation < WireLimits.maxIncarnation : incarnation <= WireLimits.maxIncarnation
+    /// Whether a message may claim `claimed` for a member held at `known` (rule 4 above).
+    static func isPlausible(_ claimed: UInt64, after known: UInt64?) -> Bool {
+        guard let known else { return true }   // a member we do not know: any valid incarnation
+        return claimed <= known || claimed - known <= WireLimits.maxIncarnationStep
     }
 
     mutating func handleAlive(_ a: MembershipMessage.Alive, now: Instant, into out: inout [MembershipDirective]) {
-        guard Self.isValid(incarnation: a.incarnation, accusation: false), a.metadata.invalidReason == nil else {
+        guard WireLimits.isValid(incarnation: a.incarnation), a.metadata.invalidReason == nil else {
             stats.messagesRejected += 1
             return
         }
         if a.name == myName {
+            guard Self.isPlausible(a.incarnation, after: incarnation) else {
+                stats.messagesRejected += 1
+                return
+            }
             // Someone holds a different or newer view of us (often from our previous life).
             if !isLeaving, a.incarnation > incarnation || (a.incarnation == incarnation && (a.address != myAddress || a.metadata != metadata)) {
                 refute(observed: a.incarnation, now: now)
@@ -52,6 +67,10 @@ extension Membership {
             return
         }
         let m = members.member(at: slot)
+        guard Self.isPlausible(a.incarnation, after: m.incarnation) else {
+            stats.messagesRejected += 1
+            return
+        }
         if a.incarnation < m.incarnation {
             stats.messagesIgnored += 1
             return
@@ -79,7 +98,7 @@ extension Membership {
 
     mutating func handleSuspect(name: String, incarnation inc: UInt64, from: String, now: Instant,
                                 into out: inout [MembershipDirective]) {
-        guard Self.isValid(incarnation: inc, accusation: true) else {
+        guard WireLimits.isValid(incarnation: inc), Self.isPlausible(inc, after: incarnation(of: name)) else {
             stats.messagesRejected += 1
             return
         }
@@ -119,7 +138,7 @@ extension Membership {
     mutating func handleDead(name: String, incarnation inc: UInt64, from: String, now: Instant,
                              into out: inout [MembershipDirective]) {
         let isLeave = from == name
-        guard Self.isValid(incarnation: inc, accusation: true) else {
+        guard WireLimits.isValid(incarnation: inc), Self.isPlausible(inc, after: incarnation(of: name)) else {
             stats.messagesRejected += 1
             return
         }
@@ -142,8 +161,13 @@ extension Membership {
         broadcasts.enqueue(.dead(name: name, incarnation: inc, from: from))
     }
 
+    /// The incarnation this node holds for `name` (its own for itself), or nil if unknown.
+    func incarnation(of name: String) -> UInt64? {
+        name == myName ? incarnation : members[name]?.incarnation
+    }
+
     /// Raises our incarnation above `observed` and gossips that we are alive. Saturates at
-    /// `WireLimits.maxIncarnation` (only an `alive` about us at the bound gets there; see rule 3).
+    /// `WireLimits.maxIncarnation` (see rule 3).
     mutating func refute(observed: UInt64, now: Instant) {
         let highest = max(incarnation, observed)
         incarnation = highest < WireLimits.maxIncarnation ? highest + 1 : WireLimits.maxIncarnation
