@@ -23,10 +23,14 @@ public struct APIServer: Sendable {
         public var idleTimeout: Duration
         /// Past this many open connections the server stops accepting until one closes.
         public var maxConnections: Int
+        /// Connections one source (an IPv4 address, an IPv6 /64) may hold at once; a new one past
+        /// it is closed at once, so no single client can hold `maxConnections`.
+        public var maxConnectionsPerSource: Int
 
-        public init(idleTimeout: Duration = .seconds(60), maxConnections: Int = 2048) {
+        public init(idleTimeout: Duration = .seconds(60), maxConnections: Int = 8192, maxConnectionsPerSource: Int = 128) {
             self.idleTimeout = idleTimeout
             self.maxConnections = maxConnections
+            self.maxConnectionsPerSource = maxConnectionsPerSource
         }
     }
 
@@ -65,10 +69,12 @@ public struct APIServer: Sendable {
 
     /// Serves until the process exits. Signals are the mesh loop's to handle, not Hummingbird's.
     public func run() async throws {
+        let counter = APIConnectionCounter(perSource: limits.maxConnectionsPerSource)
         let idle = TimeAmount.nanoseconds(Int64(clamping: limits.idleTimeout.components.seconds) * 1_000_000_000
                                           + limits.idleTimeout.components.attoseconds / 1_000_000_000)
         let app = Application(responder: HeadAsGetResponder(inner: makeRouter().buildResponder()),
-                              server: .http1(configuration: .init(idleTimeout: idle)),
+                              server: .http1(configuration: .init(additionalChannelHandlers: [APIConnectionLimitHandler(counter: counter)],
+                                                                  idleTimeout: idle)),
                               configuration: .init(address: .hostname(host, port: port), serverName: "starling",
                                                    availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections)),
                               logger: logger)

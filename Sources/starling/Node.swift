@@ -55,8 +55,11 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("api-idle-timeout"), help: "Seconds after which an idle HTTP API connection is closed (default 60).")
     var apiIdleTimeout: Int = 60
 
-    @Option(name: .customLong("api-max-connections"), help: "HTTP API connections held at once; past it the server stops accepting until one closes (default 2048).")
-    var apiMaxConnections: Int = 2048
+    @Option(name: .customLong("api-max-connections"), help: "HTTP API connections held at once; past it the server stops accepting until one closes (default 8192).")
+    var apiMaxConnections: Int = 8192
+
+    @Option(name: .customLong("api-max-connections-per-source"), help: "HTTP API connections one address (an IPv6 /64) may hold at once; more are closed at once (default 128).")
+    var apiMaxConnectionsPerSource: Int = 128
 
     func validate() throws {
         guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes else { throw ValidationError("--name must be 1-64 bytes") }
@@ -64,6 +67,7 @@ struct Node: AsyncParsableCommand {
         guard ["lan", "loopback"].contains(preset) else { throw ValidationError("--preset must be lan or loopback") }
         guard (1...86_400).contains(apiIdleTimeout) else { throw ValidationError("--api-idle-timeout must be 1-86400 seconds") }
         guard (1...65_536).contains(apiMaxConnections) else { throw ValidationError("--api-max-connections must be 1-65536") }
+        guard (1...65_536).contains(apiMaxConnectionsPerSource) else { throw ValidationError("--api-max-connections-per-source must be 1-65536") }
         if let slots, slots < 1 || slots > 4096 { throw ValidationError("--slots must be 1-4096") }
         // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
         if let reapAfter, reapAfter < 61 || reapAfter > 30 * 86_400 { throw ValidationError("--reap-after must be 61 to 2592000 seconds") }
@@ -121,7 +125,8 @@ struct Node: AsyncParsableCommand {
             Glibc.exit(0)
         })
         try await APIServer(node: node, registry: registry, host: apiAddress.host, port: Int(apiAddress.port),
-                            limits: .init(idleTimeout: .seconds(apiIdleTimeout), maxConnections: apiMaxConnections),
+                            limits: .init(idleTimeout: .seconds(apiIdleTimeout), maxConnections: apiMaxConnections,
+                                          maxConnectionsPerSource: apiMaxConnectionsPerSource),
                             logger: logger).run()
     }
 }
