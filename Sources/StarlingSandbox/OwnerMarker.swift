@@ -6,7 +6,9 @@ import Glibc
 ///
 /// A runner writes its own as `<workRoot>/<pid>.owner` beside its work directory. The sweep
 /// treats an owner as gone when no process has the PID *or* the process that has it started
-/// at another time: a PID reused after a crash no longer keeps leftovers for ever.
+/// at another time: a PID reused after a crash no longer keeps leftovers for ever. The marker
+/// judges only work directories in its own work root; cgroup owners carry the identity in their
+/// directory name (`ownerName`), since the cgroup parent is shared across work roots.
 struct ProcessIdentity: Equatable, Sendable {
     let pid: pid_t
     let startTime: UInt64

@@ -24,7 +24,7 @@ public struct SandboxConfiguration: Sendable {
     public var secrets: SecretStore
     /// Development only: run tasks without bubblewrap. Every result says so.
     public var unsafeNoSandbox: Bool
-    /// The cgroup under which this process's sandbox groups live (`<parent>/<pid>/<sandbox>` in
+    /// The cgroup under which this process's sandbox groups live (`<parent>/<pid>-<start time>/<sandbox>` in
     /// each hierarchy). Tests use their own, to break it without disturbing other runners.
     public var cgroupParent: String = Cgroup.defaultParent
 
