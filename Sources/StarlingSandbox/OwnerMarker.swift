@@ -15,8 +15,11 @@ struct ProcessIdentity: Equatable, Sendable {
 
     /// The process that has `pid` now; nil when there is none.
     static func of(_ pid: pid_t) -> ProcessIdentity? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
+        // The command name (field 2) is any bytes the process chose, not necessarily UTF-8: decode
+        // leniently, as only the numeric fields after its closing parenthesis are used.
+        guard pid > 0, let bytes = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return nil }
+        let stat = String(decoding: bytes, as: UTF8.self)
+        guard let close = stat.lastIndex(of: ")") else { return nil }
         // Fields after the command name start at field 3 (state); field 22 is the 20th of them.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.count > 19, let started = UInt64(fields[19]) else { return nil }

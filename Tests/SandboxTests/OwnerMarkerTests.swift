@@ -95,6 +95,28 @@ extension SandboxTests {
             #expect(CgroupOwner(directoryName: Cgroup.ownerName)?.isGone == false)
         }
 
+        /// A process's name is any bytes: one that is not UTF-8 must not hide its start time (a
+        /// live runner so named would otherwise look gone, and its work directory be swept).
+        @Test func aProcessWhoseNameIsNotUTF8HasAnIdentity() throws {
+            let named = Process()
+            named.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            named.arguments = ["-c", "import ctypes, sys, time\nctypes.CDLL(None).prctl(15, b'a) \\xff\\xfe', 0, 0, 0)\nprint('named', flush=True)\ntime.sleep(600)"]
+            let ready = Foundation.Pipe()
+            named.standardOutput = ready
+            try named.run()
+            defer {
+                if named.isRunning { kill(named.processIdentifier, SIGKILL) }
+                named.waitUntilExit()
+            }
+            let line = ready.fileHandleForReading.availableData
+            try #require(String(decoding: line, as: UTF8.self).hasPrefix("named"))
+            let stat = try #require(FileManager.default.contents(atPath: "/proc/\(named.processIdentifier)/stat"))
+            try #require(String(data: stat, encoding: .utf8) == nil, "the name did not take")
+            let identity = try #require(ProcessIdentity.of(named.processIdentifier))
+            #expect(identity.startTime > 0)
+            #expect(CgroupOwner.identified(identity).isGone == false)
+        }
+
         @Test func ownerNamesParseStrictly() {
             #expect(CgroupOwner(directoryName: "12-345") == .identified(ProcessIdentity(pid: 12, startTime: 345)))
             #expect(CgroupOwner(directoryName: "12") == .legacy(12))
