@@ -64,14 +64,16 @@ public final class Cgroup: Sendable {
         return nil
     }
 
-    /// This process's parent group: `starling/<pid>`, so that a later process can tell a dead
-    /// owner's leftovers from a live one's.
-    static var ownerName: String { String(getpid()) }
+    /// This process's parent group: `starling/<pid>-<start time>`, so that a later process can
+    /// tell a dead owner's leftovers from a live one's by the name alone, even when the PID has
+    /// been reused (see `CgroupOwner`). Only if /proc cannot tell this process's start time, the
+    /// bare PID (swept only when no process has it).
+    static let ownerName: String = ProcessIdentity.of(getpid())?.ownerName ?? String(getpid())
 
     /// The default parent of every group this process creates, under each hierarchy.
     public static let defaultParent = "starling"
 
-    /// Creates the groups `<parent>/<pid>/<name>` under each hierarchy (`parent` is `starling`
+    /// Creates the groups `<parent>/<pid>-<start time>/<name>` under each hierarchy (`parent` is `starling`
     /// unless configured otherwise; tests use their own parent so that they can make it
     /// unwritable without touching other runners' groups).
     public init(name: String, parent: String = Cgroup.defaultParent) throws {
@@ -115,22 +117,24 @@ public final class Cgroup: Sendable {
     /// Removes the groups of owners that are no longer running (a node that was SIGKILLed leaves
     /// its sandboxes' groups behind; their processes died with it through PDEATHSIG).
     ///
-    /// `isGone` says whether an owner PID's process is gone (see `OwnerMarker`); by default, when
-    /// no process has the PID.
-    public static func sweepStale(parent: String = defaultParent,
-                                  isGone: (pid_t) -> Bool = { kill($0, 0) != 0 && errno == ESRCH }) {
+    /// Whose groups they are comes from the owner directory's name only (`CgroupOwner`): the
+    /// parent is shared by every runner on the machine, whatever its work root, so a marker in
+    /// one work root says nothing about the process that has the PID now. `<pid>-<start time>`
+    /// owners are gone when that exact process is; bare `<pid>` owners (older runners) when no
+    /// process has the PID. Anything else under the parent is left alone.
+    public static func sweepStale(parent: String = defaultParent) {
         guard let (version, roots) = layout else { return }
         for root in Set(roots.values) {
             let top = root + "/" + parent
             for owner in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? [] {
-                guard let pid = pid_t(owner), pid != getpid(), isGone(pid) else { continue }
+                guard owner != ownerName, let parsed = CgroupOwner(directoryName: owner), parsed.isGone else { continue }
                 let ownerDir = top + "/" + owner
                 for child in (try? FileManager.default.contentsOfDirectory(atPath: ownerDir)) ?? [] {
                     let dir = ownerDir + "/" + child
                     var isDir: ObjCBool = false
                     guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else { continue }
-                    let g = Cgroup(version: version, name: child, dirs: ["any": dir])
-                    for p in (read(dir + "/cgroup.procs") ?? "").split(separator: "\n").compactMap({ pid_t($0) }) { kill(p, SIGKILL) }
+                    let g = Cgroup(version: version, name: child, dirs: [version == .v2 ? "unified" : "pids": dir])
+                    g.killAll()
                     g.removeDirectories()
                 }
                 rmdir(ownerDir)
@@ -313,17 +317,35 @@ public final class Cgroup: Sendable {
         return 0
     }
 
+    /// The processes in the group that may be signalled (see `signallableProcessIDs(in:)`).
     public var processIDs: [pid_t] {
-        (Cgroup.read(dir("pids") + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { pid_t($0) }
+        Cgroup.signallableProcessIDs(in: Cgroup.read(dir("pids") + "/cgroup.procs") ?? "")
     }
 
-    /// Kills every process in the group, repeatedly, until none is left (bounded).
+    /// The PIDs in a `cgroup.procs` text that name one process each: decimal, greater than 0.
+    /// On v2 a process outside the reader's PID namespace reads as 0, and kill(0, sig) would
+    /// hit the reader's own process group (kill(-1, sig): every process it may signal); such
+    /// lines, and any that are not a plain number, are left out.
+    static func signallableProcessIDs(in procs: String) -> [pid_t] {
+        procs.split(separator: "\n").compactMap { line in
+            guard !line.isEmpty, line.utf8.allSatisfy({ (0x30...0x39).contains($0) }),
+                  let pid = pid_t(line), pid > 0 else { return nil }
+            return pid
+        }
+    }
+
+    /// Kills every process in the group: on v2 through `cgroup.kill` (Linux 5.14) where there
+    /// is one, which needs no PIDs at all; otherwise by PID, repeatedly, until none is left
+    /// (bounded).
     public func killAll() {
         if version == .v2, (try? Cgroup.write("1", to: dir("pids") + "/cgroup.kill")) != nil { return }
         for _ in 0..<200 {
             let pids = processIDs
             if pids.isEmpty { return }
-            for p in pids { kill(p, SIGKILL) }
+            for p in pids {
+                precondition(p > 0, "never signal a process group or every process")
+                kill(p, SIGKILL)
+            }
             usleep(2_000)
         }
     }

@@ -6,15 +6,20 @@ import Glibc
 ///
 /// A runner writes its own as `<workRoot>/<pid>.owner` beside its work directory. The sweep
 /// treats an owner as gone when no process has the PID *or* the process that has it started
-/// at another time: a PID reused after a crash no longer keeps leftovers for ever.
+/// at another time: a PID reused after a crash no longer keeps leftovers for ever. The marker
+/// judges only work directories in its own work root; cgroup owners carry the identity in their
+/// directory name (`ownerName`), since the cgroup parent is shared across work roots.
 struct ProcessIdentity: Equatable, Sendable {
     let pid: pid_t
     let startTime: UInt64
 
     /// The process that has `pid` now; nil when there is none.
     static func of(_ pid: pid_t) -> ProcessIdentity? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
+        // The command name (field 2) is any bytes the process chose, not necessarily UTF-8: decode
+        // leniently, as only the numeric fields after its closing parenthesis are used.
+        guard pid > 0, let bytes = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return nil }
+        let stat = String(decoding: bytes, as: UTF8.self)
+        guard let close = stat.lastIndex(of: ")") else { return nil }
         // Fields after the command name start at field 3 (state); field 22 is the 20th of them.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.count > 19, let started = UInt64(fields[19]) else { return nil }
@@ -23,6 +28,12 @@ struct ProcessIdentity: Equatable, Sendable {
 
     /// The marker file's text: `<pid> <start time>`.
     var marker: String { "\(pid) \(startTime)\n" }
+
+    /// The name of this process's cgroup owner directory: `<pid>-<start time>`. The name alone
+    /// says whose the groups are, so a sweep never needs a marker from some work root (another
+    /// runner's, with another work root, may have the same PID).
+    var ownerName: String { "\(pid)-\(startTime)" }
+
 
     init(pid: pid_t, startTime: UInt64) {
         self.pid = pid
@@ -34,6 +45,56 @@ struct ProcessIdentity: Equatable, Sendable {
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         guard parts.count == 2, let pid = pid_t(parts[0]), pid > 0, let started = UInt64(parts[1]) else { return nil }
         self.init(pid: pid, startTime: started)
+    }
+}
+
+/// Whose a cgroup owner directory (`<parent>/<owner>`) is, read from its name.
+enum CgroupOwner: Equatable {
+    /// `<pid>-<start time>`: gone when no process with that PID and start time runs.
+    case identified(ProcessIdentity)
+    /// `<pid>`, the name before start times were in it: gone when no process has the PID.
+    case legacy(pid_t)
+
+    /// Parses a directory name strictly (decimal digits only, PID > 0); nil for anything else,
+    /// which the sweep leaves alone.
+    init?(directoryName name: String) {
+        func number<N: FixedWidthInteger>(_ text: Substring) -> N? {
+            guard !text.isEmpty, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+            return N(text)
+        }
+        let parts = name.split(separator: "-", omittingEmptySubsequences: false)
+        switch parts.count {
+        case 1:
+            guard let pid: pid_t = number(parts[0]), pid > 0 else { return nil }
+            self = .legacy(pid)
+        case 2:
+            guard let pid: pid_t = number(parts[0]), pid > 0, let started: UInt64 = number(parts[1]) else { return nil }
+            self = .identified(ProcessIdentity(pid: pid, startTime: started))
+        default:
+            return nil
+        }
+    }
+
+    var pid: pid_t {
+        switch self {
+        case .identified(let identity): identity.pid
+        case .legacy(let pid): pid
+        }
+    }
+
+    /// Whether the owner's groups may be swept. Never this process's own. A `<pid>-<start>`
+    /// owner is gone when that exact process is; a legacy `<pid>` one only when no process has
+    /// the PID (ESRCH): a live process with the PID may be its owner, and its tasks must live.
+    /// When the PID's start time cannot be read (its /proc entry vanished or is hidden), the
+    /// ESRCH rule decides: groups are kept unless no process has the PID.
+    var isGone: Bool {
+        switch self {
+        case .identified(let identity):
+            if let current = ProcessIdentity.of(identity.pid) { return current != identity }
+            return identity.pid != getpid() && kill(identity.pid, 0) != 0 && errno == ESRCH
+        case .legacy(let pid):
+            return pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH
+        }
     }
 }
 

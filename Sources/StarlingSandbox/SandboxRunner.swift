@@ -24,7 +24,7 @@ public struct SandboxConfiguration: Sendable {
     public var secrets: SecretStore
     /// Development only: run tasks without bubblewrap. Every result says so.
     public var unsafeNoSandbox: Bool
-    /// The cgroup under which this process's sandbox groups live (`<parent>/<pid>/<sandbox>` in
+    /// The cgroup under which this process's sandbox groups live (`<parent>/<pid>-<start time>/<sandbox>` in
     /// each hierarchy). Tests use their own, to break it without disturbing other runners.
     public var cgroupParent: String = Cgroup.defaultParent
 
@@ -243,7 +243,9 @@ public final class SandboxRunner: Sendable {
     ///
     /// An owner is gone when its marker (`<pid>.owner`: PID and start time) names a process that
     /// is no longer there, so a PID reused after a crash does not keep leftovers for ever. Groups
-    /// are swept under `cgroupParent` (this runner's) and the default parent.
+    /// are swept under `cgroupParent` (this runner's) and the default parent, judged by their
+    /// owner directory's name alone (`<pid>-<start time>`; see `Cgroup.sweepStale`), never by this
+    /// work root's markers: the parent is shared with runners that use other work roots.
     static func sweepStale(workRoot: String, cgroupParent: String = Cgroup.defaultParent, reaper: TreeReaper? = nil) {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: workRoot)) ?? []
         var gone: [pid_t: Bool] = [:]
@@ -258,9 +260,8 @@ public final class SandboxRunner: Sendable {
             if let reaper { reaper.remove(workRoot + "/" + owner) } else { removeTree(workRoot + "/" + owner) }
         }
         for parent in Set([cgroupParent, Cgroup.defaultParent]) {
-            Cgroup.sweepStale(parent: parent, isGone: isGone)
+            Cgroup.sweepStale(parent: parent)
         }
-        // Markers last: the group sweep above read them.
         for entry in entries where entry.hasSuffix(".owner") {
             guard let pid = pid_t(entry.dropLast(".owner".count)), isGone(pid) else { continue }
             unlink(workRoot + "/" + entry)

@@ -171,10 +171,14 @@ extension SandboxCommandTests {
             // What the command left to the sweep: removed here by path, its groups too.
             try? FileManager.default.removeItem(atPath: workRoot)
             unlink(workRoot + ".owner")
-            for controller in ["memory", "cpu", "cpuacct", "pids"] {
-                let owner = "/sys/fs/cgroup/\(controller)/starling/\(cli)"
-                for group in (try? FileManager.default.contentsOfDirectory(atPath: owner)) ?? [] { rmdir(owner + "/" + group) }
-                rmdir(owner)
+            // Its owner groups are `starling/<pid>-<start time>` (bare `<pid>` before that).
+            for top in ["memory", "cpu", "cpuacct", "pids"].map({ "/sys/fs/cgroup/\($0)/starling" }) + ["/sys/fs/cgroup/starling"] {
+                for name in (try? FileManager.default.contentsOfDirectory(atPath: top)) ?? []
+                where name == "\(cli)" || name.hasPrefix("\(cli)-") {
+                    let owner = top + "/" + name
+                    for group in (try? FileManager.default.contentsOfDirectory(atPath: owner)) ?? [] { rmdir(owner + "/" + group) }
+                    rmdir(owner)
+                }
             }
         }
         let readyBy = Date().addingTimeInterval(90)

@@ -65,7 +65,7 @@ func withSeparateRunner<T>(_ label: String, warm: Int = 0, configure: (inout San
 /// This process's group directories under `parent`, one per hierarchy (v1: per controller).
 func ownerDirectories(_ parent: String) -> [String] {
     guard let (_, roots) = Cgroup.layout else { return [] }
-    return Set(roots.values).sorted().map { "\($0)/\(parent)/\(getpid())" }
+    return Set(roots.values).sorted().map { "\($0)/\(parent)/\(Cgroup.ownerName)" }
 }
 
 func subdirectories(_ dir: String) -> [String] {
@@ -135,7 +135,7 @@ extension SandboxTests {
                 let parent = runner.configuration.cgroupParent
                 // The reserve makes 4 groups ahead; every one gets a read-only memory limit file.
                 guard let memoryRoot = Cgroup.layout?.1[Cgroup.layout?.0 == .v2 ? "unified" : "memory"] else { return }
-                let owner = "\(memoryRoot)/\(parent)/\(getpid())"
+                let owner = "\(memoryRoot)/\(parent)/\(Cgroup.ownerName)"
                 #expect(eventually(within: 10) { subdirectories(owner).count == 4 })
                 let limitFile = Cgroup.layout?.0 == .v2 ? "memory.max" : "memory.limit_in_bytes"
                 let standIn = "/dev/shm/starling-test-ro-\(SandboxRunner.newID())"
@@ -152,7 +152,7 @@ extension SandboxTests {
                 #expect(r.stderr.contains("limit not applied") && r.stderr.contains(limitFile) && r.stderr.contains("Read-only file system"),
                         "\(r.stderr)")
                 // The cause names the file, not the host's cgroup paths or the node's PID.
-                #expect(!r.stderr.contains("/sys/fs/cgroup") && !r.stderr.contains(parent) && !r.stderr.contains("/\(getpid())/"), "\(r.stderr)")
+                #expect(!r.stderr.contains("/sys/fs/cgroup") && !r.stderr.contains(parent) && !r.stderr.contains("/\(getpid())") && !r.stderr.contains(Cgroup.ownerName), "\(r.stderr)")
                 runner.quiesce()
                 mounted.forEach { $0.unmount() }
                 mounted = []
@@ -164,7 +164,7 @@ extension SandboxTests {
         @Test func aTaskThatCannotJoinItsCgroupIsRefusedInsteadOfRunningOutsideIt() throws {
             try withSeparateRunner("join") { runner, _ in
                 guard let (version, roots) = Cgroup.layout else { return }
-                let owner = "\(roots[version == .v2 ? "unified" : "pids"]!)/\(runner.configuration.cgroupParent)/\(getpid())"
+                let owner = "\(roots[version == .v2 ? "unified" : "pids"]!)/\(runner.configuration.cgroupParent)/\(Cgroup.ownerName)"
                 #expect(eventually(within: 10) { subdirectories(owner).count == 4 })
                 // Every reserved group's cgroup.procs becomes /dev/full: the limits are written, but
                 // the child's join between fork and exec fails.

@@ -34,10 +34,10 @@ func leftovers(_ root: String) -> [String] {
     (try? FileManager.default.contentsOfDirectory(atPath: "\(root)/\(getpid())")) ?? []
 }
 
-/// Sandbox cgroups of this process still present (`starling/<pid>/<id>` directories).
+/// Sandbox cgroups of this process still present (`starling/<pid>-<start time>/<id>` directories).
 func cgroupLeftovers() -> [String] {
     ["memory", "cpu", "cpuacct", "pids"].flatMap { c -> [String] in
-        let dir = "/sys/fs/cgroup/\(c)/starling/\(getpid())"
+        let dir = "/sys/fs/cgroup/\(c)/starling/\(Cgroup.ownerName)"
         return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter {
             var isDir: ObjCBool = false
             return FileManager.default.fileExists(atPath: dir + "/" + $0, isDirectory: &isDir) && isDir.boolValue
