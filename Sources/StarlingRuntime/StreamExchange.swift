@@ -37,7 +37,7 @@ final class StreamExchange {
     var source = ""
     /// An inbound stream is authenticated once its hello opened; an outbound one always is.
     private(set) var authenticated: Bool
-    private var received: [UInt8] = []
+    private(set) var received: [UInt8] = []
     private var finished = false
     private var closeAfterWrite = false
     private(set) var closed = false
@@ -83,12 +83,9 @@ final class StreamExchange {
     private func consume(_ bytes: UnsafeRawBufferPointer) {
         guard !finished, !closed else { return }
         node.metrics.received(bytes: bytes.count, stream: true)
-        guard node.streamBytesBuffered + bytes.count <= node.configuration.maxBufferedStreamBytes else {
-            node.metrics.drop(reason: "stream_memory")
-            return fail("streams buffer \(node.streamBytesBuffered) bytes; over the bound")
-        }
+        guard node.makeRoom(for: bytes.count, on: self) else { return }
         received.append(contentsOf: bytes)
-        node.streamBytesBuffered += bytes.count
+        node.adjustBuffered(by: bytes.count, inbound: isInbound)
         while !finished, !closed, received.count >= 4 {
             let length = Int(received[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
             let limit = authenticated ? node.configuration.maxFrameBytes : Self.maxHelloFrameBytes
@@ -99,7 +96,7 @@ final class StreamExchange {
             guard received.count >= 4 + length else { return }
             let frame = Array(received[4..<4 + length])
             received.removeFirst(4 + length)
-            node.streamBytesBuffered -= 4 + length
+            node.adjustBuffered(by: -(4 + length), inbound: isInbound)
             if !authenticated {
                 guard openHello(frame) else { return }
                 continue
@@ -219,7 +216,7 @@ final class StreamExchange {
     func close() {
         guard !closed else { return }
         closed = true
-        node.streamBytesBuffered -= received.count
+        node.adjustBuffered(by: -received.count, inbound: isInbound)
         received = []
         uv_close(asHandle(handle)) { h in
             let ex = StreamExchange.from(h!.pointee.data)
@@ -230,6 +227,33 @@ final class StreamExchange {
 }
 
 extension MeshNode {
+    func adjustBuffered(by delta: Int, inbound: Bool) {
+        if inbound { inboundStreamBytesBuffered += delta } else { outboundStreamBytesBuffered += delta }
+        assert(inboundStreamBytesBuffered >= 0 && outboundStreamBytesBuffered >= 0, "stream buffer accounting out of step")
+    }
+
+    /// Makes room for `count` more buffered bytes on `stream` within its direction's bound
+    /// (inbound and outbound have separate ones). Over the bound, the stream of that direction
+    /// holding the most unfinished bytes is closed, until the bytes fit: failing the stream
+    /// that crossed the bound instead failed whoever came last, so a key holder keeping the
+    /// room full with stalled near-complete frames made every newcomer fail, the joins and
+    /// push-pulls of real peers included. Returns false if `stream` itself was closed.
+    func makeRoom(for count: Int, on stream: StreamExchange) -> Bool {
+        let inbound = stream.isInbound
+        let bound = inbound ? configuration.maxBufferedStreamBytes : configuration.maxBufferedOutboundStreamBytes
+        while (inbound ? inboundStreamBytesBuffered : outboundStreamBytesBuffered) + count > bound {
+            let candidates = streams.values.filter { !$0.closed && $0.isInbound == inbound && $0 !== stream && !$0.received.isEmpty }
+            let largest = candidates.max { $0.received.count < $1.received.count }
+            metrics.drop(reason: "stream_memory")
+            guard let victim = largest, victim.received.count >= stream.received.count + count else {
+                stream.fail("streams buffer over the bound and this one holds the most")
+                return false
+            }
+            victim.fail("evicted: holds the most unfinished stream bytes")
+        }
+        return true
+    }
+
     func startPushPull(_ state: PushPullState, to address: NodeAddress) {
         let outbound = streams.values.count(where: { !$0.closed && !$0.isInbound })
         guard outbound < configuration.maxOutboundStreams, var dest = socketAddress(for: address) else {
