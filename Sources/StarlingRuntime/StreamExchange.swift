@@ -21,10 +21,17 @@ final class StreamExchange {
         case server
     }
 
-    /// The hello's sealed payload: the stream protocol's version.
-    static let helloPayload: [UInt8] = [1]
-    /// Bound on the hello frame (its sealed size is `Envelope.overheadBytes + 1`).
-    static let maxHelloFrameBytes = 128
+    /// The stream protocol's version, the hello payload's first byte.
+    static let helloVersion: UInt8 = 2
+    /// The hello's sealed payload: the version, then the gossip address the client dialled
+    /// (`HOST:PORT`, UTF-8). A hello is addressed: the replay cache is per node, so an
+    /// unaddressed hello captured on its way to one node opened once at every other node.
+    static func helloPayload(to destination: NodeAddress) -> [UInt8] {
+        [helloVersion] + Array(destination.description.utf8)
+    }
+    /// Bound on the hello frame (sealed: `Envelope.overheadBytes` + 1 + an address of at most
+    /// `NodeAddress.maxHostBytes` + 2 + 6 bytes).
+    static let maxHelloFrameBytes = 160
 
     unowned let node: MeshNode
     let role: Role
@@ -35,6 +42,11 @@ final class StreamExchange {
     /// The peer's source key (its IPv4 address, or its IPv6 /64; see `SourceKey`), for the
     /// per-source limits (inbound only).
     var source = ""
+    /// Where an inbound connection arrived (its local socket address), which a hello must name
+    /// (or the node's advertised address, for a peer that dialled it through NAT).
+    var localAddress: NodeAddress?
+    /// The gossip address an outbound stream dialled, which its hello names.
+    var destination: NodeAddress?
     /// An inbound stream is authenticated once its hello opened; an outbound one always is.
     private(set) var authenticated: Bool
     private(set) var received: [UInt8] = []
@@ -117,7 +129,14 @@ final class StreamExchange {
         do {
             let payload = try Envelope.open(sealed, kind: .streamHello, keyring: node.keyring, nowMs: wallClockMs(),
                                             maxAgeMs: node.configuration.replayWindow.nanoseconds / 1_000_000)
-            guard payload == Self.helloPayload else { throw WireError.unsupportedVersion(payload.first ?? 0) }
+            guard payload.first == Self.helloVersion else { throw WireError.unsupportedVersion(payload.first ?? 0) }
+            // Before the nonce is remembered: a misdirected hello takes no room in the cache.
+            let named = NodeAddress(String(decoding: payload.dropFirst(), as: UTF8.self))
+            guard let named, named == localAddress || named == node.configuration.advertise else {
+                node.metrics.drop(reason: "hello_misdirected")
+                fail("hello addressed to \(named?.description ?? "nothing"), not to this node")
+                return false
+            }
         } catch {
             node.metrics.drop(reason: error.reason)
             fail("unreadable hello: \(error)")
@@ -262,6 +281,7 @@ extension MeshNode {
             return
         }
         let ex = StreamExchange(node: self, role: .client(state), now: now, peer: address.description)
+        ex.destination = address
         streams[ObjectIdentifier(ex)] = ex
         let connect = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         connect.pointee.data = Unmanaged.passUnretained(ex).toOpaque()
@@ -273,10 +293,10 @@ extension MeshNode {
                     guard !ex.closed else { return }
                     if status < 0 {
                         ex.fail(uvError(status))
-                    } else if case .client(let state) = ex.role {
+                    } else if case .client(let state) = ex.role, let destination = ex.destination {
                         ex.startReading()
                         let key = ex.node.keyring.primary
-                        ex.write([Envelope.seal(StreamExchange.helloPayload, kind: .streamHello, key: key, sentAtMs: wallClockMs()),
+                        ex.write([Envelope.seal(StreamExchange.helloPayload(to: destination), kind: .streamHello, key: key, sentAtMs: wallClockMs()),
                                   Envelope.seal(state.encoded(), kind: .pushPullRequest, key: key, sentAtMs: wallClockMs())],
                                  thenClose: false)
                     }
@@ -312,6 +332,7 @@ extension MeshNode {
             return ex.close()
         }
         ex.source = peerHost(of: ex.handle).map { SourceKey.of(host: $0) } ?? "unknown"
+        ex.localAddress = localAddress(of: ex.handle)
         guard admit(ex) else { return ex.close() }
         ex.startReading()
     }
@@ -349,6 +370,18 @@ extension MeshNode {
 
     private static func oldestUnauthenticated(_ streams: [StreamExchange]) -> StreamExchange? {
         streams.filter { !$0.authenticated }.min { $0.openedAt < $1.openedAt }
+    }
+
+    private func localAddress(of handle: UnsafeMutablePointer<uv_tcp_t>) -> NodeAddress? {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(handle, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress.nodeAddress($0) }
+        }
     }
 
     private func peerHost(of handle: UnsafeMutablePointer<uv_tcp_t>) -> String? {

@@ -34,7 +34,7 @@ struct StreamMemoryFloodTests {
                 var (fd, sent) = slots[i]
                 if fd < 0 {
                     guard let c = F.connectFrom("127.0.0.\(2 + i)", to: port) else { continue }
-                    let hello = W.frame(Envelope.seal(helloPayload(port: port), kind: .streamHello, key: key, sentAtMs: W.nowMs()))
+                    let hello = W.hello(to: port, key: key)
                     guard F.sendAll(c, hello + [0x00, 0x80, 0x00, 0x00]) else { close(c); continue }
                     (fd, sent) = (c, 0)
                 }
@@ -54,9 +54,6 @@ struct StreamMemoryFloodTests {
         }
         for s in slots where s.fd >= 0 { close(s.fd) }
     }
-
-    /// The hello payload a client sends to the node at 127.0.0.1:`port`.
-    static func helloPayload(port: UInt16) -> [UInt8] { [1] }
 
     static func joined(_ a: NodeProcess, _ b: NodeProcess) -> Bool {
         a.status(of: b.name) == "alive" && b.status(of: a.name) == "alive"
