@@ -25,7 +25,12 @@ public struct MeshConfiguration: Sendable {
     /// Bytes buffered at once across all streams for frames not yet complete. A frame may be
     /// `maxFrameBytes`, and many streams may be open: without this bound, authenticated
     /// streams declaring large frames could make the node buffer 128 × 8 MiB.
+    /// Inbound streams only: when a chunk would cross it, the inbound stream holding the most
+    /// unfinished bytes is closed (not the newcomer; see `StreamExchange.consume`).
     public var maxBufferedStreamBytes: Int
+    /// The same bound for this node's own push-pulls (their replies), kept apart so that a key
+    /// holder filling the inbound room cannot make our joins and anti-entropy fail.
+    public var maxBufferedOutboundStreamBytes: Int
     /// Hello nonces remembered to refuse replays (see `HelloReplayCache`).
     public var maxRememberedHellos: Int
     /// Inbound streams open at once from one IP address.
@@ -55,6 +60,7 @@ public struct MeshConfiguration: Sendable {
         maxOutboundStreams = 128
         maxInboundStreamsPerSource = 16
         maxBufferedStreamBytes = 32 << 20
+        maxBufferedOutboundStreamBytes = 32 << 20
         maxRememberedHellos = 65_536
         authTimeout = .seconds(3)
         streamTimeout = .seconds(5)

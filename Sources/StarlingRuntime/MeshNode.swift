@@ -54,8 +54,11 @@ public final class MeshNode: @unchecked Sendable {
     var keyring: Keyring
     let metrics = MeshMetrics()
     var streams: [ObjectIdentifier: StreamExchange] = [:]
-    /// Bytes all streams hold for frames not yet complete (bounded by `maxBufferedStreamBytes`).
-    var streamBytesBuffered = 0
+    /// Bytes inbound streams hold for frames not yet complete (bounded by `maxBufferedStreamBytes`).
+    var inboundStreamBytesBuffered = 0
+    /// Bytes this node's own push-pulls hold for replies not yet complete (bounded separately,
+    /// by `maxBufferedOutboundStreamBytes`, so inbound buffering never fails our own exchanges).
+    var outboundStreamBytesBuffered = 0
     /// Hellos that opened recently: a replayed hello is refused.
     lazy var helloNonces = HelloReplayCache(capacity: configuration.maxRememberedHellos,
                                             retention: configuration.replayWindow * 2)

@@ -21,10 +21,17 @@ final class StreamExchange {
         case server
     }
 
-    /// The hello's sealed payload: the stream protocol's version.
-    static let helloPayload: [UInt8] = [1]
-    /// Bound on the hello frame (its sealed size is `Envelope.overheadBytes + 1`).
-    static let maxHelloFrameBytes = 128
+    /// The stream protocol's version, the hello payload's first byte.
+    static let helloVersion: UInt8 = 2
+    /// The hello's sealed payload: the version, then the gossip address the client dialled
+    /// (`HOST:PORT`, UTF-8). A hello is addressed: the replay cache is per node, so an
+    /// unaddressed hello captured on its way to one node opened once at every other node.
+    static func helloPayload(to destination: NodeAddress) -> [UInt8] {
+        [helloVersion] + Array(destination.description.utf8)
+    }
+    /// Bound on the hello frame (sealed: `Envelope.overheadBytes` + 1 + an address of at most
+    /// `NodeAddress.maxHostBytes` + 2 + 6 bytes).
+    static let maxHelloFrameBytes = 160
 
     unowned let node: MeshNode
     let role: Role
@@ -35,9 +42,14 @@ final class StreamExchange {
     /// The peer's source key (its IPv4 address, or its IPv6 /64; see `SourceKey`), for the
     /// per-source limits (inbound only).
     var source = ""
+    /// Where an inbound connection arrived (its local socket address), which a hello must name
+    /// (or the node's advertised address, for a peer that dialled it through NAT).
+    var localAddress: NodeAddress?
+    /// The gossip address an outbound stream dialled, which its hello names.
+    var destination: NodeAddress?
     /// An inbound stream is authenticated once its hello opened; an outbound one always is.
     private(set) var authenticated: Bool
-    private var received: [UInt8] = []
+    private(set) var received: [UInt8] = []
     private var finished = false
     private var closeAfterWrite = false
     private(set) var closed = false
@@ -83,12 +95,9 @@ final class StreamExchange {
     private func consume(_ bytes: UnsafeRawBufferPointer) {
         guard !finished, !closed else { return }
         node.metrics.received(bytes: bytes.count, stream: true)
-        guard node.streamBytesBuffered + bytes.count <= node.configuration.maxBufferedStreamBytes else {
-            node.metrics.drop(reason: "stream_memory")
-            return fail("streams buffer \(node.streamBytesBuffered) bytes; over the bound")
-        }
+        guard node.makeRoom(for: bytes.count, on: self) else { return }
         received.append(contentsOf: bytes)
-        node.streamBytesBuffered += bytes.count
+        node.adjustBuffered(by: bytes.count, inbound: isInbound)
         while !finished, !closed, received.count >= 4 {
             let length = Int(received[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
             let limit = authenticated ? node.configuration.maxFrameBytes : Self.maxHelloFrameBytes
@@ -99,7 +108,7 @@ final class StreamExchange {
             guard received.count >= 4 + length else { return }
             let frame = Array(received[4..<4 + length])
             received.removeFirst(4 + length)
-            node.streamBytesBuffered -= 4 + length
+            node.adjustBuffered(by: -(4 + length), inbound: isInbound)
             if !authenticated {
                 guard openHello(frame) else { return }
                 continue
@@ -120,7 +129,14 @@ final class StreamExchange {
         do {
             let payload = try Envelope.open(sealed, kind: .streamHello, keyring: node.keyring, nowMs: wallClockMs(),
                                             maxAgeMs: node.configuration.replayWindow.nanoseconds / 1_000_000)
-            guard payload == Self.helloPayload else { throw WireError.unsupportedVersion(payload.first ?? 0) }
+            guard payload.first == Self.helloVersion else { throw WireError.unsupportedVersion(payload.first ?? 0) }
+            // Before the nonce is remembered: a misdirected hello takes no room in the cache.
+            let named = NodeAddress(String(decoding: payload.dropFirst(), as: UTF8.self))
+            guard let named, named == localAddress || named == node.configuration.advertise else {
+                node.metrics.drop(reason: "hello_misdirected")
+                fail("hello addressed to \(named?.description ?? "nothing"), not to this node")
+                return false
+            }
         } catch {
             node.metrics.drop(reason: error.reason)
             fail("unreadable hello: \(error)")
@@ -219,7 +235,7 @@ final class StreamExchange {
     func close() {
         guard !closed else { return }
         closed = true
-        node.streamBytesBuffered -= received.count
+        node.adjustBuffered(by: -received.count, inbound: isInbound)
         received = []
         uv_close(asHandle(handle)) { h in
             let ex = StreamExchange.from(h!.pointee.data)
@@ -230,6 +246,33 @@ final class StreamExchange {
 }
 
 extension MeshNode {
+    func adjustBuffered(by delta: Int, inbound: Bool) {
+        if inbound { inboundStreamBytesBuffered += delta } else { outboundStreamBytesBuffered += delta }
+        assert(inboundStreamBytesBuffered >= 0 && outboundStreamBytesBuffered >= 0, "stream buffer accounting out of step")
+    }
+
+    /// Makes room for `count` more buffered bytes on `stream` within its direction's bound
+    /// (inbound and outbound have separate ones). Over the bound, the stream of that direction
+    /// holding the most unfinished bytes is closed, until the bytes fit: failing the stream
+    /// that crossed the bound instead failed whoever came last, so a key holder keeping the
+    /// room full with stalled near-complete frames made every newcomer fail, the joins and
+    /// push-pulls of real peers included. Returns false if `stream` itself was closed.
+    func makeRoom(for count: Int, on stream: StreamExchange) -> Bool {
+        let inbound = stream.isInbound
+        let bound = inbound ? configuration.maxBufferedStreamBytes : configuration.maxBufferedOutboundStreamBytes
+        while (inbound ? inboundStreamBytesBuffered : outboundStreamBytesBuffered) + count > bound {
+            let candidates = streams.values.filter { !$0.closed && $0.isInbound == inbound && $0 !== stream && !$0.received.isEmpty }
+            let largest = candidates.max { $0.received.count < $1.received.count }
+            metrics.drop(reason: "stream_memory")
+            guard let victim = largest, victim.received.count >= stream.received.count + count else {
+                stream.fail("streams buffer over the bound and this one holds the most")
+                return false
+            }
+            victim.fail("evicted: holds the most unfinished stream bytes")
+        }
+        return true
+    }
+
     func startPushPull(_ state: PushPullState, to address: NodeAddress) {
         let outbound = streams.values.count(where: { !$0.closed && !$0.isInbound })
         guard outbound < configuration.maxOutboundStreams, var dest = socketAddress(for: address) else {
@@ -238,6 +281,7 @@ extension MeshNode {
             return
         }
         let ex = StreamExchange(node: self, role: .client(state), now: now, peer: address.description)
+        ex.destination = address
         streams[ObjectIdentifier(ex)] = ex
         let connect = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         connect.pointee.data = Unmanaged.passUnretained(ex).toOpaque()
@@ -249,10 +293,10 @@ extension MeshNode {
                     guard !ex.closed else { return }
                     if status < 0 {
                         ex.fail(uvError(status))
-                    } else if case .client(let state) = ex.role {
+                    } else if case .client(let state) = ex.role, let destination = ex.destination {
                         ex.startReading()
                         let key = ex.node.keyring.primary
-                        ex.write([Envelope.seal(StreamExchange.helloPayload, kind: .streamHello, key: key, sentAtMs: wallClockMs()),
+                        ex.write([Envelope.seal(StreamExchange.helloPayload(to: destination), kind: .streamHello, key: key, sentAtMs: wallClockMs()),
                                   Envelope.seal(state.encoded(), kind: .pushPullRequest, key: key, sentAtMs: wallClockMs())],
                                  thenClose: false)
                     }
@@ -288,6 +332,7 @@ extension MeshNode {
             return ex.close()
         }
         ex.source = peerHost(of: ex.handle).map { SourceKey.of(host: $0) } ?? "unknown"
+        ex.localAddress = localAddress(of: ex.handle)
         guard admit(ex) else { return ex.close() }
         ex.startReading()
     }
@@ -325,6 +370,18 @@ extension MeshNode {
 
     private static func oldestUnauthenticated(_ streams: [StreamExchange]) -> StreamExchange? {
         streams.filter { !$0.authenticated }.min { $0.openedAt < $1.openedAt }
+    }
+
+    private func localAddress(of handle: UnsafeMutablePointer<uv_tcp_t>) -> NodeAddress? {
+        var storage = sockaddr_storage()
+        var len = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { uv_tcp_getsockname(handle, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress.nodeAddress($0) }
+        }
     }
 
     private func peerHost(of handle: UnsafeMutablePointer<uv_tcp_t>) -> String? {

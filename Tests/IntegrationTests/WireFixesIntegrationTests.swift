@@ -52,7 +52,7 @@ struct WireFixesIntegrationTests {
         defer { cluster.shutdown() }
         let a = try cluster.start("r1")
         let key = try Keyring.load(path: cluster.keyFile).primary
-        let hello = W.frame(Envelope.seal([1], kind: .streamHello, key: key, sentAtMs: W.nowMs()))
+        let hello = W.hello(to: a.gossipPort, key: key)
         let first = try #require(Self.connectFrom("127.0.0.1", to: a.gossipPort))
         defer { close(first) }
         #expect(Self.sendAll(first, hello))
@@ -81,7 +81,7 @@ struct WireFixesIntegrationTests {
         var fds: [Int32: Int] = [:]  // descriptor -> bytes of the frame sent so far
         for i in 0..<96 {
             guard let fd = Self.connectFrom("127.0.0.\(2 + i / 12)", to: a.gossipPort) else { continue }
-            let header = W.frame(Envelope.seal([1], kind: .streamHello, key: key, sentAtMs: W.nowMs())) + [0x00, 0x80, 0x00, 0x00]
+            let header = W.hello(to: a.gossipPort, key: key) + [0x00, 0x80, 0x00, 0x00]
             if Self.sendAll(fd, header) { fds[fd] = 0 } else { close(fd) }
         }
         defer { for fd in fds.keys { close(fd) } }
@@ -114,7 +114,7 @@ struct WireFixesIntegrationTests {
         let fd = try #require(Self.connectFrom("127.0.0.1", to: a.gossipPort))
         defer { close(fd) }
         let started = Date()
-        #expect(Self.sendAll(fd, W.frame(Envelope.seal([1], kind: .streamHello, key: key, sentAtMs: W.nowMs()))))
+        #expect(Self.sendAll(fd, W.hello(to: a.gossipPort, key: key)))
         #expect(Self.isClosed(fd, within: 6))
         let closedAfter = Date().timeIntervalSince(started)
         #expect(closedAfter > 2.5 && closedAfter < 4.5, "closed after \(closedAfter)s; the frame deadline is 3 s")
@@ -132,7 +132,7 @@ struct WireFixesIntegrationTests {
             .init(name: "fake-\($0)", address: NodeAddress(host: "127.0.0.2", port: UInt16(20_000 + $0)),
                   incarnation: 1, status: .alive, metadata: MemberMetadata())
         })
-        sendStream(W.pushPullRequest(state.encoded(), key: key), to: a.gossipPort)
+        sendStream(W.pushPullRequest(state.encoded(), key: key, port: a.gossipPort), to: a.gossipPort)
         try waitUntil("the rejected members are counted", seconds: 5) { a.metric("starling_members_rejected_total") == 44 }
         #expect(a.members()?.count == 1 + 256)
     }

@@ -71,9 +71,14 @@ struct WireHardeningIntegrationTests {
         return [UInt8(n >> 24), UInt8(truncatingIfNeeded: n >> 16), UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n)] + sealed
     }
 
+    /// A hello frame addressed to the node at 127.0.0.1:`port`, as a peer holding the key sends it.
+    static func hello(to port: UInt16, key: ClusterKey) -> [UInt8] {
+        frame(Envelope.seal([2] + Array("127.0.0.1:\(port)".utf8), kind: .streamHello, key: key, sentAtMs: nowMs()))
+    }
+
     /// A hello and a push-pull request carrying `state`, as a peer holding the key sends them.
-    static func pushPullRequest(_ state: [UInt8], key: ClusterKey) -> [UInt8] {
-        frame(Envelope.seal([1], kind: .streamHello, key: key, sentAtMs: nowMs()))
+    static func pushPullRequest(_ state: [UInt8], key: ClusterKey, port: UInt16) -> [UInt8] {
+        hello(to: port, key: key)
             + frame(Envelope.seal(state, kind: .pushPullRequest, key: key, sentAtMs: nowMs()))
     }
 
@@ -101,7 +106,7 @@ struct WireHardeningIntegrationTests {
             .init(name: "x1", address: me, incarnation: .max, status: .dead, metadata: MemberMetadata()),
             .init(name: "x7", address: NodeAddress(host: "127.0.0.1", port: 9), incarnation: 3, status: .alive, metadata: MemberMetadata()),
         ])
-        sendStream(Self.pushPullRequest(state.encoded(), key: key), to: a.gossipPort)
+        sendStream(Self.pushPullRequest(state.encoded(), key: key, port: a.gossipPort), to: a.gossipPort)
         // The good entry of that exchange applies: the bad one was skipped, not the exchange.
         try waitUntil("the good entry of the push-pull applies", seconds: 5) { a.members()?.contains { $0.name == "x7" } == true }
         #expect(a.isRunning)
@@ -295,7 +300,7 @@ struct WireHardeningIntegrationTests {
         let peer = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(peer) }
         #expect(withLoopback(port: a.gossipPort) { connect(peer, $0, $1) == 0 })
-        var hello = Self.frame(Envelope.seal([1], kind: .streamHello, key: key, sentAtMs: Self.nowMs()))
+        var hello = Self.hello(to: a.gossipPort, key: key)
         #expect(send(peer, &hello, hello.count, Int32(MSG_NOSIGNAL)) == hello.count)
         let opened = Date()
         try waitUntil("the node has read the hello", seconds: 2) { a.metric("starling_stream_hellos_total") == 1 }

@@ -14,9 +14,17 @@ struct WireHardeningTests {
                                            .dead(name: "me", incarnation: Self.top, from: "me")] {
             var m = nodeWithPeers(1)
             _ = m.receive(Packet([message]), from: addr(1001), now: .zero)
-            #expect(m.incarnation == 0, "\(message): an accusation nobody could refute is refused")
             #expect(m.stats.messagesRejected == 1)
-            #expect(m.stats.refutations == 0)
+            if case .suspect(_, .max, _) = message {
+                #expect(m.incarnation == 0)
+            } else if case .dead(_, .max, _) = message {
+                #expect(m.incarnation == 0, "\(message): an incarnation over the bound is refused")
+                #expect(m.stats.refutations == 0)
+            } else {
+                // Valid but too far ahead: refuted one step up, not followed (StateRules rule 5).
+                #expect(m.incarnation == WireLimits.maxIncarnationStep, "\(message)")
+                #expect(m.stats.refutations == 1)
+            }
         }
     }
 
@@ -90,9 +98,12 @@ struct WireHardeningTests {
                 default: message = .dead(name: subject, incarnation: inc, from: Bool.random(using: &rng) ? subject : "p2")
                 }
                 if subject == "me" { observedAboutMe.insert(inc) } else { carried[subject, default: []].insert(inc) }
+                let before = m.incarnation
                 _ = m.receive(Packet([message]), from: addr(1001), now: .zero)
                 #expect(m.incarnation <= Self.top)
-                #expect(m.incarnation == 0 || observedAboutMe.contains(m.incarnation - 1) || m.incarnation == Self.top)
+                // Unchanged, one above a claim, at most one step up (rule 5), or saturated.
+                #expect(m.incarnation == before || observedAboutMe.contains(m.incarnation - 1)
+                        || m.incarnation - before <= WireLimits.maxIncarnationStep || m.incarnation == Self.top)
                 for (name, seen) in carried {
                     if let held = m.members[name]?.incarnation { #expect(seen.contains(held), "\(name) at \(held)") }
                 }

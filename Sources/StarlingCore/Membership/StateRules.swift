@@ -29,6 +29,13 @@
 ///    about it that differs from what it is (address or metadata, whatever the metadata
 ///    version) makes it refute with a higher incarnation, and a higher incarnation replaces
 ///    address and metadata whatever their version.
+/// 5. About the node itself, a message too far ahead is counted in `messagesRejected` but not
+///    ignored: ignoring it let a key holder walk a peer's view of the node up two steps (each
+///    within the step of what that peer held) and lock the node out of its own entry for good,
+///    and kept a restarted node (incarnation 0) that had been pushed past the step from ever
+///    rejoining. The node refutes at `min(claimed + 1, own + step)`: it climbs at most one step
+///    per message it hears about itself and overtakes the claim; the bound still costs a forger
+///    2⁶² / 2²⁴ = 2³⁸ messages to push a member to it.
 extension Membership {
     /// Whether a message may claim `claimed` for a member held at `known` (rule 4 above).
     static func isPlausible(_ claimed: UInt64, after known: UInt64?) -> Bool {
@@ -42,11 +49,9 @@ extension Membership {
             return
         }
         if a.name == myName {
-            guard Self.isPlausible(a.incarnation, after: incarnation) else {
-                stats.messagesRejected += 1
-                return
-            }
-            // Someone holds a different or newer view of us (often from our previous life).
+            // Someone holds a different or newer view of us (often from our previous life, or a
+            // forgery too far ahead: we still answer it, one step at a time, see `refute`).
+            if !Self.isPlausible(a.incarnation, after: incarnation) { stats.messagesRejected += 1 }
             if !isLeaving, a.incarnation > incarnation || (a.incarnation == incarnation && (a.address != myAddress || a.metadata != metadata)) {
                 refute(observed: a.incarnation, now: now)
             } else {
@@ -98,12 +103,18 @@ extension Membership {
 
     mutating func handleSuspect(name: String, incarnation inc: UInt64, from: String, now: Instant,
                                 into out: inout [MembershipDirective]) {
-        guard WireLimits.isValid(incarnation: inc), Self.isPlausible(inc, after: incarnation(of: name)) else {
+        guard WireLimits.isValid(incarnation: inc) else {
             stats.messagesRejected += 1
             return
         }
         if name == myName {
+            // An accusation too far ahead is counted as rejected but still refuted (see `refute`).
+            if !Self.isPlausible(inc, after: incarnation) { stats.messagesRejected += 1 }
             if !isLeaving, inc >= incarnation { refute(observed: inc, now: now) } else { stats.messagesIgnored += 1 }
+            return
+        }
+        guard Self.isPlausible(inc, after: incarnation(of: name)) else {
+            stats.messagesRejected += 1
             return
         }
         guard let slot = members.slot(of: name), case let m = members.member(at: slot), m.status.isActive,
@@ -138,12 +149,18 @@ extension Membership {
     mutating func handleDead(name: String, incarnation inc: UInt64, from: String, now: Instant,
                              into out: inout [MembershipDirective]) {
         let isLeave = from == name
-        guard WireLimits.isValid(incarnation: inc), Self.isPlausible(inc, after: incarnation(of: name)) else {
+        guard WireLimits.isValid(incarnation: inc) else {
             stats.messagesRejected += 1
             return
         }
         if name == myName {
+            // An accusation too far ahead is counted as rejected but still refuted (see `refute`).
+            if !Self.isPlausible(inc, after: incarnation) { stats.messagesRejected += 1 }
             if !isLeaving, inc >= incarnation { refute(observed: inc, now: now) } else { stats.messagesIgnored += 1 }
+            return
+        }
+        guard Self.isPlausible(inc, after: incarnation(of: name)) else {
+            stats.messagesRejected += 1
             return
         }
         guard let slot = members.slot(of: name), case let m = members.member(at: slot), inc >= m.incarnation else {
@@ -168,9 +185,18 @@ extension Membership {
 
     /// Raises our incarnation above `observed` and gossips that we are alive. Saturates at
     /// `WireLimits.maxIncarnation` (see rule 3).
+    ///
+    /// A refutation moves by at most `WireLimits.maxIncarnationStep` (rule 5): `min(observed + 1,
+    /// own + step)`. A claim about us too far ahead (a forgery walked up a peer one step at a
+    /// time, or our previous life) is answered with the highest step we may take; each further
+    /// message we hear about us climbs another step, until we pass the claim and every peer,
+    /// which holds the claim, takes our alive back. Every refutation is within the step of the
+    /// previous one, so a peer that took one takes the next.
     mutating func refute(observed: UInt64, now: Instant) {
-        let highest = max(incarnation, observed)
-        incarnation = highest < WireLimits.maxIncarnation ? highest + 1 : WireLimits.maxIncarnation
+        let top = WireLimits.maxIncarnation
+        let target = observed < top ? observed + 1 : top
+        let reach = incarnation <= top - WireLimits.maxIncarnationStep ? incarnation + WireLimits.maxIncarnationStep : top
+        incarnation = max(incarnation, min(target, reach))
         members.update(0) { [incarnation] in $0.incarnation = incarnation }
         stats.refutations += 1
         // Lifeguard: being suspected is a sign that we are the slow one.

@@ -1,0 +1,124 @@
+import Testing
+@testable import StarlingCore
+
+/// Second review, item 1: a key holder walked a peer's view of a member up two steps (each within
+/// `WireLimits.maxIncarnationStep` of what that peer held); the member heard only the newest claim,
+/// more than a step above its own incarnation, ignored every message about itself and never won
+/// its entry back. Rule 5 in StateRules.swift: it refutes one step at a time and overtakes.
+@Suite("Self claims too far ahead")
+struct SelfClaimCatchUpTests {
+    static let step = WireLimits.maxIncarnationStep
+    static let evil = NodeAddress(host: "10.6.6.6", port: 9)
+    static let md = MemberMetadata(api: "127.0.0.1:8402", slots: 4, free: 4)
+
+    /// A few Membership values that exchange datagrams and push-pulls through the real codec,
+    /// routed by address; packets to any other address (the forged one) are lost.
+    struct Net {
+        var nodes: [Membership]
+        var now = Instant.zero
+
+        mutating func deliver(_ directives: [MembershipDirective], from source: NodeAddress) throws {
+            for d in directives {
+                switch d {
+                case .send(let packet, let to):
+                    guard let i = nodes.firstIndex(where: { $0.myAddress == to }) else { continue }
+                    let out = nodes[i].receive(try Packet.decode(packet.encoded()), from: source, now: now)
+                    try deliver(out, from: to)
+                case .pushPull(let state, let to):
+                    guard let i = nodes.firstIndex(where: { $0.myAddress == to }),
+                          let j = nodes.firstIndex(where: { $0.myAddress == source }) else { continue }
+                    let (reply, out) = nodes[i].servePushPull(state, now: now)
+                    try deliver(out, from: to)
+                    try deliver(nodes[j].completePushPull(reply, now: now), from: source)
+                case .changed:
+                    continue
+                }
+            }
+        }
+
+        /// Ticks every node every 50 ms until `done` holds or `limit` passes.
+        mutating func run(for limit: Duration, until done: (Net) -> Bool) throws -> Bool {
+            let end = now + limit
+            while now < end {
+                if done(self) { return true }
+                now = now + .milliseconds(50)
+                for i in nodes.indices {
+                    let out = nodes[i].tick(now: now)
+                    try deliver(out, from: nodes[i].myAddress)
+                }
+            }
+            return done(self)
+        }
+    }
+
+    static func node(_ name: String, _ port: UInt16, seed: UInt64) -> Membership {
+        Membership(settings: .lan, name: name, address: addr(port), metadata: Self.md, seed: seed, now: .zero)
+    }
+
+    /// r1, r2, r3 all know each other at incarnation 0.
+    static func cluster() throws -> Net {
+        var net = Net(nodes: [node("r1", 3001, seed: 1), node("r2", 3002, seed: 2), node("r3", 3003, seed: 3)])
+        for i in net.nodes.indices {
+            for j in net.nodes.indices where i != j {
+                _ = net.nodes[i].receive(Packet([.alive(net.nodes[j].selfAlive)]), from: net.nodes[j].myAddress, now: .zero)
+            }
+        }
+        return net
+    }
+
+    static func forged(_ incarnation: UInt64) -> MembershipMessage {
+        .alive(.init(name: "r2", address: evil, incarnation: incarnation,
+                     metadata: MemberMetadata(version: .max, api: "10.6.6.6:80", slots: 4, free: 4)))
+    }
+
+    /// Whether every other node lists r2 alive at its own address and metadata.
+    static func r2WonBack(_ net: Net) -> Bool {
+        [0, 2].allSatisfy { i in
+            let m = net.nodes[i].members["r2"]
+            return m?.status == .alive && m?.address == addr(3002) && m?.metadata == Self.md
+        }
+    }
+
+    @Test func theTwoStepForgeryIsWonBackEverywhere() throws {
+        var net = try Self.cluster()
+        // One sealed packet to r1: both steps are within the step of what r1 holds.
+        _ = net.nodes[0].receive(Packet([Self.forged(Self.step), Self.forged(2 * Self.step)]), from: Self.evil, now: .zero)
+        #expect(net.nodes[0].members["r2"]?.incarnation == 2 * Self.step, "r1 took the forgery")
+        #expect(net.nodes[0].members["r2"]?.address == Self.evil)
+        // r2 hears only the newest claim, two steps above its own incarnation.
+        let out = net.nodes[1].receive(Packet([Self.forged(2 * Self.step)]), from: addr(3001), now: .zero)
+        #expect(net.nodes[1].incarnation == Self.step, "r2 climbs one step, not to the claim")
+        try net.deliver(out, from: addr(3002))
+        let won = try net.run(for: .seconds(120), until: Self.r2WonBack)
+        #expect(won, "r1: \(String(describing: net.nodes[0].members["r2"])), r3: \(String(describing: net.nodes[2].members["r2"]))")
+        #expect(net.nodes[1].incarnation > 2 * Self.step)
+        #expect(net.nodes[1].incarnation <= 2 * Self.step + 2 * Self.step, "no more than a step per refutation")
+    }
+
+    /// A restarted node (incarnation 0) whose previous life was pushed past the step rejoins.
+    @Test func aRestartedNodePushedPastTheStepRejoins() throws {
+        var net = try Self.cluster()
+        for i in [0, 2] {
+            for inc in [Self.step, Self.step + 5] {   // the previous life's refutations, each within the step
+                _ = net.nodes[i].receive(Packet([.alive(.init(name: "r2", address: addr(3002), incarnation: inc, metadata: Self.md))]),
+                                         from: addr(3002), now: .zero)
+            }
+            _ = net.nodes[i].receive(Packet([.dead(name: "r2", incarnation: Self.step + 5, from: "r1")]), from: addr(3001), now: .zero)
+            #expect(net.nodes[i].status(of: "r2") == .dead)
+        }
+        net.nodes[1] = Self.node("r2", 3002, seed: 9)   // the new life, at incarnation 0
+        try net.deliver(net.nodes[1].join(seeds: [addr(3001)], now: .zero), from: addr(3002))
+        let won = try net.run(for: .seconds(120), until: Self.r2WonBack)
+        #expect(won, "r1: \(String(describing: net.nodes[0].members["r2"])), r3: \(String(describing: net.nodes[2].members["r2"]))")
+        #expect(net.nodes[1].incarnation > Self.step + 5)
+    }
+
+    @Test func aRefutationAtTheBoundSaturates() {
+        var v = Self.node("v", 3009, seed: 4)
+        v.setOwnIncarnationForTesting(WireLimits.maxIncarnation - 1)
+        _ = v.receive(Packet([.suspect(name: "v", incarnation: WireLimits.maxIncarnation, from: "x")]), from: addr(3001), now: .zero)
+        #expect(v.incarnation == WireLimits.maxIncarnation)
+        _ = v.receive(Packet([.suspect(name: "v", incarnation: WireLimits.maxIncarnation, from: "x")]), from: addr(3001), now: .zero)
+        #expect(v.incarnation == WireLimits.maxIncarnation)
+    }
+}
