@@ -46,16 +46,19 @@ struct FaultRigTests {
         try rig.waitUntil("all five list all five alive after the heal", seconds: 30) { rig.allSee(all, as: "alive", by: all) }
     }
 
-    /// 20% loss each way on every link of n1, for 100 probe periods of the loopback preset (10 s):
-    /// SWIM's indirect probes and Lifeguard's suspicion must keep anyone from being declared dead.
+    /// 20% loss each way on every link of n1, for 30 probe periods of the `lan` preset (30 s), the
+    /// timing production runs: SWIM's indirect probes and Lifeguard's suspicion must keep anyone
+    /// from being declared dead. (With the `loopback` preset, 100 ms probes, a CI run of the whole
+    /// suite on 2 cores once had every node declare n1 dead here: CPU stalls of the busy machine
+    /// on top of the loss; NOTES has it.)
     @Test func twentyPercentLossOnOneNodeDeclaresNobodyDead() throws {
-        let rig = try FaultRig(nodes: 5)
+        let rig = try FaultRig(nodes: 5, preset: "lan")
         defer { rig.down() }
         try rig.startAll()
         let deathsBefore = rig.metricSum("starling_deaths_total", over: rig.nodeNames)
 
         try rig.loss("n1", percent: 20)
-        let falseDeaths = Set(deathsSeen(in: rig, for: 10)).sorted()
+        let falseDeaths = Set(deathsSeen(in: rig, for: 30)).sorted()
         #expect(rig.dropped() > 0, "the loss rules dropped nothing")
         #expect(falseDeaths == [], "false deaths under 20% loss")
         #expect(rig.metricSum("starling_deaths_total", over: rig.nodeNames) == deathsBefore,
