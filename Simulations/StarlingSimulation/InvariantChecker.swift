@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import StarlingCore
 
 /// The bounds the invariants are held to, in protocol periods, derived from the settings.
@@ -10,10 +15,22 @@ import StarlingCore
 /// - Convergence after the last fault: a member must first be detected, and after a heal the
 ///   two sides must find each other through reconnection attempts (every `reconnectInterval`),
 ///   then refute and gossip: `detection + 3 × reconnect + 5`.
+/// - Heal of a false positive (a live member declared dead), under standing loss: the member
+///   learns of its death the first time it hears from, or is heard by, a member that holds it
+///   dead (`tellAccused`): it probes one member a period and is probed by those that still
+///   hold it alive, so once the death has spread (O(log N) gossip rounds) each period brings
+///   it a tell, lost with probability about 2p at loss p. It refutes, answers the teller
+///   straight back, and its `alive` spreads like any update: an epidemic that reaches all N
+///   members in about log₂N rounds of gossip (5 rounds a period, fanout 3), with
+///   retransmissions for the losses. Bound: `2 × ceil(log₂ N) + 6` periods; the measured max
+///   (NOTES.md) is well inside it. The convergence check allows for it: at its deadline, a live
+///   member that some member holds dead is a violation only if it was not falsely declared
+///   dead within the last heal bound, and every heal must finish within the bound.
 public struct Bounds: Sendable {
     public let suspicionMaxPeriods: Double
     public let detectionPeriods: Int
     public let convergencePeriods: Int
+    public let healPeriods: Int
     /// A member whose last disruption is older than this is expected to be seen alive.
     public let quiet: Duration
 
@@ -24,6 +41,7 @@ public struct Bounds: Sendable {
         detectionPeriods = Int(suspicionMaxPeriods.rounded(.up)) + 10
         let reconnect = Int((Double(settings.reconnectInterval.nanoseconds) / p).rounded(.up))
         convergencePeriods = detectionPeriods + 3 * reconnect + 5
+        healPeriods = 2 * Int(log2(Double(max(2, nodes))).rounded(.up)) + 6
         quiet = t.max + settings.probeInterval * 3
     }
 }
@@ -44,6 +62,16 @@ struct InvariantChecker {
     var restartAt: [Instant?]
     var lastDisruption: [Instant]
     var detections: [Double] = []
+    /// From a crash to the first member that suspects (or declares dead) the crashed member.
+    var firstSuspicions: [Double] = []
+    var suspectedSinceCrash: [Bool]
+    /// A false positive's heal: from the first false "dead" until no live member holds the
+    /// member dead (`heals`), and until every live member holds it alive (`healsToAlive`).
+    var healingSince: [Instant?]
+    var aliveHealPending: [Instant?]
+    var heals: [Double] = []
+    var healsToAlive: [Double] = []
+    var reportedSlowHeal: Set<Int> = []
     var disseminations: [Double] = []
     var falsePositives = 0
     /// Suspicions of healthy members (refuted in time or not): what Lifeguard sets out to cut.
@@ -67,6 +95,9 @@ struct InvariantChecker {
         crashAt = Array(repeating: nil, count: nodes)
         restartAt = Array(repeating: nil, count: nodes)
         lastDisruption = Array(repeating: Instant(nanoseconds: -1 << 50), count: nodes)
+        suspectedSinceCrash = Array(repeating: false, count: nodes)
+        healingSince = Array(repeating: nil, count: nodes)
+        aliveHealPending = Array(repeating: nil, count: nodes)
     }
 
     mutating func violation(_ text: String) {
@@ -94,11 +125,30 @@ struct InvariantChecker {
             if strict {
                 violation("n\(subject) was live and reachable but n\(observer) declared it dead at period \(periods(now, period))")
             }
+            if healingSince[subject] == nil { healingSince[subject] = now }
+            if aliveHealPending[subject] == nil { aliveHealPending[subject] = now }
+        }
+        if !s.up, crashAt[subject] != nil, !suspectedSinceCrash[subject], to == .suspect || to == .dead {
+            suspectedSinceCrash[subject] = true
+            firstSuspicions.append(Double((now - crashAt[subject]!).nanoseconds) / Double(period.nanoseconds))
         }
         checkProgress(subject, now: now, period: period, nodes: nodes)
     }
 
     mutating func checkProgress(_ subject: Int, now: Instant, period: Duration, nodes: [Simulator.SimulatedNode]) {
+        if nodes[subject].up, let h = healingSince[subject], seenActive[subject] >= upCount - 1 {
+            let took = Double((now - h).nanoseconds) / Double(period.nanoseconds)
+            heals.append(took)
+            healingSince[subject] = nil
+            if took > Double(bounds.healPeriods), !reportedSlowHeal.contains(subject) {
+                reportedSlowHeal.insert(subject)
+                violation("n\(subject) was falsely declared dead at period \(periods(h, period)) and took \(Int(took.rounded(.up))) periods to heal (bound \(bounds.healPeriods))")
+            }
+        }
+        if nodes[subject].up, let h = aliveHealPending[subject], seenAlive[subject] >= upCount - 1 {
+            healsToAlive.append(Double((now - h).nanoseconds) / Double(period.nanoseconds))
+            aliveHealPending[subject] = nil
+        }
         if !nodes[subject].up, let c = crashAt[subject], seenActive[subject] == 0 {
             detections.append(Double((now - c).nanoseconds) / Double(period.nanoseconds))
             crashAt[subject] = nil
@@ -115,6 +165,9 @@ struct InvariantChecker {
         }
         upCount -= 1
         crashAt[i] = now
+        suspectedSinceCrash[i] = false
+        healingSince[i] = nil
+        aliveHealPending[i] = nil
         restartAt[i] = nil
         lastDisruption[i] = now
         reportedLate.remove(i)
@@ -137,13 +190,23 @@ struct InvariantChecker {
         let p = periods(now, period)
         if recordTimeline { timeline.append(seenAlive.map { UInt16(clamping: $0) }) }
         var converged = true
+        // Converged but for false positives that are still within their heal bound.
+        var convergedButHealing = true
         for i in 0..<n {
             if nodes[i].up {
                 // Live: in every live view, as alive or (transiently) suspect; wrong deaths are
                 // counted as false positives on their own.
-                if seenActive[i] != upCount - 1 { converged = false }
+                if seenActive[i] != upCount - 1 {
+                    converged = false
+                    if healingSince[i].map({ now - $0 > period * bounds.healPeriods }) ?? true { convergedButHealing = false }
+                }
+                if let h = healingSince[i], now - h > period * bounds.healPeriods, !reportedSlowHeal.contains(i) {
+                    reportedSlowHeal.insert(i)
+                    violation("n\(i) was falsely declared dead at period \(periods(h, period)) and was still dead at some member \(bounds.healPeriods) periods later")
+                }
             } else if seenActive[i] != 0 {
                 converged = false
+                convergedButHealing = false
             }
             if !nodes[i].up, let c = crashAt[i], now - c > period * bounds.detectionPeriods, !reportedLate.contains(i) {
                 reportedLate.insert(i)
@@ -158,7 +221,7 @@ struct InvariantChecker {
         let deadline = Int(lastFaultPeriod.rounded(.up)) + bounds.convergencePeriods
         if p == deadline, !convergenceChecked {
             convergenceChecked = true
-            if !converged {
+            if !convergedButHealing {
                 violation("live members had not converged \(bounds.convergencePeriods) periods after the last fault (period \(deadline))")
             }
         }
@@ -174,10 +237,13 @@ struct InvariantChecker {
             converged: converged, periodsToConverge: converged ? max(0, convergedSince! - lastFault) : -1,
             falsePositives: falsePositives, falseSuspicions: falseSuspicions,
             detectionPeriods: .init(detections), disseminationPeriods: .init(disseminations),
+            firstSuspicionPeriods: .init(firstSuspicions), healPeriods: .init(heals), healToAlivePeriods: .init(healsToAlive),
+            unhealed: healingSince.compactMap { $0 }.count,
             messagesPerMemberPerPeriod: Double(messages.packets) / memberPeriods,
             bytesPerMemberPerPeriod: Double(messages.bytes) / memberPeriods,
             events: events, eventsPerSecond: wallSeconds > 0 ? Double(events) / wallSeconds : 0, wallSeconds: wallSeconds,
-            lifeguard: config.settings.lifeguard, detectionBound: bounds.detectionPeriods, convergenceBound: bounds.convergencePeriods)
+            lifeguard: config.settings.lifeguard, detectionBound: bounds.detectionPeriods, convergenceBound: bounds.convergencePeriods,
+            healBound: bounds.healPeriods)
     }
 }
 
@@ -208,6 +274,14 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public var falseSuspicions: Int
     public var detectionPeriods: Distribution
     public var disseminationPeriods: Distribution
+    /// From each crash to the first member that suspected the crashed node.
+    public var firstSuspicionPeriods: Distribution
+    /// Each false positive's heal: from the first false "dead" until no live member holds the
+    /// member dead; and until every live member holds it alive.
+    public var healPeriods: Distribution
+    public var healToAlivePeriods: Distribution
+    /// False positives still not healed when the run ended.
+    public var unhealed: Int
     public var messagesPerMemberPerPeriod: Double
     public var bytesPerMemberPerPeriod: Double
     public var events: Int
@@ -216,6 +290,7 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public var lifeguard: Bool
     public var detectionBound: Int
     public var convergenceBound: Int
+    public var healBound: Int
     /// Set by the command, not the simulator (they depend on the machine): building the nodes'
     /// initial state, and the process's peak resident memory.
     public var setupSeconds: Double? = nil

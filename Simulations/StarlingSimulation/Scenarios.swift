@@ -88,6 +88,17 @@ public struct Scenario: Sendable {
             }
             return Plan(faults: faults, loss: nil, strictFalsePositives: false)
         },
+        Scenario(name: "detector", summary: "the failure-detector sweep's workload: 10% loss all run, a node 600 ms slow for periods 10-50, crashes (one, or one every 10 periods from 10 to 50 at N >= 100), then a node stalled for periods 75-83") { n, _, rng in
+            let crashes = n >= 100 ? 5 : 1
+            let victims = pick(2 + crashes, of: n, &rng)
+            var faults: [ScheduledFault] = []
+            // The stall comes after the crashes are detected: a stalled node counts as up, and
+            // would otherwise hold every crash it slept through alive until it resumes.
+            if victims.count > 0 { faults += [ScheduledFault(10, .slow(victims[0], .milliseconds(600))), ScheduledFault(50, .unslow(victims[0]))] }
+            if victims.count > 1 { faults += [ScheduledFault(75, .pause(victims[1])), ScheduledFault(83, .resume(victims[1]))] }
+            for (k, v) in victims.dropFirst(2).enumerated() { faults.append(ScheduledFault(10 + Double(k) * 10 + 0.37, .crash([v]))) }
+            return Plan(faults: faults, loss: 0.10, strictFalsePositives: false)
+        },
         Scenario(name: "negative-control", summary: "one node is cut off for good: the checker must report non-convergence (exits 1)") { n, _, rng in
             Plan(faults: pick(1, of: n, &rng).map { ScheduledFault(10, .isolate($0)) }, loss: nil, strictFalsePositives: true)
         },

@@ -24,8 +24,32 @@ struct StarlingSim: ParsableCommand {
     @Option(help: "Lifeguard extensions: on or off.")
     var lifeguard: String = "on"
 
-    @Option(help: "Timing preset: lan (1 s periods) or loopback (100 ms).")
+    @Option(help: "Timing preset: lan (1 s periods), loopback (100 ms) or memberlist (lan before the failure-detection sweep).")
     var preset: String = "lan"
+
+    @Option(help: "Override: direct probe timeout in milliseconds.")
+    var probeTimeoutMs: Int?
+
+    @Option(help: "Override: indirect probe timeout in milliseconds, or 'interval' (until the end of the probe interval).")
+    var indirectTimeoutMs: String?
+
+    @Option(help: "Override: indirect-probe fan-out (SWIM's k).")
+    var indirectChecks: Int?
+
+    @Option(help: "Override: suspicion multiplier (minimum timeout = multiplier x max(1, log10 N) x interval).")
+    var suspicionMult: Double?
+
+    @Option(help: "Override: Lifeguard's K, the confirmations that bring a suspicion to its minimum.")
+    var confirmations: Int?
+
+    @Option(help: "Override: how K shrinks at small N: memberlist, or a fraction of N-2 (for example 0.5).")
+    var confirmationScaling: String?
+
+    @Option(help: "Override: probe order, round-robin or suspects-first.")
+    var probeOrder: String?
+
+    @Option(help: "Override: tell a dead or suspect member of its accusation when we hear from it: on or off.")
+    var tellAccused: String?
 
     @Flag(help: "Print one JSON object.")
     var json = false
@@ -39,8 +63,59 @@ struct StarlingSim: ParsableCommand {
     func validate() throws {
         guard nodes >= 1 && nodes <= 20_000 else { throw ValidationError("--nodes must be 1-20000") }
         guard ["on", "off"].contains(lifeguard) else { throw ValidationError("--lifeguard must be on or off") }
-        guard ["lan", "loopback"].contains(preset) else { throw ValidationError("--preset must be lan or loopback") }
+        guard MembershipSettings.preset(named: preset) != nil else {
+            throw ValidationError("--preset must be one of \(MembershipSettings.presets.map(\.name).joined(separator: ", "))")
+        }
+        _ = try overriddenSettings()
         if let periods, periods < 1 || periods > 1_000_000 { throw ValidationError("--periods must be 1-1000000") }
+    }
+
+    /// The preset with the command line's overrides, checked.
+    func overriddenSettings() throws -> MembershipSettings {
+        var s = MembershipSettings.preset(named: preset) ?? .lan
+        s.lifeguard = lifeguard == "on"
+        if let v = probeTimeoutMs {
+            guard v >= 1, v < 60_000 else { throw ValidationError("--probe-timeout-ms must be 1-59999") }
+            s.probeTimeout = .milliseconds(v)
+        }
+        if let v = indirectTimeoutMs {
+            if v == "interval" {
+                s.indirectProbeTimeout = nil
+            } else {
+                guard let ms = Int(v), ms >= 1, ms < 60_000 else { throw ValidationError("--indirect-timeout-ms must be 1-59999 or 'interval'") }
+                s.indirectProbeTimeout = .milliseconds(ms)
+            }
+        }
+        if let v = indirectChecks {
+            guard (0...16).contains(v) else { throw ValidationError("--indirect-checks must be 0-16") }
+            s.indirectChecks = v
+        }
+        if let v = suspicionMult {
+            guard v >= 0.5, v <= 100 else { throw ValidationError("--suspicion-mult must be 0.5-100") }
+            s.suspicionMultiplier = v
+        }
+        if let v = confirmations {
+            guard (0...16).contains(v) else { throw ValidationError("--confirmations must be 0-16") }
+            s.suspicionConfirmations = v
+        }
+        if let v = confirmationScaling {
+            if v == "memberlist" {
+                s.confirmationScaling = .memberlist
+            } else {
+                guard let f = Double(v), f > 0, f <= 1 else { throw ValidationError("--confirmation-scaling must be memberlist or a fraction in (0, 1]") }
+                s.confirmationScaling = .fraction(f)
+            }
+        }
+        if let v = probeOrder {
+            guard let o = MembershipSettings.ProbeOrder(rawValue: v) else { throw ValidationError("--probe-order must be round-robin or suspects-first") }
+            s.probeOrder = o
+        }
+        if let v = tellAccused {
+            guard ["on", "off"].contains(v) else { throw ValidationError("--tell-accused must be on or off") }
+            s.tellAccused = v == "on"
+        }
+        guard s.probeTimeout < s.probeInterval else { throw ValidationError("the probe timeout must be shorter than the probe interval") }
+        return s
     }
 
     func run() throws {
@@ -59,8 +134,7 @@ struct StarlingSim: ParsableCommand {
             guard let s = UInt64(seed) else { throw ValidationError("--seed must be a number or 'random'") }
             seedValue = s
         }
-        var settings: MembershipSettings = preset == "loopback" ? .loopback : .lan
-        settings.lifeguard = lifeguard == "on"
+        let settings = try overriddenSettings()
         let config = SimulationConfig(nodes: nodes, seed: seedValue, periods: periods, settings: settings, recordTimeline: svg != nil)
         let setupStart = Date()
         let sim = Simulator(scenario: chosen, config: config)

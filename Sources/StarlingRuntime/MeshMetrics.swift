@@ -32,6 +32,7 @@ final class MeshMetrics {
             (\.messagesRejected, c("gossip_messages_rejected")),
             (\.pushPullEntriesSkipped, c("push_pull_entries_skipped")),
             (\.membersRejected, c("members_rejected")),
+            (\.accusationsTold, c("accusations_told")), (\.urgentProbes, c("urgent_probes")),
         ]
         var gauges: [MemberStatus: Gauge] = [:]
         for s in MemberStatus.allCases { gauges[s] = Gauge(label: "starling_members", dimensions: [("status", s.description)]) }

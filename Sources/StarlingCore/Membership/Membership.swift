@@ -30,6 +30,18 @@ public struct Membership: Sendable {
 
     var rng: DeterministicRNG
     var schedule = ProbeSchedule()
+    /// Members that others began to suspect since we last probed them, oldest first
+    /// (`ProbeOrder.suspectsFirst`); at most `maxUrgentProbes`, the oldest dropped first.
+    var urgentProbes: [String] = []
+    static let maxUrgentProbes = 4
+    var lastProbeWasUrgent = false
+    /// When we last told a dead or suspect member of its accusation (`tellAccused`). Only
+    /// members in the table: an entry goes when the member is alive again or reaped.
+    var told: [String: Instant] = [:]
+    /// Deaths this node declared itself (its own suspicion ran out), with when (`tellAccused`):
+    /// it tells the member once a probe interval for `gossipToTheDead`, until the member refutes,
+    /// so that a lost tell does not leave a live member dead here. Only members in the table.
+    var declaredDeaths: [String: Instant] = [:]
     var probe: Probe?
     var relays: [UInt32: Relay] = [:]
     var sequence: UInt32 = 0
@@ -143,9 +155,22 @@ public struct Membership: Sendable {
     /// Handles one decoded packet that arrived from `source`.
     public mutating func receive(_ packet: Packet, from source: NodeAddress, now: Instant) -> [MembershipDirective] {
         var out: [MembershipDirective] = []
+        var accused = false
         for message in packet.messages {
             stats.messagesReceived += 1
+            switch message {
+            case .dead(let name, _, let from) where name == myName && from != myName: accused = true
+            case .suspect(let name, _, _) where name == myName: accused = true
+            default: break
+            }
             handle(message, now: now, into: &out)
+        }
+        // `tellAccused`: whoever sent us an accusation about ourselves hears our alive straight
+        // back (one per packet), besides the gossip: the member that told us is the first to
+        // take the refutation, and one that holds an accusation from before our last
+        // refutation (it missed that refutation's gossip) learns of it now.
+        if settings.tellAccused, accused, !isLeaving {
+            send([.alive(selfAlive)], to: source, into: &out)
         }
         return out
     }
@@ -177,6 +202,7 @@ public struct Membership: Sendable {
             advanceProbe(now: now, into: &out)
             advanceRelays(now: now, into: &out)
             expireSuspicions(now: now, into: &out)
+            retellDeclaredDeaths(now: now, into: &out)
             if now >= nextProbeAt {
                 startProbe(now: now, into: &out)
                 nextProbeAt = now + awareness.scale(settings.probeInterval)

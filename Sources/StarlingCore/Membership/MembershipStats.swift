@@ -27,6 +27,10 @@ public struct MembershipStats: Sendable, Equatable {
     public var messagesRejected = 0
     /// Push-pull entries skipped as malformed while the rest of the exchange was applied.
     public var pushPullEntriesSkipped = 0
+    /// Accusations told to the accused member itself when we heard from it (`tellAccused`).
+    public var accusationsTold = 0
+    /// Probes of a member others had just begun to suspect (`ProbeOrder.suspectsFirst`).
+    public var urgentProbes = 0
 
     public init() {}
 }

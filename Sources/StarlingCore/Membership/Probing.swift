@@ -3,13 +3,14 @@
 extension Membership {
     mutating func startProbe(now: Instant, into out: inout [MembershipDirective]) {
         if probe != nil { finishFailedProbe(now: now, into: &out) }
-        guard let slot = schedule.next(using: &rng, eligible: { [members] in members.isActive(slot: $0) }) else { return }
+        guard let slot = nextProbeTarget() else { return }
         let member = members.member(at: slot)
         let target = member.name
         let seq = nextSequence()
-        probe = Probe(target: target, address: member.address, seq: seq,
-                      indirectAt: now + awareness.scale(settings.probeTimeout),
-                      endsAt: now + awareness.scale(settings.probeInterval))
+        let indirectAt = now + awareness.scale(settings.probeTimeout)
+        probe = Probe(target: target, address: member.address, seq: seq, indirectAt: indirectAt,
+                      endsAt: settings.probeEnd(start: now, interval: awareness.scale(settings.probeInterval),
+                                                indirectAt: indirectAt, scale: { [awareness] in awareness.scale($0) }))
         var messages: [MembershipMessage] = [.ping(seq: seq, target: target, source: myName, replyTo: myAddress)]
         // Lifeguard buddy system: tell a suspect that it is suspected, first thing, so that it
         // can refute at once instead of waiting for gossip to reach it.
@@ -18,6 +19,23 @@ extension Membership {
         }
         stats.probesSent += 1
         send(messages, to: member.address, into: &out)
+    }
+
+    /// The round robin's next member, or (`ProbeOrder.suspectsFirst`, every other probe at
+    /// most) a member that others began to suspect since this node last probed.
+    mutating func nextProbeTarget() -> MemberTable.Slot? {
+        if settings.probeOrder == .suspectsFirst, !lastProbeWasUrgent {
+            while !urgentProbes.isEmpty {
+                let name = urgentProbes.removeFirst()
+                if let slot = members.slot(of: name), members.member(at: slot).status == .suspect {
+                    lastProbeWasUrgent = true
+                    stats.urgentProbes += 1
+                    return slot
+                }
+            }
+        }
+        lastProbeWasUrgent = false
+        return schedule.next(using: &rng, eligible: { [members] in members.isActive(slot: $0) })
     }
 
     mutating func advanceProbe(now: Instant, into out: inout [MembershipDirective]) {
@@ -65,15 +83,44 @@ extension Membership {
         }
     }
 
-    mutating func handlePing(seq: UInt32, target: String, replyTo: NodeAddress, into out: inout [MembershipDirective]) {
+    mutating func handlePing(seq: UInt32, target: String, source: String, replyTo: NodeAddress, now: Instant,
+                             into out: inout [MembershipDirective]) {
         guard target == myName else {
             stats.messagesIgnored += 1  // meant for whoever had this address before
             return
         }
-        send([.ack(seq: seq, source: myName)], to: replyTo, into: &out)
+        var reply: [MembershipMessage] = [.ack(seq: seq, source: myName)]
+        if let accusation = accusation(toTell: source, now: now) { reply.append(accusation) }
+        send(reply, to: replyTo, into: &out)
     }
 
-    mutating func handleAck(seq: UInt32, now: Instant, into out: inout [MembershipDirective]) {
+    /// `tellAccused`: what to tell `name`, a member we just heard from, if we hold it dead or
+    /// suspect: the accusation at the incarnation we hold, so that it refutes at once. At most
+    /// once per probe interval per member (`told` holds the last time; entries go once the
+    /// member is active again, or when it is reaped).
+    mutating func accusation(toTell name: String, now: Instant) -> MembershipMessage? {
+        guard settings.tellAccused, name != myName, let m = members[name] else { return nil }
+        let message: MembershipMessage
+        switch m.status {
+        case .dead: message = .dead(name: name, incarnation: m.incarnation, from: myName)
+        case .suspect: message = .suspect(name: name, incarnation: m.incarnation, from: myName)
+        case .alive, .left: return nil
+        }
+        if let last = told[name], now - last < settings.probeInterval { return nil }
+        guard told.count < WireLimits.maxMembers || told[name] != nil else { return nil }
+        told[name] = now
+        stats.accusationsTold += 1
+        return message
+    }
+
+    /// Sends the accusation (if any) to a member we heard from without answering it.
+    mutating func tellIfAccused(_ name: String, now: Instant, into out: inout [MembershipDirective]) {
+        guard settings.tellAccused, let message = accusation(toTell: name, now: now), let m = members[name] else { return }
+        send([message], to: m.address, into: &out)
+    }
+
+    mutating func handleAck(seq: UInt32, source: String, now: Instant, into out: inout [MembershipDirective]) {
+        tellIfAccused(source, now: now, into: &out)
         if let p = probe, p.seq == seq {
             probe = nil
             stats.acksReceived += 1
@@ -96,8 +143,9 @@ extension Membership {
         }
     }
 
-    mutating func handlePingReq(seq: UInt32, target: String, targetAddress: NodeAddress, replyTo: NodeAddress,
+    mutating func handlePingReq(seq: UInt32, target: String, targetAddress: NodeAddress, source: String, replyTo: NodeAddress,
                                 now: Instant, into out: inout [MembershipDirective]) {
+        tellIfAccused(source, now: now, into: &out)
         guard relays.count < settings.maxPendingRelays else {
             stats.relaysDropped += 1
             return
@@ -112,14 +160,16 @@ extension Membership {
 
     mutating func handle(_ message: MembershipMessage, now: Instant, into out: inout [MembershipDirective]) {
         switch message {
-        case .ping(let seq, let target, _, let replyTo):
-            handlePing(seq: seq, target: target, replyTo: replyTo, into: &out)
-        case .ack(let seq, _):
-            handleAck(seq: seq, now: now, into: &out)
-        case .nack(let seq, _):
+        case .ping(let seq, let target, let source, let replyTo):
+            handlePing(seq: seq, target: target, source: source, replyTo: replyTo, now: now, into: &out)
+        case .ack(let seq, let source):
+            handleAck(seq: seq, source: source, now: now, into: &out)
+        case .nack(let seq, let source):
+            tellIfAccused(source, now: now, into: &out)
             handleNack(seq: seq)
-        case .pingReq(let seq, let target, let targetAddress, _, let replyTo):
-            handlePingReq(seq: seq, target: target, targetAddress: targetAddress, replyTo: replyTo, now: now, into: &out)
+        case .pingReq(let seq, let target, let targetAddress, let source, let replyTo):
+            handlePingReq(seq: seq, target: target, targetAddress: targetAddress, source: source, replyTo: replyTo,
+                          now: now, into: &out)
         case .alive(let a):
             handleAlive(a, now: now, into: &out)
         case .suspect(let name, let inc, let from):

@@ -6,8 +6,9 @@ import Darwin
 
 /// Tunables of the membership protocol. Use a named preset and adjust from there.
 ///
-/// Every timeout is a `Duration`; multipliers say what they multiply. `.lan` follows
-/// hashicorp/memberlist's `DefaultLANConfig`; `.loopback` is ten times faster for tests and demos.
+/// Every timeout is a `Duration`; multipliers say what they multiply. `.lan` is memberlist's
+/// `DefaultLANConfig` retuned by the failure-detection sweep (`.memberlist` keeps the old values);
+/// `.loopback` is ten times faster for tests and demos.
 public struct MembershipSettings: Sendable, Equatable {
     /// Time between two probes started by this node (SWIM's protocol period). Scaled by the
     /// Lifeguard local health multiplier.
@@ -56,11 +57,30 @@ public struct MembershipSettings: Sendable, Equatable {
     /// Ping-req relays in flight at once on an intermediary.
     public var maxPendingRelays: Int
 
+    /// After the ping-reqs go out, how long to wait for an indirect ack (or the helpers' nacks)
+    /// before the probe fails and the target is suspected. nil: until the end of the probe
+    /// interval, as SWIM and memberlist do. Scaled by the local health multiplier like the rest.
+    public var indirectProbeTimeout: Duration?
+    /// Which member to probe next (see `ProbeOrder`).
+    public var probeOrder: ProbeOrder
+    /// Lifeguard's K: the independent confirmations that bring a suspicion down to its minimum
+    /// timeout, and how K shrinks in a small cluster (see `ConfirmationScaling`).
+    public var suspicionConfirmations: Int
+    public var confirmationScaling: ConfirmationScaling
+    /// Tell a member that we hold dead or suspect, the moment we hear from it (its ping, ack,
+    /// nack or ping-req), so that it refutes at once instead of waiting for gossip to reach it.
+    /// A member answers an accusation of death with its `alive` straight back to the sender.
+    /// This is what heals a false "dead" in O(log N) periods under standing loss.
+    public var tellAccused: Bool
+
     public init(probeInterval: Duration, probeTimeout: Duration, indirectChecks: Int,
                 suspicionMultiplier: Double, suspicionMaxTimeoutMultiplier: Double, maxLocalHealth: Int,
                 lifeguard: Bool, gossipInterval: Duration, gossipFanout: Int, gossipToTheDead: Duration,
                 retransmitMultiplier: Int, maxQueuedBroadcasts: Int, pushPullInterval: Duration,
-                reconnectInterval: Duration, reapAfter: Duration, maxPacketBytes: Int, maxPendingRelays: Int) {
+                reconnectInterval: Duration, reapAfter: Duration, maxPacketBytes: Int, maxPendingRelays: Int,
+                indirectProbeTimeout: Duration? = nil, probeOrder: ProbeOrder = .roundRobin,
+                suspicionConfirmations: Int = 2, confirmationScaling: ConfirmationScaling = .memberlist,
+                tellAccused: Bool = false) {
         self.probeInterval = probeInterval
         self.probeTimeout = probeTimeout
         self.indirectChecks = indirectChecks
@@ -78,24 +98,94 @@ public struct MembershipSettings: Sendable, Equatable {
         self.reapAfter = reapAfter
         self.maxPacketBytes = maxPacketBytes
         self.maxPendingRelays = maxPendingRelays
+        self.indirectProbeTimeout = indirectProbeTimeout
+        self.probeOrder = probeOrder
+        self.suspicionConfirmations = suspicionConfirmations
+        self.confirmationScaling = confirmationScaling
+        self.tellAccused = tellAccused
     }
 
-    /// memberlist's LAN figures: probe 1 s, timeout 500 ms, suspicion ×4 (max ×6), gossip every
-    /// 200 ms to 3, 3 indirect checks, push-pull every 30 s, retransmit ×4.
+    /// Which member a node probes next.
+    public enum ProbeOrder: String, Sendable, Equatable, CaseIterable {
+        /// SWIM's round robin over a shuffled list: every member once per pass.
+        case roundRobin = "round-robin"
+        /// Round robin, but a member that others have just started to suspect is probed at this
+        /// node's next period (at most every other probe, so the round robin still advances):
+        /// its confirmations, or its refutation through the buddy system, come a pass sooner.
+        case suspectsFirst = "suspects-first"
+    }
+
+    /// How Lifeguard's K shrinks when there are few members to confirm.
+    public enum ConfirmationScaling: Sendable, Equatable {
+        /// memberlist: K, or none at all when fewer than K members could confirm (N − 2 < K).
+        case memberlist
+        /// `min(K, floor(fraction × (N − 2)))`: a fixed share of the members that could confirm.
+        case fraction(Double)
+    }
+
+    /// The confirmations expected for a suspicion in a cluster of `n` members (this node included).
+    public func expectedConfirmations(members n: Int) -> Int {
+        guard lifeguard, suspicionConfirmations > 0 else { return 0 }
+        let others = max(0, n - 2)
+        switch confirmationScaling {
+        case .memberlist:
+            return others < suspicionConfirmations ? 0 : suspicionConfirmations
+        case .fraction(let f):
+            return min(suspicionConfirmations, Int((f * Double(others)).rounded(.down)))
+        }
+    }
+
+    /// When a probe started at `start` fails if no ack came: the indirect timeout after the
+    /// ping-reqs, or the end of the interval, whichever is first. Durations come already scaled.
+    func probeEnd(start: Instant, interval: Duration, indirectAt: Instant, scale: (Duration) -> Duration) -> Instant {
+        let end = start + interval
+        guard let t = indirectProbeTimeout else { return end }
+        return min(end, indirectAt + scale(t))
+    }
+
+    /// Chosen by the failure-detection sweep (NOTES.md, "Failure detection"): probe 1 s, direct
+    /// timeout 300 ms, indirect 300 ms (a probe fails 600 ms after it starts), suspects probed
+    /// first, suspicion ×3 (max ×6), K = 2, accusations told to the accused; gossip every
+    /// 200 ms to 3, 3 indirect checks, push-pull every 30 s, retransmit ×4 as memberlist.
     public static let lan = MembershipSettings(
+        probeInterval: .seconds(1), probeTimeout: .milliseconds(300), indirectChecks: 3,
+        suspicionMultiplier: 3, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
+        gossipInterval: .milliseconds(200), gossipFanout: 3, gossipToTheDead: .seconds(30),
+        retransmitMultiplier: 4, maxQueuedBroadcasts: 4096, pushPullInterval: .seconds(30),
+        reconnectInterval: .seconds(10), reapAfter: .seconds(3600), maxPacketBytes: 1344, maxPendingRelays: 256,
+        indirectProbeTimeout: .milliseconds(300), probeOrder: .suspectsFirst,
+        suspicionConfirmations: 2, confirmationScaling: .memberlist, tellAccused: true)
+
+    /// `.lan` as it was before the failure-detection sweep: memberlist's `DefaultLANConfig`
+    /// exactly (probe timeout 500 ms, the probe failing at the end of the interval, round robin,
+    /// K = 2 or none, nobody telling the accused). Kept for comparison; `--preset memberlist`.
+    public static let memberlist = MembershipSettings(
         probeInterval: .seconds(1), probeTimeout: .milliseconds(500), indirectChecks: 3,
         suspicionMultiplier: 4, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
         gossipInterval: .milliseconds(200), gossipFanout: 3, gossipToTheDead: .seconds(30),
         retransmitMultiplier: 4, maxQueuedBroadcasts: 4096, pushPullInterval: .seconds(30),
         reconnectInterval: .seconds(10), reapAfter: .seconds(3600), maxPacketBytes: 1344, maxPendingRelays: 256)
 
-    /// For one machine: every period and timeout ten times shorter than `.lan`.
+    /// The named presets, as `--preset` spells them.
+    public static let presets: [(name: String, settings: MembershipSettings)] = [
+        ("lan", .lan), ("loopback", .loopback), ("memberlist", .memberlist),
+    ]
+
+    public static func preset(named name: String) -> MembershipSettings? {
+        presets.first { $0.name == name }?.settings
+    }
+
+    /// For one machine: every period ten times shorter than `.lan`. The probe timeouts are 50 ms
+    /// each rather than 30 (the probe still fails at the end of its 100 ms interval): on a
+    /// loaded machine a process is often not scheduled for tens of milliseconds.
     public static let loopback = MembershipSettings(
         probeInterval: .milliseconds(100), probeTimeout: .milliseconds(50), indirectChecks: 3,
-        suspicionMultiplier: 4, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
+        suspicionMultiplier: 3, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
         gossipInterval: .milliseconds(20), gossipFanout: 3, gossipToTheDead: .seconds(3),
         retransmitMultiplier: 4, maxQueuedBroadcasts: 4096, pushPullInterval: .seconds(3),
-        reconnectInterval: .milliseconds(500), reapAfter: .seconds(120), maxPacketBytes: 1344, maxPendingRelays: 256)
+        reconnectInterval: .milliseconds(500), reapAfter: .seconds(120), maxPacketBytes: 1344, maxPendingRelays: 256,
+        indirectProbeTimeout: .milliseconds(50), probeOrder: .suspectsFirst,
+        suspicionConfirmations: 2, confirmationScaling: .memberlist, tellAccused: true)
 
     /// `ceil(log10(n + 1))`, at least 1: the log-N factor of retransmits and suspicion timeouts.
     static func logScale(_ n: Int) -> Double { max(1, ceil(log10(Double(n + 1)))) }

@@ -135,14 +135,21 @@ extension Membership {
         }
         let n = members.active.count + 1
         let bounds = settings.suspicionTimeouts(members: n)
-        var k = settings.lifeguard ? Int(settings.suspicionMultiplier) - 2 : 0
-        if n - 2 < k { k = 0 }
+        let k = settings.expectedConfirmations(members: n)
         let suspicion = Suspicion(incarnation: inc, from: from, startedAt: now, minimum: bounds.min,
                                   maximum: bounds.max, expectedConfirmations: k)
         suspicions[name] = suspicion
         suspicionTimers.push(SuspicionTimer(deadline: suspicion.deadline, name: name))
         members.update(slot) { $0.incarnation = inc }
-        if m.status != .suspect { setStatus(slot, .suspect, now: now, into: &out) }
+        if m.status != .suspect {
+            setStatus(slot, .suspect, now: now, into: &out)
+            if settings.probeOrder == .suspectsFirst, from != myName, probe?.target != name {
+                urgentProbes.removeAll { $0 == name }
+                if urgentProbes.count >= Self.maxUrgentProbes { urgentProbes.removeFirst() }
+                urgentProbes.append(name)
+                assert(urgentProbes.count <= Self.maxUrgentProbes)
+            }
+        }
         broadcasts.enqueue(.suspect(name: name, incarnation: inc, from: from))
     }
 
@@ -208,12 +215,49 @@ extension Membership {
         while let due = suspicionTimers.min, due.deadline <= now {
             suspicionTimers.pop()
             // Skip a timer whose suspicion ended, or was replaced by one that is not yet due.
-            guard let s = suspicions[due.name], s.deadline <= now else { continue }
+            guard var s = suspicions[due.name], s.deadline <= now else { continue }
+            guard let m = members[due.name], m.status == .suspect, m.incarnation == s.incarnation else {
+                suspicions[due.name] = nil
+                continue
+            }
+            // `tellAccused`: a suspicion nobody confirmed (others may well hold the member alive
+            // at a newer incarnation whose gossip this node missed) first asks the member
+            // itself, one probe interval before it declares the death: a live member answers
+            // with its `alive` straight back.
+            if settings.tellAccused, !s.isConfirmed, !s.lastWordAsked {
+                s.lastWordWait = settings.probeInterval
+                suspicions[due.name] = s
+                suspicionTimers.push(SuspicionTimer(deadline: s.deadline, name: due.name))
+                stats.accusationsTold += 1
+                send([.suspect(name: due.name, incarnation: s.incarnation, from: myName)], to: m.address, into: &out)
+                continue
+            }
             suspicions[due.name] = nil
-            guard let m = members[due.name], m.status == .suspect, m.incarnation == s.incarnation else { continue }
             stats.deathsDeclared += 1
             handleDead(name: due.name, incarnation: s.incarnation, from: myName, now: now, into: &out)
+            // `tellAccused`: the member that declares a death tells the member itself, once, at
+            // once: if it is alive after all, it refutes now rather than when gossip finds it.
+            if settings.tellAccused, members[due.name]?.status == .dead {
+                declaredDeaths[due.name] = now
+                told[due.name] = nil
+                tellIfAccused(due.name, now: now, into: &out)
+            }
         }
+    }
+
+    /// `tellAccused`: tells each member whose death this node declared, once a probe interval
+    /// (see `accusation(toTell:now:)`), for `gossipToTheDead` or until it is alive again here.
+    mutating func retellDeclaredDeaths(now: Instant, into out: inout [MembershipDirective]) {
+        guard !declaredDeaths.isEmpty else { return }
+        // Sorted: dictionary order differs between processes, and the simulator must not.
+        for name in declaredDeaths.keys.sorted() {
+            guard let at = declaredDeaths[name], members[name]?.status == .dead, now - at < settings.gossipToTheDead else {
+                declaredDeaths[name] = nil
+                continue
+            }
+            tellIfAccused(name, now: now, into: &out)
+        }
+        assert(declaredDeaths.count <= members.count, "declared deaths outside the member table")
     }
 
     /// Drops dead and left members whose last change is older than `reapAfter`.
@@ -225,6 +269,8 @@ extension Membership {
             members.remove(slot)
             schedule.remove(slot)
             suspicions[m.name] = nil
+            told[m.name] = nil
+            declaredDeaths[m.name] = nil
             stats.reaped += 1
             out.append(.changed(MemberChange(name: m.name, address: m.address, from: m.status, to: nil, incarnation: m.incarnation)))
         }
@@ -240,6 +286,10 @@ extension Membership {
             $0.statusSince = now
         }
         if status.isActive { schedule.insert(slot, using: &rng) }
+        if status == .alive {
+            told[members.name(at: slot)] = nil
+            declaredDeaths[members.name(at: slot)] = nil
+        }
         assert(members.active.count + members.inactive.count + 1 == members.count, "member indexes out of step")
         let m = members.member(at: slot)
         out.append(.changed(MemberChange(name: m.name, address: m.address, from: old, to: status, incarnation: m.incarnation)))

@@ -48,7 +48,13 @@ public struct Suspicion: Sendable, Equatable {
         return Swift.max(t, minimum)
     }
 
-    public var deadline: Instant { startedAt + timeout }
+    /// `tellAccused`: an unconfirmed suspicion that comes due first asks the member itself (its
+    /// "last word") and waits this much longer; see `Membership.expireSuspicions`.
+    public var lastWordWait: Duration = .zero
+    public var lastWordAsked: Bool { lastWordWait > .zero }
+    public var isConfirmed: Bool { confirmations >= expectedConfirmations }
+
+    public var deadline: Instant { startedAt + timeout + lastWordWait }
 }
 
 
