@@ -149,12 +149,20 @@ final class FaultRig {
     func metricSum(_ metric: String, over nodes: [String]) -> Double {
         guard let out = try? rig(["get", "/metrics"] + nodes) else { return 0 }
         // `get` joins each body onto one line; the counter's sample is "NAME VALUE" inside it.
+        // The first "NAME " is that of its "# TYPE NAME counter" line, so the sample is the first
+        // occurrence followed by a number.
         var total = 0.0
         for line in out.split(separator: "\n") {
-            let body = String(line)
-            guard let range = body.range(of: metric + " ") else { continue }
-            let value = body[range.upperBound...].prefix { "0123456789.eE+-".contains($0) }
-            total += Double(value) ?? 0
+            let body = Substring(line)
+            var rest = body[...]
+            while let range = rest.range(of: metric + " ") {
+                let value = rest[range.upperBound...].prefix { "0123456789.eE+-".contains($0) }
+                if let number = Double(value) {
+                    total += number
+                    break
+                }
+                rest = rest[range.upperBound...]
+            }
         }
         return total
     }
