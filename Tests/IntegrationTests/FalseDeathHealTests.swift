@@ -50,8 +50,7 @@ struct FalseDeathHealTests {
               + " accusations told \(toldBefore) before, \(toldAfter) after")
         #expect(healSeconds <= Self.healBound,
                 "n1 came back after \(healSeconds) s, more than \(Self.healBound) s\n\(rig.describeViews())")
-        #expect(toldAfter > toldBefore,
-                "nobody told n1 of its death")
+        #expect(toldAfter > toldBefore, "nobody told n1 of its death")
         #expect(try rig.answeredMetricSum("starling_refutations_total", over: ["n1"]) > refutationsBefore, "n1 did not refute")
 
         // And the mesh is whole again: n1 too lists everyone alive.
