@@ -147,16 +147,42 @@ final class FaultRig {
 
     /// A Prometheus counter summed over `nodes` (nodes that do not answer count 0).
     func metricSum(_ metric: String, over nodes: [String]) -> Double {
-        guard let out = try? rig(["get", "/metrics"] + nodes) else { return 0 }
-        // `get` joins each body onto one line; the counter's sample is "NAME VALUE" inside it.
-        var total = 0.0
-        for line in out.split(separator: "\n") {
-            let body = String(line)
-            guard let range = body.range(of: metric + " ") else { continue }
-            let value = body[range.upperBound...].prefix { "0123456789.eE+-".contains($0) }
-            total += Double(value) ?? 0
+        metricValues(metric, on: nodes).values.reduce(0, +)
+    }
+
+    /// A Prometheus counter summed over `nodes`, once every one of them has answered with it
+    /// (polled for up to `seconds`): on a busy machine a poll can miss a node, and a sum that
+    /// silently counts it as 0 makes a "grew" or "did not grow" check meaningless.
+    func answeredMetricSum(_ metric: String, over nodes: [String], seconds: Double = 10) throws -> Double {
+        var values: [String: Double] = [:]
+        try IntegrationTests.waitUntil("every one of \(nodes) answers with \(metric)", seconds: seconds) {
+            values = metricValues(metric, on: nodes)
+            return nodes.allSatisfy { values[$0] != nil }
         }
-        return total
+        return values.values.reduce(0, +)
+    }
+
+    /// The value of a Prometheus sample on each of `nodes` that answered with it.
+    func metricValues(_ metric: String, on nodes: [String]) -> [String: Double] {
+        guard let out = try? rig(["get", "/metrics"] + nodes) else { return [:] }
+        // `get` gives "NODE<TAB>BODY" lines, each body joined onto one line; the sample is
+        // "NAME VALUE" inside it. The first "NAME " is that of its "# TYPE NAME counter" line,
+        // so the sample is the first occurrence followed by a number.
+        var values: [String: Double] = [:]
+        for line in out.split(separator: "\n") {
+            let parts = line.split(separator: "\t", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            var rest = parts[1]
+            while let range = rest.range(of: metric + " ") {
+                let value = rest[range.upperBound...].prefix { "0123456789.eE+-".contains($0) }
+                if let number = Double(value) {
+                    values[String(parts[0])] = number
+                    break
+                }
+                rest = rest[range.upperBound...]
+            }
+        }
+        return values
     }
 
     /// Packets the rig's fault rules have dropped since they were last changed.

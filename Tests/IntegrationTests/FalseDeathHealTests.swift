@@ -1,0 +1,61 @@
+import Foundation
+import Testing
+
+/// A member that the others hold dead while it is alive comes back fast, on real processes in
+/// the fault rig (network namespaces, nftables drops; root only, like `FaultRigTests`).
+///
+/// With the `lan` preset the members that declared the death tell the member itself, once a
+/// probe period for 30 s, and every member that hears from a member it holds dead tells it so
+/// (`tellAccused`): the member refutes within about a period of the heal. Without it (the
+/// `memberlist` preset) nothing tells a member that it is held dead: it comes back only when a
+/// reconnect push-pull happens to pick it (each survivor every 10 s, with probability dead/alive)
+/// or at its own periodic push-pull (every 30 s): measured 0.5-19 s, often 8 s or more; `lan` 0.2-1.1 s.
+@Suite("Fault rig: a member wrongly held dead comes back", .serialized,
+       .enabled(if: FaultRig.unavailableReason == nil || FaultRig.mustRun,
+                Comment(rawValue: FaultRig.unavailableReason ?? "")))
+struct FalseDeathHealTests {
+    /// The heal, from the moment n1's links are back to every other member listing it alive, must
+    /// take at most this long. About a period is expected (the next retell, then 1-2 gossip
+    /// rounds); the margin is for a CI run of the whole suite on 2 busy cores and for the rig's
+    /// polling, which forks a `curl` per node per poll.
+    static let healBound: Double = 4
+    /// How long n1 stays cut off after every other member lists it dead.
+    static let heldDeadFor: Double = 3
+
+    @Test func anIsolatedMemberHeldDeadIsAliveEverywhereSoonAfterTheHeal() throws {
+        let rig = try FaultRig(nodes: 5, preset: "lan")
+        defer { rig.down() }
+        try rig.startAll()
+        let others = ["n2", "n3", "n4", "n5"]
+
+        // Cut n1 from everyone until every other member has declared it dead (it is alive all along).
+        try rig.isolate("n1")
+        try rig.waitUntil("n2...n5 list the isolated n1 dead", seconds: 30) { rig.allSee(["n1"], as: "dead", by: others) }
+        #expect(rig.dropped() > 0, "the isolation dropped nothing")
+        // n1 stays cut off a while longer: the scenario is a member held dead for some seconds,
+        // not one whose death is still being gossiped (a few 200 ms rounds; that gossip also goes
+        // to the dead member, and so heals it without any telling).
+        Thread.sleep(forTimeInterval: Self.heldDeadFor)
+        let toldBefore = try rig.answeredMetricSum("starling_accusations_told_total", over: rig.nodeNames)
+        let refutationsBefore = try rig.answeredMetricSum("starling_refutations_total", over: ["n1"])
+
+        try rig.heal("n1")
+        let healedAt = Date()
+        // A generous deadline, so that a failure says how long the heal took rather than only
+        // that it was late.
+        try rig.waitUntil("n2...n5 list n1 alive after the heal", seconds: 40) { rig.allSee(["n1"], as: "alive", by: others) }
+        let healSeconds = Date().timeIntervalSince(healedAt)
+        let toldAfter = try rig.answeredMetricSum("starling_accusations_told_total", over: rig.nodeNames)
+        print("false-death heal (lan, 5 nodes): n1 alive at every other member \(String(format: "%.2f", healSeconds)) s after the heal;"
+              + " accusations told \(toldBefore) before, \(toldAfter) after")
+        #expect(healSeconds <= Self.healBound,
+                "n1 came back after \(healSeconds) s, more than \(Self.healBound) s\n\(rig.describeViews())")
+        #expect(toldAfter > toldBefore, "nobody told n1 of its death")
+        #expect(try rig.answeredMetricSum("starling_refutations_total", over: ["n1"]) > refutationsBefore, "n1 did not refute")
+
+        // And the mesh is whole again: n1 too lists everyone alive.
+        try rig.waitUntil("all five list all five alive", seconds: 30) {
+            rig.allSee(rig.nodeNames, as: "alive", by: rig.nodeNames)
+        }
+    }
+}
