@@ -27,4 +27,17 @@ struct RealisticSizeTests {
             #expect(r.firstSuspicionPeriods.count == 5, "reproduce: \(reproduce(r))")
         }
     }
+
+    /// The negative control of the heal check: without telling the accused, a false "dead"
+    /// under 10% loss waits for gossip to reach the member, and the checker must say so.
+    @Test func withoutTellingTheAccusedTheCheckerReportsSlowHeals() {
+        var settings = MembershipSettings.lan
+        settings.tellAccused = false
+        let seed = Self.seeds[0]
+        let r = Simulator(scenario: Scenario.named("detector")!, config: SimulationConfig(nodes: 100, seed: seed, settings: settings)).run()
+        let command = "starling-sim --scenario detector --nodes 100 --seed \(seed) --tell-accused off"
+        #expect(r.falsePositives > 0, "\(command)")
+        #expect(r.healPeriods.max > Double(r.healBound), "\(command)")
+        #expect(r.violations.contains { $0.contains("falsely declared dead") }, "\(r.violations) — \(command)")
+    }
 }
