@@ -324,6 +324,18 @@ struct DeclaredDeathTests {
         #expect(d.m.suspicions["p1"] == nil)
     }
 
+    /// At N = 3 memberlist's scaling expects no confirmations (K = 0): every suspicion counts as
+    /// confirmed, ends at its minimum, and is declared without a last word.
+    @Test func withKZeroASuspicionIsDeclaredAtItsMinimumWithoutALastWord() {
+        var d = DrivenNode(nodeWithPeers(2), answering: ["p2"])
+        _ = d.m.receive(Packet([.suspect(name: "p1", incarnation: 1, from: "p2")]), from: addr(1002), now: .zero)
+        #expect(d.m.suspicions["p1"]?.expectedConfirmations == 0)
+        #expect(d.m.suspicions["p1"]?.deadline == .zero + .seconds(3))
+        while d.now < .zero + .seconds(3) { _ = d.tick() }
+        #expect(d.m.status(of: "p1") == .dead)
+        #expect(d.m.stats.accusationsTold == 1, "only the tell of the declared death")
+    }
+
     @Test func withoutTellAccusedAnUnconfirmedSuspicionIsDeclaredAtItsDeadline() {
         let (d, _, out) = unconfirmedSuspicionComesDue(.memberlist)
         #expect(d.m.status(of: "p1") == .dead)
