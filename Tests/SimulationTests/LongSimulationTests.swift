@@ -29,9 +29,19 @@ struct LongSimulationTests {
         let wallSeconds: Double
 
         var reproduce: String { "starling-sim --scenario \(scenario) --nodes \(nodes) --seed \(seed) --lifeguard on --preset lan" }
+        /// Failed: a non-zero exit, no report, a violation (the checker's own, the convergence
+        /// deadline and the heal bound included), a heal over the bound, or a run that ended
+        /// unconverged with no false positive still healing to explain it.
         var failed: Bool {
             guard status == 0, let r = report else { return true }
-            return !r.violations.isEmpty || !r.converged || r.unhealed > 0 || r.healPeriods.max > Double(r.healBound)
+            return !r.violations.isEmpty || r.healPeriods.max > Double(r.healBound) || (!r.converged && r.unhealed == 0)
+        }
+        /// Ended unconverged only because a false positive from its last periods was still
+        /// healing (younger than the heal bound, or the checker would have reported it): not a
+        /// violation, but counted and printed, since under steady loss it is a matter of luck.
+        var endedWhileHealing: Bool {
+            guard !failed, let r = report else { return false }
+            return !r.converged || r.unhealed > 0
         }
     }
 
@@ -116,6 +126,8 @@ struct LongSimulationTests {
             "runs": runs.count,
             "failures": runs.filter(\.failed).count,
             "failingSeeds": runs.filter(\.failed).map(\.seed),
+            "endedWhileHealing": runs.filter(\.endedWhileHealing).count,
+            "endedWhileHealingSeeds": runs.filter(\.endedWhileHealing).map(\.seed),
             "maxPeriodsToConverge": reports.map(\.periodsToConverge).max() ?? -1,
             "convergenceBound": reports.first?.convergenceBound ?? 0,
             "falsePositives": falsePositives,
@@ -161,6 +173,8 @@ struct LongSimulationTests {
             let run = Self.simulate(binary: binary, scenario: work[i].scenario, nodes: work[i].nodes, seed: work[i].seed)
             let line = run.failed
                 ? "long-sim: FAIL \(run.scenario) N=\(run.nodes) seed \(run.seed) (status \(run.status)): \(run.report?.violations ?? []) \(run.stderr) — reproduce: \(run.reproduce)"
+                : run.endedWhileHealing
+                ? "long-sim: ok but ended while a false positive healed (\(run.report?.unhealed ?? 0) unhealed) \(run.scenario) N=\(run.nodes) seed \(run.seed) — reproduce: \(run.reproduce)"
                 : "long-sim: ok \(run.scenario) N=\(run.nodes) seed \(run.seed) converged after \(run.report?.periodsToConverge ?? -1) periods, \(run.report?.falsePositives ?? 0) false positives, heal max \(run.report?.healPeriods.max ?? 0), \(String(format: "%.1f", run.wallSeconds)) s"
             print(line)
             results.mutex.withLock { $0[i] = run }
