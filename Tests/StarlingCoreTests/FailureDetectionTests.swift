@@ -96,6 +96,22 @@ struct TellAccusedTests {
         #expect(m.status(of: "p1") == .dead, "hearing from a dead member does not revive it")
     }
 
+    @Test func theIntervalIsPerMemberWhateverTheMessage() {
+        var m = nodeWithPeers(3)
+        _ = m.receive(Packet([.dead(name: "p1", incarnation: 1, from: "p3"), .dead(name: "p2", incarnation: 1, from: "p3")]),
+                      from: addr(1003), now: .zero)
+        _ = m.receive(Packet([.ping(seq: 5, target: "me", source: "p1", replyTo: addr(1001))]), from: addr(1001), now: at(ms: 100))
+        // p1 again within the interval, through an ack and a ping-req: not told again.
+        let ack = m.receive(Packet([.ack(seq: 999, source: "p1")]), from: addr(1001), now: at(ms: 200))
+        let req = m.receive(Packet([.pingReq(seq: 9, target: "p3", targetAddress: addr(1003), source: "p1", replyTo: addr(1001))]),
+                            from: addr(1001), now: at(ms: 300))
+        #expect(!(ack + req).messages(to: addr(1001)).contains(.dead(name: "p1", incarnation: 1, from: "me")))
+        // p2 has its own interval.
+        let p2 = m.receive(Packet([.nack(seq: 999, source: "p2")]), from: addr(1002), now: at(ms: 300))
+        #expect(p2.messages(to: addr(1002)).contains(.dead(name: "p2", incarnation: 1, from: "me")))
+        #expect(m.stats.accusationsTold == 2)
+    }
+
     @Test func aPingFromAMemberHeldSuspectGetsTheSuspicion() {
         var m = nodeWithPeers(3)
         _ = m.receive(Packet([.suspect(name: "p1", incarnation: 1, from: "p2")]), from: addr(1002), now: .zero)
