@@ -28,10 +28,12 @@ struct ProbingTests {
         #expect(m.stats.acksReceived == 1)
     }
 
+    /// The probe timing memberlist uses (`.memberlist`; `.lan` fails the probe earlier, see
+    /// IndirectProbeTimeoutTests).
     @Test func anUnansweredProbeGoesIndirectThenSuspects() {
-        var m = nodeWithPeers(5)
+        var m = nodeWithPeers(5, settings: .memberlist)
         let p = firstProbe(&m)
-        // Direct timeout (500 ms on .lan): k = 3 ping-reqs to other members.
+        // Direct timeout (500 ms on .memberlist): k = 3 ping-reqs to other members.
         let indirect = m.tick(now: p.at + .milliseconds(500))
         let reqs = indirect.messages.filter { if case .pingReq(p.seq, p.target, _, "me", _) = $0 { true } else { false } }
         #expect(reqs.count == 3)
@@ -44,7 +46,8 @@ struct ProbingTests {
     }
 
     @Test func nacksTellTheProberThatTheTargetNotItselfIsAtFault() {
-        var m = nodeWithPeers(5)
+        // `.memberlist`: the probe waits for the nacks until the end of its interval.
+        var m = nodeWithPeers(5, settings: .memberlist)
         let p = firstProbe(&m)
         _ = m.tick(now: p.at + .milliseconds(500))
         for helper in ["x", "y", "z"] {
@@ -102,12 +105,13 @@ struct ProbingTests {
         }
         let relayed = m.receive(Packet([.ack(seq: local, source: "p1")]), from: addr(1001), now: at(ms: 100))
         #expect(relayed.sends.first { $0.to == addr(1002) }?.packet.messages.first == .ack(seq: 77, source: "p1"))
-        // Second request: no answer from the target, so a nack at 80% of the probe timeout.
+        // Second request: no answer from the target, so a nack at 80% of the probe timeout
+        // (300 ms on .lan: 240 ms, within the prober's 300 ms indirect timeout).
         _ = m.receive(Packet([.pingReq(seq: 78, target: "p1", targetAddress: addr(1001), source: "p2", replyTo: addr(1002))]),
                       from: addr(1002), now: at(ms: 1000))
-        let before = m.tick(now: at(ms: 1390)).messages
+        let before = m.tick(now: at(ms: 1230)).messages
         #expect(!before.contains(.nack(seq: 78, source: "me")))
-        let after = m.tick(now: at(ms: 1400)).messages
+        let after = m.tick(now: at(ms: 1240)).messages
         #expect(after.contains(.nack(seq: 78, source: "me")))
     }
 
@@ -155,8 +159,9 @@ struct SuspicionTests {
         #expect(d == false, "confirmations beyond k change nothing")
     }
 
+    /// `.memberlist` (no last word, suspicion ×4): `.lan` asks the member first, see DeclaredDeathTests.
     @Test func aSuspectIsDeclaredDeadAtTheMaximumTimeoutWithoutConfirmations() {
-        var m = nodeWithPeers(9)
+        var m = nodeWithPeers(9, settings: .memberlist)
         _ = m.receive(Packet([.suspect(name: "p1", incarnation: 1, from: "p2")]), from: addr(1002), now: .zero)
         let bounds = m.settings.suspicionTimeouts(members: 10)
         #expect(bounds.min == .seconds(4) && bounds.max == .seconds(24))
