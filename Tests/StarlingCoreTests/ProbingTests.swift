@@ -105,13 +105,16 @@ struct ProbingTests {
         }
         let relayed = m.receive(Packet([.ack(seq: local, source: "p1")]), from: addr(1001), now: at(ms: 100))
         #expect(relayed.sends.first { $0.to == addr(1002) }?.packet.messages.first == .ack(seq: 77, source: "p1"))
-        // Second request: no answer from the target, so a nack at 80% of the probe timeout
-        // (300 ms on .lan: 240 ms, within the prober's 300 ms indirect timeout).
+        // Second request: no answer from the target, so a nack at `nackDelay`: on .lan half the
+        // prober's 300 ms indirect timeout (150 ms), sooner than Lifeguard's 80% of the probe
+        // timeout (240 ms), so that the nack's round trip has 150 ms (see NackMarginTests).
+        #expect(m.settings.nackDelay == .milliseconds(150))
+        #expect(MembershipSettings.memberlist.nackDelay == .milliseconds(400))
         _ = m.receive(Packet([.pingReq(seq: 78, target: "p1", targetAddress: addr(1001), source: "p2", replyTo: addr(1002))]),
                       from: addr(1002), now: at(ms: 1000))
-        let before = m.tick(now: at(ms: 1230)).messages
+        let before = m.tick(now: at(ms: 1140)).messages
         #expect(!before.contains(.nack(seq: 78, source: "me")))
-        let after = m.tick(now: at(ms: 1240)).messages
+        let after = m.tick(now: at(ms: 1150)).messages
         #expect(after.contains(.nack(seq: 78, source: "me")))
     }
 

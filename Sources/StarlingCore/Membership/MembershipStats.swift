@@ -27,7 +27,8 @@ public struct MembershipStats: Sendable, Equatable {
     public var messagesRejected = 0
     /// Push-pull entries skipped as malformed while the rest of the exchange was applied.
     public var pushPullEntriesSkipped = 0
-    /// Accusations told to the accused member itself when we heard from it (`tellAccused`).
+    /// Accusations told to the accused member itself (`tellAccused`): when we heard from it, a
+    /// death we declared (and its retelling), and an unconfirmed suspicion's last word.
     public var accusationsTold = 0
     /// Probes of a member others had just begun to suspect (`ProbeOrder.suspectsFirst`).
     public var urgentProbes = 0

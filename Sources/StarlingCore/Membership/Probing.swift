@@ -153,7 +153,7 @@ extension Membership {
         stats.pingReqsServed += 1
         let local = nextSequence()
         relays[local] = Relay(originalSeq: seq, target: target, replyTo: replyTo,
-                              nackAt: settings.lifeguard ? now + settings.probeTimeout.scaled(by: 0.8) : nil,
+                              nackAt: settings.lifeguard ? now + settings.nackDelay : nil,
                               expiresAt: now + settings.probeInterval)
         send([.ping(seq: local, target: target, source: myName, replyTo: myAddress)], to: targetAddress, into: &out)
     }

@@ -135,6 +135,18 @@ public struct MembershipSettings: Sendable, Equatable {
         }
     }
 
+    /// How long a helper waits for the target's ack before it sends the prober a Lifeguard nack.
+    /// Lifeguard's 80% of the probe timeout leaves the nack's round trip what remains of the
+    /// prober's wait after the ping-reqs: 100 ms with `.memberlist`, but only 60 ms with a
+    /// 300 ms indirect timeout and 10 ms on `.loopback`, and a nack that comes late counts as
+    /// missing and raises the prober's local health for nothing (slower detection). So with an
+    /// indirect timeout the nack goes at half of it when that is sooner.
+    public var nackDelay: Duration {
+        let lifeguard = probeTimeout.scaled(by: 0.8)
+        guard let indirect = indirectProbeTimeout else { return lifeguard }
+        return min(lifeguard, indirect.scaled(by: 0.5))
+    }
+
     /// When a probe started at `start` fails if no ack came: the indirect timeout after the
     /// ping-reqs, or the end of the interval, whichever is first. Durations come already scaled.
     func probeEnd(start: Instant, interval: Duration, indirectAt: Instant, scale: (Duration) -> Duration) -> Instant {
