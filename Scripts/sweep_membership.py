@@ -72,6 +72,8 @@ def parse_args():
     p.add_argument("--only", default=None, help="comma-separated setting ids (see --list)")
     p.add_argument("--add", action="append", default=[], metavar="ID=FLAGS",
                    help="an extra setting: its id, '=', then starling-sim flags (repeatable)")
+    p.add_argument("--runs-file", default=None,
+                   help="append every run's report here, and take the runs already in it (resume a sweep)")
     p.add_argument("--run-timeout", type=float, default=3600, help="seconds before one run is abandoned")
     p.add_argument("--list", action="store_true", help="list the settings and exit")
     a = p.parse_args()
@@ -119,8 +121,44 @@ def main():
         else:
             seeds[n] = [rng.randrange(0, 2**32) for _ in range(count)]
 
-    tasks = [(sid, n, s) for n in sorted(sizes, reverse=True) for (sid, _, _) in settings for s in seeds[n]]
     flags_of = {sid: flags for (sid, _, flags) in settings}
+    # The runs file keeps every finished run, so that a sweep cut short resumes where it stopped:
+    # its first line holds the seeds, which a resumed sweep takes over for the sizes it shares.
+    done_before = {}
+    if a.runs_file:
+        lines = []
+        if os.path.exists(a.runs_file) and os.path.getsize(a.runs_file) > 0:
+            with open(a.runs_file) as f:
+                lines = f.read().splitlines()
+            kept = json.loads(lines[0]).get("seeds", {})
+            for key, value in kept.items():
+                n = int(key)
+                if n in seeds:
+                    seeds[n] = (value + seeds[n][len(value):])[:len(seeds[n])]
+            for line in lines[1:]:
+                try:
+                    run_record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interrupted sweep
+                if run_record.get("report") is not None:
+                    done_before[(tuple(run_record["flags"]), run_record["nodes"], run_record["seed"])] = run_record["report"]
+            merged = dict(kept, **{str(n): seeds[n] for n in sizes})
+        else:
+            merged = {str(n): seeds[n] for n in sizes}
+        with open(a.runs_file, "w") as f:
+            f.write("\n".join([json.dumps({"seeds": merged})] + lines[1:]) + "\n")
+
+    # Smallest N first, and at each N one seed of every setting before the next seed: a sweep
+    # stopped early still has every setting at the sizes it reached.
+    tasks = [(sid, n, seeds[n][i]) for n in sorted(sizes) for i in range(len(seeds[n])) for (sid, _, _) in settings]
+    results = {}
+    for task in tasks:
+        previous = done_before.get((tuple(flags_of[task[0]]), task[1], task[2]))
+        if previous is not None:
+            results[task] = (previous, None)
+    if results:
+        print(f"sweep: {len(results)} runs taken from {a.runs_file}", file=sys.stderr)
+    tasks = [t for t in tasks if t not in results]
     estimate = sum(run_cost(n) for (_, n, _) in tasks) / a.jobs
     print(f"sweep: {len(settings)} settings, sizes {sizes}, {len(tasks)} runs on {a.jobs} jobs; "
           f"about {estimate / 60:.1f} min on an idle machine", file=sys.stderr)
@@ -142,13 +180,17 @@ def main():
             return task, None, f"exit {p.returncode}, no JSON: {p.stderr.strip()[-500:]}", time.time() - started
         return task, report, None, time.time() - started
 
-    results = {}
     started = time.time()
     done = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        for task, report, error, took in pool.map(run, tasks):
+        for future in concurrent.futures.as_completed([pool.submit(run, t) for t in tasks]):
+            task, report, error, took = future.result()
             done += 1
             results[task] = (report, error)
+            if a.runs_file:
+                with open(a.runs_file, "a") as f:
+                    f.write(json.dumps({"setting": task[0], "flags": flags_of[task[0]], "nodes": task[1], "seed": task[2],
+                                        "report": report, "error": error}) + "\n")
             sid, n, seed = task
             status = error or f"{len(report['violations'])} violations"
             print(f"[{done}/{len(tasks)}] {sid} N={n} seed={seed}: {took:.1f} s, {status}", file=sys.stderr)
@@ -186,6 +228,12 @@ def main():
                 "messagesPerMemberPerPeriod": (sum(r["messagesPerMemberPerPeriod"] * r["nodes"] * r["periods"] for r in reports)
                                                / member_periods) if member_periods else None,
             }
+            counters = {}
+            for r in reports:
+                for key, value in (r.get("protocolCounters") or {}).items():
+                    counters[key] = counters.get(key, 0) + value
+            if counters:
+                row["protocolCounters"] = counters
             if violating:
                 first = violating[0]
                 row["firstViolation"] = first["violations"][0]

@@ -299,4 +299,6 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     /// initial state, and the process's peak resident memory.
     public var setupSeconds: Double? = nil
     public var peakMemoryMB: Double? = nil
+    /// Probe and suspicion counters summed over the nodes (`Simulator.protocolCounters`).
+    public var protocolCounters: [String: Int]? = nil
 }

@@ -62,6 +62,8 @@ struct SweepScriptTests {
             #expect(detection["count"] as? Int == 2)
             #expect((detection["p50"] as? Double ?? 0) > 0)
             #expect((row["memberPeriods"] as? Int ?? 0) > 0)
+            let counters = try #require(row["protocolCounters"] as? [String: Int])
+            #expect((counters["probesSent"] ?? 0) > 0 && (counters["probesFailed"] ?? 0) > 0)
         }
         let table = try String(contentsOfFile: markdown, encoding: .utf8)
         #expect(table.contains("| lan, probe timeout 200 ms |"))
@@ -73,7 +75,7 @@ struct SweepScriptTests {
         let overrides = ["--probe-timeout-ms", "200", "--indirect-timeout-ms", "interval", "--indirect-checks", "2",
                          "--suspicion-mult", "2.5", "--confirmations", "1", "--confirmation-scaling", "0.5",
                          "--probe-order", "round-robin", "--tell-accused", "off"]
-        let args = ["--scenario", "negative-control", "--nodes", "8", "--seed", "4", "--periods", "60"] + overrides
+        let args = ["--scenario", "negative-control", "--nodes", "8", "--seed", "4", "--periods", "80"] + overrides
         let first = try run(simBinary, args + ["--json"])
         #expect(first.status == 1)
         let line = try #require(first.err.split(separator: "\n").first { $0.hasPrefix("reproduce: starling-sim ") }, "\(first.err)")
