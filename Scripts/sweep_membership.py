@@ -69,17 +69,23 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="three settings and few seeds: a smoke run")
     p.add_argument("--markdown", default=None, help="also write the tables to this markdown file")
     p.add_argument("--seed-base", type=int, default=None, help="seeds base, base+1, ... instead of random ones")
-    p.add_argument("--only", default=None, help="comma-separated setting ids (see --list)")
+    p.add_argument("--only", default=None, help="comma-separated setting ids (see --list), --add's included")
     p.add_argument("--add", action="append", default=[], metavar="ID=FLAGS",
                    help="an extra setting: its id, '=', then starling-sim flags (repeatable)")
+    p.add_argument("--scenario", default="detector",
+                   help="the simulator scenario (default detector; for example crash: one crash, no loss)")
     p.add_argument("--runs-file", default=None,
                    help="append every run's report here, and take the runs already in it (resume a sweep)")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="run nothing: pool the runs already in --runs-file (a sweep still running or cut short)")
     p.add_argument("--run-timeout", type=float, default=3600, help="seconds before one run is abandoned")
     p.add_argument("--list", action="store_true", help="list the settings and exit")
     a = p.parse_args()
     a.sim = a.sim or a.built_sim
     if not a.sim:
         p.error("--sim is required (Scripts/sweep-membership passes its release build)")
+    if a.aggregate_only and not a.runs_file:
+        p.error("--aggregate-only needs --runs-file")
     if a.jobs < 1 or a.jobs > 256:
         p.error("--jobs must be 1-256")
     return a
@@ -140,13 +146,14 @@ def main():
                     run_record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut short by an interrupted sweep
-                if run_record.get("report") is not None:
+                if run_record.get("report") is not None and run_record.get("scenario", "detector") == a.scenario:
                     done_before[(tuple(run_record["flags"]), run_record["nodes"], run_record["seed"])] = run_record["report"]
             merged = dict(kept, **{str(n): seeds[n] for n in sizes})
         else:
             merged = {str(n): seeds[n] for n in sizes}
-        with open(a.runs_file, "w") as f:
-            f.write("\n".join([json.dumps({"seeds": merged})] + lines[1:]) + "\n")
+        if not a.aggregate_only:  # a sweep may still be appending to it
+            with open(a.runs_file, "w") as f:
+                f.write("\n".join([json.dumps({"seeds": merged})] + lines[1:]) + "\n")
 
     # Smallest N first, and at each N one seed of every setting before the next seed: a sweep
     # stopped early still has every setting at the sizes it reached.
@@ -159,12 +166,15 @@ def main():
     if results:
         print(f"sweep: {len(results)} runs taken from {a.runs_file}", file=sys.stderr)
     tasks = [t for t in tasks if t not in results]
+    missing = []
+    if a.aggregate_only:
+        missing, tasks = tasks, []
     estimate = sum(run_cost(n) for (_, n, _) in tasks) / a.jobs
     print(f"sweep: {len(settings)} settings, sizes {sizes}, {len(tasks)} runs on {a.jobs} jobs; "
           f"about {estimate / 60:.1f} min on an idle machine", file=sys.stderr)
 
     def command(sid, n, seed):
-        return [a.sim, "--scenario", "detector", "--nodes", str(n), "--seed", str(seed), "--json"] + flags_of[sid]
+        return [a.sim, "--scenario", a.scenario, "--nodes", str(n), "--seed", str(seed), "--json"] + flags_of[sid]
 
     def run(task):
         sid, n, seed = task
@@ -189,7 +199,7 @@ def main():
             results[task] = (report, error)
             if a.runs_file:
                 with open(a.runs_file, "a") as f:
-                    f.write(json.dumps({"setting": task[0], "flags": flags_of[task[0]], "nodes": task[1], "seed": task[2],
+                    f.write(json.dumps({"scenario": a.scenario, "setting": task[0], "flags": flags_of[task[0]], "nodes": task[1], "seed": task[2],
                                         "report": report, "error": error}) + "\n")
             sid, n, seed = task
             status = error or f"{len(report['violations'])} violations"
@@ -200,6 +210,8 @@ def main():
         for sid, label, flags in settings:
             reports, errors = [], []
             for seed in seeds[n]:
+                if (sid, n, seed) not in results:
+                    continue  # --aggregate-only: a run the runs file does not have yet
                 report, error = results[(sid, n, seed)]
                 if report is None:
                     errors.append({"seed": seed, "error": error, "reproduce": shlex.join(command(sid, n, seed))})
@@ -209,11 +221,12 @@ def main():
             per10k = lambda key: (sum(r[key] for r in reports) * 1e4 / member_periods) if member_periods else None
             samples = lambda key: [v for r in reports for v in r[key]["values"]]
             violating = [r for r in reports if r["violations"]]
-            crashes_per_run = 5 if n >= 100 else 1
+            # Crashes per run, as the scenarios schedule them (None: a scenario this script does not know).
+            crashes_per_run = {"detector": 5 if n >= 100 else 1, "crash": 1}.get(a.scenario)
             row = {
                 "setting": sid, "label": label, "flags": flags, "nodes": n,
                 "runs": len(reports), "errors": errors,
-                "crashes": crashes_per_run * len(reports),
+                "crashes": crashes_per_run * len(reports) if crashes_per_run is not None else None,
                 "detectionPeriods": pooled(samples("detectionPeriods")),
                 "firstSuspicionPeriods": pooled(samples("firstSuspicionPeriods")),
                 "falsePositives": sum(r["falsePositives"] for r in reports),
@@ -241,12 +254,13 @@ def main():
             rows.append(row)
 
     out = {
-        "benchmark": "membership-sweep", "scenario": "detector",
+        "benchmark": "membership-sweep", "scenario": a.scenario,
         "note": "periods are protocol periods (1 s in the lan and memberlist presets); every setting runs the same seeds at a size",
         "command": shlex.join(["Scripts/sweep-membership"] + user_arguments()),
         "sizes": sizes, "seeds": {str(n): seeds[n] for n in sizes}, "jobs": a.jobs,
         "settings": [{"id": sid, "label": label, "flags": flags} for (sid, label, flags) in settings],
         "results": rows, "wallSeconds": round(time.time() - started, 1),
+        "missingRuns": [{"setting": sid, "nodes": n, "seed": seed} for (sid, n, seed) in missing],
     }
     if a.markdown:
         with open(a.markdown, "w") as f:
@@ -271,18 +285,19 @@ def fmt(x, digits=1):
 
 
 def markdown(out):
-    lines = [f"Failure-detector sweep, scenario `detector` (10% loss, a 600 ms-slow node, a stalled node, crashes), "
+    about = {"detector": " (10% loss, a 600 ms-slow node, a stalled node, crashes)", "crash": " (one crash, no loss)"}
+    lines = [f"Failure-detector sweep, scenario `{out['scenario']}`{about.get(out['scenario'], '')}, "
              f"`{out['command']}`. Times in protocol periods (1 s). FP and false suspicions per 10⁴ member-periods.", ""]
     for n in out["sizes"]:
         rows = [r for r in out["results"] if r["nodes"] == n]
-        lines += [f"### N = {n} ({rows[0]['runs'] if rows else 0} seeds per setting)", "",
-                  "| setting | detection p50 | detection max | detected/crashes | first suspicion p50 | FP /10⁴ | false suspicions /10⁴ | heal p50 / max | unhealed | msgs/member/period | runs with violations |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"### N = {n}", "",
+                  "| setting | runs | detection p50 | detection max | detected/crashes | first suspicion p50 | FP /10⁴ | false suspicions /10⁴ | heal p50 / max | unhealed | msgs/member/period | runs with violations |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
             d, s, h = r["detectionPeriods"], r["firstSuspicionPeriods"], r["healPeriods"]
             heal = f"{fmt(h['p50'])} / {fmt(h['max'])}" if h["count"] else "–"
             violations = str(r["violationRuns"]) + (f" ({len(r['errors'])} errors)" if r["errors"] else "")
-            lines.append(f"| {r['label']} | {fmt(d['p50'], 2)} | {fmt(d['max'], 2)} | {d['count']}/{r['crashes']} | {fmt(s['p50'], 2)} | "
+            lines.append(f"| {r['label']} | {r['runs']} | {fmt(d['p50'], 2)} | {fmt(d['max'], 2)} | {d['count']}/{r['crashes'] if r['crashes'] is not None else '?'} | {fmt(s['p50'], 2)} | "
                          f"{fmt(r['falsePositivesPer10kMemberPeriods'], 2)} | {fmt(r['falseSuspicionsPer10kMemberPeriods'], 1)} | "
                          f"{heal} | {r['unhealed']} | {fmt(r['messagesPerMemberPerPeriod'], 2)} | {violations} |")
         lines.append("")
