@@ -82,7 +82,7 @@ def parse_args():
     p.add_argument("--list", action="store_true", help="list the settings and exit")
     a = p.parse_args()
     a.sim = a.sim or a.built_sim
-    if not a.sim:
+    if not a.sim and not a.list:
         p.error("--sim is required (Scripts/sweep-membership passes its release build)")
     if a.aggregate_only and not a.runs_file:
         p.error("--aggregate-only needs --runs-file")
