@@ -253,12 +253,16 @@ public struct SimulationReport: Codable, Sendable, Equatable {
         public var p50: Double
         public var max: Double
         public var count: Int
+        /// Every sample, in increasing order: lets a sweep pool the samples of many runs
+        /// (the median of the runs' medians is not the median of their samples).
+        public var values: [Double]
 
         init(_ xs: [Double]) {
             let s = xs.sorted()
             p50 = s.isEmpty ? 0 : s[s.count / 2]
             max = s.last ?? 0
             count = s.count
+            values = s
         }
     }
 
@@ -295,4 +299,6 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     /// initial state, and the process's peak resident memory.
     public var setupSeconds: Double? = nil
     public var peakMemoryMB: Double? = nil
+    /// Probe and suspicion counters summed over the nodes (`Simulator.protocolCounters`).
+    public var protocolCounters: [String: Int]? = nil
 }

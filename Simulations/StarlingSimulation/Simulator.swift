@@ -116,8 +116,26 @@ public final class Simulator {
             dispatch(e)
         }
         let wall = wallClock() - start
-        return checker.report(scenario: scenario.name, config: config, periods: endPeriod, trace: trace.hex, events: events,
-                              wallSeconds: wall, messages: totalStats())
+        var report = checker.report(scenario: scenario.name, config: config, periods: endPeriod, trace: trace.hex, events: events,
+                                    wallSeconds: wall, messages: totalStats())
+        report.protocolCounters = protocolCounters()
+        return report
+    }
+
+    /// The probe and suspicion counters of `MembershipStats`, summed over the nodes (a crashed
+    /// node's as they stood when it crashed): what the failure-detector sweep explains its
+    /// figures with (for example nacks sent against nacks that came in time).
+    func protocolCounters() -> [String: Int] {
+        var c: [String: Int] = [:]
+        for n in nodes {
+            let s = n.membership.stats
+            let each = ["probesSent": s.probesSent, "probesFailed": s.probesFailed, "pingReqsSent": s.pingReqsSent,
+                        "nacksSent": s.nacksSent, "nacksReceived": s.nacksReceived, "suspicionsRaised": s.suspicionsRaised,
+                        "refutations": s.refutations, "deathsDeclared": s.deathsDeclared, "urgentProbes": s.urgentProbes,
+                        "accusationsTold": s.accusationsTold]
+            c.merge(each, uniquingKeysWith: +)
+        }
+        return c
     }
 
     func totalStats() -> (packets: Int, bytes: Int) {

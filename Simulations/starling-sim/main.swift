@@ -118,6 +118,22 @@ struct StarlingSim: ParsableCommand {
         return s
     }
 
+    /// The command line that repeats this run exactly: the chosen seed, and every override given.
+    func reproduceCommand(seed: UInt64) -> String {
+        var words = ["starling-sim", "--scenario", scenario, "--nodes", "\(nodes)", "--seed", "\(seed)",
+                     "--lifeguard", lifeguard, "--preset", preset]
+        if let periods { words += ["--periods", "\(periods)"] }
+        if let probeTimeoutMs { words += ["--probe-timeout-ms", "\(probeTimeoutMs)"] }
+        if let indirectTimeoutMs { words += ["--indirect-timeout-ms", indirectTimeoutMs] }
+        if let indirectChecks { words += ["--indirect-checks", "\(indirectChecks)"] }
+        if let suspicionMult { words += ["--suspicion-mult", "\(suspicionMult)"] }
+        if let confirmations { words += ["--confirmations", "\(confirmations)"] }
+        if let confirmationScaling { words += ["--confirmation-scaling", confirmationScaling] }
+        if let probeOrder { words += ["--probe-order", probeOrder] }
+        if let tellAccused { words += ["--tell-accused", tellAccused] }
+        return words.joined(separator: " ")
+    }
+
     func run() throws {
         if list {
             for s in Scenario.all { print("\(s.name.padding(toLength: 16, withPad: " ", startingAt: 0))\(s.summary)") }
@@ -160,10 +176,8 @@ struct StarlingSim: ParsableCommand {
             """)
         }
         if !report.violations.isEmpty {
-            var reproduce = "starling-sim --scenario \(scenario) --nodes \(nodes) --seed \(seedValue) --lifeguard \(lifeguard) --preset \(preset)"
-            if let periods { reproduce += " --periods \(periods)" }
             FileHandle.standardError.write(Data(("violations:\n" + report.violations.map { "  - \($0)" }.joined(separator: "\n")
-                + "\nreproduce: \(reproduce)\n").utf8))
+                + "\nreproduce: \(reproduceCommand(seed: seedValue))\n").utf8))
             throw ExitCode(1)
         }
     }
