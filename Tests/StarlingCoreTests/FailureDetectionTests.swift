@@ -202,6 +202,16 @@ struct TellAccusedTests {
     }
 }
 
+extension MembershipSettings {
+    /// `.lan` with the suspicion multiplier at 3 (a 3 s minimum at N = 10), so that these tests'
+    /// arithmetic does not follow the preset's tuning; they test the mechanisms.
+    static var lanAtMultiplier3: MembershipSettings {
+        var s = MembershipSettings.lan
+        s.suspicionMultiplier = 3
+        return s
+    }
+}
+
 @Suite("Failure detection: declared deaths and the last word")
 struct DeclaredDeathTests {
     /// A node among 9 peers that answer, but p1 that never does; p2, p3 and p4 suspect p1 at
@@ -234,7 +244,7 @@ struct DeclaredDeathTests {
     }
 
     @Test func aDeclaredDeathIsRetoldOncePerIntervalForGossipToTheDead() {
-        var s = MembershipSettings.lan
+        var s = MembershipSettings.lanAtMultiplier3
         s.gossipToTheDead = .seconds(5)
         var d = confirmedSuspicionOfP1(s)
         let times = tells(&d, until: .zero + .seconds(20))
@@ -246,7 +256,7 @@ struct DeclaredDeathTests {
     }
 
     @Test func theRetellingStopsWhenTheMemberIsAliveAgain() {
-        var d = confirmedSuspicionOfP1(.lan)
+        var d = confirmedSuspicionOfP1(.lanAtMultiplier3)
         let times = tells(&d, until: .zero + .seconds(20)) { now, d in
             if now == .zero + .milliseconds(5_500) {
                 _ = d.m.receive(Packet([alive("p1", 1001, inc: 2)]), from: addr(1001), now: now)
@@ -259,7 +269,7 @@ struct DeclaredDeathTests {
     }
 
     @Test func aDeathLearntFromOthersIsNotRetold() {
-        var d = DrivenNode(nodeWithPeers(9), answering: everyPeer(9).subtracting(["p1"]))
+        var d = DrivenNode(nodeWithPeers(9, settings: .lanAtMultiplier3), answering: everyPeer(9).subtracting(["p1"]))
         _ = d.m.receive(Packet([.dead(name: "p1", incarnation: 1, from: "p2")]), from: addr(1002), now: .zero)
         let times = tells(&d, until: .zero + .seconds(10))
         #expect(times.isEmpty, "only the member that declared the death retells it")
@@ -282,7 +292,7 @@ struct DeclaredDeathTests {
     }
 
     @Test func aConfirmedSuspicionIsDeclaredAtItsDeadlineWithoutALastWord() {
-        var d = confirmedSuspicionOfP1(.lan)
+        var d = confirmedSuspicionOfP1(.lanAtMultiplier3)
         while d.now < .zero + .milliseconds(2_900) { _ = d.tick() }
         #expect(d.m.status(of: "p1") == .suspect)
         #expect(d.m.stats.accusationsTold == 0)
@@ -313,7 +323,7 @@ struct DeclaredDeathTests {
     }
 
     @Test func anUnconfirmedSuspicionAsksTheMemberAndDeclaresOneIntervalLater() {
-        var (d, due, out) = unconfirmedSuspicionComesDue(.lan)
+        var (d, due, out) = unconfirmedSuspicionComesDue(.lanAtMultiplier3)
         #expect(due > .zero + .seconds(3), "unconfirmed: longer than the minimum")
         #expect(d.m.status(of: "p1") == .suspect, "not declared yet")
         #expect(d.m.suspicions["p1"]?.lastWordAsked == true)
@@ -329,7 +339,7 @@ struct DeclaredDeathTests {
     }
 
     @Test func aMemberThatRefutesAfterTheLastWordIsNotDeclared() {
-        var (d, due, _) = unconfirmedSuspicionComesDue(.lan)
+        var (d, due, _) = unconfirmedSuspicionComesDue(.lanAtMultiplier3)
         #expect(d.m.suspicions["p1"]?.lastWordAsked == true)
         // p1 heard the last word and answers with its alive straight back.
         _ = d.m.receive(Packet([alive("p1", 1001, inc: 2)]), from: addr(1001), now: d.now + .milliseconds(50))
@@ -343,7 +353,7 @@ struct DeclaredDeathTests {
     /// At N = 3 memberlist's scaling expects no confirmations (K = 0): every suspicion counts as
     /// confirmed, ends at its minimum, and is declared without a last word.
     @Test func withKZeroASuspicionIsDeclaredAtItsMinimumWithoutALastWord() {
-        var d = DrivenNode(nodeWithPeers(2), answering: ["p2"])
+        var d = DrivenNode(nodeWithPeers(2, settings: .lanAtMultiplier3), answering: ["p2"])
         _ = d.m.receive(Packet([.suspect(name: "p1", incarnation: 1, from: "p2")]), from: addr(1002), now: .zero)
         #expect(d.m.suspicions["p1"]?.expectedConfirmations == 0)
         #expect(d.m.suspicions["p1"]?.deadline == .zero + .seconds(3))
@@ -447,6 +457,28 @@ struct SuspectsFirstTests {
         #expect(urgent.map(\.probe) == [0, 2, 4, 6], "every other probe: the round robin goes on in between")
     }
 
+    /// A member suspected over and over (a slow node) is probed out of turn at most once per
+    /// ten probe intervals, so that it cannot hold back the round robin.
+    @Test func aMemberSuspectedAgainWithinTheCooldownIsNotProbedOutOfTurnAgain() {
+        var d = DrivenNode(nodeWithPeers(8), answering: everyPeer(8))
+        let first = d.nextProbe()
+        let suspect = first == "p1" ? "p2" : "p1"
+        let port: UInt16 = suspect == "p1" ? 1001 : 1002
+        _ = d.m.receive(Packet([.suspect(name: suspect, incarnation: 1, from: "p8")]), from: addr(1008), now: d.now)
+        #expect(d.nextProbe() == suspect)
+        // It refutes, and is suspected again three intervals later: no urgent probe.
+        _ = d.m.receive(Packet([alive(suspect, port, inc: 2)]), from: addr(1008), now: d.now)
+        let urgentAt = d.now
+        while d.now < urgentAt + .seconds(3) { _ = d.tick() }
+        _ = d.m.receive(Packet([.suspect(name: suspect, incarnation: 2, from: "p8")]), from: addr(1008), now: d.now)
+        #expect(d.m.urgentProbes.isEmpty, "within the cooldown")
+        // Alive again, and suspected once more after the cooldown: probed out of turn again.
+        _ = d.m.receive(Packet([alive(suspect, port, inc: 3)]), from: addr(1008), now: d.now)
+        while d.now < urgentAt + Membership.urgentProbeCooldown(d.m.settings) { _ = d.tick() }
+        _ = d.m.receive(Packet([.suspect(name: suspect, incarnation: 3, from: "p8")]), from: addr(1008), now: d.now)
+        #expect(d.m.urgentProbes == [suspect])
+    }
+
     @Test func aSuspectThatRefutedBeforeItsTurnIsNotProbedUrgently() {
         var d = DrivenNode(nodeWithPeers(8), answering: everyPeer(8))
         let first = d.nextProbe()
@@ -535,7 +567,7 @@ struct PresetTests {
         #expect(old.indirectProbeTimeout == nil && old.probeOrder == .roundRobin && !old.tellAccused)
         let new = MembershipSettings.lan
         #expect(new.probeTimeout == .milliseconds(300) && new.indirectProbeTimeout == .milliseconds(300))
-        #expect(new.probeOrder == .suspectsFirst && new.tellAccused && new.suspicionMultiplier == 3)
+        #expect(new.probeOrder == .suspectsFirst && new.tellAccused && new.suspicionMultiplier == 2.5)
         for (name, s) in MembershipSettings.presets {
             #expect(s.probeTimeout < s.probeInterval, "\(name)")
             if let t = s.indirectProbeTimeout { #expect(s.probeTimeout + t <= s.probeInterval, "\(name): the probe fails within its interval") }

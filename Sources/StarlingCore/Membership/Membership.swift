@@ -34,7 +34,14 @@ public struct Membership: Sendable {
     /// (`ProbeOrder.suspectsFirst`); at most `maxUrgentProbes`, the oldest dropped first.
     var urgentProbes: [String] = []
     static let maxUrgentProbes = 4
+    /// Ten probe intervals: a member suspected over and over draws at most a tenth of a node's
+    /// probes out of turn.
+    static func urgentProbeCooldown(_ settings: MembershipSettings) -> Duration { settings.probeInterval * 10 }
     var lastProbeWasUrgent = false
+    /// When this node last probed each member out of turn: a member that is suspected again and
+    /// again (a slow node) gets an urgent probe at most once per `urgentProbeCooldown`, so that
+    /// it cannot hold back the round robin that finds crashed members. Members in the table only.
+    var urgentProbedAt: [String: Instant] = [:]
     /// When we last told a dead or suspect member of its accusation (`tellAccused`). Only
     /// members in the table: an entry goes when the member is alive again or reaped.
     var told: [String: Instant] = [:]

@@ -3,7 +3,7 @@
 extension Membership {
     mutating func startProbe(now: Instant, into out: inout [MembershipDirective]) {
         if probe != nil { finishFailedProbe(now: now, into: &out) }
-        guard let slot = nextProbeTarget() else { return }
+        guard let slot = nextProbeTarget(now: now) else { return }
         let member = members.member(at: slot)
         let target = member.name
         let seq = nextSequence()
@@ -23,12 +23,13 @@ extension Membership {
 
     /// The round robin's next member, or (`ProbeOrder.suspectsFirst`, every other probe at
     /// most) a member that others began to suspect since this node last probed.
-    mutating func nextProbeTarget() -> MemberTable.Slot? {
+    mutating func nextProbeTarget(now: Instant) -> MemberTable.Slot? {
         if settings.probeOrder == .suspectsFirst, !lastProbeWasUrgent {
             while !urgentProbes.isEmpty {
                 let name = urgentProbes.removeFirst()
                 if let slot = members.slot(of: name), members.member(at: slot).status == .suspect {
                     lastProbeWasUrgent = true
+                    urgentProbedAt[name] = now
                     stats.urgentProbes += 1
                     return slot
                 }

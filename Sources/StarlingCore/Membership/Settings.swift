@@ -157,11 +157,12 @@ public struct MembershipSettings: Sendable, Equatable {
 
     /// Chosen by the failure-detection sweep (NOTES.md, "Failure detection"): probe 1 s, direct
     /// timeout 300 ms, indirect 300 ms (a probe fails 600 ms after it starts), suspects probed
-    /// first, suspicion ×3 (max ×6), K = 2, accusations told to the accused; gossip every
-    /// 200 ms to 3, 3 indirect checks, push-pull every 30 s, retransmit ×4 as memberlist.
+    /// first, suspicion ×2.5 (2.5 s under 10 members, 5 s at 100, 7.5 s at 1,000; max ×6),
+    /// K = 2, accusations told to the accused; gossip every 200 ms to 3, 3 indirect checks,
+    /// push-pull every 30 s, retransmit ×4 as memberlist.
     public static let lan = MembershipSettings(
         probeInterval: .seconds(1), probeTimeout: .milliseconds(300), indirectChecks: 3,
-        suspicionMultiplier: 3, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
+        suspicionMultiplier: 2.5, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
         gossipInterval: .milliseconds(200), gossipFanout: 3, gossipToTheDead: .seconds(30),
         retransmitMultiplier: 4, maxQueuedBroadcasts: 4096, pushPullInterval: .seconds(30),
         reconnectInterval: .seconds(10), reapAfter: .seconds(3600), maxPacketBytes: 1344, maxPendingRelays: 256,
@@ -192,7 +193,7 @@ public struct MembershipSettings: Sendable, Equatable {
     /// loaded machine a process is often not scheduled for tens of milliseconds.
     public static let loopback = MembershipSettings(
         probeInterval: .milliseconds(100), probeTimeout: .milliseconds(50), indirectChecks: 3,
-        suspicionMultiplier: 3, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
+        suspicionMultiplier: 2.5, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
         gossipInterval: .milliseconds(20), gossipFanout: 3, gossipToTheDead: .seconds(3),
         retransmitMultiplier: 4, maxQueuedBroadcasts: 4096, pushPullInterval: .seconds(3),
         reconnectInterval: .milliseconds(500), reapAfter: .seconds(120), maxPacketBytes: 1344, maxPendingRelays: 256,

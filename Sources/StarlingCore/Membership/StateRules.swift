@@ -143,7 +143,8 @@ extension Membership {
         members.update(slot) { $0.incarnation = inc }
         if m.status != .suspect {
             setStatus(slot, .suspect, now: now, into: &out)
-            if settings.probeOrder == .suspectsFirst, from != myName, probe?.target != name {
+            if settings.probeOrder == .suspectsFirst, from != myName, probe?.target != name,
+               urgentProbedAt[name].map({ now - $0 >= Self.urgentProbeCooldown(settings) }) ?? true {
                 urgentProbes.removeAll { $0 == name }
                 if urgentProbes.count >= Self.maxUrgentProbes { urgentProbes.removeFirst() }
                 urgentProbes.append(name)
@@ -271,6 +272,7 @@ extension Membership {
             suspicions[m.name] = nil
             told[m.name] = nil
             declaredDeaths[m.name] = nil
+            urgentProbedAt[m.name] = nil
             stats.reaped += 1
             out.append(.changed(MemberChange(name: m.name, address: m.address, from: m.status, to: nil, incarnation: m.incarnation)))
         }
