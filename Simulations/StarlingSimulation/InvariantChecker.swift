@@ -25,7 +25,10 @@ import StarlingCore
 ///   retransmissions for the losses. Bound: `2 × ceil(log₂ N) + 6` periods; the measured max
 ///   (NOTES.md) is well inside it. The convergence check allows for it: at its deadline, a live
 ///   member that some member holds dead is a violation only if it was not falsely declared
-///   dead within the last heal bound, and every heal must finish within the bound.
+///   dead within the last heal bound, and every heal must finish within the bound. A default
+///   run goes on for the heal bound after the convergence deadline, so that a member let
+///   through there is judged too (a false death in those last periods can still end unjudged:
+///   `unhealed` counts it).
 public struct Bounds: Sendable {
     public let suspicionMaxPeriods: Double
     public let detectionPeriods: Int

@@ -75,7 +75,10 @@ public final class Simulator {
         network = config.network
         if let loss = plan.loss { network.loss = loss }
         let bounds = Bounds(settings: config.settings, nodes: config.nodes)
-        endPeriod = config.periods ?? Int(plan.lastFaultPeriod.rounded(.up)) + bounds.convergencePeriods + 5
+        // Past the convergence deadline by the heal bound: the deadline lets through a live member
+        // that is still dead somewhere if its false death is younger than the heal bound, and
+        // only a run that lasts that long after the deadline can tell whether it healed.
+        endPeriod = config.periods ?? Int(plan.lastFaultPeriod.rounded(.up)) + bounds.convergencePeriods + max(5, bounds.healPeriods + 1)
         checker = InvariantChecker(nodes: config.nodes, bounds: bounds, strict: plan.strictFalsePositives,
                                    lastFaultPeriod: plan.lastFaultPeriod, recordTimeline: config.recordTimeline)
         checker.faultMarks = plan.faults.map { ($0.period, $0.fault.description) }

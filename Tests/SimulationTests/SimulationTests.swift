@@ -51,6 +51,16 @@ struct SimulationTests {
         #expect(a.traceHash != c.traceHash)
     }
 
+    /// The convergence deadline lets through a member whose false death is younger than the
+    /// heal bound; the run must go on long enough after it for the heal check to judge that
+    /// member (it ended 5 periods after the deadline, inside every heal bound).
+    @Test("a default run lasts the heal bound past the convergence deadline", arguments: [5, 20, 100])
+    func aDefaultRunOutlastsTheDeadlineByTheHealBound(nodes: Int) {
+        let r = simulate("steady", nodes: nodes, seed: 1)
+        let deadline = r.convergenceBound  // steady: no fault, the deadline is the bound itself
+        #expect(r.periods > deadline + r.healBound, "ends at \(r.periods), deadline \(deadline), heal bound \(r.healBound)")
+    }
+
     @Test func theCheckerReportsANodeCutOffForGood() {
         let r = simulate("negative-control", nodes: 8, seed: 1)
         #expect(!r.converged)

@@ -149,15 +149,31 @@ struct TellAccusedTests {
         }
     }
 
-    @Test func aNodeToldItIsDeadRefutesAndAnswersThePacketSourceWithItsAlive() {
+    @Test func aNodeToldItIsDeadRefutesAndAnswersTheAccuserWithItsAlive() {
         var m = nodeWithPeers(3)
         #expect(m.incarnation == 0)
-        // The accuser named in the message is p1, the packet comes from p2's address: the
-        // answer goes to whoever sent the packet.
+        // The accuser named in the message is p1, the packet comes from p2's address (p2 relays
+        // p1's accusation): the answer goes to the accuser, at its address in our table.
         let out = m.receive(Packet([.dead(name: "me", incarnation: 0, from: "p1")]), from: addr(1002), now: at(ms: 10))
         #expect(m.incarnation == 1)
-        #expect(out.ownAlives(to: addr(1002)) == [1])
-        #expect(out.ownAlives(to: addr(1001)).isEmpty)
+        #expect(out.ownAlives(to: addr(1001)) == [1])
+        #expect(out.ownAlives(to: addr(1002)).isEmpty)
+    }
+
+    /// A captured packet that accuses us, replayed within the replay window (no key needed)
+    /// from a forged UDP source: answering the packet's source made us a reflector, sending our
+    /// alive and a packet's worth of gossip to any address, once per copy.
+    @Test func theAnswerNeverGoesToAPacketSourceOutsideTheTable() {
+        var m = nodeWithPeers(3)
+        let victim = NodeAddress(host: "192.0.2.7", port: 53)
+        for copy in 0..<5 {
+            let out = m.receive(Packet([.suspect(name: "me", incarnation: 0, from: "p1")]), from: victim, now: at(ms: 10 + Int64(copy)))
+            #expect(out.messages(to: victim).isEmpty, "copy \(copy)")
+        }
+        // An accuser we do not know gets no answer either: its refutation goes by gossip.
+        let unknown = m.receive(Packet([.dead(name: "me", incarnation: 1, from: "stranger")]), from: victim, now: at(ms: 20))
+        #expect(unknown.messages(to: victim).isEmpty)
+        #expect(m.incarnation == 2, "it still refutes")
     }
 
     @Test func twoAccusationsInOnePacketGetOneAnswer() {
@@ -165,7 +181,24 @@ struct TellAccusedTests {
         let out = m.receive(Packet([.dead(name: "me", incarnation: 0, from: "p1"), .suspect(name: "me", incarnation: 0, from: "p2")]),
                             from: addr(1002), now: at(ms: 10))
         #expect(m.incarnation == 1, "the suspicion at 0 is stale once the death at 0 was refuted")
-        #expect(out.ownAlives(to: addr(1002)) == [1])
+        #expect(out.ownAlives(to: addr(1001)) == [1])
+        #expect(out.ownAlives(to: addr(1002)).isEmpty)
+    }
+
+    /// Acks, nacks or ping-reqs under the names of many members we hold dead, in one packet
+    /// (a key holder's forgery): one accusation goes out, not one packet per name.
+    @Test func aPacketNamingManyAccusedMembersDrawsOneTell() {
+        var m = nodeWithPeers(6)
+        _ = m.receive(Packet((1...6).map { .dead(name: "p\($0)", incarnation: 1, from: "stranger") }), from: addr(1999), now: .zero)
+        let forged = Packet((1...6).map { .ack(seq: 999, source: "p\($0)") })
+        let out = m.receive(forged, from: addr(1999), now: at(ms: 10))
+        #expect(out.sends.count == 1)
+        #expect(m.stats.accusationsTold == 1)
+        // Pings: each is acked (as before), but only one ack carries an accusation.
+        let pings = Packet((1...6).map { .ping(seq: UInt32($0), target: "me", source: "p\($0)", replyTo: addr(1999)) })
+        let acks = m.receive(pings, from: addr(1999), now: at(ms: 20))
+        #expect(acks.messages.filter { if case .dead(_, _, "me") = $0 { true } else { false } }.count == 1)
+        #expect(m.stats.accusationsTold == 2, "p1 was told a moment ago; one other member is told now")
     }
 
     @Test func aStaleAccusationIsAnsweredButDoesNotRaiseTheIncarnation() {

@@ -49,6 +49,10 @@ public struct Membership: Sendable {
     /// it tells the member once a probe interval for `gossipToTheDead`, until the member refutes,
     /// so that a lost tell does not leave a live member dead here. Only members in the table.
     var declaredDeaths: [String: Instant] = [:]
+    /// Accusations (`tellAccused`) the packet being received may still draw: one, so that a
+    /// packet naming many accused members (acks under forged source names, say) costs one
+    /// packet out, not one per name. nil outside `receive`: timers tell without this limit.
+    var tellsLeftInPacket: Int?
     var probe: Probe?
     var relays: [UInt32: Relay] = [:]
     var sequence: UInt32 = 0
@@ -160,24 +164,33 @@ public struct Membership: Sendable {
     }
 
     /// Handles one decoded packet that arrived from `source`.
+    ///
+    /// Nothing is ever sent to `source`: it is the datagram's unauthenticated UDP source, which
+    /// anyone who replays a captured packet (no key needed, within the replay window) chooses.
+    /// Replies go to addresses the packet's sealed content names or the member table holds.
     public mutating func receive(_ packet: Packet, from source: NodeAddress, now: Instant) -> [MembershipDirective] {
         var out: [MembershipDirective] = []
-        var accused = false
+        var accuser: String?
+        tellsLeftInPacket = 1
+        defer { tellsLeftInPacket = nil }
         for message in packet.messages {
             stats.messagesReceived += 1
             switch message {
-            case .dead(let name, _, let from) where name == myName && from != myName: accused = true
-            case .suspect(let name, _, _) where name == myName: accused = true
+            case .dead(let name, _, let from), .suspect(let name, _, let from):
+                if accuser == nil, name == myName, from != myName, members[from] != nil { accuser = from }
             default: break
             }
             handle(message, now: now, into: &out)
         }
-        // `tellAccused`: whoever sent us an accusation about ourselves hears our alive straight
-        // back (one per packet), besides the gossip: the member that told us is the first to
+        // `tellAccused`: the member that accused us hears our alive straight back (one per
+        // packet), besides the gossip: a member that tells us of its accusation is the first to
         // take the refutation, and one that holds an accusation from before our last
-        // refutation (it missed that refutation's gossip) learns of it now.
-        if settings.tellAccused, accused, !isLeaving {
-            send([.alive(selfAlive)], to: source, into: &out)
+        // refutation (it missed that refutation's gossip) learns of it now. The answer goes to
+        // the accuser's address in our table, never to the packet's source (see above): a
+        // replayed accusation with a forged source would otherwise make us send our alive and
+        // a full packet of gossip to any address on the internet, once per copy.
+        if settings.tellAccused, let accuser, !isLeaving, let m = members[accuser] {
+            send([.alive(selfAlive)], to: m.address, into: &out)
         }
         return out
     }

@@ -109,6 +109,10 @@ extension Membership {
         }
         if let last = told[name], now - last < settings.probeInterval { return nil }
         guard told.count < WireLimits.maxMembers || told[name] != nil else { return nil }
+        if let left = tellsLeftInPacket {
+            guard left > 0 else { return nil }
+            tellsLeftInPacket = left - 1
+        }
         told[name] = now
         stats.accusationsTold += 1
         return message

@@ -69,7 +69,8 @@ public struct MembershipSettings: Sendable, Equatable {
     public var confirmationScaling: ConfirmationScaling
     /// Tell a member that we hold dead or suspect, the moment we hear from it (its ping, ack,
     /// nack or ping-req), so that it refutes at once instead of waiting for gossip to reach it.
-    /// A member answers an accusation of death with its `alive` straight back to the sender.
+    /// A member answers an accusation (of death or suspicion) with its `alive` straight back to
+    /// the accuser, at the accuser's address in its member table (never the packet's source).
     /// This is what heals a false "dead" in O(log N) periods under standing loss.
     public var tellAccused: Bool
 
