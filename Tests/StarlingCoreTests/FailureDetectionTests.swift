@@ -276,15 +276,16 @@ struct DeclaredDeathTests {
         return times
     }
 
-    @Test func aDeclaredDeathIsRetoldOncePerIntervalForGossipToTheDead() {
+    @Test func aDeclaredDeathIsRetoldWithDoublingGapsForGossipToTheDead() {
         var s = MembershipSettings.lanAtMultiplier3
-        s.gossipToTheDead = .seconds(5)
+        s.gossipToTheDead = .seconds(20)
         var d = confirmedSuspicionOfP1(s)
-        let times = tells(&d, until: .zero + .seconds(20))
+        let times = tells(&d, until: .zero + .seconds(40))
         #expect(d.m.stats.deathsDeclared == 1)
         #expect(d.m.status(of: "p1") == .dead)
-        // Declared at 3 s and told at once, then every second while under 5 s since.
-        #expect(times == [3, 4, 5, 6, 7].map { Instant.zero + .seconds($0) })
+        // Declared at 3 s and told at once, then after gaps of 1, 2, 4 and 8 s while under 20 s
+        // since (the next, at 3 + 31 s, is past it).
+        #expect(times == [3, 4, 6, 10, 18].map { Instant.zero + .seconds($0) })
         #expect(d.m.declaredDeaths.isEmpty)
     }
 
@@ -296,7 +297,7 @@ struct DeclaredDeathTests {
                 d.answering.insert("p1")
             }
         }
-        #expect(times == [3, 4, 5].map { Instant.zero + .seconds($0) })
+        #expect(times == [3, 4].map { Instant.zero + .seconds($0) }, "the retell due at 6 s is not sent")
         #expect(d.m.status(of: "p1") == .alive)
         #expect(d.m.declaredDeaths.isEmpty && d.m.told.isEmpty)
     }

@@ -45,10 +45,21 @@ public struct Membership: Sendable {
     /// When we last told a dead or suspect member of its accusation (`tellAccused`). Only
     /// members in the table: an entry goes when the member is alive again or reaped.
     var told: [String: Instant] = [:]
-    /// Deaths this node declared itself (its own suspicion ran out), with when (`tellAccused`):
-    /// it tells the member once a probe interval for `gossipToTheDead`, until the member refutes,
-    /// so that a lost tell does not leave a live member dead here. Only members in the table.
-    var declaredDeaths: [String: Instant] = [:]
+    /// Deaths this node declared itself (its own suspicion ran out) (`tellAccused`): it tells
+    /// the member at once and again after 1, 2, 4, 8 ... probe intervals within
+    /// `gossipToTheDead`, until the member refutes, so that a lost tell does not leave a live
+    /// member dead here. The gaps double because after a mass crash every member that declared
+    /// a death retells it (a review measured +80% packets for 30 s with a retell every interval
+    /// at N = 300 with 60 crashes); five tells in 30 s. Only members in the table.
+    var declaredDeaths: [String: DeclaredDeath] = [:]
+    /// The earliest `nextTellAt` among `declaredDeaths` (a tick before it skips them all).
+    var nextRetellAt: Instant?
+
+    struct DeclaredDeath: Sendable, Equatable {
+        var at: Instant
+        var nextTellAt: Instant
+        var gap: Duration
+    }
     /// Accusations (`tellAccused`) the packet being received may still draw: one, so that a
     /// packet naming many accused members (acks under forged source names, say) costs one
     /// packet out, not one per name. nil outside `receive`: timers tell without this limit.

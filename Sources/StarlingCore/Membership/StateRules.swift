@@ -239,24 +239,33 @@ extension Membership {
             // `tellAccused`: the member that declares a death tells the member itself, once, at
             // once: if it is alive after all, it refutes now rather than when gossip finds it.
             if settings.tellAccused, members[due.name]?.status == .dead {
-                declaredDeaths[due.name] = now
+                let first = DeclaredDeath(at: now, nextTellAt: now + settings.probeInterval, gap: settings.probeInterval)
+                declaredDeaths[due.name] = first
+                nextRetellAt = min(nextRetellAt ?? first.nextTellAt, first.nextTellAt)
                 told[due.name] = nil
                 tellIfAccused(due.name, now: now, into: &out)
             }
         }
     }
 
-    /// `tellAccused`: tells each member whose death this node declared, once a probe interval
-    /// (see `accusation(toTell:now:)`), for `gossipToTheDead` or until it is alive again here.
+    /// `tellAccused`: retells each member whose death this node declared, with doubling gaps
+    /// (see `declaredDeaths`), for `gossipToTheDead` or until it is alive again here.
     mutating func retellDeclaredDeaths(now: Instant, into out: inout [MembershipDirective]) {
-        guard !declaredDeaths.isEmpty else { return }
+        guard let due = nextRetellAt, now >= due else { return }
+        nextRetellAt = nil
         // Sorted: dictionary order differs between processes, and the simulator must not.
         for name in declaredDeaths.keys.sorted() {
-            guard let at = declaredDeaths[name], members[name]?.status == .dead, now - at < settings.gossipToTheDead else {
+            guard var d = declaredDeaths[name], members[name]?.status == .dead, now - d.at < settings.gossipToTheDead else {
                 declaredDeaths[name] = nil
                 continue
             }
-            tellIfAccused(name, now: now, into: &out)
+            if now >= d.nextTellAt {
+                tellIfAccused(name, now: now, into: &out)
+                d.gap = d.gap * 2
+                d.nextTellAt = now + d.gap
+                declaredDeaths[name] = d
+            }
+            nextRetellAt = min(nextRetellAt ?? d.nextTellAt, d.nextTellAt)
         }
         assert(declaredDeaths.count <= members.count, "declared deaths outside the member table")
     }
