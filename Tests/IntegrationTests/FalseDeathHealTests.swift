@@ -40,7 +40,6 @@ struct FalseDeathHealTests {
         // not one whose death is still being gossiped (a few 200 ms rounds; that gossip also goes
         // to the dead member, and so heals it without any telling).
         Thread.sleep(forTimeInterval: Self.heldDeadFor)
-        let refutationsBefore = try rig.answeredMetricSum("starling_refutations_total", over: ["n1"])
 
         try rig.heal("n1")
         let healedAt = Date()
@@ -54,7 +53,10 @@ struct FalseDeathHealTests {
         #expect(healSeconds <= Self.healBound,
                 "n1 came back after \(healSeconds) s, more than \(Self.healBound) s\n\(rig.describeViews())")
         #expect(toldAfter > toldBefore, "nobody told n1 of its death")
-        #expect(try rig.answeredMetricSum("starling_refutations_total", over: ["n1"]) > refutationsBefore, "n1 did not refute")
+        // No check that n1 refutes after the heal: when n1 had already refuted an earlier
+        // suspicion (at the start of the cut, before its links were all down) and the others
+        // declared it dead at the incarnation before, the tell is stale and n1 answers with its
+        // current alive, which wins without a new refutation (seen once in a full-suite run).
 
         // And the mesh is whole again: n1 too lists everyone alive.
         try rig.waitUntil("all five list all five alive", seconds: 30) {
