@@ -28,6 +28,18 @@ struct RealisticSizeTests {
         }
     }
 
+    /// Seeds 124 and 125 broke the convergence bound at N = 100 with the new `lan` when a
+    /// push-pull's reply was the server's state from before the merge: the two sides of the
+    /// healed partition needed a second exchange the other way round to take each other's
+    /// refutations. (At N = 300 the rejoin still takes longer than the bound for about one seed
+    /// in four, with either preset: NOTES, "What is not done".)
+    @Test(arguments: [UInt64(124), 125])
+    func aHealedPartitionRejoinsWithinTheBound(seed: UInt64) {
+        let r = simulate("partition-heal", nodes: 100, seed: seed)
+        #expect(r.violations.isEmpty, "\(r.violations) — reproduce: \(reproduce(r))")
+        #expect(r.converged, "reproduce: \(reproduce(r))")
+    }
+
     /// The negative control of the heal check: without telling the accused, a false "dead"
     /// under 10% loss waits for gossip to reach the member, and the checker must say so.
     @Test func withoutTellingTheAccusedTheCheckerReportsSlowHeals() {

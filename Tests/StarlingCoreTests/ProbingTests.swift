@@ -301,7 +301,10 @@ struct AntiEntropyTests {
             .init(name: "new", address: addr(1003), incarnation: 2, status: .alive, metadata: MemberMetadata()),
         ])
         let (reply, _) = m.servePushPull(remote, now: .zero)
-        #expect(reply.entries.contains { $0.name == "p1" && $0.status == .alive }, "the reply is our state before the merge")
+        // The reply is our state after the merge: it carries our refutation, so that an
+        // initiator that held us dead (the other side of a healed partition) takes it at once.
+        #expect(reply.entries.contains { $0.name == "me" && $0.status == .alive && $0.incarnation == 6 })
+        #expect(reply.entries.contains { $0.name == "p1" && $0.status == .left })
         #expect(m.status(of: "p1") == .left)
         #expect(m.incarnation == 6)
         #expect(m.status(of: "new") == .alive)

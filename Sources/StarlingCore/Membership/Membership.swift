@@ -207,12 +207,17 @@ public struct Membership: Sendable {
     }
 
     /// Serves a push-pull: merges the remote state and returns ours for the reply.
+    ///
+    /// The reply is taken after the merge, so that it carries what the merge changed here, above
+    /// all this node's refutation when the remote state held it dead (two sides of a healed
+    /// partition): the initiator takes that alive at once, where a reply from before the merge
+    /// carried the incarnation it already held dead, and the pair needed a second exchange the
+    /// other way round (a reconnection interval or more) to find each other.
     public mutating func servePushPull(_ remote: PushPullState, now: Instant) -> (reply: PushPullState, directives: [MembershipDirective]) {
         stats.pushPullsServed += 1
-        let reply = localState(join: false)
         var out: [MembershipDirective] = []
         merge(remote, newMembers: WireLimits.maxNewMembersPerInboundPushPull, now: now, into: &out)
-        return (reply, out)
+        return (localState(join: false), out)
     }
 
     /// Completes a push-pull this node started; `remote` is nil if the exchange failed.
