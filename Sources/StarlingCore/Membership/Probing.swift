@@ -91,7 +91,7 @@ extension Membership {
             return
         }
         var reply: [MembershipMessage] = [.ack(seq: seq, source: myName)]
-        if let accusation = accusation(toTell: source, now: now) { reply.append(accusation) }
+        if let accusation = accusation(toTell: source, now: now) { reply.append(accusation.message) }
         send(reply, to: replyTo, into: &out)
     }
 
@@ -99,8 +99,11 @@ extension Membership {
     /// suspect: the accusation at the incarnation we hold, so that it refutes at once. At most
     /// once per probe interval per member (`told` holds the last time; entries go once the
     /// member is active again, or when it is reaped).
-    mutating func accusation(toTell name: String, now: Instant) -> MembershipMessage? {
-        guard settings.tellAccused, name != myName, let m = members[name] else { return nil }
+    mutating func accusation(toTell name: String, now: Instant) -> (message: MembershipMessage, to: NodeAddress)? {
+        // Every ping, ack, nack and ping-req comes here: with nobody suspected or down, which is
+        // most of the time, there is nothing to tell and no lookup to make.
+        guard settings.tellAccused, !suspicions.isEmpty || !members.inactive.isEmpty,
+              name != myName, let m = members[name] else { return nil }
         let message: MembershipMessage
         switch m.status {
         case .dead: message = .dead(name: name, incarnation: m.incarnation, from: myName)
@@ -115,13 +118,13 @@ extension Membership {
         }
         told[name] = now
         stats.accusationsTold += 1
-        return message
+        return (message, m.address)
     }
 
     /// Sends the accusation (if any) to a member we heard from without answering it.
     mutating func tellIfAccused(_ name: String, now: Instant, into out: inout [MembershipDirective]) {
-        guard settings.tellAccused, let message = accusation(toTell: name, now: now), let m = members[name] else { return }
-        send([message], to: m.address, into: &out)
+        guard let accusation = accusation(toTell: name, now: now) else { return }
+        send([accusation.message], to: accusation.to, into: &out)
     }
 
     mutating func handleAck(seq: UInt32, source: String, now: Instant, into out: inout [MembershipDirective]) {

@@ -160,15 +160,17 @@ public struct MembershipSettings: Sendable, Equatable {
     /// timeout 300 ms, indirect 300 ms (a probe fails 600 ms after it starts), suspects probed
     /// first, suspicion ×2.5 (2.5 s under 10 members, 5 s at 100, 7.5 s at 1,000; max ×6),
     /// K = 2, accusations told to the accused; gossip every 200 ms to 3, 3 indirect checks,
-    /// push-pull every 30 s, retransmit ×4 as memberlist.
-    public static let lan = MembershipSettings(
-        probeInterval: .seconds(1), probeTimeout: .milliseconds(300), indirectChecks: 3,
-        suspicionMultiplier: 2.5, suspicionMaxTimeoutMultiplier: 6, maxLocalHealth: 8, lifeguard: true,
-        gossipInterval: .milliseconds(200), gossipFanout: 3, gossipToTheDead: .seconds(30),
-        retransmitMultiplier: 4, maxQueuedBroadcasts: 4096, pushPullInterval: .seconds(30),
-        reconnectInterval: .seconds(10), reapAfter: .seconds(3600), maxPacketBytes: 1344, maxPendingRelays: 256,
-        indirectProbeTimeout: .milliseconds(300), probeOrder: .suspectsFirst,
-        suspicionConfirmations: 2, confirmationScaling: .memberlist, tellAccused: true)
+    /// push-pull every 30 s, retransmit ×4 as memberlist. Written as its differences from
+    /// `.memberlist`.
+    public static let lan: MembershipSettings = {
+        var s = MembershipSettings.memberlist
+        s.probeTimeout = .milliseconds(300)
+        s.indirectProbeTimeout = .milliseconds(300)
+        s.probeOrder = .suspectsFirst
+        s.suspicionMultiplier = 2.5
+        s.tellAccused = true
+        return s
+    }()
 
     /// `.lan` as it was before the failure-detection sweep: memberlist's `DefaultLANConfig`
     /// exactly (probe timeout 500 ms, the probe failing at the end of the interval, round robin,
