@@ -8,6 +8,9 @@ public struct Instant: Comparable, Hashable, Sendable, CustomStringConvertible {
     public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
 
     public static let zero = Instant(nanoseconds: 0)
+    /// Later than any deadline a protocol will set ("nothing scheduled"); far enough from
+    /// `Int64.max` that adding a duration to it does not wrap.
+    public static let distantFuture = Instant(nanoseconds: Int64.max / 2)
 
     public static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
 
