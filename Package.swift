@@ -41,7 +41,7 @@ let package = Package(
         .target(
             name: "StarlingRuntime",
             dependencies: [
-                "StarlingCore", "StarlingCrypto", "CUV",
+                "StarlingCore", "StarlingCrypto", "StarlingSandbox", "CUV",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

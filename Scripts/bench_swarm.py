@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Swarm benchmark: a 3-node mesh of real `starling node` processes on 127.0.0.1.
+
+Usage: bench_swarm.py STARLING_BIN [--tasks 1000] [--slots 2] [--single 50] [--wide 100]
+
+1. Throughput: `--tasks` sandboxed `/bin/true` tasks in one swarm, submitted through n2 (not the
+   seed). Tasks/s from submit to the last result, and per-task latency from submit to its result
+   (its `task` event on the swarm's event stream). Baseline in the same run, before the mesh
+   starts: the same commands under raw bwrap (the namespaces and mounts Starling's sandboxes
+   use, without cgroups, seccomp or work dirs), run by a plain loop with as many workers as the
+   mesh has slots in total (3 x --slots). The aim: ratio >= 0.8.
+2. Single-task swarm through a node that does not own it, warm pool: submit -> result (the
+   `task` event), `--single` trials; p50 and p99. The aim: p50 <= 5 ms.
+3. A `--wide`-wide sub-swarm spawned from inside a task through $STARLING_SOCKET: the time from
+   the child's POST (measured inside the task) until all its results are in, and from the
+   parent's submit until the parent is done.
+
+Nodes are ended by their own PIDs (try/finally). Prints one JSON object.
+"""
+import argparse, concurrent.futures, http.client, json, os, random, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+BWRAP = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+         "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+         "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"]
+TASK_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp"}
+
+
+def free_port():
+    while True:
+        port = random.randint(20000, 60000)
+        try:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                s = socket.socket(socket.AF_INET, kind)
+                s.bind(("127.0.0.1", port))
+                s.close()
+            return port
+        except OSError:
+            continue
+
+
+def request(port, method, path, body=None, timeout=30):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request(method, path, body=json.dumps(body) if body is not None else None,
+              headers={"content-type": "application/json"} if body is not None else {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, json.loads(data) if data else None
+
+
+class Events:
+    """Reads a swarm's server-sent events; calls on_task(task_id, arrival) per `task` event."""
+
+    def __init__(self, port, swarm, timeout=600):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.request("GET", f"/v1/swarms/{swarm}/events")
+        self.resp = self.conn.getresponse()
+
+    def follow(self, on_task):
+        event = None
+        while True:
+            line = self.resp.fp.readline()
+            if not line:
+                return
+            line = line.decode().rstrip("\n")
+            if line.startswith("event:"):
+                event = line[6:].strip()
+                if event == "done":
+                    return
+            elif line.startswith("data:") and event == "task":
+                on_task(json.loads(line[5:]).get("id"), time.monotonic())
+        self.conn.close()
+
+
+def pct(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def summary(ms):
+    return {"p50": round(pct(ms, 0.5), 3), "p99": round(pct(ms, 0.99), 3), "n": len(ms)}
+
+
+def baseline(tasks, workers):
+    """The same commands under raw bwrap, `workers` at a time; returns (tasks/s, latencies ms)."""
+    start = time.monotonic()
+
+    def one(_):
+        subprocess.run(BWRAP + ["/bin/true"], env=TASK_ENV, check=True)
+        return (time.monotonic() - start) * 1000
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        done = list(pool.map(one, range(tasks)))
+    wall = time.monotonic() - start
+    return tasks / wall, done
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bin")
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--slots", type=int, default=2)
+    ap.add_argument("--single", type=int, default=50)
+    ap.add_argument("--wide", type=int, default=100)
+    args = ap.parse_args()
+    out = {"tasks": args.tasks, "nodes": 3, "slotsPerNode": args.slots, "cores": os.cpu_count()}
+
+    workers = 3 * args.slots
+    base_rate, base_lat = baseline(args.tasks, workers)
+    out["baseline"] = {"what": f"raw bwrap /bin/true, plain loop, {workers} workers", "tasksPerSecond": round(base_rate, 1),
+                       "completionMs": summary(base_lat)}
+
+    work = tempfile.mkdtemp(prefix="starling-bench-swarm.")
+    procs = []
+    try:
+        key = os.path.join(work, "cluster.key")
+        subprocess.run([args.bin, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL)
+        nodes = []
+        for i in range(3):
+            g, a = free_port(), free_port()
+            cmd = [args.bin, "node", "--name", f"n{i + 1}", "--gossip", f"127.0.0.1:{g}", "--api", f"127.0.0.1:{a}",
+                   "--data", os.path.join(work, f"n{i + 1}"), "--key-file", key, "--preset", "loopback",
+                   "--slots", str(args.slots), "--log-level", "warning"]
+            if nodes:
+                cmd += ["--join", f"127.0.0.1:{nodes[0][0]}"]
+            log = open(os.path.join(work, f"n{i + 1}.log"), "w")
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
+            nodes.append((g, a))
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if request(a, "GET", "/v1/health", timeout=1)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"n{i + 1} did not start")
+                time.sleep(0.05)
+        api = nodes[1][1]
+        deadline = time.monotonic() + 20
+        while sum(m["status"] == "alive" for m in request(api, "GET", "/v1/members")[1]["members"]) < 3:
+            if time.monotonic() > deadline:
+                raise SystemExit("the mesh did not form")
+            time.sleep(0.05)
+
+        # 1. Throughput through n2.
+        spec = {"tasks": [{"id": f"t{i}", "argv": ["/bin/true"], "memoryMB": 32} for i in range(args.tasks)]}
+        arrivals = {}
+        t0 = time.monotonic()
+        status, body = request(api, "POST", "/v1/swarms", spec)
+        assert status == 202, (status, body)
+        Events(api, body["id"]).follow(lambda tid, at: arrivals.setdefault(tid, at))
+        wall = max(arrivals.values()) - t0
+        rate = len(arrivals) / wall
+        final = request(api, "GET", f"/v1/swarms/{body['id']}?tasks=false")[1]
+        out["mesh"] = {"tasksPerSecond": round(rate, 1), "submitToResultMs": summary([(t - t0) * 1000 for t in arrivals.values()]),
+                       "results": len(arrivals), "succeeded": final.get("succeeded"), "owner": body.get("owner")}
+        out["ratioToBaseline"] = round(rate / base_rate, 3)
+
+        # 2. Single-task swarms through a node that does not own them (warm pool).
+        lat, owned_here = [], 0
+        for i in range(args.single * 3):
+            if len(lat) >= args.single:
+                break
+            t = time.monotonic()
+            status, body = request(api, "POST", "/v1/swarms", {"tasks": [{"argv": ["/bin/true"], "memoryMB": 32}]})
+            got = []
+            Events(api, body["id"]).follow(lambda tid, at: got.append(at))
+            if body.get("owner") == "n2":
+                owned_here += 1
+                continue
+            lat.append((got[0] - t) * 1000)
+        out["singleTaskThroughNonOwner"] = {"submitToResultMs": summary(lat), "skippedOwnedByEntry": owned_here}
+
+        # 3. A wide sub-swarm from inside a task.
+        script = f"""
+api() {{ curl -sf --unix-socket "$STARLING_SOCKET" "$@"; }}
+body='{{"tasks": [' ; i=0
+while [ $i -lt {args.wide} ]; do [ $i -gt 0 ] && body="$body,"; body="$body{{\\"argv\\": [\\"/bin/true\\"], \\"memoryMB\\": 32}}"; i=$((i+1)); done
+body="$body]}}"
+t0=$(date +%s%N)
+id=$(api -X POST -H 'content-type: application/json' -d "$body" http://starling/v1/swarms | sed -E 's/.*"id" *: *"([^"]+)".*/\\1/')
+until api "http://starling/v1/swarms/$id?tasks=false" | grep -q '"state" *: *"done"'; do sleep 0.02; done
+t1=$(date +%s%N)
+echo $(( (t1 - t0) / 1000000 ))
+"""
+        t = time.monotonic()
+        status, body = request(api, "POST", "/v1/swarms", {"spawn": {"maxTasks": args.wide, "maxDepth": 1},
+                                                            "tasks": [{"id": "wide", "argv": ["sh", "wide.sh"], "files": {"wide.sh": script},
+                                                                       "timeoutSeconds": 300, "memoryMB": 64}]})
+        assert status == 202, (status, body)
+        Events(api, body["id"]).follow(lambda tid, at: None)
+        parent_ms = (time.monotonic() - t) * 1000
+        task = request(api, "GET", f"/v1/swarms/{body['id']}")[1]["tasks"][0]
+        stdout = (task.get("result") or {}).get("stdout", "").strip()
+        out["subSwarm"] = {"width": args.wide, "state": task.get("state"),
+                           "childSubmitToAllResultsMs": int(stdout) if stdout.isdigit() else None,
+                           "parentSubmitToDoneMs": round(parent_ms, 1)}
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        for p in procs:
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+import Foundation
+import StarlingCore
+import StarlingSandbox
+import Synchronization
+
+/// Carries out the swarm protocol's `.run` and `.kill` actions: each attempt runs in its own
+/// bubblewrap sandbox (SandboxRunner) on a thread of its own, because a sandboxed run blocks
+/// until the task ends and the loop thread must never wait for one. The protocol never starts
+/// more attempts than the node's slots, so the threads are bounded by them; `maxConcurrent`
+/// asserts it with margin.
+///
+/// Task data (argv, env, files) goes to the sandbox only, never into this process's environment
+/// or argv: the runner hands it to the sandbox's init through a pipe.
+public final class SwarmTaskExecutor: Sendable {
+    struct AttemptKey: Hashable, Sendable {
+        var swarm: SwarmID
+        var index: UInt32
+        var attempt: UInt16
+    }
+
+    /// An attempt between `start` and its completion: killed before its sandbox existed, or
+    /// running with a handle to kill it by.
+    enum Entry: Sendable {
+        case starting(killed: Bool)
+        case started(RunningTask)
+    }
+
+    let runner: SandboxRunner
+    let nodeName: String
+    let maxConcurrent: Int
+    private let attempts = Mutex<[AttemptKey: Entry]>([:])
+
+    public init(runner: SandboxRunner, nodeName: String, slots: Int) {
+        self.runner = runner
+        self.nodeName = nodeName
+        maxConcurrent = slots * 2 + 16
+    }
+
+    /// Attempts started and not yet completed.
+    public var inFlight: Int { attempts.withLock { $0.count } }
+
+    /// Starts the attempt; `complete` is called exactly once, from another thread.
+    public func start(_ run: TaskRun, complete: @escaping @Sendable (SwarmActionOutcome) -> Void) {
+        let key = AttemptKey(swarm: run.swarm, index: run.index, attempt: run.attempt)
+        let admitted = attempts.withLock { table -> Bool in
+            guard table[key] == nil, table.count < maxConcurrent else { return false }
+            table[key] = .starting(killed: false)
+            return true
+        }
+        guard admitted else {
+            // The protocol asked for a duplicate attempt or more than its slots: refuse it, loudly.
+            assertionFailure("swarm attempt \(key) started twice or over the slot bound")
+            return complete(Self.outcome(run, .denied("this node refused a second start of the same attempt, or one over its slots", node: nodeName), attempt: run.attempt))
+        }
+        let thread = Thread { [self] in
+            let result = execute(run, key: key)
+            attempts.withLock { _ = $0.removeValue(forKey: key) }
+            complete(Self.outcome(run, result, attempt: run.attempt))
+        }
+        thread.name = "starling-task"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// Kills the attempt if it runs; one not yet started never starts. Its completion follows.
+    public func kill(swarm: SwarmID, index: UInt32, attempt: UInt16) {
+        let key = AttemptKey(swarm: swarm, index: index, attempt: attempt)
+        let handle = attempts.withLock { table -> RunningTask? in
+            switch table[key] {
+            case .starting?: table[key] = .starting(killed: true); return nil
+            case .started(let task)?: return task
+            case nil: return nil
+            }
+        }
+        handle?.cancel()
+    }
+
+    func execute(_ run: TaskRun, key: AttemptKey) -> TaskResult {
+        var task: TaskSpec
+        let options: SwarmRunOptions
+        do {
+            task = try JSONDecoder().decode(TaskSpec.self, from: Data(run.task.payload))
+            options = run.options.isEmpty ? SwarmRunOptions() : try JSONDecoder().decode(SwarmRunOptions.self, from: Data(run.options))
+        } catch {
+            return .denied("the task's stored form does not decode: \(error)", node: nodeName)
+        }
+        // interface.md: a task's environment always has STARLING_TASK (its id).
+        var env = task.env ?? [:]
+        env["STARLING_TASK"] = run.task.id
+        task.env = env
+        do {
+            var result = try runner.run(task, requestPolicy: options.policy, onStart: { [self] running in
+                let killedEarly = attempts.withLock { table -> Bool in
+                    if case .starting(killed: true)? = table[key] { return true }
+                    table[key] = .started(running)
+                    return false
+                }
+                if killedEarly { running.cancel() }
+            })
+            result.attempts = Int(run.attempt)
+            return result
+        } catch {
+            return .denied("\(error)", node: nodeName)
+        }
+    }
+
+    static func outcome(_ run: TaskRun, _ result: TaskResult, attempt: UInt16) -> SwarmActionOutcome {
+        var result = result
+        result.attempts = Int(attempt)
+        let outcome: RunOutcome = switch result.reason {
+        case .denied: .denied
+        case .exited where result.exitCode == 0: .succeeded
+        default: .failed
+        }
+        let bytes = (try? JSONEncoder().encode(result)).map { [UInt8]($0) } ?? []
+        return .finished(swarm: run.swarm, index: run.index, attempt: attempt, outcome: outcome, result: bytes)
+    }
+}
+
+/// The swarm-wide options the runtime stores in `SwarmDraft.options` (JSON): what every attempt
+/// of the swarm's tasks needs besides the task itself.
+public struct SwarmRunOptions: Codable, Sendable, Equatable {
+    /// The request's policy, which narrows the node's (never widens it).
+    public var policy: Policy?
+    public var spawn: SwarmSpec.Spawn?
+
+    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil) {
+        self.policy = policy
+        self.spawn = spawn
+    }
+}

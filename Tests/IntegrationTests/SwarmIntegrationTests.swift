@@ -1,0 +1,186 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+/// Any HTTP request with an optional JSON body: status and body (status 0 when unreachable).
+func httpCall(port: UInt16, method: String, path: String, json: Any? = nil, timeout: Double = 10) -> (Int, Data) {
+    final class Box: Sendable { let result = Mutex<(Int, Data)>((0, Data())) }
+    let box = Box()
+    let done = DispatchSemaphore(value: 0)
+    var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+    request.httpMethod = method
+    request.timeoutInterval = timeout
+    if let json {
+        request.httpBody = try? JSONSerialization.data(withJSONObject: json)
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+    }
+    URLSession.shared.dataTask(with: request) { data, response, _ in
+        box.result.withLock { $0 = ((response as? HTTPURLResponse)?.statusCode ?? 0, data ?? Data()) }
+        done.signal()
+    }.resume()
+    done.wait()
+    return box.result.withLock { $0 }
+}
+
+func jsonObject(_ data: Data) -> [String: Any] { (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:] }
+
+/// A swarm driven through the public HTTP API, as an outside client would.
+struct SwarmClient {
+    var port: UInt16
+
+    func submit(_ spec: [String: Any]) throws -> (id: String, owner: String?) {
+        let (status, body) = httpCall(port: port, method: "POST", path: "/v1/swarms", json: spec)
+        let object = jsonObject(body)
+        guard status == 202, let id = object["id"] as? String else {
+            throw StartFailed(description: "POST /v1/swarms: \(status) \(String(decoding: body, as: UTF8.self))")
+        }
+        return (id, object["owner"] as? String)
+    }
+
+    /// The swarm's counts (nil while no node answers for it).
+    func counts(_ id: String) -> [String: Any]? {
+        let (status, body) = httpCall(port: port, method: "GET", path: "/v1/swarms/\(id)?tasks=false")
+        return status == 200 ? jsonObject(body) : nil
+    }
+
+    /// Every task of the swarm, read in pages of 100.
+    func tasks(_ id: String, total: Int) throws -> [[String: Any]] {
+        var all: [[String: Any]] = []
+        var offset = 0
+        while offset < total {
+            let (status, body) = httpCall(port: port, method: "GET", path: "/v1/swarms/\(id)?offset=\(offset)&limit=100")
+            guard status == 200, let page = jsonObject(body)["tasks"] as? [[String: Any]], !page.isEmpty else {
+                throw StartFailed(description: "GET page at \(offset): \(status) \(String(decoding: body.prefix(500), as: UTF8.self))")
+            }
+            all += page
+            offset += page.count
+        }
+        return all
+    }
+
+    func waitUntilFinished(_ id: String, seconds: Double) throws -> [String: Any] {
+        var last: [String: Any]?
+        try waitUntil("swarm \(id) finishes (last seen: \(String(describing: last)))", seconds: seconds) {
+            last = counts(id)
+            return (last?["state"] as? String).map { $0 != "running" } ?? false
+        }
+        return last ?? [:]
+    }
+
+    /// The task ids of the swarm's `task` events, read to the `done` event.
+    func eventTaskIds(_ id: String) -> [String] {
+        let (_, body) = httpCall(port: port, method: "GET", path: "/v1/swarms/\(id)/events", timeout: 30)
+        var ids: [String] = []
+        var event = ""
+        for line in String(decoding: body, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("event:") { event = line.dropFirst(6).trimmingCharacters(in: .whitespaces) }
+            if line.hasPrefix("data:"), event == "task",
+               let data = line.dropFirst(5).trimmingCharacters(in: .whitespaces).data(using: .utf8),
+               let task = jsonObject(data)["id"] as? String {
+                ids.append(task)
+            }
+        }
+        return ids
+    }
+}
+
+/// The issue's "Show" test: 3 real nodes, 200 tasks each echoing its own token, submitted through
+/// a node that is not the seed; then the same after kill -9 of a worker, and of the owner.
+@Suite("Swarms across real nodes", .serialized)
+struct SwarmIntegrationTests {
+    static let taskCount = 200
+
+    static func spec(tokens: [String], sleep: Double = 0) -> [String: Any] {
+        let tasks: [[String: Any]] = tokens.map { token in
+            let script = sleep > 0 ? "sleep \(sleep); echo \(token)" : "echo \(token)"
+            return ["id": token, "argv": ["sh", "-c", script], "timeoutSeconds": 30, "memoryMB": 64]
+        }
+        return ["tasks": tasks, "maxAttempts": 3]
+    }
+
+    static func tokens(_ tag: String) -> [String] { (0..<taskCount).map { "\(tag)-\($0)-\(UInt32.random(in: 0...UInt32.max))" } }
+
+    /// Each token's task succeeded once with its own token as output; returns the nodes that ran them.
+    static func expectEachTokenOnce(_ tasks: [[String: Any]], tokens: [String]) -> [String: Int] {
+        #expect(tasks.count == tokens.count)
+        var byNode: [String: Int] = [:]
+        var seen = Set<String>()
+        for task in tasks {
+            let id = task["id"] as? String ?? ""
+            #expect(seen.insert(id).inserted, "task \(id) listed twice")
+            #expect(task["state"] as? String == "succeeded", "task \(id): \(task)")
+            let result = task["result"] as? [String: Any] ?? [:]
+            #expect(result["stdout"] as? String == id + "\n", "task \(id) printed \(String(describing: result["stdout"]))")
+            byNode[result["node"] as? String ?? "?", default: 0] += 1
+        }
+        #expect(seen == Set(tokens))
+        return byNode
+    }
+
+    @Test func twoHundredTasksThroughANonSeedNodeComeBackSpreadOverTheNodes() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["n1", "n2", "n3"])
+        let client = SwarmClient(port: nodes[1].apiPort)
+        let tokens = Self.tokens("spread")
+        let (id, _) = try client.submit(Self.spec(tokens: tokens))
+        let final = try client.waitUntilFinished(id, seconds: 120)
+        #expect(final["state"] as? String == "done")
+        #expect(final["succeeded"] as? Int == Self.taskCount)
+        let byNode = Self.expectEachTokenOnce(try client.tasks(id, total: Self.taskCount), tokens: tokens)
+        #expect(Set(byNode.keys) == ["n1", "n2", "n3"], "tasks ran on \(byNode)")
+        // Read through another node too, and the event stream: one event per task.
+        let elsewhere = SwarmClient(port: nodes[0].apiPort)
+        #expect(elsewhere.counts(id)?["succeeded"] as? Int == Self.taskCount)
+        let events = client.eventTaskIds(id)
+        #expect(events.count == Self.taskCount)
+        #expect(Set(events) == Set(tokens))
+    }
+
+    @Test func killingAWorkerReRunsItsUnfinishedTasksElsewhereAndRecordsEachOnce() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["n1", "n2", "n3"])
+        let client = SwarmClient(port: nodes[1].apiPort)
+        let tokens = Self.tokens("worker")
+        let (id, owner) = try client.submit(Self.spec(tokens: tokens, sleep: 0.3))
+        let victim = try #require(nodes.first { $0.name != "n2" && $0.name != owner }, "owner \(String(describing: owner))")
+        // Kill it while it runs tasks: once some results are in (it has run some, and runs more).
+        try waitUntil("a quarter of the tasks finished", seconds: 60) {
+            (client.counts(id)?["succeeded"] as? Int ?? 0) >= Self.taskCount / 4
+        }
+        victim.signal(SIGKILL)
+        _ = victim.waitForExit(seconds: 5)
+        let final = try client.waitUntilFinished(id, seconds: 120)
+        #expect(final["succeeded"] as? Int == Self.taskCount)
+        let tasks = try client.tasks(id, total: Self.taskCount)
+        _ = Self.expectEachTokenOnce(tasks, tokens: tokens)
+        let rerun = tasks.filter { (($0["result"] as? [String: Any])?["attempts"] as? Int ?? 1) > 1 }
+        #expect(!rerun.isEmpty, "no task of the killed node was run again")
+        for task in rerun { #expect((task["result"] as? [String: Any])?["node"] as? String != victim.name) }
+        let events = client.eventTaskIds(id)
+        #expect(events.count == Self.taskCount, "each result is recorded (and announced) exactly once")
+        #expect(Set(events) == Set(tokens))
+    }
+
+    @Test func killingTheOwnerTheSwarmStillFinishesAndReadsThroughASurvivor() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["n1", "n2", "n3"])
+        let entry = SwarmClient(port: nodes[1].apiPort)
+        let tokens = Self.tokens("owner")
+        let (id, ownerName) = try entry.submit(Self.spec(tokens: tokens, sleep: 0.3))
+        let owner = try #require(nodes.first { $0.name == ownerName }, "POST /v1/swarms names the owner")
+        try waitUntil("a quarter of the tasks finished", seconds: 60) {
+            (entry.counts(id)?["succeeded"] as? Int ?? 0) >= Self.taskCount / 4
+        }
+        owner.signal(SIGKILL)
+        _ = owner.waitForExit(seconds: 5)
+        let survivor = SwarmClient(port: try #require(nodes.first { $0.name != owner.name }).apiPort)
+        let final = try survivor.waitUntilFinished(id, seconds: 120)
+        #expect(final["state"] as? String == "done")
+        #expect(final["succeeded"] as? Int == Self.taskCount)
+        _ = Self.expectEachTokenOnce(try survivor.tasks(id, total: Self.taskCount), tokens: tokens)
+    }
+}
