@@ -184,3 +184,69 @@ struct SwarmIntegrationTests {
         _ = Self.expectEachTokenOnce(try survivor.tasks(id, total: Self.taskCount), tokens: tokens)
     }
 }
+
+/// `DELETE /v1/swarms/ID` and the `starling swarm` commands, against real nodes.
+@Suite("Swarm cancel and CLI", .serialized)
+struct SwarmCancelAndCLITests {
+    @Test func cancellingKillsRunningTasksEverywhereAndPendingOnesNeverStart() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["n1", "n2", "n3"])
+        let client = SwarmClient(port: nodes[2].apiPort)
+        let tasks: [[String: Any]] = (0..<40).map { ["id": "sleeper-\($0)", "argv": ["sleep", "60"], "memoryMB": 32] }
+        let (id, _) = try client.submit(["tasks": tasks])
+        // 3 nodes x 2 slots: six run, the rest wait.
+        try waitUntil("six tasks run", seconds: 30) { (client.counts(id)?["running"] as? Int ?? 0) >= 6 }
+        let (status, body) = httpCall(port: nodes[0].apiPort, method: "DELETE", path: "/v1/swarms/\(id)")
+        #expect(status == 202, "\(String(decoding: body, as: UTF8.self))")
+        let final = try client.waitUntilFinished(id, seconds: 20)
+        #expect(final["state"] as? String == "cancelled")
+        let all = try client.tasks(id, total: 40)
+        let killed = all.filter { ($0["result"] as? [String: Any])?["reason"] as? String == "killed" }
+        let neverRan = all.filter { $0["result"] == nil }
+        #expect(all.allSatisfy { $0["state"] as? String == "cancelled" }, "\(all.map { $0["state"] ?? "?" })")
+        #expect(killed.count >= 6, "the running tasks were killed, not left to run")
+        #expect(killed.count + neverRan.count == 40)
+        // Nothing runs any more: every node's slots are free again.
+        try waitUntil("every slot is free", seconds: 10) {
+            (nodes[0].members() ?? []).allSatisfy { $0.capacity.free == $0.capacity.slots }
+        }
+        let (missing, _) = httpCall(port: nodes[1].apiPort, method: "DELETE", path: "/v1/swarms/0123456789abcdef")
+        #expect(missing == 404)
+    }
+
+    @Test func swarmRunPrintsResultsAndExitsNonZeroWhenATaskFails() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["n1", "n2"])
+        let api = "127.0.0.1:\(nodes[1].apiPort)"
+        let good = cluster.dir + "/good.json", bad = cluster.dir + "/bad.json"
+        try #"{"tasks": [{"id": "a", "argv": ["echo", "alpha"]}, {"id": "b", "argv": ["echo", "beta"]}]}"#
+            .write(toFile: good, atomically: true, encoding: .utf8)
+        try #"{"tasks": [{"id": "ok", "argv": ["true"]}, {"id": "broken", "argv": ["sh", "-c", "exit 3"]}]}"#
+            .write(toFile: bad, atomically: true, encoding: .utf8)
+        let run = try runCLI(["swarm", "run", good, "--api", api, "--json"])
+        #expect(run.status == 0, "\(run.err)")
+        let status = jsonObject(Data(run.out.utf8))
+        #expect(status["state"] as? String == "done")
+        #expect(status["succeeded"] as? Int == 2)
+        let plain = try runCLI(["swarm", "run", good, "--api", api])
+        #expect(plain.status == 0)
+        #expect(plain.out.contains("alpha") && plain.out.contains("beta"), "\(plain.out)")
+        #expect(!plain.out.contains("\u{1B}["), "no terminal control codes when stdout is not a terminal")
+        let failing = try runCLI(["swarm", "run", bad, "--api", api])
+        #expect(failing.status != 0, "a failed task makes the exit status non-zero")
+        #expect(failing.out.contains("broken"))
+        let id = try #require(status["id"] as? String)
+        let show = try runCLI(["swarm", "show", id, "--api", api, "--json"])
+        #expect(jsonObject(Data(show.out.utf8))["succeeded"] as? Int == 2)
+        let list = try runCLI(["swarm", "list", "--api", api, "--json"])
+        let swarms = jsonObject(Data(list.out.utf8))["swarms"] as? [[String: Any]] ?? []
+        #expect(swarms.count == 3)
+        #expect(swarms.contains { $0["id"] as? String == id })
+        let cancel = try runCLI(["swarm", "cancel", "0123456789abcdef", "--api", api])
+        #expect(cancel.status != 0)
+        let badFile = try runCLI(["swarm", "run", cluster.dir + "/missing.json", "--api", api])
+        #expect(badFile.status != 0)
+    }
+}
