@@ -18,6 +18,9 @@ public enum Envelope {
         /// The first frame of an inbound stream: small, so that a connection proves it holds the
         /// key before the node buffers a large frame for it.
         case streamHello = 4
+        /// One frame on a persistent peer link (after its hello): a message of a hosted
+        /// protocol. Its own kind, so that a gossip packet or a push-pull frame never opens as one.
+        case linkFrame = 5
     }
 
     public static let headerBytes = 1 + 4 + 24

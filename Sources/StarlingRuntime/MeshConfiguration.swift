@@ -43,6 +43,26 @@ public struct MeshConfiguration: Sendable {
     /// Bound on how often the loop publishes its snapshot for the HTTP side (a sort and copy
     /// of the whole table), however fast the membership changes. Commands publish at once.
     public var publishInterval: Duration
+    /// Persistent peer links (hosted protocols; see `PeerLink`): bound on one frame on any
+    /// channel (each protocol's `maxMessageBytes` is capped by it). A longer frame closes the link.
+    public var maxLinkFrameBytes: Int
+    /// Bytes one link may hold queued for sending (sealed frames not yet written, and written
+    /// to libuv but not yet to the kernel). A send past it fails at once and is counted.
+    public var maxLinkQueueBytes: Int
+    /// Links open at once, both ways together; a newcomer past it is refused.
+    public var maxLinks: Int
+    /// A peer's requests this node may owe answers to on one link; more are dropped and counted.
+    public var maxOwedRequestsPerLink: Int
+    /// A link with nothing sent or received for this long, and nothing in flight, is closed.
+    public var linkIdleTimeout: Duration
+    /// A dial that has not connected by then fails.
+    public var linkConnectTimeout: Duration
+    /// After a failed dial, sends to that peer fail at once for this long, doubling per failure
+    /// up to `maxLinkBackoff`.
+    public var linkBackoff: Duration
+    public var maxLinkBackoff: Duration
+    /// Bound on commands from other threads waiting for the loop (`ProtocolHandle.command`).
+    public var maxInboxCommands: Int
 
     public init(name: String, bind: NodeAddress, advertise: NodeAddress? = nil, api: String, seeds: [NodeAddress],
                 slots: Int, keyFile: String, settings: MembershipSettings) {
@@ -65,6 +85,15 @@ public struct MeshConfiguration: Sendable {
         authTimeout = .seconds(3)
         streamTimeout = .seconds(5)
         publishInterval = .milliseconds(50)
+        maxLinkFrameBytes = 4 << 20
+        maxLinkQueueBytes = 8 << 20
+        maxLinks = 4096
+        maxOwedRequestsPerLink = 4096
+        linkIdleTimeout = .seconds(60)
+        linkConnectTimeout = .seconds(3)
+        linkBackoff = .milliseconds(100)
+        maxLinkBackoff = .seconds(5)
+        maxInboxCommands = 16_384
     }
 }
 

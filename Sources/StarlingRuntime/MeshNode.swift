@@ -27,6 +27,11 @@ public final class MeshNode: @unchecked Sendable {
         case setFreeSlots(Int)
         /// A key file read off the loop thread (see `reloadKeys`).
         case installKeys(Result<Keyring, any Error>)
+        /// Work for a hosted protocol (see `ProtocolHandle`); `refused` runs instead when the
+        /// node has stopped or the inbox is full.
+        case work(@Sendable (MeshNode) -> Void, refused: @Sendable (any Error) -> Void)
+        /// Stop at once, without leaving.
+        case stop
     }
 
     private let shared: Mutex<Shared>
@@ -69,6 +74,15 @@ public final class MeshNode: @unchecked Sendable {
     private var lastPublish = Instant.zero
     /// A key file read is in flight on its own thread; a second SIGHUP meanwhile is folded in.
     private var keyReloadInFlight = false
+    /// Protocols hosted besides membership, by channel (see ProtocolHost.swift).
+    var protocols: [UInt8: any HostedRunner] = [:]
+    /// What protocols last heard of each member (see `reconcileMembers`).
+    var reportedMembers: [PeerName: ReportedMember] = [:]
+    /// Persistent connections to peers for hosted protocols (see PeerLinks.swift).
+    let links = LinkTable()
+    let linkMetrics = LinkMetrics()
+    private(set) var started = false
+    private var hasShutDown = false
 
     public init(configuration: MeshConfiguration, keyring: Keyring, logger: Logger) throws {
         precondition(configuration.settings.reapAfter > configuration.replayWindow * 2,
@@ -172,6 +186,7 @@ public final class MeshNode: @unchecked Sendable {
     /// Starts the loop on its own thread. `onExit` runs on that thread once the node has left.
     public func start(onExit: @escaping @Sendable () -> Void) {
         self.onExit = onExit
+        started = true
         let thread = Thread { [self] in self.run() }
         thread.name = "starling-mesh"
         thread.start()
@@ -200,12 +215,25 @@ public final class MeshNode: @unchecked Sendable {
 
     public func setFreeSlots(_ free: Int) { post(.setFreeSlots(free)) }
 
-    private func post(_ command: Command) {
-        let stopped = shared.withLock { s -> Bool in
-            if !s.stopped { s.inbox.append(command) }
-            return s.stopped
+    /// Stops at once, without leaving (peers will find this node dead): closes every socket.
+    public func stop() { post(.stop) }
+
+    /// What peer links and hosted protocols did so far (see `LinkTally`).
+    public func linkTally() -> LinkTally { linkMetrics.tally.withLock { $0 } }
+
+    /// `bounded`: refused with `MeshError.busy` when `maxInboxCommands` wait already.
+    func post(_ command: Command, bounded: Bool = false) {
+        let refusal = shared.withLock { s -> MeshError? in
+            if s.stopped { return .stopped }
+            if bounded, s.inbox.count >= configuration.maxInboxCommands { return .busy }
+            s.inbox.append(command)
+            return nil
         }
-        if !stopped { uv_async_send(wakeup) }
+        guard let refusal else {
+            uv_async_send(wakeup)
+            return
+        }
+        if case .work(_, let refused) = command { refused(refusal) }
     }
 
     // MARK: Loop thread
@@ -284,6 +312,7 @@ public final class MeshNode: @unchecked Sendable {
                                                          "to": "\(change.to.map(\.description) ?? "reaped")",
                                                          "incarnation": "\(change.incarnation)"])
                 pendingChange = true
+                memberChanged(change)
             }
         }
     }
@@ -316,9 +345,12 @@ public final class MeshNode: @unchecked Sendable {
 
     /// After every event: run due timers, publish the snapshot, re-arm the timer.
     func afterEvent(changed: Bool = false) {
+        guard !hasShutDown else { return }
         let t = now
         if t >= membership.nextDeadline { execute(membership.tick(now: t)) }
+        tickProtocols(now: t)
         sweepStreams(now: t)
+        sweepLinks(now: t)
         if let leaveDeadline, t >= leaveDeadline { return shutdown() }
         // A command publishes at once; membership changes at most every `publishInterval`
         // (a publish sorts and copies the whole table, and churn brings changes by the
@@ -331,6 +363,8 @@ public final class MeshNode: @unchecked Sendable {
         if pendingChange { deadline = min(deadline, lastPublish + configuration.publishInterval) }
         if let leaveDeadline { deadline = min(deadline, leaveDeadline) }
         if !streams.isEmpty { deadline = min(deadline, t + .milliseconds(100)) }
+        deadline = min(deadline, protocolsDeadline, linksDeadline(after: t))
+        flushLinks()
         let waitMs = max(0, (deadline - t).nanoseconds + 999_999) / 1_000_000
         uv_timer_start(timer, { handle in
             Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue().afterEvent()
@@ -342,6 +376,7 @@ public final class MeshNode: @unchecked Sendable {
         pendingChange = false
         metrics.publish(membership)
         metrics.snapshotPublished()
+        reconcileMembers()
         let snap = MeshSnapshot(name: configuration.name, members: membership.memberList, stats: membership.stats,
                                 localHealth: membership.awareness.score, incarnation: membership.incarnation)
         shared.withLock { $0.snapshot = snap }
@@ -358,6 +393,8 @@ public final class MeshNode: @unchecked Sendable {
             case .installKeys(let result): installKeys(result)
             case .setFreeSlots(let free):
                 membership.updateMetadata(now: now) { $0.free = UInt32(max(0, min(free, Int($0.slots)))) }
+            case .work(let work, _): work(self)
+            case .stop: leaveDeadline = now
             }
         }
         afterEvent(changed: true)
@@ -409,7 +446,14 @@ public final class MeshNode: @unchecked Sendable {
     }
 
     private func shutdown() {
-        shared.withLock { $0.stopped = true }
+        hasShutDown = true
+        let unserved = shared.withLock { s -> [Command] in
+            s.stopped = true
+            defer { s.inbox.removeAll() }
+            return s.inbox
+        }
+        for case .work(_, let refused) in unserved { refused(MeshError.stopped) }
+        stopProtocols()
         publish(at: now)
         for s in streams.values { s.close() }
         uv_timer_stop(timer)
@@ -428,9 +472,17 @@ public enum MeshError: Error, CustomStringConvertible {
     case bind(String, String)
     case badMetadata(String)
     case badName(String)
+    /// The node has stopped: a protocol command cannot be served.
+    case stopped
+    /// Too many commands wait for the loop already (`maxInboxCommands`).
+    case busy
+    case notRegistered(String)
 
     public var description: String {
         switch self {
+        case .stopped: "the node has stopped"
+        case .busy: "the node's inbox is full"
+        case .notRegistered(let channel): "no protocol registered on channel " + channel
         case .badMetadata(let why): "metadata not accepted on the wire: \(why)"
         case .badName(let why): why
         case .badAddress(let a): "not an IP address and port: \(a)"

@@ -53,6 +53,9 @@ final class StreamExchange {
     private var finished = false
     private var closeAfterWrite = false
     private(set) var closed = false
+    /// Set when the hello was a link hello (`PeerLink.helloVersion`): the dialler's name and the
+    /// link's connection number. The connection is then handed to a `PeerLink`.
+    private var linkPeer: (name: PeerName, connection: UInt64)?
 
     var isInbound: Bool { if case .server = role { true } else { false } }
 
@@ -111,6 +114,7 @@ final class StreamExchange {
             node.adjustBuffered(by: -(4 + length), inbound: isInbound)
             if !authenticated {
                 guard openHello(frame) else { return }
+                if let link = linkPeer { return handOff(to: link) }
                 continue
             }
             guard received.isEmpty else {
@@ -129,9 +133,16 @@ final class StreamExchange {
         do {
             let payload = try Envelope.open(sealed, kind: .streamHello, keyring: node.keyring, nowMs: wallClockMs(),
                                             maxAgeMs: node.configuration.replayWindow.nanoseconds / 1_000_000)
-            guard payload.first == Self.helloVersion else { throw WireError.unsupportedVersion(payload.first ?? 0) }
+            let named: NodeAddress?
+            if payload.first == PeerLink.helloVersion {
+                guard let hello = PeerLink.parseHello(payload) else { throw WireError.invalidValue("link hello") }
+                named = hello.destination
+                linkPeer = (hello.sender, PeerLink.connection(ofSealedHello: sealed))
+            } else {
+                guard payload.first == Self.helloVersion else { throw WireError.unsupportedVersion(payload.first ?? 0) }
+                named = NodeAddress(String(decoding: payload.dropFirst(), as: UTF8.self))
+            }
             // Before the nonce is remembered: a misdirected hello takes no room in the cache.
-            let named = NodeAddress(String(decoding: payload.dropFirst(), as: UTF8.self))
             guard let named, named == localAddress || named == node.configuration.advertise else {
                 node.metrics.drop(reason: "hello_misdirected")
                 fail("hello addressed to \(named?.description ?? "nothing"), not to this node")
@@ -220,6 +231,19 @@ final class StreamExchange {
             request.deallocate()
             fail(uvError(rc))
         }
+    }
+
+    /// A link hello opened: the connection, its handle and the bytes after the hello go to a
+    /// `PeerLink`. This exchange is done without closing the handle, which is the link's now.
+    private func handOff(to link: (name: PeerName, connection: UInt64)) {
+        closed = true
+        finished = true
+        let rest = received
+        node.adjustBuffered(by: -received.count, inbound: isInbound)
+        received = []
+        uv_read_stop(asStream(handle))
+        node.streams[ObjectIdentifier(self)] = nil
+        node.adoptLink(handle: handle, from: link.name, connection: link.connection, leftover: rest)
     }
 
     func fail(_ why: String) {

@@ -1,0 +1,276 @@
+import StarlingCore
+
+/// Carries out a hosted protocol's `.perform(action)`s: runs a sandbox, persists a record,
+/// advertises capacity. Called on the node's loop thread, in effect order. Work that takes a
+/// while goes to another thread, which hands the outcome back with `host.complete(_:)`; work
+/// that must be durable before the protocol's next effect (a `.store`) is done synchronously
+/// inside `perform`, since the effects after it are carried out only once it returns.
+public protocol ProtocolPerformer<Hosted> {
+    associatedtype Hosted: HostedProtocol
+    func perform(_ action: Hosted.Action, host: ProtocolHandle<Hosted>)
+}
+
+/// A performer for protocols that have no actions.
+public struct NoPerformer<Hosted: HostedProtocol>: ProtocolPerformer {
+    public init() {}
+    public func perform(_ action: Hosted.Action, host: ProtocolHandle<Hosted>) {}
+}
+
+/// How any thread talks to a protocol a node hosts: commands with a reply, and the outcomes of
+/// its actions. Everything goes through the node's inbox and is applied on the loop thread.
+public struct ProtocolHandle<P: HostedProtocol>: Sendable {
+    let node: MeshNode
+
+    /// Hands `command` to the protocol and waits for its `.reply`. Throws `MeshError.stopped`
+    /// when the node has stopped (or stops before the reply), `MeshError.busy` when the inbox is
+    /// full (`maxInboxCommands`): it never waits forever on a node that is gone.
+    public func command(_ command: P.Command) async throws -> P.Reply {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<P.Reply, any Error>) in
+            node.post(.work({ node in
+                guard let runner = node.protocols[P.channel.rawValue] as? ProtocolRunner<P> else {
+                    return continuation.resume(throwing: MeshError.notRegistered(P.channel.description))
+                }
+                runner.command(command, replyingTo: continuation)
+            }, refused: { continuation.resume(throwing: $0) }), bounded: true)
+        }
+    }
+
+    /// The outcome of a `.perform` action, from any thread. Not bounded by the inbox limit: the
+    /// protocol asked for every action, so outcomes are as many as it chose.
+    public func complete(_ outcome: P.ActionOutcome) {
+        node.post(.work({ node in
+            (node.protocols[P.channel.rawValue] as? ProtocolRunner<P>)?.feed(.performed(outcome))
+        }, refused: { _ in }))
+    }
+
+    /// Advertises this node's free task slots in its gossiped metadata (any thread).
+    public func setFreeSlots(_ free: Int) { node.setFreeSlots(free) }
+}
+
+/// What the node needs of a hosted protocol without knowing its types.
+protocol HostedRunner: AnyObject {
+    var maxMessageBytes: Int { get }
+    var nextDeadline: Instant { get }
+    func tick()
+    func deliverMessage(_ bytes: [UInt8], from peer: PeerName)
+    /// False when the request did not decode (no answer is owed).
+    func deliverRequest(_ bytes: [UInt8], from peer: PeerName, token: RequestToken) -> Bool
+    /// nil: no response (unreachable, broken link, timeout).
+    func deliverResponse(_ bytes: [UInt8]?, to id: RequestID)
+    func membershipChanged(_ event: MembershipEvent)
+    /// The node stops: every command waiting for a reply fails.
+    func stop()
+}
+
+/// Runs one protocol on the loop thread: feeds it its inputs one at a time, in order, and
+/// carries out its effects. An effect that produces an input for the same protocol (a request
+/// that cannot go gets its nil response at once, a send to itself) queues it behind the
+/// current one instead of re-entering the state machine.
+final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
+    enum Input {
+        case tick
+        case message(P.Message, from: PeerName)
+        case request(P.Message, from: PeerName, token: RequestToken)
+        case response(P.Message?, to: RequestID)
+        case membership(MembershipEvent)
+        case command(P.Command, id: CommandID)
+        case performed(P.ActionOutcome)
+    }
+
+    unowned let node: MeshNode
+    private var machine: P
+    private let perform: (P.Action) -> Void
+    private var replies: [UInt64: CheckedContinuation<P.Reply, any Error>] = [:]
+    private var nextCommand: UInt64 = 1
+    private var inputs: [Input] = []
+    private var running = false
+    private var stopped = false
+
+    init(node: MeshNode, machine: P, perform: @escaping (P.Action) -> Void) {
+        self.node = node
+        self.machine = machine
+        self.perform = perform
+    }
+
+    var maxMessageBytes: Int { min(P.maxMessageBytes, node.configuration.maxLinkFrameBytes) }
+    var nextDeadline: Instant { machine.nextDeadline }
+
+    func feed(_ input: Input) {
+        guard !stopped else { return }
+        inputs.append(input)
+        guard !running else { return }
+        running = true
+        defer { running = false }
+        var next = 0
+        while next < inputs.count {
+            let input = inputs[next]
+            next += 1
+            execute(apply(input))
+        }
+        inputs.removeAll(keepingCapacity: inputs.count <= 1024)
+    }
+
+    private func apply(_ input: Input) -> [ProtocolEffect<P>] {
+        let now = node.now
+        switch input {
+        case .tick: return machine.tick(now: now)
+        case .message(let m, let peer): return machine.receive(m, from: peer, now: now)
+        case .request(let m, let peer, let token): return machine.request(m, from: peer, token: token, now: now)
+        case .response(let m, let id): return machine.response(m, to: id, now: now)
+        case .membership(let event): return machine.membershipChanged(event, now: now)
+        case .command(let c, let id): return machine.command(c, id: id, now: now)
+        case .performed(let outcome): return machine.performed(outcome, now: now)
+        }
+    }
+
+    private func execute(_ effects: [ProtocolEffect<P>]) {
+        for effect in effects {
+            switch effect {
+            case .send(let message, let peer):
+                guard let bytes = encode(message) else { continue }
+                node.linkSend(bytes, channel: P.channel, to: peer)
+            case .request(let message, let peer, let id, let timeout):
+                guard let bytes = encode(message), node.linkRequest(bytes, channel: P.channel, to: peer, id: id, timeout: timeout) else {
+                    feed(.response(nil, to: id))
+                    continue
+                }
+            case .respond(let message, let token):
+                guard let bytes = encode(message) else { continue }
+                node.linkRespond(bytes, channel: P.channel, to: token)
+            case .reply(let reply, let id):
+                guard let continuation = replies.removeValue(forKey: id.rawValue) else {
+                    node.linkMetrics.drop(P.channel, "unknown_command")
+                    continue
+                }
+                continuation.resume(returning: reply)
+            case .perform(let action):
+                perform(action)
+            }
+        }
+    }
+
+    /// The message's bytes, or nil (counted) when over the channel's bound.
+    private func encode(_ message: P.Message) -> [UInt8]? {
+        let bytes = P.encode(message)
+        guard bytes.count <= maxMessageBytes else {
+            node.linkMetrics.drop(P.channel, "oversize")
+            return nil
+        }
+        return bytes
+    }
+
+    private func decode(_ bytes: [UInt8]) -> P.Message? {
+        do { return try P.decode(bytes) } catch {
+            node.linkMetrics.drop(P.channel, "malformed")
+            return nil
+        }
+    }
+
+    func command(_ command: P.Command, replyingTo continuation: CheckedContinuation<P.Reply, any Error>) {
+        guard !stopped else { return continuation.resume(throwing: MeshError.stopped) }
+        let id = nextCommand
+        nextCommand &+= 1
+        replies[id] = continuation
+        feed(.command(command, id: CommandID(rawValue: id)))
+    }
+
+    func tick() { feed(.tick) }
+
+    func deliverMessage(_ bytes: [UInt8], from peer: PeerName) {
+        if let m = decode(bytes) { feed(.message(m, from: peer)) }
+    }
+
+    func deliverRequest(_ bytes: [UInt8], from peer: PeerName, token: RequestToken) -> Bool {
+        guard let m = decode(bytes) else { return false }
+        feed(.request(m, from: peer, token: token))
+        return true
+    }
+
+    func deliverResponse(_ bytes: [UInt8]?, to id: RequestID) {
+        feed(.response(bytes.flatMap { decode($0) }, to: id))
+    }
+
+    func membershipChanged(_ event: MembershipEvent) { feed(.membership(event)) }
+
+    func stop() {
+        stopped = true
+        let waiting = replies
+        replies = [:]
+        for continuation in waiting.values { continuation.resume(throwing: MeshError.stopped) }
+    }
+}
+
+extension MeshNode {
+    /// Hosts `hosted` on this node, on its channel (`P.channel`; membership's is reserved).
+    /// Call on the thread that made the node, before `start`. The protocol first hears of every
+    /// member known (this node included), then of every change.
+    public func register<P: HostedProtocol>(_ hosted: P, performer: some ProtocolPerformer<P>) -> ProtocolHandle<P> {
+        precondition(!started, "register protocols before start")
+        precondition(P.channel != .membership && protocols[P.channel.rawValue] == nil, "channel \(P.channel) is taken")
+        let handle = ProtocolHandle<P>(node: self)
+        let runner = ProtocolRunner(node: self, machine: hosted, perform: { performer.perform($0, host: handle) })
+        protocols[P.channel.rawValue] = runner
+        for member in membership.members.sorted(by: { $0.name < $1.name }) {
+            reportedMembers[member.name] = ReportedMember(status: member.status, version: member.metadata.version)
+            runner.membershipChanged(.updated(Self.view(of: member)))
+        }
+        return handle
+    }
+
+    static func view(of member: Member) -> PeerView {
+        PeerView(name: member.name, address: member.address, status: member.status, metadata: member.metadata)
+    }
+
+    /// Feeds protocols whose deadline has come.
+    func tickProtocols(now t: Instant) {
+        for runner in protocols.values where t >= runner.nextDeadline { runner.tick() }
+    }
+
+    var protocolsDeadline: Instant {
+        protocols.values.reduce(Instant.distantFuture) { min($0, $1.nextDeadline) }
+    }
+
+    /// A membership change, as the core reported it: every protocol hears of it at once, and
+    /// links to a member that is dead, left or reaped close.
+    func memberChanged(_ change: MemberChange) {
+        if change.to == nil || change.to == .dead || change.to == .left {
+            closeLinks(to: change.name, reason: "member_\(change.to.map(\.description) ?? "reaped")")
+        }
+        guard !protocols.isEmpty else { return }
+        if change.to == nil {
+            guard reportedMembers.removeValue(forKey: change.name) != nil else { return }
+            for runner in protocols.values { runner.membershipChanged(.removed(change.name)) }
+        } else if let member = membership.members[change.name] {
+            announce(member)
+        }
+    }
+
+    /// Metadata changes (free slots) come without a `.changed` from the core: at each publish,
+    /// members whose status or metadata version differ from what protocols last heard are
+    /// announced again.
+    func reconcileMembers() {
+        guard !protocols.isEmpty else { return }
+        for member in membership.members {
+            let reported = reportedMembers[member.name]
+            if reported?.status != member.status || reported?.version != member.metadata.version { announce(member) }
+        }
+    }
+
+    private func announce(_ member: Member) {
+        reportedMembers[member.name] = ReportedMember(status: member.status, version: member.metadata.version)
+        let event = MembershipEvent.updated(Self.view(of: member))
+        for runner in protocols.values { runner.membershipChanged(event) }
+    }
+
+    /// The node stops: commands waiting for a reply fail, links close.
+    func stopProtocols() {
+        for runner in protocols.values { runner.stop() }
+        closeAllLinks()
+    }
+}
+
+/// What protocols last heard of a member.
+struct ReportedMember {
+    var status: MemberStatus
+    var version: UInt64
+}
