@@ -58,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "starling",
             dependencies: [
-                "StarlingRuntime", "StarlingCrypto", "StarlingCore", "StarlingSandbox",
+                "StarlingRuntime", "StarlingCrypto", "StarlingCore", "StarlingSandbox", "StarlingStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

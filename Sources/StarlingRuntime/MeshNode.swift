@@ -25,6 +25,7 @@ public final class MeshNode: @unchecked Sendable {
     enum Command {
         case leave
         case setFreeSlots(Int)
+        case setCapacity(freeSlots: Int, freeMemoryMB: Int)
         /// A key file read off the loop thread (see `reloadKeys`).
         case installKeys(Result<Keyring, any Error>)
         /// Work for a hosted protocol (see `ProtocolHandle`); `refused` runs instead when the
@@ -215,6 +216,9 @@ public final class MeshNode: @unchecked Sendable {
 
     public func setFreeSlots(_ free: Int) { post(.setFreeSlots(free)) }
 
+    /// Gossips this node's free task slots and free task memory (any thread).
+    public func setCapacity(freeSlots: Int, freeMemoryMB: Int) { post(.setCapacity(freeSlots: freeSlots, freeMemoryMB: freeMemoryMB)) }
+
     /// Stops at once, without leaving (peers will find this node dead): closes every socket.
     public func stop() { post(.stop) }
 
@@ -393,6 +397,11 @@ public final class MeshNode: @unchecked Sendable {
             case .installKeys(let result): installKeys(result)
             case .setFreeSlots(let free):
                 membership.updateMetadata(now: now) { $0.free = UInt32(max(0, min(free, Int($0.slots)))) }
+            case .setCapacity(let free, let memory):
+                membership.updateMetadata(now: now) {
+                    $0.free = UInt32(max(0, min(free, Int($0.slots))))
+                    $0.freeMemoryMB = UInt32(clamping: max(0, memory))
+                }
             case .work(let work, _): work(self)
             case .stop: leaveDeadline = now
             }

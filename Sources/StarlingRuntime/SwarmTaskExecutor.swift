@@ -77,10 +77,11 @@ public final class SwarmTaskExecutor: Sendable {
 
     func execute(_ run: TaskRun, key: AttemptKey) -> TaskResult {
         var task: TaskSpec
-        let options: SwarmRunOptions
+        let options: SwarmOptions
         do {
             task = try JSONDecoder().decode(TaskSpec.self, from: Data(run.task.payload))
-            options = run.options.isEmpty ? SwarmRunOptions() : try JSONDecoder().decode(SwarmRunOptions.self, from: Data(run.options))
+            options = run.options.isEmpty ? SwarmOptions(policy: nil, spawn: nil, maxAttempts: Int(run.maxAttempts))
+                : try JSONDecoder().decode(SwarmOptions.self, from: Data(run.options))
         } catch {
             return .denied("the task's stored form does not decode: \(error)", node: nodeName)
         }
@@ -114,18 +115,5 @@ public final class SwarmTaskExecutor: Sendable {
         }
         let bytes = (try? JSONEncoder().encode(result)).map { [UInt8]($0) } ?? []
         return .finished(swarm: run.swarm, index: run.index, attempt: attempt, outcome: outcome, result: bytes)
-    }
-}
-
-/// The swarm-wide options the runtime stores in `SwarmDraft.options` (JSON): what every attempt
-/// of the swarm's tasks needs besides the task itself.
-public struct SwarmRunOptions: Codable, Sendable, Equatable {
-    /// The request's policy, which narrows the node's (never widens it).
-    public var policy: Policy?
-    public var spawn: SwarmSpec.Spawn?
-
-    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil) {
-        self.policy = policy
-        self.spawn = spawn
     }
 }

@@ -8,6 +8,7 @@ import StarlingCore
 import StarlingCrypto
 import StarlingRuntime
 import StarlingSandbox
+import StarlingStore
 
 struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,6 +44,12 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("reap-after"), help: "Seconds after which dead and left members are forgotten (default: 3600 for lan, 120 for loopback; at least 61).")
     var reapAfter: Int?
 
+    @Option(name: .customLong("memory-mb"), help: "Memory (MiB) this node offers its tasks in all (default: three quarters of the machine's).")
+    var memoryMB: Int?
+
+    @Option(name: .customLong("warm"), help: "Warm sandboxes kept ready for tasks (default: --slots, at most 64; 0 for none).")
+    var warm: Int?
+
     @Option(help: "Policy file (sandbox policy; see the README).")
     var policy: String?
 
@@ -71,6 +78,8 @@ struct Node: AsyncParsableCommand {
         guard (1...65_536).contains(apiMaxConnections) else { throw ValidationError("--api-max-connections must be 1-65536") }
         guard (1...65_536).contains(apiMaxConnectionsPerSource) else { throw ValidationError("--api-max-connections-per-source must be 1-65536") }
         if let slots, slots < 1 || slots > 4096 { throw ValidationError("--slots must be 1-4096") }
+        if let memoryMB, memoryMB < 8 || memoryMB > 1 << 30 { throw ValidationError("--memory-mb must be 8 to 1073741824") }
+        if let warm, warm < 0 || warm > 64 { throw ValidationError("--warm must be 0-64") }
         // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
         if let reapAfter, reapAfter < 61 || reapAfter > 30 * 86_400 { throw ValidationError("--reap-after must be 61 to 2592000 seconds") }
     }
@@ -106,8 +115,14 @@ struct Node: AsyncParsableCommand {
         if let secretsFile {
             do { _ = try SecretStore.load(path: secretsFile) } catch { throw ValidationError("--secrets-file: \(error); refusing to start") }
         }
+        var secrets = SecretStore()
+        if let secretsFile { secrets = try SecretStore.load(path: secretsFile) }
+        var nodePolicy = Policy()
         if let policy {
-            do { try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy))).validate() } catch {
+            do {
+                nodePolicy = try JSONDecoder().decode(Policy.self, from: Data(contentsOf: URL(fileURLWithPath: policy)))
+                try nodePolicy.validate()
+            } catch {
                 throw ValidationError("--policy \(policy): \(error); refusing to start")
             }
         }
@@ -122,6 +137,22 @@ struct Node: AsyncParsableCommand {
                                        seeds: seeds, slots: slots ?? ProcessInfo.processInfo.activeProcessorCount,
                                        keyFile: keyFile, settings: settings)
         let node = try MeshNode(configuration: config, keyring: keyring, logger: logger)
+        // The hands: every task of every swarm runs in a throw-away sandbox. No bubblewrap, user
+        // namespaces or writable cgroups here: the node refuses to start (it would take work it
+        // cannot run).
+        let runner: SandboxRunner
+        do {
+            runner = try SandboxRunner(configuration: SandboxConfiguration(
+                nodeName: name, initPath: SandboxConfiguration.initBesideExecutable(),
+                warmPoolSize: warm ?? min(config.slots, 64), policy: nodePolicy, secrets: secrets))
+        } catch {
+            throw ValidationError("sandboxes are unavailable here: \(error); refusing to start")
+        }
+        let store: SwarmStore
+        do { store = try SwarmStore(directory: data) } catch { throw ValidationError("--data \(data): \(error); refusing to start") }
+        let physicalMB = Int(ProcessInfo.processInfo.physicalMemory >> 20)
+        let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: memoryMB ?? max(64, physicalMB * 3 / 4),
+                                      logger: logger)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
             Glibc.exit(0)
@@ -129,6 +160,6 @@ struct Node: AsyncParsableCommand {
         try await APIServer(node: node, registry: registry, host: apiAddress.host, port: Int(apiAddress.port),
                             limits: .init(idleTimeout: .seconds(apiIdleTimeout), maxConnections: apiMaxConnections,
                                           maxConnectionsPerSource: apiMaxConnectionsPerSource),
-                            logger: logger).run()
+                            swarms: swarms, logger: logger).run()
     }
 }

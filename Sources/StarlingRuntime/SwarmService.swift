@@ -1,0 +1,80 @@
+import Foundation
+import Logging
+import StarlingCore
+import StarlingSandbox
+import StarlingStore
+
+/// Swarms on a running node: the `Swarm` protocol hosted on the mesh node's loop, its actions
+/// carried out (sandboxed attempts, SQLite writes, gossiped capacity), and the gateway the HTTP
+/// routes and the task sockets use.
+public final class SwarmService: SwarmGateway {
+    public let nodeName: String
+    public let store: SwarmStore?
+    let node: MeshNode
+    let handle: ProtocolHandle<Swarm>
+    let executor: SwarmTaskExecutor
+
+    /// Registers the protocol on `node` (before it starts) with the swarms stored in `store`.
+    public init(node: MeshNode, store: SwarmStore, runner: SandboxRunner, memoryMB: Int, logger: Logger) throws {
+        nodeName = node.configuration.name
+        self.store = store
+        self.node = node
+        let slots = node.configuration.slots
+        executor = SwarmTaskExecutor(runner: runner, nodeName: nodeName, slots: slots)
+        let settings = SwarmSettings(slots: UInt32(clamping: slots), memoryMB: UInt32(clamping: memoryMB))
+        var swarm = Swarm(settings: settings, myName: nodeName, seed: secureRandomUInt64(), now: node.now)
+        let stored = try store.loadAll()
+        // Effects of a restore are writes of what was just read, and sends that the protocol's
+        // own timers repeat; nothing of it must run before the node is up.
+        let restored = swarm.restore(stored, now: node.now)
+        if !stored.isEmpty {
+            logger.info("swarms restored from the store", metadata: ["swarms": "\(stored.count)", "effectsDeferred": "\(restored.count)"])
+        }
+        handle = node.register(swarm, performer: SwarmPerformer(executor: executor, store: store, node: node, logger: logger))
+    }
+
+    public func submit(_ draft: SwarmDraft) async throws -> SwarmReply { try await handle.command(.submit(draft)) }
+
+    public func cancel(_ id: SwarmID) async throws -> SwarmReply { try await handle.command(.cancel(id)) }
+
+    /// The API addresses of the live members that may hold `id`: its preference list on the ring
+    /// of members that are alive now, then every other alive member (the swarm's replica set was
+    /// fixed when it was created, and members may have joined since), this node excluded.
+    public func holders(of id: SwarmID) -> [String] {
+        let alive = node.snapshot().members.filter { $0.status == .alive }
+        let ring = SwarmRing(members: alive.map(\.name))
+        let preferred = ring.preferenceList(id, count: alive.count)
+        let api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
+        return preferred.filter { $0 != nodeName }.compactMap { api[$0] }.filter { !$0.isEmpty }
+    }
+}
+
+/// Carries out the swarm protocol's actions on the loop thread.
+struct SwarmPerformer: ProtocolPerformer {
+    typealias Hosted = Swarm
+    let executor: SwarmTaskExecutor
+    let store: SwarmStore
+    let node: MeshNode
+    let logger: Logger
+
+    func perform(_ action: SwarmAction, host: ProtocolHandle<Swarm>) {
+        switch action {
+        case .run(let run):
+            executor.start(run) { host.complete($0) }
+        case .kill(let swarm, let index, let attempt):
+            executor.kill(swarm: swarm, index: index, attempt: attempt)
+        case .store(let change):
+            do {
+                try store.apply([change])
+            } catch {
+                // Fail closed: the protocol goes on only with what is durable. A node that cannot
+                // write its store must not acknowledge anything more: it leaves the mesh, and
+                // SWIM moves its work (and its swarms' ownership) to the others.
+                logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
+                node.requestLeave()
+            }
+        case .advertise(let freeSlots, let freeMemoryMB):
+            node.setCapacity(freeSlots: Int(freeSlots), freeMemoryMB: Int(freeMemoryMB))
+        }
+    }
+}
