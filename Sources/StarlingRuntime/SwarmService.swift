@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import StarlingCore
+import StarlingCrypto
 import StarlingSandbox
 import StarlingStore
 
