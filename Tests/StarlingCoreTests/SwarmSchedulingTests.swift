@@ -98,6 +98,8 @@ struct SwarmSchedulingTests {
             let record = e.tasks[Int(index)]
             #expect(record.state == .succeeded)
             #expect(record.node != victim, "task \(index) recorded from the node declared dead")
+            // The recorded result is the run of the attempt recorded, not the victim's late one.
+            #expect(record.result == Array("ok \(index) on \(record.node ?? "?")".utf8), "task \(index)")
             #expect(record.attempt == 2)
         }
         // Exactly once: one final record stored per task at the owner.
@@ -108,6 +110,25 @@ struct SwarmSchedulingTests {
         #expect(finals.sorted() == Array(0..<6))
         // The victim's late results were answered (stale), so it holds nothing.
         #expect(mesh.nodes[victim]!.swarm.worker.held.isEmpty)
+    }
+
+    @Test func suspicionAloneMovesNothing() throws {
+        var mesh = SwarmTestMesh(nodes: 3, slots: 2)
+        mesh.runTime = { _ in .seconds(1) }
+        let command = mesh.submit(draft(6), at: "n0")
+        mesh.run(for: .milliseconds(200)) { $0.replies[command] != nil }
+        let id = try #require(mesh.swarmID(of: command))
+        mesh.run(for: .milliseconds(200))
+        let owner = try #require(mesh.owner(of: id))
+        let victim = try #require(mesh.order.first { $0 != owner && !mesh.nodes[$0]!.sandboxes.isEmpty })
+        mesh.declare(victim, .suspect)
+        mesh.run(for: .milliseconds(500))
+        mesh.declare(victim, .alive)
+        mesh.run(for: .seconds(10)) { $0.isFinished(id) }
+        let e = try #require(mesh.entry(id))
+        #expect(e.state == .done)
+        #expect(e.tasks.allSatisfy { $0.attempt == 1 }, "a task moved on suspicion")
+        #expect(mesh.runs.count == 6)
     }
 
     @Test func tasksOfACrashedWorkerRetryElsewhereUpToMaxAttempts() throws {

@@ -19,6 +19,10 @@ struct SwarmEntry: Sendable {
     var version: UInt64 = 1
 
     var role: Role = .replica
+    /// Set when loaded from the store after a restart and cleared once this node has heard
+    /// from the swarm's other replicas: a restarted node that does not yet see its peers must
+    /// not take over alone on its stale copy (see `Swarm.restoreGrace`).
+    var restoredAt: Instant?
     /// Tasks not final.
     var unfinished: Int
     var finishCounter: UInt32

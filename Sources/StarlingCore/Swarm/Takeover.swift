@@ -15,7 +15,13 @@ extension Swarm {
             guard let e = swarms[id] else { continue }
             let acting = actingOwner(of: e.definition)
             if acting == myName {
-                if e.role == .replica && (!e.isFinished || e.cancelRequested) { beginTakeover(id, now: now, into: &out) }
+                guard e.role == .replica && (!e.isFinished || e.cancelRequested) else { continue }
+                if let restored = e.restoredAt {
+                    let up = e.definition.replicas.filter(isUp).count
+                    let majority = e.definition.replicas.count / 2 + 1
+                    if up < majority && now - restored < Bounds.restoreGrace { continue }
+                }
+                beginTakeover(id, now: now, into: &out)
             } else if e.role != .replica {
                 stepDown(id, now: now, into: &out)
             }
@@ -92,6 +98,7 @@ extension Swarm {
         let epoch = highest < UInt32.max ? highest + 1 : highest
         swarms[id]!.epoch = epoch
         swarms[id]!.role = .owner
+        swarms[id]!.restoredAt = nil
         swarms[id]!.recount()
         swarms[id]!.version += 1
         swarms[id]!.replicaVersion = [:]
