@@ -128,4 +128,7 @@ struct Takeover: Sendable {
     var maxEpoch: UInt32
     var best: (peer: PeerName, epoch: UInt32, version: UInt64)?
     var paging = false
+    /// Tasks this node holds as final where the best replica does not (recorded on this side
+    /// of a healed partition): kept, and numbered after the others' completions.
+    var keptFinal: [UInt32] = []
 }
