@@ -250,7 +250,7 @@ final class ProtocolHost<Env: ProtocolEnvironment>: SimulatedProtocolHost {
         instances[node] = nil
         timerAt[node] = nil
         open = open.filter { $0.key.node != node }
-        owed = owed.filter { $0.value.responder != node && $0.value.requester != node }
+        owed = owed.filter { $0.value.responder != node }
         env.crashed(node: node, sim: sim)
     }
 

@@ -203,7 +203,8 @@ final class SwarmEnvironment: ProtocolEnvironment {
                 runOnBothSides += 1
             } else {
                 runTwice += 1
-                violation("\(r.swarm)/\(r.index) started at n\(node) (attempt \(r.attempt)) while running at \(others.map { "n\($0)" }) at \(sim.now)")
+                let elsewhere = others.map { o in "n\(o) attempt \(running[o].keys.first { $0.task == task }?.attempt ?? 0)" }
+                violation("\(r.swarm)/\(r.index) started at n\(node) (attempt \(r.attempt)) while running at \(elsewhere) at \(sim.now)")
             }
         }
         let memory = running[node].values.reduce(UInt32(0)) { $0 + $1.memoryMB } + r.task.needs.memoryMB
