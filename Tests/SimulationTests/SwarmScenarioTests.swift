@@ -1,3 +1,4 @@
+import Foundation
 import StarlingCore
 import Testing
 @testable import StarlingSimulation
@@ -60,6 +61,34 @@ struct SwarmScenarioTests {
         #expect(a.traceHash == b.traceHash)
         #expect(a.events == b.events)
         #expect(a.swarm == b.swarm)
+    }
+
+    /// Two processes (each with its own hash seed, so dictionary order differs) must agree:
+    /// nothing on the path may depend on hash order. Through `starling-sim` (`STARLING_SIM_BIN`).
+    @Test(.timeLimit(.minutes(3)))
+    func twoProcessesWithTheSameSeedPrintTheSameTrace() throws {
+        let binary = ProcessInfo.processInfo.environment["STARLING_SIM_BIN"]
+            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent(".build/debug/starling-sim").path
+        var hashes: [String] = []
+        for _ in 0..<2 {
+            let outPath = NSTemporaryDirectory() + "swarm-trace-\(UUID().uuidString).json"
+            defer { try? FileManager.default.removeItem(atPath: outPath) }
+            FileManager.default.createFile(atPath: outPath, contents: nil)
+            let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["--scenario", "swarm-crash", "--nodes", "12", "--seed", "9", "--tasks", "200", "--json"]
+            p.standardOutput = out
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            try out.close()
+            let report = try JSONDecoder().decode(SimulationReport.self, from: Data(contentsOf: URL(fileURLWithPath: outPath)))
+            #expect(report.swarm != nil)
+            hashes.append(report.traceHash)
+        }
+        #expect(hashes[0] == hashes[1], "\(hashes)")
     }
 
     /// Negative control through the host: a broken store hook that writes a second, different
