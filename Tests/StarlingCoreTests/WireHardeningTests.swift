@@ -142,7 +142,7 @@ struct WireHardeningTests {
         w.write(UInt32(entries.count))
         for e in entries {
             w.write(e.name); w.write(e.host); w.write(UInt16(7000)); w.write(e.inc); w.write(e.status)
-            w.write(UInt64(1)); w.write(e.api); w.write(e.slots); w.write(e.free)
+            w.write(UInt64(1)); w.write(e.api); w.write(e.slots); w.write(e.free); w.write(UInt32(0)); w.write(UInt32(0))
         }
         return w.bytes
     }

@@ -24,8 +24,8 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
     /// longer field, and a node refuses to start (or to update) with a longer one of its own, so
     /// a node can never gossip metadata that its peers would drop.
     public static let maxApiBytes = 128
-    /// Upper bound on the encoded size (version, api, slots, free).
-    public static let maxEncodedBytes = 8 + 2 + maxApiBytes + 4 + 4
+    /// Upper bound on the encoded size (version, api, slots, free, memoryMB, freeMemoryMB).
+    public static let maxEncodedBytes = 8 + 2 + maxApiBytes + 4 + 4 + 4 + 4
 
     public var version: UInt64
     /// The member's HTTP API address (`HOST:PORT`), empty if it serves none.
@@ -33,15 +33,22 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
     /// Task slots in total and free right now.
     public var slots: UInt32
     public var free: UInt32
+    /// Memory tasks may use on this member in total, in MiB (0: not advertised), and how much
+    /// of it no running task has asked for. Swarm placement reads them; liveness never does.
+    public var memoryMB: UInt32
+    public var freeMemoryMB: UInt32
 
-    public init(version: UInt64 = 0, api: String = "", slots: UInt32 = 0, free: UInt32 = 0) {
+    public init(version: UInt64 = 0, api: String = "", slots: UInt32 = 0, free: UInt32 = 0,
+                memoryMB: UInt32 = 0, freeMemoryMB: UInt32 = 0) {
         self.version = version
         self.api = api
         self.slots = slots
         self.free = free
+        self.memoryMB = memoryMB
+        self.freeMemoryMB = freeMemoryMB
     }
 
-    public var encodedSize: Int { 8 + 2 + api.utf8.count + 4 + 4 }
+    public var encodedSize: Int { 8 + 2 + api.utf8.count + 4 + 4 + 4 + 4 }
 
     /// Why this metadata could not go on the wire, or nil if it can: the same checks as the decoder.
     public var invalidReason: String? {
@@ -54,8 +61,8 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
 
 /// One entry of the member table.
 public struct Member: Equatable, Sendable {
-    // Declared in this order so that `status` packs into the padding after `address`: 88 bytes
-    // instead of 96, which is 0.8 GB over the 10⁸ entries of a 10,000-node simulation.
+    // Declared in this order so that `status` packs into the padding after `address`: 96 bytes
+    // instead of 104, which is 0.8 GB over the 10⁸ entries of a 10,000-node simulation.
     public var name: String
     public var address: NodeAddress
     public var status: MemberStatus

@@ -153,7 +153,7 @@ public struct Packet: Equatable, Sendable {
 
 extension ByteWriter {
     mutating func write(_ a: NodeAddress) { write(a.host); write(a.port) }
-    mutating func write(_ m: MemberMetadata) { write(m.version); write(m.api); write(m.slots); write(m.free) }
+    mutating func write(_ m: MemberMetadata) { write(m.version); write(m.api); write(m.slots); write(m.free); write(m.memoryMB); write(m.freeMemoryMB) }
 }
 
 extension ByteReader {
@@ -191,7 +191,10 @@ extension ByteReader {
         let slots = try readUInt32()
         let free = try readUInt32()
         guard free <= slots else { throw WireError.invalidValue("free \(free) > slots \(slots)") }
-        return MemberMetadata(version: version, api: api, slots: slots, free: free)
+        let memoryMB = try readUInt32()
+        let freeMemoryMB = try readUInt32()
+        return MemberMetadata(version: version, api: api, slots: slots, free: free,
+                              memoryMB: memoryMB, freeMemoryMB: freeMemoryMB)
     }
 }
 
@@ -356,7 +359,7 @@ extension PushPullState.Entry {
         let port = try r.readUInt16()
         let incarnation = try r.readUInt64()
         let status = try r.readUInt8()
-        let metadata = try field(&r, before: 8, fixed: 4 + 4)  // version, api, slots, free
+        let metadata = try field(&r, before: 8, fixed: 4 + 4 + 4 + 4)  // version, api, slots, free, memoryMB, freeMemoryMB
         return (name, host, port, incarnation, status, metadata)
     }
 

@@ -1,0 +1,361 @@
+/// The acting owner's side: it creates swarms, hands tasks to workers that ask for them,
+/// records results exactly once (the attempt fence), moves the tasks of dead workers, and
+/// cancels.
+extension Swarm {
+    // MARK: Create
+
+    mutating func ownerCreate(_ d: SwarmDefinition, responder: Responder, now: Instant, into out: inout Effects) {
+        if let e = swarms[d.id] {
+            // A retry of a create whose answer was lost reaches us (as owner or replica): the
+            // swarm exists; say who owns it rather than create a second copy.
+            if e.definition.draft == d.draft {
+                let owner = actingOwner(of: e.definition) ?? myName
+                if owner == myName && e.role == .owner {
+                    whenStored(d.id, .respond(.created(d.id, owner: myName), to: responder), fallback: .refused("owner changed"))
+                } else {
+                    respond(.created(d.id, owner: owner), to: responder, now: now, into: &out)
+                }
+            } else {
+                respond(.refused("swarm id \(d.id) is taken"), to: responder, now: now, into: &out)
+            }
+            return
+        }
+        guard d.replicas.first == myName else {
+            respond(.refused("\(myName) is not the first of the swarm's replica set"), to: responder, now: now, into: &out)
+            return
+        }
+        let active = swarms.values.reduce(0) { $0 + ($1.isFinished ? 0 : 1) }
+        guard active < Bounds.maxActiveSwarms else {
+            respond(.refused("\(myName) holds \(active) unfinished swarms, its limit"), to: responder, now: now, into: &out)
+            return
+        }
+        var entry = SwarmEntry(definition: d, epoch: 1, state: .running,
+                               tasks: Array(repeating: TaskRecord(), count: d.draft.tasks.count), now: now)
+        entry.role = .owner
+        entry.recount()
+        for peer in d.replicas where peer != myName && isUp(peer) { entry.needsFull.insert(peer) }
+        swarms[d.id] = entry
+        out.append(.perform(.store(.swarm(d, epoch: 1, state: .running))))
+        dirtySwarms.insert(d.id)
+        whenStored(d.id, .respond(.created(d.id, owner: myName), to: responder), fallback: .refused("owner changed during create"))
+        whenStored(d.id, .startPlacement, fallback: nil)
+    }
+
+    // MARK: Late binding: a worker with room asks for a task
+
+    mutating func ownerFetch(_ id: SwarmID, from worker: PeerName, maxMemoryMB: UInt32, responder: Responder,
+                             now: Instant, into out: inout Effects) {
+        guard let e = swarms[id], e.role == .owner else {
+            respond(.noTask(id), to: responder, now: now, into: &out)
+            return
+        }
+        if e.outstandingReservations > 0 { swarms[id]!.outstandingReservations -= 1 }
+        guard e.state == .running, e.placing, takesWork(worker),
+              let index = swarms[id]!.takePending(maxMemoryMB: maxMemoryMB) else {
+            respond(.noTask(id), to: responder, now: now, into: &out)
+            return
+        }
+        var record = e.tasks[Int(index)]
+        // Attempts are bounded by maxAttempts (at most 10): never near UInt16.max.
+        record.attempt = record.attempt < UInt16.max ? record.attempt + 1 : record.attempt
+        record.state = .running
+        record.node = worker
+        record.result = nil
+        setTask(id, index, record, now: now, into: &out)
+        swarms[id]!.assigning.insert(index)
+        swarms[id]!.lastProgress = now
+        let run = TaskRun(swarm: id, index: index, attempt: record.attempt, task: e.definition.draft.tasks[Int(index)],
+                          options: e.definition.draft.options, maxAttempts: e.definition.draft.maxAttempts)
+        // The worker starts only once a majority stores that this attempt runs there: a new
+        // owner then knows to adopt it rather than start it a second time.
+        whenStored(id, .respond(.assign(run, epoch: e.epoch, replicas: e.definition.replicas), to: responder),
+                   fallback: .noTask(id))
+        whenStored(id, .assigned(index), fallback: nil)
+    }
+
+    // MARK: Results, fenced by attempt and node
+
+    mutating func ownerResult(_ id: SwarmID, index: UInt32, attempt: UInt16, outcome: RunOutcome, result: [UInt8],
+                              from worker: PeerName, responder: Responder, now: Instant, into out: inout Effects) {
+        func ack(_ verdict: ResultVerdict) -> SwarmMessage { .resultAck(id, index: index, attempt: attempt, verdict: verdict) }
+        guard let e = swarms[id] else {
+            respond(ack(tombstones.contains(id) ? .stale : .notOwner), to: responder, now: now, into: &out)
+            return
+        }
+        guard e.role == .owner else {
+            // Every task of a finished swarm is final: nothing more can be recorded anywhere.
+            respond(ack(e.isFinished ? .stale : .notOwner), to: responder, now: now, into: &out)
+            return
+        }
+        guard Int(index) < e.tasks.count else {
+            respond(ack(.stale), to: responder, now: now, into: &out)
+            return
+        }
+        let current = e.tasks[Int(index)]
+        if current.state == .running && current.attempt == attempt && current.node == worker {
+            var record = current
+            record.result = result
+            if e.state == .cancelled {
+                record.state = .cancelled
+            } else {
+                switch outcome {
+                case .succeeded: record.state = .succeeded
+                case .denied: record.state = .failed
+                case .failed:
+                    record.state = attempt < UInt16(e.definition.draft.maxAttempts) ? .pending : .failed
+                }
+            }
+            if record.state == .pending {
+                record.result = nil  // the node stays: a resend of this result is recognised below
+            } else {
+                record.finishSeq = swarms[id]!.finishCounter &+ 1
+            }
+            swarms[id]!.assigning.remove(index)
+            swarms[id]!.auditing.remove(index)
+            swarms[id]!.lastProgress = now
+            setTask(id, index, record, now: now, into: &out)
+            whenStored(id, .respond(ack(.recorded), to: responder), fallback: ack(.notOwner))
+            if record.state == .pending { place(id, now: now, into: &out) }
+        } else if current.attempt == attempt && current.node == worker && current.state != .running {
+            // A resend of a result already recorded (its acknowledgement was lost).
+            whenStored(id, .respond(ack(.recorded), to: responder), fallback: ack(.notOwner))
+        } else {
+            respond(ack(.stale), to: responder, now: now, into: &out)
+        }
+    }
+
+    /// A running task whose node is gone (dead, left, or denies running it): back to pending
+    /// while attempts remain, else failed; cancelled if its swarm is.
+    mutating func requeue(_ id: SwarmID, _ index: UInt32, now: Instant, into out: inout Effects) {
+        guard let e = swarms[id], Int(index) < e.tasks.count, e.tasks[Int(index)].state == .running else { return }
+        var record = e.tasks[Int(index)]
+        if e.state == .cancelled {
+            record.state = .cancelled
+        } else if record.attempt < UInt16(e.definition.draft.maxAttempts) {
+            record.state = .pending
+            record.node = nil  // a late result from that node is now stale
+        } else {
+            record.state = .failed
+        }
+        if record.state.isFinal { record.finishSeq = swarms[id]!.finishCounter &+ 1 }
+        swarms[id]!.assigning.remove(index)
+        swarms[id]!.auditing.remove(index)
+        setTask(id, index, record, now: now, into: &out)
+    }
+
+    // MARK: Membership
+
+    /// A member went from up to dead, left or forgotten: its running tasks move (never on
+    /// suspicion alone: suspect members stay up).
+    mutating func ownerPeerDown(_ peer: PeerName, now: Instant, into out: inout Effects) {
+        for id in swarms.keys.sorted() {
+            guard let e = swarms[id] else { continue }
+            if e.definition.replicas.contains(peer) { dirtySwarms.insert(id) }  // the majority needed shrinks
+            guard e.role == .owner else { continue }
+            for i in e.tasks.indices where e.tasks[i].state == .running && e.tasks[i].node == peer {
+                requeue(id, UInt32(i), now: now, into: &out)
+            }
+            place(id, now: now, into: &out)
+        }
+    }
+
+    /// A member came (back) up: replicas that missed changes get the whole swarm.
+    mutating func ownerPeerUp(_ peer: PeerName, now: Instant, into out: inout Effects) {
+        for id in swarms.keys.sorted() {
+            guard let e = swarms[id], e.role == .owner, e.definition.replicas.contains(peer), peer != myName else { continue }
+            swarms[id]!.needsFull.insert(peer)
+            swarms[id]!.replicaVersion[peer] = nil
+            dirtySwarms.insert(id)
+        }
+    }
+
+    // MARK: Cancel
+
+    mutating func ownerCancel(_ id: SwarmID, responder: Responder, now: Instant, into out: inout Effects) {
+        guard let e = swarms[id] else {
+            respond(.cancelAnswer(id, .notFound), to: responder, now: now, into: &out)
+            return
+        }
+        switch e.role {
+        case .owner:
+            cancelSwarm(id, now: now, into: &out)
+            whenStored(id, .respond(.cancelAnswer(id, .cancelled), to: responder),
+                       fallback: .cancelAnswer(id, .redirect(actingOwner(of: e.definition) ?? myName)))
+        case .takingOver:
+            swarms[id]!.cancelRequested = true
+            respond(.cancelAnswer(id, .cancelled), to: responder, now: now, into: &out)
+        case .replica:
+            if e.isFinished {
+                respond(.cancelAnswer(id, .cancelled), to: responder, now: now, into: &out)
+            } else if let owner = actingOwner(of: e.definition), owner != myName {
+                respond(.cancelAnswer(id, .redirect(owner)), to: responder, now: now, into: &out)
+            } else {
+                swarms[id]!.cancelRequested = true
+                respond(.cancelAnswer(id, .cancelled), to: responder, now: now, into: &out)
+            }
+        }
+    }
+
+    /// Pending tasks become cancelled and never start; running ones are killed (their results
+    /// come back and are recorded as cancelled); child swarms are cancelled too.
+    mutating func cancelSwarm(_ id: SwarmID, now: Instant, into out: inout Effects) {
+        guard let e = swarms[id], e.role == .owner else { return }
+        swarms[id]!.cancelRequested = false
+        if e.state == .running { setSwarmState(id, .cancelled, now: now, into: &out) } else if e.state == .done { return }
+        for i in e.tasks.indices where e.tasks[i].state == .pending {
+            var record = e.tasks[i]
+            record.state = .cancelled
+            record.finishSeq = swarms[id]!.finishCounter &+ 1
+            setTask(id, UInt32(i), record, now: now, into: &out)
+        }
+        sendKills(id, now: now, into: &out)
+        for child in e.children { cancelChild(child, now: now, into: &out) }
+        markFinishedIfDone(id, now: now, into: &out)
+    }
+
+    mutating func sendKills(_ id: SwarmID, now: Instant, into out: inout Effects) {
+        guard let e = swarms[id] else { return }
+        for i in e.tasks.indices where e.tasks[i].state == .running {
+            guard let node = e.tasks[i].node else { continue }
+            send(.kill(id, index: UInt32(i), attempt: e.tasks[i].attempt, epoch: e.epoch), to: node, now: now, into: &out)
+        }
+    }
+
+    mutating func ownerChildCreated(parent: TaskRef, child: SwarmID, replicas: [PeerName], responder: Responder,
+                                    now: Instant, into out: inout Effects) {
+        guard let e = swarms[parent.swarm] else {
+            respond(.cancelAnswer(parent.swarm, .notFound), to: responder, now: now, into: &out)
+            return
+        }
+        guard e.role == .owner else {
+            let owner = actingOwner(of: e.definition) ?? myName
+            respond(.cancelAnswer(parent.swarm, owner == myName ? .notFound : .redirect(owner)), to: responder, now: now, into: &out)
+            return
+        }
+        if e.state == .cancelled || e.children.count >= SwarmLimits.maxChildren {
+            respond(.childAnswer(child, parentCancelled: true), to: responder, now: now, into: &out)
+            return
+        }
+        let link = ChildLink(child: child, replicas: replicas)
+        if !e.children.contains(link) {
+            swarms[parent.swarm]!.children.append(link)
+            swarms[parent.swarm]!.newChildren.append(link)
+            dirtySwarms.insert(parent.swarm)
+        }
+        whenStored(parent.swarm, .respond(.childAnswer(child, parentCancelled: false), to: responder),
+                   fallback: .cancelAnswer(parent.swarm, .notFound))
+    }
+
+    mutating func cancelChild(_ link: ChildLink, now: Instant, into out: inout Effects) {
+        routeChildCancel(ChildCancel(link: link, next: 0, hops: 0), now: now, into: &out)
+    }
+
+    mutating func routeChildCancel(_ c: ChildCancel, now: Instant, into out: inout Effects) {
+        var c = c
+        while c.next < c.link.replicas.count && !isUp(c.link.replicas[c.next]) { c.next += 1 }
+        guard c.next < c.link.replicas.count, c.hops < 8 else { return }
+        let target = c.redirect ?? c.link.replicas[c.next]
+        sendRequest(.cancel(c.link.child), to: target, context: .childCancel(c), now: now, into: &out)
+    }
+
+    mutating func childCancelAnswered(_ c: ChildCancel, _ message: SwarmMessage?, now: Instant, into out: inout Effects) {
+        var c = c
+        c.hops += 1
+        switch message {
+        case .cancelAnswer(_, .cancelled):
+            return
+        case .cancelAnswer(_, .redirect(let owner)):
+            c.redirect = owner
+        default:
+            c.redirect = nil
+            c.next += 1
+        }
+        routeChildCancel(c, now: now, into: &out)
+    }
+
+    // MARK: Timer
+
+    mutating func ownerTick(now: Instant, into out: inout Effects) {
+        let audit = tickCount % UInt64(Bounds.auditEvery) == 0
+        for id in swarms.keys.sorted() {
+            guard let e = swarms[id] else { continue }
+            guard e.role == .owner else { continue }
+            if !e.needsFull.isEmpty { dirtySwarms.insert(id) }
+            // Reservations lost (dropped by full queues, or their workers died): place again,
+            // at most one round per retry interval.
+            if e.placing && e.state == .running && e.pendingCount > 0
+                && now - max(e.lastPlacement, e.lastProgress) >= settings.retryInterval {
+                swarms[id]!.outstandingReservations = 0
+                place(id, now: now, into: &out)
+            }
+            if audit {
+                if e.state == .cancelled { sendKills(id, now: now, into: &out) }
+                auditRunning(id, now: now, into: &out)
+            }
+        }
+    }
+
+    /// Asks each node the owner believes runs its tasks whether it still does (an assignment
+    /// whose answer was lost leaves a task "running" nowhere); tasks it denies move.
+    mutating func auditRunning(_ id: SwarmID, now: Instant, into out: inout Effects) {
+        guard let e = swarms[id], e.role == .owner else { return }
+        var byNode: [PeerName: [RunRef]] = [:]
+        for i in e.tasks.indices where e.tasks[i].state == .running {
+            let index = UInt32(i)
+            guard !e.assigning.contains(index), !e.auditing.contains(index), let node = e.tasks[i].node else { continue }
+            if node == myName {
+                if !workerHolds(TaskKey(swarm: id, index: index), attempt: e.tasks[i].attempt) {
+                    requeue(id, index, now: now, into: &out)
+                }
+                continue
+            }
+            guard isUp(node) else { continue }
+            byNode[node, default: []].append(RunRef(index: index, attempt: e.tasks[i].attempt))
+        }
+        for node in byNode.keys.sorted() {
+            let runs = byNode[node]!
+            for r in runs { swarms[id]!.auditing.insert(r.index) }
+            sendRequest(.adopt(id, epoch: e.epoch, replicas: e.definition.replicas, runs: runs), to: node,
+                        context: .adopt(id, peer: node, epoch: e.epoch, runs: runs), now: now, into: &out)
+        }
+        if !byNode.isEmpty || e.pendingCount > 0 { place(id, now: now, into: &out) }
+    }
+
+    mutating func adoptAnswered(_ id: SwarmID, peer: PeerName, epoch: UInt32, runs: [RunRef], _ message: SwarmMessage?,
+                                now: Instant, into out: inout Effects) {
+        guard let e = swarms[id], e.role == .owner, e.epoch == epoch else { return }
+        for r in runs { swarms[id]!.auditing.remove(r.index) }
+        // Unreachable: leave the tasks running; if the node is dead, SWIM will say so.
+        guard case .adopted(_, let confirmed) = message else { return }
+        let still = Set(confirmed)
+        for r in runs where !still.contains(r) {
+            let t = e.tasks[Int(r.index)]
+            if t.state == .running && t.attempt == r.attempt && t.node == peer { requeue(id, r.index, now: now, into: &out) }
+        }
+        place(id, now: now, into: &out)
+    }
+
+    /// Forgets finished swarms after `finishedRetention`, or the oldest beyond
+    /// `maxFinishedSwarms` (the store keeps them; a late result for one is answered stale).
+    mutating func dropFinishedSwarms(now: Instant) {
+        var finished: [(Instant, SwarmID)] = []
+        for (id, e) in swarms where e.isFinished && e.waiters.isEmpty && takeovers[id] == nil {
+            if e.role == .owner && (e.hasUnsentChanges || !e.fullInFlight.isEmpty || committedVersion(e) < e.version) { continue }
+            finished.append((e.finishedAt ?? now, id))
+        }
+        finished.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        let excess = max(0, finished.count - Bounds.maxFinishedSwarms)
+        for (k, (at, id)) in finished.enumerated() where k < excess || now - at >= Bounds.finishedRetention {
+            swarms[id] = nil
+            remember(tombstone: id)
+        }
+    }
+}
+
+/// Routing of a cancel from a parent's owner to one child swarm.
+struct ChildCancel: Sendable {
+    var link: ChildLink
+    var next: Int
+    var hops: Int
+    var redirect: PeerName? = nil
+}

@@ -1,0 +1,134 @@
+/// Owner failover. The acting owner of a swarm is the first member of its replica set that is
+/// up (alive or suspect) in this node's view. A replica that finds itself acting owner:
+/// 1. asks the other replicas that are up for what they hold (`sync`), and copies the state of
+///    the one with the highest (epoch, version) if it is ahead of its own;
+/// 2. takes an owner epoch one above every epoch it saw, stores it, and sends the whole swarm
+///    to the other replicas under that epoch (replicas and workers refuse lower epochs from
+///    then on, so the deposed owner is fenced);
+/// 3. asks each live node the state says runs a task whether it still runs that attempt
+///    (`adopt`) and keeps those running; tasks of nodes that are down, or that deny, move back
+///    to pending (or fail when out of attempts).
+/// A node that stops being the acting owner in its view steps down.
+extension Swarm {
+    mutating func reviewOwnership(now: Instant, into out: inout Effects) {
+        for id in swarms.keys.sorted() {
+            guard let e = swarms[id] else { continue }
+            let acting = actingOwner(of: e.definition)
+            if acting == myName {
+                if e.role == .replica && (!e.isFinished || e.cancelRequested) { beginTakeover(id, now: now, into: &out) }
+            } else if e.role != .replica {
+                stepDown(id, now: now, into: &out)
+            }
+        }
+    }
+
+    mutating func beginTakeover(_ id: SwarmID, now: Instant, into out: inout Effects) {
+        guard let e = swarms[id] else { return }
+        swarms[id]!.role = .takingOver
+        swarms[id]!.placing = false
+        let others = e.definition.replicas.filter { $0 != myName && isUp($0) }
+        guard !others.isEmpty else {
+            completeTakeover(id, maxEpoch: e.epoch, now: now, into: &out)
+            return
+        }
+        takeovers[id] = Takeover(waiting: Set(others), maxEpoch: e.epoch)
+        for peer in others {
+            sendRequest(.sync(id, from: 0), to: peer, context: .sync(id, peer: peer, paging: false), now: now, into: &out)
+        }
+    }
+
+    mutating func takeoverSyncAnswered(_ id: SwarmID, peer: PeerName, paging: Bool, _ message: SwarmMessage?,
+                                       now: Instant, into out: inout Effects) {
+        guard var t = takeovers[id], let e = swarms[id], e.role == .takingOver else { return }
+        if !paging {
+            t.waiting.remove(peer)
+            if case .syncPage(let p) = message, p.known, p.id == id {
+                t.maxEpoch = max(t.maxEpoch, p.epoch)
+                let reference = t.best.map { ($0.epoch, $0.version) } ?? (e.epoch, e.version)
+                if (p.epoch, p.version) > reference { t.best = (peer, p.epoch, p.version) }
+            }
+            takeovers[id] = t
+            guard t.waiting.isEmpty else { return }
+            if let best = t.best {
+                takeovers[id]!.paging = true
+                sendRequest(.sync(id, from: 0), to: best.peer, context: .sync(id, peer: best.peer, paging: true),
+                            now: now, into: &out)
+            } else {
+                completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
+            }
+            return
+        }
+        // Copying the best replica's state, page by page.
+        guard case .syncPage(let p) = message, p.known, p.id == id,
+              Int(p.from) + p.records.count <= e.tasks.count else {
+            completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)  // with what it has
+            return
+        }
+        if p.from == 0 {
+            swarms[id]!.version = max(e.version, p.version)
+            if p.state != e.state {
+                swarms[id]!.state = p.state
+                out.append(.perform(.store(.swarmState(id, p.state, epoch: e.epoch))))
+            }
+            for c in p.children where !e.children.contains(c) { swarms[id]!.children.append(c) }
+        }
+        for (k, record) in p.records.enumerated() {
+            let index = p.from + UInt32(k)
+            guard swarms[id]!.tasks[Int(index)] != record else { continue }
+            swarms[id]!.set(index, record)
+            out.append(.perform(.store(.task(id, index: index, record))))
+        }
+        if let next = p.next, next > p.from {
+            sendRequest(.sync(id, from: next), to: peer, context: .sync(id, peer: peer, paging: true), now: now, into: &out)
+        } else {
+            completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
+        }
+    }
+
+    mutating func completeTakeover(_ id: SwarmID, maxEpoch: UInt32, now: Instant, into out: inout Effects) {
+        takeovers[id] = nil
+        guard let before = swarms[id] else { return }
+        let highest = max(maxEpoch, before.epoch)
+        let epoch = highest < UInt32.max ? highest + 1 : highest
+        swarms[id]!.epoch = epoch
+        swarms[id]!.role = .owner
+        swarms[id]!.recount()
+        swarms[id]!.version += 1
+        swarms[id]!.replicaVersion = [:]
+        swarms[id]!.fullInFlight = []
+        swarms[id]!.needsFull = Set(before.definition.replicas.filter { $0 != myName && isUp($0) })
+        swarms[id]!.lastPlacement = now
+        swarms[id]!.lastProgress = now
+        dirtySwarms.insert(id)
+        out.append(.perform(.store(.swarmState(id, before.state, epoch: epoch))))
+
+        let e = swarms[id]!
+        var byNode: [PeerName: [RunRef]] = [:]
+        for i in e.tasks.indices where e.tasks[i].state == .running {
+            let index = UInt32(i)
+            guard let node = e.tasks[i].node, isUp(node) else {
+                requeue(id, index, now: now, into: &out)
+                continue
+            }
+            if node == myName {
+                if !workerHolds(TaskKey(swarm: id, index: index), attempt: e.tasks[i].attempt) {
+                    requeue(id, index, now: now, into: &out)
+                }
+            } else {
+                byNode[node, default: []].append(RunRef(index: index, attempt: e.tasks[i].attempt))
+            }
+        }
+        for node in byNode.keys.sorted() {
+            let runs = byNode[node]!
+            for r in runs { swarms[id]!.auditing.insert(r.index) }
+            sendRequest(.adopt(id, epoch: epoch, replicas: e.definition.replicas, runs: runs), to: node,
+                        context: .adopt(id, peer: node, epoch: epoch, runs: runs), now: now, into: &out)
+        }
+        if swarms[id]?.role == .owner {
+            if swarms[id]!.cancelRequested || swarms[id]!.state == .cancelled { cancelSwarm(id, now: now, into: &out) }
+            swarms[id]?.placing = true
+            place(id, now: now, into: &out)
+            markFinishedIfDone(id, now: now, into: &out)
+        }
+    }
+}
