@@ -109,7 +109,8 @@ public final class Simulator {
             let env = SwarmEnvironment(options: config.swarm, nodes: config.nodes, bounds: bounds, lastFaultPeriod: plan.lastFaultPeriod,
                                        period: config.settings.probeInterval, rng: &rng)
             swarmSetup = (env, env.deadlinePeriod)
-            initialMetadata = MemberMetadata(slots: config.swarm.slots, free: config.swarm.slots)
+            initialMetadata = MemberMetadata(slots: config.swarm.slots, free: config.swarm.slots,
+                                             memoryMB: config.swarm.memoryMB, freeMemoryMB: config.swarm.memoryMB)
         }
         membershipEndPeriod = membershipEnd
         endPeriod = config.periods ?? max(membershipEnd, swarmSetup?.1 ?? 0)

@@ -136,10 +136,12 @@ final class SwarmEnvironment: ProtocolEnvironment {
             if let hook = afterStore {
                 for extra in hook(node, change) { store(extra, node: node, sim: sim) }
             }
-        case .advertise(let freeSlots, _):
-            // MemberMetadata gossips slots only: free memory has no field to travel in.
-            sim.mixTrace(11, node, Int(freeSlots))
-            sim.updateMetadata(node) { $0.free = min(freeSlots, $0.slots) }
+        case .advertise(let freeSlots, let freeMemoryMB):
+            sim.mixTrace(11, node, Int(freeSlots), Int(freeMemoryMB))
+            sim.updateMetadata(node) {
+                $0.free = min(freeSlots, $0.slots)
+                $0.freeMemoryMB = min(freeMemoryMB, $0.memoryMB)
+            }
         }
     }
 
