@@ -22,6 +22,8 @@ public enum Fault: Sendable, Equatable, CustomStringConvertible {
     case isolate(Int)
     case reconnect(Int)
     case setLoss(Double)
+    /// Crash whichever node owns the k-th submitted swarm at that moment (swarm scenarios).
+    case crashSwarmOwner(Int)
 
     public var description: String {
         switch self {
@@ -38,6 +40,7 @@ public enum Fault: Sendable, Equatable, CustomStringConvertible {
         case .isolate(let n): "isolate n\(n)"
         case .reconnect(let n): "reconnect n\(n)"
         case .setLoss(let p): "loss \(Int(p * 100))%"
+        case .crashSwarmOwner(let k): "crash the owner of swarm \(k)"
         }
     }
 }

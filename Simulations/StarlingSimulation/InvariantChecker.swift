@@ -304,4 +304,6 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public var peakMemoryMB: Double? = nil
     /// Probe and suspicion counters summed over the nodes (`Simulator.protocolCounters`).
     public var protocolCounters: [String: Int]? = nil
+    /// The swarm scenarios' figures (absent in the others).
+    public var swarm: SwarmReport? = nil
 }

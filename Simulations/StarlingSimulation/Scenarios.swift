@@ -16,6 +16,16 @@ public struct Scenario: Sendable {
     public let name: String
     public let summary: String
     let plan: @Sendable (Int, MembershipSettings, inout DeterministicRNG) -> Plan
+    /// Hosts the `Swarm` protocol on every node and submits `SimulationConfig.swarm`'s workload.
+    public let hostsSwarm: Bool
+
+    init(name: String, summary: String, hostsSwarm: Bool = false,
+         plan: @escaping @Sendable (Int, MembershipSettings, inout DeterministicRNG) -> Plan) {
+        self.name = name
+        self.summary = summary
+        self.hostsSwarm = hostsSwarm
+        self.plan = plan
+    }
 
     public static func named(_ name: String) -> Scenario? { all.first { $0.name == name } }
 
@@ -102,5 +112,5 @@ public struct Scenario: Sendable {
         Scenario(name: "negative-control", summary: "one node is cut off for good: the checker must report non-convergence (exits 1)") { n, _, rng in
             Plan(faults: pick(1, of: n, &rng).map { ScheduledFault(10, .isolate($0)) }, loss: nil, strictFalsePositives: true)
         },
-    ]
+    ] + swarmScenarios
 }

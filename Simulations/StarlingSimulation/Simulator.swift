@@ -11,6 +11,9 @@ public struct SimulationConfig: Sendable {
     /// Keep, for each period, how many members see each member alive (for `--svg`).
     public var recordTimeline: Bool
 
+    /// The swarm scenarios' workload (ignored by the others).
+    public var swarm = SwarmOptions()
+
     public init(nodes: Int, seed: UInt64, periods: Int? = nil, settings: MembershipSettings = .lan,
                 network: SimulatedNetwork = SimulatedNetwork(), recordTimeline: Bool = false) {
         precondition(nodes >= 1 && nodes <= 20_000)
@@ -27,8 +30,10 @@ public struct SimulationConfig: Sendable {
 /// driving the real `Membership` state machine of every node. No socket, sleep, clock read or
 /// unseeded randomness is anywhere on its path.
 ///
-/// To host another protocol, add its messages to `Event` and its state to `SimulatedNode`, and
-/// route its directives in `carryOut`; the clock, the network and the fault schedule are shared.
+/// Other protocols (`HostedProtocol`) are hosted through `ProtocolHost` (ProtocolHost.swift):
+/// `register` one per protocol; the clock, the network, the stream links and the fault schedule
+/// are shared. With nothing registered the simulator runs exactly as it did before hosting
+/// existed (same events, same random draws, same trace hashes).
 public final class Simulator {
     enum Event {
         case timer(Int)
@@ -37,6 +42,8 @@ public final class Simulator {
         case pushPullReply(to: Int, PushPullState?, life: Int)
         case fault(Fault)
         case sample
+        /// An event of hosted protocol `host`; the host keeps its payload under `ticket`.
+        case hosted(Int, UInt64)
     }
 
     struct SimulatedNode {
@@ -58,13 +65,30 @@ public final class Simulator {
     var nodes: [SimulatedNode] = []
     var index: [String: Int] = [:]
     var now = Instant.zero
-    public private(set) var trace = TraceHash()
+    public internal(set) var trace = TraceHash()
     public private(set) var events = 0
     var checker: InvariantChecker
     let endPeriod: Int
     static let backlogLimit = 4096
     static let connectTimeout: Duration = .seconds(1)
     static let streamTimeout: Duration = .seconds(5)
+
+    // Hosted protocols (empty in the membership-only scenarios).
+    var hosts: [any SimulatedProtocolHost] = []
+    var links: StreamLinks
+    /// Per node, per member index: the view its protocols were last told (`MembershipEvent`s are
+    /// the differences between this and the node's membership table).
+    var toldViews: [[PeerView?]] = []
+    /// Nodes whose table may have changed since their protocols were last told, and which members.
+    var membershipDirty: [Int] = []
+    var dirtySubjects: [[Int]] = []
+    var dirtyAll: [Bool] = []
+    /// Membership's own end (its checks' deadlines); a hosting run may go on past it until its
+    /// protocols are finished, up to `endPeriod`.
+    var membershipEndPeriod = 0
+    var swarm: SwarmEnvironment?
+    var initialMetadata = MemberMetadata()
+    var endedAt = Instant.zero
 
     public init(scenario: Scenario, config: SimulationConfig) {
         self.scenario = scenario
@@ -73,30 +97,67 @@ public final class Simulator {
         rng = DeterministicRNG(seed: config.seed)
         let plan = scenario.plan(config.nodes, config.settings, &rng)
         network = config.network
+        links = StreamLinks(nodes: config.nodes)
         if let loss = plan.loss { network.loss = loss }
         let bounds = Bounds(settings: config.settings, nodes: config.nodes)
         // Past the convergence deadline by the heal bound: the deadline lets through a live member
         // that is still dead somewhere if its false death is younger than the heal bound, and
         // only a run that lasts that long after the deadline can tell whether it healed.
-        endPeriod = config.periods ?? Int(plan.lastFaultPeriod.rounded(.up)) + bounds.convergencePeriods + max(5, bounds.healPeriods + 1)
+        let membershipEnd = config.periods ?? Int(plan.lastFaultPeriod.rounded(.up)) + bounds.convergencePeriods + max(5, bounds.healPeriods + 1)
+        var swarmSetup: (SwarmEnvironment, Int)?
+        if scenario.hostsSwarm {
+            let env = SwarmEnvironment(options: config.swarm, nodes: config.nodes, bounds: bounds, lastFaultPeriod: plan.lastFaultPeriod,
+                                       period: config.settings.probeInterval, rng: &rng)
+            swarmSetup = (env, env.deadlinePeriod)
+            initialMetadata = MemberMetadata(slots: config.swarm.slots, free: config.swarm.slots,
+                                             memoryMB: config.swarm.memoryMB, freeMemoryMB: config.swarm.memoryMB)
+        }
+        membershipEndPeriod = membershipEnd
+        endPeriod = config.periods ?? max(membershipEnd, swarmSetup?.1 ?? 0)
         checker = InvariantChecker(nodes: config.nodes, bounds: bounds, strict: plan.strictFalsePositives,
                                    lastFaultPeriod: plan.lastFaultPeriod, recordTimeline: config.recordTimeline)
         checker.faultMarks = plan.faults.map { ($0.period, $0.fault.description) }
 
         let known = (0..<config.nodes).map {
             Member(name: Self.name($0), address: Self.address($0), incarnation: 0, status: .alive,
-                   metadata: MemberMetadata(), statusSince: .zero)
+                   metadata: initialMetadata, statusSince: .zero)
         }
         nodes.reserveCapacity(config.nodes)
         for i in 0..<config.nodes {
             index[Self.name(i)] = i
-            let m = Membership(settings: config.settings, name: Self.name(i), address: Self.address(i), metadata: MemberMetadata(),
+            let m = Membership(settings: config.settings, name: Self.name(i), address: Self.address(i), metadata: initialMetadata,
                                seed: rng.next(), now: .zero, knownMembers: known)
             nodes.append(SimulatedNode(membership: m))
         }
         for f in plan.faults { queue.push(.fault(f.fault), at: Instant.zero + period.scaled(by: f.period)) }
         for p in 0...endPeriod { queue.push(.sample, at: Instant.zero + period * p) }
         for i in 0..<config.nodes { scheduleTimer(i) }
+        if let (env, _) = swarmSetup {
+            swarm = env
+            register(ProtocolHost(env))
+        }
+    }
+
+    /// Hosts a protocol on every node from now on: its instances are made, told every member,
+    /// and their timers, messages, requests and commands join the event queue.
+    func register(_ host: some SimulatedProtocolHost) {
+        if hosts.isEmpty {
+            toldViews = Array(repeating: Array(repeating: nil, count: nodes.count), count: nodes.count)
+            dirtySubjects = Array(repeating: [], count: nodes.count)
+            dirtyAll = Array(repeating: false, count: nodes.count)
+        }
+        host.attach(slot: hosts.count)
+        hosts.append(host)
+        host.start(self)
+        // A new protocol is told every member its node knows before any other input.
+        if hosts.count == 1 {
+            for i in 0..<nodes.count where nodes[i].up { markAllDirty(i) }
+            flushMembershipEvents()
+        } else {
+            for i in 0..<nodes.count where nodes[i].up {
+                host.membershipChanged(node: i, toldViews[i].compactMap { $0.map { .updated($0) } }, self)
+            }
+        }
     }
 
     static func name(_ i: Int) -> String { "n\(i)" }
@@ -111,17 +172,27 @@ public final class Simulator {
     public func run(wallClock: () -> Double = { 0 }) -> SimulationReport {
         let start = wallClock()
         let end = Instant.zero + period * endPeriod
+        let membershipEnd = Instant.zero + period * membershipEndPeriod
+        var ranPeriods = endPeriod
         while let (t, e) = queue.pop() {
             if t > end { break }
             precondition(t >= now, "time went backwards")
+            if !hosts.isEmpty, t > membershipEnd, hosts.allSatisfy(\.finished) {
+                ranPeriods = Int((t.nanoseconds - 1) / period.nanoseconds) + 1
+                break
+            }
             now = t
             events += 1
             dispatch(e)
+            if !membershipDirty.isEmpty { flushMembershipEvents() }
         }
+        endedAt = now
         let wall = wallClock() - start
-        var report = checker.report(scenario: scenario.name, config: config, periods: endPeriod, trace: trace.hex, events: events,
+        var report = checker.report(scenario: scenario.name, config: config, periods: ranPeriods, trace: trace.hex, events: events,
                                     wallSeconds: wall, messages: totalStats())
         report.protocolCounters = protocolCounters()
+        for h in hosts { h.addReport(to: &report, self) }
+        report.traceHash = trace.hex
         return report
     }
 
@@ -164,6 +235,7 @@ public final class Simulator {
             guard nodes[to].up else { return }
             if nodes[to].paused { return enqueueBacklog(to, e) }
             trace.mix(2); trace.mix(to); trace.mix(from); trace.mix(packet.encodedSize)
+            if !hosts.isEmpty { markGossipedMembers(to, packet) }
             carryOut(to, nodes[to].membership.receive(packet, from: Self.address(from), now: now))
             scheduleTimer(to)
         case .pushPullRequest(let to, let from, let state, let life):
@@ -175,6 +247,7 @@ public final class Simulator {
             }
             trace.mix(3); trace.mix(to); trace.mix(from)
             let (reply, directives) = nodes[to].membership.servePushPull(state, now: now)
+            if !hosts.isEmpty { markAllDirty(to) }
             carryOut(to, directives)
             scheduleTimer(to)
             if network.canDeliver(from: to, to: from) {
@@ -187,12 +260,15 @@ public final class Simulator {
             if nodes[to].paused { return enqueueBacklog(to, e) }
             trace.mix(4); trace.mix(to); trace.mix(state == nil ? 0 : 1)
             carryOut(to, nodes[to].membership.completePushPull(state, now: now))
+            if !hosts.isEmpty { markAllDirty(to) }
             scheduleTimer(to)
         case .fault(let f):
             trace.mix(5); trace.mix(f.description)
             apply(f)
         case .sample:
             checker.sample(now: now, period: period, nodes: nodes)
+        case .hosted(let h, let ticket):
+            hosts[h].dispatch(ticket, self)
         }
     }
 
@@ -232,6 +308,7 @@ public final class Simulator {
             case .changed(let c):
                 trace.mix(6); trace.mix(i); trace.mix(c.name); trace.mix(Int(c.to?.rawValue ?? 9))
                 guard let subject = index[c.name] else { continue }
+                if !hosts.isEmpty { markDirty(i, subject) }
                 checker.observe(observer: i, subject: subject, from: c.from, to: c.to, now: now, period: period,
                                 nodes: nodes, network: network)
             }
@@ -249,11 +326,16 @@ public final class Simulator {
                 nodes[i].backlog = []
                 nodes[i].timerAt = nil
                 checker.crashed(i, view: nodes[i].membership, now: now, nodes: nodes)
+                if !hosts.isEmpty {
+                    links.breakConnections(of: i)
+                    for h in hosts { h.crashed(i, self) }
+                }
             }
+            for h in hosts { h.connectionsBroke(self) }
         case .restart(let list):
             for i in list where !nodes[i].up {
                 var m = Membership(settings: config.settings, name: Self.name(i), address: Self.address(i),
-                                   metadata: MemberMetadata(), seed: rng.next(), now: now)
+                                   metadata: initialMetadata, seed: rng.next(), now: now)
                 let live = (0..<nodes.count).filter { nodes[$0].up && $0 != i }
                 let seeds = live.isEmpty ? [] : [Self.address(live[Int.random(in: 0..<live.count, using: &rng)])]
                 let joinDirectives = m.join(seeds: seeds, now: now)
@@ -261,6 +343,11 @@ public final class Simulator {
                 checker.restarted(i, now: now, nodes: nodes)
                 carryOut(i, joinDirectives)
                 scheduleTimer(i)
+                if !hosts.isEmpty {
+                    toldViews[i] = Array(repeating: nil, count: nodes.count)
+                    for h in hosts { h.restarted(i, self) }
+                    markAllDirty(i)
+                }
             }
         case .pause(let i):
             nodes[i].paused = true
@@ -273,6 +360,7 @@ public final class Simulator {
             for e in backlog { dispatch(e) }
             nodes[i].timerAt = nil
             scheduleTimer(i)
+            for h in hosts { h.resumed(i, self) }
             checker.disrupted([i], now: now)
         case .slow(let i, let d):
             nodes[i].slowBy = d
@@ -283,12 +371,14 @@ public final class Simulator {
             for (k, members) in groups.enumerated() { for i in members { g[i] = k } }
             network.groups = g
             checker.disrupted(Array(0..<nodes.count), now: now)
+            if !hosts.isEmpty { breakConnectionsThatCannotDeliver() }
         case .heal:
             network.groups = nil
             checker.disrupted(Array(0..<nodes.count), now: now)
         case .cut(let a, let b):
             network.cuts.insert(.init(from: a, to: b))
             checker.disrupted([a, b], now: now)
+            if !hosts.isEmpty { breakConnectionsThatCannotDeliver() }
         case .uncut(let a, let b):
             network.cuts.remove(.init(from: a, to: b))
             checker.disrupted([a, b], now: now)
@@ -298,11 +388,15 @@ public final class Simulator {
                 network.cuts.insert(.init(from: j, to: i))
             }
             checker.disrupted([i], now: now)
+            if !hosts.isEmpty { breakConnectionsThatCannotDeliver() }
         case .reconnect(let i):
             network.cuts = network.cuts.filter { $0.from != i && $0.to != i }
             checker.disrupted([i], now: now)
         case .setLoss(let p):
             network.loss = p
+        case .crashSwarmOwner(let k):
+            if let owner = swarm?.currentOwner(of: k, self) { apply(.crash([owner])) }
         }
+        for h in hosts { h.faultApplied(f, self) }
     }
 }

@@ -51,6 +51,18 @@ struct StarlingSim: ParsableCommand {
     @Option(help: "Override: tell a dead or suspect member of its accusation when we hear from it: on or off.")
     var tellAccused: String?
 
+    @Option(help: "Swarm scenarios: tasks over all swarms (default 100 per node: 10,000 at --nodes 100).")
+    var tasks: Int?
+
+    @Option(help: "Swarm scenarios: each task's virtual duration, drawn uniformly from MIN-MAX milliseconds (default 1000-5000).")
+    var taskMs: String?
+
+    @Option(help: "Swarm scenarios: how many swarms the tasks are split into (default 4).")
+    var swarms: Int?
+
+    @Option(help: "Swarm scenarios: task slots per node (default 4).")
+    var slots: Int?
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -68,6 +80,32 @@ struct StarlingSim: ParsableCommand {
         }
         _ = try overriddenSettings()
         if let periods, periods < 1 || periods > 1_000_000 { throw ValidationError("--periods must be 1-1000000") }
+        _ = try swarmOptions()
+    }
+
+    /// The swarm scenarios' workload from the command line, checked.
+    func swarmOptions() throws -> SwarmOptions {
+        var o = SwarmOptions()
+        if let tasks {
+            guard (1...1_000_000).contains(tasks) else { throw ValidationError("--tasks must be 1-1000000") }
+            o.tasks = tasks
+        }
+        if let taskMs {
+            let parts = taskMs.split(separator: "-").map { Int($0) }
+            guard parts.count == 2, let lo = parts[0], let hi = parts[1], lo >= 0, lo <= hi, hi <= 3_600_000 else {
+                throw ValidationError("--task-ms must be MIN-MAX milliseconds, 0 <= MIN <= MAX <= 3600000")
+            }
+            o.taskMilliseconds = lo...hi
+        }
+        if let swarms {
+            guard (1...1_000).contains(swarms) else { throw ValidationError("--swarms must be 1-1000") }
+            o.swarms = swarms
+        }
+        if let slots {
+            guard (1...1_024).contains(slots) else { throw ValidationError("--slots must be 1-1024") }
+            o.slots = UInt32(slots)
+        }
+        return o
     }
 
     /// The preset with the command line's overrides, checked.
@@ -131,6 +169,10 @@ struct StarlingSim: ParsableCommand {
         if let confirmationScaling { words += ["--confirmation-scaling", confirmationScaling] }
         if let probeOrder { words += ["--probe-order", probeOrder] }
         if let tellAccused { words += ["--tell-accused", tellAccused] }
+        if let tasks { words += ["--tasks", "\(tasks)"] }
+        if let taskMs { words += ["--task-ms", taskMs] }
+        if let swarms { words += ["--swarms", "\(swarms)"] }
+        if let slots { words += ["--slots", "\(slots)"] }
         return words.joined(separator: " ")
     }
 
@@ -151,7 +193,8 @@ struct StarlingSim: ParsableCommand {
             seedValue = s
         }
         let settings = try overriddenSettings()
-        let config = SimulationConfig(nodes: nodes, seed: seedValue, periods: periods, settings: settings, recordTimeline: svg != nil)
+        var config = SimulationConfig(nodes: nodes, seed: seedValue, periods: periods, settings: settings, recordTimeline: svg != nil)
+        config.swarm = try swarmOptions()
         let setupStart = Date()
         let sim = Simulator(scenario: chosen, config: config)
         let setupSeconds = Date().timeIntervalSince(setupStart)
@@ -174,6 +217,13 @@ struct StarlingSim: ParsableCommand {
             detection p50 \(report.detectionPeriods.p50) max \(report.detectionPeriods.max) periods (bound \(report.detectionBound)); dissemination p50 \(report.disseminationPeriods.p50)
             false positives \(report.falsePositives); \(String(format: "%.2f", report.messagesPerMemberPerPeriod)) messages and \(Int(report.bytesPerMemberPerPeriod)) bytes per member per period
             """)
+            if let s = report.swarm {
+                print("""
+                swarm: \(s.swarmsDone)/\(s.swarms) swarms done; tasks \(s.tasks): \(s.succeeded) succeeded, \(s.failed) failed, \(s.unfinished) unfinished; \(s.retries) retries
+                recorded twice \(s.recordedTwice), run twice \(s.runTwice) (on both sides of a partition: \(s.tasksRecordedOnBothSides) recorded, \(s.tasksRunOnBothSides) run)
+                max running \(s.maxRunning) of \(s.slots) slots; makespan \(String(format: "%.1f", s.makespanSeconds)) s (ideal \(String(format: "%.1f", s.idealMakespanSeconds)) s), utilisation \(String(format: "%.2f", s.utilisation))
+                """)
+            }
         }
         if !report.violations.isEmpty {
             FileHandle.standardError.write(Data(("violations:\n" + report.violations.map { "  - \($0)" }.joined(separator: "\n")

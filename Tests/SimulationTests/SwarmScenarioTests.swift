@@ -1,0 +1,146 @@
+import Foundation
+import StarlingCore
+import Testing
+@testable import StarlingSimulation
+
+func simulateSwarm(_ scenario: String, nodes: Int, seed: UInt64, tasks: Int? = nil, taskMilliseconds: ClosedRange<Int>? = nil,
+                   prepare: (Simulator) -> Void = { _ in }) -> SimulationReport {
+    var config = SimulationConfig(nodes: nodes, seed: seed)
+    config.swarm.tasks = tasks
+    if let taskMilliseconds { config.swarm.taskMilliseconds = taskMilliseconds }
+    let sim = Simulator(scenario: Scenario.named(scenario)!, config: config)
+    prepare(sim)
+    return sim.run()
+}
+
+func reproduceSwarm(_ r: SimulationReport) -> String {
+    "starling-sim --scenario \(r.scenario) --nodes \(r.nodes) --seed \(r.seed) --tasks \(r.swarm?.tasks ?? 0) --json"
+}
+
+/// Checks every swarm invariant on a finished report; under a partition the double runs and
+/// recordings are counted, not failed.
+func expectSwarmInvariants(_ r: SimulationReport, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(r.violations.isEmpty, "\(r.violations) — reproduce: \(reproduceSwarm(r))", sourceLocation: sourceLocation)
+    guard let s = r.swarm else {
+        Issue.record("no swarm report", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(s.swarmsDone == s.swarms, "reproduce: \(reproduceSwarm(r))", sourceLocation: sourceLocation)
+    #expect(s.unfinished == 0, sourceLocation: sourceLocation)
+    #expect(s.succeeded + s.failed + s.cancelled == s.tasks, sourceLocation: sourceLocation)
+    #expect(s.recordedTwice == 0 && s.runTwice == 0, sourceLocation: sourceLocation)
+    #expect(s.maxRunning <= s.slots && s.maxMemoryMB <= s.memoryMB, sourceLocation: sourceLocation)
+    #expect(s.attemptsOverMax == 0, sourceLocation: sourceLocation)
+}
+
+@Suite("Swarm scenarios")
+struct SwarmScenarioTests {
+    static let seeds: [UInt64] = [0x5A_0001, 0x5A_0002]
+
+    /// The full size of the issue, once in the suite (the other sizes and seeds run small here
+    /// and full-size in the long check, Scripts/long-sim).
+    @Test func steadyAtOneHundredNodesAndTenThousandTasks() {
+        let r = simulateSwarm("swarm-steady", nodes: 100, seed: Self.seeds[0])
+        expectSwarmInvariants(r)
+        #expect(r.swarm?.tasks == 10_000)
+        #expect((r.swarm?.utilisation ?? 0) > 0.3, "\(String(describing: r.swarm))")
+    }
+
+    @Test("each scenario holds its invariants", arguments: ["swarm-steady", "swarm-crash", "swarm-churn", "swarm-partition"], seeds)
+    func eachScenario(scenario: String, seed: UInt64) {
+        let r = simulateSwarm(scenario, nodes: 20, seed: seed, tasks: 600)
+        expectSwarmInvariants(r)
+        if scenario == "swarm-crash" || scenario == "swarm-churn" {
+            #expect((r.swarm?.retries ?? 0) > 0, "work on crashed nodes ran again")
+        }
+    }
+
+    @Test func theSameSeedGivesTheSameTrace() {
+        let a = simulateSwarm("swarm-crash", nodes: 12, seed: 9, tasks: 200)
+        let b = simulateSwarm("swarm-crash", nodes: 12, seed: 9, tasks: 200)
+        #expect(a.traceHash == b.traceHash)
+        #expect(a.events == b.events)
+        #expect(a.swarm == b.swarm)
+    }
+
+    /// Two processes (each with its own hash seed, so dictionary order differs) must agree:
+    /// nothing on the path may depend on hash order. Through `starling-sim` (`STARLING_SIM_BIN`).
+    @Test(.timeLimit(.minutes(3)))
+    func twoProcessesWithTheSameSeedPrintTheSameTrace() throws {
+        let binary = ProcessInfo.processInfo.environment["STARLING_SIM_BIN"]
+            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent(".build/debug/starling-sim").path
+        var hashes: [String] = []
+        for _ in 0..<2 {
+            let outPath = NSTemporaryDirectory() + "swarm-trace-\(UUID().uuidString).json"
+            defer { try? FileManager.default.removeItem(atPath: outPath) }
+            FileManager.default.createFile(atPath: outPath, contents: nil)
+            let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["--scenario", "swarm-crash", "--nodes", "12", "--seed", "9", "--tasks", "200", "--json"]
+            p.standardOutput = out
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            p.waitUntilExit()
+            try out.close()
+            let report = try JSONDecoder().decode(SimulationReport.self, from: Data(contentsOf: URL(fileURLWithPath: outPath)))
+            #expect(report.swarm != nil)
+            hashes.append(report.traceHash)
+        }
+        #expect(hashes[0] == hashes[1], "\(hashes)")
+    }
+
+    /// Negative control through the host: a broken store hook that writes a second, different
+    /// result for every task the protocol records must be caught as "recorded twice".
+    @Test func aHostThatRecordsTwiceIsCaught() {
+        let r = simulateSwarm("swarm-steady", nodes: 10, seed: 1, tasks: 50) { sim in
+            sim.swarm?.afterStore = { node, change in
+                guard case .task(let id, let index, var record) = change, record.state.isFinal, record.result != nil else { return [] }
+                record.result = Array("forged at n\(node)".utf8)
+                return [.task(id, index: index, record)]
+            }
+        }
+        #expect((r.swarm?.recordedTwice ?? 0) > 0, "\(String(describing: r.swarm))")
+        #expect(r.violations.contains { $0.contains("recorded twice") })
+    }
+
+    /// Negative control of the checker itself, with no protocol in the loop: store writes and
+    /// runs handed straight to the environment.
+    @Test func theCheckerCatchesDoubleRecordsDoubleRunsAndOverbooking() throws {
+        var config = SimulationConfig(nodes: 5, seed: 1)
+        config.swarm.tasks = 10
+        config.swarm.swarms = 1
+        let sim = Simulator(scenario: Scenario.named("swarm-steady")!, config: config)
+        let env = try #require(sim.swarm)
+        let host = try #require(sim.hosts.first as? ProtocolHost<SwarmEnvironment>)
+        let draft = env.submissions[0].draft
+        let def = SwarmDefinition(id: "00000000000000aa", draft: draft, replicas: ["n0", "n1", "n2"])
+        for n in 0..<2 { env.perform(.store(.swarm(def, epoch: 1, state: .running)), node: n, host: host, sim: sim) }
+        let first = TaskRecord(state: .succeeded, attempt: 1, node: "n3", result: Array("a".utf8), finishSeq: 1)
+        env.perform(.store(.task(def.id, index: 0, first)), node: 0, host: host, sim: sim)
+        env.perform(.store(.task(def.id, index: 0, first)), node: 1, host: host, sim: sim)
+        #expect(env.violations.isEmpty, "a replica's copy of the same result is one recording")
+        let second = TaskRecord(state: .succeeded, attempt: 2, node: "n4", result: Array("b".utf8), finishSeq: 2)
+        env.perform(.store(.task(def.id, index: 0, second)), node: 1, host: host, sim: sim)
+        #expect(env.violations.contains { $0.contains("recorded twice") })
+
+        let run = { (attempt: UInt16, index: UInt32) in
+            TaskRun(swarm: def.id, index: index, attempt: attempt, task: draft.tasks[Int(index)], options: [], maxAttempts: 3)
+        }
+        env.perform(.run(run(1, 1)), node: 3, host: host, sim: sim)
+        env.perform(.run(run(2, 1)), node: 4, host: host, sim: sim)
+        #expect(env.violations.contains { $0.contains("while running at") })
+        for k in 2..<7 { env.perform(.run(run(1, UInt32(k))), node: 2, host: host, sim: sim) }
+        #expect(env.violations.contains { $0.contains("tasks at once with 4 slots") })
+        env.perform(.run(run(4, 8)), node: 0, host: host, sim: sim)
+        #expect(env.violations.contains { $0.contains("over maxAttempts") })
+    }
+
+    @Test func thePayloadCarriesTheDuration() {
+        let p = SwarmWorkload.payload(milliseconds: 1_234, failFirst: true)
+        let (d, fail) = SwarmWorkload.decode(p)
+        #expect(d == .milliseconds(1_234) && fail)
+        #expect(SwarmWorkload.decode([1, 2]).duration == .zero)
+    }
+}
