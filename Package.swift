@@ -41,7 +41,7 @@ let package = Package(
         .target(
             name: "StarlingRuntime",
             dependencies: [
-                "StarlingCore", "StarlingCrypto", "CUV",
+                "StarlingCore", "StarlingCrypto", "CUV", "StarlingSandbox",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(
             name: "RuntimeTests",
             dependencies: [
-                "StarlingRuntime", "StarlingCore", "StarlingCrypto",
+                "StarlingRuntime", "StarlingCore", "StarlingCrypto", "StarlingSandbox",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
