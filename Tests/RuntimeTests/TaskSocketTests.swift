@@ -251,3 +251,36 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
         #expect(!left.contains { $0.hasSuffix(".run") }, "\(left)")
     }
 }
+
+/// What a socket adds to a task's start: warm runs of `true`, without and with a socket, and with
+/// a socket and one request through it. Figures for NOTES; run with STARLING_MEASURE=1.
+@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["STARLING_MEASURE"] != nil))
+struct TaskSocketCostTests {
+    func median(_ f: SpawnFixture, _ runs: Int, _ script: String, options: SwarmOptions?, warm: Bool) async throws -> (p50: Double, p90: Double) {
+        var ms: [Double] = []
+        for _ in 0..<runs {
+            if warm { try await f.warmUp(2) }
+            let started = ContinuousClock.now
+            let result = try await f.run(script, options: options, warm: warm)
+            let d = started.duration(to: .now)
+            #expect(result.exitCode == 0, "\(result.stderr)")
+            ms.append(Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15)
+        }
+        ms.sort()
+        return (ms[ms.count / 2], ms[ms.count * 9 / 10])
+    }
+
+    @Test(arguments: [true, false]) func socketStartCost(warm: Bool) async throws {
+        let f = try SpawnFixture(warm: warm ? 2 : 0)
+        defer { f.runner.shutdown() }
+        try await f.store(options: spawning)
+        let runs = Int(ProcessInfo.processInfo.environment["STARLING_MEASURE_RUNS"] ?? "") ?? 40
+        _ = try await median(f, 3, "true", options: spawning, warm: warm)
+        let plain = try await median(f, runs, "true", options: nil, warm: warm)
+        let socket = try await median(f, runs, "true", options: spawning, warm: warm)
+        let request = try await median(f, runs, #"curl -sf --unix-socket "$STARLING_SOCKET" http://x/v1/health >/dev/null"#, options: spawning, warm: warm)
+        let plainCurl = try await median(f, runs, #"curl -s --unix-socket /nonexistent http://x/ >/dev/null; true"#, options: nil, warm: warm)
+        print(String(format: "task-socket-cost warm=%@ runs=%d plain p50=%.2f p90=%.2f | socket p50=%.2f p90=%.2f | socket+health p50=%.2f p90=%.2f | plain+curl(no socket) p50=%.2f p90=%.2f ms",
+                     "\(warm)", runs, plain.p50, plain.p90, socket.p50, socket.p90, request.p50, request.p90, plainCurl.p50, plainCurl.p90))
+    }
+}
