@@ -17,6 +17,9 @@ struct Bubblewrap: Sendable {
     /// bwrap's own environment: fixed, the same for every sandbox, nothing of the task's.
     static let hostEnvironment = ["PATH=/usr/bin:/bin"]
     static let initMount = "/run/starling-init"
+    /// Where a sandbox sees its run directory (read-only): the node's end of the task's API
+    /// socket appears there as `api.sock` (see TaskSocket).
+    static let runMount = "/run/starling"
     /// The unprivileged identity inside the sandbox.
     static let uid = 65534
 
@@ -65,7 +68,10 @@ struct Bubblewrap: Sendable {
     /// /usr on merged-/usr systems, else a read-only bind). Nothing else of the host is visible:
     /// no /home, /root, /var, /tmp, no node data dir, no other sandbox.
     /// `environmentFromArgs`: read the task's environment from `argsFD` (a cold sandbox).
-    func arguments(workdir: String, net: NetworkMode, initPath: String?, environmentFromArgs: Bool, program: [String]) -> [String] {
+    /// `runDir`: the host directory bound read-only at `runMount` (every warm sandbox, and a cold
+    /// one whose task gets an API socket).
+    func arguments(workdir: String, net: NetworkMode, initPath: String?, environmentFromArgs: Bool, program: [String],
+                   runDir: String? = nil) -> [String] {
         var a = ["--unshare-all", "--unshare-user"]
         if disablesUserNamespaces { a.append("--disable-userns") }
         a += ["--die-with-parent", "--new-session", "--cap-drop", "ALL",
@@ -86,6 +92,7 @@ struct Bubblewrap: Sendable {
               "--bind", workdir, "/task", "--chdir", "/task",
               "--seccomp", String(Self.seccompFD)]
         if let initPath { a += ["--ro-bind", initPath, Self.initMount] }
+        if let runDir { a += ["--ro-bind", runDir, Self.runMount] }
         a.append("--clearenv")
         if environmentFromArgs { a += ["--args", String(Self.argsFD)] }
         a.append("--")

@@ -59,6 +59,9 @@ public struct SandboxConfiguration: Sendable {
 final class SpawnedSandbox: Sendable {
     let id: String
     let workdir: String
+    /// The host directory bound read-only at /run/starling (warm sandboxes, and cold ones whose
+    /// task has an API socket); nil otherwise.
+    let runDir: String?
     let cgroup: Cgroup?
     let pid: pid_t
     let stdin: Int32
@@ -73,10 +76,11 @@ final class SpawnedSandbox: Sendable {
     /// number could name another descriptor.
     private let pidfd: Mutex<Int32>
 
-    init(id: String, workdir: String, cgroup: Cgroup?, pid: pid_t, pidfd: Int32, stdin: Int32, stdout: Int32, stderr: Int32,
-         control: Int32?) {
+    init(id: String, workdir: String, runDir: String?, cgroup: Cgroup?, pid: pid_t, pidfd: Int32, stdin: Int32, stdout: Int32,
+         stderr: Int32, control: Int32?) {
         self.id = id
         self.workdir = workdir
+        self.runDir = runDir
         self.cgroup = cgroup
         self.pid = pid
         self.pidfd = Mutex(pidfd)
@@ -123,6 +127,7 @@ final class SpawnedSandbox: Sendable {
             fd = -1
         }
         cgroup?.destroy()
+        if let runDir { removeTree(runDir) }
         if removingWorkdir { removeTree(workdir) }
     }
 }
@@ -336,15 +341,25 @@ public final class SandboxRunner: Sendable {
     /// `prepare` fills the work directory before the sandbox starts (a cold task's input files
     /// must exist before its program runs).
     /// `env` is the task's environment (a cold task's; a warm one's arrives over its control socket).
+    /// `withRunDir`: give the sandbox a run directory (see `SpawnedSandbox.runDir`); `listen`
+    /// then opens the task's socket in it before the sandbox starts.
     func spawnSandbox(net: NetworkMode, grant: Policy.Grant?, program: [String]?, env: [String], initPath: String?,
-                      output: OutputMode = .capture, prepare: (String) throws -> Void = { _ in }) throws -> SpawnedSandbox {
+                      output: OutputMode = .capture, withRunDir: Bool = false, prepare: (String) throws -> Void = { _ in },
+                      listen: ((String) throws -> Void)? = nil) throws -> SpawnedSandbox {
         guard let bubblewrap else { preconditionFailure("no bubblewrap") }
         let slot = reserve?.take()
         let id = slot?.id ?? Self.newID()
         let workdir = try slot?.workdir ?? makeWorkdir(id)
         var cgroup: Cgroup?
+        var runDir: String?
         do {
             try prepare(workdir)
+            if withRunDir || listen != nil {
+                let dir = workdir + ".run"
+                guard mkdir(dir, 0o700) == 0 else { throw SandboxUnavailable("mkdir \(dir): \(String(cString: strerror(errno)))") }
+                runDir = dir
+                try listen?(dir)
+            }
             cgroup = try slot?.cgroup ?? Cgroup(name: id, parent: configuration.cgroupParent)
             let g = grant ?? Policy.Grant(memoryMB: Policy.defaultMemoryMB, cpus: Policy.defaultCpus, pids: Policy.defaultPids,
                                           timeoutSeconds: 0, net: .none, secrets: [])
@@ -370,7 +385,7 @@ public final class SandboxRunner: Sendable {
                 fds.append((control!.read, Bubblewrap.controlFD))
             }
             let args = bubblewrap.arguments(workdir: workdir, net: net, initPath: initPath, environmentFromArgs: envArgs >= 0,
-                                            program: program ?? [Bubblewrap.initMount])
+                                            program: program ?? [Bubblewrap.initMount], runDir: runDir)
             let child: Spawned
             do {
                 child = try spawn(bubblewrap.path, ["bwrap"] + args, env: Bubblewrap.hostEnvironment, fds: fds,
@@ -382,26 +397,33 @@ public final class SandboxRunner: Sendable {
             }
             streams.closeChildEnds()
             if let control { close(control.read) }
-            return SpawnedSandbox(id: id, workdir: workdir, cgroup: cgroup, pid: child.pid, pidfd: child.pidfd, stdin: streams.input.write,
+            return SpawnedSandbox(id: id, workdir: workdir, runDir: runDir, cgroup: cgroup, pid: child.pid, pidfd: child.pidfd, stdin: streams.input.write,
                                   stdout: streams.stdout, stderr: streams.stderr, control: control?.write)
         } catch {
             cgroup?.destroy()
+            if let runDir { removeTree(runDir) }
             removeTree(workdir)
             throw error
         }
     }
 
+    /// Every warm sandbox has a run directory: which of them will get a task with a socket is
+    /// not known when it starts. An empty read-only directory is all a task without one sees.
     func spawnWarm(initPath: String) throws -> SpawnedSandbox {
-        try spawnSandbox(net: .none, grant: nil, program: nil, env: [], initPath: initPath)
+        try spawnSandbox(net: .none, grant: nil, program: nil, env: [], initPath: initPath, withRunDir: true)
     }
 
     /// The environment a task sees, warm or cold alike: a fixed base, its own variables, and the
     /// secrets it was granted. PWD is the one bwrap sets after `--chdir` in a cold sandbox.
-    func environment(_ task: TaskSpec, _ grant: Policy.Grant) -> [String] {
+    /// `STARLING_TASK` and `STARLING_SOCKET` are the node's: a task's own `env` cannot set them,
+    /// so a task without a socket never sees a `STARLING_SOCKET`.
+    func environment(_ task: TaskSpec, _ grant: Policy.Grant, context: TaskContext? = nil) -> [String] {
         // No LANG by default: a locale makes every program load a dozen files before it starts.
         var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp", "PWD": "/task"]
-        for (k, v) in task.env ?? [:] { env[k] = v }
+        for (k, v) in task.env ?? [:] where !TaskContext.reservedNames.contains(k) { env[k] = v }
         for name in grant.secrets { env[name] = configuration.secrets.values[name] }
+        env["STARLING_TASK"] = context?.taskID ?? task.id ?? "local"
+        if context?.socket != nil { env["STARLING_SOCKET"] = TaskContext.socketPath }
         return env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
     }
 
@@ -430,7 +452,11 @@ public final class SandboxRunner: Sendable {
     /// is a result with reason `denied`, and the task never runs.
     /// `output: .inherit` gives the task this process's stdout and stderr (the result then holds
     /// none); it always starts cold, since a warm sandbox's pipes are fixed when it is spawned.
+    /// `context`: the task's identity, and its API socket when it may spawn (the socket is opened
+    /// before the program starts and closed when it ends; a socket that cannot be opened refuses
+    /// the task). Unsandboxed runs (`--unsafe-no-sandbox`) get no socket.
     public func run(_ task: TaskSpec, requestPolicy: Policy? = nil, preferWarm: Bool = true, output: OutputMode = .capture,
+                    context: TaskContext? = nil,
                     onStart: ((RunningTask) -> Void)? = nil, timing: ((Timing) -> Void)? = nil) throws -> TaskResult {
         var t = Timing()
         t.started = monotonicNanos()
@@ -446,9 +472,15 @@ public final class SandboxRunner: Sendable {
         for s in grant.secrets where configuration.secrets.values[s] == nil {
             return .denied("secret \(s) is not held by this node", node: configuration.nodeName)
         }
-        if configuration.unsafeNoSandbox { return try runUnsandboxed(task, grant, output: output) }
+        if configuration.unsafeNoSandbox {
+            if context?.socket != nil { return .denied("a task with an API socket needs a sandbox", node: configuration.nodeName) }
+            return try runUnsandboxed(task, grant, output: output, context: context)
+        }
+        let socket = context?.socket
+        // Once, whatever happens below: close() is safe on a socket that never listened.
+        defer { socket?.close() }
 
-        let env = environment(task, grant)
+        let env = environment(task, grant, context: context)
         var message = ByteMessage()
         message.strings(task.argv)
         message.strings(env)
@@ -469,6 +501,15 @@ public final class SandboxRunner: Sendable {
                 cleanup.async { warm.destroy() }
                 return .denied(error.description, node: configuration.nodeName)
             }
+            if let socket {
+                do {
+                    guard let runDir = warm.runDir else { throw TaskSocketUnavailable("the warm sandbox has no run directory") }
+                    try socket.listen(at: try Self.socketHostPath(runDir))
+                } catch {
+                    cleanup.async { warm.destroy() }
+                    return .denied("the task's API socket: \(error)", node: configuration.nodeName)
+                }
+            }
             writeAll(message.bytes, to: warm.control!)
             if timing != nil {
                 // Measuring: the stub closes its end just before it execs the task.
@@ -482,11 +523,14 @@ public final class SandboxRunner: Sendable {
         } else {
             do {
                 sandbox = try spawnSandbox(net: grant.net, grant: grant, program: task.argv, env: env, initPath: nil, output: output,
-                                           prepare: { try self.writeFiles(task, into: $0) })
+                                           prepare: { try self.writeFiles(task, into: $0) },
+                                           listen: socket.map { s in { runDir in try s.listen(at: try Self.socketHostPath(runDir)) } })
             } catch let error as LimitNotApplied {
                 // Fail closed: a limit the kernel refused (or a group the task could not join)
                 // refuses the task; spawnSandbox has already removed what it made.
                 return .denied(error.description, node: configuration.nodeName)
+            } catch let error as TaskSocketUnavailable {
+                return .denied("the task's API socket: \(error)", node: configuration.nodeName)
             }
         }
         defer {
@@ -564,12 +608,22 @@ public final class SandboxRunner: Sendable {
     /// Most lines `warnings` returns.
     static let maxWarnings = 16
 
+    /// The host path of a task's socket in its run directory. A Unix socket's path holds at most
+    /// 107 bytes: a work root too long for it refuses the task rather than binding elsewhere.
+    static func socketHostPath(_ runDir: String) throws(TaskSocketUnavailable) -> String {
+        let path = runDir + "/" + TaskContext.socketName
+        guard path.utf8.count <= 107 else {
+            throw TaskSocketUnavailable("socket path \(path) is longer than 107 bytes: use a shorter work root")
+        }
+        return path
+    }
+
     var outputBounds: OutputBounds {
         OutputBounds(perFile: configuration.outputFileCapBytes, total: configuration.outputsTotalCapBytes)
     }
 
     /// --unsafe-no-sandbox: the task runs as a plain child process, with no isolation at all.
-    private func runUnsandboxed(_ task: TaskSpec, _ grant: Policy.Grant, output: OutputMode) throws -> TaskResult {
+    private func runUnsandboxed(_ task: TaskSpec, _ grant: Policy.Grant, output: OutputMode, context: TaskContext?) throws -> TaskResult {
         let id = Self.newID()
         let workdir = try makeWorkdir(id)
         defer { removeTree(workdir) }
@@ -579,7 +633,7 @@ public final class SandboxRunner: Sendable {
         let shell = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", workdir] + task.argv
         let pid: pid_t
         do {
-            let child = try spawn("/bin/sh", shell, env: environment(task, grant), fds: streams.childFDs, cgroupProcs: [])
+            let child = try spawn("/bin/sh", shell, env: environment(task, grant, context: context), fds: streams.childFDs, cgroupProcs: [])
             if child.pidfd >= 0 { close(child.pidfd) }
             pid = child.pid
         } catch {

@@ -1,0 +1,91 @@
+/// What a swarm carries besides its tasks (the opaque `options` bytes of a SwarmDraft, as JSON):
+/// the policy its tasks run under and what they may spawn. A child swarm's options are derived
+/// from its parent's by `SpawnRules.admit`, never given by the child alone.
+public struct SwarmOptions: Codable, Sendable, Equatable {
+    /// Narrows the node's policy for every task of the swarm (for a child: already narrowed by
+    /// every ancestor's).
+    public var policy: Policy?
+    /// What the swarm's tasks may create through `$STARLING_SOCKET`: `maxTasks` tasks in all
+    /// (children's tasks plus the budgets handed down to them), at most `maxDepth` levels below
+    /// this swarm. nil: no socket.
+    public var spawn: SwarmSpec.Spawn?
+    /// Levels below the swarm a client submitted (0 for it, 1 for its children, ...).
+    public var depth: Int
+
+    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil, depth: Int = 0) {
+        self.policy = policy
+        self.spawn = spawn
+        self.depth = depth
+    }
+
+    /// Whether tasks of this swarm get a socket: a budget of at least one task, one level deep.
+    public var allowsSpawning: Bool {
+        guard let spawn else { return false }
+        return spawn.maxTasks > 0 && spawn.maxDepth > 0
+    }
+}
+
+/// Why a child swarm is refused; the socket answers 403 with `message`.
+public struct SpawnRefusal: Error, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ m: String) { message = m }
+    public var description: String { message }
+}
+
+/// The rules a task's child swarm must pass, in one place and without I/O, so the socket and any
+/// other caller (the owner of the parent swarm, when the protocol re-checks) apply the same.
+///
+/// Budget: a child costs its own tasks plus the spawn budget it is handed, reserved from the
+/// parent swarm's `maxTasks` at once. So a swarm's whole subtree is bounded by its budget without
+/// any ancestor tracking its grandchildren, and a swarm's use is the sum of its stored children's
+/// costs: derived from what is replicated, it survives a task retried on another node.
+public enum SpawnRules {
+    /// What a child swarm costs its parent's budget.
+    public static func cost(of child: SwarmOptions, tasks: Int) -> Int {
+        tasks + (child.spawn?.maxTasks ?? 0)
+    }
+
+    /// Admits `request` as a child of a swarm with `parent` options whose stored children already
+    /// use `used` of its budget, and gives the child's options and cost. The child's policy is the
+    /// parent's narrowed by the request's (never wider); its spawn budget and depth must fit in
+    /// what the parent has left; asking for more is refused, not silently cut.
+    public static func admit(_ request: SwarmSpec, parent: SwarmOptions, used: Int) -> Result<(options: SwarmOptions, cost: Int), SpawnRefusal> {
+        guard let budget = parent.spawn, parent.allowsSpawning else {
+            return .failure(SpawnRefusal("this task's swarm may not spawn"))
+        }
+        guard parent.depth < SwarmLimits.maxSpawnDepth else {
+            return .failure(SpawnRefusal("spawn depth exceeded: the swarm is already \(parent.depth) levels deep"))
+        }
+        let levelsLeft = budget.maxDepth - 1
+        if let asked = request.spawn {
+            guard asked.maxDepth <= levelsLeft else {
+                return .failure(SpawnRefusal("spawn depth exceeded: the child asks for maxDepth \(asked.maxDepth), \(levelsLeft) level(s) are left below it"))
+            }
+            guard asked.maxDepth > 0 || asked.maxTasks == 0 else {
+                return .failure(SpawnRefusal("spawn depth exceeded: the child's tasks may spawn \(asked.maxTasks) tasks but no level is left below it"))
+            }
+        }
+        let policy: Policy? = switch (parent.policy, request.policy) {
+        case (nil, nil): nil
+        case (let p?, let r): p.narrowed(by: r)
+        case (nil, let r?): r
+        }
+        let child = SwarmOptions(policy: policy, spawn: request.spawn.map { .init(maxTasks: $0.maxTasks, maxDepth: $0.maxDepth) },
+                                 depth: parent.depth + 1)
+        // Both terms are bounded by SwarmLimits (10,000 tasks, a budget of 100,000), so no overflow.
+        let cost = cost(of: child, tasks: request.tasks.count)
+        let left = max(0, budget.maxTasks - max(0, used))
+        guard cost <= left else {
+            return .failure(SpawnRefusal("spawn budget exceeded: this child needs \(cost) (\(request.tasks.count) tasks + a spawn budget of \(child.spawn?.maxTasks ?? 0)); \(left) of \(budget.maxTasks) left"))
+        }
+        // Refuse at once a task its own policy would refuse wherever it ran.
+        if let policy {
+            for (i, task) in request.tasks.enumerated() {
+                if case .failure(let denial) = policy.decide(task) {
+                    return .failure(SpawnRefusal("tasks[\(i)]: \(denial.description)"))
+                }
+            }
+        }
+        return .success((child, cost))
+    }
+}

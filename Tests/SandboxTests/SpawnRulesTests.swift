@@ -1,0 +1,48 @@
+import Testing
+@testable import StarlingSandbox
+
+@Suite struct SpawnRulesTests {
+    let parent = SwarmOptions(policy: Policy(allow: ["sh", "true"], maxMemoryMB: 256, secrets: ["A"]),
+                              spawn: .init(maxTasks: 10, maxDepth: 2), depth: 0)
+
+    func spec(_ n: Int, policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil) -> SwarmSpec {
+        SwarmSpec(tasks: Array(repeating: TaskSpec(argv: ["true"]), count: n), policy: policy, spawn: spawn)
+    }
+
+    @Test func aChildCostsItsTasksAndTheBudgetItIsHanded() throws {
+        let admitted = try SpawnRules.admit(spec(3, spawn: .init(maxTasks: 4, maxDepth: 1)), parent: parent, used: 0).get()
+        #expect(admitted.cost == 7)
+        #expect(admitted.options.depth == 1)
+        #expect(admitted.options.spawn == .init(maxTasks: 4, maxDepth: 1))
+        // 7 used: 3 left; a child of 3 fits exactly, of 4 does not.
+        #expect(try SpawnRules.admit(spec(3), parent: parent, used: 7).get().cost == 3)
+        guard case .failure(let refusal) = SpawnRules.admit(spec(4), parent: parent, used: 7) else { Issue.record("admitted"); return }
+        #expect(refusal.message.contains("3 of 10 left"))
+        // A budget already overspent (say, by two nodes at once) admits nothing and does not trap.
+        #expect((try? SpawnRules.admit(spec(1), parent: parent, used: Int.max).get()) == nil)
+    }
+
+    @Test func depthIsBoundedByTheParents() {
+        #expect((try? SpawnRules.admit(spec(1, spawn: .init(maxTasks: 1, maxDepth: 2)), parent: parent, used: 0).get()) == nil)
+        #expect((try? SpawnRules.admit(spec(1, spawn: .init(maxTasks: 1, maxDepth: 0)), parent: parent, used: 0).get()) == nil)
+        let leaf = SwarmOptions(spawn: .init(maxTasks: 10, maxDepth: 0), depth: 2)
+        #expect(!leaf.allowsSpawning)
+        #expect((try? SpawnRules.admit(spec(1), parent: leaf, used: 0).get()) == nil)
+        #expect((try? SpawnRules.admit(spec(1), parent: SwarmOptions(), used: 0).get()) == nil)
+        let tooDeep = SwarmOptions(spawn: .init(maxTasks: 10, maxDepth: 5), depth: SwarmLimits.maxSpawnDepth)
+        #expect((try? SpawnRules.admit(spec(1), parent: tooDeep, used: 0).get()) == nil)
+    }
+
+    @Test func theChildsPolicyIsNeverWider() throws {
+        let wide = Policy(allow: ["sh", "python3"], net: .host, maxMemoryMB: 4096, secrets: ["A", "B"])
+        var shell = spec(1, policy: wide)
+        shell.tasks[0].argv = ["sh", "-c", "true"]
+        let child = try SpawnRules.admit(shell, parent: parent, used: 0).get().options.policy
+        #expect(child == Policy(allow: ["sh"], net: .host, maxMemoryMB: 256, secrets: ["A"]))
+        // A task its policy refuses is refused at once.
+        var python = spec(1)
+        python.tasks[0].argv = ["python3"]
+        guard case .failure(let refusal) = SpawnRules.admit(python, parent: parent, used: 0) else { Issue.record("admitted"); return }
+        #expect(refusal.message.contains("allow list"))
+    }
+}
