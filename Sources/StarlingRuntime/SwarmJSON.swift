@@ -58,17 +58,6 @@ public struct SwarmListJSON: Codable, Sendable, Equatable, ResponseEncodable {
 
 /// The swarm-wide options the runtime hands back with every task run (`SwarmDraft.options`):
 /// what a node needs to run any task of the swarm besides the task itself.
-public struct SwarmOptions: Codable, Sendable, Equatable {
-    public var policy: Policy?
-    public var spawn: SwarmSpec.Spawn?
-    public var maxAttempts: Int
-
-    public init(policy: Policy?, spawn: SwarmSpec.Spawn?, maxAttempts: Int) {
-        self.policy = policy
-        self.spawn = spawn
-        self.maxAttempts = maxAttempts
-    }
-}
 
 /// From a validated SwarmSpec to what the protocol carries.
 public enum SwarmDrafting {
@@ -99,7 +88,7 @@ public enum SwarmDrafting {
             return SwarmTask(id: id, needs: TaskNeeds(memoryMB: UInt32(clamping: memory), milliCPUs: UInt32(clamping: Int(milli))),
                              payload: Array(try encoder.encode(task)))
         }
-        let options = SwarmOptions(policy: spec.policy, spawn: spec.spawn, maxAttempts: maxAttempts)
+        let options = SwarmOptions(policy: spec.policy, spawn: spec.spawn, depth: 0, maxAttempts: maxAttempts)
         return SwarmDraft(tasks: tasks, maxAttempts: UInt8(clamping: maxAttempts), options: Array(try encoder.encode(options)),
                           parent: parent, createdAtMs: nowMs)
     }

@@ -80,7 +80,7 @@ public final class SwarmTaskExecutor: Sendable {
         let options: SwarmOptions
         do {
             task = try JSONDecoder().decode(TaskSpec.self, from: Data(run.task.payload))
-            options = run.options.isEmpty ? SwarmOptions(policy: nil, spawn: nil, maxAttempts: Int(run.maxAttempts))
+            options = run.options.isEmpty ? SwarmOptions(maxAttempts: Int(run.maxAttempts))
                 : try JSONDecoder().decode(SwarmOptions.self, from: Data(run.options))
         } catch {
             return .denied("the task's stored form does not decode: \(error)", node: nodeName)

@@ -11,11 +11,15 @@ public struct SwarmOptions: Codable, Sendable, Equatable {
     public var spawn: SwarmSpec.Spawn?
     /// Levels below the swarm a client submitted (0 for it, 1 for its children, ...).
     public var depth: Int
+    /// Runs of one task before it counts as failed (the protocol carries it too; kept here for
+    /// readers of the stored options).
+    public var maxAttempts: Int?
 
-    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil, depth: Int = 0) {
+    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil, depth: Int = 0, maxAttempts: Int? = nil) {
         self.policy = policy
         self.spawn = spawn
         self.depth = depth
+        self.maxAttempts = maxAttempts
     }
 
     /// Whether tasks of this swarm get a socket: a budget of at least one task, one level deep.
