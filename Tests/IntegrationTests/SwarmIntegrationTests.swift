@@ -204,11 +204,13 @@ struct SwarmCancelAndCLITests {
         #expect(status == 202, "\(String(decoding: body, as: UTF8.self))")
         let final = try client.waitUntilFinished(id, seconds: 20)
         #expect(final["state"] as? String == "cancelled")
+        // The killed tasks' ends come back from their nodes: wait for every task to be final.
+        try waitUntil("no task runs", seconds: 20) { (client.counts(id)?["running"] as? Int ?? 1) == 0 }
         let all = try client.tasks(id, total: 40)
         let killed = all.filter { ($0["result"] as? [String: Any])?["reason"] as? String == "killed" }
         let neverRan = all.filter { $0["result"] == nil }
         #expect(all.allSatisfy { $0["state"] as? String == "cancelled" }, "\(all.map { $0["state"] ?? "?" })")
-        #expect(killed.count >= 6, "the running tasks were killed, not left to run")
+        #expect(killed.count >= 6, "the running tasks were killed, not left to run: \(all.map { ($0["state"] ?? "?", ($0["result"] as? [String: Any])?["reason"] ?? "-") })")
         #expect(killed.count + neverRan.count == 40)
         // Nothing runs any more: every node's slots are free again.
         try waitUntil("every slot is free", seconds: 10) {
