@@ -78,7 +78,11 @@ struct SwarmRoutes: Sendable {
     }
 
     func status(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let id = try Self.swarmID(context)
+        try await status(id: try Self.swarmID(context), request: request)
+    }
+
+    /// `GET /v1/swarms/ID` for an id already checked (the task sockets' routes call it too).
+    func status(id: SwarmID, request: Request) async throws -> Response {
         let includeTasks = try Self.boolean(request, "tasks") ?? true
         let offset = try Self.integer(request, "offset", in: 0...Int(UInt32.max)) ?? 0
         let limit = try Self.integer(request, "limit", in: 1...SwarmStore.maxPageSize) ?? SwarmStore.maxPageSize
@@ -118,7 +122,11 @@ struct SwarmRoutes: Sendable {
     }
 
     func follow(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        let id = try Self.swarmID(context)
+        try await follow(id: try Self.swarmID(context), request: request)
+    }
+
+    /// `GET /v1/swarms/ID/events` for an id already checked (the task sockets' routes call it too).
+    func follow(id: SwarmID, request: Request) async throws -> Response {
         let after = try Self.lastEventID(request)
         guard let store = try heldLocally(id) else { return try await forward(request, id: id) }
         guard let stream = SwarmEventStream(store: store, swarm: id, after: after, settings: events, logger: logger) else {

@@ -201,28 +201,49 @@ public final class SwarmStore: Sendable {
         try read { db in
             let swarms = try Row.fetchAll(db, sql: "SELECT * FROM swarm ORDER BY createdAtMs, id")
             return try swarms.map { row in
-                let id: String = row["id"]
-                var tasks: [SwarmTask] = []
-                var records: [TaskRecord] = []
-                let taskRows = try Row.fetchAll(db, sql: "SELECT * FROM task WHERE swarm = ? ORDER BY idx", arguments: [id])
-                guard taskRows.count == row["taskCount"] as Int else { throw StoreError("swarm \(id) has \(taskRows.count) of its tasks stored") }
-                tasks.reserveCapacity(taskRows.count)
-                records.reserveCapacity(taskRows.count)
-                for (expected, t) in taskRows.enumerated() {
-                    guard t["idx"] as Int == expected else { throw StoreError("swarm \(id) is missing task \(expected)") }
-                    tasks.append(SwarmTask(id: t["taskId"],
-                                           needs: TaskNeeds(memoryMB: UInt32(clamping: t["memoryMB"] as Int64),
-                                                            milliCPUs: UInt32(clamping: t["milliCPUs"] as Int64)),
-                                           payload: [UInt8](t["payload"] as Data)))
-                    records.append(try Self.record(t))
-                }
-                let draft = SwarmDraft(tasks: tasks, maxAttempts: UInt8(clamping: row["maxAttempts"] as Int64),
-                                       options: [UInt8](row["options"] as Data), parent: Self.parent(row),
-                                       createdAtMs: UInt64(clamping: row["createdAtMs"] as Int64))
-                let definition = SwarmDefinition(id: id, draft: draft, replicas: Self.decodeNames([UInt8](row["replicas"] as Data)))
+                let (definition, records) = try Self.definition(row, in: db)
                 return (definition, epoch: UInt32(clamping: row["epoch"] as Int64), state: try Self.swarmState(row["state"]), tasks: records)
             }
         }
+    }
+
+    /// One held swarm's definition; nil when this node holds nothing of it.
+    public func definition(_ id: SwarmID) throws -> SwarmDefinition? {
+        try read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM swarm WHERE id = ?", arguments: [id]).map { try Self.definition($0, in: db).0 }
+        }
+    }
+
+    /// The held swarms spawned from tasks of `parent` (for its spawn budget), at most `limit`.
+    public func children(of parent: SwarmID, limit: Int = maxListSize) throws -> [SwarmDefinition] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM swarm WHERE parentSwarm = ? ORDER BY createdAtMs, id LIMIT ?",
+                             arguments: [parent, max(1, min(limit, Self.maxListSize))])
+                .map { try Self.definition($0, in: db).0 }
+        }
+    }
+
+    /// A swarm row and its task rows as the protocol holds them.
+    private static func definition(_ row: Row, in db: Database) throws -> (SwarmDefinition, [TaskRecord]) {
+        let id: String = row["id"]
+        var tasks: [SwarmTask] = []
+        var records: [TaskRecord] = []
+        let taskRows = try Row.fetchAll(db, sql: "SELECT * FROM task WHERE swarm = ? ORDER BY idx", arguments: [id])
+        guard taskRows.count == row["taskCount"] as Int else { throw StoreError("swarm \(id) has \(taskRows.count) of its tasks stored") }
+        tasks.reserveCapacity(taskRows.count)
+        records.reserveCapacity(taskRows.count)
+        for (expected, t) in taskRows.enumerated() {
+            guard t["idx"] as Int == expected else { throw StoreError("swarm \(id) is missing task \(expected)") }
+            tasks.append(SwarmTask(id: t["taskId"],
+                                   needs: TaskNeeds(memoryMB: UInt32(clamping: t["memoryMB"] as Int64),
+                                                    milliCPUs: UInt32(clamping: t["milliCPUs"] as Int64)),
+                                   payload: [UInt8](t["payload"] as Data)))
+            records.append(try Self.record(t))
+        }
+        let draft = SwarmDraft(tasks: tasks, maxAttempts: UInt8(clamping: row["maxAttempts"] as Int64),
+                               options: [UInt8](row["options"] as Data), parent: Self.parent(row),
+                               createdAtMs: UInt64(clamping: row["createdAtMs"] as Int64))
+        return (SwarmDefinition(id: id, draft: draft, replicas: Self.decodeNames([UInt8](row["replicas"] as Data))), records)
     }
 
     // MARK: Helpers

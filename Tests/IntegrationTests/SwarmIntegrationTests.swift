@@ -255,3 +255,79 @@ struct SwarmCancelAndCLITests {
         #expect(badFile.status != 0)
     }
 }
+
+/// Sub-swarms from inside a task, across real nodes: `$STARLING_SOCKET` in the sandbox.
+@Suite("Sub-swarms through the task socket", .serialized)
+struct SubSwarmIntegrationTests {
+    static let fanOut = """
+        api() { curl -s --unix-socket "$STARLING_SOCKET" "$@"; }
+        children='{"tasks": [{"argv": ["sh", "-c", "echo 1"]}, {"argv": ["sh", "-c", "echo 2"]}, {"argv": ["sh", "-c", "echo 3"]}]}'
+        id=$(api -X POST -H 'content-type: application/json' -d "$children" http://starling/v1/swarms | sed -E 's/.*"id" *: *"([^"]+)".*/\\1/')
+        until api "http://starling/v1/swarms/$id?tasks=false" | grep -q '"state" *: *"done"'; do sleep 0.1; done
+        sum=0
+        for v in $(api "http://starling/v1/swarms/$id" | grep -oE '"stdout" *: *"[0-9]+' | grep -oE '[0-9]+$'); do sum=$((sum + v)); done
+        echo "child=$id sum=$sum"
+        echo "members=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$STARLING_SOCKET" http://starling/v1/members)"
+        echo "metrics=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$STARLING_SOCKET" http://starling/metrics)"
+        big='{"tasks": [{"argv": ["true"]}, {"argv": ["true"]}, {"argv": ["true"]}, {"argv": ["true"]}, {"argv": ["true"]}, {"argv": ["true"]}, {"argv": ["true"]}, {"argv": ["true"]}]}'
+        echo "overBudget=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$STARLING_SOCKET" -X POST -H 'content-type: application/json' -d "$big" http://starling/v1/swarms)"
+        """
+
+    @Test func aTaskFansOutAChildSwarmThroughItsSocketAndNothingElseIsReachable() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["n1", "n2", "n3"])
+        let client = SwarmClient(port: nodes[1].apiPort)
+        let spec: [String: Any] = [
+            "spawn": ["maxTasks": 5, "maxDepth": 1],
+            "tasks": [["id": "fan", "argv": ["sh", "fan.sh"], "files": ["fan.sh": Self.fanOut], "timeoutSeconds": 60],
+                      ["id": "plain", "argv": ["sh", "-c", "echo socket=${STARLING_SOCKET:-none} task=$STARLING_TASK"]]],
+        ]
+        let (id, _) = try client.submit(spec)
+        _ = try client.waitUntilFinished(id, seconds: 90)
+        let tasks = try client.tasks(id, total: 2)
+        let fan = try #require(tasks.first { $0["id"] as? String == "fan" }?["result"] as? [String: Any])
+        let out = fan["stdout"] as? String ?? ""
+        #expect(out.contains("sum=6"), "the child swarm ran its 3 tasks: \(out) \(fan["stderr"] ?? "")")
+        #expect(out.contains("members=404") && out.contains("metrics=404"), "nothing else of the node answers: \(out)")
+        #expect(out.contains("overBudget=403"), "8 more tasks exceed the budget of 5 (3 spent): \(out)")
+        let plain = try #require(tasks.first { $0["id"] as? String == "plain" }?["result"] as? [String: Any])
+        #expect((plain["stdout"] as? String)?.contains("task=plain") == true)
+        // Every task of a spawning swarm has a socket; the child swarm is readable from outside too.
+        let child = try #require(out.split(separator: " ").first { $0.hasPrefix("child=") }.map { String($0.dropFirst(6)) })
+        #expect(client.counts(child)?["succeeded"] as? Int == 3)
+        // A swarm without `spawn` gets no socket.
+        let (plainSwarm, _) = try client.submit(["tasks": [["argv": ["sh", "-c", "echo socket=${STARLING_SOCKET:-none}"]]]])
+        _ = try client.waitUntilFinished(plainSwarm, seconds: 30)
+        let only = try client.tasks(plainSwarm, total: 1)
+        #expect(((only.first?["result"] as? [String: Any])?["stdout"] as? String) == "socket=none\n")
+    }
+
+    @Test func cancellingAParentCancelsItsChildren() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["n1", "n2", "n3"])
+        let client = SwarmClient(port: nodes[0].apiPort)
+        let script = """
+            curl -s --unix-socket "$STARLING_SOCKET" -X POST -H 'content-type: application/json' \
+              -d '{"tasks": [{"argv": ["sleep", "60"]}, {"argv": ["sleep", "60"]}]}' http://starling/v1/swarms > /task/out/child.json
+            mkdir -p /task/out; sleep 60
+            """
+        let (id, _) = try client.submit(["spawn": ["maxTasks": 4, "maxDepth": 1],
+                                         "tasks": [["id": "parent", "argv": ["sh", "-c", "mkdir -p /task/out; " + script], "timeoutSeconds": 120]]])
+        // The child exists once some node lists a swarm other than the parent.
+        var child: String?
+        try waitUntil("the child swarm exists", seconds: 30) {
+            let (_, body) = httpCall(port: nodes[0].apiPort, method: "GET", path: "/v1/swarms")
+            child = (jsonObject(body)["swarms"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }.first { $0 != id }
+            return child != nil
+        }
+        let childID = try #require(child)
+        try waitUntil("the child's tasks run", seconds: 30) { (client.counts(childID)?["running"] as? Int ?? 0) == 2 }
+        #expect(httpCall(port: nodes[2].apiPort, method: "DELETE", path: "/v1/swarms/\(id)").0 == 202)
+        let parentFinal = try client.waitUntilFinished(id, seconds: 30)
+        #expect(parentFinal["state"] as? String == "cancelled")
+        let childFinal = try client.waitUntilFinished(childID, seconds: 30)
+        #expect(childFinal["state"] as? String == "cancelled", "cancelling a parent cancels its children")
+    }
+}
