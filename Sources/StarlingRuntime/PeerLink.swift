@@ -174,7 +174,16 @@ final class PeerLink {
     private func writeCompleted(bytes: Int, status: Int32) {
         writing -= bytes
         assert(writing >= 0, "link write accounting out of step")
-        if status < 0 { close(reason: "write_failed", uvError(status)) }
+        if status < 0 { return close(reason: "write_failed", uvError(status)) }
+        if let reason = closeAfterWrites, queuedBytes == 0 { close(reason: reason) }
+    }
+
+    /// Set by `closeWhenWritten`: close once the queue is written.
+    private var closeAfterWrites: String?
+
+    /// Closes now if nothing is queued, else once the queue is written (`close` drops it).
+    func closeWhenWritten(reason: String) {
+        if queuedBytes == 0 { close(reason: reason) } else { closeAfterWrites = reason }
     }
 
     func connected(status: Int32) {

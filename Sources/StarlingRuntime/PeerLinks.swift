@@ -253,9 +253,12 @@ extension MeshNode {
 
     // MARK: Closing
 
-    /// A draining link goes once neither end waits on it.
+    /// A draining link goes once neither end waits on it, closed by the end that dialled it:
+    /// only that end sends requests on it (the other never had it as its preferred link), so
+    /// when its own requests are answered nothing more can come. Its last bytes are written
+    /// first. A draining link we accepted closes when the peer closes it, or when idle.
     func closeIfDrained(_ link: PeerLink) {
-        if link.draining, link.requestsInFlight == 0, link.requestsOwed == 0 { link.close(reason: "drained") }
+        if link.draining, link.dialled, link.requestsInFlight == 0, link.requestsOwed == 0 { link.closeWhenWritten(reason: "drained") }
     }
 
     /// Called by `PeerLink.close`: fails the requests in flight on it, forgets what we owed on it.

@@ -37,7 +37,7 @@ struct PeerLinkTests {
         #expect(answers == 1_000)
         // And the other way round, on the same connection.
         for i in 0..<50 { #expect(try await b.ask("la", [UInt8(i), 1]) == [UInt8(i), 1]) }
-        #expect(establishedConnections(toPort: b.port) == before + 1, "one TCP connection from a to b")
+        #expect(establishedConnections(toPort: b.port) == before + 1, "one TCP connection from a to b; a: \(a.node.linkTally()), b: \(b.node.linkTally())")
         #expect(establishedConnections(toPort: a.port) == 0, "b reused a's connection instead of dialling")
         let ta = a.node.linkTally(), tb = b.node.linkTally()
         #expect(ta.links("dialled") == 1 && ta.links("accepted") == 0)
@@ -214,6 +214,39 @@ struct PeerLinkTests {
         try await eventually("a hears eb's free slots", seconds: 10) { try await lastView(of: "eb")?.metadata.free == 1 }
         try await b.stop()
         try await eventually("a hears eb died", seconds: 15) { try await lastView(of: "eb")?.status == .dead }
+    }
+
+    /// Both ends dial at once (b's loop is stalled while a dials it, and b is told to ask a
+    /// before it reads a's hello): every request is answered, and the two connections settle
+    /// on one, the one dialled by the smaller name.
+    @Test func simultaneousDialsSettleOnOneConnection() async throws {
+        // Long suspicion timeouts: the stall must not get b declared dead (its links would close).
+        let (a, b, _) = try await Self.pair("da", "db") { $0.settings.suspicionMultiplier = 50 }
+        defer { a.node.stop(); b.node.stop() }
+        async let stalled = b.echo.command(.block(milliseconds: 400))
+        try await Task.sleep(for: .milliseconds(100))
+        async let fromA = a.ask("db", [1])
+        try await Task.sleep(for: .milliseconds(100))
+        async let fromB = b.ask("da", [2])
+        #expect(try await fromA == [1])
+        #expect(try await fromB == [2])
+        _ = try await stalled
+        #expect(a.node.linkTally().links("dialled") == 1 && b.node.linkTally().links("dialled") == 1, "the race did not happen")
+        // Both ways, many at once, while it settles.
+        let answered = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<200 {
+                // (A first byte of 0: "S" and "P" mean something to Echo.)
+                group.addTask { i % 2 == 0 ? try await a.ask("db", [0, UInt8(i)]) == [0, UInt8(i)] : try await b.ask("da", [0, UInt8(i)]) == [0, UInt8(i)] }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(answered == 200, "a: \(a.node.linkTally()) b: \(b.node.linkTally())")
+        defer { print("simultaneous dials: a \(a.node.linkTally()) b \(b.node.linkTally()) to a \(establishedConnections(toPort: a.port)) to b \(establishedConnections(toPort: b.port))") }
+        try await eventually("one connection is left", seconds: 5) {
+            establishedConnections(toPort: b.port) == 1 && establishedConnections(toPort: a.port) == 0
+        }
+        #expect(b.node.linkTally().links("closed") == 1, "b closed the connection it dialled")
+        #expect(a.node.linkTally().drops(Echo.channel, "broken") == 0 && b.node.linkTally().drops(Echo.channel, "broken") == 0)
     }
 
     @Test func aRequestToThisNodeItselfIsServedLocally() async throws {
