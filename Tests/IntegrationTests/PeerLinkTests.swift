@@ -212,6 +212,15 @@ struct PeerLinkTests {
         // A metadata change (free slots) arrives without a status change.
         b.node.setFreeSlots(1)
         try await eventually("a hears eb's free slots", seconds: 10) { try await lastView(of: "eb")?.metadata.free == 1 }
+        // Through the protocol's handle, as a performer advertises capacity; one a peer would
+        // refuse (free over slots) is not applied.
+        b.echo.updateMetadata { $0.free = 3 }
+        try await eventually("a hears eb's new free slots", seconds: 10) { try await lastView(of: "eb")?.metadata.free == 3 }
+        b.echo.updateMetadata { $0.free = 99 }
+        b.echo.updateMetadata { $0.free = 2 }
+        try await eventually("a hears the next valid change", seconds: 10) { try await lastView(of: "eb")?.metadata.free == 2 }
+        #expect(try await a.stats().events.allSatisfy { if case .updated(let v) = $0 { v.metadata.free <= v.metadata.slots } else { true } })
+        #expect(b.node.snapshot().members.first { $0.name == "eb" }?.metadata.free == 2)
         try await b.stop()
         try await eventually("a hears eb died", seconds: 15) { try await lastView(of: "eb")?.status == .dead }
     }
