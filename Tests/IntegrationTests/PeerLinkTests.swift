@@ -258,6 +258,33 @@ struct PeerLinkTests {
         #expect(a.node.linkTally().drops(Echo.channel, "broken") == 0 && b.node.linkTally().drops(Echo.channel, "broken") == 0)
     }
 
+    @Test func anIdleLinkIsClosedAndDialledAgainOnTheNextSend() async throws {
+        let (a, b, _) = try await Self.pair("ia", "ib") { $0.linkIdleTimeout = .milliseconds(300) }
+        defer { a.node.stop(); b.node.stop() }
+        #expect(try await a.ask("ib", [0, 1]) == [0, 1])
+        #expect(establishedConnections(toPort: b.port) == 1)
+        try await eventually("the idle link is closed", seconds: 5) { establishedConnections(toPort: b.port) == 0 }
+        #expect(try await a.ask("ib", [0, 2]) == [0, 2])
+        #expect(a.node.linkTally().links("dialled") == 2)
+    }
+
+    /// A peer that refuses connections: the dial fails, the request gets nil, and sends in the
+    /// backoff that follows fail at once without dialling again.
+    @Test func aFailedDialBacksOff() async throws {
+        let (a, b, _) = try await Self.pair("fa", "fb") {
+            $0.settings.suspicionMultiplier = 50
+            $0.linkBackoff = .seconds(5)
+        }
+        defer { a.node.stop() }
+        try await b.stop()
+        #expect(a.sees("fb", as: .alive) || a.sees("fb", as: .suspect), "b must still be a member for the dial")
+        #expect(try await a.ask("fb", [0, 1], timeout: .seconds(5)) == nil)
+        #expect(a.node.linkTally().links("dial_failed") == 1)
+        #expect(try await a.ask("fb", [0, 2], timeout: .seconds(5)) == nil)
+        #expect(a.node.linkTally().drops(Echo.channel, "backoff") == 1)
+        #expect(a.node.linkTally().links("dial_failed") == 1, "dialled again during the backoff")
+    }
+
     @Test func aRequestToThisNodeItselfIsServedLocally() async throws {
         let a = try EchoNode("self", key: ClusterKey.generate())
         defer { a.node.stop() }
