@@ -160,6 +160,8 @@ final class PeerLink {
             memory.deallocate()
             req!.deallocate()
             link.writeCompleted(bytes: bytes, status: status)
+            // A close fails requests, and the protocols' effects may queue frames elsewhere.
+            if link.state == .closed { link.node.afterEvent() }
         }
         if rc != 0 {
             memory.deallocate()
@@ -217,11 +219,6 @@ final class PeerLink {
         guard state != .closed else { return }
         lastActivity = node.now
         node.metrics.received(bytes: bytes.count, stream: true)
-        let pending = received.count - readOffset + bytes.count
-        guard node.inboundStreamBytesBuffered - accounted + pending <= node.configuration.maxBufferedStreamBytes else {
-            node.linkMetrics.linkDrop("link_memory")
-            return close(reason: "link_memory", "inbound stream buffer over its bound")
-        }
         received.append(contentsOf: bytes)
         let frameLimit = Self.wireBytes(payload: node.configuration.maxLinkFrameBytes) - 4
         while state != .closed, received.count - readOffset >= 4 {
@@ -243,9 +240,16 @@ final class PeerLink {
             received.removeFirst(readOffset)
             readOffset = 0
         }
-        let now = received.count - readOffset
-        node.adjustBuffered(by: now - accounted, inbound: true)
-        accounted = now
+        // What stays buffered (an unfinished frame) counts against the node's inbound bound;
+        // complete frames were handled first, so the chunk just read (at most one read buffer)
+        // is the only excess, and only for this event.
+        let unfinished = received.count - readOffset
+        guard node.inboundStreamBytesBuffered - accounted + unfinished <= node.configuration.maxBufferedStreamBytes else {
+            node.linkMetrics.linkDrop("link_memory")
+            return close(reason: "link_memory", "inbound stream buffer over its bound")
+        }
+        node.adjustBuffered(by: unfinished - accounted, inbound: true)
+        accounted = unfinished
     }
 
     /// Opens one sealed frame and checks that it belongs here, in order: a frame that does not

@@ -157,6 +157,26 @@ struct PeerLinkTests {
         #expect(try await a.ask("mb", [4, 2]) == [4, 2])
     }
 
+    /// Unfinished inbound frames count against the node's inbound stream buffer: a link that
+    /// would take it over its bound is closed, and the node goes on serving.
+    @Test func aLinkCannotBufferPastTheInboundBound() async throws {
+        let (a, b, key) = try await Self.pair("ua", "ub") { $0.maxBufferedStreamBytes = 64 * 1024 }
+        defer { a.node.stop(); b.node.stop() }
+        var hog = try #require(RawLink.open(to: b.port, key: key, name: "hog"))
+        defer { hog.close() }
+        // A frame of 60 KiB, all but its last byte: within the bound, buffered, not closed.
+        let frame = hog.frame(kind: .oneway, payload: [UInt8](repeating: 1, count: 60 * 1024))
+        #expect(hog.send(Array(frame.dropLast())))
+        #expect(!hog.isClosed(within: 0.5))
+        // The last byte (the frame completes and is delivered), then 70 KiB of an unfinished
+        // next frame, which would stay buffered over the 64 KiB bound.
+        #expect(hog.send([frame.last!] + Array(hog.frame(kind: .oneway, payload: [UInt8](repeating: 2, count: 80 * 1024)).prefix(70 * 1024))))
+        #expect(hog.isClosed(within: 5))
+        #expect(b.node.linkTally().links("link_memory") == 1)
+        #expect(try await b.stats().received.count == 1, "the complete frame was delivered")
+        #expect(try await a.ask("ub", [0, 3]) == [0, 3])
+    }
+
     @Test func aStrangerWithoutTheKeyCannotOpenALink() async throws {
         let (a, b, _) = try await Self.pair("sa", "sb")
         defer { a.node.stop(); b.node.stop() }
