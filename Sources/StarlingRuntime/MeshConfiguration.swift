@@ -63,6 +63,9 @@ public struct MeshConfiguration: Sendable {
     public var maxLinkBackoff: Duration
     /// Bound on commands from other threads waiting for the loop (`ProtocolHandle.command`).
     public var maxInboxCommands: Int
+    /// Periodic push-pull with live members goes over the peer links (see `MembershipChannel`);
+    /// joins and reconnects use a connection per exchange in any case.
+    public var pushPullOverLinks: Bool
 
     public init(name: String, bind: NodeAddress, advertise: NodeAddress? = nil, api: String, seeds: [NodeAddress],
                 slots: Int, keyFile: String, settings: MembershipSettings) {
@@ -94,6 +97,7 @@ public struct MeshConfiguration: Sendable {
         linkBackoff = .milliseconds(100)
         maxLinkBackoff = .seconds(5)
         maxInboxCommands = 16_384
+        pushPullOverLinks = true
     }
 }
 

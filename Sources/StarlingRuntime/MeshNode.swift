@@ -83,6 +83,7 @@ public final class MeshNode: @unchecked Sendable {
     /// Persistent connections to peers for hosted protocols (see PeerLinks.swift).
     let links = LinkTable()
     let linkMetrics = LinkMetrics()
+    lazy var membershipChannel = MembershipChannel(node: self)
     private(set) var started = false
     private var hasShutDown = false
 

@@ -305,6 +305,21 @@ struct PeerLinkTests {
         #expect(a.node.linkTally().links("dial_failed") == 1, "dialled again during the backoff")
     }
 
+    /// Periodic push-pull between live members goes over their link (channel 1), next to the
+    /// hosted protocols' traffic: still one connection per pair, and no push-pull fails.
+    @Test func periodicPushPullTravelsOverTheLink() async throws {
+        let (a, b, _) = try await Self.pair("pa", "pb") { $0.settings.pushPullInterval = .milliseconds(200) }
+        defer { a.node.stop(); b.node.stop() }
+        #expect(try await a.ask("pb", [0, 1]) == [0, 1])
+        try await eventually("push-pulls went over the link both ways", seconds: 10) {
+            a.node.linkTally().channel(.membership).framesReceived >= 6 && b.node.linkTally().channel(.membership).framesReceived >= 6
+        }
+        #expect(establishedConnections(toPort: b.port) + establishedConnections(toPort: a.port) == 1)
+        #expect(a.node.snapshot().stats.pushPullsFailed == 0 && b.node.snapshot().stats.pushPullsFailed == 0)
+        #expect(a.node.snapshot().stats.pushPullsServed > 0 && b.node.snapshot().stats.pushPullsServed > 0)
+        #expect(a.node.linkTally().links("dialled") + b.node.linkTally().links("dialled") == 1)
+    }
+
     @Test func aRequestToThisNodeItselfIsServedLocally() async throws {
         let a = try EchoNode("self", key: ClusterKey.generate())
         defer { a.node.stop() }
