@@ -282,8 +282,10 @@ struct PeerLinkTests {
         let (a, b, _) = try await Self.pair("ia", "ib") { $0.linkIdleTimeout = .milliseconds(300) }
         defer { a.node.stop(); b.node.stop() }
         #expect(try await a.ask("ib", [0, 1]) == [0, 1])
-        #expect(establishedConnections(toPort: b.port) == 1)
-        try await eventually("the idle link is closed", seconds: 5) { establishedConnections(toPort: b.port) == 0 }
+        #expect(a.node.linkTally().links("dialled") == 1)
+        try await eventually("the idle link is closed", seconds: 5) {
+            a.node.linkTally().links("closed") == 1 && establishedConnections(toPort: b.port) == 0
+        }
         #expect(try await a.ask("ib", [0, 2]) == [0, 2])
         #expect(a.node.linkTally().links("dialled") == 2)
     }
