@@ -395,3 +395,28 @@ struct LinkFrameDecodingTests {
         #expect(PeerLink.parseHello([PeerLink.helloVersion, 200] + Array(hello.dropFirst(2))) == nil)
     }
 }
+
+/// The `starling` binary: periodic push-pull between its nodes travels over their link, and
+/// shows in the link metrics.
+@Suite("Peer links with real processes", .serialized)
+struct PeerLinkProcessTests {
+    static func linkFrames(_ node: NodeProcess, channel: String, direction: String) -> Double {
+        for line in node.metrics().split(separator: "\n") where line.hasPrefix("starling_link_frames_total{")
+            && line.contains("channel=\"\(channel)\"") && line.contains("direction=\"\(direction)\"") {
+            return Double(line.split(separator: " ").last ?? "") ?? 0
+        }
+        return 0
+    }
+
+    @Test func pushPullBetweenRealNodesTravelsOverTheirLink() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["k1", "k2"])
+        try waitUntil("push-pulls went over the link both ways", seconds: 20) {
+            nodes.allSatisfy { Self.linkFrames($0, channel: "membership", direction: "in") >= 2 }
+        }
+        #expect(nodes.allSatisfy { $0.metric("starling_push_pulls_failed_total") == 0 })
+        let dialled = nodes.map { $0.metric("starling_links_total{event=\"dialled\"}") }
+        #expect(dialled.reduce(0, +) >= 1 && dialled.reduce(0, +) <= 2, "links dialled: \(dialled)")
+    }
+}
