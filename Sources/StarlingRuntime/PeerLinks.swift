@@ -287,7 +287,10 @@ extension MeshNode {
     /// A member that is dead, has left or was reaped gets no link.
     func closeLinks(to peer: PeerName, reason: String) {
         links.backoff[peer] = nil
-        for link in links.all.values where link.peer == peer { link.close(reason: reason) }
+        for link in links.all.values where link.peer == peer && link.state != .closed {
+            linkMetrics.link(reason)
+            link.close(reason: reason)
+        }
     }
 
     func closeAllLinks() {

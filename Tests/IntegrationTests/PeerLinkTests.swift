@@ -322,6 +322,19 @@ struct PeerLinkTests {
         #expect(a.node.linkTally().links("dialled") + b.node.linkTally().links("dialled") == 1)
     }
 
+    /// A member that leaves (or dies) loses its link at once, before its connection breaks,
+    /// and the requests in flight on it get their nil.
+    @Test func theLinkToAMemberThatLeftIsClosed() async throws {
+        let (a, b, _) = try await Self.pair("xa", "xb") { $0.settings.gossipInterval = .milliseconds(20) }
+        defer { a.node.stop(); b.node.stop() }
+        async let held = a.ask("xb", Array("S1".utf8), timeout: .seconds(60))
+        try await eventually("b holds the request", seconds: 5) { try await b.stats().held == 1 }
+        b.node.requestLeave()
+        #expect(try await held == nil)
+        try await eventually("a closed the link because b left", seconds: 5) { a.node.linkTally().links("member_left") == 1 }
+        #expect(a.node.linkTally().drops(Echo.channel, "broken") == 1)
+    }
+
     @Test func aRequestToThisNodeItselfIsServedLocally() async throws {
         let a = try EchoNode("self", key: ClusterKey.generate())
         defer { a.node.stop() }
