@@ -57,6 +57,9 @@ public struct MeshConfiguration: Sendable {
     public var linkIdleTimeout: Duration
     /// A dial that has not connected by then fails.
     public var linkConnectTimeout: Duration
+    /// A link whose sent data stays unacknowledged this long is closed (TCP_USER_TIMEOUT), and
+    /// an idle one is probed by keepalives from then on.
+    public var linkStallTimeout: Duration
     /// After a failed dial, sends to that peer fail at once for this long, doubling per failure
     /// up to `maxLinkBackoff`.
     public var linkBackoff: Duration
@@ -94,6 +97,7 @@ public struct MeshConfiguration: Sendable {
         maxOwedRequestsPerLink = 4096
         linkIdleTimeout = .seconds(60)
         linkConnectTimeout = .seconds(3)
+        linkStallTimeout = .seconds(10)
         linkBackoff = .milliseconds(100)
         maxLinkBackoff = .seconds(5)
         maxInboxCommands = 16_384

@@ -194,8 +194,22 @@ final class PeerLink {
         state = .open
         lastActivity = node.now
         node.linkMetrics.link("dialled")
+        configureSocket()
         startReading()
         flush()
+    }
+
+    /// A link is long-lived, so a peer that vanishes (a partition, a machine switched off) must
+    /// not leave it open with our frames unacknowledged: TCP_USER_TIMEOUT closes the connection
+    /// once sent data stays unacknowledged for `linkStallTimeout`, and keepalives probe an idle
+    /// one. The next send then dials afresh instead of queueing behind a dead connection.
+    func configureSocket() {
+        var fd: uv_os_fd_t = -1
+        guard uv_fileno(asHandle(handle), &fd) == 0 else { return }
+        var timeoutMs = UInt32(clamping: node.configuration.linkStallTimeout.nanoseconds / 1_000_000)
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), 18 /* TCP_USER_TIMEOUT */, &timeoutMs, socklen_t(MemoryLayout<UInt32>.size))
+        _ = uv_tcp_keepalive(handle, 1, UInt32(max(1, node.configuration.linkStallTimeout.nanoseconds / 1_000_000_000)))
+        _ = uv_tcp_nodelay(handle, 1)
     }
 
     func startReading() {

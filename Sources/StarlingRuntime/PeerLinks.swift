@@ -247,6 +247,7 @@ extension MeshNode {
             links.byPeer[peer] = link
         }
         links.backoff[peer] = nil
+        link.configureSocket()
         link.startReading()
         if !leftover.isEmpty { leftover.withUnsafeBytes { link.consume($0) } }
     }
