@@ -335,6 +335,23 @@ struct PeerLinkTests {
         #expect(a.node.linkTally().drops(Echo.channel, "broken") == 1)
     }
 
+    /// A peer cannot make this node owe it answers without bound: past
+    /// `maxOwedRequestsPerLink` on one link, its requests are dropped and counted.
+    @Test func owedRequestsPerLinkAreBounded() async throws {
+        let (a, b, _) = try await Self.pair("wa", "wb") { $0.maxOwedRequestsPerLink = 10 }
+        defer { a.node.stop(); b.node.stop() }
+        let answers = try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+            for i in 0..<20 { group.addTask { try await a.ask("wb", Array("S\(i)".utf8), timeout: .seconds(2)) } }
+            return try await group.reduce(into: [[UInt8]?]()) { $0.append($1) }
+        }
+        #expect(answers.count == 20 && answers.allSatisfy { $0 == nil })
+        #expect(try await b.stats().held == 10)
+        #expect(b.node.linkTally().drops(Echo.channel, "too_many_requests") == 10)
+        // Once answered, there is room again.
+        _ = try await b.echo.command(.release)
+        #expect(try await a.ask("wb", [0, 5]) == [0, 5])
+    }
+
     @Test func aRequestToThisNodeItselfIsServedLocally() async throws {
         let a = try EchoNode("self", key: ClusterKey.generate())
         defer { a.node.stop() }
