@@ -57,12 +57,18 @@ public struct MeshConfiguration: Sendable {
     public var linkIdleTimeout: Duration
     /// A dial that has not connected by then fails.
     public var linkConnectTimeout: Duration
+    /// A link whose sent data stays unacknowledged this long is closed (TCP_USER_TIMEOUT), and
+    /// an idle one is probed by keepalives from then on.
+    public var linkStallTimeout: Duration
     /// After a failed dial, sends to that peer fail at once for this long, doubling per failure
     /// up to `maxLinkBackoff`.
     public var linkBackoff: Duration
     public var maxLinkBackoff: Duration
     /// Bound on commands from other threads waiting for the loop (`ProtocolHandle.command`).
     public var maxInboxCommands: Int
+    /// Periodic push-pull with live members goes over the peer links (see `MembershipChannel`);
+    /// joins and reconnects use a connection per exchange in any case.
+    public var pushPullOverLinks: Bool
 
     public init(name: String, bind: NodeAddress, advertise: NodeAddress? = nil, api: String, seeds: [NodeAddress],
                 slots: Int, keyFile: String, settings: MembershipSettings) {
@@ -91,9 +97,11 @@ public struct MeshConfiguration: Sendable {
         maxOwedRequestsPerLink = 4096
         linkIdleTimeout = .seconds(60)
         linkConnectTimeout = .seconds(3)
+        linkStallTimeout = .seconds(10)
         linkBackoff = .milliseconds(100)
         maxLinkBackoff = .seconds(5)
         maxInboxCommands = 16_384
+        pushPullOverLinks = true
     }
 }
 

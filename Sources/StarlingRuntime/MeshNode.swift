@@ -33,6 +33,8 @@ public final class MeshNode: @unchecked Sendable {
         case work(@Sendable (MeshNode) -> Void, refused: @Sendable (any Error) -> Void)
         /// Stop at once, without leaving.
         case stop
+        /// A change to this node's gossiped metadata (free capacity), from a protocol's performer.
+        case updateMetadata(@Sendable (inout MemberMetadata) -> Void)
     }
 
     private let shared: Mutex<Shared>
@@ -82,6 +84,7 @@ public final class MeshNode: @unchecked Sendable {
     /// Persistent connections to peers for hosted protocols (see PeerLinks.swift).
     let links = LinkTable()
     let linkMetrics = LinkMetrics()
+    lazy var membershipChannel = MembershipChannel(node: self)
     private(set) var started = false
     private var hasShutDown = false
 
@@ -403,10 +406,24 @@ public final class MeshNode: @unchecked Sendable {
                     $0.freeMemoryMB = UInt32(clamping: max(0, memory))
                 }
             case .work(let work, _): work(self)
+            case .updateMetadata(let change): applyMetadataChange(change)
             case .stop: leaveDeadline = now
             }
         }
         afterEvent(changed: true)
+    }
+
+    /// Applies a performer's change to this node's metadata if peers' decoders would accept the
+    /// result (free within slots, the api address unchanged); refuses it otherwise, logged.
+    private func applyMetadataChange(_ change: (inout MemberMetadata) -> Void) {
+        var changed = membership.metadata
+        change(&changed)
+        changed.version = membership.metadata.version
+        guard changed != membership.metadata else { return }
+        if let why = changed.invalidReason ?? (changed.api == membership.metadata.api ? nil : "the api address is not the performer's to change") {
+            return logger.error("metadata change refused", metadata: ["reason": "\(why)"])
+        }
+        membership.updateMetadata(now: now) { $0 = changed }
     }
 
     private func handleSignal(_ signum: Int32) {

@@ -160,6 +160,8 @@ final class PeerLink {
             memory.deallocate()
             req!.deallocate()
             link.writeCompleted(bytes: bytes, status: status)
+            // A close fails requests, and the protocols' effects may queue frames elsewhere.
+            if link.state == .closed { link.node.afterEvent() }
         }
         if rc != 0 {
             memory.deallocate()
@@ -174,7 +176,16 @@ final class PeerLink {
     private func writeCompleted(bytes: Int, status: Int32) {
         writing -= bytes
         assert(writing >= 0, "link write accounting out of step")
-        if status < 0 { close(reason: "write_failed", uvError(status)) }
+        if status < 0 { return close(reason: "write_failed", uvError(status)) }
+        if let reason = closeAfterWrites, queuedBytes == 0 { close(reason: reason) }
+    }
+
+    /// Set by `closeWhenWritten`: close once the queue is written.
+    private var closeAfterWrites: String?
+
+    /// Closes now if nothing is queued, else once the queue is written (`close` drops it).
+    func closeWhenWritten(reason: String) {
+        if queuedBytes == 0 { close(reason: reason) } else { closeAfterWrites = reason }
     }
 
     func connected(status: Int32) {
@@ -183,8 +194,22 @@ final class PeerLink {
         state = .open
         lastActivity = node.now
         node.linkMetrics.link("dialled")
+        configureSocket()
         startReading()
         flush()
+    }
+
+    /// A link is long-lived, so a peer that vanishes (a partition, a machine switched off) must
+    /// not leave it open with our frames unacknowledged: TCP_USER_TIMEOUT closes the connection
+    /// once sent data stays unacknowledged for `linkStallTimeout`, and keepalives probe an idle
+    /// one. The next send then dials afresh instead of queueing behind a dead connection.
+    func configureSocket() {
+        var fd: uv_os_fd_t = -1
+        guard uv_fileno(asHandle(handle), &fd) == 0 else { return }
+        var timeoutMs = UInt32(clamping: node.configuration.linkStallTimeout.nanoseconds / 1_000_000)
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), 18 /* TCP_USER_TIMEOUT */, &timeoutMs, socklen_t(MemoryLayout<UInt32>.size))
+        _ = uv_tcp_keepalive(handle, 1, UInt32(max(1, node.configuration.linkStallTimeout.nanoseconds / 1_000_000_000)))
+        _ = uv_tcp_nodelay(handle, 1)
     }
 
     func startReading() {
@@ -208,11 +233,6 @@ final class PeerLink {
         guard state != .closed else { return }
         lastActivity = node.now
         node.metrics.received(bytes: bytes.count, stream: true)
-        let pending = received.count - readOffset + bytes.count
-        guard node.inboundStreamBytesBuffered - accounted + pending <= node.configuration.maxBufferedStreamBytes else {
-            node.linkMetrics.linkDrop("link_memory")
-            return close(reason: "link_memory", "inbound stream buffer over its bound")
-        }
         received.append(contentsOf: bytes)
         let frameLimit = Self.wireBytes(payload: node.configuration.maxLinkFrameBytes) - 4
         while state != .closed, received.count - readOffset >= 4 {
@@ -234,9 +254,16 @@ final class PeerLink {
             received.removeFirst(readOffset)
             readOffset = 0
         }
-        let now = received.count - readOffset
-        node.adjustBuffered(by: now - accounted, inbound: true)
-        accounted = now
+        // What stays buffered (an unfinished frame) counts against the node's inbound bound;
+        // complete frames were handled first, so the chunk just read (at most one read buffer)
+        // is the only excess, and only for this event.
+        let unfinished = received.count - readOffset
+        guard node.inboundStreamBytesBuffered - accounted + unfinished <= node.configuration.maxBufferedStreamBytes else {
+            node.linkMetrics.linkDrop("link_memory")
+            return close(reason: "link_memory", "inbound stream buffer over its bound")
+        }
+        node.adjustBuffered(by: unfinished - accounted, inbound: true)
+        accounted = unfinished
     }
 
     /// Opens one sealed frame and checks that it belongs here, in order: a frame that does not

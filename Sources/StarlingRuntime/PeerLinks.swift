@@ -94,7 +94,7 @@ extension MeshNode {
         if peer == configuration.name {
             linkMetrics.sent(channel, bytes: payload.count)
             linkMetrics.received(channel, bytes: payload.count)
-            protocols[channel.rawValue]?.deliverMessage(payload, from: peer)
+            runner(for: channel)?.deliverMessage(payload, from: peer)
             return
         }
         guard let link = link(to: peer, channel: channel) else { return }
@@ -118,7 +118,7 @@ extension MeshNode {
             links.owed[token] = .init(channel: channel, link: nil, requestId: requestId)
             linkMetrics.sent(channel, bytes: payload.count)
             linkMetrics.received(channel, bytes: payload.count)
-            if protocols[channel.rawValue]?.deliverRequest(payload, from: peer, token: RequestToken(rawValue: token)) != true {
+            if runner(for: channel)?.deliverRequest(payload, from: peer, token: RequestToken(rawValue: token)) != true {
                 links.owed[token] = nil
             }
             return true
@@ -148,7 +148,7 @@ extension MeshNode {
             guard let request = links.outstanding.removeValue(forKey: owed.requestId) else {
                 return linkMetrics.drop(channel, "late_response")
             }
-            protocols[channel.rawValue]?.deliverResponse(payload, to: request.id)
+            runner(for: channel)?.deliverResponse(payload, to: request.id)
             return
         }
         guard let link = links.all[linkId] else { return linkMetrics.drop(channel, "broken") }
@@ -178,7 +178,7 @@ extension MeshNode {
 
     func linkReceived(_ frame: LinkFrame, on link: PeerLink) {
         let channel = frame.channel
-        guard let runner = protocols[channel.rawValue] else { return linkMetrics.drop(channel, "unknown_channel") }
+        guard let runner = runner(for: channel) else { return linkMetrics.drop(channel, "unknown_channel") }
         guard frame.payload.count <= runner.maxMessageBytes else {
             linkMetrics.drop(channel, "oversize")
             if frame.kind == .response { failRequest(frame.requestId, on: link, reason: nil) }
@@ -217,7 +217,7 @@ extension MeshNode {
         links.outstanding[requestId] = nil
         link.requestsInFlight -= 1
         if let reason { linkMetrics.drop(request.channel, reason) }
-        protocols[request.channel.rawValue]?.deliverResponse(nil, to: request.id)
+        runner(for: request.channel)?.deliverResponse(nil, to: request.id)
     }
 
     // MARK: Accepting
@@ -247,15 +247,19 @@ extension MeshNode {
             links.byPeer[peer] = link
         }
         links.backoff[peer] = nil
+        link.configureSocket()
         link.startReading()
         if !leftover.isEmpty { leftover.withUnsafeBytes { link.consume($0) } }
     }
 
     // MARK: Closing
 
-    /// A draining link goes once neither end waits on it.
+    /// A draining link goes once neither end waits on it, closed by the end that dialled it:
+    /// only that end sends requests on it (the other never had it as its preferred link), so
+    /// when its own requests are answered nothing more can come. Its last bytes are written
+    /// first. A draining link we accepted closes when the peer closes it, or when idle.
     func closeIfDrained(_ link: PeerLink) {
-        if link.draining, link.requestsInFlight == 0, link.requestsOwed == 0 { link.close(reason: "drained") }
+        if link.draining, link.dialled, link.requestsInFlight == 0, link.requestsOwed == 0 { link.closeWhenWritten(reason: "drained") }
     }
 
     /// Called by `PeerLink.close`: fails the requests in flight on it, forgets what we owed on it.
@@ -272,7 +276,7 @@ extension MeshNode {
         for (requestId, request) in failed.sorted(by: { $0.key < $1.key }) {
             links.outstanding[requestId] = nil
             linkMetrics.drop(request.channel, "broken")
-            protocols[request.channel.rawValue]?.deliverResponse(nil, to: request.id)
+            runner(for: request.channel)?.deliverResponse(nil, to: request.id)
         }
         link.requestsInFlight = 0
         if link.requestsOwed > 0 {
@@ -284,7 +288,10 @@ extension MeshNode {
     /// A member that is dead, has left or was reaped gets no link.
     func closeLinks(to peer: PeerName, reason: String) {
         links.backoff[peer] = nil
-        for link in links.all.values where link.peer == peer { link.close(reason: reason) }
+        for link in links.all.values where link.peer == peer && link.state != .closed {
+            linkMetrics.link(reason)
+            link.close(reason: reason)
+        }
     }
 
     func closeAllLinks() {
@@ -304,7 +311,7 @@ extension MeshNode {
                 closeIfDrained(link)
             }
             linkMetrics.drop(request.channel, "timeout")
-            protocols[request.channel.rawValue]?.deliverResponse(nil, to: request.id)
+            runner(for: request.channel)?.deliverResponse(nil, to: request.id)
         }
         guard !links.all.isEmpty, t - links.lastSweep >= .milliseconds(100) else { return }
         links.lastSweep = t

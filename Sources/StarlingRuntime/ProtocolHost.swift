@@ -45,6 +45,13 @@ public struct ProtocolHandle<P: HostedProtocol>: Sendable {
 
     /// Advertises this node's free task slots in its gossiped metadata (any thread).
     public func setFreeSlots(_ free: Int) { node.setFreeSlots(free) }
+
+    /// Changes this node's gossiped metadata (free slots, free memory), from any thread; applied
+    /// on the loop thread, refused (logged) if peers would refuse the result. Protocols hear of
+    /// it as a `.updated` event for this node.
+    public func updateMetadata(_ change: @escaping @Sendable (inout MemberMetadata) -> Void) {
+        node.post(.updateMetadata(change))
+    }
 }
 
 /// What the node needs of a hosted protocol without knowing its types.

@@ -298,6 +298,7 @@ extension MeshNode {
     }
 
     func startPushPull(_ state: PushPullState, to address: NodeAddress) {
+        if pushPullOverLink(state, to: address) { return }
         let outbound = streams.values.count(where: { !$0.closed && !$0.isInbound })
         guard outbound < configuration.maxOutboundStreams, var dest = socketAddress(for: address) else {
             metrics.drop(reason: "stream_limit")

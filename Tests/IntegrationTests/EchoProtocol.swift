@@ -22,6 +22,8 @@ struct Echo: HostedProtocol {
         case flood(PeerName, count: Int, bytes: Int, ask: Bool)
         case stats
         case release
+        /// Stalls the node's loop thread (the performer sleeps on it), to force races.
+        case block(milliseconds: Int)
     }
 
     struct Stats: Sendable {
@@ -40,7 +42,10 @@ struct Echo: HostedProtocol {
         case done
     }
 
-    enum Action: Sendable { case reverse([UInt8], RequestToken) }
+    enum Action: Sendable {
+        case reverse([UInt8], RequestToken)
+        case block(milliseconds: Int)
+    }
     struct Outcome: Sendable {
         var bytes: [UInt8]
         var token: RequestToken
@@ -120,6 +125,8 @@ struct Echo: HostedProtocol {
             return sends + [.request([UInt8](repeating: 0, count: bytes), to: peer, id: request, timeout: .seconds(30))]
         case .stats:
             return [.reply(.stats(stats), to: id)]
+        case .block(let ms):
+            return [.perform(.block(milliseconds: ms)), .reply(.done, to: id)]
         case .release:
             defer { heldTokens = [] }
             return heldTokens.map { .respond(Array("late".utf8), to: $0) } + [.reply(.done, to: id)]
@@ -134,8 +141,12 @@ struct Echo: HostedProtocol {
 /// Reverses a payload on another thread, as a performer that runs a sandbox would hand work off.
 struct EchoPerformer: ProtocolPerformer {
     func perform(_ action: Echo.Action, host: ProtocolHandle<Echo>) {
-        guard case .reverse(let bytes, let token) = action else { return }
-        DispatchQueue.global().async { host.complete(Echo.Outcome(bytes: bytes.reversed(), token: token)) }
+        switch action {
+        case .reverse(let bytes, let token):
+            DispatchQueue.global().async { host.complete(Echo.Outcome(bytes: bytes.reversed(), token: token)) }
+        case .block(let ms):
+            usleep(UInt32(ms) * 1000)
+        }
     }
 }
 
@@ -268,12 +279,19 @@ struct RawLink {
     func close() { Glibc.close(fd) }
 }
 
-/// Established TCP connections (IPv4) whose remote end is 127.0.0.1:port, from /proc/net/tcp.
+/// Established TCP connections (IPv4) whose remote end is 127.0.0.1:port, from /proc/net/tcp
+/// (read line by line with stdio: a proc file has no size to read up to).
 func establishedConnections(toPort port: UInt16) -> Int {
-    let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
+    guard let file = fopen("/proc/net/tcp", "r") else { return -1 }
+    defer { fclose(file) }
     let wanted = String(format: "0100007F:%04X", port)
-    return table.split(separator: "\n").dropFirst().count { line in
-        let fields = line.split(separator: " ")
-        return fields.count > 3 && fields[2] == wanted && fields[3] == "01"
+    var line: UnsafeMutablePointer<CChar>?
+    var capacity = 0
+    defer { free(line) }
+    var count = 0
+    while getline(&line, &capacity, file) > 0, let line {
+        let fields = String(cString: line).split(separator: " ")
+        if fields.count > 3, fields[2] == wanted, fields[3] == "01" { count += 1 }
     }
+    return count
 }

@@ -37,7 +37,7 @@ struct PeerLinkTests {
         #expect(answers == 1_000)
         // And the other way round, on the same connection.
         for i in 0..<50 { #expect(try await b.ask("la", [UInt8(i), 1]) == [UInt8(i), 1]) }
-        #expect(establishedConnections(toPort: b.port) == before + 1, "one TCP connection from a to b")
+        #expect(establishedConnections(toPort: b.port) == before + 1, "one TCP connection from a to b; a: \(a.node.linkTally()), b: \(b.node.linkTally())")
         #expect(establishedConnections(toPort: a.port) == 0, "b reused a's connection instead of dialling")
         let ta = a.node.linkTally(), tb = b.node.linkTally()
         #expect(ta.links("dialled") == 1 && ta.links("accepted") == 0)
@@ -157,6 +157,26 @@ struct PeerLinkTests {
         #expect(try await a.ask("mb", [4, 2]) == [4, 2])
     }
 
+    /// Unfinished inbound frames count against the node's inbound stream buffer: a link that
+    /// would take it over its bound is closed, and the node goes on serving.
+    @Test func aLinkCannotBufferPastTheInboundBound() async throws {
+        let (a, b, key) = try await Self.pair("ua", "ub") { $0.maxBufferedStreamBytes = 64 * 1024 }
+        defer { a.node.stop(); b.node.stop() }
+        var hog = try #require(RawLink.open(to: b.port, key: key, name: "hog"))
+        defer { hog.close() }
+        // A frame of 60 KiB, all but its last byte: within the bound, buffered, not closed.
+        let frame = hog.frame(kind: .oneway, payload: [UInt8](repeating: 1, count: 60 * 1024))
+        #expect(hog.send(Array(frame.dropLast())))
+        #expect(!hog.isClosed(within: 0.5))
+        // The last byte (the frame completes and is delivered), then 70 KiB of an unfinished
+        // next frame, which would stay buffered over the 64 KiB bound.
+        #expect(hog.send([frame.last!] + Array(hog.frame(kind: .oneway, payload: [UInt8](repeating: 2, count: 80 * 1024)).prefix(70 * 1024))))
+        #expect(hog.isClosed(within: 5))
+        #expect(b.node.linkTally().links("link_memory") == 1)
+        #expect(try await b.stats().received.count == 1, "the complete frame was delivered")
+        #expect(try await a.ask("ub", [0, 3]) == [0, 3])
+    }
+
     @Test func aStrangerWithoutTheKeyCannotOpenALink() async throws {
         let (a, b, _) = try await Self.pair("sa", "sb")
         defer { a.node.stop(); b.node.stop() }
@@ -212,8 +232,124 @@ struct PeerLinkTests {
         // A metadata change (free slots) arrives without a status change.
         b.node.setFreeSlots(1)
         try await eventually("a hears eb's free slots", seconds: 10) { try await lastView(of: "eb")?.metadata.free == 1 }
+        // Through the protocol's handle, as a performer advertises capacity; one a peer would
+        // refuse (free over slots) is not applied.
+        b.echo.updateMetadata { $0.free = 3 }
+        try await eventually("a hears eb's new free slots", seconds: 10) { try await lastView(of: "eb")?.metadata.free == 3 }
+        b.echo.updateMetadata { $0.free = 99 }
+        b.echo.updateMetadata { $0.free = 2 }
+        try await eventually("a hears the next valid change", seconds: 10) { try await lastView(of: "eb")?.metadata.free == 2 }
+        #expect(try await a.stats().events.allSatisfy { if case .updated(let v) = $0 { v.metadata.free <= v.metadata.slots } else { true } })
+        #expect(b.node.snapshot().members.first { $0.name == "eb" }?.metadata.free == 2)
         try await b.stop()
         try await eventually("a hears eb died", seconds: 15) { try await lastView(of: "eb")?.status == .dead }
+    }
+
+    /// Both ends dial at once (b's loop is stalled while a dials it, and b is told to ask a
+    /// before it reads a's hello): every request is answered, and the two connections settle
+    /// on one, the one dialled by the smaller name.
+    @Test func simultaneousDialsSettleOnOneConnection() async throws {
+        // Long suspicion timeouts: the stall must not get b declared dead (its links would close).
+        let (a, b, _) = try await Self.pair("da", "db") { $0.settings.suspicionMultiplier = 50 }
+        defer { a.node.stop(); b.node.stop() }
+        async let stalled = b.echo.command(.block(milliseconds: 400))
+        try await Task.sleep(for: .milliseconds(100))
+        async let fromA = a.ask("db", [1])
+        try await Task.sleep(for: .milliseconds(100))
+        async let fromB = b.ask("da", [2])
+        #expect(try await fromA == [1])
+        #expect(try await fromB == [2])
+        _ = try await stalled
+        #expect(a.node.linkTally().links("dialled") == 1 && b.node.linkTally().links("dialled") == 1, "the race did not happen")
+        // Both ways, many at once, while it settles.
+        let answered = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<200 {
+                // (A first byte of 0: "S" and "P" mean something to Echo.)
+                group.addTask { i % 2 == 0 ? try await a.ask("db", [0, UInt8(i)]) == [0, UInt8(i)] : try await b.ask("da", [0, UInt8(i)]) == [0, UInt8(i)] }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(answered == 200, "a: \(a.node.linkTally()) b: \(b.node.linkTally())")
+        defer { print("simultaneous dials: a \(a.node.linkTally()) b \(b.node.linkTally()) to a \(establishedConnections(toPort: a.port)) to b \(establishedConnections(toPort: b.port))") }
+        try await eventually("one connection is left", seconds: 5) {
+            establishedConnections(toPort: b.port) == 1 && establishedConnections(toPort: a.port) == 0
+        }
+        #expect(b.node.linkTally().links("closed") == 1, "b closed the connection it dialled")
+        #expect(a.node.linkTally().drops(Echo.channel, "broken") == 0 && b.node.linkTally().drops(Echo.channel, "broken") == 0)
+    }
+
+    @Test func anIdleLinkIsClosedAndDialledAgainOnTheNextSend() async throws {
+        let (a, b, _) = try await Self.pair("ia", "ib") { $0.linkIdleTimeout = .milliseconds(300) }
+        defer { a.node.stop(); b.node.stop() }
+        #expect(try await a.ask("ib", [0, 1]) == [0, 1])
+        #expect(a.node.linkTally().links("dialled") == 1)
+        try await eventually("the idle link is closed", seconds: 5) {
+            a.node.linkTally().links("closed") == 1 && establishedConnections(toPort: b.port) == 0
+        }
+        #expect(try await a.ask("ib", [0, 2]) == [0, 2])
+        #expect(a.node.linkTally().links("dialled") == 2)
+    }
+
+    /// A peer that refuses connections: the dial fails, the request gets nil, and sends in the
+    /// backoff that follows fail at once without dialling again.
+    @Test func aFailedDialBacksOff() async throws {
+        let (a, b, _) = try await Self.pair("fa", "fb") {
+            $0.settings.suspicionMultiplier = 50
+            $0.linkBackoff = .seconds(5)
+        }
+        defer { a.node.stop() }
+        try await b.stop()
+        #expect(a.sees("fb", as: .alive) || a.sees("fb", as: .suspect), "b must still be a member for the dial")
+        #expect(try await a.ask("fb", [0, 1], timeout: .seconds(5)) == nil)
+        #expect(a.node.linkTally().links("dial_failed") == 1)
+        #expect(try await a.ask("fb", [0, 2], timeout: .seconds(5)) == nil)
+        #expect(a.node.linkTally().drops(Echo.channel, "backoff") == 1)
+        #expect(a.node.linkTally().links("dial_failed") == 1, "dialled again during the backoff")
+    }
+
+    /// Periodic push-pull between live members goes over their link (channel 1), next to the
+    /// hosted protocols' traffic: still one connection per pair, and no push-pull fails.
+    @Test func periodicPushPullTravelsOverTheLink() async throws {
+        let (a, b, _) = try await Self.pair("pa", "pb") { $0.settings.pushPullInterval = .milliseconds(200) }
+        defer { a.node.stop(); b.node.stop() }
+        #expect(try await a.ask("pb", [0, 1]) == [0, 1])
+        try await eventually("push-pulls went over the link both ways", seconds: 10) {
+            a.node.linkTally().channel(.membership).framesReceived >= 6 && b.node.linkTally().channel(.membership).framesReceived >= 6
+        }
+        #expect(establishedConnections(toPort: b.port) + establishedConnections(toPort: a.port) == 1)
+        #expect(a.node.snapshot().stats.pushPullsFailed == 0 && b.node.snapshot().stats.pushPullsFailed == 0)
+        #expect(a.node.snapshot().stats.pushPullsServed > 0 && b.node.snapshot().stats.pushPullsServed > 0)
+        #expect(a.node.linkTally().links("dialled") + b.node.linkTally().links("dialled") == 1)
+    }
+
+    /// A member that leaves (or dies) loses its link at once, before its connection breaks,
+    /// and the requests in flight on it get their nil.
+    @Test func theLinkToAMemberThatLeftIsClosed() async throws {
+        let (a, b, _) = try await Self.pair("xa", "xb") { $0.settings.gossipInterval = .milliseconds(20) }
+        defer { a.node.stop(); b.node.stop() }
+        async let held = a.ask("xb", Array("S1".utf8), timeout: .seconds(60))
+        try await eventually("b holds the request", seconds: 5) { try await b.stats().held == 1 }
+        b.node.requestLeave()
+        #expect(try await held == nil)
+        try await eventually("a closed the link because b left", seconds: 5) { a.node.linkTally().links("member_left") == 1 }
+        #expect(a.node.linkTally().drops(Echo.channel, "broken") == 1)
+    }
+
+    /// A peer cannot make this node owe it answers without bound: past
+    /// `maxOwedRequestsPerLink` on one link, its requests are dropped and counted.
+    @Test func owedRequestsPerLinkAreBounded() async throws {
+        let (a, b, _) = try await Self.pair("wa", "wb") { $0.maxOwedRequestsPerLink = 10 }
+        defer { a.node.stop(); b.node.stop() }
+        let answers = try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+            for i in 0..<20 { group.addTask { try await a.ask("wb", Array("S\(i)".utf8), timeout: .seconds(2)) } }
+            return try await group.reduce(into: [[UInt8]?]()) { $0.append($1) }
+        }
+        #expect(answers.count == 20 && answers.allSatisfy { $0 == nil })
+        #expect(try await b.stats().held == 10)
+        #expect(b.node.linkTally().drops(Echo.channel, "too_many_requests") == 10)
+        // Once answered, there is room again.
+        _ = try await b.echo.command(.release)
+        #expect(try await a.ask("wb", [0, 5]) == [0, 5])
     }
 
     @Test func aRequestToThisNodeItselfIsServedLocally() async throws {
@@ -287,5 +423,30 @@ struct LinkFrameDecodingTests {
         #expect(PeerLink.parseHello(PeerLink.helloPayload(to: to, from: String(repeating: "n", count: 65))) == nil)
         #expect(PeerLink.parseHello(Array(hello.prefix(5))) == nil)
         #expect(PeerLink.parseHello([PeerLink.helloVersion, 200] + Array(hello.dropFirst(2))) == nil)
+    }
+}
+
+/// The `starling` binary: periodic push-pull between its nodes travels over their link, and
+/// shows in the link metrics.
+@Suite("Peer links with real processes", .serialized)
+struct PeerLinkProcessTests {
+    static func linkFrames(_ node: NodeProcess, channel: String, direction: String) -> Double {
+        for line in node.metrics().split(separator: "\n") where line.hasPrefix("starling_link_frames_total{")
+            && line.contains("channel=\"\(channel)\"") && line.contains("direction=\"\(direction)\"") {
+            return Double(line.split(separator: " ").last ?? "") ?? 0
+        }
+        return 0
+    }
+
+    @Test func pushPullBetweenRealNodesTravelsOverTheirLink() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["k1", "k2"])
+        try waitUntil("push-pulls went over the link both ways", seconds: 20) {
+            nodes.allSatisfy { Self.linkFrames($0, channel: "membership", direction: "in") >= 2 }
+        }
+        #expect(nodes.allSatisfy { $0.metric("starling_push_pulls_failed_total") == 0 })
+        let dialled = nodes.map { $0.metric("starling_links_total{event=\"dialled\"}") }
+        #expect(dialled.reduce(0, +) >= 1 && dialled.reduce(0, +) <= 2, "links dialled: \(dialled)")
     }
 }
