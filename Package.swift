@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // System libraries: module maps only.
@@ -38,10 +40,14 @@ let package = Package(
         .target(name: "StarlingCore", path: "Sources/StarlingCore"),
         .target(name: "StarlingCrypto", dependencies: ["CSodium"], path: "Sources/StarlingCrypto"),
         .target(name: "StarlingSandbox", dependencies: ["CSandbox", "StarlingCrypto"], path: "Sources/StarlingSandbox"),
+        // What a node persists: SQLite through GRDB (WAL, versioned migrations).
+        .target(name: "StarlingStore", dependencies: ["StarlingCore", .product(name: "GRDB", package: "GRDB.swift")],
+                path: "Sources/StarlingStore"),
         .target(
             name: "StarlingRuntime",
             dependencies: [
-                "StarlingCore", "StarlingCrypto", "CUV", "StarlingSandbox",
+                "StarlingCore", "StarlingCrypto", "CUV", "StarlingStore", "StarlingSandbox",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -74,10 +80,11 @@ let package = Package(
         .testTarget(name: "SimulationTests", dependencies: ["StarlingSimulation", "StarlingCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto", "StarlingRuntime"]),
         .testTarget(name: "SandboxTests", dependencies: ["StarlingSandbox"]),
+        .testTarget(name: "StoreTests", dependencies: ["StarlingStore", "StarlingCore"]),
         .testTarget(
             name: "RuntimeTests",
             dependencies: [
-                "StarlingRuntime", "StarlingCore", "StarlingCrypto", "StarlingSandbox",
+                "StarlingRuntime", "StarlingCore", "StarlingCrypto", "StarlingStore", "StarlingSandbox",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -15,6 +15,10 @@ public struct APIServer: Sendable {
     let port: Int
     let limits: Limits
     let logger: Logger
+    /// The mesh's swarms, for the swarm routes; nil until the node wires it (then submits and
+    /// cancels answer 503 and reads find nothing).
+    let swarms: (any SwarmGateway)?
+    let swarmEvents: SwarmEventSettings
 
     /// Bounds on what clients may hold open: without them a stranger could keep thousands of idle
     /// connections (each a descriptor the mesh's own sockets also need) for as long as it likes.
@@ -35,8 +39,11 @@ public struct APIServer: Sendable {
     }
 
     public init(node: MeshNode, registry: PrometheusCollectorRegistry, host: String, port: Int,
-                limits: Limits = Limits(), logger: Logger) {
+                limits: Limits = Limits(), swarms: (any SwarmGateway)? = nil,
+                swarmEvents: SwarmEventSettings = SwarmEventSettings(), logger: Logger) {
         self.node = node
+        self.swarms = swarms
+        self.swarmEvents = swarmEvents
         self.registry = registry
         self.host = host
         self.port = port
@@ -64,6 +71,8 @@ public struct APIServer: Sendable {
             Response(status: .ok, headers: [.contentType: "application/json"],
                      body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
+        SwarmRoutes(gateway: swarms, forwarder: SwarmForwarder(logger: logger), events: swarmEvents, logger: logger)
+            .register(on: router)
         return router
     }
 
@@ -89,7 +98,10 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as HTTPError {
-            return Self.json(error.status, error.body ?? error.status.reasonPhrase)
+            var response = Self.json(error.status, error.body ?? error.status.reasonPhrase)
+            // Keep what the error adds (Retry-After on a 503, say); the body is ours.
+            for field in error.headers where field.name != .contentType && field.name != .contentLength { response.headers.append(field) }
+            return response
         } catch {
             return Self.json(.internalServerError, "internal error")
         }

@@ -580,7 +580,9 @@ public final class SandboxRunner: Sendable {
         return TaskResult(
             exitCode: exitCode, signal: signal, reason: reason, stdout: stdout.text, stderr: stderr.text,
             truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
-            outputs: outputs.files, node: configuration.nodeName, attempts: 1,
+            outputs: outputs.files, outputsBase64: outputs.binaryFiles.isEmpty ? nil : outputs.binaryFiles,
+            warnings: warnings(stdoutCut: stdout.truncated, stderrCut: stderr.truncated, outputs: outputs),
+            node: configuration.nodeName, attempts: 1,
             durationMs: Int((ended - started) / 1_000_000), cpuMs: (s.cgroup?.cpuNanoseconds ?? 0) / 1_000_000,
             peakMemoryKB: (s.cgroup?.peakMemoryBytes ?? 0) / 1024)
     }
@@ -594,6 +596,27 @@ public final class SandboxRunner: Sendable {
         }
         return path
     }
+
+    /// Why `truncated` is set, in words a client can act on; nil when nothing was cut. Bounded:
+    /// at most `maxWarnings` lines, however many files were cut.
+    func warnings(stdoutCut: Bool, stderrCut: Bool, outputs: CollectedOutputs) -> [String]? {
+        let cap = configuration.outputCapBytes
+        var lines: [String] = []
+        if stdoutCut { lines.append("stdout was cut at \(cap) bytes") }
+        if stderrCut { lines.append("stderr was cut at \(cap) bytes") }
+        let cut = outputs.cutFiles.sorted()
+        for name in cut.prefix(Self.maxWarnings - 3) {
+            lines.append("output file \(name.debugDescription) was cut (at most \(configuration.outputFileCapBytes) bytes a file, \(configuration.outputsTotalCapBytes) in all)")
+        }
+        if cut.count > Self.maxWarnings - 3 { lines.append("\(cut.count - (Self.maxWarnings - 3)) more output files were cut") }
+        if outputs.leftOut {
+            lines.append("some output files were left out (a link or special file, a name that is not UTF-8, past 256 files, 10,000 entries or depth 16, or unreadable)")
+        }
+        return lines.isEmpty ? nil : lines
+    }
+
+    /// Most lines `warnings` returns.
+    static let maxWarnings = 16
 
     var outputBounds: OutputBounds {
         OutputBounds(perFile: configuration.outputFileCapBytes, total: configuration.outputsTotalCapBytes)
@@ -637,7 +660,8 @@ public final class SandboxRunner: Sendable {
                           reason: timedOut ? .timeout : exited ? .exited : .killed,
                           stdout: stdout.text, stderr: warning + stderr.text,
                           truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
-                          outputs: outputs.files,
+                          outputs: outputs.files, outputsBase64: outputs.binaryFiles.isEmpty ? nil : outputs.binaryFiles,
+                          warnings: warnings(stdoutCut: stdout.truncated, stderrCut: stderr.truncated, outputs: outputs),
                           node: configuration.nodeName, attempts: 1, durationMs: Int((monotonicNanos() - started) / 1_000_000),
                           cpuMs: 0, peakMemoryKB: 0)
     }

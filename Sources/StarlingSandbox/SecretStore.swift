@@ -48,6 +48,14 @@ public struct SecretStore: Sendable {
     /// keeping later bytes could then end on the unmatched start of a value cut off at the end
     /// of `bytes`. `truncated` says whether anything was dropped.
     public func redact(_ bytes: [UInt8], cap: Int) -> (text: String, truncated: Bool) {
+        var (out, cut) = redactBytes(bytes, cap: cap)
+        if cut { Self.dropIncompleteCharacter(&out) }
+        return (String(decoding: out, as: UTF8.self), cut)
+    }
+
+    /// `redact(_:cap:)` on bytes: the same matching and cut, without decoding, and the cut falls
+    /// exactly at `cap` bytes (for binary output files, where a UTF-8 boundary means nothing).
+    public func redactBytes(_ bytes: [UInt8], cap: Int) -> (bytes: [UInt8], truncated: Bool) {
         let end = max(0, min(bytes.count, cap))
         var out: [UInt8] = []
         out.reserveCapacity(min(end, 1 << 20))
@@ -65,8 +73,7 @@ public struct SecretStore: Sendable {
             cursor = match.start + match.length
         }
         if cursor < end { append(bytes[cursor..<end]) }
-        if cut { Self.dropIncompleteCharacter(&out) }
-        return (String(decoding: out, as: UTF8.self), cut)
+        return (out, cut)
     }
 
     /// Every occurrence of every value in `bytes`, without overlaps (longer values win), in order.

@@ -9,13 +9,27 @@ public struct SwarmOptions: Codable, Sendable, Equatable {
     /// (children's tasks plus the budgets handed down to them), at most `maxDepth` levels below
     /// this swarm. nil: no socket.
     public var spawn: SwarmSpec.Spawn?
+    /// Runs of one task before it counts as failed.
+    public var maxAttempts: Int
     /// Levels below the swarm a client submitted (0 for it, 1 for its children, ...).
     public var depth: Int
 
-    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil, depth: Int = 0) {
+    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil, maxAttempts: Int = 1, depth: Int = 0) {
         self.policy = policy
         self.spawn = spawn
+        self.maxAttempts = maxAttempts
         self.depth = depth
+    }
+
+    enum CodingKeys: String, CodingKey { case policy, spawn, maxAttempts, depth }
+
+    /// `maxAttempts` and `depth` may be absent (1 and 0): options written before they existed.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        policy = try c.decodeIfPresent(Policy.self, forKey: .policy)
+        spawn = try c.decodeIfPresent(SwarmSpec.Spawn.self, forKey: .spawn)
+        maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? 1
+        depth = try c.decodeIfPresent(Int.self, forKey: .depth) ?? 0
     }
 
     /// Whether tasks of this swarm get a socket: a budget of at least one task, one level deep.
@@ -71,7 +85,7 @@ public enum SpawnRules {
         case (nil, let r?): r
         }
         let child = SwarmOptions(policy: policy, spawn: request.spawn.map { .init(maxTasks: $0.maxTasks, maxDepth: $0.maxDepth) },
-                                 depth: parent.depth + 1)
+                                 maxAttempts: request.maxAttempts ?? 1, depth: parent.depth + 1)
         // Both terms are bounded by SwarmLimits (10,000 tasks, a budget of 100,000), so no overflow.
         let cost = cost(of: child, tasks: request.tasks.count)
         let left = max(0, budget.maxTasks - max(0, used))

@@ -53,6 +53,11 @@ public struct TaskResult: Codable, Sendable, Equatable {
     public var stderr: String
     public var truncated: Bool
     public var outputs: [String: String]
+    /// Output files whose content is not valid UTF-8, base64 (nil when there are none).
+    public var outputsBase64: [String: String]?
+    /// What the client should know about how the result was collected (an output cut at its
+    /// cap, files left out); nil when there is nothing to say.
+    public var warnings: [String]?
     public var node: String
     public var attempts: Int
     public var durationMs: Int
@@ -60,7 +65,8 @@ public struct TaskResult: Codable, Sendable, Equatable {
     public var peakMemoryKB: Int
 
     public init(exitCode: Int32?, signal: Int32?, reason: TaskEndReason, stdout: String, stderr: String, truncated: Bool,
-                outputs: [String: String], node: String, attempts: Int, durationMs: Int, cpuMs: Int, peakMemoryKB: Int) {
+                outputs: [String: String], outputsBase64: [String: String]? = nil, warnings: [String]? = nil,
+                node: String, attempts: Int, durationMs: Int, cpuMs: Int, peakMemoryKB: Int) {
         self.exitCode = exitCode
         self.signal = signal
         self.reason = reason
@@ -68,6 +74,8 @@ public struct TaskResult: Codable, Sendable, Equatable {
         self.stderr = stderr
         self.truncated = truncated
         self.outputs = outputs
+        self.outputsBase64 = outputsBase64
+        self.warnings = warnings
         self.node = node
         self.attempts = attempts
         self.durationMs = durationMs
@@ -82,7 +90,7 @@ public struct TaskResult: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case exitCode, signal, reason, stdout, stderr, truncated, outputs, node, attempts, durationMs, cpuMs, peakMemoryKB
+        case exitCode, signal, reason, stdout, stderr, truncated, outputs, outputsBase64, warnings, node, attempts, durationMs, cpuMs, peakMemoryKB
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -94,6 +102,8 @@ public struct TaskResult: Codable, Sendable, Equatable {
         try c.encode(stderr, forKey: .stderr)
         try c.encode(truncated, forKey: .truncated)
         try c.encode(outputs, forKey: .outputs)
+        try c.encodeIfPresent(outputsBase64, forKey: .outputsBase64)
+        try c.encodeIfPresent(warnings, forKey: .warnings)
         try c.encode(node, forKey: .node)
         try c.encode(attempts, forKey: .attempts)
         try c.encode(durationMs, forKey: .durationMs)

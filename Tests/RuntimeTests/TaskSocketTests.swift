@@ -3,6 +3,7 @@ import Glibc
 import Hummingbird
 import NIOCore
 import StarlingCore
+import StarlingStore
 @testable import StarlingRuntime
 @testable import StarlingSandbox
 import Synchronization
@@ -30,19 +31,22 @@ actor MemoryGateway: SpawnGateway {
         return .cancelled(id)
     }
 
-    func definition(_ id: SwarmID) async -> SwarmDefinition? { swarms[id] }
+    func parent(of id: SwarmID) async -> TaskRef? { swarms[id]?.draft.parent }
 
-    func children(of swarm: SwarmID) async -> [SwarmDefinition] {
-        swarms.values.filter { $0.draft.parent?.swarm == swarm }
+    func children(of swarm: SwarmID) async throws -> [ChildSwarmRecord] {
+        swarms.values.compactMap { d in
+            d.draft.parent.flatMap { $0.swarm == swarm ? ChildSwarmRecord(id: d.id, parent: $0, taskCount: d.draft.tasks.count, options: d.draft.options) : nil }
+        }
     }
 
-    nonisolated func status(_ id: SwarmID, request: Request) async throws -> Response {
+    nonisolated func status(request: Request, context: TaskSocketContext) async throws -> Response {
+        let id = context.parameters.get("id") ?? ""
         let state = await cancelled.contains(id) ? "cancelled" : "running"
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: #"{"id":"\#(id)","state":"\#(state)"}"#)))
     }
 
-    nonisolated func events(_ id: SwarmID, request: Request) async throws -> Response {
+    nonisolated func events(request: Request, context: TaskSocketContext) async throws -> Response {
         Response(status: .ok, headers: [.contentType: "text/event-stream"], body: .init(byteBuffer: ByteBuffer(string: "event: done\ndata: {}\n\n")))
     }
 }
@@ -157,7 +161,7 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
             """
         let result = try await f.run(script, options: spawning)
         #expect(result.exitCode == 0, "\(result.stderr)")
-        let children = await f.gateway.children(of: SpawnFixture.parent)
+        let children = await f.gateway.swarms.values.filter { $0.draft.parent?.swarm == SpawnFixture.parent }
         try #require(children.count == 1)
         let stored = children[0]
         #expect(stored.draft.parent == TaskRef(swarm: SpawnFixture.parent, task: 0))

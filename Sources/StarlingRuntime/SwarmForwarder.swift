@@ -1,0 +1,93 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Sends a swarm request this node cannot answer to the nodes that may hold the swarm, and
+/// passes their answer back: the client never needs to know where a swarm lives.
+///
+/// Why AsyncHTTPClient (in the machine's package list) and not URLSession: it runs on NIO, as
+/// Hummingbird does, streams a response body as an async sequence (the events route forwards an
+/// open-ended server-sent event stream, which FoundationNetworking's URLSession on Linux cannot
+/// hand out piece by piece without a delegate), takes a deadline per request, and pools
+/// connections per host with a bound. `HTTPClient.shared` needs no shutdown.
+struct SwarmForwarder: Sendable {
+    /// Set on a forwarded request (to the forwarding node's name): a node never forwards a
+    /// request that carries it, so a request takes at most one hop.
+    static let hopHeader = HTTPField.Name("X-Starling-Forwarded")!
+
+    /// How long one holder has to answer a read or a cancel.
+    var timeout: Duration = .seconds(5)
+    /// How long a forwarded event stream may stay open (a little longer than a stream's own
+    /// lifetime on the holder, which closes it first).
+    var streamTimeout: Duration = .seconds(660)
+    /// Holders tried, in order, before giving up.
+    var maxHolders = 3
+    /// Bytes of a forwarded answer that is not a stream (a status page is bounded by the
+    /// store's page budget; this is the backstop).
+    var maxBodyBytes = 64 << 20
+    var logger: Logger
+
+    /// Tries each holder in turn. The first answer that is not 404 is the answer; 404 when
+    /// every holder that answered said 404 (or there is none); 503 when none could be reached.
+    func forward(_ request: Request, to holders: [String], from node: String, notFound: String) async throws -> Response {
+        var reached = false
+        var lastFailure = ""
+        for holder in holders.prefix(maxHolders) where SocketAddressText.isHostPort(holder) {
+            let streaming = request.uri.path.hasSuffix("/events")
+            var out = HTTPClientRequest(url: "http://\(holder)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")")
+            out.method = HTTPMethod(rawValue: request.method.rawValue)
+            out.headers.add(name: Self.hopHeader.rawName, value: node)
+            if let lastEventID = HTTPField.Name("Last-Event-ID"), let value = request.headers[lastEventID] {
+                out.headers.add(name: "Last-Event-ID", value: value)
+            }
+            let deadline = streaming ? streamTimeout : timeout
+            let response: HTTPClientResponse
+            do {
+                response = try await HTTPClient.shared.execute(out, timeout: .nanoseconds(Self.nanoseconds(deadline)), logger: nil)
+            } catch {
+                lastFailure = "\(holder): \(error)"
+                logger.debug("swarm request not forwarded", metadata: ["to": "\(holder)", "error": "\(error)"])
+                continue
+            }
+            reached = true
+            if response.status == .notFound { continue }
+            var headers = HTTPFields()
+            if let type = response.headers.first(name: "Content-Type") { headers[.contentType] = type }
+            if let retry = response.headers.first(name: "Retry-After") { headers[.retryAfter] = retry }
+            if let allow = response.headers.first(name: "Allow") { headers[.allow] = allow }
+            let status = HTTPResponse.Status(code: Int(response.status.code))
+            if streaming && response.status == .ok {
+                headers[.cacheControl] = "no-store"
+                return Response(status: status, headers: headers, body: ResponseBody(asyncSequence: response.body))
+            }
+            let body: ByteBuffer
+            do { body = try await response.body.collect(upTo: maxBodyBytes) } catch {
+                lastFailure = "\(holder): \(error)"
+                continue
+            }
+            return Response(status: status, headers: headers, body: .init(byteBuffer: body))
+        }
+        if reached || holders.isEmpty { throw HTTPError(.notFound, message: notFound) }
+        throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"],
+                        message: "the nodes that hold this swarm cannot be reached (\(lastFailure))")
+    }
+
+    static func nanoseconds(_ d: Duration) -> Int64 {
+        d.components.seconds.multipliedReportingOverflow(by: 1_000_000_000).partialValue + d.components.attoseconds / 1_000_000_000
+    }
+}
+
+/// Checks an API address from the member table before it goes into a URL: `HOST:PORT` with a
+/// host of letters, digits, '.', '-' (or a bracketed IPv6 address) and a port.
+enum SocketAddressText {
+    static func isHostPort(_ s: String) -> Bool {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (1...65_535).contains(port) else { return false }
+        let host = s[..<colon]
+        guard !host.isEmpty, host.utf8.count <= 253 else { return false }
+        if host.hasPrefix("[") { return host.hasSuffix("]") && host.dropFirst().dropLast().allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." } }
+        return host.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "." || $0 == "-" }
+    }
+}

@@ -1,0 +1,54 @@
+import GRDB
+
+/// The tables of `starling.sqlite`, as versioned migrations. A migration, once shipped, is never
+/// edited: a later change is a new migration, so a node restarted on an older data dir upgrades
+/// it in place (GRDB records the applied ones in `grdb_migrations`).
+enum StoreSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-swarms") { db in
+            // One row per swarm this node owns or replicates. The definition columns never
+            // change after the first write; epoch and state do.
+            try db.execute(sql: """
+                CREATE TABLE swarm (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    replicas BLOB NOT NULL,        -- peer names, each followed by a NUL byte
+                    maxAttempts INTEGER NOT NULL,
+                    options BLOB NOT NULL,         -- host-opaque (the runtime's JSON)
+                    parentSwarm TEXT,              -- set with parentTask for a sub-swarm
+                    parentTask INTEGER,
+                    createdAtMs INTEGER NOT NULL,
+                    taskCount INTEGER NOT NULL,
+                    epoch INTEGER NOT NULL,
+                    state INTEGER NOT NULL         -- SwarmState's raw value
+                ) STRICT
+                """)
+            // Listing newest first without a sort of the whole table.
+            try db.execute(sql: "CREATE INDEX swarm_by_creation ON swarm(createdAtMs DESC, id)")
+            try db.execute(sql: """
+                CREATE TABLE task (
+                    swarm TEXT NOT NULL REFERENCES swarm(id) ON DELETE CASCADE,
+                    idx INTEGER NOT NULL,
+                    taskId TEXT NOT NULL,
+                    memoryMB INTEGER NOT NULL,
+                    milliCPUs INTEGER NOT NULL,
+                    payload BLOB NOT NULL,         -- host-opaque (the TaskSpec's JSON)
+                    state INTEGER NOT NULL,        -- TaskState's raw value
+                    attempt INTEGER NOT NULL,
+                    node TEXT,
+                    result BLOB,                   -- host-opaque (the TaskResult's JSON)
+                    finishSeq INTEGER NOT NULL,    -- 0 until final, then 1, 2, ... per swarm
+                    PRIMARY KEY (swarm, idx)
+                ) STRICT, WITHOUT ROWID
+                """)
+            // The events stream reads finished tasks in completion order after a sequence number.
+            try db.execute(sql: "CREATE INDEX task_by_finish ON task(swarm, finishSeq) WHERE finishSeq > 0")
+        }
+        migrator.registerMigration("v2-swarm-children") { db in
+            // A task's socket sums its swarm's children's costs (its spawn budget) on every
+            // child it creates: without this, a scan of every swarm held.
+            try db.execute(sql: "CREATE INDEX swarm_by_parent ON swarm(parentSwarm, parentTask) WHERE parentSwarm IS NOT NULL")
+        }
+        return migrator
+    }
+}
