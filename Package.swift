@@ -86,6 +86,7 @@ let package = Package(
             dependencies: [
                 "StarlingRuntime", "StarlingCore", "StarlingCrypto", "StarlingStore", "StarlingSandbox",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]),

@@ -64,9 +64,122 @@ public enum OpenAPIDocument {
           }
         }
       }
+    },
+    "/v1/swarms": {
+      "post": {
+        "operationId": "submitSwarm",
+        "summary": "Submit a swarm of tasks",
+        "description": "The swarm is validated (400 with the reason), handed to its owner on the ring and stored there and on its replicas before the answer. Its tasks then run wherever slots are free.",
+        "requestBody": {
+          "required": true,
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SwarmSpec"}}}
+        },
+        "responses": {
+          "202": {
+            "description": "Accepted: the swarm's id (and its owner).",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SwarmCreated"}}}
+          },
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "413": {"$ref": "#/components/responses/TooLarge"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      },
+      "get": {
+        "operationId": "listSwarms",
+        "summary": "Swarms this node holds, newest first",
+        "parameters": [
+          {"name": "limit", "in": "query", "required": false, "description": "At most this many (default 100).",
+           "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+        ],
+        "responses": {
+          "200": {
+            "description": "The swarms this node owns or replicates.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SwarmList"}}}
+          },
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/swarms/{id}": {
+      "get": {
+        "operationId": "getSwarm",
+        "summary": "A swarm's status and one page of its tasks",
+        "description": "Any node answers: a node that does not hold the swarm forwards the request to one that does. A page holds at most 1,000 tasks and stops early once its results pass 32 MiB; nextOffset names the next page.",
+        "parameters": [
+          {"$ref": "#/components/parameters/SwarmID"},
+          {"name": "tasks", "in": "query", "required": false, "description": "false: counts only, no tasks.",
+           "schema": {"type": "boolean"}},
+          {"name": "offset", "in": "query", "required": false, "description": "Index of the first task of the page.",
+           "schema": {"type": "integer", "minimum": 0, "maximum": 4294967295}},
+          {"name": "limit", "in": "query", "required": false, "description": "At most this many tasks (default 1,000).",
+           "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+        ],
+        "responses": {
+          "200": {
+            "description": "The swarm's counts, and a page of tasks unless tasks=false.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SwarmStatus"}}}
+          },
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      },
+      "delete": {
+        "operationId": "cancelSwarm",
+        "summary": "Cancel a swarm",
+        "description": "Running tasks are killed, pending ones never start, child swarms are cancelled too. The swarm stays readable, in state cancelled.",
+        "parameters": [{"$ref": "#/components/parameters/SwarmID"}],
+        "responses": {
+          "202": {
+            "description": "The cancel reached the swarm's owner.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SwarmCreated"}}}
+          },
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/swarms/{id}/events": {
+      "get": {
+        "operationId": "followSwarm",
+        "summary": "Task completions as server-sent events",
+        "description": "One `task` event per finished task, in completion order, its id the task's finish sequence number (data: {\"id\", \"state\", \"node\"?, \"result\"?}); then one `done` event (data: {\"id\", \"state\"}) once the swarm is done or cancelled. A stream resumes after the Last-Event-ID it is given. Comment lines keep an idle stream alive; a stream closes after 10 minutes, and the client reconnects with Last-Event-ID.",
+        "parameters": [
+          {"$ref": "#/components/parameters/SwarmID"},
+          {"name": "Last-Event-ID", "in": "header", "required": false, "description": "The id of the last event the client has.",
+           "schema": {"type": "string", "pattern": "^ *[0-9]{0,9} *$"}}
+        ],
+        "responses": {
+          "200": {
+            "description": "An event stream.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}}
+          },
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "429": {"$ref": "#/components/responses/TooMany"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
     }
   },
   "components": {
+    "parameters": {
+      "SwarmID": {"name": "id", "in": "path", "required": true, "description": "16 lowercase hex digits.",
+                  "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+    },
+    "responses": {
+      "BadRequest": {"description": "The request is malformed; the error says why.",
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+      "NotFound": {"description": "No node of the mesh holds this swarm.",
+                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+      "TooLarge": {"description": "The body is larger than a swarm may be.",
+                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+      "TooMany": {"description": "Too many event streams are open on this node; retry later.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+      "Unavailable": {"description": "The mesh cannot do it now (no owner reachable, a store write failed); retry after Retry-After.",
+                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    },
     "schemas": {
       "Health": {
         "type": "object",
@@ -110,6 +223,141 @@ public enum OpenAPIDocument {
         "type": "object",
         "required": ["error"],
         "properties": {"error": {"type": "string"}}
+      },
+      "EnvName": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"},
+      "Policy": {
+        "type": "object",
+        "description": "Narrows the node's policy; it can never widen it.",
+        "properties": {
+          "allow": {"type": ["array", "null"], "maxItems": 4096, "items": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": "^[^\\u0000]*$"}},
+          "net": {"enum": ["none", "host", null]},
+          "maxMemoryMB": {"type": ["integer", "null"], "minimum": 8, "maximum": 1048576},
+          "maxCpus": {"type": ["number", "null"], "minimum": 0.01, "maximum": 1024},
+          "maxTimeoutSeconds": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 86400},
+          "maxPids": {"type": ["integer", "null"], "minimum": 1, "maximum": 65536},
+          "secrets": {"type": ["array", "null"], "maxItems": 256, "items": {"$ref": "#/components/schemas/EnvName"}}
+        }
+      },
+      "Task": {
+        "type": "object",
+        "required": ["argv"],
+        "description": "One sandboxed run. It starts in /task, which holds files; what it writes under /task/out comes back in outputs.",
+        "properties": {
+          "id": {"type": ["string", "null"], "description": "Unique within the swarm; default t<index>.",
+                 "pattern": "^([A-Za-z0-9_-]|\\.[A-Za-z0-9_-]|[A-Za-z0-9_-][A-Za-z0-9_.-]|[A-Za-z0-9_.-]{3,128})$"},
+          "argv": {"type": "array", "minItems": 1, "maxItems": 4096,
+                   "prefixItems": [{"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}],
+                   "items": {"type": "string", "pattern": "^[^\\u0000]*$"}},
+          "stdin": {"type": ["string", "null"]},
+          "files": {"type": ["object", "null"], "maxProperties": 256,
+                    "propertyNames": {"maxLength": 1024, "pattern": "^([^./\\u0000]|\\.[^./\\u0000]|[^./\\u0000][^/\\u0000]|[^/\\u0000]{3,255})(/([^./\\u0000]|\\.[^./\\u0000]|[^./\\u0000][^/\\u0000]|[^/\\u0000]{3,255}))*$"},
+                    "additionalProperties": {"type": "string"}},
+          "env": {"type": ["object", "null"], "maxProperties": 256,
+                  "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"},
+                  "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"}},
+          "secrets": {"type": ["array", "null"], "maxItems": 256, "items": {"$ref": "#/components/schemas/EnvName"}},
+          "timeoutSeconds": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 86400},
+          "memoryMB": {"type": ["integer", "null"], "minimum": 8, "maximum": 1048576, "description": "Default 512 (or the policy's maxMemoryMB when lower); placement reserves it."},
+          "cpus": {"type": ["number", "null"], "minimum": 0.01, "maximum": 1024, "description": "Default 1 (or the policy's maxCpus when lower)."},
+          "net": {"enum": ["none", "host", null]},
+          "pids": {"type": ["integer", "null"], "minimum": 1, "maximum": 65536}
+        }
+      },
+      "SwarmSpec": {
+        "type": "object",
+        "required": ["tasks"],
+        "description": "Task ids must be unique within the swarm, and the tasks' inputs (argv, stdin, files) at most 64 MiB in all; the server checks both (400).",
+        "properties": {
+          "tasks": {"type": "array", "minItems": 1, "maxItems": 10000, "items": {"$ref": "#/components/schemas/Task"}},
+          "maxAttempts": {"type": ["integer", "null"], "minimum": 1, "maximum": 10, "description": "Runs of one task before it counts as failed (default 1)."},
+          "policy": {"oneOf": [{"$ref": "#/components/schemas/Policy"}, {"type": "null"}]},
+          "spawn": {
+            "oneOf": [
+              {"type": "object", "required": ["maxTasks", "maxDepth"],
+               "properties": {"maxTasks": {"type": "integer", "minimum": 0, "maximum": 100000},
+                              "maxDepth": {"type": "integer", "minimum": 0, "maximum": 8}}},
+              {"type": "null"}
+            ]
+          }
+        }
+      },
+      "SwarmCreated": {
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+          "id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+          "owner": {"type": "string"}
+        }
+      },
+      "TaskResult": {
+        "type": "object",
+        "required": ["exitCode", "signal", "reason", "stdout", "stderr", "truncated", "outputs", "node", "attempts", "durationMs", "cpuMs", "peakMemoryKB"],
+        "properties": {
+          "exitCode": {"type": ["integer", "null"]},
+          "signal": {"type": ["integer", "null"]},
+          "reason": {"enum": ["exited", "timeout", "oom", "killed", "denied"]},
+          "stdout": {"type": "string"},
+          "stderr": {"type": "string"},
+          "truncated": {"type": "boolean"},
+          "outputs": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Files under /task/out whose content is UTF-8."},
+          "outputsBase64": {"type": "object", "additionalProperties": {"type": "string", "contentEncoding": "base64"}, "description": "Files under /task/out whose content is not UTF-8, base64."},
+          "warnings": {"type": "array", "items": {"type": "string"}, "description": "What was cut or left out, in words."},
+          "node": {"type": "string"},
+          "attempts": {"type": "integer", "minimum": 0},
+          "durationMs": {"type": "integer", "minimum": 0},
+          "cpuMs": {"type": "integer", "minimum": 0},
+          "peakMemoryKB": {"type": "integer", "minimum": 0}
+        }
+      },
+      "TaskState": {"enum": ["pending", "running", "succeeded", "failed", "cancelled"]},
+      "SwarmTaskStatus": {
+        "type": "object",
+        "required": ["id", "state"],
+        "properties": {
+          "id": {"type": "string"},
+          "state": {"$ref": "#/components/schemas/TaskState"},
+          "node": {"type": "string", "description": "Where the current or last attempt runs or ran."},
+          "attempt": {"type": "integer", "minimum": 0},
+          "result": {"$ref": "#/components/schemas/TaskResult"}
+        }
+      },
+      "SwarmStatus": {
+        "type": "object",
+        "required": ["id", "state", "total", "succeeded", "failed", "running", "pending", "cancelled"],
+        "properties": {
+          "id": {"type": "string"},
+          "state": {"enum": ["running", "done", "cancelled"]},
+          "total": {"type": "integer", "minimum": 0},
+          "succeeded": {"type": "integer", "minimum": 0},
+          "failed": {"type": "integer", "minimum": 0},
+          "running": {"type": "integer", "minimum": 0},
+          "pending": {"type": "integer", "minimum": 0},
+          "cancelled": {"type": "integer", "minimum": 0},
+          "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/SwarmTaskStatus"}, "description": "Absent with tasks=false."},
+          "offset": {"type": "integer", "minimum": 0},
+          "nextOffset": {"type": "integer", "minimum": 0, "description": "Offset of the next page, when there is one."}
+        }
+      },
+      "SwarmList": {
+        "type": "object",
+        "required": ["swarms"],
+        "properties": {
+          "swarms": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "required": ["id", "state", "total", "succeeded", "failed"],
+              "properties": {
+                "id": {"type": "string"},
+                "state": {"enum": ["running", "done", "cancelled"]},
+                "total": {"type": "integer", "minimum": 0},
+                "succeeded": {"type": "integer", "minimum": 0},
+                "failed": {"type": "integer", "minimum": 0},
+                "createdAtMs": {"type": "integer", "minimum": 0}
+              }
+            }
+          }
+        }
       }
     }
   }

@@ -27,6 +27,12 @@ func finished(_ seq: UInt32, _ state: TaskState = .succeeded, node: String = "n1
     TaskRecord(state: state, attempt: 1, node: node, result: Array("{\"exitCode\":0,\"seq\":\(seq)}".utf8), finishSeq: seq)
 }
 
+/// Flags shared between the writer and the readers of the concurrency test.
+final class ConcurrentProgress: Sendable {
+    let writerDone = Atomic<Bool>(false)
+    let readsDone = Atomic<Int>(0)
+}
+
 @Suite("Swarm store (real SQLite files)")
 struct SwarmStoreTests {
     @Test func opensAnEmptyDirectoryInWALModeWithTheSchema() throws {
@@ -104,7 +110,7 @@ struct SwarmStoreTests {
 
         let counts = try #require(try store.status("p", includeTasks: false)).counts
         #expect(counts.total == 2_500)
-        #expect([counts.pending, counts.running, counts.succeeded, counts.failed, counts.cancelled] == [500, 500, 500, 500, 500])
+        #expect([counts.pending, counts.running, counts.succeeded, counts.failed, counts.cancelled] as [Int] == [500, 500, 500, 500, 500] as [Int])
         #expect(try store.status("p", includeTasks: false)?.tasks == nil)
 
         // Default page: the first 1,000.
@@ -166,12 +172,11 @@ struct SwarmStoreTests {
         let store = try SwarmStore(directory: dir.path)
         let tasks = 1_000
         try store.apply([.swarm(definition("c", tasks: tasks), epoch: 1, state: .running)])
-        let writerDone = Atomic<Bool>(false)
-        let readsDone = Atomic<Int>(0)
+        let progress = ConcurrentProgress()
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                defer { writerDone.store(true, ordering: .releasing) }
+                defer { progress.writerDone.store(true, ordering: .releasing) }
                 for pair in 0..<(tasks / 2) {
                     let a = UInt32(2 * pair), b = a + 1
                     try store.apply([.task("c", index: a, finished(a + 1)), .task("c", index: b, finished(b + 1))])
@@ -185,7 +190,7 @@ struct SwarmStoreTests {
                     var writing = true
                     while writing {
                         // One more read after the writer ends, so every reader checks the end too.
-                        writing = !writerDone.load(ordering: .acquiring)
+                        writing = !progress.writerDone.load(ordering: .acquiring)
                         let status = try #require(try store.status("c", includeTasks: false))
                         let done = status.counts.succeeded
                         #expect(done % 2 == 0, "a read saw half of a transaction: \(done)")
@@ -195,14 +200,14 @@ struct SwarmStoreTests {
                         let events = try #require(try store.events("c", afterSeq: lastSeq, limit: 1_000))
                         for (k, e) in events.tasks.enumerated() { #expect(e.record.finishSeq == lastSeq + UInt32(k) + 1) }
                         lastSeq += UInt32(events.tasks.count)
-                        if writing { readsDone.add(1, ordering: .relaxed) }
+                        if writing { progress.readsDone.add(1, ordering: .relaxed) }
                     }
                 }
             }
             try await group.waitForAll()
         }
         // The test means something only if reads overlapped the writes.
-        #expect(readsDone.load(ordering: .relaxed) > 10, "reads did not overlap the writes")
+        #expect(progress.readsDone.load(ordering: .relaxed) > 10, "reads did not overlap the writes")
         let final = try #require(try store.events("c", afterSeq: 0, limit: 1_000))
         #expect(final.state == .done)
         #expect(final.tasks.count == tasks)
