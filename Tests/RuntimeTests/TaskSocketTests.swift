@@ -221,6 +221,17 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
         #expect(lines.last?.hasPrefix("404 ") == true, "\(lines)")
     }
 
+    @Test func aBodyPastTheLimitIs413() async throws {
+        let f = try SpawnFixture(warm: 0)
+        defer { f.runner.shutdown() }
+        try await f.store(options: spawning)
+        let script = "head -c \(TaskSocketServer.Limits.maxBodyBytes + 1) /dev/zero | tr '\\0' a > /tmp/big; "
+            + #"curl -s -w ' %{http_code}' -H 'content-type: application/json' --data-binary @/tmp/big --unix-socket "$STARLING_SOCKET" http://x/v1/swarms"#
+        let result = try await f.run(script, options: spawning, warm: false)
+        #expect(result.stdout.hasSuffix(" 413") && result.stdout.contains("at most"), "\(result.stdout) \(result.stderr)")
+        #expect(await f.gateway.submits == 0)
+    }
+
     @Test func theSocketIsRateLimited() async throws {
         let f = try SpawnFixture(warm: 0)
         defer { f.runner.shutdown() }

@@ -84,7 +84,12 @@ public struct SpawnRoutes: Sendable {
     }
 
     func create(_ request: Request, _ context: TaskSocketContext) async throws -> Response {
-        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: context.maxUploadSize)
+        } catch {
+            throw HTTPError(.contentTooLarge, message: "a child swarm's body may have at most \(context.maxUploadSize) bytes")
+        }
         let spec: SwarmSpec
         do {
             spec = try JSONDecoder().decode(SwarmSpec.self, from: Data(buffer: body))
