@@ -335,7 +335,9 @@ public enum OpenAPIDocument {
           "cancelled": {"type": "integer", "minimum": 0},
           "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/SwarmTaskStatus"}, "description": "Absent with tasks=false."},
           "offset": {"type": "integer", "minimum": 0},
-          "nextOffset": {"type": "integer", "minimum": 0, "description": "Offset of the next page, when there is one."}
+          "nextOffset": {"type": "integer", "minimum": 0, "description": "Offset of the next page, when there is one."},
+          "parent": {"type": "object", "required": ["swarm", "task"], "description": "For a sub-swarm: the swarm and task index that spawned it through its socket.",
+                     "properties": {"swarm": {"type": "string"}, "task": {"type": "integer", "minimum": 0}}}
         }
       },
       "SwarmList": {
