@@ -327,7 +327,11 @@ struct SwarmForwardingTests {
                                          headers: [SwarmForwarder.hopHeader: "someone"]) { r in #expect(r.status == .notFound) }
                 try await client.execute(uri: "/v1/swarms/\(id)", method: .delete) { r in #expect(r.status == .accepted, "\(r.text)") }
                 #expect(try store.status(id, includeTasks: false)?.state == .cancelled)
+                // The first candidate refuses the connection: the next one is asked at once (the
+                // client once retried the refused connection until the stream's deadline).
+                let asked = ContinuousClock.now
                 try await client.execute(uri: "/v1/swarms/\(id)/events", method: .get) { r in
+                    #expect(ContinuousClock.now - asked < .seconds(5))
                     #expect(r.headers[.contentType] == "text/event-stream")
                     #expect(r.text.contains("event: done\ndata: {\"id\":\"\(id)\",\"state\":\"cancelled\"}"), "\(r.text)")
                 }
