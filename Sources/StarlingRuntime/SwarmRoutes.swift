@@ -46,6 +46,11 @@ struct SwarmRoutes: Sendable {
         } catch {
             throw HTTPError(.badRequest, message: "the body is not a SwarmSpec: \(Self.describe(error))")
         }
+        // Ids first: two tasks under one id is a conflict between valid tasks (409), which a
+        // schema cannot express, not a malformed body.
+        if let clash = Self.duplicateTaskID(spec) {
+            throw HTTPError(.conflict, message: "task id \(clash.debugDescription) is used twice (a task without an id is named t<index>)")
+        }
         do { try SwarmLimits.validate(spec) } catch { throw HTTPError(.badRequest, message: error.description) }
         let draft: SwarmDraft
         do {
@@ -154,6 +159,16 @@ struct SwarmRoutes: Sendable {
     }
 
     // MARK: Input
+
+    /// The first task id used twice, counting the default "t<index>" of a task without one
+    /// (a client's "t1" beside a second task without an id would otherwise share its id).
+    static func duplicateTaskID(_ spec: SwarmSpec) -> String? {
+        var seen = Set<String>()
+        for (index, task) in spec.tasks.enumerated() where !seen.insert(task.id ?? "t\(index)").inserted {
+            return task.id ?? "t\(index)"
+        }
+        return nil
+    }
 
     /// A swarm id as the protocol makes them: 16 lowercase hex digits. Anything else names no
     /// swarm (404), and is never forwarded.

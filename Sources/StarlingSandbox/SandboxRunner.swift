@@ -581,7 +581,7 @@ public final class SandboxRunner: Sendable {
             exitCode: exitCode, signal: signal, reason: reason, stdout: stdout.text, stderr: stderr.text,
             truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
             outputs: outputs.files, outputsBase64: outputs.binaryFiles.isEmpty ? nil : outputs.binaryFiles,
-            warnings: warnings(stdoutCut: stdout.truncated, stderrCut: stderr.truncated, outputs: outputs),
+            warnings: warnings(stdoutCut: captured.outCut || stdout.truncated, stderrCut: captured.errCut || stderr.truncated, outputs: outputs),
             node: configuration.nodeName, attempts: 1,
             durationMs: Int((ended - started) / 1_000_000), cpuMs: (s.cgroup?.cpuNanoseconds ?? 0) / 1_000_000,
             peakMemoryKB: (s.cgroup?.peakMemoryBytes ?? 0) / 1024)
@@ -661,7 +661,7 @@ public final class SandboxRunner: Sendable {
                           stdout: stdout.text, stderr: warning + stderr.text,
                           truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
                           outputs: outputs.files, outputsBase64: outputs.binaryFiles.isEmpty ? nil : outputs.binaryFiles,
-                          warnings: warnings(stdoutCut: stdout.truncated, stderrCut: stderr.truncated, outputs: outputs),
+                          warnings: warnings(stdoutCut: captured.outCut || stdout.truncated, stderrCut: captured.errCut || stderr.truncated, outputs: outputs),
                           node: configuration.nodeName, attempts: 1, durationMs: Int((monotonicNanos() - started) / 1_000_000),
                           cpuMs: 0, peakMemoryKB: 0)
     }
