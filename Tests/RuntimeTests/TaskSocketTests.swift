@@ -175,7 +175,7 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
         #expect(lines.first == #"{"id":"\#(stored.id)"}"#)
         #expect(lines.dropFirst().first == #"200 {"id":"\#(stored.id)","state":"running"}"#)
         #expect(lines.dropFirst(2).first?.hasPrefix("200 event: done") == true)
-        #expect(lines.last == "202 ")
+        #expect(lines.last == #"202 {"id":"\#(stored.id)"}"#, "\(lines)")
         #expect(await f.gateway.cancelled == [stored.id])
     }
 
@@ -190,16 +190,18 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
         let tooBig = #"{"tasks":[{"argv":["true"],"memoryMB":512}]}"#
         let script = curl("POST", "/v1/swarms", two) + curl("POST", "/v1/swarms", two) + curl("POST", "/v1/swarms", deeper)
             + curl("POST", "/v1/swarms", handsDownBudget) + curl("POST", "/v1/swarms", tooBig) + curl("POST", "/v1/swarms", "{nope")
+            + curl("POST", "/v1/swarms", #"{"tasks":[{"argv":["true"]},{"id":"t0","argv":["true"]}]}"#)
         let result = try await f.run(script, options: spawning)
         #expect(result.exitCode == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
-        try #require(lines.count == 6, "\(lines)")
+        try #require(lines.count == 7, "\(lines)")
         #expect(lines[0].hasPrefix("202 {\"id\""))
         #expect(lines[1].hasPrefix("403 ") && lines[1].contains("spawn budget exceeded") && lines[1].contains("1 of 3 left"), "\(lines[1])")
         #expect(lines[2].hasPrefix("403 ") && lines[2].contains("spawn depth exceeded"), "\(lines[2])")
         #expect(lines[3].hasPrefix("403 ") && lines[3].contains("spawn depth exceeded"), "\(lines[3])")
         #expect(lines[4].hasPrefix("403 ") && lines[4].contains("memoryMB 512 exceeds the policy's 256"), "\(lines[4])")
         #expect(lines[5].hasPrefix("400 "), "\(lines[5])")
+        #expect(lines[6].hasPrefix("409 ") && lines[6].contains("used twice"), "\(lines[6])")
         #expect(await f.gateway.submits == 1)
     }
 

@@ -57,7 +57,8 @@ public struct SpawnRoutes: Sendable {
         router.delete("/v1/swarms/{id}") { _, context in
             let id = try await routes.ownChild(context)
             switch await routes.gateway.cancel(id) {
-            case .cancelled, .submitted: return Response(status: .accepted)
+            // As the public route answers.
+            case .cancelled, .submitted: return try SwarmRoutes.json(.accepted, SwarmCreatedJSON(id: id, owner: nil))
             case .notFound: throw HTTPError(.notFound, message: "no swarm \(id)")
             case .refused(let reason): throw HTTPError(.serviceUnavailable, message: reason)
             }
@@ -65,11 +66,11 @@ public struct SpawnRoutes: Sendable {
         return router
     }
 
-    /// The `:id` of the request when it names a child of this task; 404 otherwise, the same
+    /// The `{id}` of the request when it names a child of this task; 404 otherwise, the same
     /// answer for a swarm that exists and one that does not.
     func ownChild(_ context: TaskSocketContext) async throws -> SwarmID {
         let id = context.parameters.get("id") ?? ""
-        guard Self.isSwarmID(id) else { throw HTTPError(.notFound, message: "no swarm \(id.prefix(64)) among this task's children") }
+        guard SwarmRoutes.isSwarmID(Substring(id)) else { throw HTTPError(.notFound, message: "no swarm \(id.prefix(64)) among this task's children") }
         // Submitted from here by this task (its owner may not have it readable yet), or stored
         // with this task as its parent (an earlier attempt's, from wherever it ran).
         if await ledger.submitted(id, by: task) { return id }
@@ -77,10 +78,6 @@ public struct SpawnRoutes: Sendable {
             throw HTTPError(.notFound, message: "no swarm \(id.prefix(64)) among this task's children")
         }
         return id
-    }
-
-    static func isSwarmID(_ s: String) -> Bool {
-        s.utf8.count == 16 && s.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
     }
 
     func create(_ request: Request, _ context: TaskSocketContext) async throws -> Response {
@@ -95,6 +92,10 @@ public struct SpawnRoutes: Sendable {
             spec = try JSONDecoder().decode(SwarmSpec.self, from: Data(buffer: body))
         } catch {
             throw HTTPError(.badRequest, message: "the body is not a SwarmSpec: \(error)")
+        }
+        // The public route's checks, in its order, with its answers.
+        if let clash = SwarmRoutes.duplicateTaskID(spec) {
+            throw HTTPError(.conflict, message: "task id \(clash.debugDescription) is used twice (a task without an id is named t<index>)")
         }
         do { try SwarmLimits.validate(spec) } catch { throw HTTPError(.badRequest, message: error.description) }
         let routes = self
