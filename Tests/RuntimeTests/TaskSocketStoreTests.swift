@@ -1,4 +1,6 @@
 import Foundation
+import Hummingbird
+import HummingbirdTesting
 import Logging
 import StarlingCore
 import StarlingSandbox
@@ -80,5 +82,46 @@ import Testing
         // A swarm without spawn gives its tasks no socket.
         let plain = try await run(sockets, runner, swarm: stranger, index: 0, #"echo "[$STARLING_SOCKET] $STARLING_TASK""#)
         #expect(plain == ["[] \(strangerID)/t0"])
+    }
+}
+
+/// A child held only by another node: the socket learns its parent from a holder (one hop) and
+/// serves its status and events through the public routes' forwarding. Two real HTTP servers.
+@Suite(.serialized) struct TaskSocketForwardingTests {
+    @Test func aChildHeldElsewhereIsFoundAndReadThroughAHolder() async throws {
+        let (store, dir) = try temporaryStore("socket-holder")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (emptyStore, emptyDir) = try temporaryStore("socket-front")
+        defer { try? FileManager.default.removeItem(atPath: emptyDir) }
+        let holder = StoreOnlyGateway(store: store, name: "holder")
+        let parentSpec = SwarmSpec(tasks: [TaskSpec(argv: ["a"])], spawn: .init(maxTasks: 5, maxDepth: 1))
+        let parentDraft = try SwarmDrafting.draft(parentSpec, nowMs: 1)
+        guard case .submitted(let parentID, _) = try await holder.submit(parentDraft) else { Issue.record("not stored"); return }
+        let childDraft = try SwarmDrafting.draft(SwarmSpec(tasks: [TaskSpec(argv: ["b"])]), parent: TaskRef(swarm: parentID, task: 0),
+                                                 options: SwarmOptions(depth: 1), nowMs: 2)
+        guard case .submitted(let childID, _) = try await holder.submit(childDraft),
+              case .submitted(let otherID, _) = try await holder.submit(
+                try SwarmDrafting.draft(SwarmSpec(tasks: [TaskSpec(argv: ["c"])]), parent: TaskRef(swarm: parentID, task: 1), nowMs: 3))
+        else { Issue.record("not stored"); return }
+
+        let holderApp = Application(router: swarmRouter(holder), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await holderApp.test(.live) { holderClient in
+            let port = try #require(holderClient.port)
+            let front = StoreOnlyGateway(store: emptyStore, name: "front", holders: ["127.0.0.1:\(port)"])
+            let sockets = TaskSockets(swarms: front, logger: Logger(label: "test"))
+            let runner = try SandboxRunner(configuration: SandboxConfiguration(nodeName: "front", workRoot: "/dev/shm/starling-spawn-tests", policy: Policy()))
+            defer { runner.shutdown() }
+            let run = TaskRun(swarm: parentID, index: 0, attempt: 1, task: parentDraft.tasks[0], options: parentDraft.options, maxAttempts: 1)
+            let context = sockets.context(for: run)
+            let script = curl("GET", "/v1/swarms/\(childID)?tasks=false") + curl("GET", "/v1/swarms/\(otherID)?tasks=false")
+                + curl("GET", "/v1/swarms/\(parentID)?tasks=false")
+            let spec = TaskSpec(argv: ["/bin/sh", "-c", script], timeoutSeconds: 60)
+            let result = try await offPool { try runner.run(spec, preferWarm: false, context: context) }
+            let lines = result.stdout.split(separator: "\n").map(String.init)
+            try #require(lines.count == 3, "\(result.stdout) \(result.stderr)")
+            #expect(lines[0].hasPrefix("200 ") && lines[0].contains(#""id":"\#(childID)""#), "\(lines[0])")
+            // Another task's child and the parent swarm exist on the holder, and are still 404.
+            #expect(lines[1].hasPrefix("404 ") && lines[2].hasPrefix("404 "), "\(lines)")
+        }
     }
 }
