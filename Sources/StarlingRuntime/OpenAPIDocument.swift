@@ -80,6 +80,8 @@ public enum OpenAPIDocument {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SwarmCreated"}}}
           },
           "400": {"$ref": "#/components/responses/BadRequest"},
+          "409": {"description": "Two tasks have the same id (a task without an id is named t<index>).",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "413": {"$ref": "#/components/responses/TooLarge"},
           "503": {"$ref": "#/components/responses/Unavailable"}
         }
@@ -153,7 +155,15 @@ public enum OpenAPIDocument {
         "responses": {
           "200": {
             "description": "An event stream.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}}
+            "content": {"text/event-stream": {"schema": {
+              "type": "object",
+              "description": "One server-sent event.",
+              "properties": {
+                "event": {"enum": ["task", "done"]},
+                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "data": {"type": "string", "description": "JSON: {\"id\", \"state\", \"node\"?, \"result\"?: TaskResult} for task, {\"id\", \"state\"} for done."}
+              }
+            }}}
           },
           "400": {"$ref": "#/components/responses/BadRequest"},
           "404": {"$ref": "#/components/responses/NotFound"},
@@ -266,7 +276,7 @@ public enum OpenAPIDocument {
       "SwarmSpec": {
         "type": "object",
         "required": ["tasks"],
-        "description": "Task ids must be unique within the swarm, and the tasks' inputs (argv, stdin, files) at most 64 MiB in all; the server checks both (400).",
+        "description": "Task ids must be unique within the swarm (409 otherwise), and the tasks' inputs (argv, stdin, files) at most 64 MiB in all (400).",
         "properties": {
           "tasks": {"type": "array", "minItems": 1, "maxItems": 10000, "items": {"$ref": "#/components/schemas/Task"}},
           "maxAttempts": {"type": ["integer", "null"], "minimum": 1, "maximum": 10, "description": "Runs of one task before it counts as failed (default 1)."},
@@ -335,7 +345,9 @@ public enum OpenAPIDocument {
           "cancelled": {"type": "integer", "minimum": 0},
           "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/SwarmTaskStatus"}, "description": "Absent with tasks=false."},
           "offset": {"type": "integer", "minimum": 0},
-          "nextOffset": {"type": "integer", "minimum": 0, "description": "Offset of the next page, when there is one."}
+          "nextOffset": {"type": "integer", "minimum": 0, "description": "Offset of the next page, when there is one."},
+          "parent": {"type": "object", "required": ["swarm", "task"], "description": "For a sub-swarm: the swarm and task index that spawned it through its socket.",
+                     "properties": {"swarm": {"type": "string"}, "task": {"type": "integer", "minimum": 0}}}
         }
       },
       "SwarmList": {

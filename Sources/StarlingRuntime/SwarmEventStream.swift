@@ -78,6 +78,7 @@ final class SwarmEventStream: Sendable {
         var lastSent = clock.now
         var cursor = after
         let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
         try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
         while clock.now - started < settings.maxLifetime {
             let batch: SwarmEvents?

@@ -13,8 +13,20 @@ import NIOHTTP1
 /// Hummingbird does, streams a response body as an async sequence (the events route forwards an
 /// open-ended server-sent event stream, which FoundationNetworking's URLSession on Linux cannot
 /// hand out piece by piece without a delegate), takes a deadline per request, and pools
-/// connections per host with a bound. `HTTPClient.shared` needs no shutdown.
+/// connections per host with a bound.
 struct SwarmForwarder: Sendable {
+    /// One client for the process, never shut down (it lives as long as the node). A holder
+    /// that refuses the connection fails at once (AsyncHTTPClient would otherwise retry the
+    /// connection until the request's deadline, which for an event stream is minutes), and a
+    /// connect takes at most a second: the next holder is tried instead.
+    static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration.singletonConfiguration
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(1)
+        configuration.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
     /// Set on a forwarded request (to the forwarding node's name): a node never forwards a
     /// request that carries it, so a request takes at most one hop.
     static let hopHeader = HTTPField.Name("X-Starling-Forwarded")!
@@ -47,7 +59,7 @@ struct SwarmForwarder: Sendable {
             let deadline = streaming ? streamTimeout : timeout
             let response: HTTPClientResponse
             do {
-                response = try await HTTPClient.shared.execute(out, timeout: .nanoseconds(Self.nanoseconds(deadline)), logger: nil)
+                response = try await Self.client.execute(out, timeout: .nanoseconds(Self.nanoseconds(deadline)), logger: nil)
             } catch {
                 lastFailure = "\(holder): \(error)"
                 logger.debug("swarm request not forwarded", metadata: ["to": "\(holder)", "error": "\(error)"])

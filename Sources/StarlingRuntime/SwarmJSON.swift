@@ -39,6 +39,14 @@ public struct SwarmStatusJSON: Codable, Sendable, Equatable, ResponseEncodable {
     public var tasks: [SwarmTaskJSON]?
     public var offset: Int?
     public var nextOffset: Int?
+    /// Extension: the task that spawned this swarm through its socket, if one did.
+    public var parent: SwarmParentJSON? = nil
+}
+
+/// A sub-swarm's parent: the swarm and the index of the task in it.
+public struct SwarmParentJSON: Codable, Sendable, Equatable {
+    public var swarm: String
+    public var task: UInt32
 }
 
 /// One line of `GET /v1/swarms`.
@@ -56,8 +64,8 @@ public struct SwarmListJSON: Codable, Sendable, Equatable, ResponseEncodable {
     public var swarms: [SwarmSummaryJSON]
 }
 
-/// The swarm-wide options the runtime hands back with every task run (`SwarmDraft.options`):
-/// what a node needs to run any task of the swarm besides the task itself.
+// SwarmOptions (the swarm-wide options the runtime hands back with every task run) lives in
+// StarlingSandbox/SpawnRules.swift, beside the rules that derive a child swarm's from its parent's.
 
 /// From a validated SwarmSpec to what the protocol carries.
 public enum SwarmDrafting {
@@ -73,22 +81,25 @@ public enum SwarmDrafting {
 
     /// The draft of a spec that `SwarmLimits.validate` accepted. Each task's payload is its
     /// TaskSpec as JSON, with its id filled in (the client's, else "t<index>").
-    public static func draft(_ spec: SwarmSpec, parent: TaskRef? = nil, nowMs: UInt64) throws -> SwarmDraft {
+    /// `options`: a child swarm's, derived from its parent's (`SpawnRules.admit`); a client's
+    /// swarm takes its policy and spawn budget from the spec.
+    public static func draft(_ spec: SwarmSpec, parent: TaskRef? = nil, options derived: SwarmOptions? = nil, nowMs: UInt64) throws -> SwarmDraft {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let maxAttempts = spec.maxAttempts ?? 1
+        var options = derived ?? SwarmOptions(policy: spec.policy, spawn: spec.spawn)
+        options.maxAttempts = maxAttempts
         let tasks = try spec.tasks.enumerated().map { index, task in
             var task = task
             let id = task.id ?? "t\(index)"
             task.id = id
-            let memory = memoryMB(task, policy: spec.policy)
+            let memory = memoryMB(task, policy: options.policy)
             // Thousandths, rounded up: a task never gets less than it asked for. Validation
             // bounds cpus to 0.01...1024, so this fits.
-            let milli = (cpus(task, policy: spec.policy) * 1000).rounded(.up)
+            let milli = (cpus(task, policy: options.policy) * 1000).rounded(.up)
             return SwarmTask(id: id, needs: TaskNeeds(memoryMB: UInt32(clamping: memory), milliCPUs: UInt32(clamping: Int(milli))),
                              payload: Array(try encoder.encode(task)))
         }
-        let options = SwarmOptions(policy: spec.policy, spawn: spec.spawn, depth: 0, maxAttempts: maxAttempts)
         return SwarmDraft(tasks: tasks, maxAttempts: UInt8(clamping: maxAttempts), options: Array(try encoder.encode(options)),
                           parent: parent, createdAtMs: nowMs)
     }

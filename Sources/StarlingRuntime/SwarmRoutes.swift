@@ -46,6 +46,11 @@ struct SwarmRoutes: Sendable {
         } catch {
             throw HTTPError(.badRequest, message: "the body is not a SwarmSpec: \(Self.describe(error))")
         }
+        // Ids first: two tasks under one id is a conflict between valid tasks (409), which a
+        // schema cannot express, not a malformed body.
+        if let clash = Self.duplicateTaskID(spec) {
+            throw HTTPError(.conflict, message: "task id \(clash.debugDescription) is used twice (a task without an id is named t<index>)")
+        }
         do { try SwarmLimits.validate(spec) } catch { throw HTTPError(.badRequest, message: error.description) }
         let draft: SwarmDraft
         do {
@@ -77,12 +82,10 @@ struct SwarmRoutes: Sendable {
         })
     }
 
-    func status(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        try await status(id: try Self.swarmID(context), request: request)
-    }
-
-    /// `GET /v1/swarms/ID` for an id already checked (the task sockets' routes call it too).
-    func status(id: SwarmID, request: Request) async throws -> Response {
+    /// Generic over the context: a task's socket (TaskSocketContext) serves its children's
+    /// status and events through these same handlers.
+    func status<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
+        let id = try Self.swarmID(context)
         let includeTasks = try Self.boolean(request, "tasks") ?? true
         let offset = try Self.integer(request, "offset", in: 0...Int(UInt32.max)) ?? 0
         let limit = try Self.integer(request, "limit", in: 1...SwarmStore.maxPageSize) ?? SwarmStore.maxPageSize
@@ -98,7 +101,8 @@ struct SwarmRoutes: Sendable {
         let c = record.counts
         return try Self.json(.ok, SwarmStatusJSON(id: id, state: record.state.name, total: c.total, succeeded: c.succeeded, failed: c.failed,
                                                   running: c.running, pending: c.pending, cancelled: c.cancelled, tasks: tasks,
-                                                  offset: tasks == nil ? nil : offset, nextOffset: next))
+                                                  offset: tasks == nil ? nil : offset, nextOffset: next,
+                                                  parent: record.parent.map { SwarmParentJSON(swarm: $0.swarm, task: $0.task) }))
     }
 
     func cancel(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
@@ -121,12 +125,8 @@ struct SwarmRoutes: Sendable {
         }
     }
 
-    func follow(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
-        try await follow(id: try Self.swarmID(context), request: request)
-    }
-
-    /// `GET /v1/swarms/ID/events` for an id already checked (the task sockets' routes call it too).
-    func follow(id: SwarmID, request: Request) async throws -> Response {
+    func follow<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
+        let id = try Self.swarmID(context)
         let after = try Self.lastEventID(request)
         guard let store = try heldLocally(id) else { return try await forward(request, id: id) }
         guard let stream = SwarmEventStream(store: store, swarm: id, after: after, settings: events, logger: logger) else {
@@ -160,13 +160,23 @@ struct SwarmRoutes: Sendable {
 
     // MARK: Input
 
+    /// The first task id used twice, counting the default "t<index>" of a task without one
+    /// (a client's "t1" beside a second task without an id would otherwise share its id).
+    static func duplicateTaskID(_ spec: SwarmSpec) -> String? {
+        var seen = Set<String>()
+        for (index, task) in spec.tasks.enumerated() where !seen.insert(task.id ?? "t\(index)").inserted {
+            return task.id ?? "t\(index)"
+        }
+        return nil
+    }
+
     /// A swarm id as the protocol makes them: 16 lowercase hex digits. Anything else names no
     /// swarm (404), and is never forwarded.
     static func isSwarmID(_ s: Substring) -> Bool {
         s.utf8.count == 16 && s.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
     }
 
-    static func swarmID(_ context: BasicRequestContext) throws -> SwarmID {
+    static func swarmID<Context: RequestContext>(_ context: Context) throws -> SwarmID {
         guard let raw = context.parameters.get("id"), isSwarmID(Substring(raw)) else {
             throw HTTPError(.notFound, message: "no such swarm: a swarm id is 16 lowercase hex digits")
         }

@@ -1,5 +1,4 @@
 import Foundation
-import Hummingbird
 import Logging
 import StarlingCore
 import StarlingCrypto
@@ -33,8 +32,8 @@ public final class SwarmService: SwarmGateway {
             logger.info("swarms restored from the store", metadata: ["swarms": "\(stored.count)", "effectsDeferred": "\(restored.count)"])
         }
         handle = node.register(swarm, performer: SwarmPerformer(executor: executor, store: store, node: node, logger: logger))
-        let routes = SwarmRoutes(gateway: self, forwarder: SwarmForwarder(logger: logger), events: SwarmEventSettings(), logger: logger)
-        executor.spawnGateway.withLock { $0 = SwarmSpawnGateway(service: self, routes: routes) }
+        let sockets = TaskSockets(swarms: self, logger: logger)
+        executor.sockets.withLock { $0 = sockets }
     }
 
     public func submit(_ draft: SwarmDraft) async throws -> SwarmReply { try await handle.command(.submit(draft)) }
@@ -81,27 +80,4 @@ struct SwarmPerformer: ProtocolPerformer {
             node.setCapacity(freeSlots: Int(freeSlots), freeMemoryMB: Int(freeMemoryMB))
         }
     }
-}
-
-/// What a task's socket (`$STARLING_SOCKET`) needs of the node: the same calls as the public
-/// swarm routes, so a child swarm goes exactly where a client's would.
-struct SwarmSpawnGateway: SpawnGateway {
-    let service: SwarmService
-    let routes: SwarmRoutes
-
-    func submit(_ draft: SwarmDraft) async -> SwarmReply {
-        do { return try await service.submit(draft) } catch { return .refused("the child swarm was not accepted: \(error)") }
-    }
-
-    func cancel(_ id: SwarmID) async -> SwarmReply {
-        do { return try await service.cancel(id) } catch { return .refused("the cancel did not reach the swarm's owner: \(error)") }
-    }
-
-    func definition(_ id: SwarmID) async -> SwarmDefinition? { try? service.store?.definition(id) }
-
-    func children(of swarm: SwarmID) async -> [SwarmDefinition] { (try? service.store?.children(of: swarm)) ?? [] }
-
-    func status(_ id: SwarmID, request: Request) async throws -> Response { try await routes.status(id: id, request: request) }
-
-    func events(_ id: SwarmID, request: Request) async throws -> Response { try await routes.follow(id: id, request: request) }
 }

@@ -29,11 +29,9 @@ public final class SwarmTaskExecutor: Sendable {
     let nodeName: String
     let maxConcurrent: Int
     private let attempts = Mutex<[AttemptKey: Entry]>([:])
-    /// What the sockets of tasks that may spawn answer with (set once the node's swarm service
-    /// exists; until then a spawning task is refused, never run without its socket).
-    let spawnGateway = Mutex<(any SpawnGateway)?>(nil)
-    /// Children submitted from this node's task sockets, per parent swarm (see SpawnLedger).
-    let ledger = SpawnLedger()
+    /// Makes the sockets of tasks that may spawn (set once the node's swarm service exists;
+    /// until then a spawning task is refused, never run without its socket).
+    let sockets = Mutex<TaskSockets?>(nil)
 
     public init(runner: SandboxRunner, nodeName: String, slots: Int) {
         self.runner = runner
@@ -90,19 +88,12 @@ public final class SwarmTaskExecutor: Sendable {
         } catch {
             return .denied("the task's stored form does not decode: \(error)", node: nodeName)
         }
-        // interface.md: a task's environment always has STARLING_TASK (its id); a task of a
-        // swarm that may spawn also gets its own socket ($STARLING_SOCKET).
-        var socket: TaskSocketServer?
-        if options.allowsSpawning {
-            guard let gateway = spawnGateway.withLock({ $0 }) else {
-                return .denied("this node cannot serve task sockets yet", node: nodeName)
-            }
-            let limits = TaskSocketServer.Limits.self
-            socket = TaskSocketServer(routes: SpawnRoutes(task: TaskRef(swarm: run.swarm, task: run.index), options: options, nodeName: nodeName,
-                                                          gateway: gateway, ledger: ledger,
-                                                          rate: RequestRate(burst: limits.burst, perSecond: limits.perSecond, total: limits.total)))
+        // interface.md: a task's environment always has STARLING_TASK; a task of a swarm that
+        // may spawn also gets its own socket ($STARLING_SOCKET).
+        guard let sockets = sockets.withLock({ $0 }) else {
+            return .denied("this node cannot serve task sockets yet", node: nodeName)
         }
-        let context = TaskContext(taskID: run.task.id, socket: socket)
+        let context = sockets.context(for: run)
         do {
             var result = try runner.run(task, requestPolicy: options.policy, context: context, onStart: { [self] running in
                 let killedEarly = attempts.withLock { table -> Bool in

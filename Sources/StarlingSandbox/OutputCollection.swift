@@ -105,11 +105,12 @@ func collectOutputs(_ dir: String, bounds: OutputBounds, secrets: SecretStore = 
                 // Read past the cap by the longest secret less one, redact, then cut.
                 let bytes = readUpTo(file, want + overlap)
                 var (kept, cut) = secrets.redactBytes(bytes, cap: want)
-                if cut || Int(st.st_size) > bytes.count { result.cutFiles.append(key) }
+                let fileCut = cut || Int(st.st_size) > bytes.count
+                if fileCut { result.cutFiles.append(key) }
                 used += kept.count
                 // A text file cut inside a character is still text: drop the partial character
                 // rather than send the file as base64.
-                if let text = textContent(kept, wasCut: cut) {
+                if let text = textContent(kept, wasCut: fileCut) {
                     result.files[key] = text
                 } else {
                     result.binaryFiles[key] = Data(kept).base64EncodedString()

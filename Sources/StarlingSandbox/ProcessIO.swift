@@ -104,9 +104,9 @@ func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)
 /// `onDeadline` once. The child's exit is watched through a pidfd, so a task that closes its
 /// output early still meets its deadline.
 func capture(stdout: Int32, stderr: Int32, pid: pid_t, cap: Int, deadline: UInt64, onDeadline: () -> Void,
-             firstByte: ((UInt64) -> Void)? = nil) -> (out: [UInt8], err: [UInt8], truncated: Bool) {
+             firstByte: ((UInt64) -> Void)? = nil) -> (out: [UInt8], err: [UInt8], outCut: Bool, errCut: Bool, truncated: Bool) {
     var out: [UInt8] = [], err: [UInt8] = []
-    var truncated = false
+    var outCut = false, errCut = false
     var open: [Int32] = [stdout, stderr].filter { $0 >= 0 }
     let pidfd = starling_pidfd_open(pid)
     defer { if pidfd >= 0 { close(pidfd) } }
@@ -144,15 +144,15 @@ func capture(stdout: Int32, stderr: Int32, pid: pid_t, cap: Int, deadline: UInt6
             if p.fd == stdout {
                 let room = max(0, cap - out.count)
                 out.append(contentsOf: buffer[0..<min(room, r)])
-                if r > room { truncated = true }
+                if r > room { outCut = true }
             } else {
                 let room = max(0, cap - err.count)
                 err.append(contentsOf: buffer[0..<min(room, r)])
-                if r > room { truncated = true }
+                if r > room { errCut = true }
             }
         }
     }
-    return (out, err, truncated)
+    return (out, err, outCut, errCut, outCut || errCut)
 }
 
 /// Writes all of `bytes` to a blocking `fd`, across partial writes and interruptions.

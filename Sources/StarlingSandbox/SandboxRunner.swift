@@ -581,10 +581,20 @@ public final class SandboxRunner: Sendable {
             exitCode: exitCode, signal: signal, reason: reason, stdout: stdout.text, stderr: stderr.text,
             truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
             outputs: outputs.files, outputsBase64: outputs.binaryFiles.isEmpty ? nil : outputs.binaryFiles,
-            warnings: warnings(stdoutCut: stdout.truncated, stderrCut: stderr.truncated, outputs: outputs),
+            warnings: warnings(stdoutCut: captured.outCut || stdout.truncated, stderrCut: captured.errCut || stderr.truncated, outputs: outputs),
             node: configuration.nodeName, attempts: 1,
             durationMs: Int((ended - started) / 1_000_000), cpuMs: (s.cgroup?.cpuNanoseconds ?? 0) / 1_000_000,
             peakMemoryKB: (s.cgroup?.peakMemoryBytes ?? 0) / 1024)
+    }
+
+    /// The host path of a task's socket in its run directory. A Unix socket's path holds at most
+    /// 107 bytes: a work root too long for it refuses the task rather than binding elsewhere.
+    static func socketHostPath(_ runDir: String) throws(TaskSocketUnavailable) -> String {
+        let path = runDir + "/" + TaskContext.socketName
+        guard path.utf8.count <= 107 else {
+            throw TaskSocketUnavailable("socket path \(path) is longer than 107 bytes: use a shorter work root")
+        }
+        return path
     }
 
     /// Why `truncated` is set, in words a client can act on; nil when nothing was cut. Bounded:
@@ -607,16 +617,6 @@ public final class SandboxRunner: Sendable {
 
     /// Most lines `warnings` returns.
     static let maxWarnings = 16
-
-    /// The host path of a task's socket in its run directory. A Unix socket's path holds at most
-    /// 107 bytes: a work root too long for it refuses the task rather than binding elsewhere.
-    static func socketHostPath(_ runDir: String) throws(TaskSocketUnavailable) -> String {
-        let path = runDir + "/" + TaskContext.socketName
-        guard path.utf8.count <= 107 else {
-            throw TaskSocketUnavailable("socket path \(path) is longer than 107 bytes: use a shorter work root")
-        }
-        return path
-    }
 
     var outputBounds: OutputBounds {
         OutputBounds(perFile: configuration.outputFileCapBytes, total: configuration.outputsTotalCapBytes)
@@ -661,7 +661,7 @@ public final class SandboxRunner: Sendable {
                           stdout: stdout.text, stderr: warning + stderr.text,
                           truncated: captured.truncated || stdout.truncated || stderr.truncated || outputs.truncated,
                           outputs: outputs.files, outputsBase64: outputs.binaryFiles.isEmpty ? nil : outputs.binaryFiles,
-                          warnings: warnings(stdoutCut: stdout.truncated, stderrCut: stderr.truncated, outputs: outputs),
+                          warnings: warnings(stdoutCut: captured.outCut || stdout.truncated, stderrCut: captured.errCut || stderr.truncated, outputs: outputs),
                           node: configuration.nodeName, attempts: 1, durationMs: Int((monotonicNanos() - started) / 1_000_000),
                           cpuMs: 0, peakMemoryKB: 0)
     }

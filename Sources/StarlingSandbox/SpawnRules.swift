@@ -9,17 +9,27 @@ public struct SwarmOptions: Codable, Sendable, Equatable {
     /// (children's tasks plus the budgets handed down to them), at most `maxDepth` levels below
     /// this swarm. nil: no socket.
     public var spawn: SwarmSpec.Spawn?
+    /// Runs of one task before it counts as failed.
+    public var maxAttempts: Int
     /// Levels below the swarm a client submitted (0 for it, 1 for its children, ...).
     public var depth: Int
-    /// Runs of one task before it counts as failed (the protocol carries it too; kept here for
-    /// readers of the stored options).
-    public var maxAttempts: Int?
 
-    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil, depth: Int = 0, maxAttempts: Int? = nil) {
+    public init(policy: Policy? = nil, spawn: SwarmSpec.Spawn? = nil, maxAttempts: Int = 1, depth: Int = 0) {
         self.policy = policy
         self.spawn = spawn
-        self.depth = depth
         self.maxAttempts = maxAttempts
+        self.depth = depth
+    }
+
+    enum CodingKeys: String, CodingKey { case policy, spawn, maxAttempts, depth }
+
+    /// `maxAttempts` and `depth` may be absent (1 and 0): options written before they existed.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        policy = try c.decodeIfPresent(Policy.self, forKey: .policy)
+        spawn = try c.decodeIfPresent(SwarmSpec.Spawn.self, forKey: .spawn)
+        maxAttempts = try c.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? 1
+        depth = try c.decodeIfPresent(Int.self, forKey: .depth) ?? 0
     }
 
     /// Whether tasks of this swarm get a socket: a budget of at least one task, one level deep.
@@ -54,34 +64,14 @@ public enum SpawnRules {
     /// parent's narrowed by the request's (never wider); its spawn budget and depth must fit in
     /// what the parent has left; asking for more is refused, not silently cut.
     public static func admit(_ request: SwarmSpec, parent: SwarmOptions, used: Int) -> Result<(options: SwarmOptions, cost: Int), SpawnRefusal> {
-        guard let budget = parent.spawn, parent.allowsSpawning else {
-            return .failure(SpawnRefusal("this task's swarm may not spawn"))
-        }
-        guard parent.depth < SwarmLimits.maxSpawnDepth else {
-            return .failure(SpawnRefusal("spawn depth exceeded: the swarm is already \(parent.depth) levels deep"))
-        }
-        let levelsLeft = budget.maxDepth - 1
-        if let asked = request.spawn {
-            guard asked.maxDepth <= levelsLeft else {
-                return .failure(SpawnRefusal("spawn depth exceeded: the child asks for maxDepth \(asked.maxDepth), \(levelsLeft) level(s) are left below it"))
-            }
-            guard asked.maxDepth > 0 || asked.maxTasks == 0 else {
-                return .failure(SpawnRefusal("spawn depth exceeded: the child's tasks may spawn \(asked.maxTasks) tasks but no level is left below it"))
-            }
-        }
         let policy: Policy? = switch (parent.policy, request.policy) {
         case (nil, nil): nil
         case (let p?, let r): p.narrowed(by: r)
         case (nil, let r?): r
         }
         let child = SwarmOptions(policy: policy, spawn: request.spawn.map { .init(maxTasks: $0.maxTasks, maxDepth: $0.maxDepth) },
-                                 depth: parent.depth + 1)
-        // Both terms are bounded by SwarmLimits (10,000 tasks, a budget of 100,000), so no overflow.
-        let cost = cost(of: child, tasks: request.tasks.count)
-        let left = max(0, budget.maxTasks - max(0, used))
-        guard cost <= left else {
-            return .failure(SpawnRefusal("spawn budget exceeded: this child needs \(cost) (\(request.tasks.count) tasks + a spawn budget of \(child.spawn?.maxTasks ?? 0)); \(left) of \(budget.maxTasks) left"))
-        }
+                                 maxAttempts: request.maxAttempts ?? 1, depth: parent.depth + 1)
+        if let refusal = refusal(child: child, tasks: request.tasks.count, parent: parent, used: used) { return .failure(refusal) }
         // Refuse at once a task its own policy would refuse wherever it ran.
         if let policy {
             for (i, task) in request.tasks.enumerated() {
@@ -90,6 +80,38 @@ public enum SpawnRules {
                 }
             }
         }
-        return .success((child, cost))
+        return .success((child, cost(of: child, tasks: request.tasks.count)))
+    }
+
+    /// Why a child swarm with options `child` and `tasks` tasks may not be created under a swarm
+    /// with `parent` options that has spent `used`; nil when it may. `admit` uses it, and so can
+    /// the parent swarm's owner, to re-check a submitted child against every child it knows of
+    /// (the socket's check sees only the children its own node can find).
+    public static func refusal(child: SwarmOptions, tasks: Int, parent: SwarmOptions, used: Int) -> SpawnRefusal? {
+        guard let budget = parent.spawn, parent.allowsSpawning else { return SpawnRefusal("this task's swarm may not spawn") }
+        guard parent.depth < SwarmLimits.maxSpawnDepth else {
+            return SpawnRefusal("spawn depth exceeded: the swarm is already \(parent.depth) levels deep")
+        }
+        guard child.depth == parent.depth + 1 else { return SpawnRefusal("a child swarm is one level below its parent") }
+        let levelsLeft = budget.maxDepth - 1
+        if let asked = child.spawn {
+            guard asked.maxDepth <= levelsLeft else {
+                return SpawnRefusal("spawn depth exceeded: the child asks for maxDepth \(asked.maxDepth), \(levelsLeft) level(s) are left below it")
+            }
+            guard asked.maxDepth > 0 || asked.maxTasks == 0 else {
+                return SpawnRefusal("spawn depth exceeded: the child's tasks may spawn \(asked.maxTasks) tasks but no level is left below it")
+            }
+        }
+        if let ceiling = parent.policy, ceiling.narrowed(by: child.policy) != child.policy {
+            return SpawnRefusal("the child's policy is wider than its parent's")
+        }
+        // Both terms are bounded by SwarmLimits (10,000 tasks, a budget of 100,000); a `used` past
+        // the budget (two nodes at once) leaves 0, without overflow.
+        let cost = cost(of: child, tasks: tasks)
+        let left = max(0, budget.maxTasks - max(0, used))
+        guard cost <= left else {
+            return SpawnRefusal("spawn budget exceeded: this child needs \(cost) (\(tasks) tasks + a spawn budget of \(child.spawn?.maxTasks ?? 0)); \(left) of \(budget.maxTasks) left")
+        }
+        return nil
     }
 }

@@ -44,9 +44,10 @@ enum StoreSchema {
             // The events stream reads finished tasks in completion order after a sequence number.
             try db.execute(sql: "CREATE INDEX task_by_finish ON task(swarm, finishSeq) WHERE finishSeq > 0")
         }
-        migrator.registerMigration("v2-children") { db in
-            // A parent's children, for its spawn budget, without a scan of every swarm.
-            try db.execute(sql: "CREATE INDEX swarm_by_parent ON swarm(parentSwarm, createdAtMs) WHERE parentSwarm IS NOT NULL")
+        migrator.registerMigration("v2-swarm-children") { db in
+            // A task's socket sums its swarm's children's costs (its spawn budget) on every
+            // child it creates: without this, a scan of every swarm held.
+            try db.execute(sql: "CREATE INDEX swarm_by_parent ON swarm(parentSwarm, parentTask) WHERE parentSwarm IS NOT NULL")
         }
         return migrator
     }

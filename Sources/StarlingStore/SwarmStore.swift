@@ -119,6 +119,18 @@ public final class SwarmStore: Sendable {
 
     // MARK: Reads
 
+    /// The sub-swarms of `parent` this node holds (at most `limit`), with what a spawn budget
+    /// needs of each: its parent task, task count and options.
+    public func children(of parent: SwarmID, limit: Int = 100_000) throws -> [ChildSwarmRecord] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT id, parentTask, taskCount, options FROM swarm WHERE parentSwarm = ? LIMIT ?",
+                             arguments: [parent, max(1, limit)]).map { row in
+                ChildSwarmRecord(id: row["id"], parent: TaskRef(swarm: parent, task: UInt32(clamping: row["parentTask"] as Int64? ?? 0)),
+                                 taskCount: Int(clamping: row["taskCount"] as Int64), options: [UInt8](row["options"] as Data))
+            }
+        }
+    }
+
     /// Whether this node holds the swarm.
     public func has(_ id: SwarmID) throws -> Bool {
         try read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM swarm WHERE id = ?)", arguments: [id]) ?? false }
@@ -211,15 +223,6 @@ public final class SwarmStore: Sendable {
     public func definition(_ id: SwarmID) throws -> SwarmDefinition? {
         try read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM swarm WHERE id = ?", arguments: [id]).map { try Self.definition($0, in: db).0 }
-        }
-    }
-
-    /// The held swarms spawned from tasks of `parent` (for its spawn budget), at most `limit`.
-    public func children(of parent: SwarmID, limit: Int = maxListSize) throws -> [SwarmDefinition] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM swarm WHERE parentSwarm = ? ORDER BY createdAtMs, id LIMIT ?",
-                             arguments: [parent, max(1, min(limit, Self.maxListSize))])
-                .map { try Self.definition($0, in: db).0 }
         }
     }
 
@@ -331,6 +334,22 @@ public struct StoredTask: Sendable, Equatable {
 }
 
 /// What `SwarmStore.status` reads: counts, and a page of tasks when asked.
+/// A sub-swarm as its parent's spawn budget sees it.
+public struct ChildSwarmRecord: Sendable, Equatable {
+    public var id: SwarmID
+    public var parent: TaskRef
+    public var taskCount: Int
+    /// Host-opaque: the runtime's SwarmOptions JSON.
+    public var options: [UInt8]
+
+    public init(id: SwarmID, parent: TaskRef, taskCount: Int, options: [UInt8]) {
+        self.id = id
+        self.parent = parent
+        self.taskCount = taskCount
+        self.options = options
+    }
+}
+
 public struct SwarmStatusRecord: Sendable, Equatable {
     public var id: SwarmID
     public var state: SwarmState

@@ -292,7 +292,7 @@ struct SubSwarmIntegrationTests {
         #expect(out.contains("members=404") && out.contains("metrics=404"), "nothing else of the node answers: \(out)")
         #expect(out.contains("overBudget=403"), "8 more tasks exceed the budget of 5 (3 spent): \(out)")
         let plain = try #require(tasks.first { $0["id"] as? String == "plain" }?["result"] as? [String: Any])
-        #expect((plain["stdout"] as? String)?.contains("task=plain") == true)
+        #expect((plain["stdout"] as? String)?.contains("task=\(id)/plain") == true, "STARLING_TASK names the swarm and the task")
         // Every task of a spawning swarm has a socket; the child swarm is readable from outside too.
         let child = try #require(out.split(separator: " ").first { $0.hasPrefix("child=") }.map { String($0.dropFirst(6)) })
         #expect(client.counts(child)?["succeeded"] as? Int == 3)

@@ -53,6 +53,7 @@ final class StoreOnlyGateway: SwarmGateway {
 func swarmRouter(_ gateway: (any SwarmGateway)?, events: SwarmEventSettings = SwarmEventSettings(pollInterval: .milliseconds(20))) -> Router<BasicRequestContext> {
     let router = Router()
     router.add(middleware: JSONErrorMiddleware())
+    router.add(middleware: MethodNotAllowedMiddleware())
     SwarmRoutes(gateway: gateway, forwarder: SwarmForwarder(timeout: .seconds(2), logger: Logger(label: "test")), events: events,
                 logger: Logger(label: "test")).register(on: router)
     return router
@@ -87,7 +88,6 @@ struct SwarmRoutesTests {
             (#"{"tasks": [{"argv": []}]}"#, "argv must name a program"),
             (#"{"tasks": [{"argv": [""]}]}"#, "argv must name a program"),
             (#"{"tasks": [{"argv": "echo"}]}"#, "tasks[0].argv"),
-            (#"{"tasks": [{"argv": ["a"], "id": "x"}, {"argv": ["b"], "id": "x"}]}"#, "used twice"),
             (#"{"tasks": [{"argv": ["a"], "id": ".."}]}"#, "id must be"),
             (#"{"tasks": [{"argv": ["a"], "memoryMB": 4}]}"#, "memoryMB"),
             (#"{"tasks": [{"argv": ["a"], "cpus": 0}]}"#, "cpus"),
@@ -102,6 +102,16 @@ struct SwarmRoutesTests {
                 try await client.execute(uri: "/v1/swarms", method: .post, body: body(payload)) { r in
                     #expect(r.status == .badRequest, "\(payload) → \(r.status) \(r.text)")
                     #expect(r.error?.contains(reason) == true, "\(payload) → \(r.text), expected it to mention \(reason)")
+                }
+            }
+        }
+        // Two tasks under one id, the default t<index> included: 409.
+        try await app.test(.router) { client in
+            for payload in [#"{"tasks": [{"argv": ["a"], "id": "x"}, {"argv": ["b"], "id": "x"}]}"#,
+                            #"{"tasks": [{"argv": ["a"]}, {"argv": ["b"], "id": "t0"}]}"#] {
+                try await client.execute(uri: "/v1/swarms", method: .post, body: body(payload)) { r in
+                    #expect(r.status == .conflict, "\(payload) → \(r.status) \(r.text)")
+                    #expect(r.error?.contains("used twice") == true, "\(r.text)")
                 }
             }
         }
@@ -327,7 +337,11 @@ struct SwarmForwardingTests {
                                          headers: [SwarmForwarder.hopHeader: "someone"]) { r in #expect(r.status == .notFound) }
                 try await client.execute(uri: "/v1/swarms/\(id)", method: .delete) { r in #expect(r.status == .accepted, "\(r.text)") }
                 #expect(try store.status(id, includeTasks: false)?.state == .cancelled)
+                // The first candidate refuses the connection: the next one is asked at once (the
+                // client once retried the refused connection until the stream's deadline).
+                let asked = ContinuousClock.now
                 try await client.execute(uri: "/v1/swarms/\(id)/events", method: .get) { r in
+                    #expect(ContinuousClock.now - asked < .seconds(5))
                     #expect(r.headers[.contentType] == "text/event-stream")
                     #expect(r.text.contains("event: done\ndata: {\"id\":\"\(id)\",\"state\":\"cancelled\"}"), "\(r.text)")
                 }

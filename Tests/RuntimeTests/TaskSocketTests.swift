@@ -3,6 +3,7 @@ import Glibc
 import Hummingbird
 import NIOCore
 import StarlingCore
+import StarlingStore
 @testable import StarlingRuntime
 @testable import StarlingSandbox
 import Synchronization
@@ -30,19 +31,22 @@ actor MemoryGateway: SpawnGateway {
         return .cancelled(id)
     }
 
-    func definition(_ id: SwarmID) async -> SwarmDefinition? { swarms[id] }
+    func parent(of id: SwarmID) async -> TaskRef? { swarms[id]?.draft.parent }
 
-    func children(of swarm: SwarmID) async -> [SwarmDefinition] {
-        swarms.values.filter { $0.draft.parent?.swarm == swarm }
+    func children(of swarm: SwarmID) async throws -> [ChildSwarmRecord] {
+        swarms.values.compactMap { d in
+            d.draft.parent.flatMap { $0.swarm == swarm ? ChildSwarmRecord(id: d.id, parent: $0, taskCount: d.draft.tasks.count, options: d.draft.options) : nil }
+        }
     }
 
-    nonisolated func status(_ id: SwarmID, request: Request) async throws -> Response {
+    nonisolated func status(request: Request, context: TaskSocketContext) async throws -> Response {
+        let id = context.parameters.get("id") ?? ""
         let state = await cancelled.contains(id) ? "cancelled" : "running"
         return Response(status: .ok, headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(string: #"{"id":"\#(id)","state":"\#(state)"}"#)))
     }
 
-    nonisolated func events(_ id: SwarmID, request: Request) async throws -> Response {
+    nonisolated func events(request: Request, context: TaskSocketContext) async throws -> Response {
         Response(status: .ok, headers: [.contentType: "text/event-stream"], body: .init(byteBuffer: ByteBuffer(string: "event: done\ndata: {}\n\n")))
     }
 }
@@ -157,7 +161,7 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
             """
         let result = try await f.run(script, options: spawning)
         #expect(result.exitCode == 0, "\(result.stderr)")
-        let children = await f.gateway.children(of: SpawnFixture.parent)
+        let children = await f.gateway.swarms.values.filter { $0.draft.parent?.swarm == SpawnFixture.parent }
         try #require(children.count == 1)
         let stored = children[0]
         #expect(stored.draft.parent == TaskRef(swarm: SpawnFixture.parent, task: 0))
@@ -171,7 +175,7 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
         #expect(lines.first == #"{"id":"\#(stored.id)"}"#)
         #expect(lines.dropFirst().first == #"200 {"id":"\#(stored.id)","state":"running"}"#)
         #expect(lines.dropFirst(2).first?.hasPrefix("200 event: done") == true)
-        #expect(lines.last == "202 ")
+        #expect(lines.last == #"202 {"id":"\#(stored.id)"}"#, "\(lines)")
         #expect(await f.gateway.cancelled == [stored.id])
     }
 
@@ -186,16 +190,18 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
         let tooBig = #"{"tasks":[{"argv":["true"],"memoryMB":512}]}"#
         let script = curl("POST", "/v1/swarms", two) + curl("POST", "/v1/swarms", two) + curl("POST", "/v1/swarms", deeper)
             + curl("POST", "/v1/swarms", handsDownBudget) + curl("POST", "/v1/swarms", tooBig) + curl("POST", "/v1/swarms", "{nope")
+            + curl("POST", "/v1/swarms", #"{"tasks":[{"argv":["true"]},{"id":"t0","argv":["true"]}]}"#)
         let result = try await f.run(script, options: spawning)
         #expect(result.exitCode == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map(String.init)
-        try #require(lines.count == 6, "\(lines)")
+        try #require(lines.count == 7, "\(lines)")
         #expect(lines[0].hasPrefix("202 {\"id\""))
         #expect(lines[1].hasPrefix("403 ") && lines[1].contains("spawn budget exceeded") && lines[1].contains("1 of 3 left"), "\(lines[1])")
         #expect(lines[2].hasPrefix("403 ") && lines[2].contains("spawn depth exceeded"), "\(lines[2])")
         #expect(lines[3].hasPrefix("403 ") && lines[3].contains("spawn depth exceeded"), "\(lines[3])")
         #expect(lines[4].hasPrefix("403 ") && lines[4].contains("memoryMB 512 exceeds the policy's 256"), "\(lines[4])")
         #expect(lines[5].hasPrefix("400 "), "\(lines[5])")
+        #expect(lines[6].hasPrefix("409 ") && lines[6].contains("used twice"), "\(lines[6])")
         #expect(await f.gateway.submits == 1)
     }
 
@@ -215,6 +221,17 @@ let spawning = SwarmOptions(policy: Policy(maxMemoryMB: 256), spawn: .init(maxTa
         #expect(lines.first?.hasPrefix("403 ") == true && lines.first?.contains("1 of 3 left") == true, "\(lines)")
         // Another task's child is not this task's to read.
         #expect(lines.last?.hasPrefix("404 ") == true, "\(lines)")
+    }
+
+    @Test func aBodyPastTheLimitIs413() async throws {
+        let f = try SpawnFixture(warm: 0)
+        defer { f.runner.shutdown() }
+        try await f.store(options: spawning)
+        let script = "head -c \(TaskSocketServer.Limits.maxBodyBytes + 1) /dev/zero | tr '\\0' a > /tmp/big; "
+            + #"curl -s -w ' %{http_code}' -H 'content-type: application/json' --data-binary @/tmp/big --unix-socket "$STARLING_SOCKET" http://x/v1/swarms"#
+        let result = try await f.run(script, options: spawning, warm: false)
+        #expect(result.stdout.hasSuffix(" 413") && result.stdout.contains("at most"), "\(result.stdout) \(result.stderr)")
+        #expect(await f.gateway.submits == 0)
     }
 
     @Test func theSocketIsRateLimited() async throws {

@@ -45,4 +45,18 @@ import Testing
         guard case .failure(let refusal) = SpawnRules.admit(python, parent: parent, used: 0) else { Issue.record("admitted"); return }
         #expect(refusal.message.contains("allow list"))
     }
+
+    @Test func theParentsOwnerCanRecheckASubmittedChild() throws {
+        let admitted = try SpawnRules.admit(spec(3, spawn: .init(maxTasks: 2, maxDepth: 1)), parent: parent, used: 0).get()
+        #expect(SpawnRules.refusal(child: admitted.options, tasks: 3, parent: parent, used: 0) == nil)
+        // Another node's child, seen only by the owner, leaves too little.
+        #expect(SpawnRules.refusal(child: admitted.options, tasks: 3, parent: parent, used: 6)?.message.contains("4 of 10 left") == true)
+        // Options that were not derived from the parent's are refused: wider, or at the wrong level.
+        var wider = admitted.options
+        wider.policy?.maxMemoryMB = 4096
+        #expect(SpawnRules.refusal(child: wider, tasks: 3, parent: parent, used: 0)?.message.contains("wider") == true)
+        var level = admitted.options
+        level.depth = 0
+        #expect(SpawnRules.refusal(child: level, tasks: 3, parent: parent, used: 0) != nil)
+    }
 }

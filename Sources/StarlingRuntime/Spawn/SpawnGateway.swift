@@ -1,23 +1,25 @@
 import Hummingbird
 import StarlingCore
 import StarlingSandbox
+import StarlingStore
 
-/// What a task's socket needs of the node's swarm machinery. The node's swarm gateway implements
-/// it (the same calls its public `/v1/swarms` routes make), so a child swarm goes exactly where a
-/// client's would; the socket adds only who may do what.
+/// What a task's socket needs of the node's swarm machinery. `MeshSpawnGateway` implements it
+/// over the node's `SwarmGateway` and the public swarm routes, so a child swarm goes exactly
+/// where a client's would; the socket adds only who may do what.
 public protocol SpawnGateway: Sendable {
     /// Creates a swarm (here: a child, `draft.parent` set).
     func submit(_ draft: SwarmDraft) async -> SwarmReply
     /// Cancels a swarm and, by the protocol, its children.
     func cancel(_ id: SwarmID) async -> SwarmReply
-    /// The stored definition of a swarm, nil when this node cannot find it.
-    func definition(_ id: SwarmID) async -> SwarmDefinition?
-    /// The stored children of a swarm (their `draft.parent?.swarm` is `swarm`), for its budget.
-    func children(of swarm: SwarmID) async -> [SwarmDefinition]
-    /// The public `GET /v1/swarms/ID` answer (query: `tasks`, `offset`, `limit`).
-    func status(_ id: SwarmID, request: Request) async throws -> Response
-    /// The public `GET /v1/swarms/ID/events` answer (server-sent events, `Last-Event-ID`).
-    func events(_ id: SwarmID, request: Request) async throws -> Response
+    /// The task that spawned swarm `id`; nil when it has none or cannot be found.
+    func parent(of id: SwarmID) async -> TaskRef?
+    /// The children of `swarm` that can be found, for its spawn budget.
+    /// Throws when they cannot be read: the budget is then unknown and the child refused.
+    func children(of swarm: SwarmID) async throws -> [ChildSwarmRecord]
+    /// The public `GET /v1/swarms/{id}` answer (query: `tasks`, `offset`, `limit`).
+    func status(request: Request, context: TaskSocketContext) async throws -> Response
+    /// The public `GET /v1/swarms/{id}/events` answer (server-sent events, `Last-Event-ID`).
+    func events(request: Request, context: TaskSocketContext) async throws -> Response
 }
 
 /// Children this node submitted that its store may not show yet (the owner of a child is
@@ -27,7 +29,7 @@ public protocol SpawnGateway: Sendable {
 /// Bounded: entries live while a socket of that parent swarm is open here (`retain`/`release`),
 /// and each costs at least one task of a budget of at most `SwarmLimits.maxSpawnTasks`.
 public actor SpawnLedger {
-    private var submitted: [SwarmID: [SwarmID: Int]] = [:]
+    private var submitted: [SwarmID: [SwarmID: (task: UInt32, cost: Int)]] = [:]
     private var holders: [SwarmID: Int] = [:]
     private var busy: Set<SwarmID> = []
     private var waiting: [SwarmID: [CheckedContinuation<Void, Never>]] = [:]
@@ -41,12 +43,15 @@ public actor SpawnLedger {
         if n > 0 { holders[parent] = n } else { holders[parent] = nil; submitted[parent] = nil }
     }
 
-    /// Children submitted from here, by id and cost.
-    func recent(_ parent: SwarmID) -> [SwarmID: Int] { submitted[parent] ?? [:] }
+    /// Costs of the children of `parent` submitted from here, by child id.
+    func recent(_ parent: SwarmID) -> [SwarmID: Int] { (submitted[parent] ?? [:]).mapValues(\.cost) }
 
-    func record(_ parent: SwarmID, child: SwarmID, cost: Int) {
-        guard holders[parent] != nil else { return }
-        submitted[parent, default: [:]][child] = cost
+    /// Whether `child` was submitted from here by `task`.
+    func submitted(_ child: SwarmID, by task: TaskRef) -> Bool { submitted[task.swarm]?[child]?.task == task.task }
+
+    func record(_ child: SwarmID, by task: TaskRef, cost: Int) {
+        guard holders[task.swarm] != nil else { return }
+        submitted[task.swarm, default: [:]][child] = (task.task, cost)
     }
 
     /// Runs `body` with no other admission for the same parent swarm running on this node.

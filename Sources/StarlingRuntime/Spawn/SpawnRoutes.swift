@@ -3,6 +3,7 @@ import Hummingbird
 import NIOCore
 import StarlingCore
 import StarlingSandbox
+import StarlingStore
 import Synchronization
 
 /// The HTTP API as one task sees it through its socket: the public routes' shapes, restricted to
@@ -45,18 +46,19 @@ public struct SpawnRoutes: Sendable {
         router.post("/v1/swarms") { request, context in
             try await routes.create(request, context)
         }
-        router.get("/v1/swarms/:id") { request, context in
-            let id = try await routes.ownChild(context)
-            return try await routes.gateway.status(id, request: request)
+        router.get("/v1/swarms/{id}") { request, context in
+            _ = try await routes.ownChild(context)
+            return try await routes.gateway.status(request: request, context: context)
         }
-        router.get("/v1/swarms/:id/events") { request, context in
-            let id = try await routes.ownChild(context)
-            return try await routes.gateway.events(id, request: request)
+        router.get("/v1/swarms/{id}/events") { request, context in
+            _ = try await routes.ownChild(context)
+            return try await routes.gateway.events(request: request, context: context)
         }
-        router.delete("/v1/swarms/:id") { _, context in
+        router.delete("/v1/swarms/{id}") { _, context in
             let id = try await routes.ownChild(context)
             switch await routes.gateway.cancel(id) {
-            case .cancelled, .submitted: return Response(status: .accepted)
+            // As the public route answers.
+            case .cancelled, .submitted: return try SwarmRoutes.json(.accepted, SwarmCreatedJSON(id: id, owner: nil))
             case .notFound: throw HTTPError(.notFound, message: "no swarm \(id)")
             case .refused(let reason): throw HTTPError(.serviceUnavailable, message: reason)
             }
@@ -64,27 +66,36 @@ public struct SpawnRoutes: Sendable {
         return router
     }
 
-    /// The `:id` of the request when it names a child of this task; 404 otherwise, the same
+    /// The `{id}` of the request when it names a child of this task; 404 otherwise, the same
     /// answer for a swarm that exists and one that does not.
     func ownChild(_ context: TaskSocketContext) async throws -> SwarmID {
         let id = context.parameters.get("id") ?? ""
-        guard Self.isSwarmID(id), let definition = await gateway.definition(id), definition.draft.parent == task else {
+        guard SwarmRoutes.isSwarmID(Substring(id)) else { throw HTTPError(.notFound, message: "no swarm \(id.prefix(64)) among this task's children") }
+        // Submitted from here by this task (its owner may not have it readable yet), or stored
+        // with this task as its parent (an earlier attempt's, from wherever it ran).
+        if await ledger.submitted(id, by: task) { return id }
+        guard await gateway.parent(of: id) == task else {
             throw HTTPError(.notFound, message: "no swarm \(id.prefix(64)) among this task's children")
         }
         return id
     }
 
-    static func isSwarmID(_ s: String) -> Bool {
-        s.utf8.count == 16 && s.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
-    }
-
     func create(_ request: Request, _ context: TaskSocketContext) async throws -> Response {
-        let body = try await request.body.collect(upTo: context.maxUploadSize)
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: context.maxUploadSize)
+        } catch {
+            throw HTTPError(.contentTooLarge, message: "a child swarm's body may have at most \(context.maxUploadSize) bytes")
+        }
         let spec: SwarmSpec
         do {
             spec = try JSONDecoder().decode(SwarmSpec.self, from: Data(buffer: body))
         } catch {
             throw HTTPError(.badRequest, message: "the body is not a SwarmSpec: \(error)")
+        }
+        // The public route's checks, in its order, with its answers.
+        if let clash = SwarmRoutes.duplicateTaskID(spec) {
+            throw HTTPError(.conflict, message: "task id \(clash.debugDescription) is used twice (a task without an id is named t<index>)")
         }
         do { try SwarmLimits.validate(spec) } catch { throw HTTPError(.badRequest, message: error.description) }
         let routes = self
@@ -103,12 +114,16 @@ public struct SpawnRoutes: Sendable {
     /// Under the ledger's per-parent exclusion: the budget used so far, the rules, the submit.
     func admitAndSubmit(_ spec: SwarmSpec) async -> Result<SwarmID, HTTPError> {
         var costs = await ledger.recent(task.swarm)
-        for child in await gateway.children(of: task.swarm) where child.draft.parent?.swarm == task.swarm {
-            // A child whose options cannot be read counts as spending everything: fail closed.
-            guard let options = try? JSONDecoder().decode(SwarmOptions.self, from: Data(child.draft.options)) else {
+        let children: [ChildSwarmRecord]
+        do { children = try await gateway.children(of: task.swarm) } catch {
+            return .failure(HTTPError(.serviceUnavailable, message: "spawn budget unknown: the swarm's children cannot be read: \(error)"))
+        }
+        for child in children where child.parent.swarm == task.swarm {
+            // A child whose options cannot be read makes the budget unknown: fail closed.
+            guard let options = try? JSONDecoder().decode(SwarmOptions.self, from: Data(child.options)) else {
                 return .failure(HTTPError(.forbidden, message: "spawn budget unknown: child swarm \(child.id) is unreadable"))
             }
-            costs[child.id] = SpawnRules.cost(of: options, tasks: child.draft.tasks.count)
+            costs[child.id] = SpawnRules.cost(of: options, tasks: child.taskCount)
         }
         let used = costs.values.reduce(0) { $0 &+ $1 }
         let child: (options: SwarmOptions, cost: Int)
@@ -118,13 +133,13 @@ public struct SpawnRoutes: Sendable {
         }
         let draft: SwarmDraft
         do {
-            draft = try ChildDraft.make(spec, options: child.options, parent: task)
+            draft = try SwarmDrafting.draft(spec, parent: task, options: child.options, nowMs: UInt64(max(0, Date().timeIntervalSince1970 * 1000)))
         } catch {
             return .failure(HTTPError(.badRequest, message: "\(error)"))
         }
         switch await gateway.submit(draft) {
         case .submitted(let id, _):
-            await ledger.record(task.swarm, child: id, cost: child.cost)
+            await ledger.record(id, by: task, cost: child.cost)
             return .success(id)
         case .refused(let reason):
             return .failure(HTTPError(.forbidden, message: reason))
@@ -133,24 +148,6 @@ public struct SpawnRoutes: Sendable {
         case .cancelled:
             return .failure(HTTPError(.conflict, message: "the swarm was cancelled"))
         }
-    }
-}
-
-/// A child swarm's draft: its tasks as the protocol carries them and its derived options.
-enum ChildDraft {
-    static func make(_ spec: SwarmSpec, options: SwarmOptions, parent: TaskRef) throws -> SwarmDraft {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        let tasks = try spec.tasks.enumerated().map { i, task in
-            let memory = task.memoryMB ?? min(Policy.defaultMemoryMB, options.policy?.maxMemoryMB ?? Policy.defaultMemoryMB)
-            let cpus = task.cpus ?? min(Policy.defaultCpus, options.policy?.maxCpus ?? Policy.defaultCpus)
-            // Both validated (memory 8...1048576 MiB, cpus 0.01...1024), so the conversions fit.
-            return SwarmTask(id: task.id ?? "t\(i)", needs: TaskNeeds(memoryMB: UInt32(memory), milliCPUs: UInt32((cpus * 1000).rounded())),
-                             payload: Array(try encoder.encode(task)))
-        }
-        let now = UInt64(max(0, Date().timeIntervalSince1970 * 1000))
-        return SwarmDraft(tasks: tasks, maxAttempts: UInt8(spec.maxAttempts ?? 1), options: Array(try encoder.encode(options)),
-                          parent: parent, createdAtMs: now)
     }
 }
 
