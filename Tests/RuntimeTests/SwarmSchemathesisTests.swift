@@ -19,7 +19,9 @@ func schemathesis() -> String? {
 /// is submitted and runs nothing; IntegrationTests' run covers the whole API on real nodes.
 ///
 /// `use_after_free` is left out: it expects a resource answered DELETE with 2xx to be 404
-/// afterwards, and a cancelled swarm stays readable (state "cancelled") by design.
+/// afterwards, and a cancelled swarm stays readable (state "cancelled") by design. The stateful
+/// phase, whose only finding was that one, is left to IntegrationTests' whole-API run: it more
+/// than doubled this test's time (over 5 minutes on the shared 2-core machine).
 @Suite("OpenAPI: the swarm routes under schemathesis")
 struct SwarmSchemathesisTests {
     @Test(.enabled(if: schemathesis() != nil, "schemathesis is not installed: run Scripts/bootstrap --with-schemathesis"))
@@ -43,7 +45,7 @@ struct SwarmSchemathesisTests {
             p.executableURL = URL(fileURLWithPath: st)
             p.currentDirectoryURL = URL(fileURLWithPath: dir)
             p.arguments = ["run", schema, "--url", "http://127.0.0.1:\(port)", "--include-path-regex", "^/v1/swarms",
-                           "--checks", "all", "--exclude-checks", "use_after_free", "--max-examples", "50", "--workers", "1", "--request-timeout", "5"]
+                           "--checks", "all", "--exclude-checks", "use_after_free", "--phases", "examples,coverage,fuzzing", "--max-examples", "30", "--workers", "1", "--request-timeout", "5"]
             var env = ProcessInfo.processInfo.environment
             env["NO_COLOR"] = "1"
             p.environment = env
