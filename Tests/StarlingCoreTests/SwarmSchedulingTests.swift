@@ -314,4 +314,25 @@ struct SwarmSchedulingTests {
         #expect(mesh.violations.allSatisfy { $0.contains(" runs on ") && !$0.contains("slots") }, "\(mesh.violations)")
         #expect(mesh.nodes.values.allSatisfy { $0.swarm.worker.held.isEmpty })
     }
+
+    @Test func twoThousandTasksOverTwentyNodesWithACrash() throws {
+        var mesh = SwarmTestMesh(nodes: 20, slots: 4)
+        mesh.runTime = { run in .milliseconds(20 + Int64(run.index % 7) * 10) }
+        let command = mesh.submit(draft(2000), at: "n5")
+        mesh.run(for: .seconds(1)) { $0.replies[command] != nil }
+        let id = try #require(mesh.swarmID(of: command))
+        mesh.run(for: .milliseconds(300))
+        let owner = try #require(mesh.owner(of: id))
+        let victim = try #require(mesh.order.first { $0 != owner && !mesh.nodes[$0]!.sandboxes.isEmpty })
+        mesh.crash(victim)
+        mesh.declare(victim, .dead)
+        mesh.run(for: .seconds(120)) { $0.isFinished(id) }
+        let e = try #require(mesh.entry(id))
+        #expect(e.state == .done)
+        #expect(e.tasks.allSatisfy { $0.state == .succeeded })
+        #expect(Set(e.tasks.map(\.finishSeq)).count == 2000)
+        #expect(mesh.violations.isEmpty, "\(mesh.violations.prefix(5))")
+        let perNode = Dictionary(grouping: mesh.runs, by: \.node).mapValues(\.count)
+        #expect(perNode.count == 20, "\(perNode)")
+    }
 }

@@ -88,6 +88,8 @@ public struct Swarm: HostedProtocol {
         self.myName = myName
         rng = DeterministicRNG(seed: seed)
         nextTickAt = now + settings.retryInterval
+        ringMembers = [myName]
+        ring = SwarmRing(members: [myName])
     }
 
     // MARK: Codec
@@ -354,22 +356,22 @@ public struct Swarm: HostedProtocol {
             peers[peer] = nil
             seenMemory[peer] = nil
         }
-        rebuildRingIfNeeded()
-        let up = isUp(name)
-        if wasUp && !up {
-            ownerPeerDown(name, now: now, into: &out)
-        } else if !wasUp && up {
-            ownerPeerUp(name, now: now, into: &out)
-        }
-        reviewOwnership(now: now, into: &out)
-    }
-
-    mutating func rebuildRingIfNeeded() {
-        var working = Set(peers.values.filter { $0.takesWork }.map(\.name))
+        // Only a change of who takes work moves the ring, and only a change of who is up moves
+        // swarms and tasks: capacity updates (most events) cost a lookup.
+        var working = ringMembers
+        if takesWork(name) { working.insert(name) } else { working.remove(name) }
         if peers[myName] == nil { working.insert(myName) }
         if working != ringMembers {
             ringMembers = working
             ring = SwarmRing(members: working)
+        }
+        let up = isUp(name)
+        if wasUp && !up {
+            ownerPeerDown(name, now: now, into: &out)
+            reviewOwnership(now: now, into: &out)
+        } else if !wasUp && up {
+            ownerPeerUp(name, now: now, into: &out)
+            reviewOwnership(now: now, into: &out)
         }
     }
 
