@@ -50,7 +50,7 @@ public struct Swarm: HostedProtocol {
         /// before it takes the swarm over alone.
         public static let restoreGrace = Duration.seconds(30)
         /// Least time between two advertisements of free capacity.
-        public static let advertiseInterval = Duration.milliseconds(250)
+        public static let advertiseInterval = Duration.seconds(1)
     }
 
     public let settings: SwarmSettings
