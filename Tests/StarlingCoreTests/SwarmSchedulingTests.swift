@@ -366,7 +366,7 @@ struct SwarmSchedulingTests {
         let e = try #require(mesh.entry(id))
         #expect(e.state == .done)
         #expect(e.tasks.allSatisfy { $0.state == .succeeded })
-        #expect(mesh.violations.isEmpty, "\(mesh.violations.prefix(5))")
+        #expect(mesh.violations.isEmpty, "\(mesh.violations.prefix(5)) replicas \(replicas) runs of 0: \(mesh.runs.filter { $0.run.index == 0 }.map { ($0.node, $0.run.attempt) })")
         // Attempts of a task only go up, run after run.
         var lastAttempt: [UInt32: UInt16] = [:]
         for r in mesh.runs {

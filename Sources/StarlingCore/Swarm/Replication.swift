@@ -220,6 +220,7 @@ extension Swarm {
             if e.isFinished && e.finishedAt == nil { swarms[u.id]!.finishedAt = now }
             if !e.isFinished { swarms[u.id]!.finishedAt = nil }
         }
+        swarms[u.id]!.heardOwner = (peer, now)
         respond(.replicated(u.id, version: swarms[u.id]!.version, status: .applied), to: responder, now: now, into: &out)
     }
 

@@ -49,6 +49,8 @@ public struct Swarm: HostedProtocol {
         /// How long a restarted node waits to see a majority of a restored swarm's replica set
         /// before it takes the swarm over alone.
         public static let restoreGrace = Duration.seconds(30)
+        /// How long a node defers to an owner it heard from but does not yet see up.
+        public static let ownerHeardGrace = Duration.seconds(5)
         /// Least time between two advertisements of free capacity.
         public static let advertiseInterval = Duration.seconds(1)
     }
@@ -66,6 +68,8 @@ public struct Swarm: HostedProtocol {
     /// Largest free memory each peer ever advertised: its total when it does not advertise one.
     var seenMemory: [PeerName: UInt32] = [:]
     var ring = SwarmRing(members: [])
+    /// When each member last went from up to down in this view (bounded by the membership).
+    var downSince: [PeerName: Instant] = [:]
     var ringMembers: Set<PeerName> = []
 
     /// Swarms this node owns or replicates.
@@ -351,6 +355,7 @@ public struct Swarm: HostedProtocol {
             wasUp = isUp(name)
             peers[peer] = nil
             seenMemory[peer] = nil
+            downSince[peer] = nil
         }
         // Only a change of who takes work moves the ring, and only a change of who is up moves
         // swarms and tasks: capacity updates (most events) cost a lookup.
@@ -363,9 +368,14 @@ public struct Swarm: HostedProtocol {
         }
         let up = isUp(name)
         if wasUp && !up {
+            // Reservations from an owner that is gone would each hold a slot until a fetch to
+            // it times out.
+            worker.reservations.removeAll { $0.owner == name }
+            downSince[name] = now
             ownerPeerDown(name, now: now, into: &out)
             reviewOwnership(now: now, into: &out)
         } else if !wasUp && up {
+            downSince[name] = nil
             ownerPeerUp(name, now: now, into: &out)
             reviewOwnership(now: now, into: &out)
         }

@@ -16,6 +16,9 @@ extension Swarm {
             let role = swarms[id]!.role
             if actingOwner(of: definition) == myName {
                 guard role == .replica && (!swarms[id]!.isFinished || swarms[id]!.cancelRequested) else { continue }
+                // An owner heard from after this view last saw it go down is alive: the view lags.
+                if let heard = swarms[id]!.heardOwner, heard.peer != myName, now - heard.at < Bounds.ownerHeardGrace,
+                   downSince[heard.peer].map({ heard.at > $0 }) ?? true { continue }
                 if let restored = swarms[id]!.restoredAt {
                     let up = definition.replicas.filter(isUp).count
                     let majority = definition.replicas.count / 2 + 1
@@ -52,6 +55,7 @@ extension Swarm {
         if let e = swarms[id], e.role != .replica, from == 0 {
             if precedes(asker, myName, in: e.definition) {
                 stepDown(id, now: now, into: &out)
+                swarms[id]!.heardOwner = (asker, now)
             } else {
                 respond(.cancelAnswer(id, .redirect(myName)), to: responder, now: now, into: &out)
                 return

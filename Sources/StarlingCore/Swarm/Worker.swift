@@ -82,6 +82,8 @@ extension Swarm {
     @discardableResult
     mutating func workerFetchIfRoom(now: Instant, into out: inout Effects) -> Bool {
         var sent = false
+        let gone = Set(worker.reservations.map(\.owner)).filter { !isUp($0) }
+        if !gone.isEmpty { worker.reservations.removeAll { gone.contains($0.owner) } }
         var budget = worker.reservations.count  // each reservation is looked at once per call
         while budget > 0, worker.held.count < Bounds.maxHeldResults, workerFreeSlots > 0 {
             budget -= 1
