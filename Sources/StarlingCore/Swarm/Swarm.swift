@@ -49,6 +49,10 @@ public struct Swarm: HostedProtocol {
         /// How long a restarted node waits to see a majority of a restored swarm's replica set
         /// before it takes the swarm over alone.
         public static let restoreGrace = Duration.seconds(30)
+        /// How long a node defers to an owner it heard from but does not yet see up.
+        public static let ownerHeardGrace = Duration.seconds(5)
+        /// Least time between two advertisements of free capacity.
+        public static let advertiseInterval = Duration.seconds(1)
     }
 
     public let settings: SwarmSettings
@@ -64,6 +68,8 @@ public struct Swarm: HostedProtocol {
     /// Largest free memory each peer ever advertised: its total when it does not advertise one.
     var seenMemory: [PeerName: UInt32] = [:]
     var ring = SwarmRing(members: [])
+    /// When each member last went from up to down in this view (bounded by the membership).
+    var downSince: [PeerName: Instant] = [:]
     var ringMembers: Set<PeerName> = []
 
     /// Swarms this node owns or replicates.
@@ -88,6 +94,8 @@ public struct Swarm: HostedProtocol {
         self.myName = myName
         rng = DeterministicRNG(seed: seed)
         nextTickAt = now + settings.retryInterval
+        ringMembers = [myName]
+        ring = SwarmRing(members: [myName])
     }
 
     // MARK: Codec
@@ -99,7 +107,11 @@ public struct Swarm: HostedProtocol {
 
     public var nextDeadline: Instant {
         let busy = !swarms.isEmpty || !worker.held.isEmpty || !worker.reservations.isEmpty || !worker.running.isEmpty
-        return busy ? nextTickAt : .distantFuture
+        var deadline = busy ? nextTickAt : .distantFuture
+        if worker.advertisePending, let last = worker.lastAdvertiseAt {
+            deadline = min(deadline, last + Bounds.advertiseInterval)
+        }
+        return deadline
     }
 
     public mutating func tick(now: Instant) -> Effects {
@@ -217,7 +229,7 @@ public struct Swarm: HostedProtocol {
         case .replicate(let update):
             replicaApply(update, from: peer, responder: responder, now: now, into: &out)
         case .sync(let id, let from):
-            respond(syncPage(id, from: from), to: responder, now: now, into: &out)
+            answerSync(id, from: from, asker: peer, responder: responder, now: now, into: &out)
         case .fetch(let id, _, let maxMemoryMB):
             ownerFetch(id, from: peer, maxMemoryMB: maxMemoryMB, responder: responder, now: now, into: &out)
         case .result(let id, let index, let attempt, let outcome, let result):
@@ -229,22 +241,12 @@ public struct Swarm: HostedProtocol {
             ownerCancel(id, responder: responder, now: now, into: &out)
         case .childCreated(let parent, let child, let replicas):
             ownerChildCreated(parent: parent, child: child, replicas: replicas, responder: responder, now: now, into: &out)
-        case .reserve, .kill:
-            handleOneWayAsRequest(message, from: peer, responder: responder, now: now, into: &out)
-        case .created, .refused, .replicated, .syncPage, .assign, .noTask, .resultAck, .adopted, .cancelAnswer, .childAnswer:
-            // An answer sent as a request: nothing to do, but the requester is owed one answer.
+        case .reserve, .kill, .created, .refused, .replicated, .syncPage, .assign, .noTask, .resultAck, .adopted,
+             .cancelAnswer, .childAnswer:
+            // A one-way message or an answer sent as a request: ignored, but the requester is
+            // owed one answer.
             respond(.refused("not a request"), to: responder, now: now, into: &out)
         }
-    }
-
-    private mutating func handleOneWayAsRequest(_ message: SwarmMessage, from peer: PeerName, responder: Responder,
-                                                now: Instant, into out: inout Effects) {
-        if case .reserve(let id, let epoch, let replicas, let needs) = message {
-            workerReserve(id, epoch: epoch, replicas: replicas, needs: needs, owner: peer, now: now)
-        } else if case .kill(let id, let index, let attempt, let epoch) = message {
-            workerKill(id, index: index, attempt: attempt, epoch: epoch, into: &out)
-        }
-        respond(.refused("not a request"), to: responder, now: now, into: &out)
     }
 
     mutating func handleResponse(_ message: SwarmMessage?, to request: RequestID, now: Instant, into out: inout Effects) {
@@ -315,7 +317,7 @@ public struct Swarm: HostedProtocol {
             rounds += 1
         }
         flushReplication(now: now, into: &out)
-        workerAdvertise(into: &out)
+        workerAdvertise(now: now, into: &out)
         if nextTickAt <= now { nextTickAt = now + settings.retryInterval }
     }
 
@@ -353,23 +355,29 @@ public struct Swarm: HostedProtocol {
             wasUp = isUp(name)
             peers[peer] = nil
             seenMemory[peer] = nil
+            downSince[peer] = nil
         }
-        rebuildRingIfNeeded()
-        let up = isUp(name)
-        if wasUp && !up {
-            ownerPeerDown(name, now: now, into: &out)
-        } else if !wasUp && up {
-            ownerPeerUp(name, now: now, into: &out)
-        }
-        reviewOwnership(now: now, into: &out)
-    }
-
-    mutating func rebuildRingIfNeeded() {
-        var working = Set(peers.values.filter { $0.takesWork }.map(\.name))
+        // Only a change of who takes work moves the ring, and only a change of who is up moves
+        // swarms and tasks: capacity updates (most events) cost a lookup.
+        var working = ringMembers
+        if takesWork(name) { working.insert(name) } else { working.remove(name) }
         if peers[myName] == nil { working.insert(myName) }
         if working != ringMembers {
             ringMembers = working
             ring = SwarmRing(members: working)
+        }
+        let up = isUp(name)
+        if wasUp && !up {
+            // Reservations from an owner that is gone would each hold a slot until a fetch to
+            // it times out.
+            worker.reservations.removeAll { $0.owner == name }
+            downSince[name] = now
+            ownerPeerDown(name, now: now, into: &out)
+            reviewOwnership(now: now, into: &out)
+        } else if !wasUp && up {
+            downSince[name] = nil
+            ownerPeerUp(name, now: now, into: &out)
+            reviewOwnership(now: now, into: &out)
         }
     }
 

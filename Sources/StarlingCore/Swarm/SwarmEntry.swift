@@ -23,6 +23,10 @@ struct SwarmEntry: Sendable {
     /// from the swarm's other replicas: a restarted node that does not yet see its peers must
     /// not take over alone on its stale copy (see `Swarm.restoreGrace`).
     var restoredAt: Instant?
+    /// Another node acting as owner that this node heard from (a replicate, or a sync that made
+    /// this node step down), and when: while recent, this node does not take over even if its
+    /// view has not caught up with that node yet (see `Swarm.Bounds.ownerHeardGrace`).
+    var heardOwner: (peer: PeerName, at: Instant)?
     /// Tasks not final.
     var unfinished: Int
     var finishCounter: UInt32
