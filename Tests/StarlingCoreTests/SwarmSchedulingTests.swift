@@ -98,6 +98,8 @@ struct SwarmSchedulingTests {
             let record = e.tasks[Int(index)]
             #expect(record.state == .succeeded)
             #expect(record.node != victim, "task \(index) recorded from the node declared dead")
+            // The recorded result is the run of the attempt recorded, not the victim's late one.
+            #expect(record.result == Array("ok \(index) on \(record.node ?? "?")".utf8), "task \(index)")
             #expect(record.attempt == 2)
         }
         // Exactly once: one final record stored per task at the owner.
@@ -108,6 +110,25 @@ struct SwarmSchedulingTests {
         #expect(finals.sorted() == Array(0..<6))
         // The victim's late results were answered (stale), so it holds nothing.
         #expect(mesh.nodes[victim]!.swarm.worker.held.isEmpty)
+    }
+
+    @Test func suspicionAloneMovesNothing() throws {
+        var mesh = SwarmTestMesh(nodes: 3, slots: 2)
+        mesh.runTime = { _ in .seconds(1) }
+        let command = mesh.submit(draft(6), at: "n0")
+        mesh.run(for: .milliseconds(200)) { $0.replies[command] != nil }
+        let id = try #require(mesh.swarmID(of: command))
+        mesh.run(for: .milliseconds(200))
+        let owner = try #require(mesh.owner(of: id))
+        let victim = try #require(mesh.order.first { $0 != owner && !mesh.nodes[$0]!.sandboxes.isEmpty })
+        mesh.declare(victim, .suspect)
+        mesh.run(for: .milliseconds(500))
+        mesh.declare(victim, .alive)
+        mesh.run(for: .seconds(10)) { $0.isFinished(id) }
+        let e = try #require(mesh.entry(id))
+        #expect(e.state == .done)
+        #expect(e.tasks.allSatisfy { $0.attempt == 1 }, "a task moved on suspicion")
+        #expect(mesh.runs.count == 6)
     }
 
     @Test func tasksOfACrashedWorkerRetryElsewhereUpToMaxAttempts() throws {
@@ -251,5 +272,67 @@ struct SwarmSchedulingTests {
         #expect(e.epoch == epoch + 1)
         #expect(e.tasks.allSatisfy { $0.state == .succeeded })
         #expect(e.tasks[0].attempt == 1, "a task recorded before the restart ran again")
+    }
+
+    /// Under a partition both sides may own the swarm and a task may run on both; after the
+    /// heal one owner (the first of the replica set) merges: every task ends final once,
+    /// completions recorded on either side are kept, and finishSeq stays unique.
+    @Test func aHealedPartitionEndsWithOneOwnerAndEveryTaskFinalOnce() throws {
+        var mesh = SwarmTestMesh(nodes: 5, slots: 2)
+        mesh.runTime = { _ in .milliseconds(700) }
+        let command = mesh.submit(draft(30), at: "n1")
+        mesh.run(for: .milliseconds(300)) { $0.replies[command] != nil }
+        let id = try #require(mesh.swarmID(of: command))
+        mesh.run(for: .milliseconds(200))
+        let owner = try #require(mesh.owner(of: id))
+        // Cut the owner off; each side declares the other dead.
+        mesh.isolated = [owner]
+        let others = mesh.order.filter { $0 != owner }
+        mesh.declare(owner, .dead)
+        for other in others { mesh.deliverView(of: other, status: .dead, to: owner) }
+        mesh.run(for: .seconds(2))
+        let owners = mesh.order.filter { mesh.nodes[$0]!.swarm.swarms[id]?.role == .owner }
+        #expect(owners.count == 2, "both sides own during the partition: \(owners) roles \(mesh.order.map { ($0, String(describing: mesh.nodes[$0]!.swarm.swarms[id]?.role), mesh.nodes[$0]!.swarm.swarms[id]?.epoch ?? 0) }) replicas \(mesh.entry(id)?.definition.replicas ?? [])")
+        // Heal.
+        mesh.isolated = []
+        mesh.declare(owner, .alive)
+        for other in others { mesh.deliverView(of: other, status: .alive, to: owner) }
+        mesh.run(for: .seconds(60)) { $0.isFinished(id) }
+        mesh.run(for: .seconds(1))
+        let after = mesh.order.filter { mesh.nodes[$0]!.swarm.swarms[id]?.role == .owner }
+        #expect(after == [owner], "one owner after the heal, the first of the replica set")
+        let e = try #require(mesh.entry(id))
+        #expect(e.state == .done)
+        #expect(e.epoch >= 3)
+        #expect(e.tasks.allSatisfy { $0.state == .succeeded && $0.result != nil })
+        let seqs = e.tasks.map(\.finishSeq)
+        #expect(Set(seqs).count == seqs.count, "finishSeq not unique: \(seqs.sorted())")
+        for name in e.definition.replicas where name != owner {
+            #expect(mesh.nodes[name]!.swarm.swarms[id]?.tasks == e.tasks, "replica \(name) differs")
+        }
+        // Tasks that ran on both sides at once are allowed under a partition; slots never.
+        #expect(mesh.violations.allSatisfy { $0.contains(" runs on ") && !$0.contains("slots") }, "\(mesh.violations)")
+        #expect(mesh.nodes.values.allSatisfy { $0.swarm.worker.held.isEmpty })
+    }
+
+    @Test func twoThousandTasksOverTwentyNodesWithACrash() throws {
+        var mesh = SwarmTestMesh(nodes: 20, slots: 4)
+        mesh.runTime = { run in .milliseconds(20 + Int64(run.index % 7) * 10) }
+        let command = mesh.submit(draft(2000), at: "n5")
+        mesh.run(for: .seconds(1)) { $0.replies[command] != nil }
+        let id = try #require(mesh.swarmID(of: command))
+        mesh.run(for: .milliseconds(300))
+        let owner = try #require(mesh.owner(of: id))
+        let victim = try #require(mesh.order.first { $0 != owner && !mesh.nodes[$0]!.sandboxes.isEmpty })
+        mesh.crash(victim)
+        mesh.declare(victim, .dead)
+        mesh.run(for: .seconds(120)) { $0.isFinished(id) }
+        let e = try #require(mesh.entry(id))
+        #expect(e.state == .done)
+        #expect(e.tasks.allSatisfy { $0.state == .succeeded })
+        #expect(Set(e.tasks.map(\.finishSeq)).count == 2000)
+        #expect(mesh.violations.isEmpty, "\(mesh.violations.prefix(5))")
+        let perNode = Dictionary(grouping: mesh.runs, by: \.node).mapValues(\.count)
+        #expect(perNode.count == 20, "\(perNode)")
     }
 }

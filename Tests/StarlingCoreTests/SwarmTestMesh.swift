@@ -63,8 +63,12 @@ struct SwarmTestMesh {
         PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 1), status: status, metadata: nodes[name]!.metadata)
     }
 
+    /// What each node believes of each other node's status.
+    var statuses: [PeerName: [PeerName: MemberStatus]] = [:]
+
     mutating func deliverView(of subject: PeerName, status: MemberStatus, to observer: PeerName) {
         guard nodes[observer]!.up else { return }
+        statuses[observer, default: [:]][subject] = status
         let effects = nodes[observer]!.swarm.membershipChanged(.updated(view(subject, status: status)), now: now)
         carryOut(effects, at: observer)
     }
@@ -208,8 +212,9 @@ struct SwarmTestMesh {
             nodes[name]!.metadata.free = slots
             nodes[name]!.metadata.freeMemoryMB = memory
             nodes[name]!.metadata.version += 1
-            for observer in order where nodes[observer]!.up {
-                deliverView(of: name, status: .alive, to: observer)
+            // Gossip: reaches the nodes on this side of a partition, status unchanged.
+            for observer in order where nodes[observer]!.up && (observer == name || reachable(name, observer)) {
+                deliverView(of: name, status: statuses[observer]?[name] ?? .alive, to: observer)
             }
         }
     }
@@ -245,8 +250,7 @@ struct SwarmTestMesh {
     /// SWIM's verdict reaches every other live node (whether or not `name` really died).
     mutating func declare(_ name: PeerName, _ status: MemberStatus) {
         for observer in order where observer != name && nodes[observer]!.up {
-            let effects = nodes[observer]!.swarm.membershipChanged(.updated(view(name, status: status)), now: now)
-            carryOut(effects, at: observer)
+            deliverView(of: name, status: status, to: observer)
         }
     }
 

@@ -20,6 +20,10 @@ extension Swarm {
             }
             return
         }
+        if let reason = Self.refusal(for: d.draft) {
+            respond(.refused(reason), to: responder, now: now, into: &out)
+            return
+        }
         guard d.replicas.first == myName else {
             respond(.refused("\(myName) is not the first of the swarm's replica set"), to: responder, now: now, into: &out)
             return

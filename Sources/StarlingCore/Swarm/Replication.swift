@@ -193,6 +193,7 @@ extension Swarm {
             }
             entry.children = u.children
             entry.version = u.version
+            entry.restoredAt = nil
             entry.recount()
             if entry.unfinished > 0 { entry.finishedAt = nil }
             swarms[u.id] = entry

@@ -46,6 +46,9 @@ public struct Swarm: HostedProtocol {
         /// The owner asks the nodes running its tasks whether they still run them (lost assigns)
         /// every this many retry intervals.
         public static let auditEvery = 10
+        /// How long a restarted node waits to see a majority of a restored swarm's replica set
+        /// before it takes the swarm over alone.
+        public static let restoreGrace = Duration.seconds(30)
     }
 
     public let settings: SwarmSettings
@@ -85,6 +88,8 @@ public struct Swarm: HostedProtocol {
         self.myName = myName
         rng = DeterministicRNG(seed: seed)
         nextTickAt = now + settings.retryInterval
+        ringMembers = [myName]
+        ring = SwarmRing(members: [myName])
     }
 
     // MARK: Codec
@@ -181,12 +186,28 @@ public struct Swarm: HostedProtocol {
             }
             var entry = SwarmEntry(definition: definition, epoch: epoch, state: state, tasks: records, now: now)
             entry.version = 0
+            entry.restoredAt = now
             swarms[definition.id] = entry
         }
         var out: Effects = []
         finish(now: now, into: &out)
         return out
     }
+
+    // MARK: Inspection (hosts, the simulator's invariants, tests)
+
+    /// What this node holds of a swarm, owner or replica.
+    public func snapshot(of id: SwarmID) -> SwarmSnapshot? {
+        guard let e = swarms[id] else { return nil }
+        return SwarmSnapshot(definition: e.definition, epoch: e.epoch, state: e.state, tasks: e.tasks,
+                             isOwner: e.role == .owner, children: e.children.map(\.child))
+    }
+
+    /// The swarms this node holds, owner or replica, sorted.
+    public var heldSwarms: [SwarmID] { swarms.keys.sorted() }
+
+    /// Attempts this node's host is running now.
+    public var runningAttempts: Int { worker.running.count }
 
     // MARK: Dispatch
 
@@ -335,22 +356,22 @@ public struct Swarm: HostedProtocol {
             peers[peer] = nil
             seenMemory[peer] = nil
         }
-        rebuildRingIfNeeded()
-        let up = isUp(name)
-        if wasUp && !up {
-            ownerPeerDown(name, now: now, into: &out)
-        } else if !wasUp && up {
-            ownerPeerUp(name, now: now, into: &out)
-        }
-        reviewOwnership(now: now, into: &out)
-    }
-
-    mutating func rebuildRingIfNeeded() {
-        var working = Set(peers.values.filter { $0.takesWork }.map(\.name))
+        // Only a change of who takes work moves the ring, and only a change of who is up moves
+        // swarms and tasks: capacity updates (most events) cost a lookup.
+        var working = ringMembers
+        if takesWork(name) { working.insert(name) } else { working.remove(name) }
         if peers[myName] == nil { working.insert(myName) }
         if working != ringMembers {
             ringMembers = working
             ring = SwarmRing(members: working)
+        }
+        let up = isUp(name)
+        if wasUp && !up {
+            ownerPeerDown(name, now: now, into: &out)
+            reviewOwnership(now: now, into: &out)
+        } else if !wasUp && up {
+            ownerPeerUp(name, now: now, into: &out)
+            reviewOwnership(now: now, into: &out)
         }
     }
 
@@ -379,6 +400,17 @@ public struct Swarm: HostedProtocol {
             tombstoneOrder.removeFirst(drop)
         }
     }
+}
+
+/// A read-only copy of one swarm as a node holds it.
+public struct SwarmSnapshot: Sendable, Equatable {
+    public var definition: SwarmDefinition
+    public var epoch: UInt32
+    public var state: SwarmState
+    public var tasks: [TaskRecord]
+    /// Whether this node is the swarm's acting owner (its records are the authoritative ones).
+    public var isOwner: Bool
+    public var children: [SwarmID]
 }
 
 /// Who is waiting for an answer to a request this node handles.

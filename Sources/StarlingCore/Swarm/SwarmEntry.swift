@@ -19,6 +19,10 @@ struct SwarmEntry: Sendable {
     var version: UInt64 = 1
 
     var role: Role = .replica
+    /// Set when loaded from the store after a restart and cleared once this node has heard
+    /// from the swarm's other replicas: a restarted node that does not yet see its peers must
+    /// not take over alone on its stale copy (see `Swarm.restoreGrace`).
+    var restoredAt: Instant?
     /// Tasks not final.
     var unfinished: Int
     var finishCounter: UInt32
@@ -124,4 +128,7 @@ struct Takeover: Sendable {
     var maxEpoch: UInt32
     var best: (peer: PeerName, epoch: UInt32, version: UInt64)?
     var paging = false
+    /// Tasks this node holds as final where the best replica does not (recorded on this side
+    /// of a healed partition): kept, and numbered after the others' completions.
+    var keptFinal: [UInt32] = []
 }

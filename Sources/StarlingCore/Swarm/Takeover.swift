@@ -15,7 +15,13 @@ extension Swarm {
             guard let e = swarms[id] else { continue }
             let acting = actingOwner(of: e.definition)
             if acting == myName {
-                if e.role == .replica && (!e.isFinished || e.cancelRequested) { beginTakeover(id, now: now, into: &out) }
+                guard e.role == .replica && (!e.isFinished || e.cancelRequested) else { continue }
+                if let restored = e.restoredAt {
+                    let up = e.definition.replicas.filter(isUp).count
+                    let majority = e.definition.replicas.count / 2 + 1
+                    if up < majority && now - restored < Bounds.restoreGrace { continue }
+                }
+                beginTakeover(id, now: now, into: &out)
             } else if e.role != .replica {
                 stepDown(id, now: now, into: &out)
             }
@@ -66,7 +72,8 @@ extension Swarm {
         }
         if p.from == 0 {
             swarms[id]!.version = max(e.version, p.version)
-            if p.state != e.state {
+            // A cancel on either side of a healed partition stands.
+            if p.state != e.state && e.state != .cancelled {
                 swarms[id]!.state = p.state
                 out.append(.perform(.store(.swarmState(id, p.state, epoch: e.epoch))))
             }
@@ -74,7 +81,14 @@ extension Swarm {
         }
         for (k, record) in p.records.enumerated() {
             let index = p.from + UInt32(k)
-            guard swarms[id]!.tasks[Int(index)] != record else { continue }
+            let mine = swarms[id]!.tasks[Int(index)]
+            guard mine != record else { continue }
+            // A result this node recorded (and acknowledged) is never undone by a copy that
+            // has the task unfinished.
+            if mine.state.isFinal && !record.state.isFinal {
+                takeovers[id]!.keptFinal.append(index)
+                continue
+            }
             swarms[id]!.set(index, record)
             out.append(.perform(.store(.task(id, index: index, record))))
         }
@@ -86,12 +100,14 @@ extension Swarm {
     }
 
     mutating func completeTakeover(_ id: SwarmID, maxEpoch: UInt32, now: Instant, into out: inout Effects) {
+        let keptFinal = takeovers[id]?.keptFinal ?? []
         takeovers[id] = nil
         guard let before = swarms[id] else { return }
         let highest = max(maxEpoch, before.epoch)
         let epoch = highest < UInt32.max ? highest + 1 : highest
         swarms[id]!.epoch = epoch
         swarms[id]!.role = .owner
+        swarms[id]!.restoredAt = nil
         swarms[id]!.recount()
         swarms[id]!.version += 1
         swarms[id]!.replicaVersion = [:]
@@ -101,6 +117,13 @@ extension Swarm {
         swarms[id]!.lastProgress = now
         dirtySwarms.insert(id)
         out.append(.perform(.store(.swarmState(id, before.state, epoch: epoch))))
+        // Completions kept from this side of a partition get numbers after the other side's,
+        // so finishSeq stays unique.
+        for index in keptFinal {
+            var record = swarms[id]!.tasks[Int(index)]
+            record.finishSeq = swarms[id]!.finishCounter &+ 1
+            setTask(id, index, record, now: now, into: &out)
+        }
 
         let e = swarms[id]!
         var byNode: [PeerName: [RunRef]] = [:]
