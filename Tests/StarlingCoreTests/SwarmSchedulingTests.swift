@@ -335,4 +335,48 @@ struct SwarmSchedulingTests {
         let perNode = Dictionary(grouping: mesh.runs, by: \.node).mapValues(\.count)
         #expect(perNode.count == 20, "\(perNode)")
     }
+
+    /// The replica that comes first in the set restarts with a stale store while a later one
+    /// owns the swarm: it takes over only after syncing, the later owner stops assigning as soon
+    /// as it is asked, and no task runs twice or goes back to an earlier attempt.
+    @Test func aRestartedFirstReplicaTakesOverFromTheActingOwnerWithoutRunningTasksTwice() throws {
+        var mesh = SwarmTestMesh(nodes: 5, slots: 2)
+        mesh.runTime = { _ in .milliseconds(600) }
+        let command = mesh.submit(draft(40), at: "n4")
+        mesh.run(for: .milliseconds(300)) { $0.replies[command] != nil }
+        let id = try #require(mesh.swarmID(of: command))
+        let replicas = try #require(mesh.entry(id)).definition.replicas
+        let (first, second, third) = (replicas[0], replicas[1], replicas[2])
+        mesh.run(for: .milliseconds(200))
+        mesh.crash(second)
+        mesh.declare(second, .dead)
+        mesh.run(for: .milliseconds(400))
+        mesh.crash(first)
+        mesh.declare(first, .dead)
+        mesh.run(for: .milliseconds(1500))
+        #expect(mesh.owner(of: id) == third)
+        // The second comes back with its store from before: it precedes the third, which hears
+        // of it only later (gossip is slower than the restarted node's own view).
+        mesh.restart(second, announce: false)
+        mesh.run(for: .milliseconds(400))
+        mesh.declare(second, .alive)
+        mesh.run(for: .seconds(60)) { $0.isFinished(id) }
+        mesh.run(for: .seconds(1))
+        #expect(mesh.owner(of: id) == second)
+        let e = try #require(mesh.entry(id))
+        #expect(e.state == .done)
+        #expect(e.tasks.allSatisfy { $0.state == .succeeded })
+        #expect(mesh.violations.isEmpty, "\(mesh.violations.prefix(5))")
+        // Attempts of a task only go up, run after run.
+        var lastAttempt: [UInt32: UInt16] = [:]
+        for r in mesh.runs {
+            #expect(r.run.attempt > lastAttempt[r.run.index] ?? 0, "task \(r.run.index) attempt \(r.run.attempt) after \(lastAttempt[r.run.index] ?? 0)")
+            lastAttempt[r.run.index] = r.run.attempt
+        }
+        // The recorded result is from the recorded attempt's own run.
+        for (i, t) in e.tasks.enumerated() {
+            #expect(t.result == Array("ok \(i) on \(t.node ?? "?")".utf8))
+            #expect(mesh.runs.contains { $0.run.index == UInt32(i) && $0.run.attempt == t.attempt && $0.node == t.node })
+        }
+    }
 }

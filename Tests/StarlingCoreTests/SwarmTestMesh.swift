@@ -254,6 +254,35 @@ struct SwarmTestMesh {
         }
     }
 
+    /// The node starts again with what it stored (last write wins per row), as the runtime
+    /// does from SQLite, and the others see it alive.
+    mutating func restart(_ name: PeerName, seed: UInt64 = 99, announce: Bool = true) {
+        var definitions: [SwarmID: SwarmDefinition] = [:]
+        var epochs: [SwarmID: UInt32] = [:]
+        var states: [SwarmID: SwarmState] = [:]
+        var records: [SwarmID: [UInt32: TaskRecord]] = [:]
+        for change in nodes[name]!.stores {
+            switch change {
+            case .swarm(let d, let e, let st): definitions[d.id] = d; epochs[d.id] = e; states[d.id] = st
+            case .task(let id, let index, let r): records[id, default: [:]][index] = r
+            case .swarmState(let id, let st, let e): states[id] = st; epochs[id] = e
+            }
+        }
+        let stored = definitions.keys.sorted().map { id in
+            let d = definitions[id]!
+            let tasks = (0..<d.draft.tasks.count).map { records[id]?[UInt32($0)] ?? TaskRecord() }
+            return (d, epoch: epochs[id] ?? 1, state: states[id] ?? .running, tasks: tasks)
+        }
+        var fresh = Swarm(settings: nodes[name]!.swarm.settings, myName: name, seed: seed, now: now)
+        _ = fresh.restore(stored, now: now)
+        let stores = nodes[name]!.stores
+        nodes[name] = Node(swarm: fresh, stores: stores, metadata: nodes[name]!.metadata)
+        for other in order where nodes[other]!.up {
+            deliverView(of: other, status: other == name ? .alive : (statuses[name]?[other] ?? .alive), to: name)
+        }
+        if announce { declare(name, .alive) }
+    }
+
     // MARK: Reading
 
     /// The acting owner's entry for a swarm (the live node that owns it).

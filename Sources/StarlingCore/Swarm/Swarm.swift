@@ -49,6 +49,8 @@ public struct Swarm: HostedProtocol {
         /// How long a restarted node waits to see a majority of a restored swarm's replica set
         /// before it takes the swarm over alone.
         public static let restoreGrace = Duration.seconds(30)
+        /// Least time between two advertisements of free capacity.
+        public static let advertiseInterval = Duration.milliseconds(250)
     }
 
     public let settings: SwarmSettings
@@ -101,7 +103,11 @@ public struct Swarm: HostedProtocol {
 
     public var nextDeadline: Instant {
         let busy = !swarms.isEmpty || !worker.held.isEmpty || !worker.reservations.isEmpty || !worker.running.isEmpty
-        return busy ? nextTickAt : .distantFuture
+        var deadline = busy ? nextTickAt : .distantFuture
+        if worker.advertisePending, let last = worker.lastAdvertiseAt {
+            deadline = min(deadline, last + Bounds.advertiseInterval)
+        }
+        return deadline
     }
 
     public mutating func tick(now: Instant) -> Effects {
@@ -219,7 +225,7 @@ public struct Swarm: HostedProtocol {
         case .replicate(let update):
             replicaApply(update, from: peer, responder: responder, now: now, into: &out)
         case .sync(let id, let from):
-            respond(syncPage(id, from: from), to: responder, now: now, into: &out)
+            answerSync(id, from: from, asker: peer, responder: responder, now: now, into: &out)
         case .fetch(let id, _, let maxMemoryMB):
             ownerFetch(id, from: peer, maxMemoryMB: maxMemoryMB, responder: responder, now: now, into: &out)
         case .result(let id, let index, let attempt, let outcome, let result):
@@ -317,7 +323,7 @@ public struct Swarm: HostedProtocol {
             rounds += 1
         }
         flushReplication(now: now, into: &out)
-        workerAdvertise(into: &out)
+        workerAdvertise(now: now, into: &out)
         if nextTickAt <= now { nextTickAt = now + settings.retryInterval }
     }
 

@@ -43,10 +43,34 @@ extension Swarm {
         }
     }
 
+    /// A replica that is taking over asks what this node holds. If this node owns the swarm:
+    /// an asker that comes first in the replica set is the rightful owner (it came back), so this
+    /// node steps down *before* answering, and assigns nothing more on a state the asker would
+    /// not see; an asker that comes after it thinks it is dead and is told it is not (redirect).
+    mutating func answerSync(_ id: SwarmID, from: UInt32, asker: PeerName, responder: Responder, now: Instant,
+                             into out: inout Effects) {
+        if let e = swarms[id], e.role != .replica, from == 0 {
+            if precedes(asker, myName, in: e.definition) {
+                stepDown(id, now: now, into: &out)
+            } else {
+                respond(.cancelAnswer(id, .redirect(myName)), to: responder, now: now, into: &out)
+                return
+            }
+        }
+        respond(syncPage(id, from: from), to: responder, now: now, into: &out)
+    }
+
     mutating func takeoverSyncAnswered(_ id: SwarmID, peer: PeerName, paging: Bool, _ message: SwarmMessage?,
                                        now: Instant, into out: inout Effects) {
         guard var t = takeovers[id], let e = swarms[id], e.role == .takingOver else { return }
         if !paging {
+            if case .cancelAnswer(_, .redirect(let owner)) = message, owner == peer {
+                // The owner is alive after all (this view is behind): no takeover now; the next
+                // review tries again if the view still says so.
+                takeovers[id] = nil
+                swarms[id]!.role = .replica
+                return
+            }
             t.waiting.remove(peer)
             if case .syncPage(let p) = message, p.known, p.id == id {
                 t.maxEpoch = max(t.maxEpoch, p.epoch)

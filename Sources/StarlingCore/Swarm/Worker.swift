@@ -40,6 +40,9 @@ struct WorkerState: Sendable {
     /// The highest owner epoch seen per swarm: messages of a lower one are refused.
     var epochs: [SwarmID: UInt32] = [:]
     var advertised: (slots: UInt32, memoryMB: UInt32)?
+    var lastAdvertiseAt: Instant?
+    /// Free capacity changed since the last advertisement, which was too recent to repeat.
+    var advertisePending = false
 }
 
 /// A fetch in flight: the slot and memory it holds until answered.
@@ -231,14 +234,25 @@ extension Swarm {
         }
     }
 
-    /// Advertises free slots and memory when they changed (the host gossips them).
-    mutating func workerAdvertise(into out: inout Effects) {
+    /// Advertises free slots and memory when they changed (the host gossips them), at most once
+    /// per `Bounds.advertiseInterval`: every advertisement is a fresh `alive` in membership's
+    /// gossip, and one per task start and finish crowds out news of deaths. Placement tolerates
+    /// the staleness (late binding: a worker only pulls what fits).
+    mutating func workerAdvertise(now: Instant, into out: inout Effects) {
         let slots = UInt32(clamping: Int(settings.slots) - worker.running.count)
         let memory = UInt32(clamping: Int64(settings.memoryMB) - worker.runningMemory)
-        if worker.advertised.map({ $0.slots != slots || $0.memoryMB != memory }) ?? true {
-            worker.advertised = (slots, memory)
-            out.append(.perform(.advertise(freeSlots: slots, freeMemoryMB: memory)))
+        guard worker.advertised.map({ $0.slots != slots || $0.memoryMB != memory }) ?? true else {
+            worker.advertisePending = false
+            return
         }
+        if let last = worker.lastAdvertiseAt, now - last < Bounds.advertiseInterval {
+            worker.advertisePending = true
+            return
+        }
+        worker.advertised = (slots, memory)
+        worker.lastAdvertiseAt = now
+        worker.advertisePending = false
+        out.append(.perform(.advertise(freeSlots: slots, freeMemoryMB: memory)))
     }
 }
 
