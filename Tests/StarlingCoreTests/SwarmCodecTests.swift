@@ -123,6 +123,41 @@ struct SwarmCodecTests {
         #expect(throws: WireError.unsupportedVersion(2)) { try Swarm.decode([2, 1]) }
     }
 
+    /// Whatever a peer sends, in whatever role, a node answers each request once and never traps.
+    @Test func anyMessageFromAPeerIsHandledWithoutTrapping() {
+        var mesh = SwarmTestMesh(nodes: 3, slots: 2)
+        mesh.runTime = { _ in .seconds(5) }
+        let command = mesh.submit(draft(4), at: "n0")
+        mesh.run(for: .milliseconds(200)) { $0.replies[command] != nil }
+        let id = mesh.swarmID(of: command) ?? Self.id
+        // The samples (about an unknown swarm), and the same kinds about the live one.
+        var messages = Self.samples
+        messages += [
+            .fetch(id, epoch: 0, maxMemoryMB: .max), .result(id, index: 0, attempt: 1, outcome: .succeeded, result: [1]),
+            .result(id, index: 3, attempt: 0, outcome: .failed, result: []), .kill(id, index: 0, attempt: 1, epoch: .max),
+            .adopt(id, epoch: .max, replicas: [], runs: [RunRef(index: 0, attempt: 1), RunRef(index: 70_000, attempt: 9)]),
+            .sync(id, from: 0), .sync(id, from: .max), .cancel(id),
+            .childCreated(parent: TaskRef(swarm: id, task: .max), child: Self.id, replicas: []),
+            .reserve(id, epoch: 0, replicas: [], needs: [TaskNeeds(memoryMB: .max, milliCPUs: .max)]),
+        ]
+        messages.append(.result(id, index: 99_999, attempt: .max, outcome: .succeeded, result: []))
+        messages.append(.replicate(ReplicaUpdate(id: id, epoch: .max, baseVersion: 0, version: .max, state: .done,
+                                                 definition: nil, records: [IndexedRecord(index: 99_999, record: Self.record)],
+                                                 children: [], last: true)))
+        for name in mesh.order {
+            for (k, m) in messages.enumerated() {
+                var node = mesh.nodes[name]!.swarm
+                let effects = node.request(m, from: "n\(k % 3)", token: RequestToken(rawValue: UInt64(k)), now: mesh.now)
+                let answers = effects.filter { if case .respond = $0 { return true } else { return false } }
+                #expect(answers.count <= 1, "\(m) answered \(answers.count) times at once")
+                _ = node.receive(m, from: "stranger", now: mesh.now)
+                _ = node.response(m, to: RequestID(rawValue: UInt64(k + 1)), now: mesh.now)
+                _ = node.response(nil, to: RequestID(rawValue: UInt64(k + 1000)), now: mesh.now)
+                _ = node.tick(now: mesh.now + .seconds(1))
+            }
+        }
+    }
+
     // MARK: Ring
 
     @Test func thePreferenceListIsDistinctDeterministicAndClockwise() {

@@ -49,17 +49,19 @@ extension Swarm {
 
     mutating func ownerFetch(_ id: SwarmID, from worker: PeerName, maxMemoryMB: UInt32, responder: Responder,
                              now: Instant, into out: inout Effects) {
-        guard let e = swarms[id], e.role == .owner else {
+        // No copy of the entry is kept alive across the mutations below: with one alive, each
+        // change to the records would copy all of them (copy-on-write).
+        guard swarms[id]?.role == .owner else {
             respond(.noTask(id), to: responder, now: now, into: &out)
             return
         }
-        if e.outstandingReservations > 0 { swarms[id]!.outstandingReservations -= 1 }
-        guard e.state == .running, e.placing, takesWork(worker),
+        if swarms[id]!.outstandingReservations > 0 { swarms[id]!.outstandingReservations -= 1 }
+        guard swarms[id]!.state == .running, swarms[id]!.placing, takesWork(worker),
               let index = swarms[id]!.takePending(maxMemoryMB: maxMemoryMB) else {
             respond(.noTask(id), to: responder, now: now, into: &out)
             return
         }
-        var record = e.tasks[Int(index)]
+        var record = swarms[id]!.tasks[Int(index)]
         // Attempts are bounded by maxAttempts (at most 10): never near UInt16.max.
         record.attempt = record.attempt < UInt16.max ? record.attempt + 1 : record.attempt
         record.state = .running
@@ -68,11 +70,12 @@ extension Swarm {
         setTask(id, index, record, now: now, into: &out)
         swarms[id]!.assigning.insert(index)
         swarms[id]!.lastProgress = now
-        let run = TaskRun(swarm: id, index: index, attempt: record.attempt, task: e.definition.draft.tasks[Int(index)],
-                          options: e.definition.draft.options, maxAttempts: e.definition.draft.maxAttempts)
+        let definition = swarms[id]!.definition
+        let run = TaskRun(swarm: id, index: index, attempt: record.attempt, task: definition.draft.tasks[Int(index)],
+                          options: definition.draft.options, maxAttempts: definition.draft.maxAttempts)
         // The worker starts only once a majority stores that this attempt runs there: a new
         // owner then knows to adopt it rather than start it a second time.
-        whenStored(id, .respond(.assign(run, epoch: e.epoch, replicas: e.definition.replicas), to: responder),
+        whenStored(id, .respond(.assign(run, epoch: swarms[id]!.epoch, replicas: definition.replicas), to: responder),
                    fallback: .noTask(id))
         whenStored(id, .assigned(index), fallback: nil)
     }
@@ -82,31 +85,31 @@ extension Swarm {
     mutating func ownerResult(_ id: SwarmID, index: UInt32, attempt: UInt16, outcome: RunOutcome, result: [UInt8],
                               from worker: PeerName, responder: Responder, now: Instant, into out: inout Effects) {
         func ack(_ verdict: ResultVerdict) -> SwarmMessage { .resultAck(id, index: index, attempt: attempt, verdict: verdict) }
-        guard let e = swarms[id] else {
+        guard let role = swarms[id]?.role else {
             respond(ack(tombstones.contains(id) ? .stale : .notOwner), to: responder, now: now, into: &out)
             return
         }
-        guard e.role == .owner else {
+        guard role == .owner else {
             // Every task of a finished swarm is final: nothing more can be recorded anywhere.
-            respond(ack(e.isFinished ? .stale : .notOwner), to: responder, now: now, into: &out)
+            respond(ack(swarms[id]!.isFinished ? .stale : .notOwner), to: responder, now: now, into: &out)
             return
         }
-        guard Int(index) < e.tasks.count else {
+        guard Int(index) < swarms[id]!.tasks.count else {
             respond(ack(.stale), to: responder, now: now, into: &out)
             return
         }
-        let current = e.tasks[Int(index)]
+        let current = swarms[id]!.tasks[Int(index)]
         if current.state == .running && current.attempt == attempt && current.node == worker {
             var record = current
             record.result = result
-            if e.state == .cancelled {
+            if swarms[id]!.state == .cancelled {
                 record.state = .cancelled
             } else {
                 switch outcome {
                 case .succeeded: record.state = .succeeded
                 case .denied: record.state = .failed
                 case .failed:
-                    record.state = attempt < UInt16(e.definition.draft.maxAttempts) ? .pending : .failed
+                    record.state = attempt < UInt16(swarms[id]!.definition.draft.maxAttempts) ? .pending : .failed
                 }
             }
             if record.state == .pending {
@@ -131,11 +134,12 @@ extension Swarm {
     /// A running task whose node is gone (dead, left, or denies running it): back to pending
     /// while attempts remain, else failed; cancelled if its swarm is.
     mutating func requeue(_ id: SwarmID, _ index: UInt32, now: Instant, into out: inout Effects) {
-        guard let e = swarms[id], Int(index) < e.tasks.count, e.tasks[Int(index)].state == .running else { return }
-        var record = e.tasks[Int(index)]
-        if e.state == .cancelled {
+        guard let count = swarms[id]?.tasks.count, Int(index) < count,
+              swarms[id]!.tasks[Int(index)].state == .running else { return }
+        var record = swarms[id]!.tasks[Int(index)]
+        if swarms[id]!.state == .cancelled {
             record.state = .cancelled
-        } else if record.attempt < UInt16(e.definition.draft.maxAttempts) {
+        } else if record.attempt < UInt16(swarms[id]!.definition.draft.maxAttempts) {
             record.state = .pending
             record.node = nil  // a late result from that node is now stale
         } else {
@@ -147,17 +151,24 @@ extension Swarm {
         setTask(id, index, record, now: now, into: &out)
     }
 
+    /// Indices of the tasks whose records match, read without keeping a copy of the entry alive
+    /// in the caller (while a copy lives, each change to the records copies all of them).
+    func taskIndices(_ id: SwarmID, where matches: (TaskRecord) -> Bool) -> [UInt32] {
+        guard let tasks = swarms[id]?.tasks else { return [] }
+        return tasks.indices.filter { matches(tasks[$0]) }.map { UInt32($0) }
+    }
+
     // MARK: Membership
 
     /// A member went from up to dead, left or forgotten: its running tasks move (never on
     /// suspicion alone: suspect members stay up).
     mutating func ownerPeerDown(_ peer: PeerName, now: Instant, into out: inout Effects) {
         for id in swarms.keys.sorted() {
-            guard let e = swarms[id] else { continue }
-            if e.definition.replicas.contains(peer) { dirtySwarms.insert(id) }  // the majority needed shrinks
-            guard e.role == .owner else { continue }
-            for i in e.tasks.indices where e.tasks[i].state == .running && e.tasks[i].node == peer {
-                requeue(id, UInt32(i), now: now, into: &out)
+            guard let role = swarms[id]?.role else { continue }
+            if swarms[id]!.definition.replicas.contains(peer) { dirtySwarms.insert(id) }  // the majority needed shrinks
+            guard role == .owner else { continue }
+            for index in taskIndices(id, where: { $0.state == .running && $0.node == peer }) {
+                requeue(id, index, now: now, into: &out)
             }
             place(id, now: now, into: &out)
         }
@@ -203,17 +214,17 @@ extension Swarm {
     /// Pending tasks become cancelled and never start; running ones are killed (their results
     /// come back and are recorded as cancelled); child swarms are cancelled too.
     mutating func cancelSwarm(_ id: SwarmID, now: Instant, into out: inout Effects) {
-        guard let e = swarms[id], e.role == .owner else { return }
+        guard let state = swarms[id]?.state, swarms[id]!.role == .owner else { return }
         swarms[id]!.cancelRequested = false
-        if e.state == .running { setSwarmState(id, .cancelled, now: now, into: &out) } else if e.state == .done { return }
-        for i in e.tasks.indices where e.tasks[i].state == .pending {
-            var record = e.tasks[i]
+        if state == .running { setSwarmState(id, .cancelled, now: now, into: &out) } else if state == .done { return }
+        for index in taskIndices(id, where: { $0.state == .pending }) {
+            var record = swarms[id]!.tasks[Int(index)]
             record.state = .cancelled
             record.finishSeq = swarms[id]!.finishCounter &+ 1
-            setTask(id, UInt32(i), record, now: now, into: &out)
+            setTask(id, index, record, now: now, into: &out)
         }
         sendKills(id, now: now, into: &out)
-        for child in e.children { cancelChild(child, now: now, into: &out) }
+        for child in swarms[id]!.children { cancelChild(child, now: now, into: &out) }
         markFinishedIfDone(id, now: now, into: &out)
     }
 
@@ -282,18 +293,17 @@ extension Swarm {
     mutating func ownerTick(now: Instant, into out: inout Effects) {
         let audit = tickCount % UInt64(Bounds.auditEvery) == 0
         for id in swarms.keys.sorted() {
-            guard let e = swarms[id] else { continue }
-            guard e.role == .owner else { continue }
-            if !e.needsFull.isEmpty { dirtySwarms.insert(id) }
+            guard swarms[id]?.role == .owner else { continue }
+            if !swarms[id]!.needsFull.isEmpty { dirtySwarms.insert(id) }
             // Reservations lost (dropped by full queues, or their workers died): place again,
             // at most one round per retry interval.
-            if e.placing && e.state == .running && e.pendingCount > 0
-                && now - max(e.lastPlacement, e.lastProgress) >= settings.retryInterval {
+            let quiet = now - max(swarms[id]!.lastPlacement, swarms[id]!.lastProgress) >= settings.retryInterval
+            if swarms[id]!.placing && swarms[id]!.state == .running && swarms[id]!.pendingCount > 0 && quiet {
                 swarms[id]!.outstandingReservations = 0
                 place(id, now: now, into: &out)
             }
             if audit {
-                if e.state == .cancelled { sendKills(id, now: now, into: &out) }
+                if swarms[id]!.state == .cancelled { sendKills(id, now: now, into: &out) }
                 auditRunning(id, now: now, into: &out)
             }
         }
@@ -302,38 +312,41 @@ extension Swarm {
     /// Asks each node the owner believes runs its tasks whether it still does (an assignment
     /// whose answer was lost leaves a task "running" nowhere); tasks it denies move.
     mutating func auditRunning(_ id: SwarmID, now: Instant, into out: inout Effects) {
-        guard let e = swarms[id], e.role == .owner else { return }
+        guard swarms[id]?.role == .owner else { return }
         var byNode: [PeerName: [RunRef]] = [:]
-        for i in e.tasks.indices where e.tasks[i].state == .running {
-            let index = UInt32(i)
-            guard !e.assigning.contains(index), !e.auditing.contains(index), let node = e.tasks[i].node else { continue }
+        for index in taskIndices(id, where: { $0.state == .running }) {
+            let record = swarms[id]!.tasks[Int(index)]
+            guard !swarms[id]!.assigning.contains(index), !swarms[id]!.auditing.contains(index),
+                  let node = record.node else { continue }
             if node == myName {
-                if !workerHolds(TaskKey(swarm: id, index: index), attempt: e.tasks[i].attempt) {
+                if !workerHolds(TaskKey(swarm: id, index: index), attempt: record.attempt) {
                     requeue(id, index, now: now, into: &out)
                 }
                 continue
             }
             guard isUp(node) else { continue }
-            byNode[node, default: []].append(RunRef(index: index, attempt: e.tasks[i].attempt))
+            byNode[node, default: []].append(RunRef(index: index, attempt: record.attempt))
         }
+        let epoch = swarms[id]!.epoch
+        let replicas = swarms[id]!.definition.replicas
         for node in byNode.keys.sorted() {
             let runs = byNode[node]!
             for r in runs { swarms[id]!.auditing.insert(r.index) }
-            sendRequest(.adopt(id, epoch: e.epoch, replicas: e.definition.replicas, runs: runs), to: node,
-                        context: .adopt(id, peer: node, epoch: e.epoch, runs: runs), now: now, into: &out)
+            sendRequest(.adopt(id, epoch: epoch, replicas: replicas, runs: runs), to: node,
+                        context: .adopt(id, peer: node, epoch: epoch, runs: runs), now: now, into: &out)
         }
-        if !byNode.isEmpty || e.pendingCount > 0 { place(id, now: now, into: &out) }
+        if !byNode.isEmpty || swarms[id]!.pendingCount > 0 { place(id, now: now, into: &out) }
     }
 
     mutating func adoptAnswered(_ id: SwarmID, peer: PeerName, epoch: UInt32, runs: [RunRef], _ message: SwarmMessage?,
                                 now: Instant, into out: inout Effects) {
-        guard let e = swarms[id], e.role == .owner, e.epoch == epoch else { return }
+        guard swarms[id]?.role == .owner, swarms[id]!.epoch == epoch else { return }
         for r in runs { swarms[id]!.auditing.remove(r.index) }
         // Unreachable: leave the tasks running; if the node is dead, SWIM will say so.
         guard case .adopted(_, let confirmed) = message else { return }
         let still = Set(confirmed)
-        for r in runs where !still.contains(r) {
-            let t = e.tasks[Int(r.index)]
+        for r in runs where !still.contains(r) && Int(r.index) < swarms[id]!.tasks.count {
+            let t = swarms[id]!.tasks[Int(r.index)]
             if t.state == .running && t.attempt == r.attempt && t.node == peer { requeue(id, r.index, now: now, into: &out) }
         }
         place(id, now: now, into: &out)

@@ -197,15 +197,17 @@ extension Swarm {
             entry.recount()
             if entry.unfinished > 0 { entry.finishedAt = nil }
             swarms[u.id] = entry
-        } else if let e = swarms[u.id], u.baseVersion == e.version {
-            for r in u.records where Int(r.index) < e.tasks.count {
+        } else if swarms[u.id]?.version == u.baseVersion {
+            // Through the dictionary only: a local copy of the entry alive here would make each
+            // record change copy every record.
+            for r in u.records where Int(r.index) < swarms[u.id]!.tasks.count {
                 swarms[u.id]!.set(r.index, r.record)
                 out.append(.perform(.store(.task(u.id, index: r.index, r.record))))
             }
-            for c in u.children where !e.children.contains(c) && e.children.count < SwarmLimits.maxChildren {
+            for c in u.children where !swarms[u.id]!.children.contains(c) && swarms[u.id]!.children.count < SwarmLimits.maxChildren {
                 swarms[u.id]!.children.append(c)
             }
-            if u.state != e.state {
+            if u.state != swarms[u.id]!.state {
                 swarms[u.id]!.state = u.state
                 out.append(.perform(.store(.swarmState(u.id, u.state, epoch: u.epoch))))
             }

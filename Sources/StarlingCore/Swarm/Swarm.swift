@@ -50,7 +50,7 @@ public struct Swarm: HostedProtocol {
         /// before it takes the swarm over alone.
         public static let restoreGrace = Duration.seconds(30)
         /// Least time between two advertisements of free capacity.
-        public static let advertiseInterval = Duration.milliseconds(250)
+        public static let advertiseInterval = Duration.seconds(1)
     }
 
     public let settings: SwarmSettings
@@ -237,22 +237,12 @@ public struct Swarm: HostedProtocol {
             ownerCancel(id, responder: responder, now: now, into: &out)
         case .childCreated(let parent, let child, let replicas):
             ownerChildCreated(parent: parent, child: child, replicas: replicas, responder: responder, now: now, into: &out)
-        case .reserve, .kill:
-            handleOneWayAsRequest(message, from: peer, responder: responder, now: now, into: &out)
-        case .created, .refused, .replicated, .syncPage, .assign, .noTask, .resultAck, .adopted, .cancelAnswer, .childAnswer:
-            // An answer sent as a request: nothing to do, but the requester is owed one answer.
+        case .reserve, .kill, .created, .refused, .replicated, .syncPage, .assign, .noTask, .resultAck, .adopted,
+             .cancelAnswer, .childAnswer:
+            // A one-way message or an answer sent as a request: ignored, but the requester is
+            // owed one answer.
             respond(.refused("not a request"), to: responder, now: now, into: &out)
         }
-    }
-
-    private mutating func handleOneWayAsRequest(_ message: SwarmMessage, from peer: PeerName, responder: Responder,
-                                                now: Instant, into out: inout Effects) {
-        if case .reserve(let id, let epoch, let replicas, let needs) = message {
-            workerReserve(id, epoch: epoch, replicas: replicas, needs: needs, owner: peer, now: now)
-        } else if case .kill(let id, let index, let attempt, let epoch) = message {
-            workerKill(id, index: index, attempt: attempt, epoch: epoch, into: &out)
-        }
-        respond(.refused("not a request"), to: responder, now: now, into: &out)
     }
 
     mutating func handleResponse(_ message: SwarmMessage?, to request: RequestID, now: Instant, into out: inout Effects) {

@@ -12,32 +12,32 @@
 extension Swarm {
     mutating func reviewOwnership(now: Instant, into out: inout Effects) {
         for id in swarms.keys.sorted() {
-            guard let e = swarms[id] else { continue }
-            let acting = actingOwner(of: e.definition)
-            if acting == myName {
-                guard e.role == .replica && (!e.isFinished || e.cancelRequested) else { continue }
-                if let restored = e.restoredAt {
-                    let up = e.definition.replicas.filter(isUp).count
-                    let majority = e.definition.replicas.count / 2 + 1
+            guard let definition = swarms[id]?.definition else { continue }
+            let role = swarms[id]!.role
+            if actingOwner(of: definition) == myName {
+                guard role == .replica && (!swarms[id]!.isFinished || swarms[id]!.cancelRequested) else { continue }
+                if let restored = swarms[id]!.restoredAt {
+                    let up = definition.replicas.filter(isUp).count
+                    let majority = definition.replicas.count / 2 + 1
                     if up < majority && now - restored < Bounds.restoreGrace { continue }
                 }
                 beginTakeover(id, now: now, into: &out)
-            } else if e.role != .replica {
+            } else if role != .replica {
                 stepDown(id, now: now, into: &out)
             }
         }
     }
 
     mutating func beginTakeover(_ id: SwarmID, now: Instant, into out: inout Effects) {
-        guard let e = swarms[id] else { return }
+        guard let epoch = swarms[id]?.epoch else { return }
         swarms[id]!.role = .takingOver
         swarms[id]!.placing = false
-        let others = e.definition.replicas.filter { $0 != myName && isUp($0) }
+        let others = swarms[id]!.definition.replicas.filter { $0 != myName && isUp($0) }
         guard !others.isEmpty else {
-            completeTakeover(id, maxEpoch: e.epoch, now: now, into: &out)
+            completeTakeover(id, maxEpoch: epoch, now: now, into: &out)
             return
         }
-        takeovers[id] = Takeover(waiting: Set(others), maxEpoch: e.epoch)
+        takeovers[id] = Takeover(waiting: Set(others), maxEpoch: epoch)
         for peer in others {
             sendRequest(.sync(id, from: 0), to: peer, context: .sync(id, peer: peer, paging: false), now: now, into: &out)
         }
@@ -62,7 +62,9 @@ extension Swarm {
 
     mutating func takeoverSyncAnswered(_ id: SwarmID, peer: PeerName, paging: Bool, _ message: SwarmMessage?,
                                        now: Instant, into out: inout Effects) {
-        guard var t = takeovers[id], let e = swarms[id], e.role == .takingOver else { return }
+        guard var t = takeovers[id], swarms[id]?.role == .takingOver else { return }
+        let (myEpoch, myVersion, myState, taskCount) = (swarms[id]!.epoch, swarms[id]!.version, swarms[id]!.state,
+                                                        swarms[id]!.tasks.count)
         if !paging {
             if case .cancelAnswer(_, .redirect(let owner)) = message, owner == peer {
                 // The owner is alive after all (this view is behind): no takeover now; the next
@@ -74,7 +76,7 @@ extension Swarm {
             t.waiting.remove(peer)
             if case .syncPage(let p) = message, p.known, p.id == id {
                 t.maxEpoch = max(t.maxEpoch, p.epoch)
-                let reference = t.best.map { ($0.epoch, $0.version) } ?? (e.epoch, e.version)
+                let reference = t.best.map { ($0.epoch, $0.version) } ?? (myEpoch, myVersion)
                 if (p.epoch, p.version) > reference { t.best = (peer, p.epoch, p.version) }
             }
             takeovers[id] = t
@@ -90,18 +92,18 @@ extension Swarm {
         }
         // Copying the best replica's state, page by page.
         guard case .syncPage(let p) = message, p.known, p.id == id,
-              Int(p.from) + p.records.count <= e.tasks.count else {
+              Int(p.from) + p.records.count <= taskCount else {
             completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)  // with what it has
             return
         }
         if p.from == 0 {
-            swarms[id]!.version = max(e.version, p.version)
+            swarms[id]!.version = max(myVersion, p.version)
             // A cancel on either side of a healed partition stands.
-            if p.state != e.state && e.state != .cancelled {
+            if p.state != myState && myState != .cancelled {
                 swarms[id]!.state = p.state
-                out.append(.perform(.store(.swarmState(id, p.state, epoch: e.epoch))))
+                out.append(.perform(.store(.swarmState(id, p.state, epoch: myEpoch))))
             }
-            for c in p.children where !e.children.contains(c) { swarms[id]!.children.append(c) }
+            for c in p.children where !swarms[id]!.children.contains(c) { swarms[id]!.children.append(c) }
         }
         for (k, record) in p.records.enumerated() {
             let index = p.from + UInt32(k)
@@ -126,8 +128,10 @@ extension Swarm {
     mutating func completeTakeover(_ id: SwarmID, maxEpoch: UInt32, now: Instant, into out: inout Effects) {
         let keptFinal = takeovers[id]?.keptFinal ?? []
         takeovers[id] = nil
-        guard let before = swarms[id] else { return }
-        let highest = max(maxEpoch, before.epoch)
+        guard let previousEpoch = swarms[id]?.epoch else { return }
+        let state = swarms[id]!.state
+        let replicas = swarms[id]!.definition.replicas
+        let highest = max(maxEpoch, previousEpoch)
         let epoch = highest < UInt32.max ? highest + 1 : highest
         swarms[id]!.epoch = epoch
         swarms[id]!.role = .owner
@@ -136,11 +140,11 @@ extension Swarm {
         swarms[id]!.version += 1
         swarms[id]!.replicaVersion = [:]
         swarms[id]!.fullInFlight = []
-        swarms[id]!.needsFull = Set(before.definition.replicas.filter { $0 != myName && isUp($0) })
+        swarms[id]!.needsFull = Set(replicas.filter { $0 != myName && isUp($0) })
         swarms[id]!.lastPlacement = now
         swarms[id]!.lastProgress = now
         dirtySwarms.insert(id)
-        out.append(.perform(.store(.swarmState(id, before.state, epoch: epoch))))
+        out.append(.perform(.store(.swarmState(id, state, epoch: epoch))))
         // Completions kept from this side of a partition get numbers after the other side's,
         // so finishSeq stays unique.
         for index in keptFinal {
@@ -149,26 +153,25 @@ extension Swarm {
             setTask(id, index, record, now: now, into: &out)
         }
 
-        let e = swarms[id]!
         var byNode: [PeerName: [RunRef]] = [:]
-        for i in e.tasks.indices where e.tasks[i].state == .running {
-            let index = UInt32(i)
-            guard let node = e.tasks[i].node, isUp(node) else {
+        for index in taskIndices(id, where: { $0.state == .running }) {
+            let record = swarms[id]!.tasks[Int(index)]
+            guard let node = record.node, isUp(node) else {
                 requeue(id, index, now: now, into: &out)
                 continue
             }
             if node == myName {
-                if !workerHolds(TaskKey(swarm: id, index: index), attempt: e.tasks[i].attempt) {
+                if !workerHolds(TaskKey(swarm: id, index: index), attempt: record.attempt) {
                     requeue(id, index, now: now, into: &out)
                 }
             } else {
-                byNode[node, default: []].append(RunRef(index: index, attempt: e.tasks[i].attempt))
+                byNode[node, default: []].append(RunRef(index: index, attempt: record.attempt))
             }
         }
         for node in byNode.keys.sorted() {
             let runs = byNode[node]!
             for r in runs { swarms[id]!.auditing.insert(r.index) }
-            sendRequest(.adopt(id, epoch: epoch, replicas: e.definition.replicas, runs: runs), to: node,
+            sendRequest(.adopt(id, epoch: epoch, replicas: replicas, runs: runs), to: node,
                         context: .adopt(id, peer: node, epoch: epoch, runs: runs), now: now, into: &out)
         }
         if swarms[id]?.role == .owner {
