@@ -38,8 +38,10 @@ struct SwarmScenarioTests {
     static let seeds: [UInt64] = [0x5A_0001, 0x5A_0002]
 
     /// The full size of the issue, once in the suite (the other sizes and seeds run small here
-    /// and full-size in the long check, Scripts/long-sim).
-    @Test func steadyAtOneHundredNodesAndTenThousandTasks() {
+    /// and full-size in the long check, Scripts/long-sim). Slow in debug: see NOTES (most of it is
+    /// the protocol's start-up, each node told of 100 members one event at a time).
+    @Test(.timeLimit(.minutes(10)))
+    func steadyAtOneHundredNodesAndTenThousandTasks() {
         let r = simulateSwarm("swarm-steady", nodes: 100, seed: Self.seeds[0])
         expectSwarmInvariants(r)
         #expect(r.swarm?.tasks == 10_000)
