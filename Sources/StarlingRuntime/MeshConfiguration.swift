@@ -11,6 +11,8 @@ public struct MeshConfiguration: Sendable {
     public var api: String
     public var seeds: [NodeAddress]
     public var slots: Int
+    /// Memory (MiB) this node offers its tasks in all, gossiped with its free share.
+    public var taskMemoryMB: Int
     public var keyFile: String
     public var settings: MembershipSettings
     /// Packets whose timestamp is further than this from our clock are dropped as replays.
@@ -71,13 +73,14 @@ public struct MeshConfiguration: Sendable {
     public var pushPullOverLinks: Bool
 
     public init(name: String, bind: NodeAddress, advertise: NodeAddress? = nil, api: String, seeds: [NodeAddress],
-                slots: Int, keyFile: String, settings: MembershipSettings) {
+                slots: Int, taskMemoryMB: Int = 0, keyFile: String, settings: MembershipSettings) {
         self.name = name
         self.bind = bind
         self.advertise = advertise ?? bind
         self.api = api
         self.seeds = seeds
         self.slots = slots
+        self.taskMemoryMB = taskMemoryMB
         self.keyFile = keyFile
         self.settings = settings
         replayWindow = .seconds(30)

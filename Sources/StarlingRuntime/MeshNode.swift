@@ -99,7 +99,8 @@ public final class MeshNode: @unchecked Sendable {
         logger.info("open file limit", metadata: ["soft": "\(openFiles)"])
         // Fail closed on metadata our peers' decoders would refuse (one limit for both sides).
         guard let slots = UInt32(exactly: configuration.slots) else { throw MeshError.badMetadata("slots \(configuration.slots)") }
-        let metadata = MemberMetadata(version: 0, api: configuration.api, slots: slots, free: slots)
+        let memory = UInt32(clamping: max(0, configuration.taskMemoryMB))
+        let metadata = MemberMetadata(version: 0, api: configuration.api, slots: slots, free: slots, memoryMB: memory, freeMemoryMB: memory)
         if let why = metadata.invalidReason { throw MeshError.badMetadata(why) }
         // The same rules as the decoders for the node's name and advertised host: peers would drop
         // our messages otherwise, and a control character would reach their logs.

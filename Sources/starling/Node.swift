@@ -133,9 +133,11 @@ struct Node: AsyncParsableCommand {
 
         var settings = MembershipSettings.preset(named: preset) ?? .lan
         if let reapAfter { settings.reapAfter = .seconds(reapAfter) }
+        let physicalMB = Int(ProcessInfo.processInfo.physicalMemory >> 20)
+        let taskMemoryMB = memoryMB ?? max(64, physicalMB * 3 / 4)
         let config = MeshConfiguration(name: name, bind: bind, advertise: advertised, api: apiAddress.description,
                                        seeds: seeds, slots: slots ?? ProcessInfo.processInfo.activeProcessorCount,
-                                       keyFile: keyFile, settings: settings)
+                                       taskMemoryMB: taskMemoryMB, keyFile: keyFile, settings: settings)
         let node = try MeshNode(configuration: config, keyring: keyring, logger: logger)
         // The hands: every task of every swarm runs in a throw-away sandbox. No bubblewrap, user
         // namespaces or writable cgroups here: the node refuses to start (it would take work it
@@ -150,8 +152,7 @@ struct Node: AsyncParsableCommand {
         }
         let store: SwarmStore
         do { store = try SwarmStore(directory: data) } catch { throw ValidationError("--data \(data): \(error); refusing to start") }
-        let physicalMB = Int(ProcessInfo.processInfo.physicalMemory >> 20)
-        let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: memoryMB ?? max(64, physicalMB * 3 / 4),
+        let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
                                       logger: logger)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
