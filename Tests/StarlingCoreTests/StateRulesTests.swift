@@ -90,6 +90,30 @@ struct StateRulesTests {
         #expect(m.incarnation == 4)
     }
 
+    @Test func anOlderCopyOfMyOwnMetadataIsNotRefutedButANewerOrDifferentOneIs() {
+        var m = nodeWithPeers(1)
+        for free in [3, 2, 1] as [UInt32] { m.updateMetadata(now: .zero) { $0.free = free } }
+        let mine = m.metadata
+        #expect(mine.version >= 3)
+        // A capacity advert overtaken by the next comes back: nothing to refute.
+        var older = mine
+        older.version -= 1
+        older.free = 2
+        _ = m.receive(Packet([alive("me", 1000, inc: m.incarnation, meta: older)]), from: addr(1001), now: .zero)
+        #expect(m.stats.refutations == 0)
+        // Other metadata at my own version, or a newer version, or another address: refuted.
+        var forged = mine
+        forged.free = 0
+        _ = m.receive(Packet([alive("me", 1000, inc: m.incarnation, meta: forged)]), from: addr(1001), now: .zero)
+        #expect(m.stats.refutations == 1)
+        var newer = m.metadata
+        newer.version += 5
+        _ = m.receive(Packet([alive("me", 1000, inc: m.incarnation, meta: newer)]), from: addr(1001), now: .zero)
+        #expect(m.stats.refutations == 2)
+        _ = m.receive(Packet([alive("me", 1009, inc: m.incarnation, meta: m.metadata)]), from: addr(1001), now: .zero)
+        #expect(m.stats.refutations == 3)
+    }
+
     @Test func metadataVersionsOrderWithinAnIncarnation() {
         var m = nodeWithPeers(1)
         let v2 = MemberMetadata(version: 2, api: "a:1", slots: 4, free: 1)

@@ -26,9 +26,13 @@
 ///    move by one per refutation; a larger jump is a forgery that would take the member to the
 ///    bound, from where it could not win back its own address or metadata. Refused and counted
 ///    in `messagesRejected`. Below the bound a member always wins back its own entry: an `alive`
-///    about it that differs from what it is (address or metadata, whatever the metadata
-///    version) makes it refute with a higher incarnation, and a higher incarnation replaces
-///    address and metadata whatever their version.
+///    about it that differs from what it is (another address, metadata of a newer version, or
+///    other metadata at its own version) makes it refute with a higher incarnation, and a higher
+///    incarnation replaces address and metadata whatever their version. A copy whose metadata
+///    is only older (a capacity advert overtaken by the next) is no threat, since peers apply
+///    only newer metadata within an incarnation: refuting it made a node that adverts its free
+///    slots often refute hundreds of times a run, and the flood of refutations delayed the
+///    detection of real deaths past the simulator's bound (`swarm-crash`).
 /// 5. About the node itself, a message too far ahead is counted in `messagesRejected` but not
 ///    ignored: ignoring it let a key holder walk a peer's view of the node up two steps (each
 ///    within the step of what that peer held) and lock the node out of its own entry for good,
@@ -43,6 +47,13 @@ extension Membership {
         return claimed <= known || claimed - known <= WireLimits.maxIncarnationStep
     }
 
+    /// Whether an `alive` about this node at its own incarnation says something it is not:
+    /// another address, or metadata that is newer than or as new as its own and different.
+    func differsFromMe(_ a: MembershipMessage.Alive) -> Bool {
+        a.address != myAddress || a.metadata.version > metadata.version
+            || (a.metadata.version == metadata.version && a.metadata != metadata)
+    }
+
     mutating func handleAlive(_ a: MembershipMessage.Alive, now: Instant, into out: inout [MembershipDirective]) {
         guard WireLimits.isValid(incarnation: a.incarnation), a.metadata.invalidReason == nil else {
             stats.messagesRejected += 1
@@ -52,7 +63,7 @@ extension Membership {
             // Someone holds a different or newer view of us (often from our previous life, or a
             // forgery too far ahead: we still answer it, one step at a time, see `refute`).
             if !Self.isPlausible(a.incarnation, after: incarnation) { stats.messagesRejected += 1 }
-            if !isLeaving, a.incarnation > incarnation || (a.incarnation == incarnation && (a.address != myAddress || a.metadata != metadata)) {
+            if !isLeaving, a.incarnation > incarnation || (a.incarnation == incarnation && differsFromMe(a)) {
                 refute(observed: a.incarnation, now: now)
             } else {
                 stats.messagesIgnored += 1
