@@ -158,7 +158,7 @@ final class SwarmEnvironment: ProtocolEnvironment {
         switch reply {
         case .submitted(let id, let owner):
             submittedIDs[k] = (id, owner)
-        case .refused(let reason):
+        case .refused(let reason), .rejected(let reason):
             refusals.append("swarm \(k) via n\(node): \(reason)")
             violation("swarm \(k) submitted through n\(node) was refused: \(reason)")
         case .cancelled, .notFound:

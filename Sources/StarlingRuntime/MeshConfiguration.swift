@@ -94,8 +94,9 @@ public struct MeshConfiguration: Sendable {
         authTimeout = .seconds(3)
         streamTimeout = .seconds(5)
         publishInterval = .milliseconds(50)
-        maxLinkFrameBytes = 4 << 20
-        maxLinkQueueBytes = 8 << 20
+        // The swarm channel's largest message (SwarmLimits.maxMessageBytes) must fit.
+        maxLinkFrameBytes = 24 << 20
+        maxLinkQueueBytes = 48 << 20  // two of the largest frames
         maxLinks = 4096
         maxOwedRequestsPerLink = 4096
         linkIdleTimeout = .seconds(60)

@@ -66,6 +66,8 @@ struct SwarmRoutes: Sendable {
             return try Self.json(.accepted, SwarmCreatedJSON(id: id, owner: owner))
         case .refused(let reason):
             throw Self.unavailable(reason)
+        case .rejected(let reason):
+            throw HTTPError(.badRequest, message: reason)
         case .cancelled, .notFound:
             logger.error("swarm submit got an unexpected reply", metadata: ["reply": "\(reply)"])
             throw Self.unavailable("the swarm was not accepted")
@@ -118,7 +120,7 @@ struct SwarmRoutes: Sendable {
             return try Self.json(.accepted, SwarmCreatedJSON(id: id, owner: nil))
         case .notFound:
             throw HTTPError(.notFound, message: "no swarm \(id)")
-        case .refused(let reason):
+        case .refused(let reason), .rejected(let reason):
             throw Self.unavailable(reason)
         case .submitted:
             throw Self.unavailable("the cancel was not carried out")

@@ -118,7 +118,30 @@ public final class SwarmTaskExecutor: Sendable {
         case .exited where result.exitCode == 0: .succeeded
         default: .failed
         }
-        let bytes = (try? JSONEncoder().encode(result)).map { [UInt8]($0) } ?? []
-        return .finished(swarm: run.swarm, index: run.index, attempt: attempt, outcome: outcome, result: bytes)
+        return .finished(swarm: run.swarm, index: run.index, attempt: attempt, outcome: outcome, result: travelling(result))
+    }
+
+    /// The result's JSON, within what a result may carry between nodes
+    /// (`StarlingCore.SwarmLimits.maxResultBytes`): past it, the output files are dropped, then
+    /// stdout and stderr are cut, each said in `warnings`. A result is never dropped whole.
+    static func travelling(_ result: TaskResult, limit: Int = StarlingCore.SwarmLimits.maxResultBytes) -> [UInt8] {
+        func encoded(_ r: TaskResult) -> [UInt8] { (try? JSONEncoder().encode(r)).map { [UInt8]($0) } ?? [] }
+        var result = result
+        var bytes = encoded(result)
+        guard bytes.count > limit else { return bytes }
+        let size = bytes.count
+        result.outputs = [:]
+        result.outputsBase64 = nil
+        result.warnings = (result.warnings ?? []) + ["output files dropped: the result was \(size) bytes, over the \(limit) a result may carry"]
+        bytes = encoded(result)
+        guard bytes.count > limit else { return bytes }
+        let keep = limit / 16
+        result.stdout = String(result.stdout.utf8.prefix(keep)) ?? ""
+        result.stderr = String(result.stderr.utf8.prefix(keep)) ?? ""
+        result.truncated = true
+        result.warnings = (result.warnings ?? []) + ["stdout and stderr cut to \(keep) bytes each to fit the result's bound"]
+        bytes = encoded(result)
+        precondition(bytes.count <= limit, "a cut result still over its bound")
+        return bytes
     }
 }

@@ -36,8 +36,14 @@ public struct InvalidSwarm: Error, CustomStringConvertible, Equatable {
 public enum SwarmLimits {
     public static let maxTasks = 10_000
     public static let maxAttempts = 10
-    /// Bytes of argv, stdin and files over all the swarm's tasks.
-    public static let maxInputBytes = 64 << 20
+    /// Bytes of argv, stdin and files over all the swarm's tasks. A swarm's definition travels
+    /// whole in one message between nodes (the swarm protocol's `SwarmLimits.maxMessageBytes`,
+    /// 24 MiB, less room for a page of records and a result): 8 MiB of inputs leave margin for
+    /// their JSON. Larger inputs belong in files the tasks fetch, or in several swarms.
+    public static let maxInputBytes = 8 << 20
+    /// Bytes of argv, stdin and files of one task of a swarm (each task travels as its JSON,
+    /// at most 1 MiB, between nodes).
+    public static let maxTaskInputBytes = 512 << 10
     public static let maxTaskIdBytes = 128
     public static let maxSpawnTasks = 100_000
     public static let maxSpawnDepth = 8
@@ -63,7 +69,11 @@ public enum SwarmLimits {
             }
             // Each task is within TaskLimits.maxInputBytes (16 MiB) and there are at most
             // maxTasks of them, so this sum cannot overflow.
-            bytes += inputBytes(task)
+            let taskBytes = inputBytes(task)
+            guard taskBytes <= maxTaskInputBytes else {
+                throw InvalidSwarm("tasks[\(i)]: argv, stdin and files exceed \(maxTaskInputBytes) bytes (a task of a swarm)")
+            }
+            bytes += taskBytes
             guard bytes <= maxInputBytes else { throw InvalidSwarm("the tasks' inputs exceed \(maxInputBytes) bytes") }
         }
         if let n = s.maxAttempts, !(1...maxAttempts).contains(n) {

@@ -42,12 +42,15 @@ struct SwarmSpecTests {
         #expect(refusal(SwarmSpec(tasks: [ok], policy: Policy(maxCpus: .nan)))?.hasPrefix("policy: maxCpus") == true)
     }
 
-    /// Each task is within its own 16 MiB; the swarm as a whole has a bound too.
-    @Test func theSwarmsInputsAreBoundedAsAWhole() {
-        let file = String(repeating: "x", count: 15 << 20)
+    /// A swarm travels whole between nodes: each task of it has a bound (512 KiB of inputs),
+    /// and the swarm as a whole has one too (8 MiB).
+    @Test func theSwarmsInputsAreBoundedPerTaskAndAsAWhole() {
+        let file = String(repeating: "x", count: 500 << 10)
         let big = TaskSpec(argv: ["cat"], files: ["f": file])
-        #expect(refusal(SwarmSpec(tasks: Array(repeating: big, count: 4))) == nil)
-        #expect(refusal(SwarmSpec(tasks: Array(repeating: big, count: 5)))?.contains("exceed") == true)
+        #expect(refusal(SwarmSpec(tasks: Array(repeating: big, count: 16))) == nil)
+        #expect(refusal(SwarmSpec(tasks: Array(repeating: big, count: 17)))?.contains("exceed") == true)
+        let tooBig = TaskSpec(argv: ["cat"], files: ["f": String(repeating: "x", count: 600 << 10)])
+        #expect(refusal(SwarmSpec(tasks: [tooBig]))?.contains("a task of a swarm") == true)
     }
 
     @Test func policyBoundsRefuseNonsenseNotGenerosity() {

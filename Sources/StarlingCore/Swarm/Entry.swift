@@ -8,7 +8,7 @@ extension Swarm {
 
     mutating func submit(_ draft: SwarmDraft, command: CommandID, now: Instant, into out: inout Effects) {
         if let reason = Self.refusal(for: draft) ?? capacityRefusal(for: draft) {
-            out.append(.reply(.refused(reason), to: command))
+            out.append(.reply(.rejected(reason), to: command))
             return
         }
         guard pendingCommands < Bounds.maxPendingCommands else {

@@ -156,8 +156,12 @@ public enum SwarmReply: Sendable, Equatable {
     case submitted(SwarmID, owner: PeerName)
     case cancelled(SwarmID)
     case notFound(SwarmID)
-    /// Refused with a reason a client can read (no live owner reachable, over budget, ...).
+    /// Refused with a reason a client can read, for a reason of the mesh's (no live owner
+    /// reachable, too busy): retrying later may succeed (HTTP 503).
     case refused(String)
+    /// Refused because of the request itself (too large, or asks for more than any member
+    /// has): the same request will never succeed (HTTP 4xx).
+    case rejected(String)
 }
 
 /// One attempt handed to a node's sandbox.

@@ -172,7 +172,7 @@ public enum SwarmLimits {
     public static let maxPayloadBytes = 1 << 20
     public static let maxOptionsBytes = 1 << 20
     /// A result (the runtime's TaskResult JSON; the sandbox caps captured output well below).
-    public static let maxResultBytes = 16 << 20
+    public static let maxResultBytes = 8 << 20
     /// Replica set size (R).
     public static let maxReplicas = 16
     /// Children recorded per swarm (a spawn budget is far below this).
@@ -181,9 +181,11 @@ public enum SwarmLimits {
     public static let maxRunsPerMessage = 100_000
     /// Records of one replication or sync message, and the byte budget a sender fills a page to.
     public static let maxRecordsPerMessage = 100_000
-    public static let pageBytes = 8 << 20
-    /// The whole encoded message (the channel's frame bound).
-    public static let maxMessageBytes = 80 << 20
+    public static let pageBytes = 4 << 20
+    /// The whole encoded message (the channel's frame bound). The runtime's link frame bound
+    /// (`MeshConfiguration.maxLinkFrameBytes`) must be at least this, or the largest messages
+    /// would be dropped on the wire: a test holds the two together.
+    public static let maxMessageBytes = 24 << 20
 }
 
 // MARK: - Codec
