@@ -81,6 +81,9 @@ final class SwarmEventStream: Sendable {
         encoder.outputFormatting = [.sortedKeys]
         try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
         while clock.now - started < settings.maxLifetime {
+            // Read the generation before the store: a write that commits after it wakes the
+            // wait below, so none slips between the read and the wait.
+            let seen = store.written.generation
             let batch: SwarmEvents?
             do { batch = try store.events(swarm, afterSeq: cursor) } catch {
                 logger.error("event stream cannot read the store", metadata: ["swarm": "\(swarm)", "error": "\(error)"])
@@ -109,7 +112,9 @@ final class SwarmEventStream: Sendable {
                 try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 lastSent = clock.now
             }
-            try await Task.sleep(for: settings.pollInterval)
+            // Until the store changes (or the poll interval, a bound on a missed wakeup).
+            await store.written.wait(past: seen, timeout: settings.pollInterval)
+            try Task.checkCancellation()
         }
         try await writer.finish(nil)
     }

@@ -32,6 +32,8 @@ public final class SwarmStore: Sendable {
     public static let fileName = "starling.sqlite"
 
     private let pool: DatabasePool
+    /// Bumped after every committed write: what event streams wait on.
+    public let written = StoreSignal()
     public let path: String
 
     /// Opens (creating if needed) `directory/starling.sqlite` and brings its schema up to date.
@@ -69,6 +71,7 @@ public final class SwarmStore: Sendable {
             try pool.write { db in
                 for change in changes { try Self.apply(change, in: db) }
             }
+            written.bump()
         } catch let error as StoreError {
             throw error
         } catch {

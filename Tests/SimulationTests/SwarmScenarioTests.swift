@@ -37,14 +37,14 @@ func expectSwarmInvariants(_ r: SimulationReport, sourceLocation: SourceLocation
 struct SwarmScenarioTests {
     static let seeds: [UInt64] = [0x5A_0001, 0x5A_0002]
 
-    /// The full size of the issue, once in the suite (the other sizes and seeds run small here
-    /// and full-size in the long check, Scripts/long-sim). Slow in debug: see NOTES (most of it is
-    /// the protocol's start-up, each node told of 100 members one event at a time).
-    @Test(.timeLimit(.minutes(10)))
-    func steadyAtOneHundredNodesAndTenThousandTasks() {
-        let r = simulateSwarm("swarm-steady", nodes: 100, seed: Self.seeds[0])
+    /// A hundred nodes in the suite, with 2,000 tasks: the issue's full size (100 nodes and
+    /// 10,000 tasks, every scenario) runs in the long check (`Scripts/long-sim`,
+    /// `STARLING_LONG_SIM=1`), since in debug it took most of the suite's 15-minute budget.
+    @Test(.timeLimit(.minutes(5)))
+    func steadyAtOneHundredNodes() {
+        let r = simulateSwarm("swarm-steady", nodes: 100, seed: Self.seeds[0], tasks: 2_000)
         expectSwarmInvariants(r)
-        #expect(r.swarm?.tasks == 10_000)
+        #expect(r.swarm?.tasks == 2_000)
         #expect((r.swarm?.utilisation ?? 0) > 0.3, "\(String(describing: r.swarm))")
     }
 
