@@ -59,8 +59,12 @@ struct SwarmPartitionTests {
         let atPartition = api.counts(id, through: owner)?["succeeded"] as? Int ?? -1
         let partitionedAt = RunSampler.now()
         try rig.partition(ownerSide, otherSide)
-        try rig.waitUntil("each side lists the other dead", seconds: 60) {
-            rig.allSee(otherSide, as: "dead", by: ownerSide) && rig.allSee(ownerSide, as: "dead", by: otherSide)
+        do {
+            try rig.waitUntil("each side lists the other dead (owner side \(ownerSide), other side \(otherSide))", seconds: 60) {
+                rig.allSee(otherSide, as: "dead", by: ownerSide) && rig.allSee(ownerSide, as: "dead", by: otherSide)
+            }
+        } catch {
+            throw StartFailed(description: "\(error)\n" + all.map { "--- \($0) log tail:\n\(rig.log(of: $0))" }.joined(separator: "\n"))
         }
         let detectedAfter = Double(RunSampler.now() - partitionedAt) / 1e9
         Thread.sleep(forTimeInterval: Self.heldAfterDeath)
@@ -340,7 +344,7 @@ final class RunSampler: Sendable {
         for entry in entries {
             guard let pid = Int32(entry), let argv = Self.read("/proc/\(pid)/cmdline") else { continue }
             // The task's shell: `sh -c "date ...; sleep S; echo TOKEN; date ..."`.
-            guard argv.contains(tag + "-"), argv.hasPrefix("sh\0-c\0") else { continue }
+            guard argv.contains(tag + "-"), argv.contains("\0-c\0") else { continue }
             let words = argv.split(whereSeparator: { $0 == "\0" || $0 == " " || $0 == ";" })
             guard let token = words.first(where: { $0.hasPrefix(tag + "-") }), let node = nodeOf(pid) else { continue }
             running[node, default: []].insert(String(token))
