@@ -39,7 +39,7 @@ struct SwarmPartitionTests {
 
         let tag = "pt" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         let tokens = (0..<Self.taskCount).map { "\(tag)-\($0)" }
-        let sampler = RunSampler(tag: tag, nodePIDs: pids)
+        let sampler = RunSampler(tag: tag, nodePIDs: pids, slots: Self.slots)
         sampler.start()
         defer { sampler.stop() }
 
@@ -138,8 +138,18 @@ struct SwarmPartitionTests {
         }
         // ... and from every run, recorded or not, as sampled.
         let observed = sampler.report()
+        var resultOf: [String: [String: Any]] = [:]
+        for task in tasks { if let token = task["id"] as? String { resultOf[token] = task["result"] as? [String: Any] } }
         for (node, peak) in observed.maxConcurrent {
-            #expect(peak.count <= Self.slots, "\(node) was seen running \(peak.count) tasks at once: \(peak.tokens)")
+            let seconds = { (t: Int64) in Self.rounded(Double(peak.at - t) / 1e9) }
+            let detail = peak.tokens.map { token in
+                let r = resultOf[token] ?? [:]
+                return "\(token) (recorded on \(r["node"] ?? "?"), attempts \(r["attempts"] ?? "?"), seen on \(observed.nodesByToken[token]?.sorted() ?? []))"
+            }
+            #expect(peak.count <= Self.slots,
+                    """
+                    \(node) was seen running \(peak.count) tasks at once, \(seconds(partitionedAt)) s after the partition,                     \(seconds(healedAt)) s after the heal, in \(observed.overSlotSamples[node] ?? 0) samples: \(detail)
+                    """)
         }
         let ranOnBothSides = observed.nodesByToken.filter { _, nodes in
             !nodes.isDisjoint(with: ownerSide) && !nodes.isDisjoint(with: otherSide)
@@ -167,6 +177,7 @@ struct SwarmPartitionTests {
         report["eventsPerNode"] = eventCounts
         report["maxConcurrentRecorded"] = recordedMax
         report["maxConcurrentSampled"] = observed.maxConcurrent.mapValues(\.count)
+        report["overSlotSamples"] = observed.overSlotSamples
         report["samples"] = observed.samples
         report["tasksNeverSampled"] = unobserved
         report["tasksSampledOnTwoNodes"] = ranOnTwoNodes
@@ -287,17 +298,21 @@ struct RigAPI {
 final class RunSampler: Sendable {
     struct Report {
         var samples = 0
-        var maxConcurrent: [String: (count: Int, tokens: [String])] = [:]
+        var maxConcurrent: [String: (count: Int, tokens: [String], at: Int64)] = [:]
+        /// Samples in which a node ran more than `slots` tasks, by node.
+        var overSlotSamples: [String: Int] = [:]
         var nodesByToken: [String: Set<String>] = [:]
     }
 
     let tag: String
     let nodePIDs: [Int32: String]
+    let slots: Int
     private let state = Mutex<(report: Report, running: Bool)>((Report(), false))
     private let finished = DispatchSemaphore(value: 0)
 
-    init(tag: String, nodePIDs: [Int32: String]) {
+    init(tag: String, nodePIDs: [Int32: String], slots: Int) {
         self.tag = tag
+        self.slots = slots
         self.nodePIDs = nodePIDs
     }
 
@@ -312,12 +327,14 @@ final class RunSampler: Sendable {
         let thread = Thread { [self] in
             while state.withLock({ $0.running }) {
                 let running = sample()
+                let at = Self.now()
                 state.withLock { s in
                     s.report.samples += 1
                     for (node, tokens) in running {
                         if tokens.count > s.report.maxConcurrent[node]?.count ?? 0 {
-                            s.report.maxConcurrent[node] = (tokens.count, tokens.sorted())
+                            s.report.maxConcurrent[node] = (tokens.count, tokens.sorted(), at)
                         }
+                        if tokens.count > slots { s.report.overSlotSamples[node, default: 0] += 1 }
                         for token in tokens { s.report.nodesByToken[token, default: []].insert(node) }
                     }
                 }
