@@ -294,7 +294,9 @@ struct RigAPI {
 
 /// Watches the tasks' processes from outside: every ~50 ms it finds the shells whose command line
 /// holds a token of this swarm and the node process each descends from, and keeps, per node, the
-/// most tasks seen running at one instant and, per token, every node seen running it.
+/// most tasks seen running at one instant and, per token, every node seen running it. A task's
+/// process lives inside the time its slot is held (taken before the sandbox starts, freed after
+/// the run is reported), so more than `slots` of them alive at once on a node is an over-slot run.
 final class RunSampler: Sendable {
     struct Report {
         var samples = 0
@@ -354,19 +356,39 @@ final class RunSampler: Sendable {
 
     func report() -> Report { state.withLock { $0.report } }
 
-    /// The tokens running now, by node.
+    /// The tokens running now, by node. A scan of /proc is not an instant (tens of ms on a busy
+    /// machine): a task that ends early in the scan and the next one, started in its slot later
+    /// in the same scan, would both be counted. So every process found is checked again after
+    /// the scan (same PID, same start time, not a zombie, same command line): each one kept was
+    /// alive from its first sighting to its second, and so all those kept were alive together at
+    /// the latest first sighting.
     private func sample() -> [String: Set<String>] {
-        var running: [String: Set<String>] = [:]
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return running }
+        struct Found { var pid: Int32; var started: String; var token: String; var node: String }
+        var found: [Found] = []
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [:] }
         for entry in entries {
             guard let pid = Int32(entry), let argv = Self.read("/proc/\(pid)/cmdline") else { continue }
             // The task's shell: `sh -c "date ...; sleep S; echo TOKEN; date ..."`.
             guard argv.contains(tag + "-"), argv.contains("\0-c\0") else { continue }
             let words = argv.split(whereSeparator: { $0 == "\0" || $0 == " " || $0 == ";" })
-            guard let token = words.first(where: { $0.hasPrefix(tag + "-") }), let node = nodeOf(pid) else { continue }
-            running[node, default: []].insert(String(token))
+            guard let token = words.first(where: { $0.hasPrefix(tag + "-") }), let started = Self.liveStartTime(pid),
+                  let node = nodeOf(pid) else { continue }
+            found.append(Found(pid: pid, started: started, token: String(token), node: node))
+        }
+        var running: [String: Set<String>] = [:]
+        for f in found where Self.liveStartTime(f.pid) == f.started && Self.read("/proc/\(f.pid)/cmdline")?.contains(f.token) == true {
+            running[f.node, default: []].insert(f.token)
         }
         return running
+    }
+
+    /// A process's start time (field 22 of its stat), nil once it is gone or a zombie.
+    private static func liveStartTime(_ pid: Int32) -> String? {
+        guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // fields[0] is the state (field 3), so field 22 is fields[19].
+        guard fields.count > 19, fields[0] != "Z", fields[0] != "X" else { return nil }
+        return String(fields[19])
     }
 
     /// The node process `pid` descends from, if any (parents walked up to 32 levels).
