@@ -70,9 +70,15 @@ protocol HostedRunner: AnyObject {
 }
 
 /// Runs one protocol on the loop thread: feeds it its inputs one at a time, in order, and
-/// carries out its effects. An effect that produces an input for the same protocol (a request
-/// that cannot go gets its nil response at once, a send to itself) queues it behind the
-/// current one instead of re-entering the state machine.
+/// carries out its effects. An effect that produces an input for the same protocol (a send to
+/// itself) queues it behind the current one instead of re-entering the state machine.
+///
+/// A request that cannot go (no link to the peer: dead to this node, in dial backoff, queue
+/// full) gets its nil response on a later turn of the loop, never within the inputs being fed:
+/// a protocol that answers a failure by sending again to a peer it still holds up (the swarm's
+/// replication resends the whole swarm) would otherwise feed itself forever, and the membership
+/// change that would stop it (the runtime closes a dead member's links before telling the
+/// protocols) could never be delivered.
 final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     enum Input {
         case tick
@@ -92,6 +98,13 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     private var inputs: [Input] = []
     private var running = false
     private var stopped = false
+    /// Requests that could not be sent, answered nil at `unsentDue` (see the type's comment).
+    private var unsent: [RequestID] = []
+    private var unsentDue = Instant.distantFuture
+    /// How long an unsent request waits for its nil answer: at least a turn of the loop. Not 0:
+    /// libuv before 1.45 runs a timer re-armed at 0 from its own callback again at once,
+    /// without polling I/O, so a protocol that keeps resending would still starve the node.
+    static var unsentDelay: Duration { .milliseconds(1) }
 
     init(node: MeshNode, machine: P, perform: @escaping (P.Action) -> Void) {
         self.node = node
@@ -100,7 +113,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     }
 
     var maxMessageBytes: Int { min(P.maxMessageBytes, node.configuration.maxLinkFrameBytes) }
-    var nextDeadline: Instant { machine.nextDeadline }
+    var nextDeadline: Instant { min(machine.nextDeadline, unsentDue) }
 
     func feed(_ input: Input) {
         guard !stopped else { return }
@@ -138,7 +151,8 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
                 node.linkSend(bytes, channel: P.channel, to: peer)
             case .request(let message, let peer, let id, let timeout):
                 guard let bytes = encode(message), node.linkRequest(bytes, channel: P.channel, to: peer, id: id, timeout: timeout) else {
-                    feed(.response(nil, to: id))
+                    unsent.append(id)
+                    if unsentDue == .distantFuture { unsentDue = node.now + Self.unsentDelay }
                     continue
                 }
             case .respond(let message, let token):
@@ -181,7 +195,16 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         feed(.command(command, id: CommandID(rawValue: id)))
     }
 
-    func tick() { feed(.tick) }
+    func tick() {
+        let now = node.now
+        if !unsent.isEmpty, now >= unsentDue {
+            let failed = unsent
+            unsent.removeAll()
+            unsentDue = .distantFuture
+            for id in failed { feed(.response(nil, to: id)) }
+        }
+        if now >= machine.nextDeadline { feed(.tick) }
+    }
 
     func deliverMessage(_ bytes: [UInt8], from peer: PeerName) {
         if let m = decode(bytes) { feed(.message(m, from: peer)) }
