@@ -80,7 +80,7 @@ public enum OpenAPIDocument {
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SwarmCreated"}}}
           },
           "400": {"$ref": "#/components/responses/BadRequest"},
-          "409": {"description": "Two tasks have the same id (a task without an id is named t<index>).",
+          "409": {"description": "Two tasks have the same id (a task without an id is named t<index>), or the mesh cannot take the swarm as it is (no member offers what a task needs; too large to travel between nodes).",
                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "413": {"$ref": "#/components/responses/TooLarge"},
           "503": {"$ref": "#/components/responses/Unavailable"}

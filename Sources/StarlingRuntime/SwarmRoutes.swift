@@ -67,7 +67,9 @@ struct SwarmRoutes: Sendable {
         case .refused(let reason):
             throw Self.unavailable(reason)
         case .rejected(let reason):
-            throw HTTPError(.badRequest, message: reason)
+            // 409: the swarm is well formed but conflicts with the mesh as it is (no member
+            // offers what a task needs, or it is too large to travel between nodes).
+            throw HTTPError(.conflict, message: reason)
         case .cancelled, .notFound:
             logger.error("swarm submit got an unexpected reply", metadata: ["reply": "\(reply)"])
             throw Self.unavailable("the swarm was not accepted")

@@ -27,9 +27,12 @@ struct OpenAPITests {
         let doc = try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
         #expect((doc["openapi"] as? String)?.hasPrefix("3.1.") == true)
         let paths = try #require(doc["paths"] as? [String: [String: Any]])
-        #expect(Set(paths.keys) == ["/v1/health", "/v1/members", "/metrics", "/v1/openapi.json"])
-        // Every documented GET answers 200 on the live node.
-        for path in paths.keys { #expect(try httpRequest(port: node.apiPort, path: path).0 == 200, "GET \(path)") }
+        #expect(Set(paths.keys) == ["/v1/health", "/v1/members", "/metrics", "/v1/openapi.json",
+                                    "/v1/swarms", "/v1/swarms/{id}", "/v1/swarms/{id}/events"])
+        // Every documented GET without a path parameter answers 200 on the live node.
+        for path in paths.keys where !path.contains("{") && paths[path]?["get"] != nil {
+            #expect(try httpRequest(port: node.apiPort, path: path).0 == 200, "GET \(path)")
+        }
     }
 
     @Test func aKnownPathWithAnotherMethodIs405WithAllow() throws {

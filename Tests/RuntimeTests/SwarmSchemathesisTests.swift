@@ -24,7 +24,11 @@ func schemathesis() -> String? {
 /// than doubled this test's time (over 5 minutes on the shared 2-core machine).
 @Suite("OpenAPI: the swarm routes under schemathesis")
 struct SwarmSchemathesisTests {
-    @Test(.enabled(if: schemathesis() != nil, "schemathesis is not installed: run Scripts/bootstrap --with-schemathesis"))
+    /// Opt-in (STARLING_SWARM_SCHEMATHESIS=1): about 200 s alone and up to 400 s in a loaded
+    /// suite, and the suite's own schemathesis run (IntegrationTests/OpenAPITests) now covers the
+    /// swarm routes on a real node.
+    @Test(.enabled(if: schemathesis() != nil, "schemathesis is not installed: run Scripts/bootstrap --with-schemathesis"),
+          .enabled(if: ProcessInfo.processInfo.environment["STARLING_SWARM_SCHEMATHESIS"] == "1", "opt-in: STARLING_SWARM_SCHEMATHESIS=1"))
     func swarmRoutesConformToTheirDocument() async throws {
         let st = try #require(schemathesis())
         let (store, dir) = try temporaryStore("schemathesis")

@@ -45,8 +45,8 @@ struct SwarmSchedulingTests {
     @Test func aSwarmNoMemberCanRunIsRefusedAtOnce() {
         var mesh = SwarmTestMesh(nodes: 3, memoryMB: 1000)
         let command = mesh.submit(draft(2, memoryMB: 4000), at: "n0")
-        guard case .refused(let reason) = mesh.replies[command] else {
-            Issue.record("not refused: \(String(describing: mesh.replies[command]))")
+        guard case .rejected(let reason) = mesh.replies[command] else {
+            Issue.record("not rejected (the request's fault, a 400): \(String(describing: mesh.replies[command]))")
             return
         }
         #expect(reason.contains("4000 MiB"))
