@@ -79,7 +79,7 @@ struct OpenAPITests {
         p.currentDirectoryURL = URL(fileURLWithPath: work)
         // Bounded by examples per operation (so the run grows with the API), not by time.
         p.arguments = ["run", schema, "--url", "http://127.0.0.1:\(nodes[0].apiPort)",
-                       "--checks", "all", "--max-examples", "100", "--workers", "1",
+                       "--checks", "all", "--max-examples", "50", "--workers", "1",
                        "--request-timeout", "5", "--report", "har", "--report-har-path", har]
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
