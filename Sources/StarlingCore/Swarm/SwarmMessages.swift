@@ -184,6 +184,10 @@ public enum SwarmLimits {
     public static let pageBytes = 8 << 20
     /// The whole encoded message (the channel's frame bound).
     public static let maxMessageBytes = 80 << 20
+    /// A swarm's replication version. It grows by one per replicated change, so no honest node
+    /// comes near; a peer's version above it is refused, which leaves every `version + 1` on a
+    /// copied version far from overflow.
+    public static let maxVersion: UInt64 = 1 << 62
 }
 
 // MARK: - Codec
@@ -315,8 +319,8 @@ extension SwarmMessage {
         case 4:
             let id = try r.readSwarmID()
             let epoch = try r.readUInt32()
-            let base = try r.readUInt64()
-            let version = try r.readUInt64()
+            let base = try r.readVersion()
+            let version = try r.readVersion()
             let state = try r.readSwarmState()
             let definition = try r.readBool() ? try r.readDefinition() : nil
             if let d = definition, d.id != id { throw WireError.invalidValue("definition of another swarm") }
@@ -334,7 +338,7 @@ extension SwarmMessage {
                                                definition: definition, records: records, children: children, last: last))
         case 5:
             let id = try r.readSwarmID()
-            let version = try r.readUInt64()
+            let version = try r.readVersion()
             let status: ReplicaStatus
             switch try r.readUInt8() {
             case 0: status = .applied
@@ -349,7 +353,7 @@ extension SwarmMessage {
             let id = try r.readSwarmID()
             let known = try r.readBool()
             let epoch = try r.readUInt32()
-            let version = try r.readUInt64()
+            let version = try r.readVersion()
             let state = try r.readSwarmState()
             let children = try r.readChildren()
             let from = try r.readUInt32()
@@ -503,6 +507,12 @@ extension ByteReader {
         let s = try readString(field: "swarm id", maxBytes: 16)
         guard isSwarmID(s) else { throw WireError.invalidValue("swarm id") }
         return s
+    }
+
+    mutating func readVersion() throws -> UInt64 {
+        let v = try readUInt64()
+        guard v <= SwarmLimits.maxVersion else { throw WireError.invalidValue("version \(v)") }
+        return v
     }
 
     mutating func readSwarmState() throws -> SwarmState {

@@ -1,0 +1,56 @@
+import Testing
+@testable import StarlingCore
+
+/// A peer that holds the cluster key but sends numbers and swarms no honest node would.
+@Suite("Swarm hostile peer")
+struct SwarmHostilePeerTests {
+    static let id = "0badc0de0badc0de"
+
+    /// A node `n0` that sees `n1` alive.
+    static func node() -> Swarm {
+        var swarm = Swarm(settings: SwarmSettings(slots: 2, memoryMB: 1000, requestTimeout: .milliseconds(200),
+                                                  retryInterval: .milliseconds(100)),
+                          myName: "n0", seed: 1, now: .zero)
+        let meta = MemberMetadata(version: 1, api: "", slots: 2, free: 2, memoryMB: 1000, freeMemoryMB: 1000)
+        _ = swarm.membershipChanged(.updated(PeerView(name: "n1", address: NodeAddress(host: "127.0.0.1", port: 1),
+                                                      status: .alive, metadata: meta)), now: .zero)
+        return swarm
+    }
+
+    /// A whole-swarm replicate whose replica set is `replicas`, at `version`, through the codec.
+    static func replicate(_ id: SwarmID = id, version: UInt64, replicas: [PeerName]) throws -> SwarmMessage {
+        let definition = SwarmDefinition(id: id, draft: draft(2), replicas: replicas)
+        let message = SwarmMessage.replicate(ReplicaUpdate(id: id, epoch: 1, baseVersion: 0, version: version,
+                                                           state: .running, definition: definition, records: [],
+                                                           children: [], last: true))
+        return try Swarm.decode(Swarm.encode(message))
+    }
+
+    @Test func aVersionNoNodeCanReachIsRefusedByTheDecoder() {
+        for version in [UInt64.max, UInt64.max - 1, SwarmLimits.maxVersion + 1] {
+            #expect(throws: WireError.self) { try Self.replicate(version: version, replicas: ["n0"]) }
+            let replicated = SwarmMessage.replicated(Self.id, version: version, status: .applied)
+            #expect(throws: WireError.self) { try Swarm.decode(Swarm.encode(replicated)) }
+            let page = SwarmMessage.syncPage(SyncPage(id: Self.id, known: true, epoch: 1, version: version, state: .running,
+                                                      children: [], from: 0, records: [], next: nil))
+            #expect(throws: WireError.self) { try Swarm.decode(Swarm.encode(page)) }
+        }
+    }
+
+    /// Before the bound, a replicate at version UInt64.max made the node trap (`version += 1`)
+    /// as soon as it took the swarm over. At the highest version the decoder lets through, it
+    /// takes the swarm over and keeps counting.
+    @Test func theHighestLegalVersionSurvivesATakeover() throws {
+        var swarm = Self.node()
+        let message = try Self.replicate(version: SwarmLimits.maxVersion, replicas: ["n0"])
+        _ = swarm.request(message, from: "n1", token: RequestToken(rawValue: 1), now: .zero)
+        var now = Instant.zero
+        while now < .zero + .seconds(10) {
+            now = now + .milliseconds(100)
+            _ = swarm.tick(now: now)
+        }
+        let snapshot = try #require(swarm.snapshot(of: Self.id))
+        #expect(snapshot.isOwner)
+        #expect(swarm.swarms[Self.id]!.version > SwarmLimits.maxVersion)
+    }
+}
