@@ -54,3 +54,27 @@ struct SwarmHostilePeerTests {
         #expect(swarm.swarms[Self.id]!.version > SwarmLimits.maxVersion)
     }
 }
+
+extension SwarmHostilePeerTests {
+    /// Copies of a swarm are kept in memory and in the store: a peer must not plant swarms on a
+    /// node that is not in their replica set, nor more than the node's bound of active swarms.
+    @Test func aCopyOfASwarmThisNodeDoesNotReplicateIsRefused() throws {
+        var swarm = Self.node()
+        let effects = swarm.request(try Self.replicate(version: 1, replicas: ["n1", "n2"]), from: "n1",
+                                    token: RequestToken(rawValue: 1), now: .zero)
+        #expect(swarm.snapshot(of: Self.id) == nil)
+        #expect(effects.contains { if case .respond(.refused, _) = $0 { true } else { false } })
+        #expect(!effects.contains { if case .perform(.store) = $0 { true } else { false } })
+    }
+
+    @Test func copiesOfSwarmsStopAtTheActiveSwarmBound() throws {
+        var swarm = Self.node()
+        let limit = Swarm.Bounds.maxActiveSwarms
+        for i in 0...limit {
+            let id = String(String(i, radix: 16).reversed()).padding(toLength: 16, withPad: "0", startingAt: 0)
+            _ = swarm.request(try Self.replicate(id, version: 1, replicas: ["n1", "n0"]), from: "n1",
+                              token: RequestToken(rawValue: UInt64(i + 1)), now: .zero)
+        }
+        #expect(swarm.heldSwarms.count == limit)
+    }
+}
