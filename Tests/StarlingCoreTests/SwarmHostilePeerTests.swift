@@ -78,3 +78,22 @@ extension SwarmHostilePeerTests {
         #expect(swarm.heldSwarms.count == limit)
     }
 }
+
+extension SwarmHostilePeerTests {
+    /// Placement compares loads as (used + reserved) × the other's slots. Before it compared
+    /// them exactly in 128 bits, a member advertising 4 billion slots with one free made that
+    /// product overflow `Int` (and trap the owner) whenever both draws picked it.
+    @Test func aMemberAdvertisingBillionsOfSlotsDoesNotTrapPlacement() throws {
+        var swarm = Self.node()
+        let huge = MemberMetadata(version: 2, api: "", slots: .max, free: 1, memoryMB: 1000, freeMemoryMB: 1000)
+        _ = swarm.membershipChanged(.updated(PeerView(name: "n1", address: NodeAddress(host: "127.0.0.1", port: 1),
+                                                      status: .alive, metadata: huge)), now: .zero)
+        let definition = SwarmDefinition(id: Self.id, draft: draft(200), replicas: ["n0"])
+        let effects = swarm.request(.create(definition), from: "n1", token: RequestToken(rawValue: 1), now: .zero)
+        let reserved = effects.reduce(0) { n, effect in
+            if case .send(.reserve(_, _, _, let needs), to: _) = effect { n + needs.count } else { n }
+        }
+        #expect(reserved > 0)
+        #expect(swarm.snapshot(of: Self.id)?.isOwner == true)
+    }
+}
