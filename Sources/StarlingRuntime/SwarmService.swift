@@ -73,7 +73,10 @@ struct SwarmPerformer: ProtocolPerformer {
                 // Fail closed: the protocol goes on only with what is durable. A node that cannot
                 // write its store must not acknowledge anything more: it leaves the mesh, and
                 // SWIM moves its work (and its swarms' ownership) to the others.
+                // The halt drops the effects after this write (the ack of a replicate that
+                // follows it, say) and every later input: nothing is said while leaving.
                 logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
+                host.halt()
                 node.requestLeave()
             }
         case .advertise(let freeSlots, let freeMemoryMB):
