@@ -97,3 +97,29 @@ extension SwarmHostilePeerTests {
         #expect(swarm.snapshot(of: Self.id)?.isOwner == true)
     }
 }
+
+extension SwarmHostilePeerTests {
+    /// A replica merged a delta's child links with a scan of the links it held per link: one
+    /// message of 100,000 links held the loop for minutes (SWIM then declares the node dead).
+    @Test func aDeltaWithManyChildLinksMergesInLinearTime() throws {
+        var swarm = Self.node()
+        let n = 20_000
+        func links(_ range: Range<Int>) -> [ChildLink] {
+            range.map { ChildLink(child: String(format: "%016llx", UInt64($0)), replicas: ["n1"]) }
+        }
+        let definition = SwarmDefinition(id: Self.id, draft: draft(2), replicas: ["n1", "n0"])
+        let whole = SwarmMessage.replicate(ReplicaUpdate(id: Self.id, epoch: 1, baseVersion: 0, version: 1, state: .running,
+                                                         definition: definition, records: [], children: links(0..<n), last: true))
+        let delta = SwarmMessage.replicate(ReplicaUpdate(id: Self.id, epoch: 1, baseVersion: 1, version: 2, state: .running,
+                                                         definition: nil, records: [], children: links(n / 2..<n + n), last: true))
+        _ = swarm.request(try Swarm.decode(Swarm.encode(whole)), from: "n1", token: RequestToken(rawValue: 1), now: .zero)
+        let clock = ContinuousClock()
+        let started = clock.now
+        _ = swarm.request(try Swarm.decode(Swarm.encode(delta)), from: "n1", token: RequestToken(rawValue: 2), now: .zero)
+        let elapsed = clock.now - started
+        #expect(swarm.swarms[Self.id]!.children.count == 2 * n)
+        #expect(Set(swarm.swarms[Self.id]!.children).count == 2 * n)
+        // Linear: well under a second even in a debug build; the scan took minutes.
+        #expect(elapsed < .seconds(5), "merging \(n + n / 2) links took \(elapsed)")
+    }
+}

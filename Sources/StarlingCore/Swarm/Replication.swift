@@ -208,7 +208,9 @@ extension Swarm {
                 swarms[u.id]!.set(r.index, r.record)
                 out.append(.perform(.store(.task(u.id, index: r.index, r.record))))
             }
-            for c in u.children where !swarms[u.id]!.children.contains(c) && swarms[u.id]!.children.count < SwarmLimits.maxChildren {
+            // One set of the links held, not a scan per link: a message may carry 100,000.
+            var known = Set(swarms[u.id]!.children)
+            for c in u.children where swarms[u.id]!.children.count < SwarmLimits.maxChildren && known.insert(c).inserted {
                 swarms[u.id]!.children.append(c)
             }
             if u.state != swarms[u.id]!.state {

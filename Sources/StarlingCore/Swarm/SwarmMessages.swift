@@ -94,7 +94,7 @@ public struct IndexedRecord: Sendable, Equatable {
 }
 
 /// A child swarm of a swarm (created from inside one of its tasks): where to send its cancel.
-public struct ChildLink: Sendable, Equatable {
+public struct ChildLink: Sendable, Hashable {
     public var child: SwarmID
     public var replicas: [PeerName]
     public init(child: SwarmID, replicas: [PeerName]) {
