@@ -43,6 +43,15 @@ public struct ProtocolHandle<P: HostedProtocol>: Sendable {
         }, refused: { _ in }))
     }
 
+    /// Stops the protocol on this node at once, from its performer (on the loop thread): the
+    /// effects after the action being performed are dropped, no input reaches the protocol any
+    /// more, and commands waiting for a reply fail. For an action that must succeed before
+    /// anything after it is said (a store write whose ack follows): a failed one must not be
+    /// acknowledged while the node is on its way out of the mesh.
+    public func halt() {
+        (node.protocols[P.channel.rawValue] as? ProtocolRunner<P>)?.stop()
+    }
+
     /// Advertises this node's free task slots in its gossiped metadata (any thread).
     public func setFreeSlots(_ free: Int) { node.setFreeSlots(free) }
 
@@ -113,7 +122,9 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     }
 
     var maxMessageBytes: Int { min(P.maxMessageBytes, node.configuration.maxLinkFrameBytes) }
-    var nextDeadline: Instant { min(machine.nextDeadline, unsentDue) }
+    /// A stopped protocol has no deadline (its machine no longer moves: one in the past would
+    /// spin the loop).
+    var nextDeadline: Instant { stopped ? .distantFuture : min(machine.nextDeadline, unsentDue) }
 
     func feed(_ input: Input) {
         guard !stopped else { return }
@@ -122,7 +133,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         running = true
         defer { running = false }
         var next = 0
-        while next < inputs.count {
+        while next < inputs.count && !stopped {
             let input = inputs[next]
             next += 1
             execute(apply(input))
@@ -145,6 +156,8 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
 
     private func execute(_ effects: [ProtocolEffect<P>]) {
         for effect in effects {
+            // A performer halted the protocol (`ProtocolHandle.halt`): nothing after that is said.
+            guard !stopped else { return }
             switch effect {
             case .send(let message, let peer):
                 guard let bytes = encode(message) else { continue }

@@ -100,8 +100,13 @@ public enum SwarmDrafting {
             return SwarmTask(id: id, needs: TaskNeeds(memoryMB: UInt32(clamping: memory), milliCPUs: UInt32(clamping: Int(milli))),
                              payload: Array(try encoder.encode(task)))
         }
-        return SwarmDraft(tasks: tasks, maxAttempts: UInt8(clamping: maxAttempts), options: Array(try encoder.encode(options)),
-                          parent: parent, createdAtMs: nowMs)
+        let draft = SwarmDraft(tasks: tasks, maxAttempts: UInt8(clamping: maxAttempts), options: Array(try encoder.encode(options)),
+                               parent: parent, createdAtMs: nowMs)
+        // The protocol's own bounds are tighter than the API's in places (a task's encoded form
+        // travels in one message: at most 1 MiB; the swarm's in one definition): a spec past
+        // them is the client's error, refused here, not a mesh refusal (a 503 to retry forever).
+        if let reason = Swarm.refusal(for: draft) { throw InvalidSwarm(reason) }
+        return draft
     }
 }
 

@@ -71,14 +71,14 @@ struct SwarmPerformer: ProtocolPerformer {
             do {
                 try store.apply([change])
             } catch {
-                // Fail closed: the effects after this one (an acknowledgement of what was to be
-                // stored) must not be carried out, and nothing more may be acknowledged. The
-                // process stops here, on the loop thread, before the next effect; SWIM declares
-                // the node dead and the others take over its tasks and swarms (crash-only: the
-                // store is WAL, so what was committed before stays).
-                logger.critical("the swarm store refused a write; stopping the node", metadata: ["error": "\(error)"])
-                fflush(nil)
-                Glibc.exit(74)  // EX_IOERR
+                // Fail closed: the protocol goes on only with what is durable. A node that cannot
+                // write its store must not acknowledge anything more: it leaves the mesh, and
+                // SWIM moves its work (and its swarms' ownership) to the others.
+                // The halt drops the effects after this write (the ack of a replicate that
+                // follows it, say) and every later input: nothing is said while leaving.
+                logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
+                host.halt()
+                node.requestLeave()
             }
         case .advertise(let freeSlots, let freeMemoryMB):
             node.setCapacity(freeSlots: Int(freeSlots), freeMemoryMB: Int(freeMemoryMB))

@@ -54,9 +54,21 @@ public struct SpawnRefusal: Error, Equatable, CustomStringConvertible {
 /// any ancestor tracking its grandchildren, and a swarm's use is the sum of its stored children's
 /// costs: derived from what is replicated, it survives a task retried on another node.
 public enum SpawnRules {
-    /// What a child swarm costs its parent's budget.
+    /// What a child swarm costs its parent's budget. The options come from the store, that is
+    /// from whichever peer replicated the child: a negative term counts as 0 (it would hand budget
+    /// back) and a sum past `Int.max` stays there (it would trap the node).
     public static func cost(of child: SwarmOptions, tasks: Int) -> Int {
-        tasks + (child.spawn?.maxTasks ?? 0)
+        let (sum, overflow) = max(0, tasks).addingReportingOverflow(max(0, child.spawn?.maxTasks ?? 0))
+        return overflow ? Int.max : sum
+    }
+
+    /// The budget the children with these costs use, saturating at `Int.max` (a wrapped sum would
+    /// read as a budget barely used).
+    public static func used(_ costs: some Sequence<Int>) -> Int {
+        costs.reduce(0) { total, cost in
+            let (sum, overflow) = total.addingReportingOverflow(max(0, cost))
+            return overflow ? Int.max : sum
+        }
     }
 
     /// Admits `request` as a child of a swarm with `parent` options whose stored children already
@@ -70,7 +82,9 @@ public enum SpawnRules {
         case (nil, let r?): r
         }
         let child = SwarmOptions(policy: policy, spawn: request.spawn.map { .init(maxTasks: $0.maxTasks, maxDepth: $0.maxDepth) },
-                                 maxAttempts: request.maxAttempts ?? 1, depth: parent.depth + 1)
+                                 maxAttempts: request.maxAttempts ?? 1,
+                                 // A parent too deep is refused below; its depth (from a peer) may be Int.max.
+                                 depth: parent.depth < SwarmLimits.maxSpawnDepth ? parent.depth + 1 : parent.depth)
         if let refusal = refusal(child: child, tasks: request.tasks.count, parent: parent, used: used) { return .failure(refusal) }
         // Refuse at once a task its own policy would refuse wherever it ran.
         if let policy {

@@ -60,3 +60,33 @@ import Testing
         #expect(SpawnRules.refusal(child: level, tasks: 3, parent: parent, used: 0) != nil)
     }
 }
+
+/// A child's options and a parent's options come from the store or the wire (whatever peer
+/// replicated them): numbers no honest node writes must not trap the node or hand budget back.
+@Suite struct SpawnRulesHostileOptionsTests {
+    @Test func aChildsCostSaturatesAndNeverGoesBelowItsTasks() {
+        let huge = SwarmOptions(spawn: .init(maxTasks: Int.max, maxDepth: 1), depth: 1)
+        #expect(SpawnRules.cost(of: huge, tasks: 5) == Int.max)
+        let negative = SwarmOptions(spawn: .init(maxTasks: -1_000_000, maxDepth: 1), depth: 1)
+        #expect(SpawnRules.cost(of: negative, tasks: 5) == 5)
+    }
+
+    @Test func theBudgetUsedSaturatesInsteadOfWrapping() {
+        #expect(SpawnRules.used([Int.max, 5]) == Int.max)
+        #expect(SpawnRules.used([3, -100, 4]) == 7)
+        #expect(SpawnRules.used([]) == 0)
+        // A parent with a budget of 10 and children whose costs wrap when summed: nothing is left.
+        let parent = SwarmOptions(spawn: .init(maxTasks: 10, maxDepth: 2), depth: 0)
+        let used = SpawnRules.used([Int.max, Int.max, 2])
+        #expect((try? SpawnRules.admit(SwarmSpec(tasks: [TaskSpec(argv: ["true"])]), parent: parent, used: used).get()) == nil)
+    }
+
+    @Test func aParentAtTheDeepestDepthAnIntCanHoldIsRefusedWithoutTrapping() {
+        let parent = SwarmOptions(spawn: .init(maxTasks: 10, maxDepth: 2), depth: Int.max)
+        guard case .failure(let refusal) = SpawnRules.admit(SwarmSpec(tasks: [TaskSpec(argv: ["true"])]), parent: parent, used: 0) else {
+            Issue.record("admitted")
+            return
+        }
+        #expect(refusal.message.contains("depth"))
+    }
+}

@@ -27,8 +27,9 @@ extension Swarm {
                   now: now, into: &out)
     }
 
-    /// Why a draft cannot be taken, whatever the mesh: the protocol's bounds.
-    static func refusal(for draft: SwarmDraft) -> String? {
+    /// Why a draft cannot be taken, whatever the mesh: the protocol's bounds. Public so that an
+    /// HTTP layer refuses such a draft as the client's error before it reaches the mesh.
+    public static func refusal(for draft: SwarmDraft) -> String? {
         if draft.tasks.isEmpty { return "a swarm needs at least one task" }
         if draft.tasks.count > SwarmLimits.maxTasks { return "\(draft.tasks.count) tasks, over the limit of \(SwarmLimits.maxTasks)" }
         if !(1...10).contains(draft.maxAttempts) { return "maxAttempts \(draft.maxAttempts) is not within 1...10" }

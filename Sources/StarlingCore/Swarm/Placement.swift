@@ -18,6 +18,8 @@ extension Swarm {
         var sent = 0
 
         var used: Int { Int(slots) - Int(free) }
+        /// Slots in use plus the reservations sent this round (`free <= slots`, so never negative).
+        var load: UInt64 { UInt64(max(0, used + sent)) }
     }
 
     /// Members that take work, with the capacity each advertised (this node's own, live).
@@ -65,10 +67,11 @@ extension Swarm {
             for _ in 0..<d where probes < want {
                 let a = pool[Int(rng.next() % UInt64(pool.count))]
                 let b = pool[Int(rng.next() % UInt64(pool.count))]
-                // Less loaded: (used + reserved) / slots, compared without division.
-                let loadA = (candidates[a].used + candidates[a].sent) * Int(candidates[b].slots)
-                let loadB = (candidates[b].used + candidates[b].sent) * Int(candidates[a].slots)
-                let chosen = loadA <= loadB ? a : b
+                // Less loaded: (used + reserved) / slots, compared without division, exactly in
+                // 128 bits (slots are gossiped: up to 2³² each, and their product overflows Int).
+                let loadA = candidates[a].load.multipliedFullWidth(by: UInt64(candidates[b].slots))
+                let loadB = candidates[b].load.multipliedFullWidth(by: UInt64(candidates[a].slots))
+                let chosen = (loadA.high, loadA.low) <= (loadB.high, loadB.low) ? a : b
                 candidates[chosen].sent += 1
                 needsFor[chosen].append(needs)
                 probes += 1

@@ -184,6 +184,10 @@ extension Swarm {
             }
         }
         if let definition = u.definition {
+            if swarms[u.id] == nil, let reason = replicaRefusal(definition) {
+                respond(.refused(reason), to: responder, now: now, into: &out)
+                return
+            }
             var entry = SwarmEntry(definition: definition, epoch: u.epoch, state: u.state,
                                    tasks: Array(repeating: TaskRecord(), count: definition.draft.tasks.count), now: now)
             out.append(.perform(.store(.swarm(definition, epoch: u.epoch, state: u.state))))
@@ -204,7 +208,9 @@ extension Swarm {
                 swarms[u.id]!.set(r.index, r.record)
                 out.append(.perform(.store(.task(u.id, index: r.index, r.record))))
             }
-            for c in u.children where !swarms[u.id]!.children.contains(c) && swarms[u.id]!.children.count < SwarmLimits.maxChildren {
+            // One set of the links held, not a scan per link: a message may carry 100,000.
+            var known = Set(swarms[u.id]!.children)
+            for c in u.children where swarms[u.id]!.children.count < SwarmLimits.maxChildren && known.insert(c).inserted {
                 swarms[u.id]!.children.append(c)
             }
             if u.state != swarms[u.id]!.state {
@@ -222,6 +228,21 @@ extension Swarm {
         }
         swarms[u.id]!.heardOwner = (peer, now)
         respond(.replicated(u.id, version: swarms[u.id]!.version, status: .applied), to: responder, now: now, into: &out)
+    }
+
+    /// Why this node does not take a copy of a swarm it does not hold yet: any peer with the
+    /// cluster key can send one, and each is kept in memory and in the store, so a swarm whose
+    /// replica set leaves this node out is refused, and so is one over `Bounds.maxActiveSwarms`
+    /// unfinished swarms (the bound a create is held to).
+    func replicaRefusal(_ definition: SwarmDefinition) -> String? {
+        guard definition.replicas.contains(myName) else {
+            return "\(myName) is not in the replica set of swarm \(definition.id)"
+        }
+        let active = swarms.values.reduce(0) { $0 + ($1.isFinished ? 0 : 1) }
+        guard active < Bounds.maxActiveSwarms else {
+            return "\(myName) holds \(active) unfinished swarms, its limit"
+        }
+        return nil
     }
 
     /// Whether `a` comes before `b` in the swarm's replica set (the earlier one owns first).

@@ -94,7 +94,7 @@ public struct IndexedRecord: Sendable, Equatable {
 }
 
 /// A child swarm of a swarm (created from inside one of its tasks): where to send its cancel.
-public struct ChildLink: Sendable, Equatable {
+public struct ChildLink: Sendable, Hashable {
     public var child: SwarmID
     public var replicas: [PeerName]
     public init(child: SwarmID, replicas: [PeerName]) {
@@ -186,6 +186,10 @@ public enum SwarmLimits {
     /// (`MeshConfiguration.maxLinkFrameBytes`) must be at least this, or the largest messages
     /// would be dropped on the wire: a test holds the two together.
     public static let maxMessageBytes = 24 << 20
+    /// A swarm's replication version. It grows by one per replicated change, so no honest node
+    /// comes near; a peer's version above it is refused, which leaves every `version + 1` on a
+    /// copied version far from overflow.
+    public static let maxVersion: UInt64 = 1 << 62
 }
 
 // MARK: - Codec
@@ -317,8 +321,8 @@ extension SwarmMessage {
         case 4:
             let id = try r.readSwarmID()
             let epoch = try r.readUInt32()
-            let base = try r.readUInt64()
-            let version = try r.readUInt64()
+            let base = try r.readVersion()
+            let version = try r.readVersion()
             let state = try r.readSwarmState()
             let definition = try r.readBool() ? try r.readDefinition() : nil
             if let d = definition, d.id != id { throw WireError.invalidValue("definition of another swarm") }
@@ -336,7 +340,7 @@ extension SwarmMessage {
                                                definition: definition, records: records, children: children, last: last))
         case 5:
             let id = try r.readSwarmID()
-            let version = try r.readUInt64()
+            let version = try r.readVersion()
             let status: ReplicaStatus
             switch try r.readUInt8() {
             case 0: status = .applied
@@ -351,7 +355,7 @@ extension SwarmMessage {
             let id = try r.readSwarmID()
             let known = try r.readBool()
             let epoch = try r.readUInt32()
-            let version = try r.readUInt64()
+            let version = try r.readVersion()
             let state = try r.readSwarmState()
             let children = try r.readChildren()
             let from = try r.readUInt32()
@@ -505,6 +509,12 @@ extension ByteReader {
         let s = try readString(field: "swarm id", maxBytes: 16)
         guard isSwarmID(s) else { throw WireError.invalidValue("swarm id") }
         return s
+    }
+
+    mutating func readVersion() throws -> UInt64 {
+        let v = try readUInt64()
+        guard v <= SwarmLimits.maxVersion else { throw WireError.invalidValue("version \(v)") }
+        return v
     }
 
     mutating func readSwarmState() throws -> SwarmState {

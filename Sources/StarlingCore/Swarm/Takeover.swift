@@ -107,7 +107,10 @@ extension Swarm {
                 swarms[id]!.state = p.state
                 out.append(.perform(.store(.swarmState(id, p.state, epoch: myEpoch))))
             }
-            for c in p.children where !swarms[id]!.children.contains(c) { swarms[id]!.children.append(c) }
+            var known = Set(swarms[id]!.children)
+            for c in p.children where swarms[id]!.children.count < SwarmLimits.maxChildren && known.insert(c).inserted {
+                swarms[id]!.children.append(c)
+            }
         }
         for (k, record) in p.records.enumerated() {
             let index = p.from + UInt32(k)

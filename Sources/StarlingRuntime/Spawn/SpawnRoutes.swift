@@ -125,7 +125,7 @@ public struct SpawnRoutes: Sendable {
             }
             costs[child.id] = SpawnRules.cost(of: options, tasks: child.taskCount)
         }
-        let used = costs.values.reduce(0) { $0 &+ $1 }
+        let used = SpawnRules.used(costs.values)
         let child: (options: SwarmOptions, cost: Int)
         switch SpawnRules.admit(spec, parent: options, used: used) {
         case .failure(let refusal): return .failure(HTTPError(.forbidden, message: refusal.message))
