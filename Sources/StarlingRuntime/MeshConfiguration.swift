@@ -105,7 +105,11 @@ public struct MeshConfiguration: Sendable {
         linkBackoff = .milliseconds(100)
         maxLinkBackoff = .seconds(5)
         maxInboxCommands = 16_384
-        pushPullOverLinks = true
+        // Off: with push-pull over links, a node whose entry a key holder forged (#8's two-step
+        // self-claim) refuted twice and its peers held it one incarnation above itself; the
+        // real-process test of that (SelfClaimIntegrationTests) failed every run. Not
+        // diagnosed yet; the connection-per-exchange push-pull stays the default.
+        pushPullOverLinks = false
     }
 }
 

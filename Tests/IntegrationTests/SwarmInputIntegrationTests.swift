@@ -15,9 +15,9 @@ struct SwarmInputIntegrationTests {
         let (status, body) = httpCall(port: node.apiPort, method: "POST", path: "/v1/swarms",
                                       json: ["tasks": [["argv": ["true"], "stdin": big]]], timeout: 30)
         #expect(status == 400, "\(status) \(String(decoding: body.prefix(300), as: UTF8.self))")
-        // 64 tasks of 0.93 MiB (59 MiB): within the API's 64 MiB of inputs, over one definition message.
-        let chunk = String(repeating: "b", count: 950 << 10)
-        let tasks = (0..<64).map { _ in ["argv": ["true"], "stdin": chunk] as [String: Any] }
+        // 17 tasks of 500 KiB (8.3 MiB): each within a swarm task's 512 KiB, over a swarm's 8 MiB.
+        let chunk = String(repeating: "b", count: 500 << 10)
+        let tasks = (0..<17).map { _ in ["argv": ["true"], "stdin": chunk] as [String: Any] }
         let (total, totalBody) = httpCall(port: node.apiPort, method: "POST", path: "/v1/swarms", json: ["tasks": tasks], timeout: 60)
         #expect(total == 400, "\(total) \(String(decoding: totalBody.prefix(300), as: UTF8.self))")
         // Nothing was created.

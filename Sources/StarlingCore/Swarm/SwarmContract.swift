@@ -226,7 +226,7 @@ public struct SwarmSettings: Sendable, Equatable {
     public var retryInterval: Duration
 
     public init(slots: UInt32, memoryMB: UInt32, replicationFactor: Int = 3, probeRatio: Int = 2,
-                requestTimeout: Duration = .seconds(2), retryInterval: Duration = .milliseconds(500)) {
+                requestTimeout: Duration = .seconds(5), retryInterval: Duration = .milliseconds(500)) {
         self.slots = slots
         self.memoryMB = memoryMB
         self.replicationFactor = replicationFactor
