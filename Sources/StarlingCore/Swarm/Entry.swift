@@ -16,7 +16,7 @@ extension Swarm {
             return
         }
         let id = newSwarmID()
-        let candidates = ring.preferenceList(id, count: settings.replicationFactor + 2)
+        let candidates = currentRing().preferenceList(id, count: settings.replicationFactor + 2)
         guard !candidates.isEmpty else {
             out.append(.reply(.refused("no member takes work"), to: command))
             return
@@ -107,10 +107,10 @@ extension Swarm {
 
     /// Where the parent's owner may be: the replica set this node knows for it (it usually
     /// runs the spawning task), else the parent id's successors on this node's ring.
-    func parentCandidates(_ parent: TaskRef) -> [PeerName] {
+    mutating func parentCandidates(_ parent: TaskRef) -> [PeerName] {
         if let r = worker.running[TaskKey(swarm: parent.swarm, index: parent.task)] { return r.replicas }
         if let e = swarms[parent.swarm] { return e.definition.replicas }
-        return ring.preferenceList(parent.swarm, count: settings.replicationFactor + 2)
+        return currentRing().preferenceList(parent.swarm, count: settings.replicationFactor + 2)
     }
 
     mutating func routeChildNotice(_ c: ChildNotice, now: Instant, into out: inout Effects) {
@@ -160,7 +160,7 @@ extension Swarm {
         if let e = swarms[id] {
             candidates = e.definition.replicas
         } else {
-            candidates = ring.preferenceList(id, count: settings.replicationFactor + 2)
+            candidates = currentRing().preferenceList(id, count: settings.replicationFactor + 2)
         }
         if !candidates.contains(myName) && swarms[id] != nil { candidates.append(myName) }
         pendingCommands += 1

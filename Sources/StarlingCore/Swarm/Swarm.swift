@@ -71,6 +71,17 @@ public struct Swarm: HostedProtocol {
     /// When each member last went from up to down in this view (bounded by the membership).
     var downSince: [PeerName: Instant] = [:]
     var ringMembers: Set<PeerName> = []
+    /// `ringMembers` changed since `ring` was built.
+    var ringIsStale = false
+
+    /// The ring of the members that take work now, rebuilt if they changed since its last use.
+    mutating func currentRing() -> SwarmRing {
+        if ringIsStale {
+            ring = SwarmRing(members: ringMembers)
+            ringIsStale = false
+        }
+        return ring
+    }
 
     /// Swarms this node owns or replicates.
     var swarms: [SwarmID: SwarmEntry] = [:]
@@ -359,13 +370,12 @@ public struct Swarm: HostedProtocol {
         }
         // Only a change of who takes work moves the ring, and only a change of who is up moves
         // swarms and tasks: capacity updates (most events) cost a lookup.
-        var working = ringMembers
-        if takesWork(name) { working.insert(name) } else { working.remove(name) }
-        if peers[myName] == nil { working.insert(myName) }
-        if working != ringMembers {
-            ringMembers = working
-            ring = SwarmRing(members: working)
-        }
+        // The ring itself is rebuilt when next used (`currentRing`): a node learning of
+        // thousands of members at once (a join into a large mesh) would otherwise sort the whole
+        // ring once per member.
+        let changed = takesWork(name) ? ringMembers.insert(name).inserted : ringMembers.remove(name) != nil
+        if peers[myName] == nil && ringMembers.insert(myName).inserted { ringIsStale = true }
+        if changed { ringIsStale = true }
         let up = isUp(name)
         if wasUp && !up {
             // Reservations from an owner that is gone would each hold a slot until a fetch to
