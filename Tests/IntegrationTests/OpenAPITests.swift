@@ -80,6 +80,9 @@ struct OpenAPITests {
         // Bounded by examples per operation (so the run grows with the API), not by time.
         p.arguments = ["run", schema, "--url", "http://127.0.0.1:\(nodes[0].apiPort)",
                        "--checks", "all", "--max-examples", "50", "--workers", "1",
+                       // A DELETE cancels a swarm; the cancelled swarm stays readable by design
+                       // (interface.md: state "cancelled"), which this check calls a use after free.
+                       "--exclude-checks", "use_after_free",
                        "--request-timeout", "5", "--report", "har", "--report-har-path", har]
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"

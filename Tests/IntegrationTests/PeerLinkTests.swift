@@ -310,7 +310,10 @@ struct PeerLinkTests {
     /// Periodic push-pull between live members goes over their link (channel 1), next to the
     /// hosted protocols' traffic: still one connection per pair, and no push-pull fails.
     @Test func periodicPushPullTravelsOverTheLink() async throws {
-        let (a, b, _) = try await Self.pair("pa", "pb") { $0.settings.pushPullInterval = .milliseconds(200) }
+        let (a, b, _) = try await Self.pair("pa", "pb") {
+            $0.settings.pushPullInterval = .milliseconds(200)
+            $0.pushPullOverLinks = true  // off by default (NOTES: it broke #8's self-claim test)
+        }
         defer { a.node.stop(); b.node.stop() }
         #expect(try await a.ask("pb", [0, 1]) == [0, 1])
         try await eventually("push-pulls went over the link both ways", seconds: 10) {
@@ -438,7 +441,8 @@ struct PeerLinkProcessTests {
         return 0
     }
 
-    @Test func pushPullBetweenRealNodesTravelsOverTheirLink() throws {
+    @Test(.disabled("membership push-pull over links is off by default until the self-claim regression is understood (NOTES, Peer links)"))
+    func pushPullBetweenRealNodesTravelsOverTheirLink() throws {
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
         let nodes = try cluster.startMesh(["k1", "k2"])
