@@ -22,20 +22,9 @@ import argparse, concurrent.futures, http.client, json, os, random, shutil, sign
 BWRAP = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
          "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
          "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"]
+from bench_membership import free_port  # one port picker for every bench script
+
 TASK_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp"}
-
-
-def free_port():
-    while True:
-        port = random.randint(20000, 60000)
-        try:
-            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                s = socket.socket(socket.AF_INET, kind)
-                s.bind(("127.0.0.1", port))
-                s.close()
-            return port
-        except OSError:
-            continue
 
 
 def request(port, method, path, body=None, timeout=30):
