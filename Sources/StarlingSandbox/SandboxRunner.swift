@@ -198,18 +198,21 @@ public final class SandboxRunner: Sendable {
         guard Cgroup.layout != nil else {
             throw SandboxUnavailable("no writable cgroups (v2, or v1 memory+cpu+cpuacct+pids): limits cannot be enforced; run as root, or pass --unsafe-no-sandbox for development only")
         }
-        // Prove that namespaces work here before promising isolation.
+        // Prove that namespaces work here before promising isolation. Through the same spawn
+        // helper as every task (not Foundation's Process, which refuses to start anything when
+        // the node inherited a descriptor numbered above its open-file limit).
         func probe(_ extra: [String]) throws -> Bool {
-            let probe = Process()
-            probe.executableURL = URL(fileURLWithPath: path)
-            probe.arguments = ["--unshare-all", "--unshare-user"] + extra + ["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
-                                                                             "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-                                                                             "--clearenv", "--", "/usr/bin/true"]
-            probe.environment = ["PATH": "/usr/bin:/bin"]
-            probe.standardError = FileHandle.nullDevice
-            try probe.run()
-            probe.waitUntilExit()
-            return probe.terminationStatus == 0
+            let null = open("/dev/null", O_RDWR | O_CLOEXEC)
+            guard null >= 0 else { throw SandboxUnavailable("cannot open /dev/null: \(String(cString: strerror(errno)))") }
+            defer { close(null) }
+            let argv = [path, "--unshare-all", "--unshare-user"] + extra
+                + ["--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
+                   "--symlink", "usr/lib64", "/lib64", "--clearenv", "--", "/usr/bin/true"]
+            let child = try spawn(path, argv, env: ["PATH=/usr/bin:/bin"], fds: [(null, 0), (null, 1), (null, 2)], cgroupProcs: [])
+            if child.pidfd >= 0 { close(child.pidfd) }
+            var status: Int32 = 0
+            while waitpid(child.pid, &status, 0) < 0 && errno == EINTR {}
+            return status == 0
         }
         guard try probe([]) else {
             throw SandboxUnavailable("bubblewrap cannot create namespaces here (user namespaces disabled?): refusing to run unsandboxed; pass --unsafe-no-sandbox for development only")

@@ -401,6 +401,31 @@ struct DescriptorExhaustionTests {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// A node that inherits a descriptor numbered above its open-file limit (a supervisor's
+    /// leaked pipe) still starts: the sandbox probe refused to start anything there before
+    /// (Foundation's Process fails with EBADF), and the node refused to start.
+    @Test func aNodeThatInheritsADescriptorAboveItsLimitStarts() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let (gossip, api) = (freePort(), freePort())
+        let node = Process()
+        node.executableURL = URL(fileURLWithPath: "/bin/bash")
+        node.arguments = ["-c", "exec 200</dev/null && ulimit -n 128 && exec \"$0\" \"$@\"", starlingBinary(), "node", "--name", "inherits",
+                          "--gossip", "127.0.0.1:\(gossip)", "--api", "127.0.0.1:\(api)", "--data", cluster.dir + "/inherits",
+                          "--key-file", cluster.keyFile, "--preset", "loopback", "--log-level", "info"]
+        let log = cluster.dir + "/inherits.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        node.standardError = FileHandle(forWritingAtPath: log)
+        node.standardOutput = node.standardError
+        try node.run()
+        defer {
+            if node.isRunning { kill(node.processIdentifier, SIGKILL) }
+            node.waitUntilExit()
+        }
+        try waitUntil("the node serves its API or exits", seconds: 20) { !node.isRunning || httpGet(port: api, path: "/v1/health") != nil }
+        #expect(node.isRunning, "the node exited: \((try? String(contentsOfFile: log, encoding: .utf8))?.suffix(600) ?? "")")
+    }
+
     @Test func acceptFailingWithEMFILEDoesNotSpinTheLoop() throws {
         WireHardeningIntegrationTests.raiseOpenFileLimit()
         let cluster = try LocalCluster()
