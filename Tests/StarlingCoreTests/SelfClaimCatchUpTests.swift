@@ -121,6 +121,32 @@ struct SelfClaimCatchUpTests {
         #expect(net.nodes[1].incarnation == 2 * Self.step + 1)
     }
 
+    /// The same at 100 members: every member but r1 refuses the forgery and then r2's last
+    /// refutation, asks r2, and catches up from its chain; r2 refutes no further.
+    @Test func aPeerThatMissedEveryStepCatchesUpAtAHundredMembers() throws {
+        var net = Net(nodes: (1...100).map { Self.node("r\($0)", UInt16(3000 + $0), seed: UInt64($0)) })
+        for i in net.nodes.indices {
+            for j in net.nodes.indices where i != j {
+                _ = net.nodes[i].receive(Packet([.alive(net.nodes[j].selfAlive)]), from: net.nodes[j].myAddress, now: .zero)
+            }
+        }
+        _ = net.nodes[0].receive(Packet([Self.forged(Self.step), Self.forged(2 * Self.step)]), from: Self.evil, now: .zero)
+        for _ in 0..<3 {
+            _ = net.nodes[1].receive(Packet([Self.forged(2 * Self.step)]), from: addr(3001), now: .zero)
+        }
+        let top = net.nodes[1].incarnation
+        #expect(top == 2 * Self.step + 1)
+        let caughtUp = try net.run(for: .seconds(120)) { net in
+            net.nodes.indices.allSatisfy { i in
+                i == 1 || net.nodes[i].members["r2"].map { $0.status == .alive && $0.address == addr(3002) && $0.incarnation == top } == true
+            }
+        }
+        let behind = net.nodes.filter { $0.myName != "r2" && $0.members["r2"]?.incarnation != top }.map(\.myName)
+        #expect(caughtUp, "still behind: \(behind)")
+        #expect(net.nodes[1].incarnation == top)
+        #expect(net.nodes.allSatisfy { $0.stats.catchUpsAsked <= 120 / 10 + 1 }, "at most one ask per reconnect interval")
+    }
+
     /// The alives of the catch-up packets `directives` send to `to`, in order.
     static func chain(in directives: [MembershipDirective], to: NodeAddress) -> [MembershipMessage.Alive] {
         directives.flatMap { d -> [MembershipMessage.Alive] in
