@@ -206,7 +206,8 @@ public final class Simulator {
             let each = ["probesSent": s.probesSent, "probesFailed": s.probesFailed, "pingReqsSent": s.pingReqsSent,
                         "nacksSent": s.nacksSent, "nacksReceived": s.nacksReceived, "suspicionsRaised": s.suspicionsRaised,
                         "refutations": s.refutations, "deathsDeclared": s.deathsDeclared, "urgentProbes": s.urgentProbes,
-                        "accusationsTold": s.accusationsTold]
+                        "accusationsTold": s.accusationsTold, "catchUpsAsked": s.catchUpsAsked,
+                        "catchUpChainsSent": s.catchUpChainsSent]
             c.merge(each, uniquingKeysWith: +)
         }
         return c

@@ -105,11 +105,10 @@ public struct MeshConfiguration: Sendable {
         linkBackoff = .milliseconds(100)
         maxLinkBackoff = .seconds(5)
         maxInboxCommands = 16_384
-        // Off: with push-pull over links, a node whose entry a key holder forged (#8's two-step
-        // self-claim) refuted twice and its peers held it one incarnation above itself; the
-        // real-process test of that (SelfClaimIntegrationTests) failed every run. Not
-        // diagnosed yet; the connection-per-exchange push-pull stays the default.
-        pushPullOverLinks = false
+        // On: membership's periodic push-pull shares the one link per peer pair with the hosted
+        // protocols. (It was off while #8's two-step self-claim test failed with it; the cause
+        // was in the core and timing-dependent, see CatchUp.swift.)
+        pushPullOverLinks = true
     }
 }
 

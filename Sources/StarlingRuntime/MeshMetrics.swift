@@ -33,6 +33,7 @@ final class MeshMetrics {
             (\.pushPullEntriesSkipped, c("push_pull_entries_skipped")),
             (\.membersRejected, c("members_rejected")),
             (\.accusationsTold, c("accusations_told")), (\.urgentProbes, c("urgent_probes")),
+            (\.catchUpsAsked, c("catch_ups_asked")), (\.catchUpChainsSent, c("catch_up_chains_sent")),
         ]
         var gauges: [MemberStatus: Gauge] = [:]
         for s in MemberStatus.allCases { gauges[s] = Gauge(label: "starling_members", dimensions: [("status", s.description)]) }

@@ -312,7 +312,7 @@ struct PeerLinkTests {
     @Test func periodicPushPullTravelsOverTheLink() async throws {
         let (a, b, _) = try await Self.pair("pa", "pb") {
             $0.settings.pushPullInterval = .milliseconds(200)
-            $0.pushPullOverLinks = true  // off by default (NOTES: it broke #8's self-claim test)
+            $0.pushPullOverLinks = true  // the default, stated: this test is about it
         }
         defer { a.node.stop(); b.node.stop() }
         #expect(try await a.ask("pb", [0, 1]) == [0, 1])
@@ -441,8 +441,7 @@ struct PeerLinkProcessTests {
         return 0
     }
 
-    @Test(.disabled("membership push-pull over links is off by default until the self-claim regression is understood (NOTES, Peer links)"))
-    func pushPullBetweenRealNodesTravelsOverTheirLink() throws {
+    @Test func pushPullBetweenRealNodesTravelsOverTheirLink() throws {
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
         let nodes = try cluster.startMesh(["k1", "k2"])

@@ -18,7 +18,12 @@ extension Membership {
     mutating func merge(_ remote: PushPullState, newMembers: Int, now: Instant, into out: inout [MembershipDirective]) {
         stats.pushPullEntriesSkipped += remote.skippedEntries
         var added = 0
+        var sawMyself = false
         for e in remote.entries {
+            if e.name == myName, !sawMyself {
+                sawMyself = true
+                sendCatchUpChain(to: remote.source, holding: e.incarnation, into: &out)
+            }
             switch e.status {
             case .alive:
                 if e.name != myName, members.slot(of: e.name) == nil {

@@ -54,6 +54,8 @@ public struct Membership: Sendable {
     var declaredDeaths: [String: DeclaredDeath] = [:]
     /// The earliest `nextTellAt` among `declaredDeaths` (a tick before it skips them all).
     var nextRetellAt: Instant?
+    /// When this node last asked a member for a catch-up push-pull (see CatchUp.swift).
+    var lastCatchUpAskedAt: Instant?
 
     struct DeclaredDeath: Sendable, Equatable {
         var at: Instant

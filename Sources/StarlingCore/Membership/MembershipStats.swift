@@ -32,6 +32,11 @@ public struct MembershipStats: Sendable, Equatable {
     public var accusationsTold = 0
     /// Probes of a member others had just begun to suspect (`ProbeOrder.suspectsFirst`).
     public var urgentProbes = 0
+    /// Push-pulls asked of a member after refusing a message about it as too far ahead
+    /// (CatchUp.swift).
+    public var catchUpsAsked = 0
+    /// Chains of our own `alive`s sent to a peer that held us more than a step behind.
+    public var catchUpChainsSent = 0
 
     public init() {}
 }

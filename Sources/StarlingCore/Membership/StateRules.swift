@@ -40,6 +40,12 @@
 ///    rejoining. The node refutes at `min(claimed + 1, own + step)`: it climbs at most one step
 ///    per message it hears about itself and overtakes the claim; the bound still costs a forger
 ///    2⁶² / 2²⁴ = 2³⁸ messages to push a member to it.
+/// 6. A peer that missed every step of such a climb refuses the member's newest `alive` under
+///    rule 4 (the gossip queue keeps one update per member, so the steps in between may never
+///    go out). It asks the member for a push-pull, and a member that finds a push-pull's other
+///    side holding it more than a step behind sends that side a chain of its own `alive`s, each
+///    within the step of the last, up to its own incarnation (CatchUp.swift). The chain is the
+///    only other incarnation a node computes, and it is its own, never above what it holds.
 extension Membership {
     /// Whether a message may claim `claimed` for a member held at `known` (rule 4 above).
     static func isPlausible(_ claimed: UInt64, after known: UInt64?) -> Bool {
@@ -85,6 +91,7 @@ extension Membership {
         let m = members.member(at: slot)
         guard Self.isPlausible(a.incarnation, after: m.incarnation) else {
             stats.messagesRejected += 1
+            askToCatchUp(slot, now: now, into: &out)
             return
         }
         if a.incarnation < m.incarnation {
@@ -126,6 +133,7 @@ extension Membership {
         }
         guard Self.isPlausible(inc, after: incarnation(of: name)) else {
             stats.messagesRejected += 1
+            if let slot = members.slot(of: name) { askToCatchUp(slot, now: now, into: &out) }
             return
         }
         guard let slot = members.slot(of: name), case let m = members.member(at: slot), m.status.isActive,
@@ -180,6 +188,7 @@ extension Membership {
         }
         guard Self.isPlausible(inc, after: incarnation(of: name)) else {
             stats.messagesRejected += 1
+            if let slot = members.slot(of: name) { askToCatchUp(slot, now: now, into: &out) }
             return
         }
         guard let slot = members.slot(of: name), case let m = members.member(at: slot), inc >= m.incarnation else {
