@@ -17,18 +17,21 @@ public final class SwarmService: SwarmGateway {
     let executor: SwarmTaskExecutor
 
     /// Registers the protocol on `node` (before it starts) with the swarms stored in `store`.
-    public init(node: MeshNode, store: SwarmStore, runner: SandboxRunner, memoryMB: Int, logger: Logger) throws {
+    public init(node: MeshNode, store: SwarmStore, runner: SandboxRunner, memoryMB: Int,
+                requestTimeout: Duration = .seconds(5), logger: Logger) throws {
         nodeName = node.configuration.name
         self.store = store
         self.node = node
         let slots = node.configuration.slots
         executor = SwarmTaskExecutor(runner: runner, nodeName: nodeName, slots: slots)
-        let settings = SwarmSettings(slots: UInt32(clamping: slots), memoryMB: UInt32(clamping: memoryMB))
+        let settings = SwarmSettings(slots: UInt32(clamping: slots), memoryMB: UInt32(clamping: memoryMB), requestTimeout: requestTimeout)
         var swarm = Swarm(settings: settings, myName: nodeName, seed: secureRandomUInt64(), now: node.now)
+        swarm.childRule = SpawnAdmission.rule
         let stored = try store.loadAll()
+        let links = try store.childLinks()
         // Effects of a restore are writes of what was just read, and sends that the protocol's
         // own timers repeat; nothing of it must run before the node is up.
-        let restored = swarm.restore(stored, now: node.now)
+        let restored = swarm.restore(stored, children: links, now: node.now)
         if !stored.isEmpty {
             logger.info("swarms restored from the store", metadata: ["swarms": "\(stored.count)", "effectsDeferred": "\(restored.count)"])
         }
@@ -50,6 +53,16 @@ public final class SwarmService: SwarmGateway {
         let preferred = ring.preferenceList(id, count: alive.count)
         let api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
         return preferred.filter { $0 != nodeName }.compactMap { api[$0] }.filter { !$0.isEmpty }
+    }
+}
+
+extension SwarmService {
+    /// The API addresses of every other member alive now (what `GET /v1/swarms` merges).
+    public func otherNodes() -> [String] {
+        node.snapshot().members
+            .filter { $0.status == .alive && $0.name != nodeName && !$0.metadata.api.isEmpty }
+            .sorted { $0.name < $1.name }
+            .map(\.metadata.api)
     }
 }
 
