@@ -74,6 +74,22 @@ struct SwarmPerformer: ProtocolPerformer {
     let node: MeshNode
     let logger: Logger
 
+    /// Consecutive store writes go to SQLite as one transaction (all or none, durable before
+    /// the next action or message); every other action in order, one at a time.
+    func performAll(_ actions: [SwarmAction], host: ProtocolHandle<Swarm>) {
+        var changes: [StoreChange] = []
+        for action in actions {
+            if case .store(let change) = action {
+                changes.append(change)
+                continue
+            }
+            guard write(changes, host: host), !host.isHalted else { return }
+            changes.removeAll()
+            perform(action, host: host)
+        }
+        _ = write(changes, host: host)
+    }
+
     func perform(_ action: SwarmAction, host: ProtocolHandle<Swarm>) {
         switch action {
         case .run(let run):
@@ -81,20 +97,28 @@ struct SwarmPerformer: ProtocolPerformer {
         case .kill(let swarm, let index, let attempt):
             executor.kill(swarm: swarm, index: index, attempt: attempt)
         case .store(let change):
-            do {
-                try store.apply([change])
-            } catch {
-                // Fail closed: the protocol goes on only with what is durable. A node that cannot
-                // write its store must not acknowledge anything more: it leaves the mesh, and
-                // SWIM moves its work (and its swarms' ownership) to the others.
-                // The halt drops the effects after this write (the ack of a replicate that
-                // follows it, say) and every later input: nothing is said while leaving.
-                logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
-                host.halt()
-                node.requestLeave()
-            }
+            _ = write([change], host: host)
         case .advertise(let freeSlots, let freeMemoryMB):
             node.setCapacity(freeSlots: Int(freeSlots), freeMemoryMB: Int(freeMemoryMB))
+        }
+    }
+
+    /// Writes `changes` in one transaction; false (and the protocol halted) when it failed.
+    private func write(_ changes: [StoreChange], host: ProtocolHandle<Swarm>) -> Bool {
+        guard !changes.isEmpty else { return true }
+        do {
+            try store.apply(changes)
+            return true
+        } catch {
+            // Fail closed: the protocol goes on only with what is durable. A node that cannot
+            // write its store must not acknowledge anything more: it leaves the mesh, and
+            // SWIM moves its work (and its swarms' ownership) to the others.
+            // The halt drops the effects after this write (the ack of a replicate that
+            // follows it, say) and every later input: nothing is said while leaving.
+            logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
+            host.halt()
+            node.requestLeave()
+            return false
         }
     }
 }
