@@ -81,7 +81,7 @@ struct SwarmCancel: AsyncParsableCommand {
 }
 
 struct SwarmList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "Swarms the node holds, newest first.")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "Swarms of the mesh (every live node's, merged), newest first.")
 
     @OptionGroup var api: APIOptions
 
@@ -107,6 +107,10 @@ struct SwarmList: AsyncParsableCommand {
             [$0.id, $0.state, String($0.total), String($0.succeeded), String($0.failed),
              formatter.string(from: Date(timeIntervalSince1970: Double($0.createdAtMs) / 1000))]
         })
+        if list.partial == true {
+            // On stderr: the table stays the list, and a script still sees what was found.
+            FileHandle.standardError.write(Data("partial list: no answer from \((list.unanswered ?? []).joined(separator: ", "))\n".utf8))
+        }
     }
 }
 
