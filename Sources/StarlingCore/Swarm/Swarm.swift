@@ -313,6 +313,11 @@ public struct Swarm: HostedProtocol {
         case .replicate(let u):
             guard let d = u.definition else { return settings.requestTimeout }
             return settings.requestTimeout + Self.storeAllowance(tasks: d.draft.tasks.count)
+        case .cancel(let id):
+            // The owner cancels every pending task and stores and replicates that before it
+            // answers. Known only when this node holds the swarm (else the base timeout).
+            guard let e = swarms[id] else { return settings.requestTimeout }
+            return settings.requestTimeout + Self.storeAllowance(tasks: e.tasks.count)
         default:
             return settings.requestTimeout
         }
