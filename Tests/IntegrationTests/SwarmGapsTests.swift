@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// The gaps issue #10 left open, each on real nodes: the spawn budget across nodes, child links
@@ -159,10 +160,11 @@ struct SwarmGapsTests {
         process.standardInput = FileHandle(forReadingAtPath: "/dev/null")
         try process.run()
         let done = DispatchSemaphore(value: 0)
-        final class Box: @unchecked Sendable { var data = Data() }  // written by one thread, read after `done`
+        final class Box: Sendable { let data = Mutex(Data()) }
         let box = Box()
         DispatchQueue.global().async {
-            box.data = output.fileHandleForReading.readDataToEndOfFile()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            box.data.withLock { $0 = data }
             done.signal()
         }
         if done.wait(timeout: .now() + 120) == .timedOut {
@@ -171,7 +173,7 @@ struct SwarmGapsTests {
             return
         }
         process.waitUntilExit()
-        let text = String(decoding: box.data, as: UTF8.self)
+        let text = String(decoding: box.data.withLock { $0 }, as: UTF8.self)
         #expect(process.terminationStatus == 0, "\(text)")
         // Each redraw: carriage return, erase the line, then the bar and the counts.
         let redraws = text.components(separatedBy: "\r\u{1B}[2K").dropFirst()
