@@ -32,6 +32,7 @@ final class SwarmEnvironment: ProtocolEnvironment {
         var epoch: UInt32
         var state: SwarmState
         var tasks: [TaskRecord]
+        var children: [ChildLink] = []
     }
 
     let options: SwarmOptions
@@ -106,7 +107,8 @@ final class SwarmEnvironment: ProtocolEnvironment {
             guard let s = stores[node][id] else { return nil }
             return (s.definition, epoch: s.epoch, state: s.state, tasks: s.tasks)
         }
-        let effects = swarm.restore(rows, now: sim.now)
+        let links = stores[node].compactMapValues { $0.children.isEmpty ? nil : $0.children }
+        let effects = swarm.restore(rows, children: links, now: sim.now)
         return (swarm, effects)
     }
 
@@ -158,7 +160,7 @@ final class SwarmEnvironment: ProtocolEnvironment {
         switch reply {
         case .submitted(let id, let owner):
             submittedIDs[k] = (id, owner)
-        case .refused(let reason), .rejected(let reason):
+        case .refused(let reason), .rejected(let reason), .forbidden(let reason):
             refusals.append("swarm \(k) via n\(node): \(reason)")
             violation("swarm \(k) submitted through n\(node) was refused: \(reason)")
         case .cancelled, .notFound:
@@ -272,6 +274,13 @@ final class SwarmEnvironment: ProtocolEnvironment {
             stores[node][id]!.state = state
             stores[node][id]!.epoch = epoch
             if state != .running { swarmEnded(id, sim) }
+        case .child(let id, let link):
+            guard stores[node][id] != nil else {
+                orphanWrites += 1
+                violation("n\(node) stored a child of swarm \(id), which its store does not hold")
+                return
+            }
+            if !stores[node][id]!.children.contains(where: { $0.child == link.child }) { stores[node][id]!.children.append(link) }
         }
     }
 

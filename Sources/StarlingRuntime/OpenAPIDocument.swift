@@ -88,14 +88,14 @@ public enum OpenAPIDocument {
       },
       "get": {
         "operationId": "listSwarms",
-        "summary": "Swarms this node holds, newest first",
+        "summary": "Swarms of the mesh, newest first (this node's and every other live node's, merged)",
         "parameters": [
           {"name": "limit", "in": "query", "required": false, "description": "At most this many (default 100).",
            "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
         ],
         "responses": {
           "200": {
-            "description": "The swarms this node owns or replicates.",
+            "description": "The swarms the live nodes own or replicate, each once. partial is true when some node did not answer in time (named in unanswered).",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SwarmList"}}}
           },
           "400": {"$ref": "#/components/responses/BadRequest"},
@@ -368,7 +368,9 @@ public enum OpenAPIDocument {
                 "createdAtMs": {"type": "integer", "minimum": 0}
               }
             }
-          }
+          },
+          "partial": {"type": "boolean"},
+          "unanswered": {"type": "array", "items": {"type": "string"}}
         }
       }
     }

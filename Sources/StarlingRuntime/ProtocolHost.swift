@@ -8,6 +8,17 @@ import StarlingCore
 public protocol ProtocolPerformer<Hosted> {
     associatedtype Hosted: HostedProtocol
     func perform(_ action: Hosted.Action, host: ProtocolHandle<Hosted>)
+    /// Actions that follow one another in one input's effects, with nothing else between them:
+    /// a performer may carry them out together (one store transaction for many writes), as long
+    /// as it carries them out in order and each is done before the call returns.
+    func performAll(_ actions: [Hosted.Action], host: ProtocolHandle<Hosted>)
+}
+
+extension ProtocolPerformer {
+    public func performAll(_ actions: [Hosted.Action], host: ProtocolHandle<Hosted>) {
+        // An action that halts the protocol (a failed write) ends the batch: nothing after it.
+        for action in actions where !host.isHalted { perform(action, host: host) }
+    }
 }
 
 /// A performer for protocols that have no actions.
@@ -43,11 +54,15 @@ public struct ProtocolHandle<P: HostedProtocol>: Sendable {
         }, refused: { _ in }))
     }
 
+    /// Whether the protocol was halted (or is not registered): on the loop thread, from a performer.
+    public var isHalted: Bool { (node.protocols[P.channel.rawValue] as? ProtocolRunner<P>)?.isStopped ?? true }
+
     /// Stops the protocol on this node at once, from its performer (on the loop thread): the
     /// effects after the action being performed are dropped, no input reaches the protocol any
     /// more, and commands waiting for a reply fail. For an action that must succeed before
     /// anything after it is said (a store write whose ack follows): a failed one must not be
     /// acknowledged while the node is on its way out of the mesh.
+
     public func halt() {
         (node.protocols[P.channel.rawValue] as? ProtocolRunner<P>)?.stop()
     }
@@ -101,12 +116,13 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
 
     unowned let node: MeshNode
     private var machine: P
-    private let perform: (P.Action) -> Void
+    private let perform: ([P.Action]) -> Void
     private var replies: [UInt64: CheckedContinuation<P.Reply, any Error>] = [:]
     private var nextCommand: UInt64 = 1
     private var inputs: [Input] = []
     private var running = false
     private var stopped = false
+    var isStopped: Bool { stopped }
     /// Requests that could not be sent, answered nil at `unsentDue` (see the type's comment).
     private var unsent: [RequestID] = []
     private var unsentDue = Instant.distantFuture
@@ -115,7 +131,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     /// without polling I/O, so a protocol that keeps resending would still starve the node.
     static var unsentDelay: Duration { .milliseconds(1) }
 
-    init(node: MeshNode, machine: P, perform: @escaping (P.Action) -> Void) {
+    init(node: MeshNode, machine: P, perform: @escaping ([P.Action]) -> Void) {
         self.node = node
         self.machine = machine
         self.perform = perform
@@ -155,7 +171,10 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     }
 
     private func execute(_ effects: [ProtocolEffect<P>]) {
-        for effect in effects {
+        var index = 0
+        while index < effects.count {
+            let effect = effects[index]
+            index += 1
             // A performer halted the protocol (`ProtocolHandle.halt`): nothing after that is said.
             guard !stopped else { return }
             switch effect {
@@ -178,7 +197,14 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
                 }
                 continuation.resume(returning: reply)
             case .perform(let action):
-                perform(action)
+                // With the actions right after it (a cancel of 10,000 tasks is 10,000 writes: one
+                // transaction, not 10,000 synchronous commits on the loop thread).
+                var actions = [action]
+                while index < effects.count, case .perform(let next) = effects[index] {
+                    actions.append(next)
+                    index += 1
+                }
+                perform(actions)
             }
         }
     }
@@ -251,7 +277,7 @@ extension MeshNode {
         precondition(!started, "register protocols before start")
         precondition(P.channel != .membership && protocols[P.channel.rawValue] == nil, "channel \(P.channel) is taken")
         let handle = ProtocolHandle<P>(node: self)
-        let runner = ProtocolRunner(node: self, machine: hosted, perform: { performer.perform($0, host: handle) })
+        let runner = ProtocolRunner(node: self, machine: hosted, perform: { performer.performAll($0, host: handle) })
         protocols[P.channel.rawValue] = runner
         for member in membership.members.sorted(by: { $0.name < $1.name }) {
             reportedMembers[member.name] = ReportedMember(status: member.status, version: member.metadata.version)

@@ -36,6 +36,8 @@ struct SwarmForwarder: Sendable {
     /// How long a forwarded event stream may stay open (a little longer than a stream's own
     /// lifetime on the holder, which closes it first).
     var streamTimeout: Duration = .seconds(660)
+    /// How long one holder has to carry out a forwarded cancel.
+    var cancelTimeout: Duration = .seconds(120)
     /// Holders tried, in order, before giving up.
     var maxHolders = 3
     /// Bytes of a forwarded answer that is not a stream (a status page is bounded by the
@@ -56,7 +58,9 @@ struct SwarmForwarder: Sendable {
             if let lastEventID = HTTPField.Name("Last-Event-ID"), let value = request.headers[lastEventID] {
                 out.headers.add(name: "Last-Event-ID", value: value)
             }
-            let deadline = streaming ? streamTimeout : timeout
+            // A cancel waits for the holder's protocol, whose own deadline grows with the swarm
+            // (1 ms a task): a 100,000-task cancel must not time out here first.
+            let deadline = streaming ? streamTimeout : request.method == .delete ? max(timeout, cancelTimeout) : timeout
             let response: HTTPClientResponse
             do {
                 response = try await Self.client.execute(out, timeout: .nanoseconds(Self.nanoseconds(deadline)), logger: nil)

@@ -21,4 +21,11 @@ public protocol SwarmGateway: Sendable {
     func holders(of id: SwarmID) -> [String]
     /// This node's name, for the hop header of forwarded requests and in logs.
     var nodeName: String { get }
+    /// API addresses (HOST:PORT) of every other live node, for the mesh-wide swarm list.
+    func otherNodes() -> [String]
+}
+
+extension SwarmGateway {
+    /// A gateway that knows no other node lists its own store only.
+    public func otherNodes() -> [String] { [] }
 }

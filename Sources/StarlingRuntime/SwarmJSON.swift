@@ -62,6 +62,17 @@ public struct SwarmSummaryJSON: Codable, Sendable, Equatable {
 
 public struct SwarmListJSON: Codable, Sendable, Equatable, ResponseEncodable {
     public var swarms: [SwarmSummaryJSON]
+    /// Extension: true when some live node did not answer in time, so swarms held only there
+    /// are missing; absent when every node answered.
+    public var partial: Bool?
+    /// Extension: the nodes that did not answer (with `partial`).
+    public var unanswered: [String]?
+
+    public init(swarms: [SwarmSummaryJSON], partial: Bool? = nil, unanswered: [String]? = nil) {
+        self.swarms = swarms
+        self.partial = partial
+        self.unanswered = unanswered
+    }
 }
 
 // SwarmOptions (the swarm-wide options the runtime hands back with every task run) lives in

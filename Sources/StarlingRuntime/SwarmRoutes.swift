@@ -18,6 +18,8 @@ struct SwarmRoutes: Sendable {
     let forwarder: SwarmForwarder
     let events: SwarmEventSettings
     let logger: Logger
+    /// How `GET /v1/swarms` asks the other nodes for their lists.
+    var meshList = SwarmMeshList()
 
     /// Bytes a `POST /v1/swarms` body may have: the tasks' inputs (64 MiB) plus room for JSON
     /// escaping and the other fields. Past it: 413.
@@ -25,7 +27,7 @@ struct SwarmRoutes: Sendable {
 
     func register(on router: Router<BasicRequestContext>) {
         router.post("/v1/swarms") { request, context in try await submit(request, context) }
-        router.get("/v1/swarms") { request, _ in try list(request) }
+        router.get("/v1/swarms") { request, _ in try await list(request) }
         router.get("/v1/swarms/{id}") { request, context in try await status(request, context) }
         router.delete("/v1/swarms/{id}") { request, context in try await cancel(request, context) }
         router.get("/v1/swarms/{id}/events") { request, context in try await follow(request, context) }
@@ -70,20 +72,28 @@ struct SwarmRoutes: Sendable {
             // 409: the swarm is well formed but conflicts with the mesh as it is (no member
             // offers what a task needs, or it is too large to travel between nodes).
             throw HTTPError(.conflict, message: reason)
+        case .forbidden(let reason):
+            throw HTTPError(.forbidden, message: reason)
         case .cancelled, .notFound:
             logger.error("swarm submit got an unexpected reply", metadata: ["reply": "\(reply)"])
             throw Self.unavailable("the swarm was not accepted")
         }
     }
 
-    func list(_ request: Request) throws -> SwarmListJSON {
+    /// The mesh's swarms: this node's store merged with every other live node's
+    /// (`SwarmMeshList`). A request forwarded by another node gets this node's store only.
+    func list(_ request: Request) async throws -> SwarmListJSON {
         let limit = try Self.integer(request, "limit", in: 1...SwarmStore.maxListSize) ?? 100
-        guard let store = gateway?.store else { return SwarmListJSON(swarms: []) }
-        let rows: [SwarmSummary]
-        do { rows = try store.list(limit: limit) } catch { throw Self.unavailable("\(error)") }
-        return SwarmListJSON(swarms: rows.map {
-            SwarmSummaryJSON(id: $0.id, state: $0.state.name, total: $0.total, succeeded: $0.succeeded, failed: $0.failed, createdAtMs: $0.createdAtMs)
-        })
+        var local: [SwarmSummaryJSON] = []
+        if let store = gateway?.store {
+            let rows: [SwarmSummary]
+            do { rows = try store.list(limit: limit) } catch { throw Self.unavailable("\(error)") }
+            local = rows.map {
+                SwarmSummaryJSON(id: $0.id, state: $0.state.name, total: $0.total, succeeded: $0.succeeded, failed: $0.failed, createdAtMs: $0.createdAtMs)
+            }
+        }
+        guard request.headers[SwarmForwarder.hopHeader] == nil, let gateway else { return SwarmListJSON(swarms: local) }
+        return await meshList.gather(local: local, peers: gateway.otherNodes(), limit: limit, from: gateway.nodeName)
     }
 
     /// Generic over the context: a task's socket (TaskSocketContext) serves its children's
@@ -122,7 +132,7 @@ struct SwarmRoutes: Sendable {
             return try Self.json(.accepted, SwarmCreatedJSON(id: id, owner: nil))
         case .notFound:
             throw HTTPError(.notFound, message: "no swarm \(id)")
-        case .refused(let reason), .rejected(let reason):
+        case .refused(let reason), .rejected(let reason), .forbidden(let reason):
             throw Self.unavailable(reason)
         case .submitted:
             throw Self.unavailable("the cancel was not carried out")

@@ -17,18 +17,21 @@ public final class SwarmService: SwarmGateway {
     let executor: SwarmTaskExecutor
 
     /// Registers the protocol on `node` (before it starts) with the swarms stored in `store`.
-    public init(node: MeshNode, store: SwarmStore, runner: SandboxRunner, memoryMB: Int, logger: Logger) throws {
+    public init(node: MeshNode, store: SwarmStore, runner: SandboxRunner, memoryMB: Int,
+                requestTimeout: Duration = .seconds(5), logger: Logger) throws {
         nodeName = node.configuration.name
         self.store = store
         self.node = node
         let slots = node.configuration.slots
         executor = SwarmTaskExecutor(runner: runner, nodeName: nodeName, slots: slots)
-        let settings = SwarmSettings(slots: UInt32(clamping: slots), memoryMB: UInt32(clamping: memoryMB))
+        let settings = SwarmSettings(slots: UInt32(clamping: slots), memoryMB: UInt32(clamping: memoryMB), requestTimeout: requestTimeout)
         var swarm = Swarm(settings: settings, myName: nodeName, seed: secureRandomUInt64(), now: node.now)
+        swarm.childRule = SpawnAdmission.rule
         let stored = try store.loadAll()
+        let links = try store.childLinks()
         // Effects of a restore are writes of what was just read, and sends that the protocol's
         // own timers repeat; nothing of it must run before the node is up.
-        let restored = swarm.restore(stored, now: node.now)
+        let restored = swarm.restore(stored, children: links, now: node.now)
         if !stored.isEmpty {
             logger.info("swarms restored from the store", metadata: ["swarms": "\(stored.count)", "effectsDeferred": "\(restored.count)"])
         }
@@ -53,6 +56,16 @@ public final class SwarmService: SwarmGateway {
     }
 }
 
+extension SwarmService {
+    /// The API addresses of every other member alive now (what `GET /v1/swarms` merges).
+    public func otherNodes() -> [String] {
+        node.snapshot().members
+            .filter { $0.status == .alive && $0.name != nodeName && !$0.metadata.api.isEmpty }
+            .sorted { $0.name < $1.name }
+            .map(\.metadata.api)
+    }
+}
+
 /// Carries out the swarm protocol's actions on the loop thread.
 struct SwarmPerformer: ProtocolPerformer {
     typealias Hosted = Swarm
@@ -61,6 +74,22 @@ struct SwarmPerformer: ProtocolPerformer {
     let node: MeshNode
     let logger: Logger
 
+    /// Consecutive store writes go to SQLite as one transaction (all or none, durable before
+    /// the next action or message); every other action in order, one at a time.
+    func performAll(_ actions: [SwarmAction], host: ProtocolHandle<Swarm>) {
+        var changes: [StoreChange] = []
+        for action in actions {
+            if case .store(let change) = action {
+                changes.append(change)
+                continue
+            }
+            guard write(changes, host: host), !host.isHalted else { return }
+            changes.removeAll()
+            perform(action, host: host)
+        }
+        _ = write(changes, host: host)
+    }
+
     func perform(_ action: SwarmAction, host: ProtocolHandle<Swarm>) {
         switch action {
         case .run(let run):
@@ -68,20 +97,28 @@ struct SwarmPerformer: ProtocolPerformer {
         case .kill(let swarm, let index, let attempt):
             executor.kill(swarm: swarm, index: index, attempt: attempt)
         case .store(let change):
-            do {
-                try store.apply([change])
-            } catch {
-                // Fail closed: the protocol goes on only with what is durable. A node that cannot
-                // write its store must not acknowledge anything more: it leaves the mesh, and
-                // SWIM moves its work (and its swarms' ownership) to the others.
-                // The halt drops the effects after this write (the ack of a replicate that
-                // follows it, say) and every later input: nothing is said while leaving.
-                logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
-                host.halt()
-                node.requestLeave()
-            }
+            _ = write([change], host: host)
         case .advertise(let freeSlots, let freeMemoryMB):
             node.setCapacity(freeSlots: Int(freeSlots), freeMemoryMB: Int(freeMemoryMB))
+        }
+    }
+
+    /// Writes `changes` in one transaction; false (and the protocol halted) when it failed.
+    private func write(_ changes: [StoreChange], host: ProtocolHandle<Swarm>) -> Bool {
+        guard !changes.isEmpty else { return true }
+        do {
+            try store.apply(changes)
+            return true
+        } catch {
+            // Fail closed: the protocol goes on only with what is durable. A node that cannot
+            // write its store must not acknowledge anything more: it leaves the mesh, and
+            // SWIM moves its work (and its swarms' ownership) to the others.
+            // The halt drops the effects after this write (the ack of a replicate that
+            // follows it, say) and every later input: nothing is said while leaving.
+            logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
+            host.halt()
+            node.requestLeave()
+            return false
         }
     }
 }

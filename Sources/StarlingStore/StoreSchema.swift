@@ -49,6 +49,20 @@ enum StoreSchema {
             // child it creates: without this, a scan of every swarm held.
             try db.execute(sql: "CREATE INDEX swarm_by_parent ON swarm(parentSwarm, parentTask) WHERE parentSwarm IS NOT NULL")
         }
+        migrator.registerMigration("v3-swarm-child-links") { db in
+            // The children a parent swarm's owner recorded (where to send their cancels, and
+            // what each costs the parent's spawn budget). Before this they lived in memory only:
+            // a parent whose every holder restarted forgot its children.
+            try db.execute(sql: """
+                CREATE TABLE swarm_child (
+                    parent TEXT NOT NULL REFERENCES swarm(id) ON DELETE CASCADE,
+                    child TEXT NOT NULL,
+                    replicas BLOB NOT NULL,        -- peer names, each followed by a NUL byte
+                    cost INTEGER NOT NULL,         -- tasks + spawn budget handed down
+                    PRIMARY KEY (parent, child)
+                ) STRICT, WITHOUT ROWID
+                """)
+        }
         return migrator
     }
 }

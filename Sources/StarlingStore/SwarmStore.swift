@@ -94,6 +94,12 @@ public final class SwarmStore: Sendable {
             try db.execute(sql: "UPDATE swarm SET state = ?, epoch = ? WHERE id = ?",
                            arguments: [Int(state.rawValue), Int64(epoch), swarm])
             guard db.changesCount == 1 else { throw StoreError("no swarm \(swarm) to update") }
+        case .child(let parent, let link):
+            // The first record of a link stands (a link's child and replicas never change).
+            try db.execute(sql: """
+                INSERT INTO swarm_child (parent, child, replicas, cost) VALUES (?, ?, ?, ?)
+                ON CONFLICT(parent, child) DO NOTHING
+                """, arguments: [parent, link.child, Data(encodeNames(link.replicas)), Int64(clamping: link.cost)])
         }
     }
 
@@ -219,6 +225,19 @@ public final class SwarmStore: Sendable {
                 let (definition, records) = try Self.definition(row, in: db)
                 return (definition, epoch: UInt32(clamping: row["epoch"] as Int64), state: try Self.swarmState(row["state"]), tasks: records)
             }
+        }
+    }
+
+    /// The child links stored for every held swarm, for `Swarm.restore` after a restart.
+    public func childLinks() throws -> [SwarmID: [ChildLink]] {
+        try read { db in
+            var links: [SwarmID: [ChildLink]] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT parent, child, replicas, cost FROM swarm_child ORDER BY parent, child") {
+                let cost: Int64 = row["cost"]
+                links[row["parent"], default: []].append(ChildLink(child: row["child"], replicas: Self.decodeNames([UInt8](row["replicas"] as Data)),
+                                                                    cost: UInt64(max(0, cost))))
+            }
+            return links
         }
     }
 

@@ -68,8 +68,12 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("api-max-connections-per-source"), help: "HTTP API connections one address (an IPv6 /64) may hold at once; more are closed at once (default 128).")
     var apiMaxConnectionsPerSource: Int = 128
 
+    @Option(name: .customLong("swarm-request-timeout-ms"), help: "Milliseconds a swarm request to another node waits for its answer (default 5000); a swarm's create and whole-swarm transfers get 1 ms more per task.")
+    var swarmRequestTimeoutMs: Int = 5000
+
     func validate() throws {
         guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes else { throw ValidationError("--name must be 1-64 bytes") }
+        guard (50...600_000).contains(swarmRequestTimeoutMs) else { throw ValidationError("--swarm-request-timeout-ms must be 50 to 600000") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard MembershipSettings.preset(named: preset) != nil else {
             throw ValidationError("--preset must be one of \(MembershipSettings.presets.map(\.name).joined(separator: ", "))")
@@ -153,7 +157,7 @@ struct Node: AsyncParsableCommand {
         let store: SwarmStore
         do { store = try SwarmStore(directory: data) } catch { throw ValidationError("--data \(data): \(error); refusing to start") }
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
-                                      logger: logger)
+                                      requestTimeout: .milliseconds(swarmRequestTimeoutMs), logger: logger)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
             Glibc.exit(0)

@@ -81,7 +81,7 @@ struct SwarmCancel: AsyncParsableCommand {
 }
 
 struct SwarmList: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "Swarms the node holds, newest first.")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "Swarms of the mesh (every live node's, merged), newest first.")
 
     @OptionGroup var api: APIOptions
 
@@ -107,6 +107,10 @@ struct SwarmList: AsyncParsableCommand {
             [$0.id, $0.state, String($0.total), String($0.succeeded), String($0.failed),
              formatter.string(from: Date(timeIntervalSince1970: Double($0.createdAtMs) / 1000))]
         })
+        if list.partial == true {
+            // On stderr: the table stays the list, and a script still sees what was found.
+            FileHandle.standardError.write(Data("partial list: no answer from \((list.unanswered ?? []).joined(separator: ", "))\n".utf8))
+        }
     }
 }
 
@@ -267,16 +271,33 @@ final class ProgressReporter {
         let eta = rate > 0 && remaining > 0 ? Self.duration(Double(remaining) / rate) : "-"
         let counts = "\(finished)/\(s.total) done, \(s.failed) failed, \(s.running) running, \(String(format: "%.1f", rate))/s, ETA \(eta)"
         if live {
-            let width = 24
-            let filled = s.total > 0 ? width * finished / s.total : width
-            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-            write("\r\u{1B}[2K[\(bar)] \(counts)")
+            write("\r\u{1B}[2K" + Self.liveLine(finished: finished, total: s.total, counts: counts, columns: terminalColumns()))
             drewLive = true
         } else if counts != lastLine, lastPlain.map({ now - $0 >= .seconds(2) }) ?? true || s.state != "running" {
             write(counts + "\n")
             lastPlain = now
             lastLine = counts
         }
+    }
+
+    /// The live line, kept narrower than the terminal: a line that wraps leaves a copy of itself
+    /// on every redraw (`\r` and erase-line reach back only to the start of the last row). The
+    /// bar shrinks first (down to 10), then goes; the counts are cut last. `columns` 0 (unknown):
+    /// an 80-column terminal.
+    static func liveLine(finished: Int, total: Int, counts: String, columns: Int) -> String {
+        let room = (columns > 0 ? columns : 80) - 1
+        let width = min(24, room - counts.count - 3)
+        guard width >= 10 else { return String(counts.prefix(max(0, room))) }
+        let filled = total > 0 ? width * min(finished, total) / total : width
+        return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] " + counts
+    }
+
+    /// The width of the terminal progress is drawn on, read at every redraw (it may be resized).
+    private func terminalColumns() -> Int {
+        var size = winsize()
+        let fd = stream.fileDescriptor
+        guard withUnsafeMutablePointer(to: &size, { ioctl(fd, UInt(TIOCGWINSZ), $0) }) == 0 else { return 0 }
+        return Int(size.ws_col)
     }
 
     func finish() {

@@ -19,17 +19,21 @@ final class StoreOnlyGateway: SwarmGateway {
     let store: SwarmStore?
     let nodeName: String
     private let holderAddresses: Mutex<[String]>
+    private let otherAddresses: Mutex<[String]>
     private let counter = Atomic<UInt64>(0)
     /// Drafts as submitted, for checks of what the route built.
     let submitted = Mutex<[SwarmDraft]>([])
 
-    init(store: SwarmStore?, name: String = "gw", holders: [String] = []) {
+    init(store: SwarmStore?, name: String = "gw", holders: [String] = [], others: [String] = []) {
         self.store = store
         self.nodeName = name
         self.holderAddresses = Mutex(holders)
+        self.otherAddresses = Mutex(others)
     }
 
     func setHolders(_ h: [String]) { holderAddresses.withLock { $0 = h } }
+
+    func setOthers(_ o: [String]) { otherAddresses.withLock { $0 = o } }
 
     func submit(_ draft: SwarmDraft) async throws -> SwarmReply {
         guard let store else { return .refused("no store") }
@@ -47,6 +51,8 @@ final class StoreOnlyGateway: SwarmGateway {
     }
 
     func holders(of id: SwarmID) -> [String] { holderAddresses.withLock { $0 } }
+
+    func otherNodes() -> [String] { otherAddresses.withLock { $0 } }
 }
 
 /// The swarm routes alone on a router, as APIServer registers them.

@@ -52,8 +52,9 @@ struct SwarmCodecTests {
             .cancelAnswer(id, .cancelled),
             .cancelAnswer(id, .notFound),
             .cancelAnswer(id, .redirect("n3")),
-            .childCreated(parent: TaskRef(swarm: id, task: 3), child: "bbbbbbbbbbbbbbbb", replicas: ["n1"]),
+            .childCreated(parent: TaskRef(swarm: id, task: 3), child: "bbbbbbbbbbbbbbbb", replicas: ["n1"], options: Array("{}".utf8), tasks: 2),
             .childAnswer(id, parentCancelled: true),
+            .childRefused(id, reason: "spawn budget exceeded"),
         ]
     }
 
@@ -137,7 +138,7 @@ struct SwarmCodecTests {
             .result(id, index: 3, attempt: 0, outcome: .failed, result: []), .kill(id, index: 0, attempt: 1, epoch: .max),
             .adopt(id, epoch: .max, replicas: [], runs: [RunRef(index: 0, attempt: 1), RunRef(index: 70_000, attempt: 9)]),
             .sync(id, from: 0), .sync(id, from: .max), .cancel(id),
-            .childCreated(parent: TaskRef(swarm: id, task: .max), child: Self.id, replicas: []),
+            .childCreated(parent: TaskRef(swarm: id, task: .max), child: Self.id, replicas: [], options: [], tasks: 100_000),
             .reserve(id, epoch: 0, replicas: [], needs: [TaskNeeds(memoryMB: .max, milliCPUs: .max)]),
         ]
         messages.append(.result(id, index: 99_999, attempt: .max, outcome: .succeeded, result: []))

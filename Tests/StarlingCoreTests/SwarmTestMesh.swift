@@ -261,11 +261,14 @@ struct SwarmTestMesh {
         var epochs: [SwarmID: UInt32] = [:]
         var states: [SwarmID: SwarmState] = [:]
         var records: [SwarmID: [UInt32: TaskRecord]] = [:]
+        var children: [SwarmID: [ChildLink]] = [:]
         for change in nodes[name]!.stores {
             switch change {
             case .swarm(let d, let e, let st): definitions[d.id] = d; epochs[d.id] = e; states[d.id] = st
             case .task(let id, let index, let r): records[id, default: [:]][index] = r
             case .swarmState(let id, let st, let e): states[id] = st; epochs[id] = e
+            case .child(let id, let link):
+                if !(children[id] ?? []).contains(where: { $0.child == link.child }) { children[id, default: []].append(link) }
             }
         }
         let stored = definitions.keys.sorted().map { id in
@@ -274,7 +277,8 @@ struct SwarmTestMesh {
             return (d, epoch: epochs[id] ?? 1, state: states[id] ?? .running, tasks: tasks)
         }
         var fresh = Swarm(settings: nodes[name]!.swarm.settings, myName: name, seed: seed, now: now)
-        _ = fresh.restore(stored, now: now)
+        fresh.childRule = nodes[name]!.swarm.childRule
+        _ = fresh.restore(stored, children: children, now: now)
         let stores = nodes[name]!.stores
         nodes[name] = Node(swarm: fresh, stores: stores, metadata: nodes[name]!.metadata)
         for other in order where nodes[other]!.up {

@@ -84,6 +84,7 @@ extension Swarm {
             if let parent = s.definition.draft.parent {
                 let notice = ChildNotice(command: s.command, parent: parent,
                                          link: ChildLink(child: id, replicas: s.definition.replicas), owner: owner,
+                                         options: s.definition.draft.options, tasks: UInt32(s.definition.draft.tasks.count),
                                          candidates: parentCandidates(parent), next: 0, hops: 0)
                 routeChildNotice(notice, now: now, into: &out)
             } else {
@@ -117,13 +118,15 @@ extension Swarm {
         var c = c
         if c.redirect == nil { while c.next < c.candidates.count && !isUp(c.candidates[c.next]) { c.next += 1 } }
         guard c.hops < Self.maxRedirects, let target = c.redirect ?? (c.next < c.candidates.count ? c.candidates[c.next] : nil) else {
-            // The parent's owner could not be told: the child runs, but a cancel of the parent
-            // will not reach it.
-            finishCommand(.submitted(c.link.child, owner: c.owner), to: c.command, into: &out)
+            // The parent's owner could not be told, so the child's budget and depth were not
+            // checked and a cancel of the parent would not reach it: fail closed.
+            cancelChild(c.link, now: now, into: &out)
+            finishCommand(.refused("the owner of parent swarm \(c.parent.swarm) could not be reached to admit the child"),
+                          to: c.command, into: &out)
             return
         }
-        sendRequest(.childCreated(parent: c.parent, child: c.link.child, replicas: c.link.replicas), to: target,
-                    context: .childNotice(c), now: now, into: &out)
+        sendRequest(.childCreated(parent: c.parent, child: c.link.child, replicas: c.link.replicas, options: c.options, tasks: c.tasks),
+                    to: target, context: .childNotice(c), now: now, into: &out)
     }
 
     mutating func entryChildAnswered(_ c: ChildNotice, _ message: SwarmMessage?, now: Instant, into out: inout Effects) {
@@ -135,6 +138,9 @@ extension Swarm {
         case .childAnswer(_, parentCancelled: true):
             cancelChild(c.link, now: now, into: &out)
             finishCommand(.refused("parent swarm \(c.parent.swarm) is cancelled"), to: c.command, into: &out)
+        case .childRefused(_, let reason):
+            cancelChild(c.link, now: now, into: &out)
+            finishCommand(.forbidden(reason), to: c.command, into: &out)
         case .cancelAnswer(_, .redirect(let owner)):
             c.redirect = owner
             routeChildNotice(c, now: now, into: &out)
@@ -222,6 +228,9 @@ struct ChildNotice: Sendable {
     var parent: TaskRef
     var link: ChildLink
     var owner: PeerName
+    /// The child's options and task count, for the parent owner's check.
+    var options: [UInt8]
+    var tasks: UInt32
     var candidates: [PeerName]
     var next: Int
     var hops: Int

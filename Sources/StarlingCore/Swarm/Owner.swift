@@ -236,8 +236,13 @@ extension Swarm {
         }
     }
 
-    mutating func ownerChildCreated(parent: TaskRef, child: SwarmID, replicas: [PeerName], responder: Responder,
-                                    now: Instant, into out: inout Effects) {
+    /// A child of one of our swarms was created. Recorded (stored, replicated) so that a cancel
+    /// of the parent reaches it, after the host's rule (`childRule`) checked it against the
+    /// parent's spawn budget and depth, counting every child recorded here. The parent's acting
+    /// owner is one node handling one input at a time, so two tasks spawning at once on two
+    /// nodes are checked one after the other: the second sees the first's cost.
+    mutating func ownerChildCreated(parent: TaskRef, child: SwarmID, replicas: [PeerName], options: [UInt8], tasks: UInt32,
+                                    responder: Responder, now: Instant, into out: inout Effects) {
         guard let e = swarms[parent.swarm] else {
             respond(.cancelAnswer(parent.swarm, .notFound), to: responder, now: now, into: &out)
             return
@@ -251,11 +256,26 @@ extension Swarm {
             respond(.childAnswer(child, parentCancelled: true), to: responder, now: now, into: &out)
             return
         }
-        let link = ChildLink(child: child, replicas: replicas)
-        if !e.children.contains(link) {
-            swarms[parent.swarm]!.children.append(link)
-            swarms[parent.swarm]!.newChildren.append(link)
-            dirtySwarms.insert(parent.swarm)
+        // A retried notice (its answer was lost) finds the child recorded: admitted already.
+        if !e.children.contains(where: { $0.child == child }) {
+            let used = e.children.reduce(UInt64(0)) { total, link in
+                let (sum, overflow) = total.addingReportingOverflow(link.cost)
+                return overflow ? .max : sum
+            }
+            let request = ChildAdmissionRequest(parentOptions: e.definition.draft.options, childOptions: options,
+                                                childTasks: Int(tasks), used: used)
+            switch childRule(request) {
+            case .refuse(let reason):
+                respond(.childRefused(child, reason: String(reason.utf8.prefix(SwarmLimits.maxReasonBytes)) ?? "refused by the parent swarm"),
+                        to: responder, now: now, into: &out)
+                return
+            case .admit(let cost):
+                let link = ChildLink(child: child, replicas: replicas, cost: cost)
+                swarms[parent.swarm]!.children.append(link)
+                swarms[parent.swarm]!.newChildren.append(link)
+                out.append(.perform(.store(.child(parent.swarm, link))))
+                dirtySwarms.insert(parent.swarm)
+            }
         }
         whenStored(parent.swarm, .respond(.childAnswer(child, parentCancelled: false), to: responder),
                    fallback: .cancelAnswer(parent.swarm, .notFound))

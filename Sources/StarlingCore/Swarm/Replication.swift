@@ -196,6 +196,7 @@ extension Swarm {
                 out.append(.perform(.store(.task(u.id, index: r.index, r.record))))
             }
             entry.children = u.children
+            for c in u.children { out.append(.perform(.store(.child(u.id, c)))) }
             entry.version = u.version
             entry.restoredAt = nil
             entry.recount()
@@ -209,9 +210,10 @@ extension Swarm {
                 out.append(.perform(.store(.task(u.id, index: r.index, r.record))))
             }
             // One set of the links held, not a scan per link: a message may carry 100,000.
-            var known = Set(swarms[u.id]!.children)
-            for c in u.children where swarms[u.id]!.children.count < SwarmLimits.maxChildren && known.insert(c).inserted {
+            var known = Set(swarms[u.id]!.children.map(\.child))
+            for c in u.children where swarms[u.id]!.children.count < SwarmLimits.maxChildren && known.insert(c.child).inserted {
                 swarms[u.id]!.children.append(c)
+                out.append(.perform(.store(.child(u.id, c))))
             }
             if u.state != swarms[u.id]!.state {
                 swarms[u.id]!.state = u.state

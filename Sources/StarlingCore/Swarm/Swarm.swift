@@ -57,6 +57,9 @@ public struct Swarm: HostedProtocol {
 
     public let settings: SwarmSettings
     public let myName: PeerName
+    /// How this node, as a parent swarm's owner, admits a child swarm. The default admits every
+    /// child at the cost of its tasks (hosts without spawn budgets: the simulator, tests).
+    public var childRule: ChildRule = { .admit(cost: UInt64($0.childTasks)) }
 
     var rng: DeterministicRNG
     var nextRequestID: UInt64 = 1
@@ -197,9 +200,10 @@ public struct Swarm: HostedProtocol {
     /// Swarms loaded from the node's store after a restart, before any other input. Each comes
     /// back as a replica; the membership events that follow make this node take over the ones
     /// it is the acting owner of (syncing from the other replicas first). Tasks without a stored
-    /// record are pending.
+    /// record are pending. `children` are the child links stored for each swarm (a cancel of a
+    /// parent must still reach them when every holder of the parent restarted).
     public mutating func restore(_ stored: [(SwarmDefinition, epoch: UInt32, state: SwarmState, tasks: [TaskRecord])],
-                                 now: Instant) -> [ProtocolEffect<Swarm>] {
+                                 children: [SwarmID: [ChildLink]] = [:], now: Instant) -> [ProtocolEffect<Swarm>] {
         for (definition, epoch, state, tasks) in stored where swarms[definition.id] == nil {
             var records = Array(tasks.prefix(definition.draft.tasks.count))
             if records.count < definition.draft.tasks.count {
@@ -208,6 +212,7 @@ public struct Swarm: HostedProtocol {
             var entry = SwarmEntry(definition: definition, epoch: epoch, state: state, tasks: records, now: now)
             entry.version = 0
             entry.restoredAt = now
+            entry.children = Array((children[definition.id] ?? []).prefix(SwarmLimits.maxChildren))
             swarms[definition.id] = entry
         }
         var out: Effects = []
@@ -250,10 +255,11 @@ public struct Swarm: HostedProtocol {
             respond(workerAdopt(id, epoch: epoch, replicas: replicas, runs: runs), to: responder, now: now, into: &out)
         case .cancel(let id):
             ownerCancel(id, responder: responder, now: now, into: &out)
-        case .childCreated(let parent, let child, let replicas):
-            ownerChildCreated(parent: parent, child: child, replicas: replicas, responder: responder, now: now, into: &out)
+        case .childCreated(let parent, let child, let replicas, let options, let tasks):
+            ownerChildCreated(parent: parent, child: child, replicas: replicas, options: options, tasks: tasks,
+                              responder: responder, now: now, into: &out)
         case .reserve, .kill, .created, .refused, .replicated, .syncPage, .assign, .noTask, .resultAck, .adopted,
-             .cancelAnswer, .childAnswer:
+             .cancelAnswer, .childAnswer, .childRefused:
             // A one-way message or an answer sent as a request: ignored, but the requester is
             // owed one answer.
             respond(.refused("not a request"), to: responder, now: now, into: &out)
@@ -290,9 +296,37 @@ public struct Swarm: HostedProtocol {
         if peer == myName {
             handleRequest(message, from: myName, responder: .local(id), now: now, into: &out)
         } else {
-            out.append(.request(message, to: peer, id: id, timeout: settings.requestTimeout))
+            out.append(.request(message, to: peer, id: id, timeout: timeout(for: message)))
         }
     }
+
+    /// How long a request waits for its answer. A create makes its receiver store every task and
+    /// get the whole definition to a majority of the replica set before it answers, and a
+    /// whole-swarm transfer makes a replica store every task: with the base timeout alone, a
+    /// 10,000-task swarm on a loaded machine timed out, and the entry tried the next candidate
+    /// (a second copy) and then refused the client. Their wait grows with the swarm's size.
+    func timeout(for message: SwarmMessage) -> Duration {
+        switch message {
+        case .create(let d):
+            // Stored by the owner, then sent to and stored by the replicas.
+            return settings.requestTimeout + Self.storeAllowance(tasks: d.draft.tasks.count) * 2
+        case .replicate(let u):
+            guard let d = u.definition else { return settings.requestTimeout }
+            return settings.requestTimeout + Self.storeAllowance(tasks: d.draft.tasks.count)
+        case .cancel(let id):
+            // The owner cancels every pending task and stores and replicates that before it
+            // answers. Known only when this node holds the swarm (else the base timeout).
+            guard let e = swarms[id] else { return settings.requestTimeout }
+            return settings.requestTimeout + Self.storeAllowance(tasks: e.tasks.count)
+        default:
+            return settings.requestTimeout
+        }
+    }
+
+    /// Time allowed to encode, send, decode and durably store the tasks of one swarm: 1 ms a
+    /// task (10 s for 10,000, 100 s at the 100,000 limit), well above what it takes here idle
+    /// (see NOTES), so that a loaded machine still answers in time.
+    static func storeAllowance(tasks: Int) -> Duration { .milliseconds(max(0, tasks)) }
 
     mutating func send(_ message: SwarmMessage, to peer: PeerName, now: Instant, into out: inout Effects) {
         if peer == myName {

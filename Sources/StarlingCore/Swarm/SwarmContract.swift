@@ -162,6 +162,9 @@ public enum SwarmReply: Sendable, Equatable {
     /// Refused because of the request itself (too large, or asks for more than any member
     /// has): the same request will never succeed (HTTP 4xx).
     case rejected(String)
+    /// Refused by a rule of the parent swarm (a child over its spawn budget or depth, checked
+    /// by the parent's owner): the same request will never succeed (HTTP 403).
+    case forbidden(String)
 }
 
 /// One attempt handed to a node's sandbox.
@@ -190,6 +193,9 @@ public enum StoreChange: Sendable, Equatable {
     case swarm(SwarmDefinition, epoch: UInt32, state: SwarmState)
     case task(SwarmID, index: UInt32, TaskRecord)
     case swarmState(SwarmID, SwarmState, epoch: UInt32)
+    /// A child swarm of a held swarm (written once per link; a repeat is harmless): kept so a
+    /// cancel of the parent reaches its children after every holder of the parent restarted.
+    case child(SwarmID, ChildLink)
 }
 
 /// Local work the protocol asks of its host.
@@ -235,3 +241,34 @@ public struct SwarmSettings: Sendable, Equatable {
         self.retryInterval = retryInterval
     }
 }
+
+/// What a parent swarm's acting owner weighs when told of a new child: the parent's and the
+/// child's options (host-opaque bytes, the runtime's SwarmOptions JSON), the child's task count,
+/// and what the children the owner already holds cost, summed (saturating).
+public struct ChildAdmissionRequest: Sendable, Equatable {
+    public var parentOptions: [UInt8]
+    public var childOptions: [UInt8]
+    public var childTasks: Int
+    public var used: UInt64
+
+    public init(parentOptions: [UInt8], childOptions: [UInt8], childTasks: Int, used: UInt64) {
+        self.parentOptions = parentOptions
+        self.childOptions = childOptions
+        self.childTasks = childTasks
+        self.used = used
+    }
+}
+
+/// The parent's owner's verdict on a child swarm.
+public enum ChildAdmission: Sendable, Equatable {
+    /// Recorded, charging `cost` to the parent's spawn budget.
+    case admit(cost: UInt64)
+    /// Refused: the entry cancels the child and answers its submitter with the reason.
+    case refuse(String)
+}
+
+/// The host's rule for child swarms (the runtime applies `SpawnRules`). Pure and deterministic:
+/// the owner calls it inside the state machine. Because every child of a parent is recorded at
+/// the parent's one acting owner, one after the other, the check there cannot be raced by two
+/// tasks spawning at once on different nodes.
+public typealias ChildRule = @Sendable (ChildAdmissionRequest) -> ChildAdmission

@@ -12,7 +12,7 @@
 /// | `kill`           | owner → worker            | O    |                               |
 /// | `adopt`          | new owner → worker        | R    | `adopted`                     |
 /// | `cancel`         | entry → owner (or parent owner → child owner) | R | `cancelAnswer` |
-/// | `childCreated`   | entry → parent's owner    | R    | `childAnswer`                 |
+/// | `childCreated`   | entry → parent's owner    | R    | `childAnswer` / `childRefused` |
 ///
 /// Every message from an owner carries its owner epoch: workers and replicas refuse a lower
 /// epoch than they have seen for that swarm (a deposed owner is fenced off).
@@ -42,8 +42,13 @@ public enum SwarmMessage: Sendable, Equatable {
     case cancel(SwarmID)
     case cancelAnswer(SwarmID, CancelAnswer)
 
-    case childCreated(parent: TaskRef, child: SwarmID, replicas: [PeerName])
+    /// The child's options and task count travel with the notice, so that the parent's owner
+    /// checks the child against the parent's spawn budget and depth (`Swarm.childRule`), counting
+    /// every child it holds, wherever those were submitted.
+    case childCreated(parent: TaskRef, child: SwarmID, replicas: [PeerName], options: [UInt8], tasks: UInt32)
     case childAnswer(SwarmID, parentCancelled: Bool)
+    /// The parent's owner refuses the child (its budget or depth): the entry cancels the child.
+    case childRefused(SwarmID, reason: String)
 }
 
 /// One attempt of one task, as owners and workers name it.
@@ -93,13 +98,17 @@ public struct IndexedRecord: Sendable, Equatable {
     }
 }
 
-/// A child swarm of a swarm (created from inside one of its tasks): where to send its cancel.
+/// A child swarm of a swarm (created from inside one of its tasks): where to send its cancel,
+/// and what it costs the parent's spawn budget (as the parent's owner admitted it).
 public struct ChildLink: Sendable, Hashable {
     public var child: SwarmID
     public var replicas: [PeerName]
-    public init(child: SwarmID, replicas: [PeerName]) {
+    /// The child's tasks plus the spawn budget handed down to it (`ChildAdmission.admit`).
+    public var cost: UInt64
+    public init(child: SwarmID, replicas: [PeerName], cost: UInt64 = 0) {
         self.child = child
         self.replicas = replicas
+        self.cost = cost
     }
 }
 
@@ -220,6 +229,7 @@ extension SwarmMessage {
         case .cancelAnswer: 18
         case .childCreated: 19
         case .childAnswer: 20
+        case .childRefused: 21
         }
     }
 
@@ -292,10 +302,13 @@ extension SwarmMessage {
             case .notFound: w.write(UInt8(1))
             case .redirect(let owner): w.write(UInt8(2)); w.write(owner)
             }
-        case .childCreated(let parent, let child, let replicas):
+        case .childCreated(let parent, let child, let replicas, let options, let tasks):
             w.write(parent.swarm); w.write(parent.task); w.write(child); w.write(names: replicas)
+            w.write(blob: options); w.write(tasks)
         case .childAnswer(let id, let parentCancelled):
             w.write(id); w.write(parentCancelled)
+        case .childRefused(let id, let reason):
+            w.write(id); w.write(reason)
         }
         return w.bytes
     }
@@ -425,9 +438,16 @@ extension SwarmMessage {
             message = .cancelAnswer(id, answer)
         case 19:
             let parent = TaskRef(swarm: try r.readSwarmID(), task: try r.readUInt32())
-            message = .childCreated(parent: parent, child: try r.readSwarmID(), replicas: try r.readNames())
+            let child = try r.readSwarmID()
+            let replicas = try r.readNames()
+            let options = try r.readBlob("options", limit: SwarmLimits.maxOptionsBytes)
+            let tasks = try r.readUInt32()
+            guard tasks <= SwarmLimits.maxTasks else { throw WireError.tooLarge(field: "tasks", size: Int(tasks), limit: SwarmLimits.maxTasks) }
+            message = .childCreated(parent: parent, child: child, replicas: replicas, options: options, tasks: tasks)
         case 20:
             message = .childAnswer(try r.readSwarmID(), parentCancelled: try r.readBool())
+        case 21:
+            message = .childRefused(try r.readSwarmID(), reason: try r.readText("reason", maxBytes: SwarmLimits.maxReasonBytes))
         default:
             throw WireError.unknownMessageType(type)
         }
@@ -481,7 +501,7 @@ extension ByteWriter {
 
     mutating func write(_ children: [ChildLink]) {
         write(UInt32(children.count))
-        for c in children { write(c.child); write(names: c.replicas) }
+        for c in children { write(c.child); write(names: c.replicas); write(c.cost) }
     }
 
     mutating func write(_ runs: [RunRef]) {
@@ -573,7 +593,7 @@ extension ByteReader {
         let n = try readCount("children", limit: SwarmLimits.maxChildren)
         var children: [ChildLink] = []
         children.reserveCapacity(min(n, 1024))
-        for _ in 0..<n { children.append(ChildLink(child: try readSwarmID(), replicas: try readNames())) }
+        for _ in 0..<n { children.append(ChildLink(child: try readSwarmID(), replicas: try readNames(), cost: try readUInt64())) }
         return children
     }
 

@@ -107,9 +107,10 @@ extension Swarm {
                 swarms[id]!.state = p.state
                 out.append(.perform(.store(.swarmState(id, p.state, epoch: myEpoch))))
             }
-            var known = Set(swarms[id]!.children)
-            for c in p.children where swarms[id]!.children.count < SwarmLimits.maxChildren && known.insert(c).inserted {
+            var known = Set(swarms[id]!.children.map(\.child))
+            for c in p.children where swarms[id]!.children.count < SwarmLimits.maxChildren && known.insert(c.child).inserted {
                 swarms[id]!.children.append(c)
+                out.append(.perform(.store(.child(id, c))))
             }
         }
         for (k, record) in p.records.enumerated() {

@@ -60,7 +60,7 @@ public struct SpawnRoutes: Sendable {
             // As the public route answers.
             case .cancelled, .submitted: return try SwarmRoutes.json(.accepted, SwarmCreatedJSON(id: id, owner: nil))
             case .notFound: throw HTTPError(.notFound, message: "no swarm \(id)")
-            case .refused(let reason), .rejected(let reason): throw HTTPError(.serviceUnavailable, message: reason)
+            case .refused(let reason), .rejected(let reason), .forbidden(let reason): throw HTTPError(.serviceUnavailable, message: reason)
             }
         }
         return router
@@ -145,6 +145,9 @@ public struct SpawnRoutes: Sendable {
             return .failure(HTTPError(.forbidden, message: reason))
         case .rejected(let reason):
             return .failure(HTTPError(.badRequest, message: reason))
+        case .forbidden(let reason):
+            // The parent's owner re-checked the child against every child it holds.
+            return .failure(HTTPError(.forbidden, message: reason))
         case .notFound(let id):
             return .failure(HTTPError(.notFound, message: "no swarm \(id)"))
         case .cancelled:
