@@ -8,6 +8,21 @@ import StarlingCore
 public protocol ProtocolPerformer<Hosted> {
     associatedtype Hosted: HostedProtocol
     func perform(_ action: Hosted.Action, host: ProtocolHandle<Hosted>)
+    /// Group commit: whether `action` is a durable write that this performer keeps to commit
+    /// with the other writes of the same input (`commitStaged`) instead of performing it now.
+    /// The runner then carries out nothing that follows a staged write until the commit has
+    /// returned true: the rule "nothing said before its write is durable" holds, for one
+    /// transaction (one fsync) per input instead of one per write. Default: nothing is staged.
+    func stage(_ action: Hosted.Action) -> Bool
+    /// Makes every staged write durable, all or none. False when it failed, after the performer
+    /// halted the protocol (`ProtocolHandle.halt`): the effects held behind the writes are
+    /// dropped. Called on the loop thread at the end of the input that staged them.
+    func commitStaged(host: ProtocolHandle<Hosted>) -> Bool
+}
+
+extension ProtocolPerformer {
+    public func stage(_ action: Hosted.Action) -> Bool { false }
+    public func commitStaged(host: ProtocolHandle<Hosted>) -> Bool { true }
 }
 
 /// A performer for protocols that have no actions.
@@ -102,6 +117,12 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     unowned let node: MeshNode
     private var machine: P
     private let perform: (P.Action) -> Void
+    private let stage: (P.Action) -> Bool
+    private let commitStaged: () -> Bool
+    /// Writes were staged in the inputs being fed: effects are held until they are committed.
+    private var staging = false
+    /// Effects that followed a staged write, in order, until the commit.
+    private var held: [ProtocolEffect<P>] = []
     private var replies: [UInt64: CheckedContinuation<P.Reply, any Error>] = [:]
     private var nextCommand: UInt64 = 1
     private var inputs: [Input] = []
@@ -115,10 +136,13 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     /// without polling I/O, so a protocol that keeps resending would still starve the node.
     static var unsentDelay: Duration { .milliseconds(1) }
 
-    init(node: MeshNode, machine: P, perform: @escaping (P.Action) -> Void) {
+    init(node: MeshNode, machine: P, perform: @escaping (P.Action) -> Void,
+         stage: @escaping (P.Action) -> Bool = { _ in false }, commitStaged: @escaping () -> Bool = { true }) {
         self.node = node
         self.machine = machine
         self.perform = perform
+        self.stage = stage
+        self.commitStaged = commitStaged
     }
 
     var maxMessageBytes: Int { min(P.maxMessageBytes, node.configuration.maxLinkFrameBytes) }
@@ -133,11 +157,24 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         running = true
         defer { running = false }
         var next = 0
-        while next < inputs.count && !stopped {
-            let input = inputs[next]
-            next += 1
-            execute(apply(input))
+        while !stopped {
+            while next < inputs.count && !stopped {
+                let input = inputs[next]
+                next += 1
+                execute(apply(input))
+            }
+            // The writes staged by these inputs, in one transaction; then what followed them.
+            // Releasing them may queue more inputs (a request to this node): go round again.
+            guard staging, !stopped else { break }
+            staging = false
+            let release = held
+            held = []
+            guard commitStaged(), !stopped else { break }
+            execute(release)
+            if next >= inputs.count && !staging { break }
         }
+        held = []
+        staging = false
         inputs.removeAll(keepingCapacity: inputs.count <= 1024)
     }
 
@@ -158,6 +195,14 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         for effect in effects {
             // A performer halted the protocol (`ProtocolHandle.halt`): nothing after that is said.
             guard !stopped else { return }
+            if case .perform(let action) = effect, stage(action) {
+                staging = true
+                continue
+            }
+            if staging {
+                held.append(effect)
+                continue
+            }
             switch effect {
             case .send(let message, let peer):
                 guard let bytes = encode(message) else { continue }
@@ -251,7 +296,8 @@ extension MeshNode {
         precondition(!started, "register protocols before start")
         precondition(P.channel != .membership && protocols[P.channel.rawValue] == nil, "channel \(P.channel) is taken")
         let handle = ProtocolHandle<P>(node: self)
-        let runner = ProtocolRunner(node: self, machine: hosted, perform: { performer.perform($0, host: handle) })
+        let runner = ProtocolRunner(node: self, machine: hosted, perform: { performer.perform($0, host: handle) },
+                                    stage: { performer.stage($0) }, commitStaged: { performer.commitStaged(host: handle) })
         protocols[P.channel.rawValue] = runner
         for member in membership.members.sorted(by: { $0.name < $1.name }) {
             reportedMembers[member.name] = ReportedMember(status: member.status, version: member.metadata.version)

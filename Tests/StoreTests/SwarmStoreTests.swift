@@ -63,8 +63,8 @@ struct SwarmStoreTests {
         #expect(try store.writerSynchronous() == pragma)
         let reopened = try SwarmStore(directory: dir.path, durability: durability)
         #expect(try reopened.writerSynchronous() == pragma)
-        #expect(try SwarmStore(directory: TemporaryDirectory("sync-default").path).writerSynchronous() == 2,
-                "FULL is the default")
+        let other = TemporaryDirectory("sync-default")
+        #expect(try SwarmStore(directory: other.path).writerSynchronous() == 2, "FULL is the default")
     }
 
     @Test func reopeningTheSameDirectoryKeepsEverythingAndReappliesNoMigration() throws {
