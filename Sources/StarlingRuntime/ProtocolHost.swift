@@ -3,8 +3,10 @@ import StarlingCore
 /// Carries out a hosted protocol's `.perform(action)`s: runs a sandbox, persists a record,
 /// advertises capacity. Called on the node's loop thread, in effect order. Work that takes a
 /// while goes to another thread, which hands the outcome back with `host.complete(_:)`; work
-/// that must be durable before the protocol's next effect (a `.store`) is done synchronously
-/// inside `perform`, since the effects after it are carried out only once it returns.
+/// that must be durable before the protocol's next effect (a `.store`) is either done
+/// synchronously inside `perform`, since the effects after it are carried out only once it
+/// returns, or staged (`stage`) and committed with the input's other writes (`commitStaged`),
+/// the effects after it being held until then.
 public protocol ProtocolPerformer<Hosted> {
     associatedtype Hosted: HostedProtocol
     func perform(_ action: Hosted.Action, host: ProtocolHandle<Hosted>)
