@@ -91,8 +91,11 @@ def main():
     ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--single", type=int, default=50)
     ap.add_argument("--wide", type=int, default=100)
+    ap.add_argument("--store-sync", choices=["full", "normal"], default="full",
+                    help="the nodes' --store-sync (full is their default; normal only to measure what durability costs)")
     args = ap.parse_args()
-    out = {"tasks": args.tasks, "nodes": 3, "slotsPerNode": args.slots, "cores": os.cpu_count()}
+    out = {"tasks": args.tasks, "nodes": 3, "slotsPerNode": args.slots, "cores": os.cpu_count(), "storeSync": args.store_sync,
+           "loadAverage": open("/proc/loadavg").read().split()[:3]}
 
     workers = 3 * args.slots
     base_rate, base_lat = baseline(args.tasks, workers)
@@ -109,7 +112,7 @@ def main():
             g, a = free_port(), free_port()
             cmd = [args.bin, "node", "--name", f"n{i + 1}", "--gossip", f"127.0.0.1:{g}", "--api", f"127.0.0.1:{a}",
                    "--data", os.path.join(work, f"n{i + 1}"), "--key-file", key, "--preset", "loopback",
-                   "--slots", str(args.slots), "--log-level", "warning"]
+                   "--slots", str(args.slots), "--store-sync", args.store_sync, "--log-level", "warning"]
             if nodes:
                 cmd += ["--join", f"127.0.0.1:{nodes[0][0]}"]
             log = open(os.path.join(work, f"n{i + 1}.log"), "w")
@@ -191,6 +194,7 @@ echo $(( (t1 - t0) / 1000000 ))
         for p in procs:
             p.wait()
         shutil.rmtree(work, ignore_errors=True)
+    out["loadAverageAfter"] = open("/proc/loadavg").read().split()[:3]
     print(json.dumps(out, indent=2))
 
 

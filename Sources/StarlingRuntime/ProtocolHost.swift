@@ -3,22 +3,28 @@ import StarlingCore
 /// Carries out a hosted protocol's `.perform(action)`s: runs a sandbox, persists a record,
 /// advertises capacity. Called on the node's loop thread, in effect order. Work that takes a
 /// while goes to another thread, which hands the outcome back with `host.complete(_:)`; work
-/// that must be durable before the protocol's next effect (a `.store`) is done synchronously
-/// inside `perform`, since the effects after it are carried out only once it returns.
+/// that must be durable before the protocol's next effect (a `.store`) is either done
+/// synchronously inside `perform`, since the effects after it are carried out only once it
+/// returns, or staged (`stage`) and committed with the input's other writes (`commitStaged`),
+/// the effects after it being held until then.
 public protocol ProtocolPerformer<Hosted> {
     associatedtype Hosted: HostedProtocol
     func perform(_ action: Hosted.Action, host: ProtocolHandle<Hosted>)
-    /// Actions that follow one another in one input's effects, with nothing else between them:
-    /// a performer may carry them out together (one store transaction for many writes), as long
-    /// as it carries them out in order and each is done before the call returns.
-    func performAll(_ actions: [Hosted.Action], host: ProtocolHandle<Hosted>)
+    /// Group commit: whether `action` is a durable write that this performer keeps to commit
+    /// with the other writes of the same input (`commitStaged`) instead of performing it now.
+    /// The runner then carries out nothing that follows a staged write until the commit has
+    /// returned true: the rule "nothing said before its write is durable" holds, for one
+    /// transaction (one fsync) per input instead of one per write. Default: nothing is staged.
+    func stage(_ action: Hosted.Action) -> Bool
+    /// Makes every staged write durable, all or none. False when it failed, after the performer
+    /// halted the protocol (`ProtocolHandle.halt`): the effects held behind the writes are
+    /// dropped. Called on the loop thread at the end of the input that staged them.
+    func commitStaged(host: ProtocolHandle<Hosted>) -> Bool
 }
 
 extension ProtocolPerformer {
-    public func performAll(_ actions: [Hosted.Action], host: ProtocolHandle<Hosted>) {
-        // An action that halts the protocol (a failed write) ends the batch: nothing after it.
-        for action in actions where !host.isHalted { perform(action, host: host) }
-    }
+    public func stage(_ action: Hosted.Action) -> Bool { false }
+    public func commitStaged(host: ProtocolHandle<Hosted>) -> Bool { true }
 }
 
 /// A performer for protocols that have no actions.
@@ -54,15 +60,11 @@ public struct ProtocolHandle<P: HostedProtocol>: Sendable {
         }, refused: { _ in }))
     }
 
-    /// Whether the protocol was halted (or is not registered): on the loop thread, from a performer.
-    public var isHalted: Bool { (node.protocols[P.channel.rawValue] as? ProtocolRunner<P>)?.isStopped ?? true }
-
     /// Stops the protocol on this node at once, from its performer (on the loop thread): the
     /// effects after the action being performed are dropped, no input reaches the protocol any
     /// more, and commands waiting for a reply fail. For an action that must succeed before
     /// anything after it is said (a store write whose ack follows): a failed one must not be
     /// acknowledged while the node is on its way out of the mesh.
-
     public func halt() {
         (node.protocols[P.channel.rawValue] as? ProtocolRunner<P>)?.stop()
     }
@@ -116,13 +118,18 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
 
     unowned let node: MeshNode
     private var machine: P
-    private let perform: ([P.Action]) -> Void
+    private let perform: (P.Action) -> Void
+    private let stage: (P.Action) -> Bool
+    private let commitStaged: () -> Bool
+    /// Writes were staged in the inputs being fed: effects are held until they are committed.
+    private var staging = false
+    /// Effects that followed a staged write, in order, until the commit.
+    private var held: [ProtocolEffect<P>] = []
     private var replies: [UInt64: CheckedContinuation<P.Reply, any Error>] = [:]
     private var nextCommand: UInt64 = 1
     private var inputs: [Input] = []
     private var running = false
     private var stopped = false
-    var isStopped: Bool { stopped }
     /// Requests that could not be sent, answered nil at `unsentDue` (see the type's comment).
     private var unsent: [RequestID] = []
     private var unsentDue = Instant.distantFuture
@@ -131,10 +138,13 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     /// without polling I/O, so a protocol that keeps resending would still starve the node.
     static var unsentDelay: Duration { .milliseconds(1) }
 
-    init(node: MeshNode, machine: P, perform: @escaping ([P.Action]) -> Void) {
+    init(node: MeshNode, machine: P, perform: @escaping (P.Action) -> Void,
+         stage: @escaping (P.Action) -> Bool = { _ in false }, commitStaged: @escaping () -> Bool = { true }) {
         self.node = node
         self.machine = machine
         self.perform = perform
+        self.stage = stage
+        self.commitStaged = commitStaged
     }
 
     var maxMessageBytes: Int { min(P.maxMessageBytes, node.configuration.maxLinkFrameBytes) }
@@ -149,11 +159,24 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         running = true
         defer { running = false }
         var next = 0
-        while next < inputs.count && !stopped {
-            let input = inputs[next]
-            next += 1
-            execute(apply(input))
+        while !stopped {
+            while next < inputs.count && !stopped {
+                let input = inputs[next]
+                next += 1
+                execute(apply(input))
+            }
+            // The writes staged by these inputs, in one transaction; then what followed them.
+            // Releasing them may queue more inputs (a request to this node): go round again.
+            guard staging, !stopped else { break }
+            staging = false
+            let release = held
+            held = []
+            guard commitStaged(), !stopped else { break }
+            execute(release)
+            if next >= inputs.count && !staging { break }
         }
+        held = []
+        staging = false
         inputs.removeAll(keepingCapacity: inputs.count <= 1024)
     }
 
@@ -171,12 +194,17 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     }
 
     private func execute(_ effects: [ProtocolEffect<P>]) {
-        var index = 0
-        while index < effects.count {
-            let effect = effects[index]
-            index += 1
+        for effect in effects {
             // A performer halted the protocol (`ProtocolHandle.halt`): nothing after that is said.
             guard !stopped else { return }
+            if case .perform(let action) = effect, stage(action) {
+                staging = true
+                continue
+            }
+            if staging {
+                held.append(effect)
+                continue
+            }
             switch effect {
             case .send(let message, let peer):
                 guard let bytes = encode(message) else { continue }
@@ -197,14 +225,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
                 }
                 continuation.resume(returning: reply)
             case .perform(let action):
-                // With the actions right after it (a cancel of 10,000 tasks is 10,000 writes: one
-                // transaction, not 10,000 synchronous commits on the loop thread).
-                var actions = [action]
-                while index < effects.count, case .perform(let next) = effects[index] {
-                    actions.append(next)
-                    index += 1
-                }
-                perform(actions)
+                perform(action)
             }
         }
     }
@@ -277,7 +298,8 @@ extension MeshNode {
         precondition(!started, "register protocols before start")
         precondition(P.channel != .membership && protocols[P.channel.rawValue] == nil, "channel \(P.channel) is taken")
         let handle = ProtocolHandle<P>(node: self)
-        let runner = ProtocolRunner(node: self, machine: hosted, perform: { performer.performAll($0, host: handle) })
+        let runner = ProtocolRunner(node: self, machine: hosted, perform: { performer.perform($0, host: handle) },
+                                    stage: { performer.stage($0) }, commitStaged: { performer.commitStaged(host: handle) })
         protocols[P.channel.rawValue] = runner
         for member in membership.members.sorted(by: { $0.name < $1.name }) {
             reportedMembers[member.name] = ReportedMember(status: member.status, version: member.metadata.version)

@@ -35,7 +35,8 @@ public final class SwarmService: SwarmGateway {
         if !stored.isEmpty {
             logger.info("swarms restored from the store", metadata: ["swarms": "\(stored.count)", "effectsDeferred": "\(restored.count)"])
         }
-        handle = node.register(swarm, performer: SwarmPerformer(executor: executor, store: store, node: node, logger: logger))
+        handle = node.register(swarm, performer: SwarmPerformer(executor: executor, store: store, node: node, logger: logger,
+                                                                staged: StagedStoreChanges()))
         let sockets = TaskSockets(swarms: self, logger: logger)
         executor.sockets.withLock { $0 = sockets }
     }
@@ -66,29 +67,21 @@ extension SwarmService {
     }
 }
 
-/// Carries out the swarm protocol's actions on the loop thread.
+/// Store changes staged during one input, committed together at its end (loop thread only).
+final class StagedStoreChanges {
+    var changes: [StoreChange] = []
+}
+
+/// Carries out the swarm protocol's actions on the loop thread. Store writes are staged and
+/// committed once per input (`commitStaged`, one transaction and one fsync): a result recorded
+/// with the swarm's end, or a replica's delta of many records, was one transaction per change.
 struct SwarmPerformer: ProtocolPerformer {
     typealias Hosted = Swarm
     let executor: SwarmTaskExecutor
     let store: SwarmStore
     let node: MeshNode
     let logger: Logger
-
-    /// Consecutive store writes go to SQLite as one transaction (all or none, durable before
-    /// the next action or message); every other action in order, one at a time.
-    func performAll(_ actions: [SwarmAction], host: ProtocolHandle<Swarm>) {
-        var changes: [StoreChange] = []
-        for action in actions {
-            if case .store(let change) = action {
-                changes.append(change)
-                continue
-            }
-            guard write(changes, host: host), !host.isHalted else { return }
-            changes.removeAll()
-            perform(action, host: host)
-        }
-        _ = write(changes, host: host)
-    }
+    let staged: StagedStoreChanges
 
     func perform(_ action: SwarmAction, host: ProtocolHandle<Swarm>) {
         switch action {
@@ -97,15 +90,23 @@ struct SwarmPerformer: ProtocolPerformer {
         case .kill(let swarm, let index, let attempt):
             executor.kill(swarm: swarm, index: index, attempt: attempt)
         case .store(let change):
-            _ = write([change], host: host)
+            // Not reached: the runner stages every store write (`stage`). Written at once if it were.
+            staged.changes.append(change)
+            _ = commitStaged(host: host)
         case .advertise(let freeSlots, let freeMemoryMB):
             node.setCapacity(freeSlots: Int(freeSlots), freeMemoryMB: Int(freeMemoryMB))
         }
     }
 
-    /// Writes `changes` in one transaction; false (and the protocol halted) when it failed.
-    private func write(_ changes: [StoreChange], host: ProtocolHandle<Swarm>) -> Bool {
-        guard !changes.isEmpty else { return true }
+    func stage(_ action: SwarmAction) -> Bool {
+        guard case .store(let change) = action else { return false }
+        staged.changes.append(change)
+        return true
+    }
+
+    func commitStaged(host: ProtocolHandle<Swarm>) -> Bool {
+        let changes = staged.changes
+        staged.changes = []
         do {
             try store.apply(changes)
             return true
@@ -113,8 +114,8 @@ struct SwarmPerformer: ProtocolPerformer {
             // Fail closed: the protocol goes on only with what is durable. A node that cannot
             // write its store must not acknowledge anything more: it leaves the mesh, and
             // SWIM moves its work (and its swarms' ownership) to the others.
-            // The halt drops the effects after this write (the ack of a replicate that
-            // follows it, say) and every later input: nothing is said while leaving.
+            // The halt drops the effects held behind these writes (the ack of a replicate, say)
+            // and every later input: nothing is said while leaving.
             logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
             host.halt()
             node.requestLeave()

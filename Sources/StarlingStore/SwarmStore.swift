@@ -37,28 +37,38 @@ public final class SwarmStore: Sendable {
     public let path: String
 
     /// Opens (creating if needed) `directory/starling.sqlite` and brings its schema up to date.
-    public convenience init(directory: String) throws {
-        try self.init(path: (directory as NSString).appendingPathComponent(Self.fileName))
+    public convenience init(directory: String, durability: StoreDurability = .full) throws {
+        try self.init(path: (directory as NSString).appendingPathComponent(Self.fileName), durability: durability)
     }
 
-    public init(path: String) throws {
+    public init(path: String, durability: StoreDurability = .full) throws {
         var configuration = Configuration()
         // A reader waits for a checkpoint or a writer for a while instead of failing at once.
         configuration.busyMode = .timeout(5)
         configuration.foreignKeysEnabled = true
         configuration.maximumReaderCount = 4
+        let synchronous = "PRAGMA synchronous = \(durability.pragma)"
         configuration.prepareDatabase { db in
-            // FULL: a committed transaction survives a power loss, not only a process crash.
-            // Results are recorded exactly once on the strength of this write.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: synchronous)
         }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
+            // Again on the writer, where it matters: opening a pool in WAL mode sets the
+            // writer's `synchronous` to NORMAL after `prepareDatabase` ran (GRDB's
+            // `setUpWALMode`), so the pragma above never held for writes.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: synchronous) }
             try StoreSchema.migrator.migrate(pool)
         } catch {
             throw StoreError("cannot open the store at \(path): \(error)")
         }
         self.path = path
+    }
+
+    /// The writer connection's `PRAGMA synchronous` (2 is FULL): what a commit waits for.
+    public func writerSynchronous() throws -> Int {
+        do { return try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 } } catch {
+            throw StoreError("store read failed: \(error)")
+        }
     }
 
     // MARK: Writes
@@ -84,15 +94,16 @@ public final class SwarmStore: Sendable {
         case .swarm(let definition, let epoch, let state):
             try insertOrUpdate(definition, epoch: epoch, state: state, in: db)
         case .task(let swarm, let index, let record):
-            try db.execute(sql: """
+            // Cached: prepared once per connection, not parsed and authorised on every write.
+            try db.cachedStatement(sql: """
                 UPDATE task SET state = ?, attempt = ?, node = ?, result = ?, finishSeq = ?
                 WHERE swarm = ? AND idx = ?
-                """, arguments: [Int(record.state.rawValue), Int(record.attempt), record.node,
-                                 record.result.map { Data($0) }, Int64(record.finishSeq), swarm, Int64(index)])
+                """).execute(arguments: [Int(record.state.rawValue), Int(record.attempt), record.node,
+                                         record.result.map { Data($0) }, Int64(record.finishSeq), swarm, Int64(index)])
             guard db.changesCount == 1 else { throw StoreError("no task \(index) of swarm \(swarm) to update") }
         case .swarmState(let swarm, let state, let epoch):
-            try db.execute(sql: "UPDATE swarm SET state = ?, epoch = ? WHERE id = ?",
-                           arguments: [Int(state.rawValue), Int64(epoch), swarm])
+            try db.cachedStatement(sql: "UPDATE swarm SET state = ?, epoch = ? WHERE id = ?")
+                .execute(arguments: [Int(state.rawValue), Int64(epoch), swarm])
             guard db.changesCount == 1 else { throw StoreError("no swarm \(swarm) to update") }
         case .child(let parent, let link):
             // The first record of a link stands (a link's child and replicas never change).
@@ -334,6 +345,20 @@ public final class SwarmStore: Sendable {
     static func decodeNames(_ bytes: [UInt8]) -> [PeerName] {
         bytes.split(separator: 0, omittingEmptySubsequences: true).map { String(decoding: $0, as: UTF8.self) }
     }
+}
+
+/// What a committed write survives (SQLite's `synchronous` in WAL mode). Results are
+/// acknowledged, and recorded exactly once, on the strength of these writes.
+public enum StoreDurability: String, Sendable, CaseIterable {
+    /// Every commit is on disk before it returns (an fsync of the WAL per transaction): it
+    /// survives a power loss or a kernel crash as well as a process crash.
+    case full
+    /// Commits reach the OS at once and the disk at the next checkpoint: they survive a crash
+    /// of the node's process (kill -9), but a power loss or kernel crash of the machine may
+    /// roll back the last ones (the database stays consistent).
+    case normal
+
+    var pragma: String { self == .full ? "FULL" : "NORMAL" }
 }
 
 /// How many tasks of a swarm are in each state.

@@ -56,6 +56,9 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("secrets-file"), help: "Secrets file, NAME=VALUE lines, mode 0600.")
     var secretsFile: String?
 
+    @Option(name: .customLong("store-sync"), help: "full (default): each store commit is on disk before anything it records is acknowledged, so it survives a power loss; normal: it survives a crash of this process but not of the machine (faster; see the README).")
+    var storeSync: String = "full"
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -74,6 +77,7 @@ struct Node: AsyncParsableCommand {
     func validate() throws {
         guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes else { throw ValidationError("--name must be 1-64 bytes") }
         guard (50...600_000).contains(swarmRequestTimeoutMs) else { throw ValidationError("--swarm-request-timeout-ms must be 50 to 600000") }
+        guard StoreDurability(rawValue: storeSync) != nil else { throw ValidationError("--store-sync must be full or normal") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard MembershipSettings.preset(named: preset) != nil else {
             throw ValidationError("--preset must be one of \(MembershipSettings.presets.map(\.name).joined(separator: ", "))")
@@ -155,7 +159,7 @@ struct Node: AsyncParsableCommand {
             throw ValidationError("sandboxes are unavailable here: \(error); refusing to start")
         }
         let store: SwarmStore
-        do { store = try SwarmStore(directory: data) } catch { throw ValidationError("--data \(data): \(error); refusing to start") }
+        do { store = try SwarmStore(directory: data, durability: StoreDurability(rawValue: storeSync) ?? .full) } catch { throw ValidationError("--data \(data): \(error); refusing to start") }
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
                                       requestTimeout: .milliseconds(swarmRequestTimeoutMs), logger: logger)
         node.start(onExit: {

@@ -123,3 +123,34 @@ extension SwarmHostilePeerTests {
         #expect(elapsed < .seconds(5), "merging \(n + n / 2) links took \(elapsed)")
     }
 }
+
+extension SwarmHostilePeerTests {
+    /// A worker no longer scans its whole reservation queue after every input for owners that
+    /// went down (a 1,000-task swarm queues thousands; the scan hashed each owner's name): none
+    /// is queued from an owner down in its view, and an owner's are dropped when it goes down.
+    /// Either way no fetch goes to an owner that is down, and no slot is held for one.
+    @Test func reservationsOfAnOwnerThatIsDownAreNeitherQueuedNorFetched() throws {
+        let needs = [TaskNeeds(memoryMB: 10, milliCPUs: 100)]
+        func fetches(_ effects: [ProtocolEffect<Swarm>]) -> Int {
+            effects.reduce(0) { n, e in if case .request(.fetch, to: "n1", _, _) = e { n + 1 } else { n } }
+        }
+        func view(_ status: MemberStatus, version: UInt64) -> MembershipEvent {
+            .updated(PeerView(name: "n1", address: NodeAddress(host: "127.0.0.1", port: 1), status: status,
+                              metadata: MemberMetadata(version: version, api: "", slots: 2, free: 2, memoryMB: 1000, freeMemoryMB: 1000)))
+        }
+        // Down first, then a reservation from it: not queued, no fetch.
+        var swarm = Self.node()
+        _ = swarm.membershipChanged(view(.dead, version: 2), now: .zero)
+        #expect(fetches(swarm.receive(.reserve(Self.id, epoch: 1, replicas: ["n1"], needs: needs), from: "n1", now: .zero)) == 0)
+        #expect(swarm.worker.reservations.isEmpty)
+        #expect(swarm.workerFreeSlots == 2)
+
+        // Queued while up (both slots busy fetching), then it goes down: dropped at once.
+        swarm = Self.node()
+        let sent = swarm.receive(.reserve(Self.id, epoch: 1, replicas: ["n1"], needs: needs + needs + needs), from: "n1", now: .zero)
+        #expect(fetches(sent) == 2)
+        #expect(swarm.worker.reservations.count == 1)
+        _ = swarm.membershipChanged(view(.dead, version: 2), now: .zero)
+        #expect(swarm.worker.reservations.isEmpty)
+    }
+}

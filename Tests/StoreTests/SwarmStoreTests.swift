@@ -50,6 +50,23 @@ struct SwarmStoreTests {
         #expect(FileManager.default.fileExists(atPath: store.path + "-wal"))
     }
 
+    /// The store promised `synchronous = FULL` but set it only in `prepareDatabase`: opening a
+    /// pool in WAL mode then sets the writer to NORMAL (GRDB's WAL set-up), so every commit
+    /// acknowledged as durable could be rolled back by a power loss. The writer now runs what
+    /// was asked, and `.normal` is a choice made out loud (`starling node --store-sync`).
+    @Test(arguments: [(StoreDurability.full, 2), (.normal, 1)])
+    func theWriterCommitsWithTheDurabilityAskedFor(durability: StoreDurability, pragma: Int) throws {
+        let dir = TemporaryDirectory("sync-\(durability)")
+        let store = try SwarmStore(directory: dir.path, durability: durability)
+        #expect(try store.writerSynchronous() == pragma)
+        try store.apply([.swarm(definition("a", tasks: 1), epoch: 1, state: .running)])
+        #expect(try store.writerSynchronous() == pragma)
+        let reopened = try SwarmStore(directory: dir.path, durability: durability)
+        #expect(try reopened.writerSynchronous() == pragma)
+        let other = TemporaryDirectory("sync-default")
+        #expect(try SwarmStore(directory: other.path).writerSynchronous() == 2, "FULL is the default")
+    }
+
     @Test func reopeningTheSameDirectoryKeepsEverythingAndReappliesNoMigration() throws {
         let dir = TemporaryDirectory("reopen")
         let def = definition("0000000000000001", tasks: 3, parent: TaskRef(swarm: "00000000000000ff", task: 7))

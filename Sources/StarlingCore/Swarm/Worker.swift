@@ -64,6 +64,9 @@ extension Swarm {
     mutating func workerReserve(_ id: SwarmID, epoch: UInt32, replicas: [PeerName], needs: [TaskNeeds], owner: PeerName,
                                 now: Instant) {
         guard epoch >= worker.epochs[id] ?? 0 else { return }  // from a deposed owner
+        // From an owner already down in this view: it would hold a slot until its fetch timed
+        // out. (Reservations of an owner that goes down later are dropped in `applyMembership`.)
+        guard isUp(owner) else { return }
         noteEpoch(id, epoch)
         for n in needs {
             // A reservation this node can never honour is dropped at once (the owner re-places).
@@ -82,8 +85,11 @@ extension Swarm {
     @discardableResult
     mutating func workerFetchIfRoom(now: Instant, into out: inout Effects) -> Bool {
         var sent = false
-        let gone = Set(worker.reservations.map(\.owner)).filter { !isUp($0) }
-        if !gone.isEmpty { worker.reservations.removeAll { gone.contains($0.owner) } }
+        // Every queued reservation's owner is up: those of an owner that goes down are dropped
+        // when it does (`applyMembership`), and none is queued from one that is down
+        // (`workerReserve`). The queue is not scanned here: this runs after every input, and a
+        // scan of thousands of reservations (hashing each owner's name) cost more CPU per task
+        // than the task's SQLite writes (the swarm benchmark's profile).
         var budget = worker.reservations.count  // each reservation is looked at once per call
         while budget > 0, worker.held.count < Bounds.maxHeldResults, workerFreeSlots > 0 {
             budget -= 1
