@@ -406,27 +406,36 @@ struct DescriptorExhaustionTests {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// A node started by `bash -c "PREFIX && exec starling node ..."` (PREFIX sets its limits),
+    /// its output in `cluster.dir/NAME.log`: the process, its gossip and API ports, and the log.
+    static func startNode(_ name: String, after prefix: String, in cluster: LocalCluster) throws -> (Process, UInt16, UInt16, String) {
+        let (gossip, api) = (freePort(), freePort())
+        let node = Process()
+        node.executableURL = URL(fileURLWithPath: "/bin/bash")
+        node.arguments = ["-c", prefix + " && exec \"$0\" \"$@\"", starlingBinary(), "node", "--name", name,
+                          "--gossip", "127.0.0.1:\(gossip)", "--api", "127.0.0.1:\(api)", "--data", cluster.dir + "/" + name,
+                          "--key-file", cluster.keyFile, "--preset", "loopback", "--log-level", "info"]
+        let log = cluster.dir + "/" + name + ".log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        node.standardError = FileHandle(forWritingAtPath: log)
+        node.standardOutput = node.standardError
+        try node.run()
+        return (node, gossip, api, log)
+    }
+
+    static func end(_ node: Process) {
+        if node.isRunning { kill(node.processIdentifier, SIGKILL) }
+        node.waitUntilExit()
+    }
+
     /// A node that inherits a descriptor numbered above its open-file limit (a supervisor's
     /// leaked pipe) still starts: the sandbox probe refused to start anything there before
     /// (Foundation's Process fails with EBADF), and the node refused to start.
     @Test func aNodeThatInheritsADescriptorAboveItsLimitStarts() throws {
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
-        let (gossip, api) = (freePort(), freePort())
-        let node = Process()
-        node.executableURL = URL(fileURLWithPath: "/bin/bash")
-        node.arguments = ["-c", "exec 200</dev/null && ulimit -n 128 && exec \"$0\" \"$@\"", starlingBinary(), "node", "--name", "inherits",
-                          "--gossip", "127.0.0.1:\(gossip)", "--api", "127.0.0.1:\(api)", "--data", cluster.dir + "/inherits",
-                          "--key-file", cluster.keyFile, "--preset", "loopback", "--log-level", "info"]
-        let log = cluster.dir + "/inherits.log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        node.standardError = FileHandle(forWritingAtPath: log)
-        node.standardOutput = node.standardError
-        try node.run()
-        defer {
-            if node.isRunning { kill(node.processIdentifier, SIGKILL) }
-            node.waitUntilExit()
-        }
+        let (node, _, api, log) = try Self.startNode("inherits", after: "exec 200</dev/null && ulimit -n 128", in: cluster)
+        defer { Self.end(node) }
         try waitUntil("the node serves its API or exits", seconds: 20) { !node.isRunning || httpGet(port: api, path: "/v1/health") != nil }
         #expect(node.isRunning, "the node exited: \((try? String(contentsOfFile: log, encoding: .utf8))?.suffix(600) ?? "")")
     }
@@ -435,22 +444,9 @@ struct DescriptorExhaustionTests {
         WireHardeningIntegrationTests.raiseOpenFileLimit()
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
-        let (gossip, api) = (freePort(), freePort())
         // The node's hard limit is 128 descriptors: it cannot raise past that.
-        let node = Process()
-        node.executableURL = URL(fileURLWithPath: "/bin/sh")
-        node.arguments = ["-c", "ulimit -n 128 && exec \"$0\" \"$@\"", starlingBinary(), "node", "--name", "low",
-                          "--gossip", "127.0.0.1:\(gossip)", "--api", "127.0.0.1:\(api)", "--data", cluster.dir + "/low",
-                          "--key-file", cluster.keyFile, "--preset", "loopback", "--log-level", "info"]
-        let log = cluster.dir + "/low.log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        node.standardError = FileHandle(forWritingAtPath: log)
-        node.standardOutput = node.standardError
-        try node.run()
-        defer {
-            if node.isRunning { kill(node.processIdentifier, SIGKILL) }
-            node.waitUntilExit()
-        }
+        let (node, gossip, api, _) = try Self.startNode("low", after: "ulimit -n 128", in: cluster)
+        defer { Self.end(node) }
         try waitUntil("the node serves its API", seconds: 20) { httpGet(port: api, path: "/v1/health") != nil }
 
         // 400 connections held open from 32 sources: far more than the node has descriptors.
