@@ -17,12 +17,14 @@ public final class SwarmService: SwarmGateway {
     let executor: SwarmTaskExecutor
 
     /// Registers the protocol on `node` (before it starts) with the swarms stored in `store`.
-    public init(node: MeshNode, store: SwarmStore, runner: SandboxRunner, memoryMB: Int, logger: Logger) throws {
+    /// `audit`: where every task run on this node is recorded (nil: nowhere).
+    public init(node: MeshNode, store: SwarmStore, runner: SandboxRunner, memoryMB: Int, logger: Logger,
+                audit: AuditLog? = nil) throws {
         nodeName = node.configuration.name
         self.store = store
         self.node = node
         let slots = node.configuration.slots
-        executor = SwarmTaskExecutor(runner: runner, nodeName: nodeName, slots: slots)
+        executor = SwarmTaskExecutor(runner: runner, nodeName: nodeName, slots: slots, audit: audit)
         let settings = SwarmSettings(slots: UInt32(clamping: slots), memoryMB: UInt32(clamping: memoryMB))
         var swarm = Swarm(settings: settings, myName: nodeName, seed: secureRandomUInt64(), now: node.now)
         let stored = try store.loadAll()

@@ -49,6 +49,7 @@ enum StoreSchema {
             // child it creates: without this, a scan of every swarm held.
             try db.execute(sql: "CREATE INDEX swarm_by_parent ON swarm(parentSwarm, parentTask) WHERE parentSwarm IS NOT NULL")
         }
+        migrator.registerMigration("v3-audit") { db in try AuditSchema.create(db) }
         return migrator
     }
 }

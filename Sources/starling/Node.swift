@@ -152,8 +152,19 @@ struct Node: AsyncParsableCommand {
         }
         let store: SwarmStore
         do { store = try SwarmStore(directory: data) } catch { throw ValidationError("--data \(data): \(error); refusing to start") }
+        // Every task run here is recorded in the signed audit log before it starts and before its
+        // result is handed over. A log that cannot be opened, or whose last entry does not verify
+        // under this node's key, stops the node; one that fails to write later makes it leave.
+        let audit: AuditLog
+        do { audit = try AuditLog(store: store, identity: identity, nodeName: name) } catch {
+            throw ValidationError("--data \(data): \(error); refusing to start")
+        }
+        audit.onFailure { [logger] error in
+            logger.critical("the audit log refused a write; leaving the mesh", metadata: ["error": "\(error)"])
+            node.requestLeave()
+        }
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
-                                      logger: logger)
+                                      logger: logger, audit: audit)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
             Glibc.exit(0)
