@@ -176,7 +176,56 @@ public final class AuditLog: @unchecked Sendable {
         }
     }
 
+    /// Stops the log for good with `error`: every later append throws it, and the node is told
+    /// once. For what the log's owner finds wrong with its own log (a witness holds an entry it
+    /// lacks).
+    public func fail(_ error: AuditError) {
+        condition.lock()
+        let handler = failure == nil ? failureHandler : nil
+        if failure == nil { failure = error }
+        condition.unlock()
+        handler?(error)
+    }
+
+    /// `peer` witnessed `head` of this node's log: checks that the log holds that entry with that
+    /// hash. A head that is not this node's (its signature does not verify under this node's key)
+    /// proves nothing: false. A head the log does not hold means its tail was cut or rewritten
+    /// since the peer saw it: the log stops (`fail`), so that nothing is appended to a history
+    /// that contradicts what peers hold, and the error is thrown. True when the log holds it.
+    @discardableResult
+    public func check(witnessed head: AuditHead, by peer: String) throws(AuditError) -> Bool {
+        guard head.signatureVerifies(publicKey: publicKey) else { return false }
+        let stored: [UInt8]?
+        do {
+            stored = try pool.read { db in
+                try Data.fetchOne(db, sql: "SELECT hash FROM audit WHERE seq = ?", arguments: [Int64(bitPattern: head.seq)]).map { [UInt8]($0) }
+            }
+        } catch {
+            throw AuditError("cannot read the audit log: \(error)")
+        }
+        guard stored != head.hash else { return true }
+        let error = AuditError(stored == nil
+            ? "\(peer) witnessed entry \(head.seq) of this node's audit log, which no longer holds it: its tail was cut"
+            : "\(peer) witnessed another entry \(head.seq) of this node's audit log: it was rewritten")
+        fail(error)
+        throw error
+    }
+
     // MARK: Witnessed heads of other nodes
+
+    /// The latest head this node witnessed of `node`'s log, and the key it verified under.
+    public func witnessedHead(of node: String) throws(AuditError) -> (head: AuditHead, publicKey: [UInt8])? {
+        do {
+            return try pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT seq, hash, signature, publicKey FROM audit_witness WHERE node = ?", arguments: [node]).map { row in
+                    (AuditHead(seq: UInt64(bitPattern: row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
+                               signature: [UInt8](row["signature"] as Data)), [UInt8](row["publicKey"] as Data))
+                }
+            }
+        } catch {
+            throw AuditError("cannot read witnessed heads: \(error)")
+        }
+    }
 
     /// Stores `head` as the latest this node witnessed of `node`'s log. Refuses a head whose
     /// signature does not verify under `publicKey`, a key that differs from the one first seen

@@ -56,6 +56,9 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("secrets-file"), help: "Secrets file, NAME=VALUE lines, mode 0600.")
     var secretsFile: String?
 
+    @Option(name: .customLong("audit-head-interval"), help: "Seconds between sends of this node's audit-log head to the peers that witness it (default 10).")
+    var auditHeadInterval: Double = 10
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -80,6 +83,7 @@ struct Node: AsyncParsableCommand {
         if let slots, slots < 1 || slots > 4096 { throw ValidationError("--slots must be 1-4096") }
         if let memoryMB, memoryMB < 8 || memoryMB > 1 << 30 { throw ValidationError("--memory-mb must be 8 to 1073741824") }
         if let warm, warm < 0 || warm > 64 { throw ValidationError("--warm must be 0-64") }
+        guard auditHeadInterval >= 0.1 && auditHeadInterval <= 3_600 else { throw ValidationError("--audit-head-interval must be 0.1 to 3600 seconds") }
         // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
         if let reapAfter, reapAfter < 61 || reapAfter > 30 * 86_400 { throw ValidationError("--reap-after must be 61 to 2592000 seconds") }
     }
@@ -160,9 +164,16 @@ struct Node: AsyncParsableCommand {
             throw ValidationError("--data \(data): \(error); refusing to start")
         }
         audit.onFailure { [logger] error in
-            logger.critical("the audit log refused a write; leaving the mesh", metadata: ["error": "\(error)"])
+            logger.critical("the audit log stopped; leaving the mesh", metadata: ["error": "\(error)"])
             node.requestLeave()
         }
+        do {
+            try audit.append("node.start", ["name": .string(name), "publicKey": .string(identity.publicKeyHex),
+                                            "slots": .integer(Int64(config.slots)), "gossip": .string(gossip), "api": .string(api)])
+        } catch {
+            throw ValidationError("--data \(data): \(error); refusing to start")
+        }
+        AuditWitnessService.register(on: node, audit: audit, interval: .milliseconds(Int64(auditHeadInterval * 1000)), logger: logger)
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
                                       logger: logger, audit: audit)
         node.start(onExit: {
