@@ -198,7 +198,8 @@ public final class AuditLog: @unchecked Sendable {
         let stored: [UInt8]?
         do {
             stored = try pool.read { db in
-                try Data.fetchOne(db, sql: "SELECT hash FROM audit WHERE seq = ?", arguments: [Int64(bitPattern: head.seq)]).map { [UInt8]($0) }
+                try Row.fetchOne(db, sql: "SELECT hash FROM audit WHERE seq = ?", arguments: [Int64(bitPattern: head.seq)])
+                    .map { [UInt8](try $0.decode(Data.self, forColumn: "hash")) }
             }
         } catch {
             throw AuditError("cannot read the audit log: \(error)")
@@ -218,8 +219,10 @@ public final class AuditLog: @unchecked Sendable {
         do {
             return try pool.read { db in
                 try Row.fetchOne(db, sql: "SELECT seq, hash, signature, publicKey FROM audit_witness WHERE node = ?", arguments: [node]).map { row in
-                    (AuditHead(seq: UInt64(bitPattern: row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
-                               signature: [UInt8](row["signature"] as Data)), [UInt8](row["publicKey"] as Data))
+                    (AuditHead(seq: UInt64(bitPattern: try row.decode(Int64.self, forColumn: "seq")),
+                               hash: [UInt8](try row.decode(Data.self, forColumn: "hash")),
+                               signature: [UInt8](try row.decode(Data.self, forColumn: "signature"))),
+                     [UInt8](try row.decode(Data.self, forColumn: "publicKey")))
                 }
             }
         } catch {
@@ -237,11 +240,12 @@ public final class AuditLog: @unchecked Sendable {
         do {
             try pool.write { db in
                 if let row = try Row.fetchOne(db, sql: "SELECT publicKey, seq, hash FROM audit_witness WHERE node = ?", arguments: [node]) {
-                    guard [UInt8](row["publicKey"] as Data) == publicKey else {
+                    guard [UInt8](try row.decode(Data.self, forColumn: "publicKey")) == publicKey else {
                         throw AuditError("\(node) presented another key than the one witnessed before")
                     }
-                    let seq = UInt64(bitPattern: row["seq"] as Int64)
-                    if head.seq < seq || (head.seq == seq && [UInt8](row["hash"] as Data) != head.hash) {
+                    let seq = UInt64(bitPattern: try row.decode(Int64.self, forColumn: "seq"))
+                    let hash = [UInt8](try row.decode(Data.self, forColumn: "hash"))
+                    if head.seq < seq || (head.seq == seq && hash != head.hash) {
                         throw AuditError("\(node)'s log went back: witnessed entry \(seq), now offered \(head.seq)")
                     }
                 }

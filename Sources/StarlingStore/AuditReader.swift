@@ -37,13 +37,31 @@ public struct AuditReader: Sendable {
         }
     }
 
-    /// Checks the whole chain under `publicKey` and, when given, against a witnessed head.
+    /// Checks the whole chain under `publicKey` and, when given, against a witnessed head. A row
+    /// that cannot be read as an entry (a column of the wrong type, after the table was remade
+    /// without its STRICT types) is the first bad entry, named like any other.
     public func verify(publicKey: [UInt8], witness: AuditHead? = nil) throws -> AuditVerification {
         var check = AuditChainCheck(publicKey: publicKey, witness: witness)
-        try forEachEntry { entry in
-            if check.fault == nil { check.check(entry) }
+        var unreadable: AuditFault? = nil
+        do {
+            try queue.read { db in
+                guard try db.tableExists("audit") else { return }
+                let rows = try Row.fetchCursor(db, sql: "SELECT * FROM audit ORDER BY seq")
+                while check.fault == nil, let row = try rows.next() {
+                    do {
+                        check.check(try Self.entry(row))
+                    } catch {
+                        unreadable = AuditFault(seq: check.count + 1, reason: "unreadable: \(error)")
+                        return
+                    }
+                }
+            }
+        } catch {
+            throw AuditError("cannot read the audit log: \(error)")
         }
-        return check.finish()
+        var result = check.finish()
+        if result.fault == nil, let unreadable { result.fault = unreadable }
+        return result
     }
 
     /// The head this node witnessed of `publicKey`'s log, if it holds one (`audit_witness`).
@@ -53,23 +71,33 @@ public struct AuditReader: Sendable {
                 guard try db.tableExists("audit_witness") else { return nil }
                 guard let row = try Row.fetchOne(db, sql: "SELECT * FROM audit_witness WHERE publicKey = ?", arguments: [Data(publicKey)])
                 else { return nil }
-                return (row["node"], AuditHead(seq: UInt64(bitPattern: row["seq"] as Int64), hash: [UInt8](row["hash"] as Data),
-                                               signature: [UInt8](row["signature"] as Data)))
+                return (try row.decode(String.self, forColumn: "node"),
+                        AuditHead(seq: UInt64(bitPattern: try row.decode(Int64.self, forColumn: "seq")),
+                                  hash: [UInt8](try row.decode(Data.self, forColumn: "hash")),
+                                  signature: [UInt8](try row.decode(Data.self, forColumn: "signature"))))
             }
         } catch {
             throw AuditError("cannot read witnessed heads: \(error)")
         }
     }
 
-    /// A stored row as an entry. Column types are checked, never trusted: a row edited to hold
-    /// the wrong type is reported, not a trap.
+    /// A stored row as an entry. Column types are checked, never trusted: GRDB's subscripts trap
+    /// on a value they cannot convert, so every column goes through a throwing decode, and a row
+    /// edited to hold the wrong type is reported, not a crash.
     static func entry(_ row: Row) throws -> AuditEntry {
-        guard let seq = row["seq"] as Int64?, let timeMs = row["timeMs"] as Int64?, let kind = row["kind"] as String?,
-              let body = row["body"] as String?, let previous = row["previousHash"] as Data?, let hash = row["hash"] as Data?,
-              let signature = row["signature"] as Data?
-        else { throw AuditError("an audit row (seq \(row["seq"] as Int64? ?? -1)) has a missing or mistyped column") }
-        return AuditEntry(seq: UInt64(bitPattern: seq), timeMs: UInt64(bitPattern: timeMs), kind: kind, body: Array(body.utf8),
-                          previousHash: [UInt8](previous), hash: [UInt8](hash), signature: [UInt8](signature))
+        do {
+            let seq = try row.decode(Int64.self, forColumn: "seq")
+            let timeMs = try row.decode(Int64.self, forColumn: "timeMs")
+            let kind = try row.decode(String.self, forColumn: "kind")
+            let body = try row.decode(String.self, forColumn: "body")
+            let previous = try row.decode(Data.self, forColumn: "previousHash")
+            let hash = try row.decode(Data.self, forColumn: "hash")
+            let signature = try row.decode(Data.self, forColumn: "signature")
+            return AuditEntry(seq: UInt64(bitPattern: seq), timeMs: UInt64(bitPattern: timeMs), kind: kind, body: Array(body.utf8),
+                              previousHash: [UInt8](previous), hash: [UInt8](hash), signature: [UInt8](signature))
+        } catch {
+            throw AuditError("a row has a missing or mistyped column")
+        }
     }
 }
 

@@ -41,7 +41,8 @@ struct AuditBench: ParsableCommand {
         let bytes = body.canonicalBytes
 
         // Baseline: the same table shape, no chain, no signature, one durable transaction a row.
-        let baseDir = root + "/baseline"
+        let baseDir = root + "/baseline", logDir = root + "/log"
+        for dir in [baseDir, logDir] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         let baseStore = try SwarmStore(directory: baseDir)
         _ = baseStore
         var configuration = Configuration()
@@ -78,7 +79,6 @@ struct AuditBench: ParsableCommand {
         }
 
         // Appends, one thread.
-        let logDir = root + "/log"
         let log = try AuditLog(store: try SwarmStore(directory: logDir), identity: identity, nodeName: "bench")
         let single = try seconds { for _ in 1...count { try log.append("task.finish", body) } }
 

@@ -99,12 +99,12 @@ struct SessionPlacementTests {
         let plainFive = SessionPlacement(members: Self.members(["n1", "n2", "n3", "n4", "n5"]), settings: .init(epsilon: 10))
         let plainFiveAll = plainFive.assign(sessions)
         let plainMoved = Double(SessionPlacement.moves(from: plainFour.assign(sessions), to: plainFiveAll).count) / 10_000
-        // With few ring points the ring alone is uneven, and the bound does the balancing: the
-        // price is extra movement (sessions cascading past full members).
+        // With few ring points (8 a member) the ring alone is uneven, and a tight bound (ε = 0.1)
+        // does the balancing: the price is extra movement (sessions cascading past full members).
         func sparse(_ names: [String], epsilon: Double) -> SessionPlacement {
             SessionPlacement(members: Self.members(names, slots: 1), settings: .init(epsilon: epsilon, pointsPerSlot: 8))
         }
-        let sparseFour = sparse(["n1", "n2", "n3", "n4"], epsilon: 0.25), sparseFive = sparse(["n1", "n2", "n3", "n4", "n5"], epsilon: 0.25)
+        let sparseFour = sparse(["n1", "n2", "n3", "n4"], epsilon: 0.1), sparseFive = sparse(["n1", "n2", "n3", "n4", "n5"], epsilon: 0.1)
         let sparseFiveAll = sparseFive.assign(sessions)
         let sparseMoved = Double(SessionPlacement.moves(from: sparseFour.assign(sessions), to: sparseFiveAll).count) / 10_000
         let sparsePlainFive = sparse(["n1", "n2", "n3", "n4", "n5"], epsilon: 10)
@@ -112,8 +112,8 @@ struct SessionPlacementTests {
         let sparsePlainMoved = Double(SessionPlacement.moves(from: sparse(["n1", "n2", "n3", "n4"], epsilon: 10).assign(sessions),
                                                              to: sparsePlainFiveAll).count) / 10_000
         let report: [String: Any] = [
-            "sparseRing8PointsJoinMovedFraction": sparseMoved,
-            "sparseRing8PointsMaxOverAvgFive": maxOverAverage(sparseFive, sparseFiveAll),
+            "sparseRing8PointsEpsilon0.1JoinMovedFraction": sparseMoved,
+            "sparseRing8PointsEpsilon0.1MaxOverAvgFive": maxOverAverage(sparseFive, sparseFiveAll),
             "sparseRing8PointsPlainJoinMovedFraction": sparsePlainMoved,
             "sparseRing8PointsPlainMaxOverAvgFive": maxOverAverage(sparsePlainFive, sparsePlainFiveAll),
             "sessions": 10_000, "replicas": 3, "epsilon": 0.25,
@@ -133,6 +133,6 @@ struct SessionPlacementTests {
         #expect(abs(joinMoved - 0.2) <= 0.02, "\(json)")
         #expect(maxOverAverage(five, fiveAll) <= 1.25)
         #expect(maxOverAverage(four, fourOnly) <= 1.25)
-        #expect(maxOverAverage(sparseFive, sparseFiveAll) <= 1.25)
+        #expect(maxOverAverage(sparseFive, sparseFiveAll) <= 1.1 + 1e-9)
     }
 }

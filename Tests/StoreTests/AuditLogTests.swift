@@ -84,6 +84,18 @@ struct AuditLogTests {
         #expect(fault.seq == 5)
     }
 
+    @Test func aRowOfTheWrongTypeIsNamedNotACrash() throws {
+        let f = try AuditFixture("mistyped")
+        // Root remakes the table without its STRICT types, then puts bytes that are not UTF-8
+        // where the kind's text goes. Verification names the row and does not crash.
+        try f.tamper("CREATE TABLE loose AS SELECT * FROM audit")
+        try f.tamper("DROP TABLE audit")
+        try f.tamper("ALTER TABLE loose RENAME TO audit")
+        try f.tamper("UPDATE audit SET kind = x'ff' WHERE seq = 3")
+        let fault = try #require(try f.verify().fault)
+        #expect(fault.seq == 3)
+    }
+
     @Test func reorderedRowsAreNamed() throws {
         let f = try AuditFixture("reordered")
         // Swap entries 3 and 4 whole (every column but the position).
