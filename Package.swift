@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "StarlingCrypto", dependencies: ["CSodium"], path: "Sources/StarlingCrypto"),
         .target(name: "StarlingSandbox", dependencies: ["CSandbox", "StarlingCrypto"], path: "Sources/StarlingSandbox"),
         // What a node persists: SQLite through GRDB (WAL, versioned migrations).
-        .target(name: "StarlingStore", dependencies: ["StarlingCore", .product(name: "GRDB", package: "GRDB.swift")],
+        .target(name: "StarlingStore", dependencies: ["StarlingCore", "StarlingCrypto", .product(name: "GRDB", package: "GRDB.swift")],
                 path: "Sources/StarlingStore"),
         .target(
             name: "StarlingRuntime",
@@ -62,6 +62,7 @@ let package = Package(
             dependencies: [
                 "StarlingRuntime", "StarlingCrypto", "StarlingCore", "StarlingSandbox", "StarlingStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/starling"),
@@ -82,11 +83,13 @@ let package = Package(
         .testTarget(name: "SimulationTests", dependencies: ["StarlingSimulation", "StarlingCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto", "StarlingRuntime"]),
         .testTarget(name: "SandboxTests", dependencies: ["StarlingSandbox"]),
-        .testTarget(name: "StoreTests", dependencies: ["StarlingStore", "StarlingCore"]),
+        .testTarget(name: "StoreTests", dependencies: ["StarlingStore", "StarlingCore", "StarlingCrypto",
+                                                  .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "RuntimeTests",
             dependencies: [
                 "StarlingRuntime", "StarlingCore", "StarlingCrypto", "StarlingStore", "StarlingSandbox",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -17,13 +17,14 @@ public final class SwarmService: SwarmGateway {
     let executor: SwarmTaskExecutor
 
     /// Registers the protocol on `node` (before it starts) with the swarms stored in `store`.
+    /// `audit`: where every task run on this node is recorded (nil: nowhere).
     public init(node: MeshNode, store: SwarmStore, runner: SandboxRunner, memoryMB: Int,
-                requestTimeout: Duration = .seconds(5), logger: Logger) throws {
+                requestTimeout: Duration = .seconds(5), logger: Logger, audit: AuditLog? = nil) throws {
         nodeName = node.configuration.name
         self.store = store
         self.node = node
         let slots = node.configuration.slots
-        executor = SwarmTaskExecutor(runner: runner, nodeName: nodeName, slots: slots)
+        executor = SwarmTaskExecutor(runner: runner, nodeName: nodeName, slots: slots, audit: audit)
         let settings = SwarmSettings(slots: UInt32(clamping: slots), memoryMB: UInt32(clamping: memoryMB), requestTimeout: requestTimeout)
         var swarm = Swarm(settings: settings, myName: nodeName, seed: secureRandomUInt64(), now: node.now)
         swarm.childRule = SpawnAdmission.rule

@@ -1,6 +1,7 @@
 import Foundation
 import StarlingCore
 import StarlingSandbox
+import StarlingStore
 import Synchronization
 
 /// Carries out the swarm protocol's `.run` and `.kill` actions: each attempt runs in its own
@@ -32,10 +33,13 @@ public final class SwarmTaskExecutor: Sendable {
     /// Makes the sockets of tasks that may spawn (set once the node's swarm service exists;
     /// until then a spawning task is refused, never run without its socket).
     let sockets = Mutex<TaskSockets?>(nil)
+    /// Where each attempt's start and end are recorded (TaskAudit); nil records nothing.
+    let audit: AuditLog?
 
-    public init(runner: SandboxRunner, nodeName: String, slots: Int) {
+    public init(runner: SandboxRunner, nodeName: String, slots: Int, audit: AuditLog? = nil) {
         self.runner = runner
         self.nodeName = nodeName
+        self.audit = audit
         maxConcurrent = slots * 2 + 16
     }
 
@@ -56,7 +60,7 @@ public final class SwarmTaskExecutor: Sendable {
             return complete(Self.outcome(run, .denied("this node refused a second start of the same attempt, or one over its slots", node: nodeName), attempt: run.attempt))
         }
         let thread = Thread { [self] in
-            let result = execute(run, key: key)
+            let result = executeAudited(run, key: key)
             attempts.withLock { _ = $0.removeValue(forKey: key) }
             complete(Self.outcome(run, result, attempt: run.attempt))
         }
@@ -78,7 +82,10 @@ public final class SwarmTaskExecutor: Sendable {
         handle?.cancel()
     }
 
-    func execute(_ run: TaskRun, key: AttemptKey) -> TaskResult {
+    /// Runs the attempt between its two audit entries. Fails closed: an attempt whose start
+    /// cannot be recorded never runs, and a result whose end cannot be recorded is not handed
+    /// over (both become `denied` with the audit log's reason).
+    func executeAudited(_ run: TaskRun, key: AttemptKey) -> TaskResult {
         let task: TaskSpec
         let options: SwarmOptions
         do {
@@ -86,8 +93,30 @@ public final class SwarmTaskExecutor: Sendable {
             options = run.options.isEmpty ? SwarmOptions(maxAttempts: Int(run.maxAttempts))
                 : try JSONDecoder().decode(SwarmOptions.self, from: Data(run.options))
         } catch {
-            return .denied("the task's stored form does not decode: \(error)", node: nodeName)
+            return recordFinish(run, secrets: nil, .denied("the task's stored form does not decode: \(error)", node: nodeName))
         }
+        if let audit {
+            do {
+                try audit.append(TaskAudit.startKind, TaskAudit.start(run, task))
+            } catch {
+                return .denied("the audit log refused the task's start: \(error)", node: nodeName)
+            }
+        }
+        return recordFinish(run, secrets: task.secrets, execute(run, task: task, options: options, key: key))
+    }
+
+    private func recordFinish(_ run: TaskRun, secrets: [String]?, _ result: TaskResult) -> TaskResult {
+        guard let audit else { return result }
+        let (kind, body) = TaskAudit.finish(run, secrets: secrets, result)
+        do {
+            try audit.append(kind, body)
+            return result
+        } catch {
+            return .denied("the audit log refused the task's end, so its result is withheld: \(error)", node: nodeName)
+        }
+    }
+
+    func execute(_ run: TaskRun, task: TaskSpec, options: SwarmOptions, key: AttemptKey) -> TaskResult {
         // interface.md: a task's environment always has STARLING_TASK; a task of a swarm that
         // may spawn also gets its own socket ($STARLING_SOCKET).
         guard let sockets = sockets.withLock({ $0 }) else {

@@ -63,6 +63,7 @@ enum StoreSchema {
                 ) STRICT, WITHOUT ROWID
                 """)
         }
+        migrator.registerMigration("v4-audit") { db in try AuditSchema.create(db) }
         return migrator
     }
 }

@@ -31,7 +31,8 @@ public final class SwarmStore: Sendable {
     /// The file inside a node's data dir.
     public static let fileName = "starling.sqlite"
 
-    private let pool: DatabasePool
+    /// Shared with `AuditLog`, so that both write through one writer connection.
+    let pool: DatabasePool
     /// Bumped after every committed write: what event streams wait on.
     public let written = StoreSignal()
     public let path: String

@@ -58,6 +58,8 @@ struct Node: AsyncParsableCommand {
 
     @Option(name: .customLong("store-sync"), help: "full (default): each store commit is on disk before anything it records is acknowledged, so it survives a power loss; normal: it survives a crash of this process but not of the machine (faster; see the README).")
     var storeSync: String = "full"
+    @Option(name: .customLong("audit-head-interval"), help: "Seconds between sends of this node's audit-log head to the peers that witness it (default 10).")
+    var auditHeadInterval: Double = 10
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
@@ -88,6 +90,7 @@ struct Node: AsyncParsableCommand {
         if let slots, slots < 1 || slots > 4096 { throw ValidationError("--slots must be 1-4096") }
         if let memoryMB, memoryMB < 8 || memoryMB > 1 << 30 { throw ValidationError("--memory-mb must be 8 to 1073741824") }
         if let warm, warm < 0 || warm > 64 { throw ValidationError("--warm must be 0-64") }
+        guard auditHeadInterval >= 0.1 && auditHeadInterval <= 3_600 else { throw ValidationError("--audit-head-interval must be 0.1 to 3600 seconds") }
         // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
         if let reapAfter, reapAfter < 61 || reapAfter > 30 * 86_400 { throw ValidationError("--reap-after must be 61 to 2592000 seconds") }
     }
@@ -160,8 +163,26 @@ struct Node: AsyncParsableCommand {
         }
         let store: SwarmStore
         do { store = try SwarmStore(directory: data, durability: StoreDurability(rawValue: storeSync) ?? .full) } catch { throw ValidationError("--data \(data): \(error); refusing to start") }
+        // Every task run here is recorded in the signed audit log before it starts and before its
+        // result is handed over. A log that cannot be opened, or whose last entry does not verify
+        // under this node's key, stops the node; one that fails to write later makes it leave.
+        let audit: AuditLog
+        do { audit = try AuditLog(store: store, identity: identity, nodeName: name) } catch {
+            throw ValidationError("--data \(data): \(error); refusing to start")
+        }
+        audit.onFailure { [logger] error in
+            logger.critical("the audit log stopped; leaving the mesh", metadata: ["error": "\(error)"])
+            node.requestLeave()
+        }
+        do {
+            try audit.append("node.start", ["name": .string(name), "publicKey": .string(identity.publicKeyHex),
+                                            "slots": .integer(Int64(config.slots)), "gossip": .string(gossip), "api": .string(api)])
+        } catch {
+            throw ValidationError("--data \(data): \(error); refusing to start")
+        }
+        AuditWitnessService.register(on: node, audit: audit, interval: .milliseconds(Int64(auditHeadInterval * 1000)), logger: logger)
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
-                                      requestTimeout: .milliseconds(swarmRequestTimeoutMs), logger: logger)
+                                      requestTimeout: .milliseconds(swarmRequestTimeoutMs), logger: logger, audit: audit)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
             Glibc.exit(0)

@@ -75,6 +75,7 @@ public struct Channel: RawRepresentable, Hashable, Sendable, CustomStringConvert
     public static let membership = Channel(rawValue: 1)
     public static let swarm = Channel(rawValue: 2)
     public static let session = Channel(rawValue: 3)
+    public static let audit = Channel(rawValue: 4)
 
     public var description: String {
         switch self {

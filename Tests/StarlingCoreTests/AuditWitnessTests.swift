@@ -1,0 +1,112 @@
+import Testing
+@testable import StarlingCore
+
+@Suite("Audit witness protocol (pure)")
+struct AuditWitnessTests {
+    static let head = AuditWitness.Head(seq: 0x0102_0304_0506_0708, hash: Array(repeating: 1, count: 32),
+                                        signature: Array(repeating: 2, count: 64), publicKey: Array(repeating: 3, count: 32))
+
+    static func view(_ name: String, _ status: MemberStatus = .alive) -> PeerView {
+        PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 1), status: status, metadata: MemberMetadata())
+    }
+
+    /// A node "n1" that knows `peers` alive.
+    static func node(peers: [String], settings: AuditWitness.Settings = .init()) -> AuditWitness {
+        var w = AuditWitness(myName: "n1", settings: settings, now: Instant(nanoseconds: 0))
+        for p in ["n1"] + peers { _ = w.membershipChanged(.updated(view(p)), now: Instant(nanoseconds: 0)) }
+        return w
+    }
+
+    @Test func everyMessageRoundTripsAndBadBytesThrow() throws {
+        for m: AuditWitness.Message in [.head(Self.head), .ask, .witnessed(nil), .witnessed(Self.head)] {
+            let bytes = AuditWitness.encode(m)
+            #expect(bytes.count <= AuditWitness.maxMessageBytes)
+            #expect(try AuditWitness.decode(bytes) == m)
+            for cut in 0..<bytes.count where cut != 1 || m != .ask {
+                #expect(throws: (any Error).self) { try AuditWitness.decode(Array(bytes.prefix(cut))) }
+            }
+            #expect(throws: (any Error).self) { try AuditWitness.decode(bytes + [0]) }
+        }
+        #expect(throws: (any Error).self) { try AuditWitness.decode([9]) }
+        #expect(throws: (any Error).self) { try AuditWitness.decode([3, 2]) }
+        var rng = DeterministicRNG(seed: 7)
+        for _ in 0..<5_000 {
+            let bytes = (0..<Int(rng.next() % 300)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            _ = try? AuditWitness.decode(bytes)  // must not trap
+        }
+    }
+
+    @Test func theHeadGoesToTwoRingSuccessorsOnATimer() {
+        var w = Self.node(peers: ["n2", "n3", "n4", "n5"])
+        #expect(w.tick(now: Instant(nanoseconds: 0)).isEmpty)  // not due yet
+        let first = w.tick(now: w.nextDeadline)
+        guard case .perform(.readOwnHead)? = first.first else { Issue.record("\(first)"); return }
+        let witnesses = w.witnesses
+        #expect(witnesses.count == 2)
+        #expect(!witnesses.contains("n1"))
+        #expect(witnesses == SwarmRing(members: ["n1", "n2", "n3", "n4", "n5"]).preferenceList("n1", count: 3).filter { $0 != "n1" })
+        let sends = w.performed(.ownHead(Self.head), now: w.nextDeadline)
+        #expect(sends.count == 2)
+        for case .send(let m, let to) in sends {
+            #expect(m == .head(Self.head))
+            #expect(witnesses.contains(to))
+        }
+        // An empty log has no head to send.
+        #expect(w.performed(.ownHead(nil), now: w.nextDeadline).isEmpty)
+        // Next send one interval later.
+        let before = w.nextDeadline
+        _ = w.tick(now: before)
+        #expect(w.nextDeadline == before + .seconds(10))
+    }
+
+    @Test func afterAStartEveryAlivePeerIsAskedOnceAndItsAnswerChecked() {
+        var w = Self.node(peers: ["n2", "n3", "n4"], settings: .init(asksPerTick: 2, maxAskRetries: 1))
+        _ = w.membershipChanged(.updated(Self.view("dead", .dead)), now: Instant(nanoseconds: 0))
+        func asks(_ effects: [ProtocolEffect<AuditWitness>]) -> [(PeerName, RequestID)] {
+            effects.compactMap { if case .request(.ask, let to, let id, _) = $0 { (to, id) } else { nil } }
+        }
+        var now = w.nextDeadline
+        let round1 = asks(w.tick(now: now))
+        #expect(round1.map(\.0) == ["n2", "n3"])  // bounded per tick, in name order; never the dead
+        // n2 answers with a head: check it. n3 does not answer: asked again later.
+        let checked = w.response(.witnessed(Self.head), to: round1[0].1, now: now)
+        #expect(checked.count == 1)
+        if case .perform(.check(let h, let from))? = checked.first { #expect(h == Self.head && from == "n2") } else { Issue.record("\(checked)") }
+        #expect(w.response(nil, to: round1[1].1, now: now).isEmpty)
+        now = w.nextDeadline
+        let round2 = asks(w.tick(now: now))
+        #expect(round2.map(\.0) == ["n3", "n4"])
+        #expect(w.response(.witnessed(nil), to: round2[1].1, now: now).isEmpty)  // n4 witnessed nothing
+        _ = w.response(nil, to: round2[0].1, now: now)
+        // n3 has had its retry; nobody is asked again.
+        now = w.nextDeadline
+        #expect(asks(w.tick(now: now)).isEmpty)
+        // A late or unknown response is ignored.
+        #expect(w.response(.witnessed(Self.head), to: round2[0].1, now: now).isEmpty)
+    }
+
+    @Test func headsFromPeersAreStoredAndAsksAnsweredThroughTheShell() {
+        var w = Self.node(peers: ["n2"])
+        #expect(w.receive(.head(Self.head), from: "n2", now: Instant(nanoseconds: 0)) == [.perform(.store(Self.head, from: "n2"))])
+        let token = RequestToken(rawValue: 9)
+        #expect(w.request(.ask, from: "n2", token: token, now: Instant(nanoseconds: 0)) == [.perform(.lookUp("n2", token: token))])
+        let answer = w.performed(.witnessedHead(Self.head, for: token), now: Instant(nanoseconds: 0))
+        guard case .respond(.witnessed(let h), let t)? = answer.first else { Issue.record("\(answer)"); return }
+        #expect(h == Self.head && t == token)
+        // Its own head looped back is ignored; a head sent as a request is not answered.
+        #expect(w.receive(.head(Self.head), from: "n1", now: Instant(nanoseconds: 0)).isEmpty)
+        #expect(w.request(.head(Self.head), from: "n2", token: token, now: Instant(nanoseconds: 0)).isEmpty)
+    }
+}
+
+extension ProtocolEffect: Equatable where P == AuditWitness {
+    public static func == (a: Self, b: Self) -> Bool {
+        switch (a, b) {
+        case (.send(let m1, let t1), .send(let m2, let t2)): m1 == m2 && t1 == t2
+        case (.request(let m1, let t1, let i1, let d1), .request(let m2, let t2, let i2, let d2)): m1 == m2 && t1 == t2 && i1 == i2 && d1 == d2
+        case (.respond(let m1, let t1), .respond(let m2, let t2)): m1 == m2 && t1 == t2
+        case (.perform(let x), .perform(let y)): x == y
+        default: false
+        }
+    }
+}
