@@ -16,7 +16,7 @@ public enum AuditWitnessService {
 }
 
 /// Carries out the witness protocol's actions on the loop thread: each is one small indexed
-/// SQLite read or write (the swarm store's writes are done in place the same way).
+/// SQLite read or write, and the pure protocol bounds how often a peer's head gets here.
 struct AuditWitnessPerformer: ProtocolPerformer {
     typealias Hosted = AuditWitness
     let audit: AuditLog

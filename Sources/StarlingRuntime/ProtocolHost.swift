@@ -18,7 +18,8 @@ public protocol ProtocolPerformer<Hosted> {
     func stage(_ action: Hosted.Action) -> Bool
     /// Makes every staged write durable, all or none. False when it failed, after the performer
     /// halted the protocol (`ProtocolHandle.halt`): the effects held behind the writes are
-    /// dropped. Called on the loop thread at the end of the input that staged them.
+    /// dropped. Called on the loop thread once the batch of queued inputs being fed is applied
+    /// (those queued while it ran included), before any effect held behind the writes.
     func commitStaged(host: ProtocolHandle<Hosted>) -> Bool
 }
 

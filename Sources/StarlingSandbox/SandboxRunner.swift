@@ -109,7 +109,9 @@ final class SpawnedSandbox: Sendable {
 
     /// Waits for the sandbox's bwrap process and records that it is gone.
     func reap() -> Int32 {
-        var status: Int32 = 0
+        // A wait that fails (ECHILD: someone else reaped it) must not read as exit 0, a success:
+        // it reads as killed, which fails the task closed.
+        var status = SIGKILL
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         reaped.store(true, ordering: .releasing)
         return status
@@ -211,8 +213,9 @@ public final class SandboxRunner: Sendable {
             let child = try spawn(path, argv, env: ["PATH=/usr/bin:/bin"], fds: [(null, 0), (null, 1), (null, 2)], cgroupProcs: [])
             if child.pidfd >= 0 { close(child.pidfd) }
             var status: Int32 = 0
-            while waitpid(child.pid, &status, 0) < 0 && errno == EINTR {}
-            return status == 0
+            var reaped: pid_t
+            repeat { reaped = waitpid(child.pid, &status, 0) } while reaped < 0 && errno == EINTR
+            return reaped == child.pid && status == 0  // a wait that failed is no proof
         }
         guard try probe([]) else {
             throw SandboxUnavailable("bubblewrap cannot create namespaces here (user namespaces disabled?): refusing to run unsandboxed; pass --unsafe-no-sandbox for development only")
@@ -652,7 +655,7 @@ public final class SandboxRunner: Sendable {
                                onDeadline: { timedOut = true; kill(-pid, SIGKILL); kill(pid, SIGKILL) })
         if streams.stdout >= 0 { close(streams.stdout) }
         if streams.stderr >= 0 { close(streams.stderr) }
-        var status: Int32 = 0
+        var status = SIGKILL  // a failed wait reads as killed, never as exit 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let exited = (status & 0x7f) == 0
         let outputs = collectOutputs(workdir + "/out", bounds: outputBounds, secrets: secrets)

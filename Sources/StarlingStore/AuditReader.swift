@@ -64,12 +64,14 @@ public struct AuditReader: Sendable {
         return result
     }
 
-    /// The head this node witnessed of `publicKey`'s log, if it holds one (`audit_witness`).
+    /// The head this node witnessed of `publicKey`'s log, if it holds one (`audit_witness`): the
+    /// furthest, when rows under several names carry the key (a peer can send another node's old
+    /// genuine head under its own name; the stale row must not be the one checked).
     public func witnessedHead(of publicKey: [UInt8]) throws -> (node: String, head: AuditHead)? {
         do {
             return try queue.read { db in
                 guard try db.tableExists("audit_witness") else { return nil }
-                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM audit_witness WHERE publicKey = ?", arguments: [Data(publicKey)])
+                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM audit_witness WHERE publicKey = ? ORDER BY seq DESC LIMIT 1", arguments: [Data(publicKey)])
                 else { return nil }
                 return (try row.decode(String.self, forColumn: "node"),
                         AuditHead(seq: UInt64(bitPattern: try row.decode(Int64.self, forColumn: "seq")),

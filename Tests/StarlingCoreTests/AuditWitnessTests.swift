@@ -85,6 +85,33 @@ struct AuditWitnessTests {
         #expect(w.response(.witnessed(Self.head), to: round2[0].1, now: now).isEmpty)
     }
 
+    /// A head is taken only from an alive peer whose witness this node is, at most once per half
+    /// interval, and not again when unchanged: each costs a signature check and a durable write
+    /// on the loop thread, so a flood of heads must not reach the store.
+    @Test func aFloodOfHeadsReachesTheStoreOnlyWhereAndWhenItIsDue() {
+        let peers = (2...12).map { "n\($0)" }
+        var w = Self.node(peers: peers)
+        let t0 = Instant(nanoseconds: 1_000_000_000)
+        let witnessed = peers.filter { w.witnesses(of: $0).contains("n1") }
+        let others = peers.filter { !witnessed.contains($0) }
+        #expect(!witnessed.isEmpty && !others.isEmpty)
+        for peer in others { #expect(w.receive(.head(Self.head), from: peer, now: t0).isEmpty, "n1 does not witness \(peer)") }
+        #expect(w.receive(.head(Self.head), from: "stranger", now: t0).isEmpty, "not a member")
+        let peer = witnessed[0]
+        #expect(w.receive(.head(Self.head), from: peer, now: t0) == [.perform(.store(Self.head, from: peer))])
+        var newer = Self.head
+        newer.seq += 1
+        // A thousand more at once: none reaches the store before half an interval has passed.
+        for _ in 0..<1_000 { #expect(w.receive(.head(newer), from: peer, now: t0 + .seconds(1)).isEmpty) }
+        // The same head again later: nothing to write.
+        #expect(w.receive(.head(Self.head), from: peer, now: t0 + .seconds(20)).isEmpty)
+        #expect(w.receive(.head(newer), from: peer, now: t0 + .seconds(20)) == [.perform(.store(newer, from: peer))])
+        // A peer that is no longer alive is forgotten.
+        _ = w.membershipChanged(.removed(peer), now: t0)
+        #expect(w.lastTaken[peer] == nil)
+        #expect(w.receive(.head(newer), from: peer, now: t0 + .seconds(40)).isEmpty)
+    }
+
     @Test func headsFromPeersAreStoredAndAsksAnsweredThroughTheShell() {
         var w = Self.node(peers: ["n2"])
         #expect(w.receive(.head(Self.head), from: "n2", now: Instant(nanoseconds: 0)) == [.perform(.store(Self.head, from: "n2"))])

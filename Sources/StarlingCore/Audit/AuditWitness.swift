@@ -7,8 +7,9 @@
 ///   store does the checks; see `AuditLog.witness`).
 /// - When a node starts, it asks every alive peer (each once, a few at a time) which head of its
 ///   log that peer witnessed, and checks that its own log holds that entry with that hash. A log
-///   that does not is one whose tail was cut or rewritten since: the shell stops the log (and the
-///   node) rather than extend it.
+///   that does not is one whose tail was cut or rewritten since: the shell stops the log and the
+///   node leaves. The node does not wait for the answers before it takes work, and the stop is
+///   not stored: a restarted node runs tasks again until its peers' answers come back (NOTES).
 ///
 /// Pure: no I/O, no clock; the shell reads and stores heads through `Action`s.
 public struct AuditWitness: HostedProtocol {
@@ -90,6 +91,13 @@ public struct AuditWitness: HostedProtocol {
     private(set) var attempts: [PeerName: Int] = [:]
     private var outstanding: [RequestID: PeerName] = [:]
     private var nextRequest: UInt64 = 1
+    /// The last head taken from each alive peer this node witnesses, and when: a head is taken
+    /// only from a peer whose witness this node is, at most once per half interval, and only when
+    /// it differs from the last one. Each taken head costs the shell a signature check and a
+    /// durable write on the loop thread; without these bounds a peer with the cluster key could
+    /// keep the loop in fsyncs with a flood of heads (review of the #11 first steps). Pruned when
+    /// a peer stops being alive.
+    private(set) var lastTaken: [PeerName: (head: Head, at: Instant)] = [:]
 
     public init(myName: PeerName, settings: Settings = Settings(), now: Instant) {
         self.myName = myName
@@ -122,8 +130,16 @@ public struct AuditWitness: HostedProtocol {
     }
 
     public mutating func receive(_ message: Message, from peer: PeerName, now: Instant) -> [ProtocolEffect<AuditWitness>] {
-        guard case .head(let head) = message, peer != myName else { return [] }
+        guard case .head(let head) = message, peer != myName, alive.contains(peer), witnesses(of: peer).contains(myName) else { return [] }
+        if let last = lastTaken[peer], last.head == head || now < last.at + settings.interval / 2 { return [] }
+        lastTaken[peer] = (head, now)
         return [.perform(.store(head, from: peer))]
+    }
+
+    /// The ring successors that witness `peer`'s head, as this node sees the ring.
+    func witnesses(of peer: PeerName) -> [PeerName] {
+        let ring = SwarmRing(members: alive.union([myName, peer]))
+        return Array(ring.preferenceList(peer, count: settings.witnesses + 1).filter { $0 != peer }.prefix(settings.witnesses))
     }
 
     public mutating func request(_ message: Message, from peer: PeerName, token: RequestToken, now: Instant) -> [ProtocolEffect<AuditWitness>] {
@@ -145,9 +161,15 @@ public struct AuditWitness: HostedProtocol {
     public mutating func membershipChanged(_ event: MembershipEvent, now: Instant) -> [ProtocolEffect<AuditWitness>] {
         switch event {
         case .updated(let view) where view.name != myName:
-            if view.takesWork { alive.insert(view.name) } else { alive.remove(view.name) }
+            if view.takesWork {
+                alive.insert(view.name)
+            } else {
+                alive.remove(view.name)
+                lastTaken[view.name] = nil
+            }
         case .removed(let name):
             alive.remove(name)
+            lastTaken[name] = nil
         default:
             break
         }

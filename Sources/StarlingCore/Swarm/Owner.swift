@@ -252,8 +252,13 @@ extension Swarm {
             respond(.cancelAnswer(parent.swarm, owner == myName ? .notFound : .redirect(owner)), to: responder, now: now, into: &out)
             return
         }
-        if e.state == .cancelled || e.children.count >= SwarmLimits.maxChildren {
+        if e.state == .cancelled {
             respond(.childAnswer(child, parentCancelled: true), to: responder, now: now, into: &out)
+            return
+        }
+        if e.children.count >= SwarmLimits.maxChildren, !e.children.contains(where: { $0.child == child }) {
+            respond(.childRefused(child, reason: "the parent swarm has \(SwarmLimits.maxChildren) child swarms, the limit"),
+                    to: responder, now: now, into: &out)
             return
         }
         // A retried notice (its answer was lost) finds the child recorded: admitted already.
