@@ -14,7 +14,10 @@ struct SwarmMeshList: Sendable {
     var timeout: Duration = .seconds(2)
     var maxNodes = 256
     var concurrency = 16
-    var maxBodyBytes = 4 << 20
+    /// An honest answer is at most `limit` summaries of about 150 bytes.
+    static func maxBodyBytes(limit: Int) -> Int { 4_096 + max(1, limit) * 512 }
+    /// How far ahead of this node's clock a swarm's creation time may be (clock skew).
+    static let maxClockSkewMs: UInt64 = 10 * 60 * 1_000
 
     func gather(local: [SwarmSummaryJSON], peers: [String], limit: Int, from node: String) async -> SwarmListJSON {
         let valid = peers.filter(SocketAddressText.isHostPort)
@@ -44,9 +47,22 @@ struct SwarmMeshList: Sendable {
         request.headers.add(name: SwarmForwarder.hopHeader.rawName, value: node)
         guard let response = try? await SwarmForwarder.client.execute(request, timeout: .nanoseconds(SwarmForwarder.nanoseconds(timeout)), logger: nil),
               response.status == .ok,
-              let body = try? await response.body.collect(upTo: maxBodyBytes),
+              let body = try? await response.body.collect(upTo: Self.maxBodyBytes(limit: limit)),
               let list = try? JSONDecoder().decode(SwarmListJSON.self, from: Data(buffer: body)) else { return nil }
-        return Array(list.swarms.prefix(limit))
+        let now = UInt64(max(0, Date().timeIntervalSince1970 * 1_000))
+        return Array(list.swarms.prefix(limit).filter { Self.isPlausible($0, now: now) })
+    }
+
+    /// What another node says of a swarm is taken only when it could be true: a swarm id, a
+    /// known state, counts within the total, created no later than a clock skew from now. A node
+    /// with the cluster key could otherwise fill the list with swarms "created" in the far
+    /// future, ahead of every real one (review of this session's diff).
+    static func isPlausible(_ s: SwarmSummaryJSON, now: UInt64) -> Bool {
+        SwarmRoutes.isSwarmID(Substring(s.id))
+            && ["running", "done", "cancelled"].contains(s.state)
+            && s.total >= 0 && s.succeeded >= 0 && s.failed >= 0
+            && s.succeeded <= s.total && s.failed <= s.total - s.succeeded
+            && s.createdAtMs <= now &+ maxClockSkewMs
     }
 
     /// Newest first (then by id), each id once, at most `limit`. Replicas of one swarm may lag

@@ -81,6 +81,26 @@ struct SwarmMeshListTests {
         #expect(merged.map(\.succeeded) == [5, 0, 10])
         #expect(SwarmMeshList.merge([[s("a", 1), s("b", 2), s("c", 3)]], limit: 2).map(\.id) == ["c", "b"])
     }
+
+    /// A node with the cluster key answering a list: only what could be true is merged.
+    @Test func implausibleSummariesFromAnotherNodeAreDropped() {
+        let now: UInt64 = 1_800_000_000_000
+        func s(_ id: String = "0123456789abcdef", state: String = "running", total: Int = 10, succeeded: Int = 2, failed: Int = 1,
+               at: UInt64 = 1_800_000_000_000) -> SwarmSummaryJSON {
+            SwarmSummaryJSON(id: id, state: state, total: total, succeeded: succeeded, failed: failed, createdAtMs: at)
+        }
+        #expect(SwarmMeshList.isPlausible(s(), now: now))
+        #expect(SwarmMeshList.isPlausible(s(at: now + 60_000), now: now), "a minute of clock skew")
+        #expect(!SwarmMeshList.isPlausible(s(at: .max), now: now), "created in the far future: ahead of every real swarm")
+        #expect(!SwarmMeshList.isPlausible(s("not-a-swarm"), now: now))
+        #expect(!SwarmMeshList.isPlausible(s("0123456789ABCDEF"), now: now))
+        #expect(!SwarmMeshList.isPlausible(s(state: "succeeded"), now: now))
+        #expect(!SwarmMeshList.isPlausible(s(succeeded: 11), now: now))
+        #expect(!SwarmMeshList.isPlausible(s(succeeded: 8, failed: 3), now: now))
+        #expect(!SwarmMeshList.isPlausible(s(total: -1, succeeded: 0, failed: 0), now: now))
+        #expect(!SwarmMeshList.isPlausible(s(succeeded: Int.max, failed: Int.max), now: now), "no overflow trap")
+        #expect(SwarmMeshList.maxBodyBytes(limit: 1_000) < 1 << 20)
+    }
 }
 
 extension SwarmReply {
