@@ -224,16 +224,7 @@ struct SwarmSchedulingTests {
     @Test func cancellingAParentCancelsItsChildren() throws {
         var mesh = SwarmTestMesh(nodes: 3, slots: 2)
         mesh.runTime = { _ in .seconds(10) }
-        let parentCommand = mesh.submit(draft(2), at: "n0")
-        mesh.run(for: .milliseconds(300)) { $0.replies[parentCommand] != nil }
-        let parent = try #require(mesh.swarmID(of: parentCommand))
-        mesh.run(for: .milliseconds(200))
-        // The spawning task runs somewhere; the child is submitted through that node.
-        let spawner = try #require(mesh.order.first { n in mesh.nodes[n]!.sandboxes.keys.contains { $0.swarm == parent } })
-        let task = try #require(mesh.nodes[spawner]!.sandboxes.keys.first { $0.swarm == parent }).index
-        let childCommand = mesh.submit(draft(3, parent: TaskRef(swarm: parent, task: task)), at: spawner)
-        mesh.run(for: .milliseconds(500)) { $0.replies[childCommand] != nil }
-        let child = try #require(mesh.swarmID(of: childCommand))
+        let (parent, child) = try mesh.parentWithAChild()
         #expect(mesh.entry(parent)?.children.map(\.child) == [child])
         let cancel = mesh.cancel(parent, at: "n2")
         mesh.run(for: .seconds(5)) { $0.isFinished(parent) && $0.isFinished(child) && $0.replies[cancel] != nil }

@@ -1,3 +1,4 @@
+import Testing
 @testable import StarlingCore
 
 /// A tiny deterministic message pump for `Swarm` instances: virtual time, FIFO per pair of
@@ -309,4 +310,20 @@ struct SwarmTestMesh {
 func draft(_ count: Int, memoryMB: UInt32 = 100, maxAttempts: UInt8 = 3, parent: TaskRef? = nil) -> SwarmDraft {
     SwarmDraft(tasks: (0..<count).map { SwarmTask(id: "t\($0)", needs: TaskNeeds(memoryMB: memoryMB, milliCPUs: 1000), payload: [UInt8($0 % 256)]) },
                maxAttempts: maxAttempts, options: [1, 2, 3], parent: parent, createdAtMs: 1_700_000_000_000)
+}
+
+extension SwarmTestMesh {
+    /// A 2-task parent swarm submitted through n0, and a 3-task child submitted through the node
+    /// that runs one of the parent's tasks (the way a task spawns one): their ids.
+    mutating func parentWithAChild() throws -> (parent: SwarmID, child: SwarmID) {
+        let parentCommand = submit(draft(2), at: "n0")
+        run(for: .milliseconds(300)) { $0.replies[parentCommand] != nil }
+        let parent = try #require(swarmID(of: parentCommand))
+        run(for: .milliseconds(200))
+        let spawner = try #require(order.first { n in nodes[n]!.sandboxes.keys.contains { $0.swarm == parent } })
+        let task = try #require(nodes[spawner]!.sandboxes.keys.first { $0.swarm == parent }).index
+        let childCommand = submit(draft(3, parent: TaskRef(swarm: parent, task: task)), at: spawner)
+        run(for: .milliseconds(500)) { $0.replies[childCommand] != nil }
+        return (parent, try #require(swarmID(of: childCommand)))
+    }
 }
