@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import Glibc
 import Logging
 import StarlingCore
@@ -150,6 +151,45 @@ struct EchoPerformer: ProtocolPerformer {
     }
 }
 
+/// The in-process nodes a test started and whose loops still run. The `stopsItsNodes` trait
+/// waits for them after each test: a fresh-clone CI run aborted at the test process's exit, after
+/// every test had passed, with node loops (posted `stop`, not yet exited) still running while the
+/// process tore itself down.
+final class NodeTracker: Sendable {
+    @TaskLocal static var current: NodeTracker?
+    private let running = Mutex(0)
+    func started() { running.withLock { $0 += 1 } }
+    func exited() { running.withLock { $0 -= 1 } }
+    var count: Int { running.withLock { $0 } }
+}
+
+/// Starts `node`, counted by the current test's tracker until its loop has exited.
+func startTracked(_ node: MeshNode, onExit: @escaping @Sendable () -> Void = {}) {
+    let tracker = NodeTracker.current
+    tracker?.started()
+    node.start(onExit: {
+        onExit()
+        tracker?.exited()
+    })
+}
+
+/// After each test (each case), waits until every node it started with `startTracked` has
+/// exited its loop, and records an issue if one has not within 15 s.
+struct StopsItsNodes: SuiteTrait, TestTrait, TestScoping {
+    var isRecursive: Bool { true }
+
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        guard testCase != nil else { return try await function() }
+        let tracker = NodeTracker()
+        try await NodeTracker.$current.withValue(tracker) { try await function() }
+        try await eventually("every node this test started has stopped", seconds: 15) { tracker.count == 0 }
+    }
+}
+
+extension Trait where Self == StopsItsNodes {
+    static var stopsItsNodes: Self { StopsItsNodes() }
+}
+
 /// A MeshNode in this process, hosting `Echo`, on 127.0.0.1.
 final class EchoNode: Sendable {
     let node: MeshNode
@@ -176,7 +216,7 @@ final class EchoNode: Sendable {
                 self.port = port
                 self.name = name
                 echo = node.register(Echo(), performer: EchoPerformer())
-                node.start(onExit: { [self] in exited.withLock { $0 = true } })
+                startTracked(node, onExit: { [self] in exited.withLock { $0 = true } })
                 return
             } catch {
                 lastError = error

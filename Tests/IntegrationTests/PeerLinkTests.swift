@@ -7,7 +7,7 @@ import Testing
 
 /// Hosted protocols over persistent peer links, with real MeshNodes in this process talking
 /// over real TCP on 127.0.0.1 (issue #10, deliverable 1).
-@Suite("Peer links and the protocol host", .serialized)
+@Suite("Peer links and the protocol host", .serialized, .stopsItsNodes)
 struct PeerLinkTests {
     /// Two nodes that see each other alive.
     static func pair(_ a: String = "la", _ b: String = "lb", configure: (inout MeshConfiguration) -> Void = { _ in }) async throws

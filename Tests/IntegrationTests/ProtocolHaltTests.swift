@@ -54,7 +54,7 @@ struct FailingStorePerformer: ProtocolPerformer {
     }
 }
 
-@Suite("Protocol host: a failed durable action", .serialized)
+@Suite("Protocol host: a failed durable action", .serialized, .stopsItsNodes)
 struct ProtocolHaltTests {
     final class Node: Sendable {
         let node: MeshNode
@@ -70,7 +70,7 @@ struct ProtocolHaltTests {
                                 logger: Logger(label: name, factory: { _ in SwiftLogNoOpLogHandler() }))
             handle = node.register(StoreThenAck(), performer: FailingStorePerformer())
             self.port = port
-            node.start(onExit: {})
+            startTracked(node)
         }
         func ask(_ peer: String, _ bytes: String) async throws -> [UInt8]? {
             try await handle.command(.ask(peer, Array(bytes.utf8)))

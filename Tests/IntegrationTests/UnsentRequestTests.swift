@@ -65,7 +65,7 @@ struct NoPerformer: ProtocolPerformer {
 /// owner's node hung with its loop thread at 100% CPU, re-encoding the whole swarm for the dead
 /// replica forever: each resend failed at once (no link to a dead member) and its nil answer
 /// was fed back within the same input, before the protocol could hear of the death.
-@Suite("A request that cannot be sent", .serialized)
+@Suite("A request that cannot be sent", .serialized, .stopsItsNodes)
 struct UnsentRequestTests {
     @Test func aProtocolThatResendsEveryFailureAtOnceDoesNotStallTheNode() async throws {
         let key = ClusterKey.generate()
@@ -75,7 +75,7 @@ struct UnsentRequestTests {
         let mesh = try MeshNode(configuration: config, keyring: try Keyring(keys: [key]),
                                 logger: Logger(label: "resender", factory: { _ in SwiftLogNoOpLogHandler() }))
         let resender = mesh.register(Resender(), performer: NoPerformer())
-        mesh.start(onExit: {})
+        startTracked(mesh)
         defer { mesh.stop() }
 
         _ = try await resender.command(.start("nobody"))
