@@ -60,8 +60,13 @@ func swarmRouter(_ gateway: (any SwarmGateway)?, events: SwarmEventSettings = Sw
     let router = Router()
     router.add(middleware: JSONErrorMiddleware())
     router.add(middleware: MethodNotAllowedMiddleware())
-    SwarmRoutes(gateway: gateway, forwarder: SwarmForwarder(timeout: .seconds(2), logger: Logger(label: "test")), events: events,
-                logger: Logger(label: "test")).register(on: router)
+    var routes = SwarmRoutes(gateway: gateway, forwarder: SwarmForwarder(timeout: .seconds(2), logger: Logger(label: "test")), events: events,
+                             logger: Logger(label: "test"))
+    // The other nodes of these tests are in-process servers sharing the test process's 2-thread
+    // concurrency pool with a hundred other tests: the production 2 s let a fresh-clone CI run
+    // call the live one "unanswered". A node that refuses the connection is still unanswered at once.
+    routes.meshList.timeout = .seconds(20)
+    routes.register(on: router)
     return router
 }
 
