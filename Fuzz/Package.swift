@@ -30,5 +30,8 @@ let package = Package(
         .executableTarget(name: "fuzz-json",
                           dependencies: ["FuzzSupport", .product(name: "StarlingSandbox", package: "Starling")],
                           path: "Targets/json"),
+        .executableTarget(name: "fuzz-hosted",
+                          dependencies: ["FuzzSupport", .product(name: "StarlingCore", package: "Starling")],
+                          path: "Targets/hosted"),
     ]
 )

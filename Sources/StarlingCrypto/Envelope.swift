@@ -24,6 +24,12 @@ public enum Envelope {
     }
 
     public static let headerBytes = 1 + 4 + 24
+
+    /// The nonce of a sealed envelope (its bytes 5..<29), or nil if it is too short to have one.
+    /// Authenticated: an envelope whose nonce was altered does not open.
+    public static func nonce(of sealed: [UInt8]) -> [UInt8]? {
+        sealed.count >= headerBytes ? Array(sealed[(1 + 4)..<headerBytes]) : nil
+    }
     public static let overheadBytes = headerBytes + 8 + 16
 
     public enum OpenError: Error, Equatable, Sendable {

@@ -33,8 +33,13 @@ public struct MeshConfiguration: Sendable {
     /// The same bound for this node's own push-pulls (their replies), kept apart so that a key
     /// holder filling the inbound room cannot make our joins and anti-entropy fail.
     public var maxBufferedOutboundStreamBytes: Int
-    /// Hello nonces remembered to refuse replays (see `HelloReplayCache`).
+    /// Hello nonces remembered to refuse replays (see `NonceReplayCache`).
     public var maxRememberedHellos: Int
+    /// Gossip datagram nonces remembered to refuse replays within the window (see
+    /// `NonceReplayCache`). 131,072 over twice the 30 s window is about 2,000 datagrams a second
+    /// sustained, several times what a member receives in a 1,000-member mesh at the `loopback`
+    /// preset's rates; 32 bytes each plus the set's overhead, about 8 MiB when full.
+    public var maxRememberedDatagrams: Int
     /// Inbound streams open at once from one IP address.
     public var maxInboundStreamsPerSource: Int
     /// An inbound stream that has not sent a valid hello by then is closed; after the hello,
@@ -91,6 +96,7 @@ public struct MeshConfiguration: Sendable {
         maxBufferedStreamBytes = 32 << 20
         maxBufferedOutboundStreamBytes = 32 << 20
         maxRememberedHellos = 65_536
+        maxRememberedDatagrams = 131_072
         authTimeout = .seconds(3)
         streamTimeout = .seconds(5)
         publishInterval = .milliseconds(50)

@@ -68,8 +68,11 @@ public final class MeshNode: @unchecked Sendable {
     /// by `maxBufferedOutboundStreamBytes`, so inbound buffering never fails our own exchanges).
     var outboundStreamBytesBuffered = 0
     /// Hellos that opened recently: a replayed hello is refused.
-    lazy var helloNonces = HelloReplayCache(capacity: configuration.maxRememberedHellos,
+    lazy var helloNonces = NonceReplayCache(capacity: configuration.maxRememberedHellos,
                                             retention: configuration.replayWindow * 2)
+    /// Gossip datagrams that opened recently: a replayed datagram is dropped.
+    lazy var datagramNonces = NonceReplayCache(capacity: configuration.maxRememberedDatagrams,
+                                               retention: configuration.replayWindow * 2)
     private var addressCache: [NodeAddress: sockaddr_storage] = [:]
     private let origin = uv_hrtime()
     private var leaveDeadline: Instant?
@@ -287,12 +290,23 @@ public final class MeshNode: @unchecked Sendable {
             metrics.drop(reason: "oversize")
             return afterEvent()
         }
+        let sealed = Array(bytes)
         let plaintext: [UInt8]
         do {
-            plaintext = try Envelope.open(Array(bytes), kind: .gossip, keyring: keyring, nowMs: wallClockMs(),
+            plaintext = try Envelope.open(sealed, kind: .gossip, keyring: keyring, nowMs: wallClockMs(),
                                           maxAgeMs: configuration.replayWindow.nanoseconds / 1_000_000)
         } catch {
             metrics.drop(reason: error.reason)
+            return afterEvent()
+        }
+        // Only after it opened: the nonce is authenticated, and a stranger cannot fill the cache.
+        switch datagramNonces.admit(Envelope.nonce(of: sealed) ?? [], now: now) {
+        case .fresh: break
+        case .replay:
+            metrics.drop(reason: "replay")
+            return afterEvent()
+        case .full:
+            metrics.drop(reason: "replay_cache_full")
             return afterEvent()
         }
         do {

@@ -154,8 +154,7 @@ final class StreamExchange {
             return false
         }
         // Only after it opened (a stranger cannot fill the cache with invented nonces).
-        let nonce = Array(sealed[(1 + 4)..<Envelope.headerBytes])
-        switch node.helloNonces.admit(nonce, now: node.now) {
+        switch node.helloNonces.admit(Envelope.nonce(of: sealed) ?? [], now: node.now) {
         case .fresh: break
         case .replay:
             node.metrics.drop(reason: "hello_replay")

@@ -63,7 +63,7 @@ struct SourceKeyTests {
     }
 
     @Test func aHelloNonceOpensOnceWithinItsRetention() {
-        var cache = HelloReplayCache(capacity: 3, retention: .seconds(60))
+        var cache = NonceReplayCache(capacity: 3, retention: .seconds(60))
         let t0 = Instant.zero
         #expect(cache.admit([1], now: t0) == .fresh)
         #expect(cache.admit([1], now: t0 + .seconds(59)) == .replay)

@@ -66,13 +66,7 @@ struct SwarmGapsTests {
             """
         let (id, _) = try client.submit(["spawn": ["maxTasks": 8, "maxDepth": 1], "maxAttempts": 3,
                                          "tasks": [["id": "parent", "argv": ["sh", "-c", script], "timeoutSeconds": 600]]])
-        var child: String?
-        try waitUntil("the child swarm exists", seconds: 30) {
-            let (_, body) = httpCall(port: nodes[0].apiPort, method: "GET", path: "/v1/swarms")
-            child = (jsonObject(body)["swarms"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }.first { $0 != id }
-            return child != nil
-        }
-        let childID = try #require(child)
+        let childID = try client.waitForChild(of: id, seconds: 30)
         try waitUntil("the child's tasks run", seconds: 30) { (client.counts(childID)?["running"] as? Int ?? 0) == 2 }
         // Every holder of the parent (R = 3 of 3 nodes) dies and comes back from its store.
         for node in nodes { node.signal(SIGKILL) }

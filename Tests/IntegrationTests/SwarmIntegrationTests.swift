@@ -74,18 +74,35 @@ struct SwarmClient {
     /// The task ids of the swarm's `task` events, read to the `done` event.
     func eventTaskIds(_ id: String) -> [String] {
         let (_, body) = httpCall(port: port, method: "GET", path: "/v1/swarms/\(id)/events", timeout: 30)
-        var ids: [String] = []
-        var event = ""
-        for line in String(decoding: body, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix("event:") { event = line.dropFirst(6).trimmingCharacters(in: .whitespaces) }
-            if line.hasPrefix("data:"), event == "task",
-               let data = line.dropFirst(5).trimmingCharacters(in: .whitespaces).data(using: .utf8),
-               let task = jsonObject(data)["id"] as? String {
-                ids.append(task)
-            }
-        }
-        return ids
+        return taskIdsOfEvents(body)
     }
+
+    /// The id of a swarm other than `parent` in the mesh-wide list (the first child it spawned),
+    /// once one appears.
+    func waitForChild(of parent: String, seconds: Double) throws -> String {
+        var child: String?
+        try waitUntil("a child swarm of \(parent) exists", seconds: seconds) {
+            let (_, body) = httpCall(port: port, method: "GET", path: "/v1/swarms")
+            child = (jsonObject(body)["swarms"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }.first { $0 != parent }
+            return child != nil
+        }
+        return try #require(child)
+    }
+}
+
+/// The task ids of the `task` events in a server-sent event stream's body, in order.
+func taskIdsOfEvents(_ body: Data) -> [String] {
+    var ids: [String] = []
+    var event = ""
+    for line in String(decoding: body, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
+        if line.hasPrefix("event:") { event = line.dropFirst(6).trimmingCharacters(in: .whitespaces) }
+        if line.hasPrefix("data:"), event == "task",
+           let data = line.dropFirst(5).trimmingCharacters(in: .whitespaces).data(using: .utf8),
+           let task = jsonObject(data)["id"] as? String {
+            ids.append(task)
+        }
+    }
+    return ids
 }
 
 /// The "Show" test: 3 real nodes, 200 tasks each echoing its own token, submitted through
@@ -316,13 +333,7 @@ struct SubSwarmIntegrationTests {
         let (id, _) = try client.submit(["spawn": ["maxTasks": 4, "maxDepth": 1],
                                          "tasks": [["id": "parent", "argv": ["sh", "-c", "mkdir -p /task/out; " + script], "timeoutSeconds": 120]]])
         // The child exists once some node lists a swarm other than the parent.
-        var child: String?
-        try waitUntil("the child swarm exists", seconds: 30) {
-            let (_, body) = httpCall(port: nodes[0].apiPort, method: "GET", path: "/v1/swarms")
-            child = (jsonObject(body)["swarms"] as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }.first { $0 != id }
-            return child != nil
-        }
-        let childID = try #require(child)
+        let childID = try client.waitForChild(of: id, seconds: 30)
         try waitUntil("the child's tasks run", seconds: 30) { (client.counts(childID)?["running"] as? Int ?? 0) == 2 }
         #expect(httpCall(port: nodes[2].apiPort, method: "DELETE", path: "/v1/swarms/\(id)").0 == 202)
         let parentFinal = try client.waitUntilFinished(id, seconds: 30)

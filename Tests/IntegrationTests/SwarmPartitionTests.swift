@@ -279,16 +279,7 @@ struct RigAPI {
     func eventTaskIds(_ id: String, through node: String) throws -> [String] {
         let (status, body) = call("GET", "/v1/swarms/\(id)/events", on: node, seconds: 60)
         guard status == 200 else { throw StartFailed(description: "events through \(node): \(status)") }
-        var ids: [String] = [], event = ""
-        for line in String(decoding: body, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix("event:") { event = line.dropFirst(6).trimmingCharacters(in: .whitespaces) }
-            if line.hasPrefix("data:"), event == "task",
-               let data = line.dropFirst(5).trimmingCharacters(in: .whitespaces).data(using: .utf8),
-               let task = jsonObject(data)["id"] as? String {
-                ids.append(task)
-            }
-        }
-        return ids
+        return taskIdsOfEvents(body)
     }
 }
 

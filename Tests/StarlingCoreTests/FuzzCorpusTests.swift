@@ -28,4 +28,20 @@ struct FuzzCorpusTests {
         #expect(all.count >= 3)
         for (name, bytes) in all { #expect(throws: Never.self, "seed \(name)") { try PushPullState.decode(bytes) } }
     }
+
+    /// The hosted protocols' seeds: a selector byte (even: swarm channel, odd: audit witness),
+    /// then a message that decodes.
+    @Test func everyHostedProtocolSeedDecodes() throws {
+        let all = try seeds("hosted")
+        #expect(all.count >= 10)
+        #expect(all.contains { $0.1.first == 0 } && all.contains { $0.1.first == 1 }, "both channels have seeds")
+        for (name, bytes) in all {
+            let message = Array(bytes.dropFirst())
+            if (bytes.first ?? 0) % 2 == 0 {
+                #expect(throws: Never.self, "seed \(name)") { try Swarm.decode(message) }
+            } else {
+                #expect(throws: Never.self, "seed \(name)") { try AuditWitness.decode(message) }
+            }
+        }
+    }
 }

@@ -1,0 +1,69 @@
+import FuzzSupport
+import StarlingCore
+
+/// The decoders of the hosted protocols' messages (the swarm channel and the audit witness),
+/// which read whatever a peer with the cluster key puts in a link frame. The input's first byte
+/// picks the decoder, the rest is the message. Arbitrary bytes either decode or throw; what
+/// decodes fits its channel's bound once encoded again, and round-trips.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzHosted(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    let input = bytes(data, size)
+    guard let selector = input.first else { return 0 }
+    let message = Array(input.dropFirst())
+    switch selector % 2 {
+    case 0:
+        guard let decoded = try? Swarm.decode(message) else { return 0 }
+        let again = Swarm.encode(decoded)
+        invariant(again.count <= Swarm.maxMessageBytes, "a decoded swarm message encodes over its bound")
+        invariant((try? Swarm.decode(again)) == decoded, "a decoded swarm message does not round-trip")
+    default:
+        guard let decoded = try? AuditWitness.decode(message) else { return 0 }
+        let again = AuditWitness.encode(decoded)
+        invariant(again.count <= AuditWitness.maxMessageBytes, "a decoded audit message encodes over its bound")
+        invariant((try? AuditWitness.decode(again)) == decoded, "a decoded audit message does not round-trip")
+    }
+    return 0
+}
+
+@_cdecl("LLVMFuzzerInitialize")
+public func initialize(_ argc: UnsafeMutableRawPointer?, _ argv: UnsafeMutableRawPointer?) -> Int32 {
+    writeSeedsIfAsked(HostedSeeds.all)
+    return 0
+}
+
+/// Real encoded messages of both channels, each prefixed with its selector byte.
+enum HostedSeeds {
+    static let swarmID = "0011223344556677"
+
+    static var swarmMessages: [String: SwarmMessage] {
+        let needs = TaskNeeds(memoryMB: 128, milliCPUs: 1000)
+        let task = SwarmTask(id: "echo-1", needs: needs, payload: Array("{\"argv\":[\"/bin/true\"]}".utf8))
+        let run = TaskRun(swarm: swarmID, index: 0, attempt: 1, task: task, options: [], maxAttempts: 2)
+        let record = TaskRecord(state: .running, attempt: 1, node: "node-b", result: [], finishSeq: 0)
+        return [
+            "swarm-created": .created(swarmID, owner: "node-a"),
+            "swarm-replicated": .replicated(swarmID, version: 3, status: .applied),
+            "swarm-sync-page": .syncPage(SyncPage(id: swarmID, known: true, epoch: 1, version: 3, state: .running,
+                                                  children: [], from: 0, records: [record], next: nil)),
+            "swarm-reserve": .reserve(swarmID, epoch: 1, replicas: ["node-a", "node-b"], needs: [needs]),
+            "swarm-assign": .assign(run, epoch: 1, replicas: ["node-a"]),
+            "swarm-result": .result(swarmID, index: 0, attempt: 1, outcome: .denied, result: Array("{}".utf8)),
+            "swarm-adopt": .adopt(swarmID, epoch: 2, replicas: ["node-c"], runs: [RunRef(index: 0, attempt: 1)]),
+            "swarm-child-created": .childCreated(parent: TaskRef(swarm: swarmID, task: 0), child: "8899aabbccddeeff",
+                                                 replicas: ["node-a"], options: Array("{}".utf8), tasks: 5),
+            "swarm-child-refused": .childRefused("8899aabbccddeeff", reason: "the parent's spawn budget is spent"),
+        ]
+    }
+
+    static var all: [String: [UInt8]] {
+        var seeds: [String: [UInt8]] = [:]
+        for (name, message) in swarmMessages { seeds[name] = [0] + Swarm.encode(message) }
+        let head = AuditWitness.Head(seq: 42, hash: Array(repeating: 7, count: 32),
+                                     signature: Array(repeating: 8, count: 64), publicKey: Array(repeating: 9, count: 32))
+        seeds["audit-head"] = [1] + AuditWitness.encode(.head(head))
+        seeds["audit-ask"] = [1] + AuditWitness.encode(.ask)
+        seeds["audit-witnessed"] = [1] + AuditWitness.encode(.witnessed(head))
+        seeds["audit-witnessed-none"] = [1] + AuditWitness.encode(.witnessed(nil))
+        return seeds
+    }
+}
