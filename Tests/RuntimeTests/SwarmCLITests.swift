@@ -14,29 +14,33 @@ func starlingCLI() -> String {
         .appendingPathComponent(".build/debug/starling").path
 }
 
-/// Runs the CLI to its end (bounded by `timeout`), with stdout a pipe (not a terminal).
+/// Runs the CLI to its end (bounded by `timeout`), with stdout a file (not a terminal).
+///
+/// Both streams go to files, not pipes: another test of this process may spawn a child at the
+/// same moment, and that child can inherit a pipe's write end (Process does not create it
+/// close-on-exec atomically), so reading to the end would wait for that child too.
 func runCLI(_ arguments: [String], timeout: TimeInterval = 60) throws -> (status: Int32, stdout: String, stderr: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: starlingCLI())
     p.arguments = arguments
-    let out = Pipe()
-    // stderr to a file: only stdout is read while the child runs, so no pipe can fill up.
-    let errPath = NSTemporaryDirectory() + "starling-cli-stderr-\(UUID().uuidString)"
-    FileManager.default.createFile(atPath: errPath, contents: nil)
-    defer { try? FileManager.default.removeItem(atPath: errPath) }
-    let err = try #require(FileHandle(forWritingAtPath: errPath))
-    p.standardOutput = out
-    p.standardError = err
+    let base = NSTemporaryDirectory() + "starling-cli-\(UUID().uuidString)"
+    let paths = [base + ".out", base + ".err"]
+    defer { for path in paths { try? FileManager.default.removeItem(atPath: path) } }
+    let files = try paths.map { path in
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        return try #require(FileHandle(forWritingAtPath: path))
+    }
+    p.standardOutput = files[0]
+    p.standardError = files[1]
     p.standardInput = FileHandle.nullDevice
     try p.run()
+    for file in files { try? file.close() }
     let killer = DispatchWorkItem { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
     DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
     killer.cancel()
-    try? err.close()
-    let errText = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-    return (p.terminationStatus, String(decoding: outData, as: UTF8.self), errText)
+    let read = { (path: String) in (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+    return (p.terminationStatus, read(paths[0]), read(paths[1]))
 }
 
 /// A gateway over a real store that finishes every task the moment the swarm is stored (argv

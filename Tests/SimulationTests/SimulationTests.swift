@@ -95,14 +95,22 @@ struct SimulatorCommandTests {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: simBinary())
         p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
+        // Files, not pipes: a child spawned by another test at the same moment can inherit a
+        // pipe's write end, and reading to the end then waits for that child (SweepScriptTests).
+        let base = NSTemporaryDirectory() + "sim-test-\(UUID().uuidString)"
+        let paths = [base + ".out", base + ".err"]
+        defer { for path in paths { try? FileManager.default.removeItem(atPath: path) } }
+        let files = try paths.map { path in
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            return try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        }
+        p.standardOutput = files[0]
+        p.standardError = files[1]
         try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
+        for file in files { try file.close() }
         p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        let read = { (path: String) in (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        return (p.terminationStatus, read(paths[0]), read(paths[1]))
     }
 
     @Test func jsonCarriesTheInterfaceFieldsAndRepeatsForOneSeed() throws {

@@ -17,21 +17,25 @@ struct SweepScriptTests {
         p.executableURL = URL(fileURLWithPath: executable)
         p.arguments = args
         p.currentDirectoryURL = Self.repository
-        // stderr goes to a file, so that neither stream can fill a pipe and block the child
-        // while we read the other.
-        let errPath = NSTemporaryDirectory() + "sweep-test-\(UUID().uuidString).err"
-        defer { try? FileManager.default.removeItem(atPath: errPath) }
-        FileManager.default.createFile(atPath: errPath, contents: nil)
-        let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        let out = Pipe()
-        p.standardOutput = out
+        // Both streams go to files, not pipes: another test of this process may spawn a child
+        // at the same moment, and that child can inherit our pipe's write end (Process does not
+        // create it close-on-exec atomically), so reading to the end waited for that child too:
+        // a 0.7 s run took 363 s once, beside the minutes-long quick sweep.
+        let base = NSTemporaryDirectory() + "sweep-test-\(UUID().uuidString)"
+        let paths = (out: base + ".out", err: base + ".err")
+        defer { for path in [paths.out, paths.err] { try? FileManager.default.removeItem(atPath: path) } }
+        _ = FileManager.default.createFile(atPath: paths.out, contents: nil)
+        _ = FileManager.default.createFile(atPath: paths.err, contents: nil)
+        let outFile = try FileHandle(forWritingTo: URL(fileURLWithPath: paths.out))
+        let errFile = try FileHandle(forWritingTo: URL(fileURLWithPath: paths.err))
+        p.standardOutput = outFile
         p.standardError = errFile
         try p.run()
+        try outFile.close()
         try errFile.close()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        let e = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), e)
+        let read = { (path: String) in (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        return (p.terminationStatus, read(paths.out), read(paths.err))
     }
 
     @Test(.timeLimit(.minutes(2)))

@@ -73,6 +73,10 @@ public struct Membership: Sendable {
     var nextProbeAt: Instant
     var nextGossipAt: Instant
     var nextPushPullAt: Instant
+    /// Until then, periodic push-pulls come every `reconnectInterval` instead of every
+    /// `pushPullInterval(members:)`: set for the base push-pull interval after a member this node
+    /// held dead came back (see `memberCameBack`).
+    var quickPushPullsUntil: Instant?
     var nextReconnectAt: Instant
     var nextReapAt: Instant
 
@@ -246,7 +250,8 @@ public struct Membership: Sendable {
                 nextProbeAt = now + awareness.scale(settings.probeInterval)
             }
             if now >= nextPushPullAt {
-                nextPushPullAt = now + settings.pushPullInterval(members: members.active.count + 1)
+                let quick = quickPushPullsUntil.map { now < $0 } ?? false
+                nextPushPullAt = now + (quick ? settings.reconnectInterval : settings.pushPullInterval(members: members.active.count + 1))
                 startPeriodicPushPull(now: now, into: &out)
             }
             if now >= nextReconnectAt {

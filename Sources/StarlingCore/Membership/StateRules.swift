@@ -320,6 +320,7 @@ extension Membership {
         if status == .alive {
             told[members.name(at: slot)] = nil
             declaredDeaths[members.name(at: slot)] = nil
+            if old == .dead { memberCameBack(now: now) }
         }
         assert(members.active.count + members.inactive.count + 1 == members.count, "member indexes out of step")
         let m = members.member(at: slot)
