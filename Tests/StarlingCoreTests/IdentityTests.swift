@@ -219,4 +219,23 @@ struct IdentityTests {
         #expect(nodes[1].members["n3"]?.metadata.identityKey == keys[2])
         #expect(nodes[1].status(of: "n3") == .suspect)
     }
+
+    /// The usual real case: n1 already suspects the old n3 when the new one joins, so its reply
+    /// carries n3 suspect, an accusation without a key. The new n3 still learns that the cluster
+    /// holds its name under another key (counted, for its log line), and n1 counts n3's entry.
+    @Test func aRestartedNodeLearnsItIsRefusedFromAnAccusation() {
+        var n1 = Membership(settings: .lan, name: "n1", address: addr(2001), metadata: Self.meta(Self.keyA), seed: 1, now: .zero)
+        _ = n1.receive(Packet([alive("n3", 2003, inc: 0, meta: Self.meta(Self.keyB))]), from: addr(2003), now: .zero)
+        _ = n1.receive(Packet([.suspect(name: "n3", incarnation: 0, from: "n2")]), from: addr(2002), now: .zero)
+        #expect(n1.status(of: "n3") == .suspect)
+        var n3 = Membership(settings: .lan, name: "n3", address: addr(2003), metadata: Self.meta(Array(repeating: 0xd4, count: 32)),
+                            seed: 3, now: .zero)
+        let (reply, _) = n1.servePushPull(n3.localState(join: true), now: at(ms: 100))
+        #expect(n1.stats.identityConflicts == 1)
+        _ = n3.completePushPull(reply, now: at(ms: 100))
+        #expect(n3.stats.identityConflicts == 1)
+        #expect(n3.lastIdentityConflict?.aboutMe == true)
+        #expect(n3.lastIdentityConflict?.heldKey == Array(repeating: 0xd4, count: 32))
+        #expect(n3.lastIdentityConflict?.claimedKey == Self.keyB)
+    }
 }
