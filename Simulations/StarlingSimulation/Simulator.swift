@@ -226,7 +226,7 @@ public final class Simulator {
                         "nacksSent": s.nacksSent, "nacksReceived": s.nacksReceived, "suspicionsRaised": s.suspicionsRaised,
                         "refutations": s.refutations, "deathsDeclared": s.deathsDeclared, "urgentProbes": s.urgentProbes,
                         "accusationsTold": s.accusationsTold, "catchUpsAsked": s.catchUpsAsked,
-                        "catchUpChainsSent": s.catchUpChainsSent]
+                        "catchUpChainsSent": s.catchUpChainsSent, "identityConflicts": s.identityConflicts]
             c.merge(each, uniquingKeysWith: +)
         }
         return c
