@@ -23,8 +23,13 @@
 /// already suspected is left to its running suspicion (restarting it on every refused refutation
 /// would keep it from ever running out).
 ///
-/// A member held without a key (a simulator node, a test) takes the first key that arrives: no
-/// key means nothing to pin, not a pin on "none".
+/// A member held without a key (a test, or an in-process node configured without an identity)
+/// takes the first key that arrives: no key means nothing to pin, not a pin on "none".
+///
+/// About itself, a node counts (as `aboutMe`) an `alive` naming it under another key, and a
+/// push-pull entry that holds it suspect or dead under another key (`merge`): that is how a node
+/// restarted with a fresh key learns why the cluster refuses its refutations. It refutes as
+/// usual and does not leave: otherwise one forged `alive` would make any node leave.
 ///
 /// What this does not stop: a peer holding the cluster key can forge `alive`s, so a node that
 /// first hears of a member from a forger pins the forger's key (trust on first use). Closing
