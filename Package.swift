@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(name: "StarlingCoreTests", dependencies: ["StarlingCore"]),
         .testTarget(name: "StarlingCryptoTests", dependencies: ["StarlingCrypto"]),
         .testTarget(name: "SimulationTests", dependencies: ["StarlingSimulation", "StarlingCore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto", "StarlingRuntime"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto", "StarlingRuntime", "StarlingStore"]),
         .testTarget(name: "SandboxTests", dependencies: ["StarlingSandbox"]),
         .testTarget(name: "StoreTests", dependencies: ["StarlingStore", "StarlingCore", "StarlingCrypto",
                                                   .product(name: "GRDB", package: "GRDB.swift")]),

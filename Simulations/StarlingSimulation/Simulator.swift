@@ -120,12 +120,12 @@ public final class Simulator {
 
         let known = (0..<config.nodes).map {
             Member(name: Self.name($0), address: Self.address($0), incarnation: 0, status: .alive,
-                   metadata: initialMetadata, statusSince: .zero)
+                   metadata: metadata(of: $0), statusSince: .zero)
         }
         nodes.reserveCapacity(config.nodes)
         for i in 0..<config.nodes {
             index[Self.name(i)] = i
-            let m = Membership(settings: config.settings, name: Self.name(i), address: Self.address(i), metadata: initialMetadata,
+            let m = Membership(settings: config.settings, name: Self.name(i), address: Self.address(i), metadata: known[i].metadata,
                                seed: rng.next(), now: .zero, knownMembers: known)
             nodes.append(SimulatedNode(membership: m))
         }
@@ -161,6 +161,25 @@ public final class Simulator {
     }
 
     static func name(_ i: Int) -> String { "n\(i)" }
+
+    /// A node's metadata at start: the scenario's capacity and the node's own identity key. A
+    /// restarted node keeps its key, as a real node restarted on its data directory does.
+    func metadata(of i: Int) -> MemberMetadata {
+        var m = initialMetadata
+        m.identityKey = Self.identityKey(i)
+        return m
+    }
+
+    /// A stand-in for node `i`'s Ed25519 public key: 32 bytes derived from `i` alone (no draw from
+    /// the simulation's generator, so adding keys moved no other random choice). Only its size
+    /// and its sameness matter here: nothing in the simulator signs.
+    static func identityKey(_ i: Int) -> [UInt8] {
+        var generator = DeterministicRNG(seed: 0x5eed_1d3e_0000_0000 ^ UInt64(i))
+        return (0..<4).flatMap { _ -> [UInt8] in
+            let word = generator.next()
+            return (0..<8).map { UInt8(truncatingIfNeeded: word >> (8 * UInt64($0))) }
+        }
+    }
     /// Node i listens at sim:(10000 + i); the port is the index, so lookups cost nothing.
     static func address(_ i: Int) -> NodeAddress { NodeAddress(host: "sim", port: UInt16(10_000 + i)) }
     func nodeIndex(_ a: NodeAddress) -> Int? {
@@ -207,7 +226,7 @@ public final class Simulator {
                         "nacksSent": s.nacksSent, "nacksReceived": s.nacksReceived, "suspicionsRaised": s.suspicionsRaised,
                         "refutations": s.refutations, "deathsDeclared": s.deathsDeclared, "urgentProbes": s.urgentProbes,
                         "accusationsTold": s.accusationsTold, "catchUpsAsked": s.catchUpsAsked,
-                        "catchUpChainsSent": s.catchUpChainsSent]
+                        "catchUpChainsSent": s.catchUpChainsSent, "identityConflicts": s.identityConflicts]
             c.merge(each, uniquingKeysWith: +)
         }
         return c
@@ -336,7 +355,7 @@ public final class Simulator {
         case .restart(let list):
             for i in list where !nodes[i].up {
                 var m = Membership(settings: config.settings, name: Self.name(i), address: Self.address(i),
-                                   metadata: initialMetadata, seed: rng.next(), now: now)
+                                   metadata: metadata(of: i), seed: rng.next(), now: now)
                 let live = (0..<nodes.count).filter { nodes[$0].up && $0 != i }
                 let seeds = live.isEmpty ? [] : [Self.address(live[Int.random(in: 0..<live.count, using: &rng)])]
                 let joinDirectives = m.join(seeds: seeds, now: now)

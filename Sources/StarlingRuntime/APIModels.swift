@@ -14,6 +14,8 @@ public struct MemberJSON: Codable, Sendable, Equatable, ResponseEncodable {
     public var status: String
     public var incarnation: UInt64
     public var capacity: Capacity
+    /// The member's Ed25519 public key as 64 hex digits, when it gossips one (issue #11 item 1).
+    public var identityKey: String?
 
     public init(_ m: Member) {
         name = m.name
@@ -22,6 +24,7 @@ public struct MemberJSON: Codable, Sendable, Equatable, ResponseEncodable {
         status = m.status.description
         incarnation = m.incarnation
         capacity = Capacity(slots: Int(m.metadata.slots), free: Int(m.metadata.free))
+        identityKey = m.metadata.identityKeyHex
     }
 }
 

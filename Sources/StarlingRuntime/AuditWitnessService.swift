@@ -55,6 +55,9 @@ struct AuditWitnessPerformer: ProtocolPerformer {
                 contradicted.increment()
                 logger.critical("the audit log contradicts a peer's witness", metadata: ["peer": "\(peer)", "error": "\(error)"])
             }
+        case .refuse(let head, let peer, let reason):
+            refused.increment()
+            logger.warning("refused an audit head", metadata: ["peer": "\(peer)", "seq": "\(head.seq)", "error": "\(reason)"])
         }
     }
 

@@ -76,6 +76,9 @@ public struct MeshConfiguration: Sendable {
     /// Periodic push-pull with live members goes over the peer links (see `MembershipChannel`);
     /// joins and reconnects use a connection per exchange in any case.
     public var pushPullOverLinks: Bool
+    /// This node's Ed25519 public key (`NodeIdentity`), gossiped in its metadata so that peers
+    /// pin its name to it and check what it signs (issue #11 item 1). nil: none (tests).
+    public var identityKey: [UInt8]?
 
     public init(name: String, bind: NodeAddress, advertise: NodeAddress? = nil, api: String, seeds: [NodeAddress],
                 slots: Int, taskMemoryMB: Int = 0, keyFile: String, settings: MembershipSettings) {

@@ -34,6 +34,7 @@ final class MeshMetrics {
             (\.membersRejected, c("members_rejected")),
             (\.accusationsTold, c("accusations_told")), (\.urgentProbes, c("urgent_probes")),
             (\.catchUpsAsked, c("catch_ups_asked")), (\.catchUpChainsSent, c("catch_up_chains_sent")),
+            (\.identityConflicts, c("identity_conflicts")),
         ]
         var gauges: [MemberStatus: Gauge] = [:]
         for s in MemberStatus.allCases { gauges[s] = Gauge(label: "starling_members", dimensions: [("status", s.description)]) }

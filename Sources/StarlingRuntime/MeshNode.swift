@@ -103,7 +103,8 @@ public final class MeshNode: @unchecked Sendable {
         // Fail closed on metadata our peers' decoders would refuse (one limit for both sides).
         guard let slots = UInt32(exactly: configuration.slots) else { throw MeshError.badMetadata("slots \(configuration.slots)") }
         let memory = UInt32(clamping: max(0, configuration.taskMemoryMB))
-        let metadata = MemberMetadata(version: 0, api: configuration.api, slots: slots, free: slots, memoryMB: memory, freeMemoryMB: memory)
+        let metadata = MemberMetadata(version: 0, api: configuration.api, slots: slots, free: slots, memoryMB: memory, freeMemoryMB: memory,
+                                      identityKey: configuration.identityKey)
         if let why = metadata.invalidReason { throw MeshError.badMetadata(why) }
         // The same rules as the decoders for the node's name and advertised host: peers would drop
         // our messages otherwise, and a control character would reach their logs.
@@ -370,6 +371,7 @@ public final class MeshNode: @unchecked Sendable {
         guard !hasShutDown else { return }
         let t = now
         if t >= membership.nextDeadline { execute(membership.tick(now: t)) }
+        logIdentityConflicts(at: t)
         tickProtocols(now: t)
         sweepStreams(now: t)
         sweepLinks(now: t)
@@ -391,6 +393,30 @@ public final class MeshNode: @unchecked Sendable {
         uv_timer_start(timer, { handle in
             Unmanaged<MeshNode>.fromOpaque(handle!.pointee.data).takeUnretainedValue().afterEvent()
         }, UInt64(waitMs), 0)
+    }
+
+    private var loggedIdentityConflicts = 0
+    private var lastIdentityConflictLog: Instant?
+
+    /// One log line for the `alive`s refused under another identity key since the last one (at
+    /// most one a second: a refused member keeps gossiping), naming the latest. The count is
+    /// `starling_identity_conflicts_total`.
+    private func logIdentityConflicts(at t: Instant) {
+        let total = membership.stats.identityConflicts
+        guard total > loggedIdentityConflicts, let conflict = membership.lastIdentityConflict else { return }
+        if let last = lastIdentityConflictLog, t - last < .seconds(1) { return }
+        let refused = total - loggedIdentityConflicts
+        loggedIdentityConflicts = total
+        lastIdentityConflictLog = t
+        func hex(_ key: [UInt8]?) -> String { key.map(MemberMetadata.hex) ?? "none" }
+        let metadata: Logger.Metadata = ["member": "\(conflict.name)", "address": "\(conflict.address)",
+                                         "incarnation": "\(conflict.incarnation)", "pinnedKey": "\(hex(conflict.heldKey))",
+                                         "claimedKey": "\(hex(conflict.claimedKey))", "refused": "\(refused)"]
+        if conflict.aboutMe {
+            logger.error("another identity key claims this node's name: a node started under our name with another data directory, or our previous life under another key", metadata: metadata)
+        } else {
+            logger.warning("refused a member under another identity key than the one pinned for its name", metadata: metadata)
+        }
     }
 
     private func publish(at t: Instant) {
@@ -435,7 +461,8 @@ public final class MeshNode: @unchecked Sendable {
         change(&changed)
         changed.version = membership.metadata.version
         guard changed != membership.metadata else { return }
-        if let why = changed.invalidReason ?? (changed.api == membership.metadata.api ? nil : "the api address is not the performer's to change") {
+        if let why = changed.invalidReason ?? (changed.api == membership.metadata.api ? nil : "the api address is not the performer's to change")
+            ?? (changed.identityKey == membership.metadata.identityKey ? nil : "the identity key is fixed for the node's life") {
             return logger.error("metadata change refused", metadata: ["reason": "\(why)"])
         }
         membership.updateMetadata(now: now) { $0 = changed }

@@ -226,7 +226,8 @@ public enum OpenAPIDocument {
               "slots": {"type": "integer", "minimum": 0, "maximum": 4294967295},
               "free": {"type": "integer", "minimum": 0, "maximum": 4294967295}
             }
-          }
+          },
+          "identityKey": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "The member's Ed25519 public key, when it gossips one. A name stays pinned to its key while peers hold the member."}
         }
       },
       "Error": {

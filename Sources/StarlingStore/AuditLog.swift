@@ -27,6 +27,8 @@ public final class AuditLog: @unchecked Sendable {
     public let publicKey: [UInt8]
     public let nodeName: String
     private let pool: DatabasePool
+    /// The data directory, where a contradiction is recorded (`AuditContradiction`).
+    private let directory: String
     private let identity: NodeIdentity
     private let clock: @Sendable () -> UInt64
 
@@ -57,6 +59,12 @@ public final class AuditLog: @unchecked Sendable {
     public init(store: SwarmStore, identity: NodeIdentity, nodeName: String,
                 clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) }) throws {
         pool = store.pool
+        directory = (store.path as NSString).deletingLastPathComponent
+        // A log a peer's witness contradicted stays stopped across restarts (fail closed: a record
+        // that cannot be read stops it too).
+        if let contradiction = try AuditContradiction.read(fromDirectory: directory) {
+            throw AuditError(contradiction.refusal(directory: directory))
+        }
         self.identity = identity
         self.nodeName = nodeName
         self.clock = clock
@@ -205,11 +213,18 @@ public final class AuditLog: @unchecked Sendable {
             throw AuditError("cannot read the audit log: \(error)")
         }
         guard stored != head.hash else { return true }
-        let error = AuditError(stored == nil
+        var contradiction = AuditError(stored == nil
             ? "\(peer) witnessed entry \(head.seq) of this node's audit log, which no longer holds it: its tail was cut"
             : "\(peer) witnessed another entry \(head.seq) of this node's audit log: it was rewritten")
-        fail(error)
-        throw error
+        // Recorded before the stop, so that a restart does not silently resume (the node stops
+        // either way; a record that cannot be written is said in the error).
+        let record = AuditContradiction(node: nodeName, publicKey: publicKey, head: head, witness: peer,
+                                        reason: contradiction.description, timeMs: clock())
+        do { try record.write(toDirectory: directory) } catch {
+            contradiction = AuditError("\(contradiction.description); the stop could not be recorded, so a restart would not know: \(error)")
+        }
+        fail(contradiction)
+        throw contradiction
     }
 
     // MARK: Witnessed heads of other nodes

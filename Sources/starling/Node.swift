@@ -146,9 +146,11 @@ struct Node: AsyncParsableCommand {
         if let reapAfter { settings.reapAfter = .seconds(reapAfter) }
         let physicalMB = Int(ProcessInfo.processInfo.physicalMemory >> 20)
         let taskMemoryMB = memoryMB ?? max(64, physicalMB * 3 / 4)
-        let config = MeshConfiguration(name: name, bind: bind, advertise: advertised, api: apiAddress.description,
+        var config = MeshConfiguration(name: name, bind: bind, advertise: advertised, api: apiAddress.description,
                                        seeds: seeds, slots: slots ?? ProcessInfo.processInfo.activeProcessorCount,
                                        taskMemoryMB: taskMemoryMB, keyFile: keyFile, settings: settings)
+        // Gossiped in the metadata: peers pin this name to the key (issue #11 item 1).
+        config.identityKey = identity.publicKey
         let node = try MeshNode(configuration: config, keyring: keyring, logger: logger)
         // The hands: every task of every swarm runs in a throw-away sandbox. No bubblewrap, user
         // namespaces or writable cgroups here: the node refuses to start (it would take work it

@@ -81,5 +81,15 @@ struct AuditWitnessIntegrationTests {
         let restarted = try cluster.start("n1", join: [n2], extraArguments: fast)
         try waitUntil("n1 leaves on the contradiction", seconds: 30) { !restarted.isRunning }
         #expect(cluster.log(of: restarted).contains("the audit log contradicts a peer's witness"))
+
+        // The stop is recorded: started once more, n1 refuses at once, before it joins or runs
+        // anything, and says what to do. The record is itself a witness for `audit verify`.
+        #expect(throws: StartFailed.self) { _ = try cluster.start("n1", join: [n2], extraArguments: fast) }
+        let log = (try? String(contentsOfFile: "\(cluster.dir)/n1.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("contradicted this node's audit log"), "\(log.suffix(1_000))")
+        let record = n1.dataDir + "/audit-contradicted.json"
+        let checked = try starling(["audit", "verify", "--data", n1.dataDir, "--witness", record])
+        #expect(checked.status == 1)
+        #expect(checked.stderr.contains("truncated") || checked.stderr.contains("rewritten"), "\(checked.stderr)")
     }
 }

@@ -53,6 +53,7 @@ struct MemberView: Decodable, Equatable {
     var status: String
     var incarnation: UInt64
     var capacity: Capacity
+    var identityKey: String?
 }
 
 /// One `starling node` process, ended by its own PID.

@@ -16,9 +16,16 @@ struct SelfClaimIntegrationTests {
         let nodes = try cluster.startMesh(["r1", "r2", "r3"])
         let key = try Keyring.load(path: cluster.keyFile).primary
         let step = WireLimits.maxIncarnationStep
+        // The forger copies r2's identity key, which r2 gossips (issue #11 item 1): under another
+        // key, or none, r1 would refuse the forgery outright (IdentityTests).
+        var r2Key: [UInt8]?
+        try waitUntil("r1 lists r2's identity key", seconds: 10) {
+            r2Key = nodes[0].members()?.first { $0.name == "r2" }?.identityKey.flatMap(Self.bytes(hex:))
+            return r2Key != nil
+        }
         let forged = [step, 2 * step].map {
             MembershipMessage.alive(.init(name: "r2", address: NodeAddress(host: "127.0.0.1", port: 9), incarnation: $0,
-                                          metadata: MemberMetadata(version: .max, api: "127.0.0.1:9", slots: 2, free: 2)))
+                                          metadata: MemberMetadata(version: .max, api: "127.0.0.1:9", slots: 2, free: 2, identityKey: r2Key)))
         }
         sendDatagrams([Envelope.seal(Packet(forged).encoded(), kind: .gossip, key: key, sentAtMs: W.nowMs())], to: nodes[0].gossipPort)
         let real = "127.0.0.1:\(nodes[1].gossipPort)"
@@ -43,5 +50,11 @@ struct SelfClaimIntegrationTests {
         }
         let running = nodes.allSatisfy { $0.isRunning }
         #expect(running)
+    }
+
+    static func bytes(hex: String) -> [UInt8]? {
+        let digits = Array(hex.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        return stride(from: 0, to: digits.count, by: 2).compactMap { UInt8(String(decoding: digits[$0..<$0 + 2], as: UTF8.self), radix: 16) }
     }
 }

@@ -7,7 +7,8 @@ struct AuditWitnessTests {
                                         signature: Array(repeating: 2, count: 64), publicKey: Array(repeating: 3, count: 32))
 
     static func view(_ name: String, _ status: MemberStatus = .alive) -> PeerView {
-        PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 1), status: status, metadata: MemberMetadata())
+        PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 1), status: status,
+                 metadata: MemberMetadata(identityKey: head.publicKey))
     }
 
     /// A node "n1" that knows `peers` alive.
@@ -123,6 +124,52 @@ struct AuditWitnessTests {
         // Its own head looped back is ignored; a head sent as a request is not answered.
         #expect(w.receive(.head(Self.head), from: "n1", now: Instant(nanoseconds: 0)).isEmpty)
         #expect(w.request(.head(Self.head), from: "n2", token: token, now: Instant(nanoseconds: 0)).isEmpty)
+    }
+
+    /// Issue #11 item 1: a head is taken only under the identity key membership gossips for its
+    /// sender. A head under another key, or from a peer whose key membership does not give, is
+    /// refused before the store (fail closed) and goes to the shell to be counted.
+    @Test func aHeadIsTakenOnlyUnderItsSendersGossipedKey() {
+        var w = Self.node(peers: ["n2"])
+        let t0 = Instant(nanoseconds: 0)
+        var forged = Self.head
+        forged.publicKey = Array(repeating: 9, count: 32)
+        guard case .perform(.refuse(let h, let from, let reason))? = w.receive(.head(forged), from: "n2", now: t0).first else {
+            Issue.record("a head under another key was not refused"); return
+        }
+        #expect(h == forged && from == "n2" && reason.contains("not the identity key"))
+        // The same peer under its gossiped key, half an interval later: stored.
+        #expect(w.receive(.head(Self.head), from: "n2", now: t0 + .seconds(5)) == [.perform(.store(Self.head, from: "n2"))])
+
+        // A peer whose membership entry carries no key: an unknown signer, refused.
+        var keyless = Self.node(peers: [])
+        _ = keyless.membershipChanged(.updated(PeerView(name: "n2", address: NodeAddress(host: "127.0.0.1", port: 1), status: .alive,
+                                                        metadata: MemberMetadata())), now: t0)
+        guard case .perform(.refuse(_, _, let why))? = keyless.receive(.head(Self.head), from: "n2", now: t0).first else {
+            Issue.record("a head from a peer without a gossiped key was not refused"); return
+        }
+        #expect(why.contains("no identity key"))
+    }
+
+    @Test func signerKeysFollowMembership() {
+        var keys = SignerKeys()
+        let key = Array(repeating: UInt8(5), count: 32)
+        #expect(keys.verdict(signer: "a", publicKey: key) == .unknownSigner)
+        keys.apply(.updated(PeerView(name: "a", address: NodeAddress(host: "h", port: 1), status: .alive,
+                                     metadata: MemberMetadata(identityKey: key))))
+        #expect(keys.expectedKey(of: "a") == key)
+        #expect(keys.verdict(signer: "a", publicKey: key) == .matches)
+        #expect(keys.verdict(signer: "a", publicKey: Array(repeating: 6, count: 32)) == .keyMismatch)
+        // A dead member still signs under its key (its records may still arrive); a reaped one is unknown.
+        keys.apply(.updated(PeerView(name: "a", address: NodeAddress(host: "h", port: 1), status: .dead,
+                                     metadata: MemberMetadata(identityKey: key))))
+        #expect(keys.verdict(signer: "a", publicKey: key) == .matches)
+        keys.apply(.removed("a"))
+        #expect(keys.verdict(signer: "a", publicKey: key) == .unknownSigner)
+        // A key of the wrong size is no key.
+        let short = PeerView(name: "b", address: NodeAddress(host: "h", port: 1), status: .alive,
+                             metadata: MemberMetadata(identityKey: [1, 2, 3]))
+        #expect(expectedIdentityKey(of: short) == nil)
     }
 }
 

@@ -80,9 +80,10 @@ struct MemberTableTests {
         var t = MemberTable(owner: member("me"))
         t.reserveCapacity(10_000)
         for i in 1..<10_000 { t.insert(member("n\(i)")) }
-        // entries 96 + hashes 4 + position 4 + active list 4 + index (16,384 buckets × 4 / 10,000).
-        // (96 since the metadata carries task memory, total and free, for swarm placement.)
-        #expect(MemoryLayout<Member?>.stride == 96)
+        // entries 104 + hashes 4 + position 4 + active list 4 + index (16,384 buckets × 4 / 10,000).
+        // (96 since the metadata carries task memory, total and free, for swarm placement; 104
+        // since it carries the member's identity key, one reference-counted array.)
+        #expect(MemoryLayout<Member?>.stride == 104)
         #expect(t.count == 10_000 && t.active.count == 9_999)
     }
 }

@@ -114,8 +114,9 @@ struct WireHardeningTests {
     // MARK: Metadata: one limit for the decoder and for a node's own metadata
 
     @Test func theApiLimitIsTheSameForTheDecoderAndForANodesOwnMetadata() throws {
-        let atLimit = MemberMetadata(api: String(repeating: "a", count: MemberMetadata.maxApiBytes), slots: 1, free: 1)
-        let overLimit = MemberMetadata(api: String(repeating: "a", count: MemberMetadata.maxApiBytes + 1), slots: 1, free: 1)
+        let key = Array(repeating: UInt8(7), count: MemberMetadata.identityKeyBytes)
+        let atLimit = MemberMetadata(api: String(repeating: "a", count: MemberMetadata.maxApiBytes), slots: 1, free: 1, identityKey: key)
+        let overLimit = MemberMetadata(api: String(repeating: "a", count: MemberMetadata.maxApiBytes + 1), slots: 1, free: 1, identityKey: key)
         #expect(atLimit.invalidReason == nil)
         #expect(overLimit.invalidReason != nil)
         #expect(atLimit.encodedSize == MemberMetadata.maxEncodedBytes)
@@ -143,6 +144,7 @@ struct WireHardeningTests {
         for e in entries {
             w.write(e.name); w.write(e.host); w.write(UInt16(7000)); w.write(e.inc); w.write(e.status)
             w.write(UInt64(1)); w.write(e.api); w.write(e.slots); w.write(e.free); w.write(UInt32(0)); w.write(UInt32(0))
+            w.write(UInt8(0))  // no identity key
         }
         return w.bytes
     }

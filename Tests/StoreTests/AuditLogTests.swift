@@ -261,6 +261,39 @@ struct AuditLogTests {
         #expect(stored.head == head6)
     }
 
+    /// A log a peer's witness contradicted stays stopped across a restart: the contradiction is
+    /// recorded beside the database, a new `AuditLog` on that directory refuses to open (so the
+    /// node refuses to start), and the record is a head file `audit verify --witness` reads.
+    @Test func aContradictionIsRecordedAndStopsTheLogAcrossARestart() throws {
+        let f = try AuditFixture("contradicted", entries: 5)
+        let witnessed = try #require(f.log.currentHead)
+        try f.tamper("DELETE FROM audit WHERE seq > 3")
+        // The node restarts on the cut log (nothing tells it yet), and a peer's answer arrives.
+        let restarted = try AuditLog(store: f.store, identity: f.identity, nodeName: "n1")
+        try restarted.append("node.start", [:])
+        #expect(throws: AuditError.self) { try restarted.check(witnessed: witnessed, by: "n2") }
+        #expect(restarted.failed != nil)
+        let record = try #require(try AuditContradiction.read(fromDirectory: f.dir.path))
+        #expect(record.witness == "n2" && record.seq == witnessed.seq && record.reason.contains("its tail was cut"))
+        // Started again: refused, naming the witness and what to do.
+        #expect {
+            _ = try AuditLog(store: f.store, identity: f.identity, nodeName: "n1")
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("n2 contradicted") && text.contains(AuditContradiction.fileName)
+        }
+        // The record is a witnessed head for `audit verify --witness FILE`.
+        let data = try Data(contentsOf: URL(fileURLWithPath: AuditContradiction.path(inDirectory: f.dir.path)))
+        let head = try JSONDecoder().decode(WitnessedHead.self, from: data)
+        #expect(head.verifiedHead()?.head == witnessed)
+        // A record that cannot be read stops the log all the same (fail closed).
+        try Data("{".utf8).write(to: URL(fileURLWithPath: AuditContradiction.path(inDirectory: f.dir.path)))
+        #expect(throws: AuditError.self) { _ = try AuditLog(store: f.store, identity: f.identity, nodeName: "n1") }
+        // Removed by the operator: the node starts again.
+        try FileManager.default.removeItem(atPath: AuditContradiction.path(inDirectory: f.dir.path))
+        _ = try AuditLog(store: f.store, identity: f.identity, nodeName: "n1")
+    }
+
     @Test func canonicalJSONHasOneEncoding() throws {
         let value: JSONValue = ["b": 1, "a": ["z": .null, "y": [true, false, -12]], "é": "x/y\u{1}\n"]
         let bytes = value.canonicalBytes

@@ -78,7 +78,12 @@ public func initialize(_ argc: UnsafeMutableRawPointer?, _ argv: UnsafeMutableRa
 
 enum MembershipFixture {
     static let peer = NodeAddress(host: "127.0.0.1", port: 7001)
-    static let meta = MemberMetadata(version: 1, api: "127.0.0.1:8400", slots: 4, free: 4)
+    /// The peers' metadata carries an identity key, so that mutated `alive`s exercise the
+    /// identity rule (another key, no key, a key of another length).
+    static let meta = MemberMetadata(version: 1, api: "127.0.0.1:8400", slots: 4, free: 4,
+                                     identityKey: Array(repeating: 0xaa, count: MemberMetadata.identityKeyBytes))
+    static let myMeta = MemberMetadata(version: 1, api: "127.0.0.1:8400", slots: 4, free: 4,
+                                       identityKey: Array(repeating: 0x55, count: MemberMetadata.identityKeyBytes))
 
     /// A node "node-self" that knows node-a and node-b, both alive.
     static func node() -> Membership {
@@ -87,7 +92,7 @@ enum MembershipFixture {
                    status: .alive, metadata: meta, statusSince: .zero)
         }
         return Membership(settings: .loopback, name: "node-self", address: NodeAddress(host: "127.0.0.1", port: 7000),
-                          metadata: meta, seed: 1, now: .zero, knownMembers: known)
+                          metadata: myMeta, seed: 1, now: .zero, knownMembers: known)
     }
 
     static func event(_ op: UInt8, _ body: [UInt8]) -> [UInt8] {

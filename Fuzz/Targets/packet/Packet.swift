@@ -22,7 +22,8 @@ public func initialize(_ argc: UnsafeMutableRawPointer?, _ argv: UnsafeMutableRa
 /// One packet of each message type, and a compound packet of all of them.
 enum PacketSeeds {
     static let address = NodeAddress(host: "127.0.0.1", port: 7946)
-    static let metadata = MemberMetadata(version: 3, api: "127.0.0.1:8400", slots: 8, free: 2)
+    static let metadata = MemberMetadata(version: 3, api: "127.0.0.1:8400", slots: 8, free: 2,
+                                         identityKey: Array(repeating: 0x5a, count: MemberMetadata.identityKeyBytes))
     static let messages: [(String, MembershipMessage)] = [
         ("ping", .ping(seq: 7, target: "node-b", source: "node-a", replyTo: address)),
         ("ack", .ack(seq: 7, source: "node-b")),

@@ -24,7 +24,9 @@ public func initialize(_ argc: UnsafeMutableRawPointer?, _ argv: UnsafeMutableRa
 enum PushPullSeeds {
     static func entry(_ name: String, _ status: MemberStatus, port: UInt16) -> PushPullState.Entry {
         .init(name: name, address: NodeAddress(host: "127.0.0.1", port: port), incarnation: UInt64(port % 7),
-              status: status, metadata: MemberMetadata(version: 1, api: "127.0.0.1:\(port + 1000)", slots: 4, free: 1))
+              status: status, metadata: MemberMetadata(version: 1, api: "127.0.0.1:\(port + 1000)", slots: 4, free: 1,
+                                                       // Every other entry with an identity key, the rest without.
+                                                       identityKey: port % 2 == 0 ? Array(repeating: UInt8(truncatingIfNeeded: port), count: 32) : nil))
     }
 
     static var all: [String: [UInt8]] {

@@ -2,14 +2,16 @@
 /// tail of its log (issue #11, item 7).
 ///
 /// - Every `interval`, a node sends its log's signed head (seq, hash, signature over both, and
-///   its public key) to its `witnesses` successors on the ring of alive members. A witness checks
-///   the signature and keeps the latest head per node, refusing one that goes back (the shell's
-///   store does the checks; see `AuditLog.witness`).
+///   its public key) to its `witnesses` successors on the ring of alive members. A witness takes
+///   a head only under the key membership gossips for its sender (`SignerKeys`: another key, or
+///   none known, is refused and counted), then the shell's store checks the signature and keeps
+///   the latest head per node, refusing one that goes back (see `AuditLog.witness`).
 /// - When a node starts, it asks every alive peer (each once, a few at a time) which head of its
 ///   log that peer witnessed, and checks that its own log holds that entry with that hash. A log
-///   that does not is one whose tail was cut or rewritten since: the shell stops the log and the
-///   node leaves. The node does not wait for the answers before it takes work, and the stop is
-///   not stored: a restarted node runs tasks again until its peers' answers come back (NOTES).
+///   that does not is one whose tail was cut or rewritten since: the shell stops the log, records
+///   the stop beside the database (`AuditContradiction`, so that the node refuses to start again
+///   until an operator acts), and the node leaves. The node does not wait for the answers before
+///   it takes work: after the first such start it runs tasks until its peers' answers come back.
 ///
 /// Pure: no I/O, no clock; the shell reads and stores heads through `Action`s.
 public struct AuditWitness: HostedProtocol {
@@ -49,6 +51,8 @@ public struct AuditWitness: HostedProtocol {
         case lookUp(PeerName, token: RequestToken)
         /// `peer` witnessed `head` of this node's log: the log must hold it.
         case check(Head, from: PeerName)
+        /// A head from `peer` refused before the store: count and log it.
+        case refuse(Head, from: PeerName, reason: String)
     }
 
     public enum ActionOutcome: Sendable, Equatable {
@@ -98,6 +102,8 @@ public struct AuditWitness: HostedProtocol {
     /// keep the loop in fsyncs with a flood of heads (review of the #11 first steps). Pruned when
     /// a peer stops being alive.
     private(set) var lastTaken: [PeerName: (head: Head, at: Instant)] = [:]
+    /// The identity keys membership gossips: a head is taken only under its sender's.
+    private(set) var signerKeys = SignerKeys()
 
     public init(myName: PeerName, settings: Settings = Settings(), now: Instant) {
         self.myName = myName
@@ -133,7 +139,16 @@ public struct AuditWitness: HostedProtocol {
         guard case .head(let head) = message, peer != myName, alive.contains(peer), witnesses(of: peer).contains(myName) else { return [] }
         if let last = lastTaken[peer], last.head == head || now < last.at + settings.interval / 2 { return [] }
         lastTaken[peer] = (head, now)
-        return [.perform(.store(head, from: peer))]
+        // Under the key membership holds for the peer, or not at all (the refusal is bounded by
+        // `lastTaken` like a store). The store still checks the signature under that same key.
+        switch signerKeys.verdict(signer: peer, publicKey: head.publicKey) {
+        case .matches:
+            return [.perform(.store(head, from: peer))]
+        case .unknownSigner:
+            return [.perform(.refuse(head, from: peer, reason: "membership gives no identity key for \(peer)"))]
+        case .keyMismatch:
+            return [.perform(.refuse(head, from: peer, reason: "the head's key is not the identity key membership gossips for \(peer)"))]
+        }
     }
 
     /// The ring successors that witness `peer`'s head, as this node sees the ring.
@@ -159,6 +174,7 @@ public struct AuditWitness: HostedProtocol {
     }
 
     public mutating func membershipChanged(_ event: MembershipEvent, now: Instant) -> [ProtocolEffect<AuditWitness>] {
+        signerKeys.apply(event)
         switch event {
         case .updated(let view) where view.name != myName:
             if view.takesWork {

@@ -23,6 +23,16 @@ extension Membership {
             if e.name == myName, !sawMyself {
                 sawMyself = true
                 sendCatchUpChain(to: remote.source, holding: e.incarnation, into: &out)
+                // The other side holds us under another identity key (Identity.swift). An alive
+                // entry is counted by `handleAlive`; a suspect or dead one is counted here, since
+                // its accusation carries no key: a node restarted with a fresh key under an old
+                // name usually finds its old life already suspected, and must learn why the
+                // cluster refuses its refutations.
+                if e.status != .alive, let mine = metadata.identityKey,
+                   !Self.identityMatches(held: mine, claimed: e.metadata.identityKey) {
+                    noteIdentityConflict(.init(name: e.name, address: e.address, incarnation: e.incarnation, metadata: e.metadata),
+                                         held: mine, aboutMe: true)
+                }
             }
             switch e.status {
             case .alive:

@@ -24,8 +24,11 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
     /// longer field, and a node refuses to start (or to update) with a longer one of its own, so
     /// a node can never gossip metadata that its peers would drop.
     public static let maxApiBytes = 128
-    /// Upper bound on the encoded size (version, api, slots, free, memoryMB, freeMemoryMB).
-    public static let maxEncodedBytes = 8 + 2 + maxApiBytes + 4 + 4 + 4 + 4
+    /// Size of an Ed25519 public key, the only size `identityKey` may have.
+    public static let identityKeyBytes = 32
+    /// Upper bound on the encoded size (version, api, slots, free, memoryMB, freeMemoryMB,
+    /// identity key length and key).
+    public static let maxEncodedBytes = 8 + 2 + maxApiBytes + 4 + 4 + 4 + 4 + 1 + identityKeyBytes
 
     public var version: UInt64
     /// The member's HTTP API address (`HOST:PORT`), empty if it serves none.
@@ -37,32 +40,44 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
     /// of it no running task has asked for. Swarm placement reads them; liveness never does.
     public var memoryMB: UInt32
     public var freeMemoryMB: UInt32
+    /// The member's Ed25519 public key (`NodeIdentity`), exactly 32 bytes, or nil for a member
+    /// that has none (the simulator's nodes, tests). It is part of the member's identity, not of
+    /// its capacity: once a node holds a member with a key, an `alive` for that name under
+    /// another key (or none) is refused, whatever its version or incarnation (StateRules.swift,
+    /// "identity"). Records a member signs are accepted only under this key (`SignerKeys`).
+    public var identityKey: [UInt8]?
 
     public init(version: UInt64 = 0, api: String = "", slots: UInt32 = 0, free: UInt32 = 0,
-                memoryMB: UInt32 = 0, freeMemoryMB: UInt32 = 0) {
+                memoryMB: UInt32 = 0, freeMemoryMB: UInt32 = 0, identityKey: [UInt8]? = nil) {
         self.version = version
         self.api = api
         self.slots = slots
         self.free = free
         self.memoryMB = memoryMB
         self.freeMemoryMB = freeMemoryMB
+        self.identityKey = identityKey
     }
 
-    public var encodedSize: Int { 8 + 2 + api.utf8.count + 4 + 4 + 4 + 4 }
+    public var encodedSize: Int { 8 + 2 + api.utf8.count + 4 + 4 + 4 + 4 + 1 + (identityKey?.count ?? 0) }
 
     /// Why this metadata could not go on the wire, or nil if it can: the same checks as the decoder.
     public var invalidReason: String? {
         if api.utf8.count > Self.maxApiBytes { return "api address is \(api.utf8.count) bytes, over \(Self.maxApiBytes)" }
         if !WireLimits.isPrintable(api) { return "api address has an unprintable character" }
         if free > slots { return "free \(free) > slots \(slots)" }
+        if let key = identityKey, key.count != Self.identityKeyBytes {
+            return "identity key is \(key.count) bytes, not \(Self.identityKeyBytes)"
+        }
         return nil
     }
 }
 
 /// One entry of the member table.
 public struct Member: Equatable, Sendable {
-    // Declared in this order so that `status` packs into the padding after `address`: 96 bytes
-    // instead of 104, which is 0.8 GB over the 10⁸ entries of a 10,000-node simulation.
+    // Declared in this order so that `status` packs into the padding after `address`: 104 bytes
+    // instead of 112, which is 0.8 GB over the 10⁸ entries of a 10,000-node simulation. (96
+    // before `MemberMetadata.identityKey`: the key is one shared, reference-counted array per
+    // member, so a table pays 8 bytes an entry for it, not 32.)
     public var name: String
     public var address: NodeAddress
     public var status: MemberStatus

@@ -56,6 +56,10 @@ public struct Membership: Sendable {
     var nextRetellAt: Instant?
     /// When this node last asked a member for a catch-up push-pull (see CatchUp.swift).
     var lastCatchUpAskedAt: Instant?
+    /// The latest `alive` refused because it named a member under another identity key than
+    /// the one this node holds (Identity.swift), for the shell's log line; the count is
+    /// `stats.identityConflicts`.
+    public internal(set) var lastIdentityConflict: IdentityConflict?
 
     struct DeclaredDeath: Sendable, Equatable {
         var at: Instant
@@ -295,6 +299,7 @@ public struct Membership: Sendable {
         change(&updated)
         precondition(updated.encodedSize <= MemberMetadata.maxEncodedBytes, "metadata over its bound")
         precondition(updated.free <= updated.slots, "free slots exceed total")
+        precondition(updated.identityKey == metadata.identityKey, "a node's identity key is fixed for its life")
         // Our own counter; saturating all the same, so that no path can trap.
         updated.version = metadata.version < .max ? metadata.version + 1 : .max
         metadata = updated

@@ -37,6 +37,9 @@ public struct MembershipStats: Sendable, Equatable {
     public var catchUpsAsked = 0
     /// Chains of our own `alive`s sent to a peer that held us more than a step behind.
     public var catchUpChainsSent = 0
+    /// `alive`s refused because they named a known member (or this node) under another
+    /// identity key than the one held for it (Identity.swift).
+    public var identityConflicts = 0
 
     public init() {}
 }

@@ -153,7 +153,14 @@ public struct Packet: Equatable, Sendable {
 
 extension ByteWriter {
     mutating func write(_ a: NodeAddress) { write(a.host); write(a.port) }
-    mutating func write(_ m: MemberMetadata) { write(m.version); write(m.api); write(m.slots); write(m.free); write(m.memoryMB); write(m.freeMemoryMB) }
+    mutating func write(_ m: MemberMetadata) {
+        write(m.version); write(m.api); write(m.slots); write(m.free); write(m.memoryMB); write(m.freeMemoryMB)
+        // The identity key: its length (0: none, else 32) and its bytes.
+        let key = m.identityKey ?? []
+        precondition(key.count <= Int(UInt8.max), "identity key over its bound")
+        write(UInt8(key.count))
+        write(bytes: key)
+    }
 }
 
 extension ByteReader {
@@ -193,8 +200,15 @@ extension ByteReader {
         guard free <= slots else { throw WireError.invalidValue("free \(free) > slots \(slots)") }
         let memoryMB = try readUInt32()
         let freeMemoryMB = try readUInt32()
+        let keyLength = Int(try readUInt8())
+        var identityKey: [UInt8]?
+        switch keyLength {
+        case 0: identityKey = nil
+        case MemberMetadata.identityKeyBytes: identityKey = Array(try readBytes(keyLength))
+        default: throw WireError.invalidValue("identity key of \(keyLength) bytes")
+        }
         return MemberMetadata(version: version, api: api, slots: slots, free: free,
-                              memoryMB: memoryMB, freeMemoryMB: freeMemoryMB)
+                              memoryMB: memoryMB, freeMemoryMB: freeMemoryMB, identityKey: identityKey)
     }
 }
 
@@ -359,7 +373,14 @@ extension PushPullState.Entry {
         let port = try r.readUInt16()
         let incarnation = try r.readUInt64()
         let status = try r.readUInt8()
-        let metadata = try field(&r, before: 8, fixed: 4 + 4 + 4 + 4)  // version, api, slots, free, memoryMB, freeMemoryMB
+        // version, api, slots, free, memoryMB, freeMemoryMB, then the identity key's length
+        // (u8) and its bytes: cut out as one piece whose extent both lengths give.
+        var probe = r
+        _ = try probe.readBytes(8)
+        let apiBytes = Int(try probe.readUInt16())
+        _ = try probe.readBytes(apiBytes + 4 + 4 + 4 + 4)
+        let keyBytes = Int(try probe.readUInt8())
+        let metadata = try r.subReader(length: 8 + 2 + apiBytes + 16 + 1 + keyBytes)
         return (name, host, port, incarnation, status, metadata)
     }
 

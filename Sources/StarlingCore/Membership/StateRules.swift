@@ -68,6 +68,11 @@ extension Membership {
         if a.name == myName {
             // Someone holds a different or newer view of us (often from our previous life, or a
             // forgery too far ahead: we still answer it, one step at a time, see `refute`).
+            // Under another identity key it is our previous life under another key, or another
+            // node using our name: counted (Identity.swift), and refuted all the same.
+            if let mine = metadata.identityKey, !Self.identityMatches(held: mine, claimed: a.metadata.identityKey) {
+                noteIdentityConflict(a, held: mine, aboutMe: true)
+            }
             if !Self.isPlausible(a.incarnation, after: incarnation) { stats.messagesRejected += 1 }
             if !isLeaving, a.incarnation > incarnation || (a.incarnation == incarnation && differsFromMe(a)) {
                 refute(observed: a.incarnation, now: now)
@@ -89,6 +94,16 @@ extension Membership {
             return
         }
         let m = members.member(at: slot)
+        if let held = m.metadata.identityKey, !Self.identityMatches(held: held, claimed: a.metadata.identityKey) {
+            // The identity rule (Identity.swift): the name is pinned to the key held for it.
+            // A newer life under another key means the pinned one may be gone: suspect it at the
+            // claim's incarnation, so that it refutes with its key if it is alive.
+            noteIdentityConflict(a, held: held, aboutMe: false)
+            if m.status == .alive, a.incarnation > m.incarnation, Self.isPlausible(a.incarnation, after: m.incarnation) {
+                handleSuspect(name: a.name, incarnation: a.incarnation, from: myName, now: now, into: &out)
+            }
+            return
+        }
         guard Self.isPlausible(a.incarnation, after: m.incarnation) else {
             stats.messagesRejected += 1
             askToCatchUp(slot, now: now, into: &out)
