@@ -17,6 +17,7 @@ final class MeshMetrics {
     private let incarnation = Gauge(label: "starling_incarnation")
     private let snapshots = Counter(label: "starling_snapshot_publishes_total")
     private let hellos = Counter(label: "starling_stream_hellos_total")
+    private let replayEvictions = Counter(label: "starling_replay_cache_evictions_total")
 
     init() {
         func c(_ name: String) -> Counter { Counter(label: "starling_\(name)_total") }
@@ -54,6 +55,9 @@ final class MeshMetrics {
     }
 
     func snapshotPublished() { snapshots.increment() }
+
+    /// A datagram nonce forgotten before its time to make room (`NonceReplayCache.WhenFull`).
+    func replayCacheEvicted() { replayEvictions.increment() }
 
     func streamAuthenticated() { hellos.increment() }
 

@@ -72,7 +72,7 @@ public final class MeshNode: @unchecked Sendable {
                                             retention: configuration.replayWindow * 2)
     /// Gossip datagrams that opened recently: a replayed datagram is dropped.
     lazy var datagramNonces = NonceReplayCache(capacity: configuration.maxRememberedDatagrams,
-                                               retention: configuration.replayWindow * 2)
+                                               retention: configuration.replayWindow * 2, whenFull: .evictOldest)
     private var addressCache: [NodeAddress: sockaddr_storage] = [:]
     private let origin = uv_hrtime()
     private var leaveDeadline: Instant?
@@ -300,13 +300,15 @@ public final class MeshNode: @unchecked Sendable {
             metrics.drop(reason: error.reason)
             return afterEvent()
         }
-        // Only after it opened: the nonce is authenticated, and a stranger cannot fill the cache.
+        // Only after it opened (the nonce is authenticated) and before anything is decoded.
         switch datagramNonces.admit(Envelope.nonce(of: sealed) ?? [], now: now) {
         case .fresh: break
+        case .freshEvicting: metrics.replayCacheEvicted()
         case .replay:
             metrics.drop(reason: "replay")
             return afterEvent()
         case .full:
+            assertionFailure("the datagram cache evicts, it never refuses")
             metrics.drop(reason: "replay_cache_full")
             return afterEvent()
         }

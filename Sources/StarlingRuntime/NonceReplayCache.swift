@@ -11,12 +11,29 @@ import StarlingCore
 ///
 /// An envelope is fresh while the sender's timestamp is within the replay window of our clock
 /// either way, so from the first time we see it, it stays fresh for at most twice the window:
-/// that is how long a nonce is kept. Only envelopes that opened are admitted (a stranger cannot
-/// fill the cache with invented nonces), and the nonce is authenticated (altering it fails the
-/// open). Bounded: when full, new envelopes are refused (fail closed) until old nonces expire;
-/// honest traffic stays far below the capacity (see `MeshConfiguration`).
+/// that is how long a nonce is kept. Only envelopes that opened are admitted (nobody without
+/// the key can invent nonces), and the nonce is authenticated (altering it fails the open).
+///
+/// Bounded, and what happens when full depends on what the envelope is (`WhenFull`):
+/// - Hellos are addressed to one node, so a captured hello opens at most once anywhere, and only
+///   honest hellos fill the cache: when full, new hellos are refused until old nonces expire.
+/// - Datagrams are not addressed: one captured from the network opens once *at every node*, so
+///   someone on the path who replays captured traffic towards other nodes fills their caches
+///   without the key. Refusing when full would make such a node deaf (acks and refutations
+///   dropped: declared dead within seconds), so the oldest nonce is forgotten instead (counted
+///   in `starling_replay_cache_evictions_total`): a flood can at worst re-open the door to
+///   replays of the oldest packets, which is where things stood before this cache.
 struct NonceReplayCache {
-    enum Verdict: Equatable { case fresh, replay, full }
+    enum Verdict: Equatable {
+        case fresh
+        case replay
+        /// Refused: full (`WhenFull.refuse`).
+        case full
+        /// Admitted after the oldest nonce was forgotten to make room (`WhenFull.evictOldest`).
+        case freshEvicting
+    }
+
+    enum WhenFull { case refuse, evictOldest }
 
     /// A nonce of up to 24 bytes (an envelope's is exactly 24) held inline: no allocation per
     /// remembered packet, 32 bytes each.
@@ -46,15 +63,17 @@ struct NonceReplayCache {
 
     let capacity: Int
     let retention: Duration
+    let whenFull: WhenFull
     private var seen: Set<Key> = []
     /// Nonces in the order they were seen; all share one retention, so expiry is in this order.
     private var order: [(nonce: Key, expires: Instant)] = []
     private var head = 0
 
-    init(capacity: Int, retention: Duration) {
+    init(capacity: Int, retention: Duration, whenFull: WhenFull = .refuse) {
         precondition(capacity > 0)
         self.capacity = capacity
         self.retention = retention
+        self.whenFull = whenFull
     }
 
     var count: Int { seen.count }
@@ -64,10 +83,19 @@ struct NonceReplayCache {
         let nonce = Key(bytes)
         expire(now: now)
         if seen.contains(nonce) { return .replay }
-        guard seen.count < capacity else { return .full }
+        var verdict = Verdict.fresh
+        if seen.count >= capacity {
+            guard whenFull == .evictOldest else { return .full }
+            // Every remembered nonce is in `order` from `head` on (expiry removes from the front).
+            seen.remove(order[head].nonce)
+            head += 1
+            compact()
+            verdict = .freshEvicting
+        }
         seen.insert(nonce)
         order.append((nonce, now + retention))
-        return .fresh
+        assert(seen.count <= capacity && seen.count == order.count - head, "replay cache out of step")
+        return verdict
     }
 
     private mutating func expire(now: Instant) {
@@ -75,6 +103,10 @@ struct NonceReplayCache {
             seen.remove(order[head].nonce)
             head += 1
         }
+        compact()
+    }
+
+    private mutating func compact() {
         if head >= 1024, head * 2 >= order.count {
             order.removeFirst(head)
             head = 0

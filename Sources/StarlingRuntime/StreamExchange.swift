@@ -155,7 +155,7 @@ final class StreamExchange {
         }
         // Only after it opened (a stranger cannot fill the cache with invented nonces).
         switch node.helloNonces.admit(Envelope.nonce(of: sealed) ?? [], now: node.now) {
-        case .fresh: break
+        case .fresh, .freshEvicting: break  // hellos refuse when full: never evicting
         case .replay:
             node.metrics.drop(reason: "hello_replay")
             fail("replayed hello")

@@ -216,14 +216,19 @@ public final class AuditLog: @unchecked Sendable {
         var contradiction = AuditError(stored == nil
             ? "\(peer) witnessed entry \(head.seq) of this node's audit log, which no longer holds it: its tail was cut"
             : "\(peer) witnessed another entry \(head.seq) of this node's audit log: it was rewritten")
-        // Recorded before the stop, so that a restart does not silently resume (the node stops
-        // either way; a record that cannot be written is said in the error).
+        // Latched first, so nothing more is appended (and no task runs) while the record is
+        // written; then recorded, so that a restart does not silently resume. The first record
+        // stays: a later contradiction does not overwrite the evidence. A record that cannot be
+        // written is said in the error (the node stops either way).
+        fail(contradiction)
         let record = AuditContradiction(node: nodeName, publicKey: publicKey, head: head, witness: peer,
                                         reason: contradiction.description, timeMs: clock())
-        do { try record.write(toDirectory: directory) } catch {
-            contradiction = AuditError("\(contradiction.description); the stop could not be recorded, so a restart would not know: \(error)")
+        let existing = FileManager.default.fileExists(atPath: AuditContradiction.path(inDirectory: directory))
+        if !existing {
+            do { try record.write(toDirectory: directory) } catch {
+                contradiction = AuditError("\(contradiction.description); the stop may not be recorded, so a restart might not know: \(error)")
+            }
         }
-        fail(contradiction)
         throw contradiction
     }
 
@@ -246,18 +251,22 @@ public final class AuditLog: @unchecked Sendable {
     }
 
     /// Stores `head` as the latest this node witnessed of `node`'s log. Refuses a head whose
-    /// signature does not verify under `publicKey`, a key that differs from the one first seen
-    /// for `node`, and a head that goes back (a lower seq, or the same seq with another hash):
-    /// those are what a truncated or rewritten log looks like, and the earlier head is kept as the
-    /// evidence.
+    /// signature does not verify under `publicKey`, and a head that goes back (a lower seq, or
+    /// the same seq with another hash): those are what a truncated or rewritten log looks like,
+    /// and the earlier head is kept as the evidence.
+    ///
+    /// The caller takes heads only under the key membership gossips for `node` (`SignerKeys`),
+    /// so membership is the authority on which key a name has. A head under another key than
+    /// the stored one is a new identity under that name (a machine re-keyed after the old
+    /// member was reaped): a new log, which starts its own row. Keeping the first key for ever
+    /// let whoever planted a name first (or an honest re-key) shut the name out of witnessing
+    /// for good.
     public func witness(node: String, publicKey: [UInt8], head: AuditHead, receivedAtMs: UInt64) throws(AuditError) {
         guard head.signatureVerifies(publicKey: publicKey) else { throw AuditError("the head of \(node) does not verify under its key") }
         do {
             try pool.write { db in
-                if let row = try Row.fetchOne(db, sql: "SELECT publicKey, seq, hash FROM audit_witness WHERE node = ?", arguments: [node]) {
-                    guard [UInt8](try row.decode(Data.self, forColumn: "publicKey")) == publicKey else {
-                        throw AuditError("\(node) presented another key than the one witnessed before")
-                    }
+                if let row = try Row.fetchOne(db, sql: "SELECT publicKey, seq, hash FROM audit_witness WHERE node = ?", arguments: [node]),
+                   [UInt8](try row.decode(Data.self, forColumn: "publicKey")) == publicKey {
                     let seq = UInt64(bitPattern: try row.decode(Int64.self, forColumn: "seq"))
                     let hash = [UInt8](try row.decode(Data.self, forColumn: "hash"))
                     if head.seq < seq || (head.seq == seq && hash != head.hash) {
@@ -266,8 +275,8 @@ public final class AuditLog: @unchecked Sendable {
                 }
                 try db.execute(sql: """
                     INSERT INTO audit_witness (node, publicKey, seq, hash, signature, receivedAtMs) VALUES (?, ?, ?, ?, ?, ?)
-                    ON CONFLICT(node) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, signature = excluded.signature,
-                        receivedAtMs = excluded.receivedAtMs
+                    ON CONFLICT(node) DO UPDATE SET publicKey = excluded.publicKey, seq = excluded.seq, hash = excluded.hash,
+                        signature = excluded.signature, receivedAtMs = excluded.receivedAtMs
                     """, arguments: [node, Data(publicKey), Int64(bitPattern: head.seq), Data(head.hash), Data(head.signature),
                                      Int64(bitPattern: receivedAtMs)])
             }

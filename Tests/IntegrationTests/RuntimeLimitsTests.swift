@@ -75,4 +75,19 @@ struct SourceKeyTests {
         for i in 0..<5_000 { _ = cache.admit([UInt8(i & 0xFF), UInt8(i >> 8)], now: t0 + .seconds(120 + Int64(i) * 61)) }
         #expect(cache.count <= 3)
     }
+
+    /// The datagram cache never refuses (a full cache would make the node deaf: acks and
+    /// refutations dropped): the oldest nonce goes, so the newest stay protected.
+    @Test func aFullDatagramCacheForgetsItsOldestNonceInsteadOfRefusing() {
+        var cache = NonceReplayCache(capacity: 3, retention: .seconds(60), whenFull: .evictOldest)
+        let t0 = Instant.zero
+        for n: UInt8 in 1...3 { #expect(cache.admit([n], now: t0) == .fresh) }
+        #expect(cache.admit([4], now: t0) == .freshEvicting, "admitted, not refused")
+        #expect(cache.count == 3)
+        #expect(cache.admit([4], now: t0) == .replay, "the newest stays remembered")
+        #expect(cache.admit([3], now: t0) == .replay)
+        #expect(cache.admit([1], now: t0) == .freshEvicting, "the oldest was forgotten")
+        for i in 0..<5_000 { _ = cache.admit([UInt8(i & 0xFF), UInt8(i >> 8), 7], now: t0 + .milliseconds(Int64(i))) }
+        #expect(cache.count == 3)
+    }
 }

@@ -259,6 +259,14 @@ struct AuditLogTests {
         let stored = try #require(try AuditReader(directory: peer.dir.path).witnessedHead(of: node.identity.publicKey))
         #expect(stored.node == "n1")
         #expect(stored.head == head6)
+        // A validly signed head under another key is a new identity under the name (the caller
+        // took it under membership's gossiped key): its own log, which replaces the row. The
+        // first key seen is not kept for ever (a planted or re-keyed name was shut out).
+        let other = try AuditFixture("rekeyed", entries: 2)
+        let newHead = try #require(other.log.currentHead)
+        try peer.log.witness(node: "n1", publicKey: other.identity.publicKey, head: newHead, receivedAtMs: 6)
+        let replaced = try #require(try AuditReader(directory: peer.dir.path).witnessedHead(of: other.identity.publicKey))
+        #expect(replaced.node == "n1" && replaced.head == newHead)
     }
 
     /// A log a peer's witness contradicted stays stopped across a restart: the contradiction is

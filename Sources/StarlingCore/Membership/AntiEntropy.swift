@@ -53,6 +53,9 @@ extension Membership {
         }
     }
 
+    /// How many quick push-pulls one revival arms (see `memberCameBack`).
+    static let quickPushPulls = 3
+
     /// A member this node held dead is alive again: a partition healed, or the member restarted
     /// and refuted. Such a refutation is the one message that clears a false death, and it
     /// spreads by gossip only to the members that held *its sender's side* alive at the time, a
@@ -60,12 +63,19 @@ extension Membership {
     /// with someone who has it. At the scaled interval that is 150 s at N = 300 (most members
     /// start one every 150 s), longer than the convergence bound the simulator holds us to:
     /// `partition-heal` at N = 300 left one member dead at one holder past it in 7 of 30 seeds.
-    /// So for the base push-pull interval after any revival, push-pulls come every
-    /// `reconnectInterval` (the first within one, jittered): a few full exchanges with random
-    /// live members, which carry every refutation the rest of the mesh holds. Bounded: at most
-    /// one push-pull per reconnect interval, and only while revivals keep coming.
+    ///
+    /// So a revival arms `quickPushPulls` periodic push-pulls, `reconnectInterval` apart, the
+    /// first within one (jittered): full exchanges with random live members, which carry every
+    /// refutation the rest of the mesh holds. Bounded whatever the revivals (a churning mesh, or
+    /// a key holder forging deaths to make members refute): armed at most once per scaled
+    /// push-pull interval, and a revival while armed changes nothing, so a node makes at most
+    /// `quickPushPulls + 1` push-pulls per scaled interval, and never more than one per
+    /// reconnect interval from this rule.
     mutating func memberCameBack(now: Instant) {
-        quickPushPullsUntil = now + settings.pushPullInterval
+        guard quickPushPullsLeft == 0 else { return }
+        if let armed = quickPushPullsArmedAt, now - armed < settings.pushPullInterval(members: members.active.count + 1) { return }
+        quickPushPullsArmedAt = now
+        quickPushPullsLeft = Self.quickPushPulls
         let soon = now + .nanoseconds(Int64.random(in: 0...max(1, settings.reconnectInterval.nanoseconds), using: &rng))
         if soon < nextPushPullAt { nextPushPullAt = soon }
     }

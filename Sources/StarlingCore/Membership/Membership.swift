@@ -77,10 +77,10 @@ public struct Membership: Sendable {
     var nextProbeAt: Instant
     var nextGossipAt: Instant
     var nextPushPullAt: Instant
-    /// Until then, periodic push-pulls come every `reconnectInterval` instead of every
-    /// `pushPullInterval(members:)`: set for the base push-pull interval after a member this node
-    /// held dead came back (see `memberCameBack`).
-    var quickPushPullsUntil: Instant?
+    /// Periodic push-pulls still to come at `reconnectInterval` instead of the scaled
+    /// `pushPullInterval(members:)`, and when they were last armed (see `memberCameBack`).
+    var quickPushPullsLeft = 0
+    var quickPushPullsArmedAt: Instant?
     var nextReconnectAt: Instant
     var nextReapAt: Instant
 
@@ -254,8 +254,9 @@ public struct Membership: Sendable {
                 nextProbeAt = now + awareness.scale(settings.probeInterval)
             }
             if now >= nextPushPullAt {
-                let quick = quickPushPullsUntil.map { now < $0 } ?? false
-                nextPushPullAt = now + (quick ? settings.reconnectInterval : settings.pushPullInterval(members: members.active.count + 1))
+                if quickPushPullsLeft > 0 { quickPushPullsLeft -= 1 }
+                nextPushPullAt = now + (quickPushPullsLeft > 0 ? settings.reconnectInterval
+                                                               : settings.pushPullInterval(members: members.active.count + 1))
                 startPeriodicPushPull(now: now, into: &out)
             }
             if now >= nextReconnectAt {
