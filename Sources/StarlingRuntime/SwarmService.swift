@@ -36,8 +36,11 @@ public final class SwarmService: SwarmGateway {
         if !stored.isEmpty {
             logger.info("swarms restored from the store", metadata: ["swarms": "\(stored.count)", "effectsDeferred": "\(restored.count)"])
         }
+        // `STARLING_SWARM_COMMIT=loop` commits on the loop thread as before (for measuring the
+        // two against each other in one binary); the default commits on the writer thread.
+        let onLoop = ProcessInfo.processInfo.environment["STARLING_SWARM_COMMIT"] == "loop"
         handle = node.register(swarm, performer: SwarmPerformer(executor: executor, store: store, node: node, logger: logger,
-                                                                staged: StagedStoreChanges()))
+                                                                staged: StagedStoreChanges(), commitsOnLoop: onLoop))
         let sockets = TaskSockets(swarms: self, logger: logger)
         executor.sockets.withLock { $0 = sockets }
     }
@@ -85,6 +88,8 @@ struct SwarmPerformer: ProtocolPerformer {
     let node: MeshNode
     let logger: Logger
     let staged: StagedStoreChanges
+    /// Commit on the loop thread (`commitStaged`) instead of the writer thread.
+    var commitsOnLoop = false
 
     func perform(_ action: SwarmAction, host: ProtocolHandle<Swarm>) {
         switch action {
@@ -109,6 +114,7 @@ struct SwarmPerformer: ProtocolPerformer {
 
     /// The writes staged so far as one job for the writer thread.
     func detachStaged() -> (@Sendable () -> Bool)? {
+        guard !commitsOnLoop else { return nil }
         let changes = staged.changes
         staged.changes = []
         return { [store, node, logger] in Self.commit(changes, store: store, node: node, logger: logger) }
