@@ -157,6 +157,13 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     private var committing: Batch?
     /// Runs detached commits one at a time, in order, off the loop thread.
     private let writer: DispatchQueue
+    /// When the running commit must have ended. A commit still waiting then (a disk that stopped
+    /// answering) fails closed like a failed one: the protocol stops and the node leaves, rather
+    /// than look alive to membership while every input of this protocol waits behind it (and
+    /// the effects held grow with them).
+    private var commitDeadline = Instant.distantFuture
+    /// How long a detached commit may take (settable for tests).
+    var maxCommitWait: Duration = .seconds(30)
     private var replies: [UInt64: CheckedContinuation<P.Reply, any Error>] = [:]
     private var nextCommand: UInt64 = 1
     private var inputs: [Input] = []
@@ -185,7 +192,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     var maxMessageBytes: Int { min(P.maxMessageBytes, node.configuration.maxLinkFrameBytes) }
     /// A stopped protocol has no deadline (its machine no longer moves: one in the past would
     /// spin the loop).
-    var nextDeadline: Instant { stopped ? .distantFuture : min(machine.nextDeadline, unsentDue) }
+    var nextDeadline: Instant { stopped ? .distantFuture : min(machine.nextDeadline, unsentDue, commitDeadline) }
 
     /// Whether a commit runs on the writer thread (for tests).
     var isCommitting: Bool { committing != nil }
@@ -217,6 +224,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
             open = Batch()
             if let job = detachStaged() {
                 committing = batch
+                commitDeadline = node.now + maxCommitWait
                 commitOffLoop(job)
                 if next >= inputs.count { break }
                 continue
@@ -229,6 +237,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         if stopped {
             open = Batch()
             committing = nil
+            commitDeadline = .distantFuture
         }
     }
 
@@ -248,6 +257,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     private func finishCommit(_ committed: Bool) {
         guard !stopped, let batch = committing else { return }
         committing = nil
+        commitDeadline = .distantFuture
         guard committed else {
             // The job logged the failure and asked the node to leave: fail closed.
             stop()
@@ -353,6 +363,13 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
 
     func tick() {
         let now = node.now
+        if committing != nil, now >= commitDeadline {
+            node.logger.critical("a store commit did not end in time; leaving the mesh",
+                                 metadata: ["channel": "\(P.channel)", "waited": "\(maxCommitWait)"])
+            stop()
+            node.requestLeave()
+            return
+        }
         if !unsent.isEmpty, now >= unsentDue {
             let failed = unsent
             unsent.removeAll()
@@ -380,6 +397,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
 
     func stop() {
         stopped = true
+        commitDeadline = .distantFuture
         let waiting = replies
         replies = [:]
         for continuation in waiting.values { continuation.resume(throwing: MeshError.stopped) }

@@ -151,4 +151,27 @@ struct OffLoopCommitTests {
         #expect(lone.node.snapshot().members.first(where: { $0.name == "gc1" })?.status == .left,
                 "a node whose store refused a write did not leave")
     }
+
+    /// A commit that never ends (a disk that stopped answering) fails closed after the runner's
+    /// bound: the submit is not acknowledged, the protocol stops and the node leaves, instead of
+    /// looking alive to membership while every swarm input waits behind the commit.
+    @Test func aCommitThatNeverEndsFailsClosedAfterItsBound() async throws {
+        let lone = try LoneNode()
+        defer { lone.stop() }
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            lone.node.post(.work({ node in
+                (node.protocols[Swarm.channel.rawValue] as? ProtocolRunner<Swarm>)?.maxCommitWait = .milliseconds(300)
+                c.resume()
+            }, refused: { _ in c.resume() }))
+        }
+        let hold = WriterHold(lone.store, limit: .seconds(20))
+        defer { hold.release() }
+        await #expect(throws: MeshError.self) { _ = try await lone.service.submit(try Self.draft()) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline, lone.node.snapshot().members.first(where: { $0.name == "gc1" })?.status != .left {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(lone.node.snapshot().members.first(where: { $0.name == "gc1" })?.status == .left,
+                "a node whose commit never ended did not leave")
+    }
 }
