@@ -15,7 +15,7 @@ public struct StoreError: Error, CustomStringConvertible, Equatable {
 ///
 /// Thread safety: a `DatabasePool` serializes writes on one writer connection and serves reads
 /// from a pool of reader connections that see the last committed transaction (WAL snapshot
-/// isolation), so `apply` may run on the mesh's thread while HTTP handlers read from NIO
+/// isolation), so `apply` may run on the swarm's writer thread while HTTP handlers read from NIO
 /// threads at the same time; a read never sees half of an `apply`.
 public final class SwarmStore: Sendable {
     /// Most tasks one `status` page holds (and the default page when tasks are asked for):
