@@ -1,3 +1,4 @@
+import Dispatch
 import StarlingCore
 
 /// Carries out a hosted protocol's `.perform(action)`s: runs a sandbox, persists a record,
@@ -5,27 +6,39 @@ import StarlingCore
 /// while goes to another thread, which hands the outcome back with `host.complete(_:)`; work
 /// that must be durable before the protocol's next effect (a `.store`) is either done
 /// synchronously inside `perform`, since the effects after it are carried out only once it
-/// returns, or staged (`stage`) and committed with the input's other writes (`commitStaged`),
-/// the effects after it being held until then.
+/// returns, or staged (`stage`) and committed with the other writes staged meanwhile
+/// (`commitStaged` on the loop thread, or `detachStaged` off it), the effects after it being
+/// held until then.
 public protocol ProtocolPerformer<Hosted> {
     associatedtype Hosted: HostedProtocol
     func perform(_ action: Hosted.Action, host: ProtocolHandle<Hosted>)
     /// Group commit: whether `action` is a durable write that this performer keeps to commit
-    /// with the other writes of the same input (`commitStaged`) instead of performing it now.
-    /// The runner then carries out nothing that follows a staged write until the commit has
-    /// returned true: the rule "nothing said before its write is durable" holds, for one
-    /// transaction (one fsync) per input instead of one per write. Default: nothing is staged.
+    /// with the other writes staged meanwhile instead of performing it now. The runner then
+    /// carries out nothing that follows a staged write until its commit has succeeded: the rule
+    /// "nothing said before its write is durable" holds, for one transaction (one fsync) per
+    /// group of writes instead of one per write. Default: nothing is staged.
     func stage(_ action: Hosted.Action) -> Bool
     /// Makes every staged write durable, all or none. False when it failed, after the performer
     /// halted the protocol (`ProtocolHandle.halt`): the effects held behind the writes are
     /// dropped. Called on the loop thread once the batch of queued inputs being fed is applied
-    /// (those queued while it ran included), before any effect held behind the writes.
+    /// (those queued while it ran included), before any effect held behind the writes; only
+    /// when `detachStaged` returned nil.
     func commitStaged(host: ProtocolHandle<Hosted>) -> Bool
+    /// Commit off the loop thread: takes the writes staged so far and returns the job that makes
+    /// them durable, all or none, which the runner runs on its writer thread (one job at a time,
+    /// in order), so a slow fsync never blocks membership or the node's other work. The job
+    /// returns false when the writes failed (after it logged why and asked the node to leave);
+    /// the runner then stops the protocol and drops every effect held behind them. While a job
+    /// runs the protocol goes on taking inputs; their effects are held, and their writes staged
+    /// for the next job: one commit then covers every input that came meanwhile.
+    /// Default: nil, the runner calls `commitStaged` on the loop thread.
+    func detachStaged() -> (@Sendable () -> Bool)?
 }
 
 extension ProtocolPerformer {
     public func stage(_ action: Hosted.Action) -> Bool { false }
     public func commitStaged(host: ProtocolHandle<Hosted>) -> Bool { true }
+    public func detachStaged() -> (@Sendable () -> Bool)? { nil }
 }
 
 /// A performer for protocols that have no actions.
@@ -100,6 +113,13 @@ protocol HostedRunner: AnyObject {
 /// carries out its effects. An effect that produces an input for the same protocol (a send to
 /// itself) queues it behind the current one instead of re-entering the state machine.
 ///
+/// Staged writes and the effects behind them (group commit): the effects of the protocol are
+/// carried out in the order it produced them, each only once every write staged before it is
+/// durable. Writes staged while no commit runs are committed when the inputs queued are fed;
+/// while a commit runs (on the writer thread, `detachStaged`), later inputs are still fed, their
+/// writes wait for the next commit and every effect waits behind the running one. Membership
+/// and the other protocols never wait for a commit.
+///
 /// A request that cannot go (no link to the peer: dead to this node, in dial backoff, queue
 /// full) gets its nil response on a later turn of the loop, never within the inputs being fed:
 /// a protocol that answers a failure by sending again to a peer it still holds up (the swarm's
@@ -117,15 +137,33 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         case performed(P.ActionOutcome)
     }
 
+    /// Writes staged and not yet durable, and the effects that came after them, in order.
+    struct Batch {
+        /// Whether any write was staged into it (the writes are the performer's until taken).
+        var hasWrites = false
+        var held: [ProtocolEffect<P>] = []
+    }
+
     unowned let node: MeshNode
     private var machine: P
     private let perform: (P.Action) -> Void
     private let stage: (P.Action) -> Bool
     private let commitStaged: () -> Bool
-    /// Writes were staged in the inputs being fed: effects are held until they are committed.
-    private var staging = false
-    /// Effects that followed a staged write, in order, until the commit.
-    private var held: [ProtocolEffect<P>] = []
+    private let detachStaged: () -> (@Sendable () -> Bool)?
+    /// Writes staged since the last commit began, and the effects that followed the first of them.
+    private var open = Batch()
+    /// The batch whose writes the writer thread is committing: its effects (and every effect
+    /// produced since, while `open` has no write) wait for it.
+    private var committing: Batch?
+    /// Runs detached commits one at a time, in order, off the loop thread.
+    private let writer: DispatchQueue
+    /// When the running commit must have ended. A commit still waiting then (a disk that stopped
+    /// answering) fails closed like a failed one: the protocol stops and the node leaves, rather
+    /// than look alive to membership while every input of this protocol waits behind it (and
+    /// the effects held grow with them).
+    private var commitDeadline = Instant.distantFuture
+    /// How long a detached commit may take (settable for tests).
+    var maxCommitWait: Duration = .seconds(30)
     private var replies: [UInt64: CheckedContinuation<P.Reply, any Error>] = [:]
     private var nextCommand: UInt64 = 1
     private var inputs: [Input] = []
@@ -140,18 +178,26 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
     static var unsentDelay: Duration { .milliseconds(1) }
 
     init(node: MeshNode, machine: P, perform: @escaping (P.Action) -> Void,
-         stage: @escaping (P.Action) -> Bool = { _ in false }, commitStaged: @escaping () -> Bool = { true }) {
+         stage: @escaping (P.Action) -> Bool = { _ in false }, commitStaged: @escaping () -> Bool = { true },
+         detachStaged: @escaping () -> (@Sendable () -> Bool)? = { nil }) {
         self.node = node
         self.machine = machine
         self.perform = perform
         self.stage = stage
         self.commitStaged = commitStaged
+        self.detachStaged = detachStaged
+        writer = DispatchQueue(label: "starling-commit-\(P.channel.rawValue)", qos: .userInitiated)
     }
 
     var maxMessageBytes: Int { min(P.maxMessageBytes, node.configuration.maxLinkFrameBytes) }
     /// A stopped protocol has no deadline (its machine no longer moves: one in the past would
     /// spin the loop).
-    var nextDeadline: Instant { stopped ? .distantFuture : min(machine.nextDeadline, unsentDue) }
+    var nextDeadline: Instant { stopped ? .distantFuture : min(machine.nextDeadline, unsentDue, commitDeadline) }
+
+    /// Whether a commit runs on the writer thread (for tests).
+    var isCommitting: Bool { committing != nil }
+    /// Effects held behind writes not yet durable (for tests).
+    var heldEffects: Int { (committing?.held.count ?? 0) + open.held.count }
 
     func feed(_ input: Input) {
         guard !stopped else { return }
@@ -159,6 +205,13 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         guard !running else { return }
         running = true
         defer { running = false }
+        drain()
+    }
+
+    /// Feeds the queued inputs; then commits what they staged, unless a commit already runs (its
+    /// end commits them). A commit on the loop thread releases its effects at once, and those
+    /// may queue more inputs (a request to this node): go round again.
+    private func drain() {
         var next = 0
         while !stopped {
             while next < inputs.count && !stopped {
@@ -166,19 +219,64 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
                 next += 1
                 execute(apply(input))
             }
-            // The writes staged by these inputs, in one transaction; then what followed them.
-            // Releasing them may queue more inputs (a request to this node): go round again.
-            guard staging, !stopped else { break }
-            staging = false
-            let release = held
-            held = []
+            guard open.hasWrites, committing == nil, !stopped else { break }
+            let batch = open
+            open = Batch()
+            if let job = detachStaged() {
+                committing = batch
+                commitDeadline = node.now + maxCommitWait
+                commitOffLoop(job)
+                if next >= inputs.count { break }
+                continue
+            }
             guard commitStaged(), !stopped else { break }
-            execute(release)
-            if next >= inputs.count && !staging { break }
+            release(batch.held)
+            if next >= inputs.count && !open.hasWrites { break }
         }
-        held = []
-        staging = false
         inputs.removeAll(keepingCapacity: inputs.count <= 1024)
+        if stopped {
+            open = Batch()
+            committing = nil
+            commitDeadline = .distantFuture
+        }
+    }
+
+    private func commitOffLoop(_ job: @escaping @Sendable () -> Bool) {
+        let node = self.node
+        writer.async {
+            let committed = job()
+            node.post(.work({ node in
+                (node.protocols[P.channel.rawValue] as? ProtocolRunner<P>)?.finishCommit(committed)
+            }, refused: { _ in }))
+        }
+    }
+
+    /// On the loop thread, when the writer thread's commit ended: its held effects go out (or,
+    /// when it failed, nothing more of this protocol does), then what was staged meanwhile is
+    /// committed in its turn.
+    private func finishCommit(_ committed: Bool) {
+        guard !stopped, let batch = committing else { return }
+        committing = nil
+        commitDeadline = .distantFuture
+        guard committed else {
+            // The job logged the failure and asked the node to leave: fail closed.
+            stop()
+            open = Batch()
+            return
+        }
+        precondition(!running, "a commit ended inside the protocol's own inputs")
+        running = true
+        defer { running = false }
+        release(batch.held)
+        drain()
+    }
+
+    /// Carries out effects whose writes are durable, in order.
+    private func release(_ effects: [ProtocolEffect<P>]) {
+        for effect in effects {
+            guard !stopped else { return }
+            carryOut(effect)
+        }
     }
 
     private func apply(_ input: Input) -> [ProtocolEffect<P>] {
@@ -194,40 +292,47 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
         }
     }
 
+    /// Stages writes, holds what follows a write not yet durable, carries out the rest.
     private func execute(_ effects: [ProtocolEffect<P>]) {
         for effect in effects {
             // A performer halted the protocol (`ProtocolHandle.halt`): nothing after that is said.
             guard !stopped else { return }
             if case .perform(let action) = effect, stage(action) {
-                staging = true
+                open.hasWrites = true
                 continue
             }
-            if staging {
-                held.append(effect)
-                continue
+            if open.hasWrites {
+                open.held.append(effect)
+            } else if committing != nil {
+                committing?.held.append(effect)
+            } else {
+                carryOut(effect)
             }
-            switch effect {
-            case .send(let message, let peer):
-                guard let bytes = encode(message) else { continue }
-                node.linkSend(bytes, channel: P.channel, to: peer)
-            case .request(let message, let peer, let id, let timeout):
-                guard let bytes = encode(message), node.linkRequest(bytes, channel: P.channel, to: peer, id: id, timeout: timeout) else {
-                    unsent.append(id)
-                    if unsentDue == .distantFuture { unsentDue = node.now + Self.unsentDelay }
-                    continue
-                }
-            case .respond(let message, let token):
-                guard let bytes = encode(message) else { continue }
-                node.linkRespond(bytes, channel: P.channel, to: token)
-            case .reply(let reply, let id):
-                guard let continuation = replies.removeValue(forKey: id.rawValue) else {
-                    node.linkMetrics.drop(P.channel, "unknown_command")
-                    continue
-                }
-                continuation.resume(returning: reply)
-            case .perform(let action):
-                perform(action)
+        }
+    }
+
+    private func carryOut(_ effect: ProtocolEffect<P>) {
+        switch effect {
+        case .send(let message, let peer):
+            guard let bytes = encode(message) else { return }
+            node.linkSend(bytes, channel: P.channel, to: peer)
+        case .request(let message, let peer, let id, let timeout):
+            guard let bytes = encode(message), node.linkRequest(bytes, channel: P.channel, to: peer, id: id, timeout: timeout) else {
+                unsent.append(id)
+                if unsentDue == .distantFuture { unsentDue = node.now + Self.unsentDelay }
+                return
             }
+        case .respond(let message, let token):
+            guard let bytes = encode(message) else { return }
+            node.linkRespond(bytes, channel: P.channel, to: token)
+        case .reply(let reply, let id):
+            guard let continuation = replies.removeValue(forKey: id.rawValue) else {
+                node.linkMetrics.drop(P.channel, "unknown_command")
+                return
+            }
+            continuation.resume(returning: reply)
+        case .perform(let action):
+            perform(action)
         }
     }
 
@@ -258,6 +363,13 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
 
     func tick() {
         let now = node.now
+        if committing != nil, now >= commitDeadline {
+            node.logger.critical("a store commit did not end in time; leaving the mesh",
+                                 metadata: ["channel": "\(P.channel)", "waited": "\(maxCommitWait)"])
+            stop()
+            node.requestLeave()
+            return
+        }
         if !unsent.isEmpty, now >= unsentDue {
             let failed = unsent
             unsent.removeAll()
@@ -285,6 +397,7 @@ final class ProtocolRunner<P: HostedProtocol>: HostedRunner {
 
     func stop() {
         stopped = true
+        commitDeadline = .distantFuture
         let waiting = replies
         replies = [:]
         for continuation in waiting.values { continuation.resume(throwing: MeshError.stopped) }
@@ -300,7 +413,8 @@ extension MeshNode {
         precondition(P.channel != .membership && protocols[P.channel.rawValue] == nil, "channel \(P.channel) is taken")
         let handle = ProtocolHandle<P>(node: self)
         let runner = ProtocolRunner(node: self, machine: hosted, perform: { performer.perform($0, host: handle) },
-                                    stage: { performer.stage($0) }, commitStaged: { performer.commitStaged(host: handle) })
+                                    stage: { performer.stage($0) }, commitStaged: { performer.commitStaged(host: handle) },
+                                    detachStaged: { performer.detachStaged() })
         protocols[P.channel.rawValue] = runner
         for member in membership.members.sorted(by: { $0.name < $1.name }) {
             reportedMembers[member.name] = ReportedMember(status: member.status, version: member.metadata.version)

@@ -83,7 +83,7 @@ final class SwarmEventStream: Sendable {
         while clock.now - started < settings.maxLifetime {
             // Read the generation before the store: a write that commits after it wakes the
             // wait below, so none slips between the read and the wait.
-            let seen = store.written.generation
+            let seen = store.written.generation(of: swarm)
             let batch: SwarmEvents?
             do { batch = try store.events(swarm, afterSeq: cursor) } catch {
                 logger.error("event stream cannot read the store", metadata: ["swarm": "\(swarm)", "error": "\(error)"])
@@ -112,8 +112,9 @@ final class SwarmEventStream: Sendable {
                 try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                 lastSent = clock.now
             }
-            // Until the store changes (or the poll interval, a bound on a missed wakeup).
-            await store.written.wait(past: seen, timeout: settings.pollInterval)
+            // Until a write to this swarm commits (or the poll interval, a bound on a missed
+            // wakeup); writes to other swarms do not wake it (`StoreSignal`).
+            await store.written.wait(for: swarm, past: seen, timeout: settings.pollInterval)
             try Task.checkCancellation()
         }
         try await writer.finish(nil)

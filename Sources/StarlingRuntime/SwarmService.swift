@@ -36,8 +36,11 @@ public final class SwarmService: SwarmGateway {
         if !stored.isEmpty {
             logger.info("swarms restored from the store", metadata: ["swarms": "\(stored.count)", "effectsDeferred": "\(restored.count)"])
         }
+        // `STARLING_SWARM_COMMIT=loop` commits on the loop thread as before (for measuring the
+        // two against each other in one binary); the default commits on the writer thread.
+        let onLoop = ProcessInfo.processInfo.environment["STARLING_SWARM_COMMIT"] == "loop"
         handle = node.register(swarm, performer: SwarmPerformer(executor: executor, store: store, node: node, logger: logger,
-                                                                staged: StagedStoreChanges()))
+                                                                staged: StagedStoreChanges(), commitsOnLoop: onLoop))
         let sockets = TaskSockets(swarms: self, logger: logger)
         executor.sockets.withLock { $0 = sockets }
     }
@@ -68,14 +71,16 @@ extension SwarmService {
     }
 }
 
-/// Store changes staged during one input, committed together at its end (loop thread only).
+/// Store changes staged and not yet handed to a commit (loop thread only).
 final class StagedStoreChanges {
     var changes: [StoreChange] = []
 }
 
 /// Carries out the swarm protocol's actions on the loop thread. Store writes are staged and
-/// committed once per input (`commitStaged`, one transaction and one fsync): a result recorded
-/// with the swarm's end, or a replica's delta of many records, was one transaction per change.
+/// committed in groups on the runner's writer thread (`detachStaged`: one transaction and one
+/// fsync for every input that came while the previous commit ran), so an fsync never blocks
+/// the loop: a result recorded with the swarm's end, or a replica's delta of many records, was
+/// one transaction per change, and every commit blocked membership for its fsync.
 struct SwarmPerformer: ProtocolPerformer {
     typealias Hosted = Swarm
     let executor: SwarmTaskExecutor
@@ -83,6 +88,8 @@ struct SwarmPerformer: ProtocolPerformer {
     let node: MeshNode
     let logger: Logger
     let staged: StagedStoreChanges
+    /// Commit on the loop thread (`commitStaged`) instead of the writer thread.
+    var commitsOnLoop = false
 
     func perform(_ action: SwarmAction, host: ProtocolHandle<Swarm>) {
         switch action {
@@ -105,20 +112,37 @@ struct SwarmPerformer: ProtocolPerformer {
         return true
     }
 
+    /// The writes staged so far as one job for the writer thread.
+    func detachStaged() -> (@Sendable () -> Bool)? {
+        guard !commitsOnLoop else { return nil }
+        let changes = staged.changes
+        staged.changes = []
+        return { [store, node, logger] in Self.commit(changes, store: store, node: node, logger: logger) }
+    }
+
+    /// On the loop thread (only when a write is performed at once, which the runner never asks).
     func commitStaged(host: ProtocolHandle<Swarm>) -> Bool {
         let changes = staged.changes
         staged.changes = []
+        guard Self.commit(changes, store: store, node: node, logger: logger) else {
+            host.halt()
+            return false
+        }
+        return true
+    }
+
+    /// All the changes in one transaction, or none and the node leaves.
+    static func commit(_ changes: [StoreChange], store: SwarmStore, node: MeshNode, logger: Logger) -> Bool {
         do {
             try store.apply(changes)
             return true
         } catch {
             // Fail closed: the protocol goes on only with what is durable. A node that cannot
             // write its store must not acknowledge anything more: it leaves the mesh, and
-            // SWIM moves its work (and its swarms' ownership) to the others.
-            // The halt drops the effects held behind these writes (the ack of a replicate, say)
-            // and every later input: nothing is said while leaving.
+            // SWIM moves its work (and its swarms' ownership) to the others. The runner stops
+            // the protocol, which drops the effects held behind these writes (the ack of a
+            // replicate, say) and every later input: nothing is said while leaving.
             logger.critical("the swarm store refused a write; leaving the mesh", metadata: ["error": "\(error)"])
-            host.halt()
             node.requestLeave()
             return false
         }

@@ -5,10 +5,10 @@ import StarlingStore
 import Synchronization
 
 /// Carries out the swarm protocol's `.run` and `.kill` actions: each attempt runs in its own
-/// bubblewrap sandbox (SandboxRunner) on a thread of its own, because a sandboxed run blocks
-/// until the task ends and the loop thread must never wait for one. The protocol never starts
-/// more attempts than the node's slots, so the threads are bounded by them; `maxConcurrent`
-/// asserts it with margin.
+/// bubblewrap sandbox (SandboxRunner) on a thread of its own (pooled: `SwarmTaskThreads`),
+/// because a sandboxed run blocks until the task ends and the loop thread must never wait for
+/// one. The protocol never starts more attempts than the node's slots, so the threads are
+/// bounded by them; `maxConcurrent` asserts it with margin.
 ///
 /// Task data (argv, env, files) goes to the sandbox only, never into this process's environment
 /// or argv: the runner hands it to the sandbox's init through a pipe.
@@ -35,12 +35,15 @@ public final class SwarmTaskExecutor: Sendable {
     let sockets = Mutex<TaskSockets?>(nil)
     /// Where each attempt's start and end are recorded (TaskAudit); nil records nothing.
     let audit: AuditLog?
+    /// The threads attempts run on, at most `maxConcurrent`.
+    let threads: SwarmTaskThreads
 
     public init(runner: SandboxRunner, nodeName: String, slots: Int, audit: AuditLog? = nil) {
         self.runner = runner
         self.nodeName = nodeName
         self.audit = audit
         maxConcurrent = slots * 2 + 16
+        threads = SwarmTaskThreads(limit: maxConcurrent)
     }
 
     /// Attempts started and not yet completed.
@@ -59,14 +62,11 @@ public final class SwarmTaskExecutor: Sendable {
             assertionFailure("swarm attempt \(key) started twice or over the slot bound")
             return complete(Self.outcome(run, .denied("this node refused a second start of the same attempt, or one over its slots", node: nodeName), attempt: run.attempt))
         }
-        let thread = Thread { [self] in
+        threads.run { [self] in
             let result = executeAudited(run, key: key)
             attempts.withLock { _ = $0.removeValue(forKey: key) }
             complete(Self.outcome(run, result, attempt: run.attempt))
         }
-        thread.name = "starling-task"
-        thread.stackSize = 1 << 20
-        thread.start()
     }
 
     /// Kills the attempt if it runs; one not yet started never starts. Its completion follows.

@@ -15,7 +15,7 @@ public struct StoreError: Error, CustomStringConvertible, Equatable {
 ///
 /// Thread safety: a `DatabasePool` serializes writes on one writer connection and serves reads
 /// from a pool of reader connections that see the last committed transaction (WAL snapshot
-/// isolation), so `apply` may run on the mesh's thread while HTTP handlers read from NIO
+/// isolation), so `apply` may run on the swarm's writer thread while HTTP handlers read from NIO
 /// threads at the same time; a read never sees half of an `apply`.
 public final class SwarmStore: Sendable {
     /// Most tasks one `status` page holds (and the default page when tasks are asked for):
@@ -33,7 +33,7 @@ public final class SwarmStore: Sendable {
 
     /// Shared with `AuditLog`, so that both write through one writer connection.
     let pool: DatabasePool
-    /// Bumped after every committed write: what event streams wait on.
+    /// Bumped after every committed write, per swarm touched: what event streams wait on.
     public let written = StoreSignal()
     public let path: String
 
@@ -82,11 +82,19 @@ public final class SwarmStore: Sendable {
             try pool.write { db in
                 for change in changes { try Self.apply(change, in: db) }
             }
-            written.bump()
+            written.bump(swarms: Set(changes.map(Self.swarm(of:))))
         } catch let error as StoreError {
             throw error
         } catch {
             throw StoreError("store write failed: \(error)")
+        }
+    }
+
+    /// The swarm whose readers a change concerns (a child link: its parent's).
+    private static func swarm(of change: StoreChange) -> SwarmID {
+        switch change {
+        case .swarm(let definition, _, _): definition.id
+        case .task(let swarm, _, _), .swarmState(let swarm, _, _), .child(let swarm, _): swarm
         }
     }
 
