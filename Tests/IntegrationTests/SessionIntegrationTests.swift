@@ -1,0 +1,144 @@
+import Foundation
+import Glibc
+import Synchronization
+import Testing
+
+/// A tiny HTTP server on 127.0.0.1 that records the path of every request: the "external
+/// service" that effects call, so the test can count how often each key reached it.
+final class RecordingHTTPServer: Sendable {
+    let port: UInt16
+    private let fd: Int32
+    let paths = Mutex<[String]>([])
+    private let stopped = Mutex(false)
+
+    init() throws {
+        let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var bound: UInt16 = 0
+        for _ in 0..<20 {
+            let p = freePort()
+            let ok = withLoopback(port: p) { bind(sock, $0, $1) } == 0
+            if ok { bound = p; break }
+        }
+        guard bound != 0, listen(sock, 64) == 0 else { close(sock); throw StartFailed(description: "the recording server cannot listen") }
+        fd = sock
+        port = bound
+        let thread = Thread { [self] in serve() }
+        thread.start()
+    }
+
+    private func serve() {
+        while !stopped.withLock({ $0 }) {
+            let client = accept(fd, nil, nil)
+            if client < 0 { if stopped.withLock({ $0 }) { return }; continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var request: [UInt8] = []
+            while !request.contains(10) {
+                let n = read(client, &buffer, buffer.count)
+                if n <= 0 { break }
+                request += buffer[0..<n]
+            }
+            let line = String(decoding: request.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
+            let parts = line.split(separator: " ")
+            if parts.count >= 2 { paths.withLock { $0.append(String(parts[1])) } }
+            let answer = Array("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8)
+            _ = answer.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+            close(client)
+        }
+    }
+
+    func stop() {
+        stopped.withLock { $0 = true }
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+}
+
+@Suite("Sessions across real nodes", .serialized)
+struct SessionIntegrationTests {
+    /// Retries a request while the mesh answers "try again" (503) or cannot yet find the
+    /// session (404 during a takeover), up to a deadline.
+    func call(_ port: UInt16, _ method: String, _ path: String, json: Any? = nil, seconds: Double = 30) throws -> (Int, [String: Any]) {
+        let deadline = Date().addingTimeInterval(seconds)
+        var last = (0, Data())
+        repeat {
+            last = httpCall(port: port, method: method, path: path, json: json, timeout: 20)
+            if last.0 != 503 && last.0 != 0 && !(last.0 == 404 && method == "GET") { break }
+            usleep(200_000)
+        } while Date() < deadline
+        return (last.0, jsonObject(last.1))
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func aSessionSurvivesItsOwnersKillAndNoEffectRunsTwice() throws {
+        let server = try RecordingHTTPServer()
+        defer { server.stop() }
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["n1", "n2", "n3", "n4"])
+        let entry = nodes[0]
+
+        let (createStatus, created) = try call(entry.apiPort, "POST", "/v1/sessions", json: ["id": "agent-1"])
+        #expect(createStatus == 201, "create: \(created)")
+        let ownerName = try #require(created["owner"] as? String)
+        let owner = try #require(nodes.first { $0.name == ownerName })
+
+        for i in 1...20 {
+            let (status, body) = try call(entry.apiPort, "POST", "/v1/sessions/agent-1/checkpoint", json: ["state": ["step": i, "note": "state \(i)"]])
+            #expect(status == 200, "checkpoint \(i): \(body)")
+            #expect((body["seq"] as? Int) == i + 1)
+        }
+        let script = "exec 3<>/dev/tcp/127.0.0.1/\(server.port) && printf 'GET /effect/%s HTTP/1.0\\r\\n\\r\\n' \"$STARLING_EFFECT_KEY\" >&3 && cat <&3"
+        for k in 1...5 {
+            let (status, body) = try call(entry.apiPort, "POST", "/v1/sessions/agent-1/actions",
+                                          json: ["key": "k\(k)", "argv": ["bash", "-c", script], "net": "host"])
+            #expect(status == 200, "effect k\(k): \(body)")
+            #expect((body["replayed"] as? Bool) == false)
+            let result = body["result"] as? [String: Any] ?? [:]
+            #expect((result["exitCode"] as? Int) == 0, "effect k\(k): \(result)")
+            #expect((result["stdout"] as? String)?.hasSuffix("ok") == true)
+        }
+        #expect(server.paths.withLock { $0.count } == 5)
+
+        owner.signal(SIGKILL)
+        _ = owner.waitForExit(seconds: 10)
+        let survivor = try #require(nodes.first { $0.name != ownerName })
+
+        let started = Date()
+        var view: [String: Any] = [:]
+        try waitUntil("a survivor serves the session again", seconds: 60) {
+            let (status, body) = httpCall(port: survivor.apiPort, method: "GET", path: "/v1/sessions/agent-1", timeout: 20)
+            guard status == 200 else { return false }
+            view = jsonObject(body)
+            return true
+        }
+        let resumeMs = Int(Date().timeIntervalSince(started) * 1000)
+        print("SESSION-RESUME-MS \(resumeMs)")
+        let state = view["state"] as? [String: Any] ?? [:]
+        #expect((state["step"] as? Int) == 20, "state after resume: \(view)")
+        #expect((view["seq"] as? Int) == 1 + 20 + 10)
+        #expect(view["owner"] as? String != ownerName)
+        let journal = view["journal"] as? [[String: Any]] ?? []
+        #expect(journal.compactMap { $0["key"] as? String }.sorted() == ["k1", "k2", "k3", "k4", "k5"])
+        #expect(journal.allSatisfy { ($0["outcome"] as? String) == "done" })
+
+        for k in 1...5 {
+            let (status, body) = try call(survivor.apiPort, "POST", "/v1/sessions/agent-1/actions",
+                                          json: ["key": "k\(k)", "argv": ["bash", "-c", script], "net": "host"])
+            #expect(status == 200, "replay k\(k): \(body)")
+            #expect((body["replayed"] as? Bool) == true)
+        }
+        let seen = server.paths.withLock { $0 }
+        #expect(seen.sorted() == (1...5).map { "/effect/agent-1/k\($0)" }, "the service saw \(seen)")
+
+        // Reads page the journal; a delete through any node removes the session.
+        let (pageStatus, page) = try call(survivor.apiPort, "GET", "/v1/sessions/agent-1?since=30")
+        #expect(pageStatus == 200)
+        #expect((page["journal"] as? [Any])?.count == 1)
+        let (deleteStatus, _) = try call(survivor.apiPort, "DELETE", "/v1/sessions/agent-1")
+        #expect(deleteStatus == 204)
+        let (goneStatus, _) = try call(survivor.apiPort, "GET", "/v1/sessions/agent-1", seconds: 1)
+        #expect(goneStatus == 404)
+    }
+}
