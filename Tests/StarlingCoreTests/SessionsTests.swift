@@ -311,11 +311,9 @@ struct SessionMesh {
         let replica = mesh.replica(of: "s1")!
         let image = mesh.nodes[owner]!.image(of: "s1")!
         var n = mesh.nodes[replica]!
-        // The owner is gone in the replica's view, and another node prepares epoch 5: the
-        // replica promises it (while the owner is alive it would name the owner instead).
-        _ = n.membershipChanged(.updated(SessionMesh.view(owner, .dead)), now: mesh.now)
-        let other = mesh.nodes.keys.sorted().first { $0 != owner && $0 != replica }!
-        guard case .perform(.persist(.promise(_, 5, _), _))? = n.request(.prepare(session: "s1", epoch: 5), from: other, token: RequestToken(rawValue: 1), now: mesh.now).first else {
+        // Epoch 5 is prepared (by the owner itself here: a replica promises a live owner's
+        // prepare, and names the owner to anyone else): the replica promises it.
+        guard case .perform(.persist(.promise(_, 5, _), _))? = n.request(.prepare(session: "s1", epoch: 5), from: owner, token: RequestToken(rawValue: 1), now: mesh.now).first else {
             Issue.record("no promise"); return
         }
         // The old owner's next record (epoch 1) is fenced.
@@ -328,7 +326,8 @@ struct SessionMesh {
         }
         #expect(n.counters.stale == 1)
         // So is a prepare of an older epoch, and an install of one.
-        guard case .respond(.stale, _)? = n.request(.prepare(session: "s1", epoch: 4), from: owner, token: RequestToken(rawValue: 3), now: mesh.now).first,
+        let other = mesh.nodes.keys.sorted().first { $0 != owner && $0 != replica }!
+        guard case .respond(.stale, _)? = n.request(.prepare(session: "s1", epoch: 4), from: other, token: RequestToken(rawValue: 3), now: mesh.now).first,
               case .respond(.stale, _)? = n.request(.install(image), from: owner, token: RequestToken(rawValue: 4), now: mesh.now).first else {
             Issue.record("an older prepare or install was not refused"); return
         }
