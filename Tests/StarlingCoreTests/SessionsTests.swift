@@ -379,6 +379,20 @@ struct SessionMesh {
         #expect(view.state == Array("2".utf8))
     }
 
+    @Test func aWriteThatReachesNoMajorityIsNeverAcknowledged() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        // The links to both replicas break before membership notices anything.
+        mesh.partition = [[owner], Set(mesh.nodes.keys).subtracting([owner])]
+        let reply = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8)))
+        guard case .unavailable? = reply else { Issue.record("a write stored only by its owner was answered \(String(describing: reply))"); return }
+        // Healed, it is served again under a new epoch, and the write that was refused may or
+        // may not be in it, but every acknowledged one is.
+        mesh.partition = nil
+        mesh.tick(seconds: 3)
+        guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("2".utf8))) else { Issue.record("not served after the heal"); return }
+    }
+
     @Test func theCodecIsTotal() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3"])
         let owner = try Self.created(&mesh, "s1")
