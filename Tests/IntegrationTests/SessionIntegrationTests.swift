@@ -140,6 +140,19 @@ struct SessionIntegrationTests {
         let seen = server.paths.withLock { $0 }
         #expect(seen.sorted() == (1...5).map { "/effect/agent-1/k\($0)" }, "the service saw \(seen)")
 
+        // The dead owner's audit log recorded every checkpoint and effect it signed.
+        let audit = try runCLI(["audit", "export", "--data", owner.dataDir])
+        let kinds = audit.out.split(separator: "\n").compactMap { jsonObject(Data($0.utf8))["kind"] as? String }
+        #expect(kinds.filter { $0 == "session.checkpoint" }.count == 20, "audit kinds: \(Set(kinds))")
+        #expect(kinds.filter { $0 == "session.effect.result" }.count == 5)
+        #expect(kinds.filter { $0 == "effect.start" }.count == 5)
+        #expect(!audit.out.contains("state 20"), "a state's content reached the audit log")
+
+        // The CLI reads it through any node.
+        let shown = try runCLI(["session", "show", "agent-1", "--json", "--api", "127.0.0.1:\(survivor.apiPort)"])
+        #expect(shown.status == 0, "\(shown.err)")
+        #expect((jsonObject(Data(shown.out.utf8))["seq"] as? Int) == 31)
+
         // Reads page the journal; a delete through any node removes the session.
         let (pageStatus, page) = try call(survivor.apiPort, "GET", "/v1/sessions/agent-1?since=30")
         #expect(pageStatus == 200)
@@ -148,5 +161,29 @@ struct SessionIntegrationTests {
         #expect(deleteStatus == 204)
         let (goneStatus, _) = try call(survivor.apiPort, "GET", "/v1/sessions/agent-1", seconds: 1)
         #expect(goneStatus == 404)
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func anOwnerRestartedOnItsDataServesItsSessionAgain() throws {
+        let cluster = try LocalCluster()
+        defer { cluster.shutdown() }
+        let nodes = try cluster.startMesh(["r1", "r2", "r3"])
+        let (status, created) = try call(nodes[0].apiPort, "POST", "/v1/sessions", json: ["id": "restart-1"])
+        #expect(status == 201, "create: \(created)")
+        for i in 1...3 {
+            let (s, body) = try call(nodes[0].apiPort, "POST", "/v1/sessions/restart-1/checkpoint", json: ["state": ["i": i]])
+            #expect(s == 200, "\(body)")
+        }
+        // The whole mesh stops and starts again on its data (SIGTERM: a leave).
+        for node in nodes { node.signal(SIGTERM) }
+        for node in nodes { _ = node.waitForExit(seconds: 15) }
+        let seed = try cluster.start("r1")
+        var again = [seed]
+        for name in ["r2", "r3"] { again.append(try cluster.start(name, join: [seed])) }
+        try waitUntil("3 alive", seconds: 15) { again.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 3 } }
+        let (s, view) = try call(again[1].apiPort, "GET", "/v1/sessions/restart-1", seconds: 30)
+        #expect(s == 200, "\(view)")
+        #expect(((view["state"] as? [String: Any])?["i"] as? Int) == 3)
+        #expect((view["epoch"] as? Int ?? 0) >= 2)
     }
 }

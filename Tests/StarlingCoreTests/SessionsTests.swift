@@ -393,6 +393,32 @@ struct SessionMesh {
         guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("2".utf8))) else { Issue.record("not served after the heal"); return }
     }
 
+    @Test func aRestartedNodeRestoresItsSessionsAndResumesUnderANewEpoch() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        for i in 1...3 { _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("\(i)".utf8))) }
+        // Every node restarts from what it stored (here: its image), and hears of the others.
+        for name in mesh.nodes.keys.sorted() {
+            var fresh = Sessions(myName: name, crypto: mesh.crypto[name]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
+            fresh.restore([mesh.nodes[name]!.image(of: "s1")!])
+            #expect(fresh.served.isEmpty)
+            mesh.nodes[name] = fresh
+        }
+        for name in mesh.nodes.keys.sorted() {
+            for other in mesh.nodes.keys.sorted() {
+                var n = mesh.nodes[name]!
+                let effects = n.membershipChanged(.updated(SessionMesh.view(other, .alive)), now: mesh.now)
+                mesh.nodes[name] = n
+                mesh.deliver(name, effects)
+            }
+        }
+        mesh.run()
+        mesh.tick(seconds: 2)
+        #expect(mesh.owner(of: "s1") == owner)
+        guard case .view(let view)? = mesh.command(owner, .show(id: "s1", since: 0)) else { Issue.record("not served after restart"); return }
+        #expect(view.state == Array("3".utf8) && view.epoch >= 2)
+    }
+
     @Test func theCodecIsTotal() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3"])
         let owner = try Self.created(&mesh, "s1")
