@@ -144,6 +144,8 @@ struct SessionRoutes: Sendable {
             throw SwarmRoutes.unavailable(reason)
         case .rejected(let reason):
             throw HTTPError(.badRequest, message: reason)
+        case .stats:
+            throw SwarmRoutes.unavailable("the session protocol answered something else")
         }
     }
 

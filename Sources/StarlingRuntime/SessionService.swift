@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import StarlingCore
 import StarlingCrypto
 import StarlingSandbox
@@ -49,6 +50,7 @@ public final class SessionService: SessionGateway {
         let effects = SessionEffectRunner(runner: runner, nodeName: nodeName, slots: node.configuration.slots, audit: audit, logger: logger)
         handle = node.register(sessions, performer: SessionPerformer(store: self.store, audit: audit, effects: effects, node: node,
                                                                      myName: nodeName, logger: logger))
+        SessionMetrics.follow(handle)
     }
 
     public func command(_ command: SessionCommand) async throws -> SessionReply { try await handle.command(command) }
@@ -130,4 +132,38 @@ struct SessionPerformer: ProtocolPerformer {
 /// Set once a session write failed: nothing written after it is ever reported durable.
 final class SessionWriteLatch: Sendable {
     let failed = Mutex(false)
+}
+
+/// The protocol's counters as Prometheus gauges, read every 2 s through a `stats` command (the
+/// counters live in the protocol's value on the loop thread): records refused as forged, stale
+/// (fencing) or off the chain, effect keys answered "unknown", takeovers led, times fenced, and
+/// the sessions held and served. Stops when the node stops.
+enum SessionMetrics {
+    static func follow(_ handle: ProtocolHandle<Sessions>) {
+        let refusedForged = Gauge(label: "starling_session_records_refused", dimensions: [("reason", "forged")])
+        let refusedStale = Gauge(label: "starling_session_records_refused", dimensions: [("reason", "stale_epoch")])
+        let refusedChain = Gauge(label: "starling_session_records_refused", dimensions: [("reason", "out_of_chain")])
+        let unknown = Gauge(label: "starling_session_unknown_outcomes")
+        let takeovers = Gauge(label: "starling_session_takeovers")
+        let fenced = Gauge(label: "starling_session_fenced")
+        let held = Gauge(label: "starling_sessions_held")
+        let served = Gauge(label: "starling_sessions_served")
+        Task.detached {
+            while true {
+                try? await Task.sleep(for: .seconds(2))
+                guard case .stats(let c, let h, let s)? = try? await handle.command(.stats) else {
+                    if (try? await handle.command(.stats)) == nil { return }
+                    continue
+                }
+                refusedForged.record(c.forged)
+                refusedStale.record(c.stale)
+                refusedChain.record(c.outOfChain)
+                unknown.record(c.unknownOutcomes)
+                takeovers.record(c.takeovers)
+                fenced.record(c.fenced)
+                held.record(h)
+                served.record(s)
+            }
+        }
+    }
 }

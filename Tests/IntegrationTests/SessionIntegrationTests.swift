@@ -140,6 +140,12 @@ struct SessionIntegrationTests {
         let seen = server.paths.withLock { $0 }
         #expect(seen.sorted() == (1...5).map { "/effect/agent-1/k\($0)" }, "the service saw \(seen)")
 
+        // The new owner says, in its metrics, that it led a takeover and serves the session.
+        let newOwner = try #require(nodes.first { $0.name == view["owner"] as? String })
+        try waitUntil("the new owner's metrics show the takeover", seconds: 10) {
+            newOwner.metric("starling_session_takeovers") >= 1 && newOwner.metric("starling_sessions_served") >= 1
+        }
+
         // The dead owner's audit log recorded every checkpoint and effect it signed.
         let audit = try runCLI(["audit", "export", "--data", owner.dataDir])
         let kinds = audit.out.split(separator: "\n").compactMap { jsonObject(Data($0.utf8))["kind"] as? String }

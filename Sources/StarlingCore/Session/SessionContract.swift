@@ -10,6 +10,8 @@ public enum SessionCommand: Sendable, Equatable {
     case act(id: String, key: String, task: [UInt8])
     case show(id: String, since: UInt64)
     case delete(id: String)
+    /// What this node counted, and how many sessions it holds and serves (for metrics).
+    case stats
 }
 
 public enum SessionReply: Sendable, Equatable {
@@ -34,6 +36,7 @@ public enum SessionReply: Sendable, Equatable {
     case unavailable(String)
     /// Refused for good: over a bound of the session.
     case rejected(String)
+    case stats(SessionCounters, held: Int, served: Int)
 }
 
 /// One journal entry: an effect, by its key.

@@ -122,6 +122,8 @@ public struct Sessions: HostedProtocol {
         switch command {
         case .create(let sid, let options, let forwarded):
             return create(sid, options: options, forwarded: forwarded, command: id)
+        case .stats:
+            return [.reply(.stats(counters, held: held.count, served: held.values.filter { $0.lead?.phase == .serving }.count), to: id)]
         case .checkpoint(let sid, _), .act(let sid, _, _), .delete(let sid), .show(let sid, _):
             guard var h = held[sid] else { return [.reply(.notHere, to: id)] }
             // A deleted session is gone wherever its tombstone is held, led or not.
@@ -195,7 +197,7 @@ public struct Sessions: HostedProtocol {
             return beginWrite(sid, kind: .effectStarted, key: key, content: task, then: .startEffect(id, key: key, task: task))
         case .delete:
             return beginWrite(sid, kind: .delete, key: "", content: [], then: .reply(id, .deleted))
-        case .create, .show:
+        case .create, .show, .stats:
             return [.reply(.unavailable("not a write"), to: id)]
         }
     }
