@@ -383,6 +383,7 @@ public struct Sessions: HostedProtocol {
             let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && alive.contains($0) }.count
             if promisedOld + open < t.oldSet.count / 2 + 1 {
                 h.lead = nil
+                if let hint = t.ownerHint { h.owner = hint }
                 h.quietUntil = now + settings.retryInterval
                 held[sid] = h
             }
@@ -554,15 +555,19 @@ public struct Sessions: HostedProtocol {
             }
             counters.fenced += 1
             return effects
-        case (.prepare, .ownedBy(let sid, let epoch, let owner)?) where sid == o.session:
-            let effects = stepDown(o.session, reason: "\(owner) owns the session")
-            if var h = held[o.session] {
-                h.epoch = max(h.epoch, epoch)
-                h.owner = owner
-                h.quietUntil = now + settings.retryInterval
-                held[o.session] = h
-            }
-            return effects
+        case (.prepare(let attempt), .ownedBy(let sid, _, let owner)?) where sid == o.session && attempt == h.epoch:
+            // A refusal is one vote fewer, not the end: the others may still make a majority
+            // (the simulator found two nodes each deferring to the other when this gave up at
+            // once). If the takeover fails, this node defers to the owner named.
+            guard case .preparing(var t) = lead.phase else { return [] }
+            t.failed.insert(o.peer)
+            t.ownerHint = owner
+            var h = h
+            var lead = lead
+            lead.phase = .preparing(t)
+            h.lead = lead
+            held[o.session] = h
+            return advanceTakeover(o.session, now: now)
         case (.prepare(let epoch), .promised(let sid, let image)?) where sid == o.session && epoch == h.epoch:
             guard case .preparing(var t) = lead.phase else { return [] }
             t.promised.insert(o.peer)
@@ -653,6 +658,8 @@ extension Sessions {
         var promised: Set<PeerName>
         var images: [SessionImage]
         var failed: Set<PeerName> = []
+        /// The owner a refusing replica named, deferred to if this takeover fails.
+        var ownerHint: PeerName?
     }
 
     enum Phase: Sendable, Equatable {
