@@ -191,5 +191,16 @@ struct SessionIntegrationTests {
         #expect(s == 200, "\(view)")
         #expect(((view["state"] as? [String: Any])?["i"] as? Int) == 3)
         #expect((view["epoch"] as? Int ?? 0) >= 2)
+
+        // The CLI, through a node that may not own the session.
+        let api = "127.0.0.1:\(again[2].apiPort)"
+        let checkpoint = try runCLI(["session", "checkpoint", "restart-1", "--state", #"{"i": 4}"#, "--api", api])
+        #expect(checkpoint.status == 0 && checkpoint.out.hasPrefix("seq 5 "), "\(checkpoint)")
+        let first = try runCLI(["session", "act", "restart-1", "--key", "greet", "--api", api, "--", "/bin/echo", "hello"])
+        #expect(first.status == 0 && first.out == "hello\n" && !first.err.contains("replayed"), "\(first)")
+        let second = try runCLI(["session", "act", "restart-1", "--key", "greet", "--api", api, "--", "/bin/echo", "other"])
+        #expect(second.status == 0 && second.out == "hello\n" && second.err.contains("replayed"), "\(second)")
+        let shown = try runCLI(["session", "show", "restart-1", "--api", api])
+        #expect(shown.status == 0 && shown.out.contains(#"state {"i":4}"#) && shown.out.contains("greet done"), "\(shown)")
     }
 }
