@@ -78,7 +78,7 @@ let package = Package(
             ],
             path: "Simulations/starling-sim"),
 
-        .testTarget(name: "StarlingCoreTests", dependencies: ["StarlingCore"]),
+        .testTarget(name: "StarlingCoreTests", dependencies: ["StarlingCore", "StarlingCrypto"]),
         .testTarget(name: "StarlingCryptoTests", dependencies: ["StarlingCrypto"]),
         .testTarget(name: "SimulationTests", dependencies: ["StarlingSimulation", "StarlingCore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["StarlingCore", "StarlingCrypto", "StarlingRuntime", "StarlingStore"]),

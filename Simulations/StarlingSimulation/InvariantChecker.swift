@@ -306,4 +306,6 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public var protocolCounters: [String: Int]? = nil
     /// The swarm scenarios' figures (absent in the others).
     public var swarm: SwarmReport? = nil
+    /// The session scenarios' counts (absent in the others).
+    public var sessions: [String: Int]? = nil
 }

@@ -18,12 +18,15 @@ public struct Scenario: Sendable {
     let plan: @Sendable (Int, MembershipSettings, inout DeterministicRNG) -> Plan
     /// Hosts the `Swarm` protocol on every node and submits `SimulationConfig.swarm`'s workload.
     public let hostsSwarm: Bool
+    /// Hosts the `Sessions` protocol on every node with `SessionEnvironment`'s workload.
+    public let hostsSessions: Bool
 
-    init(name: String, summary: String, hostsSwarm: Bool = false,
+    init(name: String, summary: String, hostsSwarm: Bool = false, hostsSessions: Bool = false,
          plan: @escaping @Sendable (Int, MembershipSettings, inout DeterministicRNG) -> Plan) {
         self.name = name
         self.summary = summary
         self.hostsSwarm = hostsSwarm
+        self.hostsSessions = hostsSessions
         self.plan = plan
     }
 
@@ -112,5 +115,5 @@ public struct Scenario: Sendable {
         Scenario(name: "negative-control", summary: "one node is cut off for good: the checker must report non-convergence (exits 1)") { n, _, rng in
             Plan(faults: pick(1, of: n, &rng).map { ScheduledFault(10, .isolate($0)) }, loss: nil, strictFalsePositives: true)
         },
-    ] + swarmScenarios
+    ] + swarmScenarios + sessionScenarios
 }

@@ -112,8 +112,13 @@ public final class Simulator {
             initialMetadata = MemberMetadata(slots: config.swarm.slots, free: config.swarm.slots,
                                              memoryMB: config.swarm.memoryMB, freeMemoryMB: config.swarm.memoryMB)
         }
+        var sessionSetup: SessionEnvironment?
+        if scenario.hostsSessions {
+            sessionSetup = SessionEnvironment(nodes: config.nodes, lastFaultPeriod: plan.lastFaultPeriod,
+                                              convergencePeriods: bounds.convergencePeriods, period: config.settings.probeInterval)
+        }
         membershipEndPeriod = membershipEnd
-        endPeriod = config.periods ?? max(membershipEnd, swarmSetup?.1 ?? 0)
+        endPeriod = config.periods ?? max(membershipEnd, swarmSetup?.1 ?? 0, sessionSetup?.deadlinePeriod ?? 0)
         checker = InvariantChecker(nodes: config.nodes, bounds: bounds, strict: plan.strictFalsePositives,
                                    lastFaultPeriod: plan.lastFaultPeriod, recordTimeline: config.recordTimeline)
         checker.faultMarks = plan.faults.map { ($0.period, $0.fault.description) }
@@ -136,6 +141,7 @@ public final class Simulator {
             swarm = env
             register(ProtocolHost(env))
         }
+        if let sessionSetup { register(ProtocolHost(sessionSetup)) }
     }
 
     /// Hosts a protocol on every node from now on: its instances are made, told every member,

@@ -19,6 +19,8 @@ public struct APIServer: Sendable {
     /// cancels answer 503 and reads find nothing).
     let swarms: (any SwarmGateway)?
     let swarmEvents: SwarmEventSettings
+    /// The mesh's sessions, for the session routes; nil: they answer 503 (404 when forwarded).
+    let sessions: (any SessionGateway)?
 
     /// Bounds on what clients may hold open: without them a stranger could keep thousands of idle
     /// connections (each a descriptor the mesh's own sockets also need) for as long as it likes.
@@ -40,8 +42,9 @@ public struct APIServer: Sendable {
 
     public init(node: MeshNode, registry: PrometheusCollectorRegistry, host: String, port: Int,
                 limits: Limits = Limits(), swarms: (any SwarmGateway)? = nil,
-                swarmEvents: SwarmEventSettings = SwarmEventSettings(), logger: Logger) {
+                swarmEvents: SwarmEventSettings = SwarmEventSettings(), sessions: (any SessionGateway)? = nil, logger: Logger) {
         self.node = node
+        self.sessions = sessions
         self.swarms = swarms
         self.swarmEvents = swarmEvents
         self.registry = registry
@@ -73,6 +76,7 @@ public struct APIServer: Sendable {
         }
         SwarmRoutes(gateway: swarms, forwarder: SwarmForwarder(logger: logger), events: swarmEvents, logger: logger)
             .register(on: router)
+        SessionRoutes(gateway: sessions, logger: logger).register(on: router)
         return router
     }
 

@@ -171,12 +171,103 @@ public enum OpenAPIDocument {
           "503": {"$ref": "#/components/responses/Unavailable"}
         }
       }
+    },
+    "/v1/sessions": {
+      "post": {
+        "operationId": "createSession",
+        "summary": "Create a session; answered once a majority of its replica set stored its creation",
+        "requestBody": {
+          "required": false,
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionCreate"}}}
+        },
+        "responses": {
+          "201": {"description": "Created.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionCreated"}}}},
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "409": {"description": "A session with this id exists.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "413": {"$ref": "#/components/responses/TooLarge"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/sessions/{id}": {
+      "get": {
+        "operationId": "getSession",
+        "summary": "A session's latest state, seq, hash, signer and journal (entries after since)",
+        "parameters": [
+          {"$ref": "#/components/parameters/SessionID"},
+          {"name": "since", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "maximum": 9223372036854775807}}
+        ],
+        "responses": {
+          "200": {"description": "The session as its owner serves it (what a majority stored).",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Session"}}}},
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      },
+      "delete": {
+        "operationId": "deleteSession",
+        "summary": "Delete a session",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "responses": {
+          "204": {"description": "Deleted."},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/sessions/{id}/checkpoint": {
+      "post": {
+        "operationId": "checkpointSession",
+        "summary": "Record a state; answered once a majority of the replica set stored it",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "requestBody": {
+          "required": true,
+          "content": {"application/json": {"schema": {"type": "object", "required": ["state"], "properties": {"state": {}}}}}
+        },
+        "responses": {
+          "200": {"description": "Stored by a majority.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionRecorded"}}}},
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "413": {"$ref": "#/components/responses/TooLarge"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/sessions/{id}/actions": {
+      "post": {
+        "operationId": "actInSession",
+        "summary": "Run an effect once per key; a key already recorded returns its result with replayed true",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "requestBody": {
+          "required": true,
+          "content": {"application/json": {"schema": {"allOf": [
+            {"$ref": "#/components/schemas/Task"},
+            {"type": "object", "required": ["key"], "properties": {"key": {"type": "string", "pattern": "^[!-~]{1,128}$"}}}
+          ]}}}
+        },
+        "responses": {
+          "200": {"description": "The effect's result (run now, or recorded before: replayed).",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionActed"}}}},
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "409": {"description": "The effect runs now (outcome running), or its start was recorded and its result never was (outcome unknown): it is never run again.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionEffectPending"}}}},
+          "413": {"$ref": "#/components/responses/TooLarge"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
     }
   },
   "components": {
     "parameters": {
       "SwarmID": {"name": "id", "in": "path", "required": true, "description": "16 lowercase hex digits.",
-                  "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}}
+                  "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"}},
+      "SessionID": {"name": "id", "in": "path", "required": true, "description": "1 to 64 of [A-Za-z0-9._-].",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}
     },
     "responses": {
       "BadRequest": {"description": "The request is malformed; the error says why.",
@@ -349,6 +440,73 @@ public enum OpenAPIDocument {
           "nextOffset": {"type": "integer", "minimum": 0, "description": "Offset of the next page, when there is one."},
           "parent": {"type": "object", "required": ["swarm", "task"], "description": "For a sub-swarm: the swarm and task index that spawned it through its socket.",
                      "properties": {"swarm": {"type": "string"}, "task": {"type": "integer", "minimum": 0}}}
+        }
+      },
+      "SessionCreate": {
+        "type": "object",
+        "properties": {
+          "id": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,64}$", "description": "Default: 16 random hex digits."},
+          "policy": {"oneOf": [{"$ref": "#/components/schemas/Policy"}, {"type": "null"}]}
+        }
+      },
+      "SessionCreated": {
+        "type": "object",
+        "required": ["id", "owner"],
+        "properties": {"id": {"type": "string"}, "owner": {"type": "string"}}
+      },
+      "SessionRecorded": {
+        "type": "object",
+        "required": ["seq", "hash"],
+        "properties": {"seq": {"type": "integer", "minimum": 1}, "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+      },
+      "SessionActed": {
+        "type": "object",
+        "required": ["key", "replayed", "outcome", "result"],
+        "properties": {
+          "key": {"type": "string"},
+          "replayed": {"type": "boolean"},
+          "outcome": {"const": "done"},
+          "result": {"$ref": "#/components/schemas/TaskResult"}
+        }
+      },
+      "SessionEffectPending": {
+        "type": "object",
+        "required": ["error", "key", "outcome"],
+        "properties": {
+          "error": {"type": "string"},
+          "key": {"type": "string"},
+          "outcome": {"enum": ["running", "unknown"]},
+          "startedSeq": {"type": "integer", "minimum": 1}
+        }
+      },
+      "Session": {
+        "type": "object",
+        "required": ["id", "owner", "replicas", "seq", "state", "hash", "signer", "journal"],
+        "properties": {
+          "id": {"type": "string"},
+          "owner": {"type": "string"},
+          "replicas": {"type": "array", "items": {"type": "string"}},
+          "epoch": {"type": "integer", "minimum": 0},
+          "seq": {"type": "integer", "minimum": 0},
+          "state": {"description": "The latest checkpoint's JSON; null before the first."},
+          "stateSeq": {"type": "integer", "minimum": 0},
+          "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+          "signer": {"type": "string"},
+          "journal": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "required": ["seq", "key", "result"],
+              "properties": {
+                "seq": {"type": "integer", "minimum": 1},
+                "key": {"type": "string"},
+                "startedSeq": {"type": "integer", "minimum": 1},
+                "outcome": {"enum": ["done", "running", "unknown"]},
+                "result": {"oneOf": [{"$ref": "#/components/schemas/TaskResult"}, {"type": "null"}]}
+              }
+            }
+          },
+          "journalMore": {"type": "boolean"}
         }
       },
       "SwarmList": {

@@ -64,6 +64,7 @@ enum StoreSchema {
                 """)
         }
         migrator.registerMigration("v4-audit") { db in try AuditSchema.create(db) }
+        migrator.registerMigration("v5-sessions") { db in try SessionSchema.create(db) }
         return migrator
     }
 }

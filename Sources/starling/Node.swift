@@ -185,6 +185,7 @@ struct Node: AsyncParsableCommand {
         AuditWitnessService.register(on: node, audit: audit, interval: .milliseconds(Int64(auditHeadInterval * 1000)), logger: logger)
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
                                       requestTimeout: .milliseconds(swarmRequestTimeoutMs), logger: logger, audit: audit)
+        let sessions = try SessionService(node: node, store: store, identity: identity, runner: runner, audit: audit, logger: logger)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
             Glibc.exit(0)
@@ -192,6 +193,6 @@ struct Node: AsyncParsableCommand {
         try await APIServer(node: node, registry: registry, host: apiAddress.host, port: Int(apiAddress.port),
                             limits: .init(idleTimeout: .seconds(apiIdleTimeout), maxConnections: apiMaxConnections,
                                           maxConnectionsPerSource: apiMaxConnectionsPerSource),
-                            swarms: swarms, logger: logger).run()
+                            swarms: swarms, sessions: sessions, logger: logger).run()
     }
 }

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Session benchmark: a 4-node mesh of real `starling node` processes on 127.0.0.1.
+
+Usage: bench_sessions.py STARLING_BIN [--creates 200] [--checkpoints 200] [--large 20] [--resumes 3]
+
+1. Session creations per second through one node (n1; creates whose ring owner is another node
+   are forwarded), one client at a time, and the latency of each.
+2. Checkpoints per second through n1 with R = 3 (each answered once a majority stored it), with a
+   4 KiB state and with a 1 MiB state, one client at a time.
+3. Breakpoint resume: a session owned by another node than n1 gets a checkpoint; its owner is
+   killed (SIGKILL); the time until a survivor answers GET with the state (polled every 20 ms).
+   Each trial kills one node; the mesh is restarted between trials.
+
+Placement figures (moves on a join, max/avg load) are `Scripts/bench-placement`'s; signs and
+verifies per second are not measured here (a record is one Ed25519 signature and one BLAKE2b,
+as an audit entry: `Scripts/bench-audit`'s "seal only" and "verify" rows). Nodes are ended by
+their own PIDs (try/finally). Prints one JSON object.
+"""
+import argparse, http.client, json, os, shutil, signal, subprocess, tempfile, time
+
+from bench_membership import free_port
+from bench_swarm import request, summary
+
+
+def start_mesh(binary, work, names):
+    key = os.path.join(work, "cluster.key")
+    if not os.path.exists(key):
+        subprocess.run([binary, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL)
+    nodes, procs = [], []
+    for name in names:
+        g, a = free_port(), free_port()
+        cmd = [binary, "node", "--name", name, "--gossip", f"127.0.0.1:{g}", "--api", f"127.0.0.1:{a}",
+               "--data", os.path.join(work, name), "--key-file", key, "--preset", "loopback", "--slots", "2",
+               "--log-level", "warning"]
+        if nodes:
+            cmd += ["--join", f"127.0.0.1:{nodes[0]['gossip']}"]
+        log = open(os.path.join(work, f"{name}.log"), "w")
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
+        nodes.append({"name": name, "gossip": g, "api": a, "proc": procs[-1]})
+        wait_until(lambda: healthy(a), 30, f"{name} serves its API")
+    wait_until(lambda: all(alive_count(n["api"]) == len(names) for n in nodes), 30, "every member alive")
+    return nodes
+
+
+def healthy(port):
+    try:
+        return request(port, "GET", "/v1/health", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def alive_count(port):
+    try:
+        status, body = request(port, "GET", "/v1/members", timeout=2)
+        return sum(1 for m in body["members"] if m["status"] == "alive") if status == 200 else 0
+    except OSError:
+        return 0
+
+
+def wait_until(cond, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"timed out waiting until {what}")
+
+
+def stop(nodes):
+    for n in nodes:
+        if n["proc"].poll() is None:
+            n["proc"].send_signal(signal.SIGKILL)
+    for n in nodes:
+        try:
+            n["proc"].wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def timed(fn, count):
+    latencies = []
+    start = time.monotonic()
+    for i in range(count):
+        t = time.monotonic()
+        fn(i)
+        latencies.append((time.monotonic() - t) * 1000)
+    return count / (time.monotonic() - start), latencies
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bin")
+    ap.add_argument("--creates", type=int, default=200)
+    ap.add_argument("--checkpoints", type=int, default=200)
+    ap.add_argument("--large", type=int, default=20)
+    ap.add_argument("--resumes", type=int, default=3)
+    args = ap.parse_args()
+    out = {"nodes": 4, "replicas": 3, "cores": os.cpu_count(), "loadAverage": open("/proc/loadavg").read().split()[:3]}
+    work = tempfile.mkdtemp(prefix="starling-bench-sessions.")
+    nodes = []
+    try:
+        nodes = start_mesh(args.bin, work, ["n1", "n2", "n3", "n4"])
+        entry = nodes[0]["api"]
+
+        def create(i):
+            status, body = request(entry, "POST", "/v1/sessions", {"id": f"bench-{i}"})
+            assert status == 201, body
+        rate, lat = timed(create, args.creates)
+        out["createsPerSecond"] = round(rate, 1)
+        out["createMs"] = summary(lat)
+
+        small = {"blob": "x" * 4096}
+        def checkpoint_small(i):
+            status, body = request(entry, "POST", "/v1/sessions/bench-0/checkpoint", {"state": small})
+            assert status == 200, body
+        rate, lat = timed(checkpoint_small, args.checkpoints)
+        out["checkpoints4KiBPerSecond"] = round(rate, 1)
+        out["checkpoint4KiBMs"] = summary(lat)
+
+        large = {"blob": "y" * ((1 << 20) - 32)}
+        def checkpoint_large(i):
+            status, body = request(entry, "POST", "/v1/sessions/bench-1/checkpoint", {"state": large}, timeout=60)
+            assert status == 200, body
+        rate, lat = timed(checkpoint_large, args.large)
+        out["checkpoints1MiBPerSecond"] = round(rate, 2)
+        out["checkpoint1MiBMs"] = summary(lat)
+        stop(nodes)
+
+        resumes = []
+        for trial in range(args.resumes):
+            shutil.rmtree(work, ignore_errors=True)
+            os.makedirs(work)
+            nodes = start_mesh(args.bin, work, ["n1", "n2", "n3", "n4"])
+            entry = nodes[0]["api"]
+            for i in range(50):
+                status, body = request(entry, "POST", "/v1/sessions", {"id": f"resume-{trial}-{i}"})
+                if status == 201 and body["owner"] != "n1":
+                    sid, owner = body["id"], body["owner"]
+                    break
+            status, body = request(entry, "POST", f"/v1/sessions/{sid}/checkpoint", {"state": {"trial": trial}})
+            assert status == 200, body
+            victim = next(n for n in nodes if n["name"] == owner)
+            killed = time.monotonic()
+            victim["proc"].send_signal(signal.SIGKILL)
+            while True:
+                try:
+                    status, body = request(entry, "GET", f"/v1/sessions/{sid}", timeout=20)
+                except OSError:
+                    status = 0
+                if status == 200 and body.get("state") == {"trial": trial}:
+                    break
+                if time.monotonic() - killed > 60:
+                    raise SystemExit("the session did not resume within 60 s")
+                time.sleep(0.02)
+            resumes.append((time.monotonic() - killed) * 1000)
+            stop(nodes)
+        out["resumeAfterKillMs"] = summary(resumes)
+        out["resumeAfterKillMsEach"] = [round(r, 1) for r in resumes]
+    finally:
+        stop(nodes)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

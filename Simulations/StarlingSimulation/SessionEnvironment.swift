@@ -1,0 +1,198 @@
+import StarlingCore
+
+/// The simulated world of the `Sessions` protocol: a per-node store (surviving crashes, restored
+/// at a restart as the runtime's SQLite store is), effects that take virtual time, a workload of
+/// sessions checkpointed every period and effects with keys (each key sent twice, the second
+/// time later, so replays happen after faults), and the invariants of issue #11:
+/// - no acknowledged checkpoint is lost: every acknowledged (seq, hash) is in the final chain;
+/// - no effect key is executed twice (unknown outcomes included, counted separately);
+/// - at most one epoch records at a time: never two acknowledged records with one seq and
+///   different hashes.
+///
+/// Signatures are a deterministic stand-in (the simulator has no libsodium): a keyed hash, so
+/// records still fail to verify under another node's key. It is not security; the real
+/// Ed25519 is exercised by the core and runtime tests.
+final class SessionEnvironment: ProtocolEnvironment {
+    typealias P = Sessions
+
+    let sessions: Int
+    let period: Duration
+    let firstPeriod = 3
+    let lastWorkPeriod: Int
+    let deadlinePeriod: Int
+    private(set) var stores: [[String: SessionImage]]
+    private var commands: [UInt64: (session: String, key: String?)] = [:]
+    private var acknowledged: [String: [UInt64: [UInt8]]] = [:]
+    private var executed: [String: Int] = [:]
+    private var unknownKeys: Set<String> = []
+    private var replays = 0
+    private var checkpointsAcked = 0
+    private(set) var violations: [String] = []
+
+    init(nodes: Int, lastFaultPeriod: Double, convergencePeriods: Int, period: Duration) {
+        sessions = max(2, min(10, nodes / 2))
+        self.period = period
+        lastWorkPeriod = Int(lastFaultPeriod.rounded(.up)) + convergencePeriods + 10
+        deadlinePeriod = lastWorkPeriod + 15
+        stores = Array(repeating: [:], count: nodes)
+    }
+
+    func violation(_ text: String) {
+        if violations.count < 20 { violations.append(text) }
+    }
+
+    static func toyHash(_ bytes: [UInt8]) -> [UInt8] {
+        var lanes: [UInt64] = [0x9E37_79B9_7F4A_7C15, 0xBF58_476D_1CE4_E5B9, 0x94D0_49BB_1331_11EB, 0xCBF2_9CE4_8422_2325]
+        for (i, b) in bytes.enumerated() {
+            let l = i & 3
+            lanes[l] = (lanes[l] ^ UInt64(b)) &* 0x0000_0100_0000_01B3
+            lanes[l] ^= lanes[l] >> 29
+        }
+        var out: [UInt8] = []
+        for var v in lanes {
+            v = (v ^ (v >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            v ^= v >> 31
+            for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> UInt64(s))) }
+        }
+        return out
+    }
+
+    static func crypto(node: Int) -> SessionCrypto {
+        let key = toyHash(Array("sim-key-\(node)".utf8))
+        return SessionCrypto(publicKey: key, hash: { toyHash($0) },
+                             sign: { toyHash(key + $0) + toyHash($0 + key) },
+                             verify: { signature, message, publicKey in signature == toyHash(publicKey + message) + toyHash(message + publicKey) })
+    }
+
+    // MARK: ProtocolEnvironment
+
+    func makeProtocol(node: Int, restarted: Bool, sim: Simulator) -> (Sessions, [ProtocolEffect<Sessions>]) {
+        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node), now: sim.now)
+        if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }) }
+        return (p, [])
+    }
+
+    func started(host: ProtocolHost<SessionEnvironment>, sim: Simulator) {
+        let n = sim.nodes.count
+        for s in 0..<sessions {
+            let sid = "sess-\(s)"
+            let id = host.scheduleCommand(.create(id: sid, options: [], forwarded: true), node: (s + 1) % n,
+                                          at: .zero + period * firstPeriod, sim)
+            commands[id.rawValue] = (sid, nil)
+            // Every period: a checkpoint, sent to every node (only the one serving it acts).
+            for p in (firstPeriod + 1)...lastWorkPeriod {
+                for node in 0..<n {
+                    let state = Array("{\"s\":\(s),\"p\":\(p)}".utf8)
+                    let c = host.scheduleCommand(.checkpoint(id: sid, state: state), node: node,
+                                                 at: .zero + period * p + .milliseconds(Int64(10 * s)), sim)
+                    commands[c.rawValue] = (sid, nil)
+                }
+                // Every third period an effect, and the same key again ten periods later.
+                if p % 3 == 0 {
+                    for again in [0, 10] where p + again <= lastWorkPeriod {
+                        for node in 0..<n {
+                            let key = "e\(p)"
+                            let c = host.scheduleCommand(.act(id: sid, key: key, task: Array("{}".utf8)), node: node,
+                                                         at: .zero + period * (p + again) + .milliseconds(Int64(10 * s + 5)), sim)
+                            commands[c.rawValue] = (sid, key)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func perform(_ action: SessionAction, node: Int, host: ProtocolHost<SessionEnvironment>, sim: Simulator) {
+        switch action {
+        case .persist(let change, let tag):
+            apply(change, node: node)
+            sim.mixTrace(20, node, stores[node].count)
+            host.schedulePerformed(.persisted(tag), node: node, tag: 0, at: sim.now + .milliseconds(1), sim)
+        case .runEffect(let session, let key, let effectKey, _, _):
+            executed[effectKey, default: 0] += 1
+            if executed[effectKey]! > 1 { violation("effect \(effectKey) executed \(executed[effectKey]!) times (last at n\(node), \(sim.now))") }
+            sim.mixTrace(21, node, executed.count)
+            host.schedulePerformed(.effectFinished(session: session, key: key, result: Array("{\"exitCode\":0}".utf8)),
+                                   node: node, tag: 0, at: sim.now + .milliseconds(300), sim)
+        }
+    }
+
+    private func apply(_ change: SessionChange, node: Int) {
+        switch change {
+        case .record(let record, let epoch, let owner, let replicas, let dropped):
+            var image = stores[node][record.session] ?? SessionImage(id: record.session, epoch: epoch, owner: owner, replicas: replicas, records: [])
+            image.epoch = epoch
+            image.owner = owner
+            image.replicas = replicas
+            if let dropped, let i = image.records.firstIndex(where: { $0.seq == dropped }) { image.records[i].content = nil }
+            image.records.append(record)
+            stores[node][record.session] = image
+        case .image(let image):
+            stores[node][image.id] = image
+        case .promise(let sid, let epoch, let owner):
+            stores[node][sid]?.epoch = epoch
+            stores[node][sid]?.owner = owner
+        }
+    }
+
+    func outcomeIsCurrent(tag: UInt64, node: Int, sim: Simulator) -> Bool { true }
+
+    func replied(_ reply: SessionReply, to command: CommandID, node: Int, sim: Simulator) {
+        guard let (sid, key) = commands.removeValue(forKey: command.rawValue) else { return }
+        switch reply {
+        case .recorded(let seq, let hash):
+            checkpointsAcked += 1
+            if let earlier = acknowledged[sid]?[seq], earlier != hash {
+                violation("\(sid): two records acknowledged at seq \(seq) (two epochs recorded at once; the second at n\(node), \(sim.now))")
+            }
+            acknowledged[sid, default: [:]][seq] = hash
+        case .acted(_, let replayed, _):
+            if replayed { replays += 1 }
+        case .outcomeUnknown(let k, _):
+            unknownKeys.insert("\(sid)/\(key ?? k)")
+        default:
+            break
+        }
+    }
+
+    func crashed(node: Int, sim: Simulator) {}
+    func faultApplied(_ fault: Fault, sim: Simulator) {}
+
+    var finished: Bool { false }
+
+    func addReport(to report: inout SimulationReport, host: ProtocolHost<SessionEnvironment>, sim: Simulator) {
+        for s in 0..<sessions {
+            let sid = "sess-\(s)"
+            // The chain a new owner would adopt: the greatest image held by a node that is up.
+            let best = (0..<sim.nodes.count).filter { sim.nodes[$0].up }.compactMap { stores[$0][sid] }
+                .max { $0.headRank < $1.headRank }
+            guard let best else {
+                if acknowledged[sid] != nil { violation("\(sid): acknowledged, and held by no node that is up") }
+                continue
+            }
+            let crypto = Self.crypto(node: 0)
+            for (seq, hash) in acknowledged[sid] ?? [:] {
+                guard seq >= 1, seq <= UInt64(best.records.count), crypto.hash(of: best.records[Int(seq) - 1]) == hash else {
+                    violation("\(sid): the acknowledged record \(seq) is lost (the best copy ends at \(best.records.count))")
+                    continue
+                }
+            }
+        }
+        // Sessions nobody serves at the end because a majority of their replica set is down
+        // (R = 3 survives one crash, not two): unavailable by design, counted, not a violation.
+        var withoutMajority = 0
+        for s in 0..<sessions {
+            let sid = "sess-\(s)"
+            guard !(0..<sim.nodes.count).contains(where: { host.instances[$0]?.served.contains(sid) == true }) else { continue }
+            let replicas = (0..<sim.nodes.count).compactMap { stores[$0][sid] }.max { $0.epoch < $1.epoch }?.replicas ?? []
+            let up = replicas.filter { sim.index[$0].map { sim.nodes[$0].up } ?? false }.count
+            if up < replicas.count / 2 + 1 { withoutMajority += 1 }
+        }
+        report.sessions = ["sessions": sessions, "checkpointsAcknowledged": checkpointsAcked,
+                           "effectsExecuted": executed.values.reduce(0, +), "effectKeys": executed.count,
+                           "effectsReplayed": replays, "unknownOutcomes": unknownKeys.count,
+"withoutMajorityAtEnd": withoutMajority,
+                           "servedAtEnd": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) }]
+        for v in violations where report.violations.count < 40 { report.violations.append(v) }
+    }
+}

@@ -1,0 +1,225 @@
+/// Bounds of the session protocol. Every count and size that comes off the wire is checked
+/// against one of these before anything is allocated.
+public enum SessionLimits {
+    /// Replicas per session, owner included (issue #11: R = 3).
+    public static let replicas = 3
+    /// Bytes of an id: `[A-Za-z0-9._-]`, 1 to 64.
+    public static let maxIDBytes = 64
+    /// Bytes of an effect key: printable ASCII, 1 to 128.
+    public static let maxKeyBytes = 128
+    /// Bytes of one checkpoint's state (the agent's JSON): 1 MiB.
+    public static let maxStateBytes = 1 << 20
+    /// Bytes of an effect's task, of its recorded result, and of a session's creation options.
+    public static let maxEffectBytes = 16 << 10
+    /// Records in one session's journal. Past it the session refuses writes (NOTES: compaction
+    /// is not built). With the content bounds below, a whole image fits one link frame.
+    public static let maxRecords = 2_048
+    /// Effects (keys) per session.
+    public static let maxEffects = 64
+    /// Sessions this node creates as owner; past it a create is refused.
+    public static let maxOwnedSessions = 1_024
+    /// Sessions this node holds at all (owner or replica); past it installs are refused.
+    public static let maxHeldSessions = 4_096
+    /// Commands waiting behind a write in flight, per session.
+    public static let maxQueuedPerSession = 32
+    /// Journal entries in one read of a session (`?since=SEQ` pages on).
+    public static let maxJournalPage = 256
+    /// Bytes of a peer name on the wire.
+    public static let maxNameBytes = 255
+    /// Bytes of a refusal's reason on the wire.
+    public static let maxReasonBytes = 1_024
+    /// Bytes of one encoded message: an image of `maxRecords` headers, one 1 MiB state and
+    /// `maxEffects` × 2 effect records stays under it, and it is under the link frame bound (4 MiB).
+    public static let maxMessageBytes = (4 << 20) - (64 << 10)
+
+    /// Whether `id` may name a session.
+    public static func validID(_ id: String) -> Bool {
+        let bytes = Array(id.utf8)
+        return !bytes.isEmpty && bytes.count <= maxIDBytes && bytes.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2E || b == 0x5F || b == 0x2D
+        }
+    }
+
+    /// Whether `key` may name an effect.
+    public static func validKey(_ key: String) -> Bool {
+        let bytes = Array(key.utf8)
+        return !bytes.isEmpty && bytes.count <= maxKeyBytes && bytes.allSatisfy { $0 >= 0x21 && $0 <= 0x7E }
+    }
+
+    /// The largest content a record of `kind` may carry.
+    public static func maxContent(_ kind: SessionRecord.Kind) -> Int {
+        switch kind {
+        case .checkpoint: maxStateBytes
+        case .create, .effectStarted, .effectResult: maxEffectBytes
+        case .delete: 0
+        }
+    }
+}
+
+/// What session nodes say to each other on `Channel.session`. All but the answers are requests.
+public enum SessionMessage: Sendable, Equatable {
+    /// Owner → replica: store this record (the next of the chain, in the owner's epoch).
+    case append(SessionRecord)
+    /// Owner → replica: replace what you hold of the session with this image (a replica behind
+    /// or off the chain, or a new member of the replica set).
+    case install(SessionImage)
+    /// A would-be owner → holders: promise me `epoch` for the session, and send what you hold.
+    case prepare(session: String, epoch: UInt64)
+    /// Answer to `prepare`: promised, with the image held (nil: the session is not held here).
+    case promised(session: String, image: SessionImage?)
+    /// Answer to `append` / `install`: the session is stored durably here up to `seq`.
+    case stored(session: String, seq: UInt64)
+    /// Answer to `append`: the record does not continue the chain held here (which ends at `seq`).
+    case behind(session: String, seq: UInt64)
+    /// Answer to anything: a higher epoch was promised here; the sender is fenced.
+    case stale(session: String, epoch: UInt64)
+    /// Answer to anything: refused, with the reason (forged, altered, malformed).
+    case invalid(reason: String)
+    /// Answer to `prepare`: refused, because the session's owner is alive in the answerer's
+    /// view (a node back from a partition must not depose a live owner).
+    case ownedBy(session: String, epoch: UInt64, owner: PeerName)
+}
+
+public struct SessionDecodingError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ d: String) { description = d }
+}
+
+extension SessionMessage {
+    public static func encode(_ message: SessionMessage) -> [UInt8] {
+        var w = ByteWriter(capacity: 512)
+        switch message {
+        case .append(let r):
+            w.write(UInt8(1)); write(r, to: &w)
+        case .install(let image):
+            w.write(UInt8(2)); write(image, to: &w)
+        case .prepare(let s, let e):
+            w.write(UInt8(3)); w.write(s); w.write(e)
+        case .promised(let s, let image):
+            w.write(UInt8(4)); w.write(s)
+            if let image { w.write(true); write(image, to: &w) } else { w.write(false) }
+        case .stored(let s, let seq):
+            w.write(UInt8(5)); w.write(s); w.write(seq)
+        case .behind(let s, let seq):
+            w.write(UInt8(6)); w.write(s); w.write(seq)
+        case .stale(let s, let e):
+            w.write(UInt8(7)); w.write(s); w.write(e)
+        case .invalid(let reason):
+            w.write(UInt8(8)); w.write(String(reason.utf8.prefix(SessionLimits.maxReasonBytes)) ?? "invalid")
+        case .ownedBy(let s, let e, let owner):
+            w.write(UInt8(9)); w.write(s); w.write(e); w.write(owner)
+        }
+        return w.bytes
+    }
+
+    /// Total: any bytes give a message or a thrown error, never a trap.
+    public static func decode(_ bytes: [UInt8]) throws -> SessionMessage {
+        guard bytes.count <= SessionLimits.maxMessageBytes else { throw SessionDecodingError("message over its bound") }
+        var r = ByteReader(bytes)
+        let message: SessionMessage
+        switch try r.readUInt8() {
+        case 1: message = .append(try readRecord(&r))
+        case 2: message = .install(try readImage(&r))
+        case 3: message = .prepare(session: try readID(&r), epoch: try r.readUInt64())
+        case 4:
+            let s = try readID(&r)
+            message = .promised(session: s, image: try r.readBool() ? try readImage(&r) : nil)
+        case 5: message = .stored(session: try readID(&r), seq: try r.readUInt64())
+        case 6: message = .behind(session: try readID(&r), seq: try r.readUInt64())
+        case 7: message = .stale(session: try readID(&r), epoch: try r.readUInt64())
+        case 8: message = .invalid(reason: try r.readString(field: "reason", maxBytes: SessionLimits.maxReasonBytes))
+        case 9: message = .ownedBy(session: try readID(&r), epoch: try r.readUInt64(), owner: try readName(&r))
+        case let k: throw SessionDecodingError("unknown message kind \(k)")
+        }
+        try r.expectEnd()
+        return message
+    }
+
+    static func write(_ r: SessionRecord, to w: inout ByteWriter) {
+        precondition(r.previousHash.count == 32 && r.contentDigest.count == 32 && r.signerKey.count == 32 && r.signature.count == 64,
+                     "a malformed record")
+        w.write(r.session)
+        w.write(r.seq)
+        w.write(bytes: r.previousHash)
+        w.write(r.epoch)
+        w.write(r.kind.rawValue)
+        w.write(r.key)
+        w.write(bytes: r.contentDigest)
+        if let content = r.content {
+            w.write(true)
+            w.write(UInt32(content.count))
+            w.write(bytes: content)
+        } else {
+            w.write(false)
+        }
+        w.write(r.signer)
+        w.write(bytes: r.signerKey)
+        w.write(bytes: r.signature)
+    }
+
+    static func write(_ image: SessionImage, to w: inout ByteWriter) {
+        w.write(image.id)
+        w.write(image.epoch)
+        w.write(image.owner)
+        w.write(UInt8(image.replicas.count))
+        for name in image.replicas { w.write(name) }
+        w.write(UInt32(image.records.count))
+        for record in image.records { write(record, to: &w) }
+    }
+
+    static func readID(_ r: inout ByteReader) throws -> String {
+        let id = try r.readString(field: "session", maxBytes: SessionLimits.maxIDBytes)
+        guard SessionLimits.validID(id) else { throw SessionDecodingError("bad session id") }
+        return id
+    }
+
+    static func readName(_ r: inout ByteReader) throws -> PeerName {
+        let name = try r.readString(field: "name", maxBytes: SessionLimits.maxNameBytes)
+        guard !name.isEmpty else { throw SessionDecodingError("empty name") }
+        return name
+    }
+
+    static func readRecord(_ r: inout ByteReader) throws -> SessionRecord {
+        let session = try readID(&r)
+        let seq = try r.readUInt64()
+        let previous = Array(try r.readBytes(32))
+        let epoch = try r.readUInt64()
+        guard let kind = SessionRecord.Kind(rawValue: try r.readUInt8()) else { throw SessionDecodingError("unknown record kind") }
+        let key = try r.readString(field: "key", maxBytes: SessionLimits.maxKeyBytes)
+        guard key.isEmpty || SessionLimits.validKey(key) else { throw SessionDecodingError("bad effect key") }
+        let digest = Array(try r.readBytes(32))
+        var content: [UInt8]?
+        if try r.readBool() {
+            let n = Int(try r.readUInt32())
+            guard n <= SessionLimits.maxContent(kind) else { throw SessionDecodingError("content over its bound") }
+            content = Array(try r.readBytes(n))
+        }
+        let signer = try readName(&r)
+        let signerKey = Array(try r.readBytes(32))
+        let signature = Array(try r.readBytes(64))
+        guard seq >= 1 else { throw SessionDecodingError("seq 0") }
+        return SessionRecord(session: session, seq: seq, previousHash: previous, epoch: epoch, kind: kind, key: key,
+                             contentDigest: digest, content: content, signer: signer, signerKey: signerKey, signature: signature)
+    }
+
+    static func readImage(_ r: inout ByteReader) throws -> SessionImage {
+        let id = try readID(&r)
+        let epoch = try r.readUInt64()
+        let owner = try readName(&r)
+        let replicaCount = Int(try r.readUInt8())
+        guard replicaCount >= 1 && replicaCount <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
+        var replicas: [PeerName] = []
+        for _ in 0..<replicaCount { replicas.append(try readName(&r)) }
+        let count = Int(try r.readUInt32())
+        // A record is at least 186 bytes on the wire: a count the bytes left cannot hold is a lie.
+        guard count <= SessionLimits.maxRecords, count * 180 <= r.remaining else { throw SessionDecodingError("bad record count") }
+        var records: [SessionRecord] = []
+        records.reserveCapacity(count)
+        for _ in 0..<count {
+            let record = try readRecord(&r)
+            guard record.session == id else { throw SessionDecodingError("a record of another session in an image") }
+            records.append(record)
+        }
+        return SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, records: records)
+    }
+}

@@ -1,0 +1,793 @@
+/// The session protocol (issue #11 items 3–5): each session's journal of signed, hash-chained
+/// records, kept by an owner and replicated to a replica set of R = 3, fenced by epochs, and
+/// resumed by the next holder when the owner dies.
+///
+/// - **Placement.** A session is created on the first alive member of the swarm ring's
+///   preference list for its id; the replica set is that list's first R members (the creator
+///   first). From then on the session's replica set travels with it (in every image), so its
+///   holders know it without a global list of sessions; the routes find the holders through
+///   the same ring (NOTES says why not `SessionPlacement`).
+/// - **Writes.** The owner appends a record (seq, hash of the previous, epoch, kind, content,
+///   signature), stores it, and sends it to the other replicas; the command is answered once a
+///   majority of the replica set, owner included, stored it durably. One write per session is
+///   in flight; later commands wait in a bounded queue.
+/// - **Fencing.** A replica promises an epoch to one owner (`prepare`) and refuses records and
+///   images of any older epoch. An owner records only after a majority of the replica set
+///   promised it its epoch, so during a partition at most one side gets its writes stored.
+/// - **Resume.** When a session's owner is no longer alive, its first alive replica (in the
+///   order of the replica set) prepares a higher epoch at the old replica set, adopts the
+///   greatest image of a majority (it holds every record a majority stored), installs it on
+///   the new replica set and only then serves.
+/// - **Effects.** An effect runs only after its start is recorded at a majority, and its result
+///   is recorded before the answer. A recorded result is returned again (`replayed`); a start
+///   without a result is never run again: its key answers "unknown".
+///
+/// Pure and deterministic: signing, hashing, storage and sandboxes are the shell's.
+public struct Sessions: HostedProtocol {
+    public typealias Message = SessionMessage
+    public typealias Command = SessionCommand
+    public typealias Reply = SessionReply
+    public typealias Action = SessionAction
+    public typealias ActionOutcome = SessionActionOutcome
+
+    public static let channel = Channel.session
+    public static let maxMessageBytes = SessionLimits.maxMessageBytes
+    public static func encode(_ message: SessionMessage) -> [UInt8] { SessionMessage.encode(message) }
+    public static func decode(_ bytes: [UInt8]) throws -> SessionMessage { try SessionMessage.decode(bytes) }
+
+    public struct Settings: Sendable {
+        public var replicas: Int
+        public var requestTimeout: Duration
+        /// How often sessions without a live owner are looked at again.
+        public var retryInterval: Duration
+        public init(replicas: Int = SessionLimits.replicas, requestTimeout: Duration = .seconds(5), retryInterval: Duration = .seconds(1)) {
+            precondition(replicas >= 1 && replicas <= SessionLimits.replicas)
+            self.replicas = replicas
+            self.requestTimeout = requestTimeout
+            self.retryInterval = retryInterval
+        }
+    }
+
+    public let myName: PeerName
+    public let settings: Settings
+    let crypto: SessionCrypto
+    public private(set) var nextDeadline: Instant
+    public private(set) var counters = SessionCounters()
+    /// Every session held here, as owner or replica.
+    var held: [String: Held] = [:]
+    /// What membership says of each member (the source of `expectedKey`).
+    var members: [PeerName: PeerView] = [:]
+    var alive: Set<PeerName> = []
+    /// Members alive or suspect: an owner counts as gone only once dead or left, so a false
+    /// suspicion does not move a session (placement uses `alive`).
+    var present: Set<PeerName> = []
+    var ring = SwarmRing(members: [])
+    var outstanding: [RequestID: Outstanding] = [:]
+    var nextRequest: UInt64 = 1
+    /// Effect keys answered "unknown" once (so each is counted once).
+    var unknownKeys: Set<String> = []
+
+    public init(myName: PeerName, crypto: SessionCrypto, settings: Settings = Settings(), now: Instant) {
+        self.myName = myName
+        self.crypto = crypto
+        self.settings = settings
+        nextDeadline = now + settings.retryInterval
+    }
+
+    /// Restores the sessions held in the store. Each is led by nobody until a takeover (this
+    /// node's own sessions included: a restarted owner takes a new epoch before serving again).
+    public mutating func restore(_ images: [SessionImage]) {
+        for image in images where image.records.first != nil {
+            var h = Held(id: image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, records: [], hashes: [])
+            h.replace(with: image.records, crypto: crypto)
+            held[image.id] = h
+        }
+    }
+
+    // MARK: The membership view
+
+    /// The key a record of `signer` must verify under.
+    func expectedKey(of signer: PeerName, carried: [UInt8]) -> [UInt8] {
+        // identity: until MemberMetadata.identityKey lands
+        _ = members[signer]
+        return carried
+    }
+
+    public mutating func membershipChanged(_ event: MembershipEvent, now: Instant) -> [ProtocolEffect<Sessions>] {
+        let before = (alive, present)
+        switch event {
+        case .updated(let view):
+            members[view.name] = view
+            if view.takesWork { alive.insert(view.name) } else { alive.remove(view.name) }
+            if view.status == .alive || view.status == .suspect { present.insert(view.name) } else { present.remove(view.name) }
+        case .removed(let name):
+            members[name] = nil
+            alive.remove(name)
+            present.remove(name)
+        }
+        guard alive != before.0 || present != before.1 else { return [] }
+        if alive != before.0 { ring = SwarmRing(members: alive) }
+        return considerTakeovers(now: now)
+    }
+
+    public mutating func tick(now: Instant) -> [ProtocolEffect<Sessions>] {
+        guard now >= nextDeadline else { return [] }
+        nextDeadline = now + settings.retryInterval
+        return considerTakeovers(now: now)
+    }
+
+    // MARK: Commands
+
+    public mutating func command(_ command: SessionCommand, id: CommandID, now: Instant) -> [ProtocolEffect<Sessions>] {
+        switch command {
+        case .create(let sid, let options, let forwarded):
+            return create(sid, options: options, forwarded: forwarded, command: id)
+        case .stats:
+            return [.reply(.stats(counters, held: held.count, served: held.values.filter { $0.lead?.phase == .serving }.count), to: id)]
+        case .checkpoint(let sid, _), .act(let sid, _, _), .delete(let sid), .show(let sid, _):
+            guard var h = held[sid] else { return [.reply(.notHere, to: id)] }
+            // A deleted session is gone wherever its tombstone is held, led or not.
+            if h.deleted { return [.reply(.notFound, to: id)] }
+            guard var lead = h.lead else {
+                // Held here but led elsewhere, or nobody leads it yet.
+                if h.owner != myName && present.contains(h.owner) { return [.reply(.notHere, to: id)] }
+                return [.reply(.unavailable("the session's owner changes; resuming"), to: id)]
+            }
+            guard lead.phase == .serving else { return [.reply(.unavailable("the session is resuming on this node"), to: id)] }
+            if case .show(_, let since) = command {
+                if h.deleted { return [.reply(.notFound, to: id)] }
+                return [.reply(.view(h.view(since: since, acknowledged: lead.acknowledged, running: lead.running)), to: id)]
+            }
+            if lead.write != nil {
+                guard lead.queue.count < SessionLimits.maxQueuedPerSession else {
+                    return [.reply(.unavailable("too many requests wait on this session"), to: id)]
+                }
+                lead.queue.append(.command(command, id))
+                h.lead = lead
+                held[sid] = h
+                return []
+            }
+            return serve(command, id: id, session: sid)
+        }
+    }
+
+    mutating func create(_ sid: String, options: [UInt8], forwarded: Bool, command: CommandID) -> [ProtocolEffect<Sessions>] {
+        guard SessionLimits.validID(sid) else { return [.reply(.rejected("a session id is 1 to 64 of [A-Za-z0-9._-]"), to: command)] }
+        guard options.count <= SessionLimits.maxEffectBytes else { return [.reply(.rejected("the session's options are too large"), to: command)] }
+        if held[sid] != nil { return [.reply(.conflict("session \(sid) exists"), to: command)] }
+        let members = alive.union([myName])
+        let preferred = SwarmRing(members: members).preferenceList(sid, count: settings.replicas)
+        if !forwarded, preferred.first != myName { return [.reply(.notHere, to: command)] }
+        guard held.values.filter({ $0.owner == myName }).count < SessionLimits.maxOwnedSessions,
+              held.count < SessionLimits.maxHeldSessions else {
+            return [.reply(.unavailable("this node holds as many sessions as it may"), to: command)]
+        }
+        let replicas = [myName] + preferred.filter { $0 != myName }.prefix(settings.replicas - 1)
+        var h = Held(id: sid, epoch: 1, owner: myName, replicas: replicas, records: [], hashes: [])
+        h.lead = Lead(phase: .serving, acknowledged: 0)
+        held[sid] = h
+        return beginWrite(sid, kind: .create, key: "", content: options, then: .reply(command, .created(id: sid, owner: myName)))
+    }
+
+    /// A command for a session this node serves, with no write in flight.
+    mutating func serve(_ command: SessionCommand, id: CommandID, session sid: String) -> [ProtocolEffect<Sessions>] {
+        guard let h = held[sid], let lead = h.lead, lead.phase == .serving, lead.write == nil else {
+            return [.reply(.unavailable("the session is not served here"), to: id)]
+        }
+        if h.deleted { return [.reply(.notFound, to: id)] }
+        if h.records.count >= SessionLimits.maxRecords {
+            return [.reply(.rejected("the session holds \(SessionLimits.maxRecords) records, as many as it may"), to: id)]
+        }
+        switch command {
+        case .checkpoint(_, let state):
+            guard state.count <= SessionLimits.maxStateBytes else { return [.reply(.rejected("a state is at most 1 MiB"), to: id)] }
+            return beginWrite(sid, kind: .checkpoint, key: "", content: state, then: .replyRecorded(id))
+        case .act(_, let key, let task):
+            guard SessionLimits.validKey(key) else { return [.reply(.rejected("an effect key is 1 to 128 printable ASCII characters"), to: id)] }
+            guard task.count <= SessionLimits.maxEffectBytes else { return [.reply(.rejected("an effect's task is at most 16 KiB"), to: id)] }
+            if let effect = h.effect(key) {
+                if let result = effect.result { return [.reply(.acted(key: key, replayed: true, result: result), to: id)] }
+                if lead.running.contains(key) { return [.reply(.running(key: key), to: id)] }
+                if unknownKeys.insert("\(sid)/\(key)").inserted { counters.unknownOutcomes += 1 }
+                return [.reply(.outcomeUnknown(key: key, startedSeq: effect.startedSeq), to: id)]
+            }
+            guard h.effectCount < SessionLimits.maxEffects else {
+                return [.reply(.rejected("the session has \(SessionLimits.maxEffects) effects, as many as it may"), to: id)]
+            }
+            return beginWrite(sid, kind: .effectStarted, key: key, content: task, then: .startEffect(id, key: key, task: task))
+        case .delete:
+            return beginWrite(sid, kind: .delete, key: "", content: [], then: .reply(id, .deleted))
+        case .create, .show, .stats:
+            return [.reply(.unavailable("not a write"), to: id)]
+        }
+    }
+
+    // MARK: The write path (owner)
+
+    /// Appends a record in the lead's epoch, stores it and sends it to the other replicas.
+    mutating func beginWrite(_ sid: String, kind: SessionRecord.Kind, key: String, content: [UInt8], then: AfterWrite) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], var lead = h.lead else { return [] }
+        let record = crypto.seal(session: sid, seq: h.lastSeq + 1, previousHash: h.lastHash, epoch: h.epoch, kind: kind, key: key,
+                                 content: content, signer: myName)
+        let dropped = h.append(record, hash: crypto.hash(of: record))
+        lead.write = Write(seq: record.seq, then: then)
+        h.lead = lead
+        held[sid] = h
+        var effects: [ProtocolEffect<Sessions>] = [
+            .perform(.persist(.record(record, epoch: h.epoch, owner: myName, replicas: h.replicas, dropContentOf: dropped),
+                              then: .own(session: sid, seq: record.seq))),
+        ]
+        for peer in h.replicas where peer != myName {
+            // A replica that has nothing yet (the create) gets the whole image at once.
+            let message: SessionMessage = record.seq == 1 ? .install(h.image) : .append(record)
+            effects.append(request(message, to: peer, session: sid, purpose: .write(epoch: h.epoch)))
+        }
+        return effects + failUnreachable(sid)
+    }
+
+    /// Replicas not alive in this node's view count as failures of the write at once.
+    mutating func failUnreachable(_ sid: String) -> [ProtocolEffect<Sessions>] {
+        guard let h = held[sid] else { return [] }
+        var effects: [ProtocolEffect<Sessions>] = []
+        for peer in h.replicas where peer != myName && !alive.contains(peer) {
+            effects += writeFailed(sid, peer: peer)
+        }
+        return effects
+    }
+
+    mutating func request(_ message: SessionMessage, to peer: PeerName, session sid: String, purpose: Outstanding.Purpose) -> ProtocolEffect<Sessions> {
+        let rid = RequestID(rawValue: nextRequest)
+        nextRequest += 1
+        outstanding[rid] = Outstanding(session: sid, peer: peer, purpose: purpose)
+        return .request(message, to: peer, id: rid, timeout: settings.requestTimeout)
+    }
+
+    mutating func writeAcked(_ sid: String, peer: PeerName, seq: UInt64) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], var lead = h.lead, var write = lead.write, seq >= write.seq else { return [] }
+        write.acks.insert(peer)
+        lead.write = write
+        h.lead = lead
+        held[sid] = h
+        return finishWriteIfMajority(sid)
+    }
+
+    mutating func writeFailed(_ sid: String, peer: PeerName) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], var lead = h.lead, var write = lead.write else { return [] }
+        write.failed.insert(peer)
+        lead.write = write
+        h.lead = lead
+        held[sid] = h
+        let majority = h.replicas.count / 2 + 1
+        guard h.replicas.count - write.failed.count < majority else { return [] }
+        // A majority cannot store this record now. It stays in this node's chain (a later owner
+        // may adopt it, so an effect start that failed here is "unknown", never run twice); the
+        // client hears "try again", and the session stops being served here until a new epoch
+        // is prepared (the replicas may have moved on).
+        return stepDown(sid, reason: "the record was not stored by a majority of the replica set")
+    }
+
+    mutating func finishWriteIfMajority(_ sid: String) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], var lead = h.lead, let write = lead.write else { return [] }
+        let majority = h.replicas.count / 2 + 1
+        guard write.acks.count >= majority, write.acks.contains(myName) else { return [] }
+        lead.write = nil
+        lead.acknowledged = max(lead.acknowledged, write.seq)
+        var effects: [ProtocolEffect<Sessions>] = []
+        switch write.then {
+        case .reply(let cmd, let reply):
+            effects.append(.reply(reply, to: cmd))
+        case .replyRecorded(let cmd):
+            effects.append(.reply(.recorded(seq: write.seq, hash: h.hashes[Int(write.seq) - 1]), to: cmd))
+        case .startEffect(let cmd, let key, let task):
+            lead.running.insert(key)
+            lead.waiting[key] = cmd
+            effects.append(.perform(.runEffect(session: sid, key: key, effectKey: "\(sid)/\(key)", task: task,
+                                               options: h.records.first?.content ?? [])))
+        case .effectDone(let cmd, let key, let result):
+            if let cmd { effects.append(.reply(.acted(key: key, replayed: false, result: result), to: cmd)) }
+        case .resumed:
+            lead.phase = .serving
+        }
+        if h.deleted { h.dropContents() }
+        h.lead = lead
+        held[sid] = h
+        return effects + drainQueue(sid)
+    }
+
+    /// Serves the next waiting command or effect result, if no write is in flight.
+    mutating func drainQueue(_ sid: String) -> [ProtocolEffect<Sessions>] {
+        var effects: [ProtocolEffect<Sessions>] = []
+        while var h = held[sid], var lead = h.lead, lead.phase == .serving, lead.write == nil, !lead.queue.isEmpty {
+            let next = lead.queue.removeFirst()
+            h.lead = lead
+            held[sid] = h
+            switch next {
+            case .command(let command, let cmd):
+                if case .show(_, let since) = command {
+                    effects.append(.reply(h.deleted ? .notFound : .view(h.view(since: since, acknowledged: lead.acknowledged, running: lead.running)), to: cmd))
+                } else {
+                    effects += serve(command, id: cmd, session: sid)
+                }
+            case .effectResult(let key, let result, let cmd):
+                effects += beginWrite(sid, kind: .effectResult, key: key, content: result, then: .effectDone(cmd, key: key, result: result))
+            }
+        }
+        return effects
+    }
+
+    /// Stops leading `sid`: every waiting command hears "try again".
+    mutating func stepDown(_ sid: String, reason: String) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], let lead = h.lead else { return [] }
+        h.lead = nil
+        held[sid] = h
+        var effects: [ProtocolEffect<Sessions>] = []
+        switch lead.write?.then {
+        case .reply(let cmd, _)?, .replyRecorded(let cmd)?, .startEffect(let cmd, _, _)?:
+            effects.append(.reply(.unavailable(reason), to: cmd))
+        case .effectDone(let cmd?, _, _)?:
+            effects.append(.reply(.unavailable(reason), to: cmd))
+        default:
+            break
+        }
+        for item in lead.queue {
+            switch item {
+            case .command(_, let cmd), .effectResult(_, _, let cmd?): effects.append(.reply(.unavailable(reason), to: cmd))
+            case .effectResult(_, _, nil): break
+            }
+        }
+        for cmd in lead.waiting.values { effects.append(.reply(.unavailable(reason), to: cmd)) }
+        return effects
+    }
+
+    // MARK: Takeover (breakpoint resume)
+
+    mutating func considerTakeovers(now: Instant) -> [ProtocolEffect<Sessions>] {
+        var effects: [ProtocolEffect<Sessions>] = []
+        for sid in held.keys.sorted() {
+            guard let h = held[sid], h.lead == nil, !h.deleted, h.quietUntil.map({ now >= $0 }) ?? true else { continue }
+            let ownerGone = h.owner == myName || !present.contains(h.owner)
+            guard ownerGone, h.replicas.contains(myName) else { continue }
+            // The successor is the first member of the replica set, in its order, that is alive.
+            guard h.replicas.first(where: { $0 == myName || alive.contains($0) }) == myName else { continue }
+            effects += prepare(sid, now: now)
+        }
+        return effects
+    }
+
+    mutating func prepare(_ sid: String, now: Instant) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid] else { return [] }
+        counters.takeovers += 1
+        let epoch = h.epoch + 1
+        let oldSet = h.replicas
+        let preferred = ring.preferenceList(sid, count: alive.count)
+        var newSet = [myName] + oldSet.filter { $0 != myName && alive.contains($0) }
+        for peer in preferred where newSet.count < settings.replicas && !newSet.contains(peer) { newSet.append(peer) }
+        h.epoch = epoch
+        h.owner = myName
+        h.lead = Lead(phase: .preparing(Takeover(epoch: epoch, oldSet: oldSet, newSet: newSet, promised: [myName], images: [h.image])),
+                      acknowledged: 0)
+        held[sid] = h
+        var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.promise(session: sid, epoch: epoch, owner: myName), then: .nothing))]
+        for peer in Set(oldSet + newSet).sorted() where peer != myName && alive.contains(peer) {
+            effects.append(request(.prepare(session: sid, epoch: epoch), to: peer, session: sid, purpose: .prepare(epoch: epoch)))
+        }
+        return effects + advanceTakeover(sid, now: now)
+    }
+
+    mutating func advanceTakeover(_ sid: String, now: Instant) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], var lead = h.lead, case .preparing(let t) = lead.phase else { return [] }
+        let promisedOld = t.oldSet.filter { t.promised.contains($0) }.count
+        guard promisedOld >= t.oldSet.count / 2 + 1 else {
+            // Not yet; and if the members of the old set still to answer cannot make it, give up
+            // (the tick tries again with a higher epoch).
+            let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && alive.contains($0) }.count
+            if promisedOld + open < t.oldSet.count / 2 + 1 {
+                h.lead = nil
+                if let hint = t.ownerHint { h.owner = hint }
+                h.quietUntil = now + settings.retryInterval
+                held[sid] = h
+            }
+            return []
+        }
+        // The greatest image of a majority holds every record a majority stored.
+        let best = t.images.max { $0.headRank < $1.headRank } ?? h.image
+        if best.records != h.records { h.replace(with: best.records, crypto: crypto) }
+        h.replicas = t.newSet
+        lead.phase = .installing
+        let seq = h.lastSeq
+        lead.write = Write(seq: seq, then: .resumed)
+        h.lead = lead
+        held[sid] = h
+        let image = h.image
+        var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.image(image), then: .own(session: sid, seq: seq)))]
+        for peer in t.newSet where peer != myName {
+            effects.append(request(.install(image), to: peer, session: sid, purpose: .write(epoch: h.epoch)))
+        }
+        return effects + failUnreachable(sid)
+    }
+
+    // MARK: Peers' requests (replica)
+
+    public mutating func request(_ message: SessionMessage, from peer: PeerName, token: RequestToken, now: Instant) -> [ProtocolEffect<Sessions>] {
+        switch message {
+        case .append(let record): return replicate(record, from: peer, token: token)
+        case .install(let image): return install(image, from: peer, token: token)
+        case .prepare(let sid, let epoch): return promise(sid, epoch: epoch, to: peer, token: token)
+        default: return [.respond(.invalid(reason: "not a request"), to: token)]
+        }
+    }
+
+    mutating func replicate(_ record: SessionRecord, from peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
+        let sid = record.session
+        guard var h = held[sid] else { return [.respond(.behind(session: sid, seq: 0), to: token)] }
+        if record.epoch < h.epoch {
+            counters.stale += 1
+            return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
+        }
+        // A record of a newer epoch than promised here comes with an install, never alone.
+        if record.epoch > h.epoch { return [.respond(.behind(session: sid, seq: h.lastSeq), to: token)] }
+        guard record.signer == h.owner, peer == h.owner else {
+            counters.forged += 1
+            return [.respond(.invalid(reason: "\(peer) does not own epoch \(h.epoch) of \(sid)"), to: token)]
+        }
+        if let problem = crypto.check(record, expectedKey: expectedKey(of: record.signer, carried: record.signerKey)) {
+            counters.forged += 1
+            return [.respond(.invalid(reason: problem), to: token)]
+        }
+        let hash = crypto.hash(of: record)
+        if record.seq <= h.lastSeq, h.hashes[Int(record.seq) - 1] == hash {
+            return [.respond(.stored(session: sid, seq: record.seq), to: token)]
+        }
+        guard record.seq == h.lastSeq + 1, record.previousHash == h.lastHash, !h.deleted,
+              (record.kind == .create) == (record.seq == 1), record.content != nil || record.kind == .delete else {
+            counters.outOfChain += 1
+            return [.respond(.behind(session: sid, seq: h.lastSeq), to: token)]
+        }
+        let dropped = h.append(record, hash: hash)
+        if h.deleted { h.dropContents() }
+        held[sid] = h
+        return [.perform(.persist(.record(record, epoch: h.epoch, owner: h.owner, replicas: h.replicas, dropContentOf: dropped),
+                                  then: .respond(token, .stored(session: sid, seq: record.seq))))]
+    }
+
+    mutating func install(_ image: SessionImage, from peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
+        let sid = image.id
+        guard image.owner == peer, image.replicas.contains(myName), image.replicas.first == peer else {
+            counters.forged += 1
+            return [.respond(.invalid(reason: "an image must come from its owner, to a member of its replica set"), to: token)]
+        }
+        if let h = held[sid], image.epoch < h.epoch || (image.epoch == h.epoch && h.owner != peer) {
+            counters.stale += 1
+            return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
+        }
+        if held[sid] == nil, held.count >= SessionLimits.maxHeldSessions {
+            return [.respond(.invalid(reason: "this node holds as many sessions as it may"), to: token)]
+        }
+        if let problem = verify(image) {
+            counters.forged += 1
+            return [.respond(.invalid(reason: problem), to: token)]
+        }
+        var effects: [ProtocolEffect<Sessions>] = []
+        if held[sid]?.lead != nil { counters.fenced += 1; effects += stepDown(sid, reason: "a newer owner took the session") }
+        var h = held[sid] ?? Held(id: sid, epoch: image.epoch, owner: peer, replicas: image.replicas, records: [], hashes: [])
+        h.epoch = image.epoch
+        h.owner = peer
+        h.replicas = image.replicas
+        h.replace(with: image.records, crypto: crypto)
+        held[sid] = h
+        return effects + [.perform(.persist(.image(h.image), then: .respond(token, .stored(session: sid, seq: h.lastSeq))))]
+    }
+
+    mutating func promise(_ sid: String, epoch: UInt64, to peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid] else {
+            // Nothing held: the promise is implicit (an install of this epoch or later is taken).
+            return [.respond(.promised(session: sid, image: nil), to: token)]
+        }
+        if epoch < h.epoch || (epoch == h.epoch && h.owner != peer) {
+            counters.stale += 1
+            return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
+        }
+        // Stickiness: while the owner is alive here (this node itself, leading it), nobody else
+        // takes the session over; a node back from a partition learns who owns it instead.
+        if h.owner != peer, h.owner == myName ? h.lead != nil : present.contains(h.owner) {
+            return [.respond(.ownedBy(session: sid, epoch: h.epoch, owner: h.owner), to: token)]
+        }
+        var effects: [ProtocolEffect<Sessions>] = []
+        if h.lead != nil, h.owner != peer { counters.fenced += 1; effects += stepDown(sid, reason: "another node takes the session over") }
+        h = held[sid] ?? h
+        h.epoch = epoch
+        h.owner = peer
+        held[sid] = h
+        return effects + [.perform(.persist(.promise(session: sid, epoch: epoch, owner: peer),
+                                            then: .respond(token, .promised(session: sid, image: h.image))))]
+    }
+
+    /// Why an image does not hold (nil when it does): a chain from a create, every record's
+    /// signature and content, epochs that never go back, nothing after a delete, and the
+    /// contents a holder must have (the create, every effect, the latest checkpoint).
+    func verify(_ image: SessionImage) -> String? {
+        guard let first = image.records.first, first.kind == .create, first.seq == 1, first.previousHash == SessionRecord.zeroHash else {
+            return "the image does not start with its creation"
+        }
+        var previousHash = SessionRecord.zeroHash
+        var previousEpoch: UInt64 = 0
+        var lastCheckpoint: Int?
+        for (i, record) in image.records.enumerated() {
+            guard record.seq == UInt64(i + 1), record.previousHash == previousHash else { return "record \(record.seq) is off the chain" }
+            guard record.epoch >= previousEpoch, record.epoch <= image.epoch else { return "record \(record.seq) has an epoch out of order" }
+            guard i == 0 || record.kind != .create, i == image.records.count - 1 || record.kind != .delete else {
+                return "record \(record.seq) is of a kind out of place"
+            }
+            if let problem = crypto.check(record, expectedKey: expectedKey(of: record.signer, carried: record.signerKey)) { return problem }
+            switch record.kind {
+            case .create, .effectStarted, .effectResult:
+                if record.content == nil { return "record \(record.seq) lost its content" }
+            case .checkpoint: lastCheckpoint = i
+            case .delete: break
+            }
+            previousHash = crypto.hash(of: record)
+            previousEpoch = record.epoch
+        }
+        if let i = lastCheckpoint, image.records[i].content == nil, image.records.last?.kind != .delete {
+            return "the latest checkpoint lost its state"
+        }
+        return nil
+    }
+
+    // MARK: Answers to our requests
+
+    public mutating func response(_ message: SessionMessage?, to rid: RequestID, now: Instant) -> [ProtocolEffect<Sessions>] {
+        guard let o = outstanding.removeValue(forKey: rid), let h = held[o.session], let lead = h.lead else { return [] }
+        switch (o.purpose, message) {
+        case (.write(let epoch), .stored(let sid, let seq)?) where sid == o.session && epoch == h.epoch:
+            return writeAcked(o.session, peer: o.peer, seq: seq)
+        case (.write(let epoch), .behind(let sid, _)?) where sid == o.session && epoch == h.epoch:
+            // The replica missed records or holds another branch: it gets the whole image.
+            return [request(.install(h.image), to: o.peer, session: o.session, purpose: o.purpose)]
+        case (_, .stale(let sid, let epoch)?) where sid == o.session:
+            let effects = stepDown(o.session, reason: "a newer epoch of the session exists")
+            if var h = held[o.session] {
+                // Fenced: some node holds a newer epoch. Not knowing which, this node waits before
+                // it prepares again, so it does not depose a live owner it cannot see.
+                if epoch > h.epoch { h.epoch = epoch }
+                h.quietUntil = now + settings.retryInterval * 5
+                held[o.session] = h
+            }
+            counters.fenced += 1
+            return effects
+        case (.prepare(let attempt), .ownedBy(let sid, _, let owner)?) where sid == o.session && attempt == h.epoch:
+            // A refusal is one vote fewer, not the end: the others may still make a majority
+            // (the simulator found two nodes each deferring to the other when this gave up at
+            // once). If the takeover fails, this node defers to the owner named.
+            guard case .preparing(var t) = lead.phase else { return [] }
+            t.failed.insert(o.peer)
+            t.ownerHint = owner
+            var h = h
+            var lead = lead
+            lead.phase = .preparing(t)
+            h.lead = lead
+            held[o.session] = h
+            return advanceTakeover(o.session, now: now)
+        case (.prepare(let epoch), .promised(let sid, let image)?) where sid == o.session && epoch == h.epoch:
+            guard case .preparing(var t) = lead.phase else { return [] }
+            t.promised.insert(o.peer)
+            if let image {
+                if image.id == sid, verify(image) == nil { t.images.append(image) } else { counters.forged += 1 }
+            }
+            var h = h
+            var lead = lead
+            lead.phase = .preparing(t)
+            h.lead = lead
+            held[o.session] = h
+            return advanceTakeover(o.session, now: now)
+        case (.prepare(let epoch), _) where epoch == h.epoch:
+            guard case .preparing(var t) = lead.phase else { return [] }
+            t.failed.insert(o.peer)
+            var h = h
+            var lead = lead
+            lead.phase = .preparing(t)
+            h.lead = lead
+            held[o.session] = h
+            return advanceTakeover(o.session, now: now)
+        case (.write(let epoch), _) where epoch == h.epoch:
+            return writeFailed(o.session, peer: o.peer)
+        default:
+            return []
+        }
+    }
+
+    public mutating func receive(_ message: SessionMessage, from peer: PeerName, now: Instant) -> [ProtocolEffect<Sessions>] { [] }
+
+    // MARK: Local work done
+
+    public mutating func performed(_ outcome: SessionActionOutcome, now: Instant) -> [ProtocolEffect<Sessions>] {
+        switch outcome {
+        case .persisted(.own(let sid, let seq)):
+            return writeAcked(sid, peer: myName, seq: seq)
+        case .persisted(.respond(let token, let message)):
+            return [.respond(message, to: token)]
+        case .persisted(.nothing):
+            return []
+        case .effectFinished(let sid, let key, let result):
+            guard var h = held[sid], var lead = h.lead, lead.running.remove(key) != nil else { return [] }
+            let cmd = lead.waiting.removeValue(forKey: key)
+            let bounded = result.count <= SessionLimits.maxEffectBytes ? result : Array("{\"reason\":\"denied\",\"warnings\":[\"result over its bound\"]}".utf8)
+            if lead.write != nil || lead.phase != .serving {
+                lead.queue.append(.effectResult(key: key, result: bounded, cmd))
+                h.lead = lead
+                held[sid] = h
+                return []
+            }
+            h.lead = lead
+            held[sid] = h
+            return beginWrite(sid, kind: .effectResult, key: key, content: bounded, then: .effectDone(cmd, key: key, result: bounded))
+        }
+    }
+
+    // MARK: Inspection (tests, metrics)
+
+    /// The sessions this node serves now.
+    public var served: [String] { held.values.filter { $0.lead?.phase == .serving }.map(\.id).sorted() }
+    /// The image of a held session.
+    public func image(of sid: String) -> SessionImage? { held[sid]?.image }
+    public var heldCount: Int { held.count }
+}
+
+// MARK: State
+
+extension Sessions {
+    enum AfterWrite: Sendable, Equatable {
+        case reply(CommandID, SessionReply)
+        case replyRecorded(CommandID)
+        case startEffect(CommandID, key: String, task: [UInt8])
+        case effectDone(CommandID?, key: String, result: [UInt8])
+        case resumed
+    }
+
+    struct Write: Sendable, Equatable {
+        var seq: UInt64
+        var then: AfterWrite
+        var acks: Set<PeerName> = []
+        var failed: Set<PeerName> = []
+    }
+
+    struct Takeover: Sendable, Equatable {
+        var epoch: UInt64
+        var oldSet: [PeerName]
+        var newSet: [PeerName]
+        var promised: Set<PeerName>
+        var images: [SessionImage]
+        var failed: Set<PeerName> = []
+        /// The owner a refusing replica named, deferred to if this takeover fails.
+        var ownerHint: PeerName?
+    }
+
+    enum Phase: Sendable, Equatable {
+        case preparing(Takeover)
+        case installing
+        case serving
+    }
+
+    enum Queued: Sendable, Equatable {
+        case command(SessionCommand, CommandID)
+        case effectResult(key: String, result: [UInt8], CommandID?)
+    }
+
+    /// What the owner of a session keeps beside the records.
+    struct Lead: Sendable, Equatable {
+        var phase: Phase
+        /// The highest seq a majority stored in this lead: reads show nothing after it.
+        var acknowledged: UInt64
+        var write: Write?
+        var queue: [Queued] = []
+        /// Effects running on this node now, and the command waiting for each.
+        var running: Set<String> = []
+        var waiting: [String: CommandID] = [:]
+
+        init(phase: Phase, acknowledged: UInt64) {
+            self.phase = phase
+            self.acknowledged = acknowledged
+        }
+    }
+
+    struct Outstanding: Sendable {
+        enum Purpose: Sendable, Equatable {
+            case write(epoch: UInt64)
+            case prepare(epoch: UInt64)
+        }
+        var session: String
+        var peer: PeerName
+        var purpose: Purpose
+    }
+
+    /// One session as this node holds it.
+    struct Held: Sendable {
+        var id: String
+        /// The highest epoch promised here, and to whom.
+        var epoch: UInt64
+        var owner: PeerName
+        var replicas: [PeerName]
+        var records: [SessionRecord]
+        var hashes: [[UInt8]]
+        var lead: Lead?
+        /// No takeover before this (after this node was fenced, or a takeover failed).
+        var quietUntil: Instant?
+
+        var lastSeq: UInt64 { UInt64(records.count) }
+        var lastHash: [UInt8] { hashes.last ?? SessionRecord.zeroHash }
+        var deleted: Bool { records.last?.kind == .delete }
+        var image: SessionImage { SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, records: records) }
+
+        /// Appends the next record; returns the seq of the checkpoint whose state it supersedes.
+        mutating func append(_ record: SessionRecord, hash: [UInt8]) -> UInt64? {
+            var dropped: UInt64?
+            if record.kind == .checkpoint, let i = records.lastIndex(where: { $0.kind == .checkpoint }) {
+                records[i].content = nil
+                dropped = records[i].seq
+            }
+            records.append(record)
+            hashes.append(hash)
+            return dropped
+        }
+
+        mutating func replace(with newRecords: [SessionRecord], crypto: SessionCrypto) {
+            records = newRecords
+            hashes = newRecords.map { crypto.hash(of: $0) }
+            // Only the latest checkpoint keeps its state.
+            if let last = records.lastIndex(where: { $0.kind == .checkpoint }) {
+                for i in records.indices where records[i].kind == .checkpoint && i != last { records[i].content = nil }
+            }
+        }
+
+        mutating func dropContents() {
+            for i in records.indices where records[i].kind == .checkpoint { records[i].content = nil }
+        }
+
+        struct Effect {
+            var startedSeq: UInt64
+            var resultSeq: UInt64?
+            var result: [UInt8]?
+        }
+
+        func effect(_ key: String) -> Effect? {
+            var found: Effect?
+            for record in records where record.key == key {
+                if record.kind == .effectStarted { found = Effect(startedSeq: record.seq) }
+                if record.kind == .effectResult, found != nil {
+                    found?.resultSeq = record.seq
+                    found?.result = record.content
+                }
+            }
+            return found
+        }
+
+        var effectCount: Int { records.filter { $0.kind == .effectStarted }.count }
+
+        func view(since: UInt64, acknowledged: UInt64, running: Set<String>) -> SessionView {
+            let visible = records.prefix(Int(min(acknowledged, lastSeq)))
+            let head = visible.last
+            let checkpoint = visible.last { $0.kind == .checkpoint }
+            var entries: [SessionJournalEntry] = []
+            var started: [String: UInt64] = [:]
+            var finished: Set<String> = []
+            for record in visible {
+                if record.kind == .effectStarted { started[record.key] = record.seq }
+                if record.kind == .effectResult, let s = started[record.key] {
+                    finished.insert(record.key)
+                    if record.seq > since {
+                        entries.append(SessionJournalEntry(seq: record.seq, key: record.key, startedSeq: s, outcome: .done(result: record.content ?? [])))
+                    }
+                }
+            }
+            for (key, s) in started where !finished.contains(key) && s > since {
+                entries.append(SessionJournalEntry(seq: s, key: key, startedSeq: s, outcome: running.contains(key) ? .running : .unknown))
+            }
+            entries.sort { $0.seq < $1.seq }
+            let more = entries.count > SessionLimits.maxJournalPage
+            return SessionView(id: id, owner: owner, replicas: replicas, epoch: epoch, seq: head?.seq ?? 0,
+                               hash: head.map { hashes[Int($0.seq) - 1] } ?? SessionRecord.zeroHash, signer: head?.signer ?? owner,
+                               state: checkpoint?.content, stateSeq: checkpoint?.seq ?? 0,
+                               journal: Array(entries.prefix(SessionLimits.maxJournalPage)), journalMore: more)
+        }
+    }
+}

@@ -1,0 +1,266 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import StarlingCore
+import StarlingCrypto
+import StarlingSandbox
+
+/// The session routes of the HTTP API (interface.md): create, checkpoint, act, show, delete.
+///
+/// Every route answers on every node. A node that does not serve the session (its protocol says
+/// `notHere`) forwards the request, body included, to the nodes that may (`holders`), once: a
+/// forwarded request carries `SwarmForwarder.hopHeader` and is never forwarded again.
+struct SessionRoutes: Sendable {
+    let gateway: (any SessionGateway)?
+    let logger: Logger
+
+    /// A checkpoint's body: a 1 MiB state, escaped, plus the envelope.
+    static let maxBodyBytes = 3 * SessionLimits.maxStateBytes + 4_096
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.post("/v1/sessions") { request, context in try await create(request, context) }
+        router.get("/v1/sessions/{id}") { request, context in try await show(request, context) }
+        router.post("/v1/sessions/{id}/checkpoint") { request, context in try await checkpoint(request, context) }
+        router.post("/v1/sessions/{id}/actions") { request, context in try await act(request, context) }
+        router.delete("/v1/sessions/{id}") { request, context in try await delete(request, context) }
+    }
+
+    struct CreateBody: Codable {
+        var id: String?
+        var policy: Policy?
+    }
+
+    func create(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let body = try await Self.collect(request)
+        let spec: CreateBody
+        do {
+            spec = body.readableBytes == 0 ? CreateBody() : try JSONDecoder().decode(CreateBody.self, from: Data(buffer: body))
+        } catch {
+            throw HTTPError(.badRequest, message: "the body is not {\"id\"?, \"policy\"?}: \(SwarmRoutes.describe(error))")
+        }
+        let id = spec.id ?? secureRandomBytes(8).map { String(format: "%02x", $0) }.joined()
+        guard SessionLimits.validID(id) else { throw HTTPError(.badRequest, message: "id: a session id is 1 to 64 of [A-Za-z0-9._-]") }
+        if let policy = spec.policy {
+            do throws(PolicyDenial) { try policy.validate() } catch { throw HTTPError(.badRequest, message: "policy: \(error.description)") }
+        }
+        let options = try JSONEncoder().encode(SessionOptions(policy: spec.policy))
+        let forwarded = request.headers[SwarmForwarder.hopHeader] != nil
+        let reply = try await send(.create(id: id, options: [UInt8](options), forwarded: forwarded))
+        if case .notHere = reply {
+            // The body goes on with the id fixed here, so every node tried creates the same one.
+            let fixed = ByteBuffer(bytes: try JSONEncoder().encode(CreateBody(id: id, policy: spec.policy)))
+            return try await forward(request, body: fixed, id: id)
+        }
+        return try answer(reply, id: id)
+    }
+
+    func show(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = try Self.sessionID(context)
+        let since = try SwarmRoutes.integer(request, "since", in: 0...Int(Int64.max)).map { UInt64($0) } ?? 0
+        let reply = try await send(.show(id: id, since: since))
+        if case .notHere = reply { return try await forward(request, body: nil, id: id) }
+        return try answer(reply, id: id)
+    }
+
+    func checkpoint(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = try Self.sessionID(context)
+        let body = try await Self.collect(request)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed]) as? [String: Any],
+              let state = object["state"] else {
+            throw HTTPError(.badRequest, message: "the body is not {\"state\": any JSON}")
+        }
+        let bytes = try JSONSerialization.data(withJSONObject: state, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
+        guard bytes.count <= SessionLimits.maxStateBytes else {
+            throw HTTPError(.contentTooLarge, message: "a state is at most \(SessionLimits.maxStateBytes) bytes of JSON")
+        }
+        let reply = try await send(.checkpoint(id: id, state: [UInt8](bytes)))
+        if case .notHere = reply { return try await forward(request, body: body, id: id) }
+        return try answer(reply, id: id)
+    }
+
+    struct ActBody: Codable {
+        var key: String
+    }
+
+    func act(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = try Self.sessionID(context)
+        let body = try await Self.collect(request)
+        let task: TaskSpec
+        let key: String
+        do {
+            key = try JSONDecoder().decode(ActBody.self, from: Data(buffer: body)).key
+            task = try JSONDecoder().decode(TaskSpec.self, from: Data(buffer: body))
+        } catch {
+            throw HTTPError(.badRequest, message: "the body is not a Task with a \"key\": \(SwarmRoutes.describe(error))")
+        }
+        guard SessionLimits.validKey(key) else { throw HTTPError(.badRequest, message: "key: 1 to 128 printable ASCII characters") }
+        do throws(InvalidTask) { try TaskLimits.validate(task) } catch { throw HTTPError(.badRequest, message: "\(error)") }
+        let encoded = try JSONEncoder().encode(task)
+        guard encoded.count <= SessionLimits.maxEffectBytes else {
+            throw HTTPError(.contentTooLarge, message: "an effect's task is at most \(SessionLimits.maxEffectBytes) bytes")
+        }
+        let reply = try await send(.act(id: id, key: key, task: [UInt8](encoded)))
+        if case .notHere = reply { return try await forward(request, body: body, id: id) }
+        return try answer(reply, id: id)
+    }
+
+    func delete(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        let id = try Self.sessionID(context)
+        let reply = try await send(.delete(id: id))
+        if case .notHere = reply { return try await forward(request, body: nil, id: id) }
+        return try answer(reply, id: id)
+    }
+
+    // MARK: Replies
+
+    func answer(_ reply: SessionReply, id: String) throws -> Response {
+        switch reply {
+        case .created(let id, let owner):
+            return try SwarmRoutes.json(.created, ["id": id, "owner": owner])
+        case .recorded(let seq, let hash):
+            return try Self.object(.ok, ["seq": seq, "hash": Self.hex(hash)])
+        case .acted(let key, let replayed, let result):
+            let parsed = (try? JSONSerialization.jsonObject(with: Data(result), options: [.fragmentsAllowed])) ?? NSNull()
+            return try Self.object(.ok, ["key": key, "replayed": replayed, "outcome": "done", "result": parsed])
+        case .outcomeUnknown(let key, let startedSeq):
+            return try Self.object(.conflict, ["error": "effect \(key) was started (record \(startedSeq)) and its outcome is unknown: its owner stopped before its result was recorded. It is never run again; settle it with the service it called (STARLING_EFFECT_KEY = \(id)/\(key))",
+                                               "key": key, "outcome": "unknown", "startedSeq": startedSeq])
+        case .running(let key):
+            return try Self.object(.conflict, ["error": "effect \(key) is running; ask again for its result", "key": key, "outcome": "running"],
+                                   retryAfter: true)
+        case .view(let view):
+            return try Self.object(.ok, Self.sessionJSON(view))
+        case .deleted:
+            return Response(status: .noContent)
+        case .notHere, .notFound:
+            throw HTTPError(.notFound, message: "no session \(id)")
+        case .conflict(let reason):
+            throw HTTPError(.conflict, message: reason)
+        case .unavailable(let reason):
+            throw SwarmRoutes.unavailable(reason)
+        case .rejected(let reason):
+            throw HTTPError(.badRequest, message: reason)
+        case .stats:
+            throw SwarmRoutes.unavailable("the session protocol answered something else")
+        }
+    }
+
+    /// The Session JSON of interface.md, plus `epoch`, `stateSeq`, `journalMore` and, per
+    /// journal entry, `outcome` and `startedSeq`.
+    static func sessionJSON(_ v: SessionView) -> [String: Any] {
+        let state: Any = v.state.flatMap { try? JSONSerialization.jsonObject(with: Data($0), options: [.fragmentsAllowed]) } ?? NSNull()
+        let journal: [[String: Any]] = v.journal.map { entry in
+            var e: [String: Any] = ["seq": entry.seq, "key": entry.key, "startedSeq": entry.startedSeq]
+            switch entry.outcome {
+            case .done(let result):
+                e["outcome"] = "done"
+                e["result"] = (try? JSONSerialization.jsonObject(with: Data(result), options: [.fragmentsAllowed])) ?? NSNull()
+            case .running:
+                e["outcome"] = "running"
+                e["result"] = NSNull()
+            case .unknown:
+                e["outcome"] = "unknown"
+                e["result"] = NSNull()
+            }
+            return e
+        }
+        return ["id": v.id, "owner": v.owner, "replicas": v.replicas, "epoch": v.epoch, "seq": v.seq, "hash": hex(v.hash),
+                "signer": v.signer, "state": state, "stateSeq": v.stateSeq, "journal": journal, "journalMore": v.journalMore]
+    }
+
+    // MARK: Plumbing
+
+    func send(_ command: SessionCommand) async throws -> SessionReply {
+        guard let gateway else { throw SwarmRoutes.unavailable("this node does not run sessions") }
+        do { return try await gateway.command(command) } catch {
+            throw SwarmRoutes.unavailable("the session's protocol did not answer: \(error)")
+        }
+    }
+
+    func forward(_ request: Request, body: ByteBuffer?, id: String) async throws -> Response {
+        guard request.headers[SwarmForwarder.hopHeader] == nil, let gateway else {
+            throw HTTPError(.notFound, message: "no session \(id)")
+        }
+        return try await SessionForwarder(logger: logger).forward(request, body: body, to: gateway.holders(of: id), from: gateway.nodeName,
+                                                                  notFound: "no session \(id)")
+    }
+
+    static func collect(_ request: Request) async throws -> ByteBuffer {
+        do { return try await request.body.collect(upTo: maxBodyBytes) } catch {
+            throw HTTPError(.contentTooLarge, message: "a session request's body may have at most \(maxBodyBytes) bytes")
+        }
+    }
+
+    static func sessionID(_ context: BasicRequestContext) throws -> String {
+        guard let raw = context.parameters.get("id"), SessionLimits.validID(raw) else {
+            throw HTTPError(.notFound, message: "no such session: a session id is 1 to 64 of [A-Za-z0-9._-]")
+        }
+        return raw
+    }
+
+    static func object(_ status: HTTPResponse.Status, _ value: [String: Any], retryAfter: Bool = false) throws -> Response {
+        let data = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .withoutEscapingSlashes])
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if retryAfter { headers[.retryAfter] = "1" }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+}
+
+/// Forwards a session request, with its body, to the nodes that may serve the session. The
+/// first answer that is neither 404 nor 503 wins; a 503 ("resuming", "not the owner here") is
+/// kept and returned only if no node did better, so a replica that does not serve the session
+/// does not hide the owner behind it.
+struct SessionForwarder: Sendable {
+    var timeout: Duration = .seconds(15)
+    var maxHolders = SessionLimits.replicas + 2
+    var maxBodyBytes = 8 << 20
+    var logger: Logger
+
+    func forward(_ request: Request, body: ByteBuffer?, to holders: [String], from node: String, notFound: String) async throws -> Response {
+        var reached = false
+        var lastFailure = ""
+        var unavailable: Response?
+        for holder in holders.prefix(maxHolders) where SocketAddressText.isHostPort(holder) {
+            var out = HTTPClientRequest(url: "http://\(holder)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")")
+            out.method = HTTPMethod(rawValue: request.method.rawValue)
+            out.headers.add(name: SwarmForwarder.hopHeader.rawName, value: node)
+            if let body {
+                out.headers.add(name: "Content-Type", value: "application/json")
+                out.body = .bytes(body)
+            }
+            let response: HTTPClientResponse
+            do {
+                response = try await SwarmForwarder.client.execute(out, timeout: .nanoseconds(SwarmForwarder.nanoseconds(timeout)), logger: nil)
+            } catch {
+                lastFailure = "\(holder): \(error)"
+                continue
+            }
+            reached = true
+            if response.status == .notFound { continue }
+            var headers = HTTPFields()
+            if let type = response.headers.first(name: "Content-Type") { headers[.contentType] = type }
+            if let retry = response.headers.first(name: "Retry-After") { headers[.retryAfter] = retry }
+            let bytes: ByteBuffer
+            do { bytes = try await response.body.collect(upTo: maxBodyBytes) } catch {
+                lastFailure = "\(holder): \(error)"
+                continue
+            }
+            let answer = Response(status: HTTPResponse.Status(code: Int(response.status.code)), headers: headers, body: .init(byteBuffer: bytes))
+            if response.status == .serviceUnavailable {
+                if unavailable == nil { unavailable = answer }
+                continue
+            }
+            return answer
+        }
+        if let unavailable { return unavailable }
+        if reached || holders.isEmpty { throw HTTPError(.notFound, message: notFound) }
+        throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"],
+                        message: "the nodes that may serve this session cannot be reached (\(lastFailure))")
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Logging
+import Metrics
+import StarlingCore
+import StarlingCrypto
+import StarlingSandbox
+import StarlingStore
+import Synchronization
+
+/// What the session routes need of the mesh: commands to the `Sessions` protocol, and the other
+/// nodes that may serve a session.
+public protocol SessionGateway: Sendable {
+    func command(_ command: SessionCommand) async throws -> SessionReply
+    /// API addresses (HOST:PORT) of the other live nodes that may serve session `id`, best first.
+    func holders(of id: String) -> [String]
+    var nodeName: String { get }
+}
+
+/// Sessions on a running node: the `Sessions` protocol on the mesh loop (channel 3), its
+/// records signed with the node's Ed25519 key, stored in the node's SQLite store, its effects
+/// run in sandboxes under the node's policy.
+public final class SessionService: SessionGateway {
+    public let nodeName: String
+    let node: MeshNode
+    let handle: ProtocolHandle<Sessions>
+    let store: SessionStore
+
+    /// Domain of a record signature: a session signature is never valid as anything else's.
+    static let signatureDomain = Array("starling-session-sig-v1".utf8) + [0]
+
+    /// The hashing and signing the protocol is handed: BLAKE2b-256 and Ed25519 (libsodium).
+    public static func crypto(_ identity: NodeIdentity) -> SessionCrypto {
+        SessionCrypto(publicKey: identity.publicKey,
+                      hash: { blake2b($0) },
+                      sign: { identity.sign(signatureDomain + $0) },
+                      verify: { signature, message, key in NodeIdentity.verify(signature: signature, message: signatureDomain + message, publicKey: key) })
+    }
+
+    /// Registers the protocol on `node` (before it starts) with the sessions stored in `store`.
+    public init(node: MeshNode, store: SwarmStore, identity: NodeIdentity, runner: SandboxRunner, audit: AuditLog?,
+                requestTimeout: Duration = .seconds(5), logger: Logger) throws {
+        nodeName = node.configuration.name
+        self.node = node
+        self.store = SessionStore(store: store)
+        var sessions = Sessions(myName: nodeName, crypto: Self.crypto(identity),
+                                settings: Sessions.Settings(requestTimeout: requestTimeout), now: node.now)
+        let images = try self.store.loadAll()
+        sessions.restore(images)
+        if !images.isEmpty { logger.info("sessions restored from the store", metadata: ["sessions": "\(images.count)"]) }
+        let effects = SessionEffectRunner(runner: runner, nodeName: nodeName, slots: node.configuration.slots, audit: audit, logger: logger)
+        handle = node.register(sessions, performer: SessionPerformer(store: self.store, audit: audit, effects: effects, node: node,
+                                                                     myName: nodeName, logger: logger))
+        SessionMetrics.follow(handle)
+    }
+
+    public func command(_ command: SessionCommand) async throws -> SessionReply { try await handle.command(command) }
+
+    /// The owner recorded here (when alive), then the ring's preference list of the live
+    /// members, this node excluded.
+    public func holders(of id: String) -> [String] {
+        let alive = node.snapshot().members.filter { $0.status == .alive }
+        let ring = SwarmRing(members: alive.map(\.name))
+        var names = ring.preferenceList(id, count: SessionLimits.replicas + 2)
+        if let owner = store.owner(of: id), alive.contains(where: { $0.name == owner }) { names.insert(owner, at: 0) }
+        let api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
+        var seen = Set<String>()
+        return names.filter { $0 != nodeName && seen.insert($0).inserted }.compactMap { api[$0] }.filter { !$0.isEmpty }
+    }
+}
+
+/// Carries out the session protocol's actions. Writes go, in the order asked, to one serial
+/// queue off the loop thread (an owner's record is appended to the audit log first, and an
+/// audit append blocks); each reports `.persisted` once durable. A write that fails latches:
+/// nothing after it is ever reported (so nothing after it is acknowledged), and the node leaves
+/// the mesh, as a failed swarm write makes it.
+struct SessionPerformer: ProtocolPerformer {
+    typealias Hosted = Sessions
+    let store: SessionStore
+    let audit: AuditLog?
+    let effects: SessionEffectRunner
+    let node: MeshNode
+    let myName: String
+    let logger: Logger
+    let queue = DispatchQueue(label: "starling-session-store")
+    let latch = SessionWriteLatch()
+
+    func perform(_ action: SessionAction, host: ProtocolHandle<Sessions>) {
+        switch action {
+        case .persist(let change, let tag):
+            queue.async { [self] in
+                guard !latch.failed.withLock({ $0 }) else { return }
+                do {
+                    if case .own = tag, let audit, case .record(let record, _, _, _, _) = change, record.signer == myName {
+                        try audit.append(Self.auditKind(record.kind), Self.auditBody(record))
+                    }
+                    try store.apply([change])
+                    host.complete(.persisted(tag))
+                } catch {
+                    latch.failed.withLock { $0 = true }
+                    logger.critical("a session write failed; leaving the mesh", metadata: ["error": "\(error)"])
+                    node.requestLeave()
+                }
+            }
+        case .runEffect(let session, let key, let effectKey, let task, let options):
+            effects.start(session: session, key: key, effectKey: effectKey, task: task, options: options) { result in
+                host.complete(.effectFinished(session: session, key: key, result: result))
+            }
+        }
+    }
+
+    static func auditKind(_ kind: SessionRecord.Kind) -> String {
+        switch kind {
+        case .create: "session.create"
+        case .checkpoint: "session.checkpoint"
+        case .effectStarted: "session.effect.start"
+        case .effectResult: "session.effect.result"
+        case .delete: "session.delete"
+        }
+    }
+
+    /// Ids, numbers and the record's digest: never the state or the task's content.
+    static func auditBody(_ r: SessionRecord) -> JSONValue {
+        var body: [String: JSONValue] = ["session": .string(r.session), "seq": .integer(Int64(clamping: r.seq)),
+                                         "epoch": .integer(Int64(clamping: r.epoch)),
+                                         "contentDigest": .string(r.contentDigest.map { String(format: "%02x", $0) }.joined()),
+                                         "bytes": .integer(Int64(r.content?.count ?? 0))]
+        if !r.key.isEmpty { body["key"] = .string(TaskAudit.bounded(r.key)) }
+        return .object(body)
+    }
+}
+
+/// Set once a session write failed: nothing written after it is ever reported durable.
+final class SessionWriteLatch: Sendable {
+    let failed = Mutex(false)
+}
+
+/// The protocol's counters as Prometheus gauges, read every 2 s through a `stats` command (the
+/// counters live in the protocol's value on the loop thread): records refused as forged, stale
+/// (fencing) or off the chain, effect keys answered "unknown", takeovers led, times fenced, and
+/// the sessions held and served. Stops when the node stops.
+enum SessionMetrics {
+    static func follow(_ handle: ProtocolHandle<Sessions>) {
+        let refusedForged = Gauge(label: "starling_session_records_refused", dimensions: [("reason", "forged")])
+        let refusedStale = Gauge(label: "starling_session_records_refused", dimensions: [("reason", "stale_epoch")])
+        let refusedChain = Gauge(label: "starling_session_records_refused", dimensions: [("reason", "out_of_chain")])
+        let unknown = Gauge(label: "starling_session_unknown_outcomes")
+        let takeovers = Gauge(label: "starling_session_takeovers")
+        let fenced = Gauge(label: "starling_session_fenced")
+        let held = Gauge(label: "starling_sessions_held")
+        let served = Gauge(label: "starling_sessions_served")
+        Task.detached {
+            while true {
+                try? await Task.sleep(for: .seconds(2))
+                guard case .stats(let c, let h, let s)? = try? await handle.command(.stats) else {
+                    if (try? await handle.command(.stats)) == nil { return }
+                    continue
+                }
+                refusedForged.record(c.forged)
+                refusedStale.record(c.stale)
+                refusedChain.record(c.outOfChain)
+                unknown.record(c.unknownOutcomes)
+                takeovers.record(c.takeovers)
+                fenced.record(c.fenced)
+                held.record(h)
+                served.record(s)
+            }
+        }
+    }
+}

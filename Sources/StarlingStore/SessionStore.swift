@@ -1,0 +1,132 @@
+import Foundation
+import GRDB
+import StarlingCore
+
+/// The sessions a node owns or replicates, in the node's `starling.sqlite` (the swarm store's
+/// `DatabasePool`: WAL, and `synchronous` as the rest of the store, FULL by default).
+///
+/// A checkpoint writes its own record, state included, once; the previous checkpoint's state is
+/// set to NULL in the same transaction (its digest stays, so the chain still verifies). So the
+/// bytes written per checkpoint are the state's size plus a row, whatever the session's history.
+/// An image (a takeover, or a replica brought up to date) rewrites the session's rows whole.
+public final class SessionStore: Sendable {
+    let pool: DatabasePool
+
+    public init(store: SwarmStore) {
+        pool = store.pool
+    }
+
+    /// Writes every change in one transaction: all of them or none.
+    public func apply(_ changes: [SessionChange]) throws {
+        guard !changes.isEmpty else { return }
+        do {
+            try pool.write { db in
+                for change in changes { try Self.apply(change, in: db) }
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError("session store write failed: \(error)")
+        }
+    }
+
+    private static func apply(_ change: SessionChange, in db: Database) throws {
+        switch change {
+        case .record(let record, let epoch, let owner, let replicas, let dropped):
+            try upsert(record.session, epoch: epoch, owner: owner, replicas: replicas, in: db)
+            try insert(record, in: db)
+            if let dropped {
+                try db.cachedStatement(sql: "UPDATE session_record SET content = NULL WHERE session = ? AND seq = ?")
+                    .execute(arguments: [record.session, Int64(bitPattern: dropped)])
+            }
+            if record.kind == .delete {
+                try db.execute(sql: "UPDATE session_record SET content = NULL WHERE session = ? AND kind = ?",
+                               arguments: [record.session, Int(SessionRecord.Kind.checkpoint.rawValue)])
+            }
+        case .image(let image):
+            try upsert(image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, in: db)
+            try db.execute(sql: "DELETE FROM session_record WHERE session = ?", arguments: [image.id])
+            for record in image.records { try insert(record, in: db) }
+        case .promise(let id, let epoch, let owner):
+            try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ? WHERE id = ?")
+                .execute(arguments: [Int64(bitPattern: epoch), owner, id])
+        }
+    }
+
+    private static func upsert(_ id: String, epoch: UInt64, owner: PeerName, replicas: [PeerName], in db: Database) throws {
+        try db.cachedStatement(sql: """
+            INSERT INTO session (id, epoch, owner, replicas) VALUES (?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch, owner = excluded.owner, replicas = excluded.replicas
+            """).execute(arguments: [id, Int64(bitPattern: epoch), owner, Data(SwarmStore.encodeNames(replicas))])
+    }
+
+    private static func insert(_ r: SessionRecord, in db: Database) throws {
+        try db.cachedStatement(sql: """
+            INSERT INTO session_record (session, seq, previousHash, epoch, kind, key, contentDigest, content, signer, signerKey, signature)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """).execute(arguments: [r.session, Int64(bitPattern: r.seq), Data(r.previousHash), Int64(bitPattern: r.epoch), Int(r.kind.rawValue),
+                                     r.key, Data(r.contentDigest), r.content.map { Data($0) }, r.signer, Data(r.signerKey), Data(r.signature)])
+    }
+
+    // MARK: Reads
+
+    /// Every session held, for the protocol's restore at start. A row that does not read back
+    /// as it was written throws: the node refuses to start rather than serve a damaged journal.
+    public func loadAll() throws -> [SessionImage] {
+        do {
+            return try pool.read { db in
+                let ids = try String.fetchAll(db, sql: "SELECT id FROM session ORDER BY id")
+                return try ids.compactMap { try Self.image($0, in: db) }
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError("session store read failed: \(error)")
+        }
+    }
+
+    /// One session as stored here, or nil.
+    public func image(_ id: String) throws -> SessionImage? {
+        do {
+            return try pool.read { db in try Self.image(id, in: db) }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError("session store read failed: \(error)")
+        }
+    }
+
+    /// The owner recorded for a session held here (the epoch's owner), or nil.
+    public func owner(of id: String) -> PeerName? {
+        try? pool.read { db in try String.fetchOne(db, sql: "SELECT owner FROM session WHERE id = ?", arguments: [id]) }
+    }
+
+    private static func image(_ id: String, in db: Database) throws -> SessionImage? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT epoch, owner, replicas FROM session WHERE id = ?", arguments: [id]) else { return nil }
+        let epoch = UInt64(bitPattern: try column(row, "epoch", Int64.self))
+        let owner = try column(row, "owner", String.self)
+        let replicas = SwarmStore.decodeNames([UInt8](try column(row, "replicas", Data.self)))
+        var records: [SessionRecord] = []
+        let rows = try Row.fetchCursor(db, sql: "SELECT * FROM session_record WHERE session = ? ORDER BY seq", arguments: [id])
+        while let r = try rows.next() {
+            let rawKind = try column(r, "kind", Int64.self)
+            guard rawKind >= 0, rawKind <= 255, let kind = SessionRecord.Kind(rawValue: UInt8(rawKind)) else {
+                throw StoreError("session \(id): a record of unknown kind \(rawKind)")
+            }
+            records.append(SessionRecord(
+                session: id, seq: UInt64(bitPattern: try column(r, "seq", Int64.self)),
+                previousHash: [UInt8](try column(r, "previousHash", Data.self)),
+                epoch: UInt64(bitPattern: try column(r, "epoch", Int64.self)), kind: kind, key: try column(r, "key", String.self),
+                contentDigest: [UInt8](try column(r, "contentDigest", Data.self)),
+                content: (try r.decode(Data?.self, forColumn: "content")).map { [UInt8]($0) },
+                signer: try column(r, "signer", String.self), signerKey: [UInt8](try column(r, "signerKey", Data.self)),
+                signature: [UInt8](try column(r, "signature", Data.self))))
+        }
+        return SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, records: records)
+    }
+
+    /// A column read that throws instead of trapping on a value of the wrong type.
+    private static func column<T: DatabaseValueConvertible>(_ row: Row, _ name: String, _ type: T.Type) throws -> T {
+        try row.decode(T.self, forColumn: name)
+    }
+}

@@ -1,0 +1,484 @@
+import Foundation
+import StarlingCore
+import StarlingCrypto
+import Testing
+
+/// A deterministic little mesh of `Sessions` instances: every message goes through the codec,
+/// persists complete in order, effects are run (or held) on request, and crashes and
+/// partitions drop what they separate (a request then gets its nil answer).
+struct SessionMesh {
+    enum Event {
+        case request(from: PeerName, to: PeerName, bytes: [UInt8], id: RequestID)
+        case response(to: PeerName, bytes: [UInt8]?, id: RequestID)
+        case performed(PeerName, SessionActionOutcome)
+    }
+
+    var nodes: [PeerName: Sessions] = [:]
+    var crypto: [PeerName: SessionCrypto] = [:]
+    var down: Set<PeerName> = []
+    /// Node groups that can talk; nil: everyone can.
+    var partition: [Set<PeerName>]?
+    var queue: [Event] = []
+    var replies: [UInt64: SessionReply] = [:]
+    var nextCommand: UInt64 = 1
+    var tokens: [UInt64: (PeerName, RequestID)] = [:]
+    var nextToken: UInt64 = 1
+    /// Every effect run: (node, effect key).
+    var effectsRun: [(PeerName, String)] = []
+    /// Effects not completed yet, when `holdEffects`.
+    var heldEffects: [(PeerName, SessionActionOutcome)] = []
+    var holdEffects = false
+    var now = Instant(nanoseconds: 1_000_000_000)
+    var dir: String
+
+    init(_ names: [PeerName]) throws {
+        dir = NSTemporaryDirectory() + "sessions-mesh-\(UUID().uuidString)"
+        for name in names {
+            let c = try Self.crypto(dataDir: dir + "/" + name)
+            crypto[name] = c
+            nodes[name] = Sessions(myName: name, crypto: c, settings: .init(requestTimeout: .seconds(1)), now: now)
+        }
+        for name in names {
+            for other in names { deliver(name, nodes[name]!.membershipChanged(.updated(Self.view(other, .alive)), now: now)) }
+        }
+        run()
+    }
+
+    static func crypto(dataDir: String) throws -> SessionCrypto {
+        let identity = try NodeIdentity.loadOrCreate(dataDir: dataDir)
+        let domain = Array("starling-session-sig-v1".utf8) + [0]
+        return SessionCrypto(publicKey: identity.publicKey, hash: { blake2b($0) }, sign: { identity.sign(domain + $0) },
+                             verify: { s, m, k in NodeIdentity.verify(signature: s, message: domain + m, publicKey: k) })
+    }
+
+    static func view(_ name: PeerName, _ status: MemberStatus) -> PeerView {
+        PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 1), status: status, metadata: MemberMetadata())
+    }
+
+    func reachable(_ a: PeerName, _ b: PeerName) -> Bool {
+        if down.contains(a) || down.contains(b) { return false }
+        guard let partition else { return true }
+        return partition.contains { $0.contains(a) && $0.contains(b) }
+    }
+
+    mutating func deliver(_ node: PeerName, _ effects: [ProtocolEffect<Sessions>]) {
+        for effect in effects {
+            switch effect {
+            case .send: break
+            case .request(let m, let to, let id, _):
+                let bytes = Sessions.encode(m)
+                precondition(bytes.count <= Sessions.maxMessageBytes)
+                queue.append(reachable(node, to) ? .request(from: node, to: to, bytes: bytes, id: id) : .response(to: node, bytes: nil, id: id))
+            case .respond(let m, let token):
+                guard let (to, id) = tokens.removeValue(forKey: token.rawValue) else { continue }
+                queue.append(.response(to: to, bytes: reachable(node, to) ? Sessions.encode(m) : nil, id: id))
+            case .reply(let r, let cmd):
+                replies[cmd.rawValue] = r
+            case .perform(.persist(_, let tag)):
+                queue.append(.performed(node, .persisted(tag)))
+            case .perform(.runEffect(let session, let key, let effectKey, _, _)):
+                effectsRun.append((node, effectKey))
+                let outcome = SessionActionOutcome.effectFinished(session: session, key: key, result: Array("{\"ran\":\"\(effectKey)\"}".utf8))
+                if holdEffects { heldEffects.append((node, outcome)) } else { queue.append(.performed(node, outcome)) }
+            }
+        }
+    }
+
+    mutating func run(maxSteps: Int = 100_000) {
+        var steps = 0
+        while !queue.isEmpty {
+            steps += 1
+            precondition(steps < maxSteps, "the mesh does not settle")
+            let event = queue.removeFirst()
+            switch event {
+            case .request(let from, let to, let bytes, let id):
+                guard !down.contains(to), var n = nodes[to] else {
+                    queue.append(.response(to: from, bytes: nil, id: id)); continue
+                }
+                let token = RequestToken(rawValue: nextToken)
+                tokens[nextToken] = (from, id)
+                nextToken += 1
+                let effects = n.request(try! Sessions.decode(bytes), from: from, token: token, now: now)
+                nodes[to] = n
+                deliver(to, effects)
+            case .response(let to, let bytes, let id):
+                guard !down.contains(to), var n = nodes[to] else { continue }
+                let effects = n.response(bytes.map { try! Sessions.decode($0) }, to: id, now: now)
+                nodes[to] = n
+                deliver(to, effects)
+            case .performed(let node, let outcome):
+                guard !down.contains(node), var n = nodes[node] else { continue }
+                let effects = n.performed(outcome, now: now)
+                nodes[node] = n
+                deliver(node, effects)
+            }
+        }
+    }
+
+    /// Sends a command to `node` and runs the mesh until it settles; the reply, if any.
+    mutating func command(_ node: PeerName, _ command: SessionCommand) -> SessionReply? {
+        let id = nextCommand
+        nextCommand += 1
+        var n = nodes[node]!
+        let effects = n.command(command, id: CommandID(rawValue: id), now: now)
+        nodes[node] = n
+        deliver(node, effects)
+        run()
+        return replies[id]
+    }
+
+    /// The node that serves `sid` now.
+    func owner(of sid: String) -> PeerName? {
+        nodes.keys.sorted().first { !down.contains($0) && nodes[$0]!.served.contains(sid) }
+    }
+
+    /// Kills `node` (kill -9): the others see it dead; time passes so their timers run.
+    mutating func crash(_ node: PeerName) {
+        down.insert(node)
+        for other in nodes.keys.sorted() where !down.contains(other) {
+            var n = nodes[other]!
+            let effects = n.membershipChanged(.updated(Self.view(node, .dead)), now: now)
+            nodes[other] = n
+            deliver(other, effects)
+        }
+        run()
+        tick(seconds: 2)
+    }
+
+    mutating func tick(seconds: Int) {
+        for _ in 0..<seconds {
+            now = now + .seconds(1)
+            for name in nodes.keys.sorted() where !down.contains(name) {
+                var n = nodes[name]!
+                let effects = n.tick(now: now)
+                nodes[name] = n
+                deliver(name, effects)
+            }
+            run()
+        }
+    }
+
+    /// A node that holds `sid` but does not own it.
+    func replica(of sid: String) -> PeerName? {
+        guard let image = nodes.values.compactMap({ $0.image(of: sid) }).first else { return nil }
+        return image.replicas.first { $0 != image.owner && !down.contains($0) }
+    }
+}
+
+@Suite struct SessionsTests {
+    static func created(_ mesh: inout SessionMesh, _ sid: String) throws -> PeerName {
+        // Any node may take the create; its ring decides the owner (forwarded: true makes it
+        // the owner, as a forwarded HTTP create does).
+        let reply = mesh.command("n1", .create(id: sid, options: [], forwarded: true))
+        guard case .created(_, let owner)? = reply else { Issue.record("create: \(String(describing: reply))"); throw CancellationError() }
+        return owner
+    }
+
+    @Test func aCheckpointIsAnsweredOnceAMajorityStoredItAndReadBack() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4"])
+        let owner = try Self.created(&mesh, "s1")
+        #expect(owner == "n1")
+        for i in 1...5 {
+            guard case .recorded(let seq, let hash)? = mesh.command(owner, .checkpoint(id: "s1", state: Array("{\"i\":\(i)}".utf8))) else {
+                Issue.record("checkpoint \(i)"); return
+            }
+            #expect(seq == UInt64(i + 1))
+            #expect(hash.count == 32)
+        }
+        guard case .view(let view)? = mesh.command(owner, .show(id: "s1", since: 0)) else { Issue.record("show"); return }
+        #expect(view.seq == 6)
+        #expect(view.state == Array("{\"i\":5}".utf8))
+        #expect(view.replicas.count == 3)
+        // Every replica holds the same chain, and only the latest checkpoint's state.
+        let images = mesh.nodes.values.compactMap { $0.image(of: "s1") }
+        #expect(images.count == 3)
+        #expect(Set(images.map { $0.records.map(\.signature) }).count == 1)
+        #expect(images.allSatisfy { $0.records.filter { $0.kind == .checkpoint && $0.content != nil }.count == 1 })
+        // A node that does not serve it says so (the route forwards).
+        let other = mesh.nodes.keys.sorted().first { $0 != owner }!
+        #expect(mesh.command(other, .show(id: "s1", since: 0)) == .notHere)
+    }
+
+    @Test func anEffectRunsOnceAndItsKeyReplaysItsResult() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        guard case .acted(let key, let replayed, let result)? = mesh.command(owner, .act(id: "s1", key: "pay-1", task: Array("{}".utf8))) else {
+            Issue.record("act"); return
+        }
+        #expect(key == "pay-1" && !replayed)
+        #expect(mesh.effectsRun.map(\.1) == ["s1/pay-1"])
+        #expect(mesh.command(owner, .act(id: "s1", key: "pay-1", task: Array("{}".utf8))) == .acted(key: "pay-1", replayed: true, result: result))
+        #expect(mesh.effectsRun.count == 1)
+        guard case .view(let view)? = mesh.command(owner, .show(id: "s1", since: 0)) else { Issue.record("show"); return }
+        #expect(view.journal.map(\.key) == ["pay-1"])
+        #expect(view.journal.first?.outcome == .done(result: result))
+    }
+
+    @Test func theNextHolderResumesFromTheLatestMajorityRecordAndNeverRerunsAnEffect() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4"])
+        let owner = try Self.created(&mesh, "s1")
+        for i in 1...20 { _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("\(i)".utf8))) }
+        for k in 1...5 { _ = mesh.command(owner, .act(id: "s1", key: "k\(k)", task: Array("{}".utf8))) }
+        #expect(mesh.effectsRun.count == 5)
+        mesh.crash(owner)
+        guard let next = mesh.owner(of: "s1") else { Issue.record("nobody resumed the session"); return }
+        #expect(next != owner)
+        guard case .view(let view)? = mesh.command(next, .show(id: "s1", since: 0)) else { Issue.record("show"); return }
+        #expect(view.state == Array("20".utf8))
+        #expect(view.journal.count == 5)
+        #expect(view.epoch == 2)
+        #expect(!view.replicas.contains(owner))
+        for k in 1...5 {
+            guard case .acted(_, let replayed, _)? = mesh.command(next, .act(id: "s1", key: "k\(k)", task: Array("{}".utf8))) else {
+                Issue.record("replay k\(k)"); return
+            }
+            #expect(replayed)
+        }
+        #expect(mesh.effectsRun.count == 5)
+    }
+
+    @Test func anEffectWhoseOwnerDiedMidRunIsUnknownAndNeverRunAgain() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        mesh.holdEffects = true
+        #expect(mesh.command(owner, .act(id: "s1", key: "book", task: Array("{}".utf8))) == nil)  // running
+        #expect(mesh.command(owner, .act(id: "s1", key: "book", task: Array("{}".utf8))) == .running(key: "book"))
+        #expect(mesh.effectsRun.count == 1)
+        mesh.crash(owner)
+        guard let next = mesh.owner(of: "s1") else { Issue.record("nobody resumed the session"); return }
+        guard case .outcomeUnknown(let key, let startedSeq)? = mesh.command(next, .act(id: "s1", key: "book", task: Array("{}".utf8))) else {
+            Issue.record("expected unknown"); return
+        }
+        #expect(key == "book" && startedSeq == 2)
+        #expect(mesh.effectsRun.count == 1)
+        #expect(mesh.nodes[next]!.counters.unknownOutcomes == 1)
+        guard case .view(let view)? = mesh.command(next, .show(id: "s1", since: 0)) else { Issue.record("show"); return }
+        #expect(view.journal.first?.outcome == .unknown)
+    }
+
+    @Test func aForgedOrAlteredRecordIsRejectedAndCounted() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8)))
+        let replica = mesh.replica(of: "s1")!
+        let image = mesh.nodes[owner]!.image(of: "s1")!
+        let c = mesh.crypto[owner]!
+        let head = image.records.last!
+        let good = c.seal(session: "s1", seq: head.seq + 1, previousHash: c.hash(of: head), epoch: image.epoch, kind: .checkpoint,
+                          key: "", content: Array("2".utf8), signer: owner)
+        // Altered content: the digest no longer matches.
+        var altered = good
+        altered.content = Array("3".utf8)
+        // Altered digest and content together: the signature no longer holds.
+        var resigned = altered
+        resigned.contentDigest = c.hash(Array("3".utf8))
+        var n = mesh.nodes[replica]!
+        for (i, record) in [altered, resigned].enumerated() {
+            let effects = n.request(.append(record), from: owner, token: RequestToken(rawValue: 900 + UInt64(i)), now: mesh.now)
+            guard case .respond(.invalid, _)? = effects.first else { Issue.record("record \(i) accepted: \(effects)"); return }
+        }
+        #expect(n.counters.forged == 2)
+        // Out of chain: a record whose previous hash is not the head's.
+        let offChain = c.seal(session: "s1", seq: head.seq + 1, previousHash: SessionRecord.zeroHash, epoch: image.epoch, kind: .checkpoint,
+                              key: "", content: Array("5".utf8), signer: owner)
+        let effects = n.request(.append(offChain), from: owner, token: RequestToken(rawValue: 990), now: mesh.now)
+        guard case .respond(.behind, _)? = effects.first else { Issue.record("off-chain record accepted: \(effects)"); return }
+        #expect(n.counters.outOfChain == 1)
+        // A record from a node that is not the epoch's owner.
+        let notOwner = mesh.nodes.keys.sorted().first { $0 != owner && $0 != replica }!
+        let theirs = mesh.crypto[notOwner]!.seal(session: "s1", seq: head.seq + 1, previousHash: c.hash(of: head), epoch: image.epoch,
+                                                 kind: .checkpoint, key: "", content: Array("6".utf8), signer: notOwner)
+        guard case .respond(.invalid, _)? = n.request(.append(theirs), from: notOwner, token: RequestToken(rawValue: 991), now: mesh.now).first else {
+            Issue.record("a non-owner's record accepted"); return
+        }
+        #expect(n.counters.forged == 3)
+        // An image with one altered record is refused whole.
+        var badImage = image
+        badImage.records[1].content = Array("9".utf8)
+        guard case .respond(.invalid, _)? = n.request(.install(badImage), from: owner, token: RequestToken(rawValue: 992), now: mesh.now).first else {
+            Issue.record("an altered image accepted"); return
+        }
+        #expect(n.counters.forged == 4)
+        // The genuine record is taken.
+        guard case .perform(.persist(.record, _))? = n.request(.append(good), from: owner, token: RequestToken(rawValue: 993), now: mesh.now).first else {
+            Issue.record("the genuine record was refused"); return
+        }
+    }
+
+    @Test func aReplicaRefusesRecordsOfAnOlderEpoch() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        let replica = mesh.replica(of: "s1")!
+        let image = mesh.nodes[owner]!.image(of: "s1")!
+        var n = mesh.nodes[replica]!
+        // Epoch 5 is prepared (by the owner itself here: a replica promises a live owner's
+        // prepare, and names the owner to anyone else): the replica promises it.
+        guard case .perform(.persist(.promise(_, 5, _), _))? = n.request(.prepare(session: "s1", epoch: 5), from: owner, token: RequestToken(rawValue: 1), now: mesh.now).first else {
+            Issue.record("no promise"); return
+        }
+        // The old owner's next record (epoch 1) is fenced.
+        let c = mesh.crypto[owner]!
+        let head = image.records.last!
+        let stale = c.seal(session: "s1", seq: head.seq + 1, previousHash: c.hash(of: head), epoch: image.epoch, kind: .checkpoint,
+                           key: "", content: Array("x".utf8), signer: owner)
+        guard case .respond(.stale(_, 5), _)? = n.request(.append(stale), from: owner, token: RequestToken(rawValue: 2), now: mesh.now).first else {
+            Issue.record("a stale record was not refused"); return
+        }
+        #expect(n.counters.stale == 1)
+        // So is a prepare of an older epoch, and an install of one.
+        let other = mesh.nodes.keys.sorted().first { $0 != owner && $0 != replica }!
+        guard case .respond(.stale, _)? = n.request(.prepare(session: "s1", epoch: 4), from: other, token: RequestToken(rawValue: 3), now: mesh.now).first,
+              case .respond(.stale, _)? = n.request(.install(image), from: owner, token: RequestToken(rawValue: 4), now: mesh.now).first else {
+            Issue.record("an older prepare or install was not refused"); return
+        }
+    }
+
+    @Test func duringAPartitionOnlyTheMajoritySideRecords() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
+        let owner = try Self.created(&mesh, "s1")
+        _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8)))
+        let replicas = mesh.nodes[owner]!.image(of: "s1")!.replicas
+        // The owner alone on one side, its two replicas with the rest on the other.
+        let minority: Set<PeerName> = [owner]
+        let majority = Set(mesh.nodes.keys).subtracting(minority)
+        mesh.partition = [minority, majority]
+        // Each side sees the other side dead.
+        for a in mesh.nodes.keys.sorted() {
+            for b in mesh.nodes.keys.sorted() where !(mesh.partition!.contains { $0.contains(a) && $0.contains(b) }) {
+                var n = mesh.nodes[a]!
+                let effects = n.membershipChanged(.updated(SessionMesh.view(b, .dead)), now: mesh.now)
+                mesh.nodes[a] = n
+                mesh.deliver(a, effects)
+            }
+        }
+        mesh.run()
+        mesh.tick(seconds: 3)
+        // The cut-off owner cannot get a majority: it answers "try again", never "recorded".
+        let minorityReply = mesh.command(owner, .checkpoint(id: "s1", state: Array("lost".utf8)))
+        if case .recorded? = minorityReply { Issue.record("the minority side recorded") }
+        // The majority side resumed under a new epoch and records.
+        let next = replicas.first { $0 != owner }!
+        #expect(mesh.nodes[next]!.served.contains("s1"))
+        guard case .recorded? = mesh.command(next, .checkpoint(id: "s1", state: Array("2".utf8))) else { Issue.record("majority side"); return }
+        // Heal: the old owner learns of the newer epoch and stops; the acknowledged state stands.
+        mesh.partition = nil
+        for a in mesh.nodes.keys.sorted() {
+            for b in mesh.nodes.keys.sorted() {
+                var n = mesh.nodes[a]!
+                let effects = n.membershipChanged(.updated(SessionMesh.view(b, .alive)), now: mesh.now)
+                mesh.nodes[a] = n
+                mesh.deliver(a, effects)
+            }
+        }
+        mesh.run()
+        mesh.tick(seconds: 10)
+        let servers = mesh.nodes.keys.filter { mesh.nodes[$0]!.served.contains("s1") }
+        #expect(servers.count <= 1)
+        let server = mesh.owner(of: "s1") ?? next
+        guard case .view(let view)? = mesh.command(server, .show(id: "s1", since: 0)) else { Issue.record("show after heal"); return }
+        #expect(view.state == Array("2".utf8))
+    }
+
+    @Test func aWriteThatReachesNoMajorityIsNeverAcknowledged() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        // The links to both replicas break before membership notices anything.
+        mesh.partition = [[owner], Set(mesh.nodes.keys).subtracting([owner])]
+        let reply = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8)))
+        guard case .unavailable? = reply else { Issue.record("a write stored only by its owner was answered \(String(describing: reply))"); return }
+        // Healed, it is served again under a new epoch, and the write that was refused may or
+        // may not be in it, but every acknowledged one is.
+        mesh.partition = nil
+        mesh.tick(seconds: 3)
+        guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("2".utf8))) else { Issue.record("not served after the heal"); return }
+    }
+
+    @Test func aRestartedNodeRestoresItsSessionsAndResumesUnderANewEpoch() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        for i in 1...3 { _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("\(i)".utf8))) }
+        // Every node restarts from what it stored (here: its image), and hears of the others.
+        for name in mesh.nodes.keys.sorted() {
+            var fresh = Sessions(myName: name, crypto: mesh.crypto[name]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
+            fresh.restore([mesh.nodes[name]!.image(of: "s1")!])
+            #expect(fresh.served.isEmpty)
+            mesh.nodes[name] = fresh
+        }
+        for name in mesh.nodes.keys.sorted() {
+            for other in mesh.nodes.keys.sorted() {
+                var n = mesh.nodes[name]!
+                let effects = n.membershipChanged(.updated(SessionMesh.view(other, .alive)), now: mesh.now)
+                mesh.nodes[name] = n
+                mesh.deliver(name, effects)
+            }
+        }
+        mesh.run()
+        mesh.tick(seconds: 2)
+        #expect(mesh.owner(of: "s1") == owner)
+        guard case .view(let view)? = mesh.command(owner, .show(id: "s1", since: 0)) else { Issue.record("not served after restart"); return }
+        #expect(view.state == Array("3".utf8) && view.epoch >= 2)
+    }
+
+    @Test func theCodecIsTotal() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("{\"a\":1}".utf8)))
+        _ = mesh.command(owner, .act(id: "s1", key: "k", task: Array("{}".utf8)))
+        let image = mesh.nodes[owner]!.image(of: "s1")!
+        let messages: [SessionMessage] = [
+            .append(image.records.last!), .install(image), .prepare(session: "s1", epoch: 7), .promised(session: "s1", image: image),
+            .promised(session: "s1", image: nil), .stored(session: "s1", seq: 3), .behind(session: "s1", seq: 0),
+            .stale(session: "s1", epoch: UInt64.max), .invalid(reason: "no"), .ownedBy(session: "s1", epoch: 2, owner: "n2"),
+        ]
+        for m in messages {
+            let bytes = Sessions.encode(m)
+            #expect(try Sessions.decode(bytes) == m)
+            // Every truncation throws; none traps.
+            for cut in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 200)) {
+                #expect(throws: (any Error).self) { try Sessions.decode(Array(bytes.prefix(cut))) }
+            }
+            #expect(throws: (any Error).self) { try Sessions.decode(bytes + [0]) }
+        }
+        // Random and mutated inputs: a message or an error, never a trap.
+        var rng = SystemRandomNumberGenerator()
+        let seedBytes = messages.map { Sessions.encode($0) }
+        for i in 0..<20_000 {
+            var bytes: [UInt8]
+            if i % 2 == 0 {
+                bytes = (0..<Int.random(in: 0..<300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            } else {
+                bytes = seedBytes[i % seedBytes.count]
+                for _ in 0..<3 { bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
+            }
+            _ = try? Sessions.decode(bytes)
+        }
+        // A count larger than the bytes could hold is refused before anything is allocated.
+        var w = [UInt8]([2]) + Sessions.encode(.stored(session: "s1", seq: 0)).dropFirst()
+        w = [2, 0, 2] + Array("s1".utf8) + [UInt8](repeating: 0, count: 8) + [0, 2] + Array("n1".utf8) + [1, 0, 2] + Array("n1".utf8) + [0, 0, 7, 255]
+        #expect(throws: (any Error).self) { try Sessions.decode(w) }
+    }
+
+    @Test func boundsAreEnforced() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        guard case .rejected? = mesh.command(owner, .checkpoint(id: "s1", state: [UInt8](repeating: 0x31, count: SessionLimits.maxStateBytes + 1))) else {
+            Issue.record("an oversized state was taken"); return
+        }
+        guard case .rejected? = mesh.command(owner, .act(id: "s1", key: "bad key", task: [])) else { Issue.record("a bad key was taken"); return }
+        guard case .rejected? = mesh.command("n1", .create(id: "../etc", options: [], forwarded: true)) else { Issue.record("a bad id was taken"); return }
+        guard case .conflict? = mesh.command("n1", .create(id: "s1", options: [], forwarded: true)) else { Issue.record("a second create was taken"); return }
+        // A 1 MiB state travels within a message's bound.
+        guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: [UInt8](repeating: 0x31, count: SessionLimits.maxStateBytes))) else {
+            Issue.record("a 1 MiB state was refused"); return
+        }
+    }
+
+    @Test func aDeletedSessionIsGone() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        #expect(mesh.command(owner, .delete(id: "s1")) == .deleted)
+        #expect(mesh.command(owner, .show(id: "s1", since: 0)) == .notFound)
+        #expect(mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8))) == .notFound)
+        guard case .conflict? = mesh.command("n1", .create(id: "s1", options: [], forwarded: true)) else { Issue.record("recreated"); return }
+    }
+}
