@@ -58,7 +58,7 @@ final class SessionEnvironment: ProtocolEnvironment {
     }
 
     static func crypto(node: Int) -> SessionCrypto {
-        let key = toyHash(Array("sim-key-\(node)".utf8))
+        let key = Simulator.identityKey(node)  // the key membership gossips for node `node`
         return SessionCrypto(publicKey: key, hash: { toyHash($0) },
                              sign: { toyHash(key + $0) + toyHash($0 + key) },
                              verify: { signature, message, publicKey in signature == toyHash(publicKey + message) + toyHash(message + publicKey) })

@@ -39,7 +39,7 @@ struct SessionMesh {
             nodes[name] = Sessions(myName: name, crypto: c, settings: .init(requestTimeout: .seconds(1)), now: now)
         }
         for name in names {
-            for other in names { deliver(name, nodes[name]!.membershipChanged(.updated(Self.view(other, .alive)), now: now)) }
+            for other in names { deliver(name, nodes[name]!.membershipChanged(.updated(view(other, .alive)), now: now)) }
         }
         run()
     }
@@ -51,8 +51,12 @@ struct SessionMesh {
                              verify: { s, m, k in NodeIdentity.verify(signature: s, message: domain + m, publicKey: k) })
     }
 
-    static func view(_ name: PeerName, _ status: MemberStatus) -> PeerView {
-        PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 1), status: status, metadata: MemberMetadata())
+    /// What membership says of `name`: its status, and its identity key (the key its records
+    /// must verify under, as on a real node).
+    func view(_ name: PeerName, _ status: MemberStatus) -> PeerView {
+        var metadata = MemberMetadata()
+        metadata.identityKey = crypto[name]?.publicKey
+        return PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 1), status: status, metadata: metadata)
     }
 
     func reachable(_ a: PeerName, _ b: PeerName) -> Bool {
@@ -137,7 +141,7 @@ struct SessionMesh {
         down.insert(node)
         for other in nodes.keys.sorted() where !down.contains(other) {
             var n = nodes[other]!
-            let effects = n.membershipChanged(.updated(Self.view(node, .dead)), now: now)
+            let effects = n.membershipChanged(.updated(view(node, .dead)), now: now)
             nodes[other] = n
             deliver(other, effects)
         }
@@ -256,6 +260,37 @@ struct SessionMesh {
         #expect(view.journal.first?.outcome == .unknown)
     }
 
+    /// Issue #11 item 1: a record is taken only under the key membership gossips for its signer.
+    /// A holder of the cluster key that dials under the owner's name and signs with its own key
+    /// makes a record that verifies under the key it carries: refused. So is a record whose
+    /// signer membership gives no key for.
+    @Test func aRecordSignedUnderAnotherKeyThanTheGossipedOneIsRefused() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        let replica = mesh.replica(of: "s1")!
+        let image = mesh.nodes[owner]!.image(of: "s1")!
+        let head = image.records.last!
+        let impostor = try SessionMesh.crypto(dataDir: mesh.dir + "/impostor")
+        let forged = impostor.seal(session: "s1", seq: head.seq + 1, previousHash: impostor.hash(of: head), epoch: image.epoch,
+                                   kind: .checkpoint, key: "", content: Array("2".utf8), signer: owner)
+        #expect(impostor.check(forged, expectedKey: forged.signerKey) == nil, "the forgery verifies under the key it carries")
+        var n = mesh.nodes[replica]!
+        guard case .respond(.invalid, _)? = n.request(.append(forged), from: owner, token: RequestToken(rawValue: 800), now: mesh.now).first else {
+            Issue.record("a record under another key than the owner's gossiped one was accepted"); return
+        }
+        #expect(n.counters.forged == 1)
+        // Membership forgets the owner's key (a view without one): its records are refused too.
+        var keyless = mesh.view(owner, .alive)
+        keyless.metadata.identityKey = nil
+        _ = n.membershipChanged(.updated(keyless), now: mesh.now)
+        let genuine = mesh.crypto[owner]!.seal(session: "s1", seq: head.seq + 1, previousHash: mesh.crypto[owner]!.hash(of: head),
+                                              epoch: image.epoch, kind: .checkpoint, key: "", content: Array("3".utf8), signer: owner)
+        guard case .respond(.invalid, _)? = n.request(.append(genuine), from: owner, token: RequestToken(rawValue: 801), now: mesh.now).first else {
+            Issue.record("a record of a signer with no gossiped key was accepted"); return
+        }
+        #expect(n.counters.forged == 2)
+    }
+
     @Test func aForgedOrAlteredRecordIsRejectedAndCounted() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3"])
         let owner = try Self.created(&mesh, "s1")
@@ -346,7 +381,7 @@ struct SessionMesh {
         for a in mesh.nodes.keys.sorted() {
             for b in mesh.nodes.keys.sorted() where !(mesh.partition!.contains { $0.contains(a) && $0.contains(b) }) {
                 var n = mesh.nodes[a]!
-                let effects = n.membershipChanged(.updated(SessionMesh.view(b, .dead)), now: mesh.now)
+                let effects = n.membershipChanged(.updated(mesh.view(b, .dead)), now: mesh.now)
                 mesh.nodes[a] = n
                 mesh.deliver(a, effects)
             }
@@ -365,7 +400,7 @@ struct SessionMesh {
         for a in mesh.nodes.keys.sorted() {
             for b in mesh.nodes.keys.sorted() {
                 var n = mesh.nodes[a]!
-                let effects = n.membershipChanged(.updated(SessionMesh.view(b, .alive)), now: mesh.now)
+                let effects = n.membershipChanged(.updated(mesh.view(b, .alive)), now: mesh.now)
                 mesh.nodes[a] = n
                 mesh.deliver(a, effects)
             }
@@ -407,7 +442,7 @@ struct SessionMesh {
         for name in mesh.nodes.keys.sorted() {
             for other in mesh.nodes.keys.sorted() {
                 var n = mesh.nodes[name]!
-                let effects = n.membershipChanged(.updated(SessionMesh.view(other, .alive)), now: mesh.now)
+                let effects = n.membershipChanged(.updated(mesh.view(other, .alive)), now: mesh.now)
                 mesh.nodes[name] = n
                 mesh.deliver(name, effects)
             }

@@ -86,11 +86,18 @@ public struct Sessions: HostedProtocol {
 
     // MARK: The membership view
 
-    /// The key a record of `signer` must verify under.
-    func expectedKey(of signer: PeerName, carried: [UInt8]) -> [UInt8] {
-        // identity: until MemberMetadata.identityKey lands
-        _ = members[signer]
-        return carried
+    /// The key a record of `signer` must verify under: the identity key membership gossips for
+    /// it (`expectedIdentityKey`, the rule `SignerKeys` states), whatever key the record carries.
+    ///
+    /// A signer membership does not know: nil (refused, fail closed) for a record that arrives on
+    /// its own (an append comes from the epoch's owner, a live member whose key is gossiped).
+    /// Inside an image (`historical`), a record may be older than its signer's table entry: an
+    /// owner dead and reaped (`reapAfter`) signed it. Its carried key is taken then; the chain
+    /// binds it (each record's hash covers its signer's key and the one before it), but only a
+    /// later record whose signer membership knows anchors it. What that leaves open is in NOTES.
+    func expectedKey(of signer: PeerName, carried: [UInt8], historical: Bool) -> [UInt8]? {
+        if let view = members[signer] { return expectedIdentityKey(of: view) }
+        return historical ? carried : nil
     }
 
     public mutating func membershipChanged(_ event: MembershipEvent, now: Instant) -> [ProtocolEffect<Sessions>] {
@@ -430,7 +437,11 @@ public struct Sessions: HostedProtocol {
             counters.forged += 1
             return [.respond(.invalid(reason: "\(peer) does not own epoch \(h.epoch) of \(sid)"), to: token)]
         }
-        if let problem = crypto.check(record, expectedKey: expectedKey(of: record.signer, carried: record.signerKey)) {
+        guard let key = expectedKey(of: record.signer, carried: record.signerKey, historical: false) else {
+            counters.forged += 1
+            return [.respond(.invalid(reason: "membership gossips no identity key for \(record.signer)"), to: token)]
+        }
+        if let problem = crypto.check(record, expectedKey: key) {
             counters.forged += 1
             return [.respond(.invalid(reason: problem), to: token)]
         }
@@ -518,7 +529,10 @@ public struct Sessions: HostedProtocol {
             guard i == 0 || record.kind != .create, i == image.records.count - 1 || record.kind != .delete else {
                 return "record \(record.seq) is of a kind out of place"
             }
-            if let problem = crypto.check(record, expectedKey: expectedKey(of: record.signer, carried: record.signerKey)) { return problem }
+            guard let key = expectedKey(of: record.signer, carried: record.signerKey, historical: true) else {
+                return "membership gossips no identity key for \(record.signer)"
+            }
+            if let problem = crypto.check(record, expectedKey: key) { return problem }
             switch record.kind {
             case .create, .effectStarted, .effectResult:
                 if record.content == nil { return "record \(record.seq) lost its content" }
