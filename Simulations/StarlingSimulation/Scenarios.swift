@@ -42,6 +42,21 @@ public struct Scenario: Sendable {
         Double(s.suspicionTimeouts(members: n).max.nanoseconds) / Double(s.probeInterval.nanoseconds)
     }
 
+    /// Churn: up to six nodes (a third at most) crash one at a time, `gap` periods apart from
+    /// period `first`, and each restarts with its data `downFor` × the longest suspicion later.
+    static func staggeredRestarts(_ n: Int, _ s: MembershipSettings, _ rng: inout DeterministicRNG,
+                                  first: Double, gap: Double, downFor: Double) -> Plan {
+        var faults: [ScheduledFault] = []
+        let victims = pick(min(6, max(1, n / 3)), of: n, &rng)
+        let down = (suspicionPeriods(s, n) * downFor).rounded()
+        for (k, v) in victims.enumerated() {
+            let t = first + Double(k) * gap
+            faults.append(ScheduledFault(t, .crash([v])))
+            faults.append(ScheduledFault(t + down, .restart([v])))
+        }
+        return Plan(faults: faults, loss: nil, strictFalsePositives: true)
+    }
+
     public static let all: [Scenario] = [
         Scenario(name: "steady", summary: "no faults: nobody may be suspected to death") { _, _, _ in
             Plan(faults: [], loss: nil, strictFalsePositives: true)
@@ -53,15 +68,7 @@ public struct Scenario: Sendable {
             Plan(faults: [ScheduledFault(10, .crash(pick(max(1, n / 5), of: n, &rng)))], loss: nil, strictFalsePositives: true)
         },
         Scenario(name: "churn", summary: "nodes crash and restart with their data, a few at a time") { n, s, rng in
-            var faults: [ScheduledFault] = []
-            let victims = pick(min(6, max(1, n / 3)), of: n, &rng)
-            let down = (suspicionPeriods(s, n) * 0.75).rounded()
-            for (k, v) in victims.enumerated() {
-                let t = 10 + Double(k) * 6
-                faults.append(ScheduledFault(t, .crash([v])))
-                faults.append(ScheduledFault(t + down, .restart([v])))
-            }
-            return Plan(faults: faults, loss: nil, strictFalsePositives: true)
+            staggeredRestarts(n, s, &rng, first: 10, gap: 6, downFor: 0.75)
         },
         Scenario(name: "partition-heal", summary: "the mesh splits in two long enough for each side to declare the other dead, then heals") { n, s, rng in
             let order = Array(0..<n).shuffled(using: &rng)

@@ -10,15 +10,7 @@ extension Scenario {
                         loss: nil, strictFalsePositives: true)
         },
         Scenario(name: "session-churn", summary: "nodes crash and restart with their store while sessions run", hostsSessions: true) { n, s, rng in
-            var faults: [ScheduledFault] = []
-            let victims = pick(min(6, max(1, n / 3)), of: n, &rng)
-            let down = (suspicionPeriods(s, n) * 1.5).rounded()
-            for (k, v) in victims.enumerated() {
-                let t = 8 + Double(k) * 5
-                faults.append(ScheduledFault(t, .crash([v])))
-                faults.append(ScheduledFault(t + down, .restart([v])))
-            }
-            return Plan(faults: faults, loss: nil, strictFalsePositives: true)
+            staggeredRestarts(n, s, &rng, first: 8, gap: 5, downFor: 1.5)
         },
         Scenario(name: "session-partition", summary: "the mesh splits in two while sessions run, long enough for each side to declare the other dead, then heals", hostsSessions: true) { n, s, rng in
             let order = Array(0..<n).shuffled(using: &rng)

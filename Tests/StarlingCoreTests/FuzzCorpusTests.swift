@@ -29,18 +29,18 @@ struct FuzzCorpusTests {
         for (name, bytes) in all { #expect(throws: Never.self, "seed \(name)") { try PushPullState.decode(bytes) } }
     }
 
-    /// The hosted protocols' seeds: a selector byte (even: swarm channel, odd: audit witness),
-    /// then a message that decodes.
+    /// The hosted protocols' seeds: a selector byte (mod 3: 0 swarm channel, 1 audit witness,
+    /// 2 sessions), then a message that decodes.
     @Test func everyHostedProtocolSeedDecodes() throws {
         let all = try seeds("hosted")
         #expect(all.count >= 10)
-        #expect(all.contains { $0.1.first == 0 } && all.contains { $0.1.first == 1 }, "both channels have seeds")
+        for channel: UInt8 in 0...2 { #expect(all.contains { $0.1.first == channel }, "channel \(channel) has seeds") }
         for (name, bytes) in all {
             let message = Array(bytes.dropFirst())
-            if (bytes.first ?? 0) % 2 == 0 {
-                #expect(throws: Never.self, "seed \(name)") { try Swarm.decode(message) }
-            } else {
-                #expect(throws: Never.self, "seed \(name)") { try AuditWitness.decode(message) }
+            switch (bytes.first ?? 0) % 3 {
+            case 0: #expect(throws: Never.self, "seed \(name)") { try Swarm.decode(message) }
+            case 2: #expect(throws: Never.self, "seed \(name)") { try Sessions.decode(message) }
+            default: #expect(throws: Never.self, "seed \(name)") { try AuditWitness.decode(message) }
             }
         }
     }

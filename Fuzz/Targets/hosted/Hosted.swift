@@ -1,7 +1,8 @@
 import FuzzSupport
 import StarlingCore
 
-/// The decoders of the hosted protocols' messages (the swarm channel and the audit witness),
+/// The decoders of the hosted protocols' messages (the swarm channel, the audit witness and
+/// sessions),
 /// which read whatever a peer with the cluster key puts in a link frame. The input's first byte
 /// picks the decoder, the rest is the message. Arbitrary bytes either decode or throw; what
 /// decodes fits its channel's bound once encoded again, and round-trips.
@@ -10,12 +11,17 @@ public func fuzzHosted(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let input = bytes(data, size)
     guard let selector = input.first else { return 0 }
     let message = Array(input.dropFirst())
-    switch selector % 2 {
+    switch selector % 3 {
     case 0:
         guard let decoded = try? Swarm.decode(message) else { return 0 }
         let again = Swarm.encode(decoded)
         invariant(again.count <= Swarm.maxMessageBytes, "a decoded swarm message encodes over its bound")
         invariant((try? Swarm.decode(again)) == decoded, "a decoded swarm message does not round-trip")
+    case 2:
+        guard let decoded = try? Sessions.decode(message) else { return 0 }
+        let again = Sessions.encode(decoded)
+        invariant(again.count <= Sessions.maxMessageBytes, "a decoded session message encodes over its bound")
+        invariant((try? Sessions.decode(again)) == decoded, "a decoded session message does not round-trip")
     default:
         guard let decoded = try? AuditWitness.decode(message) else { return 0 }
         let again = AuditWitness.encode(decoded)
@@ -31,7 +37,7 @@ public func initialize(_ argc: UnsafeMutableRawPointer?, _ argv: UnsafeMutableRa
     return 0
 }
 
-/// Real encoded messages of both channels, each prefixed with its selector byte.
+/// Real encoded messages of every channel, each prefixed with its selector byte.
 enum HostedSeeds {
     static let swarmID = "0011223344556677"
 
@@ -64,6 +70,19 @@ enum HostedSeeds {
         seeds["audit-ask"] = [1] + AuditWitness.encode(.ask)
         seeds["audit-witnessed"] = [1] + AuditWitness.encode(.witnessed(head))
         seeds["audit-witnessed-none"] = [1] + AuditWitness.encode(.witnessed(nil))
+        let record = SessionRecord(session: "agent-1", seq: 2, previousHash: Array(repeating: 1, count: 32), epoch: 1,
+                                   kind: .checkpoint, key: "", contentDigest: Array(repeating: 2, count: 32),
+                                   content: Array("{\"step\":2}".utf8), signer: "node-a", signerKey: Array(repeating: 3, count: 32),
+                                   signature: Array(repeating: 4, count: 64))
+        let image = SessionImage(id: "agent-1", epoch: 1, owner: "node-a", replicas: ["node-a", "node-b", "node-c"], records: [record])
+        let sessionMessages: [String: SessionMessage] = [
+            "session-append": .append(record), "session-install": .install(image),
+            "session-prepare": .prepare(session: "agent-1", epoch: 2), "session-promised": .promised(session: "agent-1", image: image),
+            "session-promised-none": .promised(session: "agent-1", image: nil), "session-stored": .stored(session: "agent-1", seq: 2),
+            "session-stale": .stale(session: "agent-1", epoch: 3),
+            "session-owned-by": .ownedBy(session: "agent-1", epoch: 1, owner: "node-a"),
+        ]
+        for (name, message) in sessionMessages { seeds[name] = [2] + Sessions.encode(message) }
         return seeds
     }
 }

@@ -513,6 +513,17 @@ public struct Sessions: HostedProtocol {
                                             then: .respond(token, .promised(session: sid, image: h.image))))]
     }
 
+    /// One answer to this node's takeover of `sid` (a promise, a refusal, a failure): applies
+    /// `change` to the takeover if one is still preparing, then moves it on.
+    mutating func takeoverAnswered(_ sid: String, now: Instant, _ change: (inout Takeover) -> Void) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], var lead = h.lead, case .preparing(var t) = lead.phase else { return [] }
+        change(&t)
+        lead.phase = .preparing(t)
+        h.lead = lead
+        held[sid] = h
+        return advanceTakeover(sid, now: now)
+    }
+
     /// Why an image does not hold (nil when it does): a chain from a create, every record's
     /// signature and content, epochs that never go back, nothing after a delete, and the
     /// contents a holder must have (the create, every effect, the latest checkpoint).
@@ -551,7 +562,7 @@ public struct Sessions: HostedProtocol {
     // MARK: Answers to our requests
 
     public mutating func response(_ message: SessionMessage?, to rid: RequestID, now: Instant) -> [ProtocolEffect<Sessions>] {
-        guard let o = outstanding.removeValue(forKey: rid), let h = held[o.session], let lead = h.lead else { return [] }
+        guard let o = outstanding.removeValue(forKey: rid), let h = held[o.session], h.lead != nil else { return [] }
         switch (o.purpose, message) {
         case (.write(let epoch), .stored(let sid, let seq)?) where sid == o.session && epoch == h.epoch:
             return writeAcked(o.session, peer: o.peer, seq: seq)
@@ -573,36 +584,19 @@ public struct Sessions: HostedProtocol {
             // A refusal is one vote fewer, not the end: the others may still make a majority
             // (the simulator found two nodes each deferring to the other when this gave up at
             // once). If the takeover fails, this node defers to the owner named.
-            guard case .preparing(var t) = lead.phase else { return [] }
-            t.failed.insert(o.peer)
-            t.ownerHint = owner
-            var h = h
-            var lead = lead
-            lead.phase = .preparing(t)
-            h.lead = lead
-            held[o.session] = h
-            return advanceTakeover(o.session, now: now)
-        case (.prepare(let epoch), .promised(let sid, let image)?) where sid == o.session && epoch == h.epoch:
-            guard case .preparing(var t) = lead.phase else { return [] }
-            t.promised.insert(o.peer)
-            if let image {
-                if image.id == sid, verify(image) == nil { t.images.append(image) } else { counters.forged += 1 }
+            return takeoverAnswered(o.session, now: now) { t in
+                t.failed.insert(o.peer)
+                t.ownerHint = owner
             }
-            var h = h
-            var lead = lead
-            lead.phase = .preparing(t)
-            h.lead = lead
-            held[o.session] = h
-            return advanceTakeover(o.session, now: now)
+        case (.prepare(let epoch), .promised(let sid, let image)?) where sid == o.session && epoch == h.epoch:
+            let usable = image.map { $0.id == sid && verify($0) == nil }
+            if usable == false { counters.forged += 1 }
+            return takeoverAnswered(o.session, now: now) { t in
+                t.promised.insert(o.peer)
+                if let image, usable == true { t.images.append(image) }
+            }
         case (.prepare(let epoch), _) where epoch == h.epoch:
-            guard case .preparing(var t) = lead.phase else { return [] }
-            t.failed.insert(o.peer)
-            var h = h
-            var lead = lead
-            lead.phase = .preparing(t)
-            h.lead = lead
-            held[o.session] = h
-            return advanceTakeover(o.session, now: now)
+            return takeoverAnswered(o.session, now: now) { t in t.failed.insert(o.peer) }
         case (.write(let epoch), _) where epoch == h.epoch:
             return writeFailed(o.session, peer: o.peer)
         default:
