@@ -18,6 +18,7 @@ struct GroupCommitTests {
         let runner: SandboxRunner
         let service: SwarmService
         let dir: String
+        let workRoot: String
 
         init() throws {
             dir = NSTemporaryDirectory() + "starling-group-commit-\(UUID().uuidString)"
@@ -27,7 +28,10 @@ struct GroupCommitTests {
             let logger = Logger(label: "gc1", factory: { _ in SwiftLogNoOpLogHandler() })
             node = try MeshNode(configuration: config, keyring: try Keyring(keys: [ClusterKey.generate()]), logger: logger)
             store = try SwarmStore(directory: dir)
-            runner = try SandboxRunner(configuration: SandboxConfiguration(nodeName: "gc1", workRoot: "/dev/shm/starling-tests"))
+            // A work root of its own: the sandbox tests of this process count what is left in
+            // theirs, and this node's tasks (OffLoopCommitTests submits some) must not show there.
+            workRoot = "/dev/shm/starling-lone-node-\(UUID().uuidString.prefix(8))"
+            runner = try SandboxRunner(configuration: SandboxConfiguration(nodeName: "gc1", workRoot: workRoot))
             service = try SwarmService(node: node, store: store, runner: runner, memoryMB: 1024, logger: logger)
             node.start(onExit: {})
         }
@@ -36,6 +40,7 @@ struct GroupCommitTests {
             node.stop()
             runner.shutdown()
             try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: workRoot)
         }
     }
 
