@@ -28,10 +28,14 @@ struct GroupCommitTests {
             let logger = Logger(label: "gc1", factory: { _ in SwiftLogNoOpLogHandler() })
             node = try MeshNode(configuration: config, keyring: try Keyring(keys: [ClusterKey.generate()]), logger: logger)
             store = try SwarmStore(directory: dir)
-            // A work root of its own: the sandbox tests of this process count what is left in
-            // theirs, and this node's tasks (OffLoopCommitTests submits some) must not show there.
+            // A work root and a cgroup parent of its own: the sandbox tests of this process count
+            // what is left in theirs (work dirs under `/dev/shm/starling-tests`, cgroups under
+            // `starling/`), and this node's tasks (OffLoopCommitTests submits `sleep 30`s, which
+            // outlive the test) must not show there.
             workRoot = "/dev/shm/starling-lone-node-\(UUID().uuidString.prefix(8))"
-            runner = try SandboxRunner(configuration: SandboxConfiguration(nodeName: "gc1", workRoot: workRoot))
+            var sandbox = SandboxConfiguration(nodeName: "gc1", workRoot: workRoot)
+            sandbox.cgroupParent = "starling-lone-node-tests"
+            runner = try SandboxRunner(configuration: sandbox)
             service = try SwarmService(node: node, store: store, runner: runner, memoryMB: 1024, logger: logger)
             node.start(onExit: {})
         }
