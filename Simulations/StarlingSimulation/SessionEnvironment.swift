@@ -163,11 +163,17 @@ final class SessionEnvironment: ProtocolEnvironment {
     func addReport(to report: inout SimulationReport, host: ProtocolHost<SessionEnvironment>, sim: Simulator) {
         for s in 0..<sessions {
             let sid = "sess-\(s)"
-            // The chain a new owner would adopt: the greatest image held by a node that is up.
-            let best = (0..<sim.nodes.count).filter { sim.nodes[$0].up }.compactMap { stores[$0][sid] }
-                .max { $0.headRank < $1.headRank }
+            // The chain clients read: the store of a node that serves the session. With none
+            // serving (every holder down, or a majority of the replica set down: `session-crash`
+            // at N = 100 crashes a third of the nodes for good), the greatest image on any disk,
+            // as disks survive a crash (design.md's failure model): such a session is
+            // unavailable (`withoutMajorityAtEnd`), not lost. Lost is an acknowledged record
+            // missing from the served chain, or from every store.
+            let servers = (0..<sim.nodes.count).filter { sim.nodes[$0].up && host.instances[$0]?.served.contains(sid) == true }
+            let candidates = servers.isEmpty ? Array(0..<sim.nodes.count) : servers
+            let best = candidates.compactMap { stores[$0][sid] }.max { $0.headRank < $1.headRank }
             guard let best else {
-                if acknowledged[sid] != nil { violation("\(sid): acknowledged, and held by no node that is up") }
+                if acknowledged[sid] != nil { violation("\(sid): acknowledged, and held by no node's store") }
                 continue
             }
             let crypto = Self.crypto(node: 0)
