@@ -60,6 +60,33 @@ struct AuditWitnessTests {
         #expect(w.nextDeadline == before + .seconds(10))
     }
 
+    /// The witness keeps one ring of its alive members and rebuilds it after they change: the
+    /// witnesses it computes always equal those of a ring built afresh from the members alive now.
+    @Test func witnessesFollowTheAliveMembersAsTheyChange() {
+        var w = Self.node(peers: ["n2", "n3", "n4", "n5"])
+        func expected(_ alive: [String], _ peer: String) -> [String] {
+            Array(SwarmRing(members: alive).preferenceList(peer, count: 3).filter { $0 != peer }.prefix(2))
+        }
+        var alive = ["n1", "n2", "n3", "n4", "n5"]
+        for peer in alive { #expect(w.witnesses(of: peer) == expected(alive, peer)) }
+        for extra in (6...40).map({ "n\($0)" }) {
+            _ = w.membershipChanged(.updated(Self.view(extra)), now: Instant(nanoseconds: 0))
+            alive.append(extra)
+        }
+        for peer in alive { #expect(w.witnesses(of: peer) == expected(alive, peer)) }
+        #expect(w.witnesses == expected(alive, "n1"))
+        for gone in ["n2", "n7", "n13"] {
+            _ = w.membershipChanged(.updated(Self.view(gone, .dead)), now: Instant(nanoseconds: 0))
+            alive.removeAll { $0 == gone }
+        }
+        _ = w.membershipChanged(.removed("n20"), now: Instant(nanoseconds: 0))
+        alive.removeAll { $0 == "n20" }
+        for peer in alive { #expect(w.witnesses(of: peer) == expected(alive, peer)) }
+        #expect(w.witnesses == expected(alive, "n1"))
+        // A peer not alive here is placed on the ring with the alive members, as before.
+        #expect(w.witnesses(of: "n2") == expected(alive + ["n2"], "n2"))
+    }
+
     @Test func afterAStartEveryAlivePeerIsAskedOnceAndItsAnswerChecked() {
         var w = Self.node(peers: ["n2", "n3", "n4"], settings: .init(asksPerTick: 2, maxAskRetries: 1))
         _ = w.membershipChanged(.updated(Self.view("dead", .dead)), now: Instant(nanoseconds: 0))
