@@ -223,44 +223,8 @@ struct SessionForwarder: Sendable {
     var logger: Logger
 
     func forward(_ request: Request, body: ByteBuffer?, to holders: [String], from node: String, notFound: String) async throws -> Response {
-        var reached = false
-        var lastFailure = ""
-        var unavailable: Response?
-        for holder in holders.prefix(maxHolders) where SocketAddressText.isHostPort(holder) {
-            var out = HTTPClientRequest(url: "http://\(holder)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")")
-            out.method = HTTPMethod(rawValue: request.method.rawValue)
-            out.headers.add(name: SwarmForwarder.hopHeader.rawName, value: node)
-            if let body {
-                out.headers.add(name: "Content-Type", value: "application/json")
-                out.body = .bytes(body)
-            }
-            let response: HTTPClientResponse
-            do {
-                response = try await SwarmForwarder.client.execute(out, timeout: .nanoseconds(SwarmForwarder.nanoseconds(timeout)), logger: nil)
-            } catch {
-                lastFailure = "\(holder): \(error)"
-                continue
-            }
-            reached = true
-            if response.status == .notFound { continue }
-            var headers = HTTPFields()
-            if let type = response.headers.first(name: "Content-Type") { headers[.contentType] = type }
-            if let retry = response.headers.first(name: "Retry-After") { headers[.retryAfter] = retry }
-            let bytes: ByteBuffer
-            do { bytes = try await response.body.collect(upTo: maxBodyBytes) } catch {
-                lastFailure = "\(holder): \(error)"
-                continue
-            }
-            let answer = Response(status: HTTPResponse.Status(code: Int(response.status.code)), headers: headers, body: .init(byteBuffer: bytes))
-            if response.status == .serviceUnavailable {
-                if unavailable == nil { unavailable = answer }
-                continue
-            }
-            return answer
-        }
-        if let unavailable { return unavailable }
-        if reached || holders.isEmpty { throw HTTPError(.notFound, message: notFound) }
-        throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"],
-                        message: "the nodes that may serve this session cannot be reached (\(lastFailure))")
+        let hop = HolderForwarding(maxHolders: maxHolders, maxBodyBytes: maxBodyBytes, passOverUnavailable: true,
+                                   unreachable: "the nodes that may serve this session cannot be reached", logger: logger)
+        return try await hop.forward(request, body: body, to: holders, from: node, notFound: notFound, deadline: timeout, streams: false)
     }
 }

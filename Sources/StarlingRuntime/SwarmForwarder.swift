@@ -48,48 +48,13 @@ struct SwarmForwarder: Sendable {
     /// Tries each holder in turn. The first answer that is not 404 is the answer; 404 when
     /// every holder that answered said 404 (or there is none); 503 when none could be reached.
     func forward(_ request: Request, to holders: [String], from node: String, notFound: String) async throws -> Response {
-        var reached = false
-        var lastFailure = ""
-        for holder in holders.prefix(maxHolders) where SocketAddressText.isHostPort(holder) {
-            let streaming = request.uri.path.hasSuffix("/events")
-            var out = HTTPClientRequest(url: "http://\(holder)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")")
-            out.method = HTTPMethod(rawValue: request.method.rawValue)
-            out.headers.add(name: Self.hopHeader.rawName, value: node)
-            if let lastEventID = HTTPField.Name("Last-Event-ID"), let value = request.headers[lastEventID] {
-                out.headers.add(name: "Last-Event-ID", value: value)
-            }
-            // A cancel waits for the holder's protocol, whose own deadline grows with the swarm
-            // (1 ms a task): a 100,000-task cancel must not time out here first.
-            let deadline = streaming ? streamTimeout : request.method == .delete ? max(timeout, cancelTimeout) : timeout
-            let response: HTTPClientResponse
-            do {
-                response = try await Self.client.execute(out, timeout: .nanoseconds(Self.nanoseconds(deadline)), logger: nil)
-            } catch {
-                lastFailure = "\(holder): \(error)"
-                logger.debug("swarm request not forwarded", metadata: ["to": "\(holder)", "error": "\(error)"])
-                continue
-            }
-            reached = true
-            if response.status == .notFound { continue }
-            var headers = HTTPFields()
-            if let type = response.headers.first(name: "Content-Type") { headers[.contentType] = type }
-            if let retry = response.headers.first(name: "Retry-After") { headers[.retryAfter] = retry }
-            if let allow = response.headers.first(name: "Allow") { headers[.allow] = allow }
-            let status = HTTPResponse.Status(code: Int(response.status.code))
-            if streaming && response.status == .ok {
-                headers[.cacheControl] = "no-store"
-                return Response(status: status, headers: headers, body: ResponseBody(asyncSequence: response.body))
-            }
-            let body: ByteBuffer
-            do { body = try await response.body.collect(upTo: maxBodyBytes) } catch {
-                lastFailure = "\(holder): \(error)"
-                continue
-            }
-            return Response(status: status, headers: headers, body: .init(byteBuffer: body))
-        }
-        if reached || holders.isEmpty { throw HTTPError(.notFound, message: notFound) }
-        throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"],
-                        message: "the nodes that hold this swarm cannot be reached (\(lastFailure))")
+        let streaming = request.uri.path.hasSuffix("/events")
+        // A cancel waits for the holder's protocol, whose own deadline grows with the swarm
+        // (1 ms a task): a 100,000-task cancel must not time out here first.
+        let deadline = streaming ? streamTimeout : request.method == .delete ? max(timeout, cancelTimeout) : timeout
+        let hop = HolderForwarding(maxHolders: maxHolders, maxBodyBytes: maxBodyBytes, passOverUnavailable: false,
+                                   unreachable: "the nodes that hold this swarm cannot be reached", logger: logger)
+        return try await hop.forward(request, body: nil, to: holders, from: node, notFound: notFound, deadline: deadline, streams: streaming)
     }
 
     static func nanoseconds(_ d: Duration) -> Int64 {

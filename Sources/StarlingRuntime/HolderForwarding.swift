@@ -1,0 +1,80 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The one forwarding loop behind every route that serves what another node holds (swarms,
+/// sessions): the request goes, at most one hop, to each holder in turn until one answers.
+///
+/// - 404 from a holder means "not here": the next holder is tried; 404 in the end when every
+///   holder that answered said so (or there was none).
+/// - 503 from a holder is an answer for swarms; for sessions (`passOverUnavailable`) it is kept
+///   and the next holder tried, so a replica that does not serve the session (or is resuming it)
+///   does not hide the owner behind it. The kept 503 is returned if nobody did better.
+/// - No holder reachable: 503 with `Retry-After`.
+///
+/// Bounded: at most `maxHolders` holders, each within `deadline`, and an answer that is not a
+/// stream read up to `maxBodyBytes`.
+struct HolderForwarding: Sendable {
+    var maxHolders: Int
+    var maxBodyBytes: Int
+    var passOverUnavailable: Bool
+    /// The start of the 503's message when no holder could be reached.
+    var unreachable: String
+    var logger: Logger
+
+    func forward(_ request: Request, body: ByteBuffer?, to holders: [String], from node: String, notFound: String,
+                 deadline: Duration, streams: Bool) async throws -> Response {
+        var reached = false
+        var lastFailure = ""
+        var unavailable: Response?
+        for holder in holders.prefix(maxHolders) where SocketAddressText.isHostPort(holder) {
+            var out = HTTPClientRequest(url: "http://\(holder)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")")
+            out.method = HTTPMethod(rawValue: request.method.rawValue)
+            out.headers.add(name: SwarmForwarder.hopHeader.rawName, value: node)
+            if let lastEventID = HTTPField.Name("Last-Event-ID"), let value = request.headers[lastEventID] {
+                out.headers.add(name: "Last-Event-ID", value: value)
+            }
+            if let body {
+                out.headers.add(name: "Content-Type", value: "application/json")
+                out.body = .bytes(body)
+            }
+            let response: HTTPClientResponse
+            do {
+                response = try await SwarmForwarder.client.execute(out, timeout: .nanoseconds(SwarmForwarder.nanoseconds(deadline)), logger: nil)
+            } catch {
+                lastFailure = "\(holder): \(error)"
+                logger.debug("request not forwarded", metadata: ["to": "\(holder)", "path": "\(request.uri.path)", "error": "\(error)"])
+                continue
+            }
+            reached = true
+            if response.status == .notFound { continue }
+            var headers = HTTPFields()
+            if let type = response.headers.first(name: "Content-Type") { headers[.contentType] = type }
+            if let retry = response.headers.first(name: "Retry-After") { headers[.retryAfter] = retry }
+            if let allow = response.headers.first(name: "Allow") { headers[.allow] = allow }
+            let status = HTTPResponse.Status(code: Int(response.status.code))
+            if streams && response.status == .ok {
+                headers[.cacheControl] = "no-store"
+                return Response(status: status, headers: headers, body: ResponseBody(asyncSequence: response.body))
+            }
+            let bytes: ByteBuffer
+            do { bytes = try await response.body.collect(upTo: maxBodyBytes) } catch {
+                lastFailure = "\(holder): \(error)"
+                continue
+            }
+            let answer = Response(status: status, headers: headers, body: .init(byteBuffer: bytes))
+            if passOverUnavailable && response.status == .serviceUnavailable {
+                if unavailable == nil { unavailable = answer }
+                continue
+            }
+            return answer
+        }
+        if let unavailable { return unavailable }
+        if reached || holders.isEmpty { throw HTTPError(.notFound, message: notFound) }
+        throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"], message: "\(unreachable) (\(lastFailure))")
+    }
+}
