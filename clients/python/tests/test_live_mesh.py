@@ -59,6 +59,18 @@ class MeshTestCase(unittest.TestCase):
         self.mesh = Client(APIS, timeout=60)
 
 
+class PackageTests(unittest.TestCase):
+    @unittest.skipUnless(os.environ.get("STARLING_TEST_EXPECT_INSTALLED"), "run from the sources, not an install")
+    def test_the_package_under_test_is_the_installed_one_and_typed(self) -> None:
+        import sys
+
+        import starling_client
+        location = os.path.realpath(starling_client.__file__)
+        self.assertTrue(location.startswith(os.path.realpath(sys.prefix)), location)
+        self.assertIn("site-packages", location)
+        self.assertTrue(os.path.exists(os.path.join(os.path.dirname(location), "py.typed")))
+
+
 class MembersTests(MeshTestCase):
     def test_every_node_lists_every_node_alive_with_its_capacity(self) -> None:
         for node in self.nodes:
