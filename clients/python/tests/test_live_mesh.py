@@ -18,7 +18,7 @@ import uuid
 from typing import List, Tuple
 
 from starling_client import (Client, ResponseTooLarge, StarlingConnectionError, StarlingError, SwarmStatus,
-                             TaskEvent)
+                             TaskEvent, WaitTimedOut)
 
 from faultproxy import FaultProxy
 
@@ -129,8 +129,14 @@ class SwarmTests(MeshTestCase):
         failed = self.nodes[2].run({"argv": ["sh", "-c", "echo nope >&2; exit 3"]})
         self.assertEqual((failed.exit_code, failed.stderr, failed.ok), (3, "nope\n", False))
 
-    def test_cancel_ends_the_swarm_cancelled(self) -> None:
+    def test_wait_gives_up_at_its_timeout_and_cancel_ends_the_swarm_cancelled(self) -> None:
         swarm = self.nodes[0].submit([{"argv": ["sleep", "60"]} for _ in range(3)])
+        started = time.monotonic()
+        with self.assertRaises(WaitTimedOut) as raised:
+            self.nodes[1].wait(swarm, timeout=0.5, poll_interval=0.1)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertIsInstance(raised.exception.last, SwarmStatus)
+        self.assertEqual(raised.exception.last.state, "running")
         self.nodes[1].cancel(swarm)
         final = self.nodes[2].wait(swarm, timeout=60, poll_interval=0.1)
         self.assertEqual(final.state, "cancelled")
@@ -291,6 +297,56 @@ class SessionTests(MeshTestCase):
         with self.assertRaises(StarlingError) as raised:
             self.nodes[0].session(name)
         self.assertEqual(raised.exception.status, 404)
+
+
+def package_zip_base64() -> str:
+    """The imported starling_client package (the installed one, under test) as a base64 zip."""
+    import base64
+    import io
+    import zipfile
+
+    import starling_client
+    package_dir = os.path.dirname(os.path.abspath(starling_client.__file__))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in sorted(os.listdir(package_dir)):
+            if name.endswith((".py", ".typed")):
+                archive.write(os.path.join(package_dir, name), f"starling_client/{name}")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+# Runs inside a sandbox: the client from the zip, through $STARLING_SOCKET only.
+IN_SANDBOX = r"""
+import base64, json, sys
+open("/tmp/client.zip", "wb").write(base64.b64decode(open("client.zip.b64").read()))
+sys.path.insert(0, "/tmp/client.zip")
+from starling_client import Client, StarlingError
+client = Client.from_environment(timeout=60)
+assert client._http.socket_path is not None
+child = client.submit([{"id": "c%d" % i, "argv": ["echo", "child-%d" % i]} for i in range(3)])
+client.wait(child, poll_interval=0.1)
+outputs = sorted(t.result.stdout.strip() for t in client.results(child))
+events = sorted(e.id for e in client.events(child))
+try:
+    client.members()
+    refused = None
+except StarlingError as error:
+    refused = error.status
+print(json.dumps({"health": client.health().status, "outputs": outputs, "events": events, "members": refused}))
+"""
+
+
+class SocketTests(MeshTestCase):
+    def test_inside_a_sandbox_the_client_speaks_through_the_task_socket(self) -> None:
+        swarm = self.nodes[0].submit([{"argv": ["python3", "-c", IN_SANDBOX], "files": {"client.zip.b64": package_zip_base64()}}],
+                                     spawn={"maxTasks": 3, "maxDepth": 1})
+        self.nodes[0].wait(swarm, timeout=120, poll_interval=0.2)
+        [task] = list(self.nodes[1].results(swarm))
+        assert task.result is not None
+        self.assertEqual(task.state, "succeeded", task.result.stderr)
+        seen = json.loads(task.result.stdout)
+        self.assertEqual(seen, {"health": "ok", "outputs": ["child-0", "child-1", "child-2"], "events": ["c0", "c1", "c2"],
+                                "members": 404})
 
 
 def agent_routes_served() -> bool:
