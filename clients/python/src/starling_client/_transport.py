@@ -126,7 +126,9 @@ class Transport:
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
         self.retries = retries
-        self._next = 0  # the node to try first: the last one that answered
+        # The node to try first: the last one that answered. Threads may race on it; any value
+        # is a valid start, so it needs no lock.
+        self._next = 0
 
     @property
     def endpoint_count(self) -> int:
@@ -154,9 +156,7 @@ class Transport:
             connection.connect()
         except OSError as error:
             connection.close()
-            failure = StarlingConnectionError(f"cannot connect to {self.describe(endpoint)}: {error}")
-            failure.sent = False  # type: ignore[attr-defined]
-            raise failure from None
+            raise StarlingConnectionError(f"cannot connect to {self.describe(endpoint)}: {error}", sent=False) from None
         try:
             all_headers = {"Accept": "application/json", "Connection": "close", "User-Agent": "starling-client-python"}
             all_headers.update(headers)
@@ -166,9 +166,7 @@ class Transport:
             return connection, connection.getresponse()
         except (OSError, http.client.HTTPException) as error:
             connection.close()
-            failure = StarlingConnectionError(f"{method} {path} to {self.describe(endpoint)} failed: {error or type(error).__name__}")
-            failure.sent = True  # type: ignore[attr-defined]
-            raise failure from None
+            raise StarlingConnectionError(f"{method} {path} to {self.describe(endpoint)} failed: {error or type(error).__name__}") from None
 
     def read_bounded(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
         """The whole body, refusing one longer than ``max_body_bytes`` or slower than the deadline."""
@@ -215,14 +213,12 @@ class Transport:
                     data = self.read_bounded(raw, deadline)
                     response = Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, data)
                 except (OSError, http.client.HTTPException) as error:
-                    failure = StarlingConnectionError(f"{method} {path}: reading the answer failed: {error or type(error).__name__}")
-                    failure.sent = True  # type: ignore[attr-defined]
-                    raise failure from None
+                    raise StarlingConnectionError(f"{method} {path}: reading the answer failed: {error or type(error).__name__}") from None
                 finally:
                     connection.close()
             except StarlingConnectionError as error:
                 last_error = error
-                if getattr(error, "sent", True) and not idempotent:
+                if error.sent and not idempotent:
                     raise
                 endpoint += 1
                 delay = min(0.1 * (2 ** attempt), 2.0) if attempt + 1 >= self.endpoint_count else 0.0

@@ -27,10 +27,15 @@ class StarlingError(Exception):
 
 
 class StarlingConnectionError(StarlingError):
-    """No answer: the node could not be reached, the connection broke, or the call timed out."""
+    """No answer: the node could not be reached, the connection broke, or the call timed out.
 
-    def __init__(self, message: str) -> None:
+    ``sent`` is false when the request never left the client (the connection could not be
+    opened), so the node cannot have acted on it.
+    """
+
+    def __init__(self, message: str, sent: bool = True) -> None:
         super().__init__(0, message)
+        self.sent = sent
 
 
 class ResponseTooLarge(StarlingError):
