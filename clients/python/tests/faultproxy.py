@@ -114,7 +114,7 @@ class FaultProxy:
             upstream.sendall(head)
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
             if fault is not None and fault[0] == "cut-events":
-                self._relay_events(upstream, client, int(fault[1]))  # type: ignore[arg-type]
+                self._relay_events(upstream, client, int(str(fault[1])))
             else:
                 self._pump(upstream, client)
         except OSError:

@@ -15,7 +15,7 @@ import unittest
 import urllib.error
 import urllib.request
 import uuid
-from typing import List, Tuple
+from typing import Any, Callable, List, Tuple
 
 from starling_client import (Client, ResponseTooLarge, StarlingConnectionError, StarlingError, SwarmStatus,
                              TaskEvent, WaitTimedOut)
@@ -37,7 +37,7 @@ def host_port(address: str) -> Tuple[str, int]:
     return host, int(port)
 
 
-def raw_request(address: str, method: str, path: str, body: object = None) -> Tuple[int, dict]:
+def raw_request(address: str, method: str, path: str, body: object = None) -> Tuple[int, Any]:
     """The node's own answer, through urllib: what the client's error must carry."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://{address}{path}", data=data, method=method,
@@ -191,7 +191,7 @@ class EventTests(MeshTestCase):
 
 class ErrorTests(MeshTestCase):
     def test_a_bad_request_raises_the_servers_status_and_message(self) -> None:
-        cases = [
+        cases: List[Tuple[str, str, Any, Callable[[Client], object]]] = [
             ("POST", "/v1/swarms", {"tasks": []}, lambda c: c.submit([])),
             ("POST", "/v1/swarms", {"tasks": [{"id": "a", "argv": ["true"]}, {"id": "a", "argv": ["true"]}]},
              lambda c: c.submit([{"id": "a", "argv": ["true"]}, {"id": "a", "argv": ["true"]}])),

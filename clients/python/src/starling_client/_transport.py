@@ -12,7 +12,7 @@ import json
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from .errors import ResponseTooLarge, StarlingConnectionError, StarlingError
@@ -173,7 +173,7 @@ class Transport:
         length = response.getheader("Content-Length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             raise ResponseTooLarge(self.max_body_bytes)
-        chunks = []
+        chunks: List[bytes] = []
         size = 0
         while True:
             if time.monotonic() > deadline:
@@ -226,15 +226,15 @@ class Transport:
                 if response.status < 400:
                     self._next = endpoint % max(self.endpoint_count, 1)
                     return response
-                error = error_from(response)
-                last_error = error
-                if response.status in (503, 429) and error.retry_after is not None:
-                    delay = min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
+                refusal = error_from(response)
+                last_error = refusal
+                if response.status in (503, 429) and refusal.retry_after is not None:
+                    delay = min(refusal.retry_after, MAX_RETRY_AFTER_SECONDS)
                 elif response.status in (502, 504) and idempotent:
                     endpoint += 1
                     delay = min(0.1 * (2 ** attempt), 2.0)
                 else:
-                    raise error
+                    raise refusal
             if attempt + 1 < attempts:
                 if time.monotonic() + delay >= deadline:
                     break

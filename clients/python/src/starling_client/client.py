@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import urlencode
 
 from ._transport import Transport, path_segment
@@ -143,7 +143,7 @@ class Client:
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
         deadline = None if timeout is None else time.monotonic() + timeout
-        reported: Optional[tuple] = None
+        reported: Optional[Tuple[int, str]] = None
         while True:
             status = self.swarm(swarm_id, tasks=False)
             seen = (status.finished, status.state)

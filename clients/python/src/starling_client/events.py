@@ -12,7 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from typing import Dict, Iterator, Optional
+from typing import Dict, Generator, Iterator, List, Optional
 
 from ._transport import MAX_RETRY_AFTER_SECONDS, Response, Transport, error_from, path_segment
 from .errors import ResponseTooLarge, StarlingConnectionError, StarlingError
@@ -76,7 +76,7 @@ class EventStream:
             self._connection.close()
             self._connection = None
 
-    def _follow(self) -> Iterator[TaskEvent]:
+    def _follow(self) -> Generator[TaskEvent, None, None]:
         failures = 0
         endpoint = 0
         first = True
@@ -135,7 +135,7 @@ class EventStream:
         `_Dropped` when it ends or breaks first."""
         limit = self._transport.max_body_bytes
         event_type = ""
-        data: list = []
+        data: List[str] = []
         data_size = 0
         pending_id: Optional[str] = None
         while True:

@@ -390,6 +390,7 @@ class Agent:
     model_calls: int
     model_calls_replayed: int
     exit_code: Optional[int]
+    reason: Optional[str] = None  # why it failed or stopped, when the node says
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     TERMINAL_STATES = frozenset({"done", "failed", "stopped"})
@@ -403,4 +404,4 @@ class Agent:
         return cls(id=_str(d.get("id")), session=_str(d.get("session")), owner=_str(d.get("owner")),
                    state=_str(d.get("state")), restarts=_int(d.get("restarts")), model_calls=_int(d.get("modelCalls")),
                    model_calls_replayed=_int(d.get("modelCallsReplayed")), exit_code=_opt_int(d.get("exitCode")),
-                   raw=dict(d))
+                   reason=d.get("reason") if isinstance(d.get("reason"), str) else None, raw=dict(d))
