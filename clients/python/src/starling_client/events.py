@@ -20,6 +20,8 @@ from .models import TaskEvent
 
 # What the node's `retry:` line may ask for, at most.
 _MAX_RECONNECT_DELAY = 10.0
+# A stream that stayed open this long made progress even without an event.
+_LONG_LIVED_SECONDS = 30.0
 
 
 class _Dropped(Exception):
@@ -32,8 +34,9 @@ class EventStream:
 
     ``last_event_id`` is the id of the last event seen (pass it to `Client.events` to resume
     later), ``reconnects`` how many times the stream connected again. ``max_reconnects`` bounds
-    the attempts in a row that get no stream at all (a refused or failed connection); an
-    attempt that gets one resets the count. ``idle_timeout``: a connection silent for this long
+    the attempts in a row that make no progress: a refused or failed connection, or a stream
+    that ends without an event within 30 s. An event, or a stream that stays open 30 s (a long
+    swarm outlives the node's 10-minute stream lifetime), resets the count. ``idle_timeout``: a connection silent for this long
     counts as dropped (the node sends a keep-alive every 15 s).
     """
 
@@ -77,6 +80,9 @@ class EventStream:
             self._connection = None
 
     def _follow(self) -> Generator[TaskEvent, None, None]:
+        # Attempts in a row that made no progress: no stream at all, or a stream that ended
+        # before it sent an event or lived `_LONG_LIVED_SECONDS` (a node's stream that reaches
+        # its lifetime without an event is progress: the swarm just runs long).
         failures = 0
         endpoint = 0
         first = True
@@ -102,14 +108,20 @@ class EventStream:
                         delay = self._reconnect_delay
                     time.sleep(min(delay, MAX_RETRY_AFTER_SECONDS))
                     continue
-                failures = 0
+                opened = time.monotonic()
+                before = self.last_event_id
                 try:
                     yield from self._read(response)
                     return  # `done`
                 except _Dropped:
                     self._drop()
-                    endpoint += 1
-                    time.sleep(self._reconnect_delay if self._transport.endpoint_count == 1 else 0.0)
+                progressed = self.last_event_id != before or time.monotonic() - opened >= _LONG_LIVED_SECONDS
+                failures = 0 if progressed else failures + 1
+                if failures > self._max_reconnects:
+                    raise StarlingConnectionError(f"the event stream of swarm {self.swarm_id} ended {failures} times in a row "
+                                                  "without an event")
+                endpoint += 1
+                time.sleep(self._reconnect_delay if self._transport.endpoint_count == 1 or failures > 1 else 0.0)
         finally:
             self._drop()
 
