@@ -44,7 +44,7 @@ struct PythonClientTests {
         #expect(ran >= 25, "only \(ran) Python tests ran")
         let unexpectedSkips = output.split(separator: "\n").filter { $0.contains("... skipped") && !$0.contains("AgentTests") }
         #expect(unexpectedSkips.isEmpty, "skipped: \(unexpectedSkips)")
-        #expect(nodes.allSatisfy(\.isRunning), "a node exited during the Python tests")
+        #expect(nodes.allSatisfy { $0.isRunning }, "a node exited during the Python tests")
     }
 
     /// A kill -9 of the node serving a swarm's event stream, mid-stream: the client resumes on
