@@ -20,6 +20,8 @@ from .errors import ResponseTooLarge, StarlingConnectionError, StarlingError
 # A 503 or 429 asks the client to come back after Retry-After seconds; a node that asks for more
 # than this is waited on for this long at most (the call's deadline still applies).
 MAX_RETRY_AFTER_SECONDS = 10.0
+# How many such refusals in a row one call sits through (its deadline bounds it too).
+MAX_UNAVAILABLE_RETRIES = 60
 _READ_CHUNK = 64 * 1024
 
 
@@ -188,25 +190,27 @@ class Transport:
 
     def request(self, method: str, path: str, body: Any = None, *, idempotent: bool,
                 timeout: Optional[float] = None, headers: Optional[Mapping[str, str]] = None) -> Response:
-        """One call, retried only where that is safe.
+        """One call, retried only where that is safe, all within ``timeout`` (the client's by
+        default).
 
         - Could not connect (nothing was sent): the next node, for any method.
         - The connection broke after sending, or 502/504: again only when ``idempotent``.
+        These failures get at most ``retries`` more attempts, with a growing pause once every
+        known node was tried.
         - 503 or 429 with Retry-After: the node refused before doing anything, so any method is
-          sent again after the delay (at most `MAX_RETRY_AFTER_SECONDS`).
-        At most ``retries`` more attempts, all within ``timeout`` (the client's by default).
+          sent again after the delay (at most `MAX_RETRY_AFTER_SECONDS`), up to
+          `MAX_UNAVAILABLE_RETRIES` times: a session's owner taking over after a crash answers
+          503 for a few seconds, and the caller should not see it.
         """
         call_timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + call_timeout
         encoded = None if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
-        attempts = self.retries + 1
+        failures = 0
+        refusals = 0
         last_error: Optional[StarlingError] = None
         endpoint = self._next
-        for attempt in range(attempts):
+        while time.monotonic() < deadline:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            delay = 0.0
             try:
                 connection, raw = self.open(method, path, encoded, headers or {}, remaining, endpoint)
                 try:
@@ -218,10 +222,11 @@ class Transport:
                     connection.close()
             except StarlingConnectionError as error:
                 last_error = error
-                if error.sent and not idempotent:
+                failures += 1
+                if (error.sent and not idempotent) or failures > self.retries:
                     raise
                 endpoint += 1
-                delay = min(0.1 * (2 ** attempt), 2.0) if attempt + 1 >= self.endpoint_count else 0.0
+                delay = _backoff(failures) if failures >= self.endpoint_count else 0.0
             else:
                 if response.status < 400:
                     self._next = endpoint % max(self.endpoint_count, 1)
@@ -229,16 +234,26 @@ class Transport:
                 refusal = error_from(response)
                 last_error = refusal
                 if response.status in (503, 429) and refusal.retry_after is not None:
+                    refusals += 1
+                    if refusals > MAX_UNAVAILABLE_RETRIES:
+                        raise refusal
                     delay = min(refusal.retry_after, MAX_RETRY_AFTER_SECONDS)
                 elif response.status in (502, 504) and idempotent:
+                    failures += 1
+                    if failures > self.retries:
+                        raise refusal
                     endpoint += 1
-                    delay = min(0.1 * (2 ** attempt), 2.0)
+                    delay = _backoff(failures)
                 else:
                     raise refusal
-            if attempt + 1 < attempts:
-                if time.monotonic() + delay >= deadline:
-                    break
-                time.sleep(delay)
+            if time.monotonic() + delay >= deadline:
+                break
+            time.sleep(delay)
         if last_error is None:
             raise StarlingConnectionError(f"{method} {path}: timed out after {call_timeout} s")
         raise last_error
+
+
+def _backoff(failures: int) -> float:
+    """The pause before the next attempt after ``failures`` failed ones: 0.1 s doubling, at most 2 s."""
+    return float(min(0.1 * (2 ** min(failures - 1, 5)), 2.0))

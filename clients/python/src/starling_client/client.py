@@ -34,8 +34,10 @@ class Client:
     speaks to a node through a Unix socket instead (inside a sandbox: `Client.from_environment`).
 
     Bounds: ``timeout`` seconds for each call, retries included (a call that runs a task waits
-    longer, see `act` and `run`); answers longer than ``max_body_bytes`` are refused; at most
-    ``retries`` more attempts of a call, and only where that is safe (see `Transport.request`).
+    longer, see `act` and `run`); answers longer than ``max_body_bytes`` are refused; after a
+    failure (no connection, a broken one, 502/504) at most ``retries`` more attempts, and only
+    where that is safe; a refusal with Retry-After (503, 429) is sent again after the delay,
+    until the deadline (at most 60 times). See `Transport.request`.
     """
 
     def __init__(self, api: Union[str, Sequence[str], None] = None, *, socket_path: Optional[str] = None,

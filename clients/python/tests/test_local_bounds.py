@@ -1,12 +1,13 @@
-"""The event stream's parser and bounds against a local HTTP server that sends what a node
-could send at its edges (comments, CRLF, multi-line data, an event cut mid-line, an endless
-line). No mesh needed: these run on their own.
+"""The client's bounds and the event stream's parser against a local HTTP server that sends
+what a node could send at its edges (comments, CRLF, multi-line data, an event cut mid-line, an
+endless line, refusals without end). No mesh needed: these run on their own.
 """
 
 from __future__ import annotations
 
 import http.server
 import threading
+import time
 import unittest
 from typing import Callable, Dict, List
 
@@ -119,6 +120,51 @@ class StreamParsingTests(unittest.TestCase):
         self.assertEqual([e.id for e in events], ["t1", "t2", "t3", "t4", "t5"])
         self.assertEqual((events.state, events.reconnects), ("cancelled", 5))
         self.assertEqual([h.get("last-event-id") for h in server.headers], [None, "1", "2", "3", "4", "5"])
+
+
+class RetryBoundsTests(unittest.TestCase):
+    def test_refusals_with_retry_after_are_retried_until_the_deadline_only(self) -> None:
+        def refuse(handler: http.server.BaseHTTPRequestHandler) -> None:
+            handler.send_response(503)
+            handler.send_header("Retry-After", "0.2")
+            handler.send_header("Content-Length", "17")
+            handler.end_headers()
+            handler.wfile.write(b'{"error": "busy"}')
+        server = _Server([refuse] * 100)
+        self.addCleanup(server.close)
+        started = time.monotonic()
+        with self.assertRaises(StarlingError) as raised:
+            Client(server.address, timeout=1.5).health()
+        self.assertEqual((raised.exception.status, raised.exception.message, raised.exception.retry_after), (503, "busy", 0.2))
+        self.assertLess(time.monotonic() - started, 3.0)
+        self.assertTrue(5 <= len(server.headers) <= 9, len(server.headers))
+
+    def test_refusals_with_retry_after_are_retried_at_most_60_times(self) -> None:
+        def refuse(handler: http.server.BaseHTTPRequestHandler) -> None:
+            handler.send_response(429)
+            handler.send_header("Retry-After", "0")
+            handler.send_header("Content-Length", "17")
+            handler.end_headers()
+            handler.wfile.write(b'{"error": "busy"}')
+        server = _Server([refuse] * 100)
+        self.addCleanup(server.close)
+        with self.assertRaises(StarlingError) as raised:
+            Client(server.address, timeout=60).health()
+        self.assertEqual(raised.exception.status, 429)
+        self.assertEqual(len(server.headers), 61, "the first attempt and 60 more")
+
+    def test_a_refusal_without_retry_after_is_not_retried(self) -> None:
+        def refuse(handler: http.server.BaseHTTPRequestHandler) -> None:
+            handler.send_response(503)
+            handler.send_header("Content-Length", "17")
+            handler.end_headers()
+            handler.wfile.write(b'{"error": "down"}')
+        server = _Server([refuse] * 10)
+        self.addCleanup(server.close)
+        with self.assertRaises(StarlingError) as raised:
+            Client(server.address).health()
+        self.assertEqual(raised.exception.status, 503)
+        self.assertEqual(len(server.headers), 1)
 
 
 if __name__ == "__main__":
