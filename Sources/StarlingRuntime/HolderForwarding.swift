@@ -14,7 +14,10 @@ import NIOHTTP1
 /// - 503 from a holder is an answer for swarms; for sessions (`passOverUnavailable`) it is kept
 ///   and the next holder tried, so a replica that does not serve the session (or is resuming it)
 ///   does not hide the owner behind it. The kept 503 is returned if nobody did better.
-/// - No holder reachable: 503 with `Retry-After`.
+/// - No holder reachable: 503 with `Retry-After`. With `unreachableHolderMeansUnavailable`
+///   (sessions) also when only some were: a session's replica that does not serve it answers
+///   404 too, so while its owner is unreachable (killed, not yet suspected) the replicas' 404s
+///   do not prove the session missing, and a client that got 404 there would give it up.
 ///
 /// Bounded: at most `maxHolders` holders, each within `deadline`, and an answer that is not a
 /// stream read up to `maxBodyBytes`.
@@ -22,6 +25,8 @@ struct HolderForwarding: Sendable {
     var maxHolders: Int
     var maxBodyBytes: Int
     var passOverUnavailable: Bool
+    /// 404 only when every holder answered 404; an unreachable one makes it 503 (sessions).
+    var unreachableHolderMeansUnavailable = false
     /// The start of the 503's message when no holder could be reached.
     var unreachable: String
     var logger: Logger
@@ -29,6 +34,7 @@ struct HolderForwarding: Sendable {
     func forward(_ request: Request, body: ByteBuffer?, to holders: [String], from node: String, notFound: String,
                  deadline: Duration, streams: Bool) async throws -> Response {
         var reached = false
+        var unreachableHolder = false
         var lastFailure = ""
         var unavailable: Response?
         for holder in holders.prefix(maxHolders) where SocketAddressText.isHostPort(holder) {
@@ -47,6 +53,7 @@ struct HolderForwarding: Sendable {
                 response = try await SwarmForwarder.client.execute(out, timeout: .nanoseconds(SwarmForwarder.nanoseconds(deadline)), logger: nil)
             } catch {
                 lastFailure = "\(holder): \(error)"
+                unreachableHolder = true
                 logger.debug("request not forwarded", metadata: ["to": "\(holder)", "path": "\(request.uri.path)", "error": "\(error)"])
                 continue
             }
@@ -74,7 +81,9 @@ struct HolderForwarding: Sendable {
             return answer
         }
         if let unavailable { return unavailable }
-        if reached || holders.isEmpty { throw HTTPError(.notFound, message: notFound) }
+        if holders.isEmpty || (reached && !(unreachableHolder && unreachableHolderMeansUnavailable)) {
+            throw HTTPError(.notFound, message: notFound)
+        }
         throw HTTPError(.serviceUnavailable, headers: [.retryAfter: "1"], message: "\(unreachable) (\(lastFailure))")
     }
 }

@@ -223,8 +223,9 @@ struct SessionForwarder: Sendable {
     var logger: Logger
 
     func forward(_ request: Request, body: ByteBuffer?, to holders: [String], from node: String, notFound: String) async throws -> Response {
-        let hop = HolderForwarding(maxHolders: maxHolders, maxBodyBytes: maxBodyBytes, passOverUnavailable: true,
+        var hop = HolderForwarding(maxHolders: maxHolders, maxBodyBytes: maxBodyBytes, passOverUnavailable: true,
                                    unreachable: "the nodes that may serve this session cannot be reached", logger: logger)
+        hop.unreachableHolderMeansUnavailable = true
         return try await hop.forward(request, body: body, to: holders, from: node, notFound: notFound, deadline: timeout, streams: false)
     }
 }
