@@ -82,6 +82,15 @@ class StreamParsingTests(unittest.TestCase):
         self.assertNotIn("last-event-id", server.headers[0])
         self.assertEqual(server.headers[1]["last-event-id"], "2", "resumed after the last whole event")
 
+    def test_an_event_id_with_a_control_character_is_not_sent_back(self) -> None:
+        first = b"id: 7\revil: 1\nevent: task\ndata: {\"id\": \"a\", \"state\": \"succeeded\"}\n\n"
+        second = b"event: done\ndata: {\"state\": \"done\"}\n\n"
+        server = self.serve(stream(first), stream(second))
+        events = Client(server.address).events(SWARM)
+        self.assertEqual([e.id for e in events], ["a"])
+        self.assertIsNone(events.last_event_id)
+        self.assertNotIn("last-event-id", server.headers[1])
+
     def test_an_endless_line_is_refused_at_the_bound(self) -> None:
         server = self.serve(stream(b"data: " + b"x" * 100_000))
         with self.assertRaises(ResponseTooLarge):

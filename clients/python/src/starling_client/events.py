@@ -36,8 +36,8 @@ class EventStream:
     later), ``reconnects`` how many times the stream connected again. ``max_reconnects`` bounds
     the attempts in a row that make no progress: a refused or failed connection, or a stream
     that ends without an event within 30 s. An event, or a stream that stays open 30 s (a long
-    swarm outlives the node's 10-minute stream lifetime), resets the count. ``idle_timeout``: a connection silent for this long
-    counts as dropped (the node sends a keep-alive every 15 s).
+    swarm outlives the node's 10-minute stream lifetime), resets the count. ``idle_timeout``: a
+    connection silent for this long counts as dropped (the node sends a keep-alive every 15 s).
     """
 
     def __init__(self, transport: Transport, swarm_id: str, last_event_id: Optional[str] = None,
@@ -183,7 +183,8 @@ class EventStream:
                 if data_size > limit:
                     raise ResponseTooLarge(limit)
                 data.append(value)
-            elif name == "id" and "\0" not in value:
+            elif name == "id" and value.isprintable():
+                # Sent back as a header: no control character (a CR would split it) gets there.
                 pending_id = value
             elif name == "retry" and value.isdigit():
                 self._reconnect_delay = min(int(value) / 1000.0, _MAX_RECONNECT_DELAY)
