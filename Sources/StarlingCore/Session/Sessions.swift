@@ -383,6 +383,13 @@ public struct Sessions: HostedProtocol {
 
     mutating func prepare(_ sid: String, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid] else { return [] }
+        // An epoch comes from the wire (a prepare, an install, a `stale` answer): one at its
+        // limit leaves the session unled here rather than trapping the node.
+        guard h.epoch < UInt64.max else {
+            h.quietUntil = now + settings.retryInterval * 60
+            held[sid] = h
+            return []
+        }
         counters.takeovers += 1
         let epoch = h.epoch + 1
         let oldSet = h.replicas
