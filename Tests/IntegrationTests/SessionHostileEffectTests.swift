@@ -39,7 +39,10 @@ struct SessionHostileEffectTests {
             ls /proc | grep -qx '\(node.pid)' && echo LEAK:node-pid-visible
             (exec 3<>/dev/tcp/127.0.0.1/\(node.apiPort)) 2>/dev/null && echo LEAK:api-reachable-with-net-none
             echo pwned > '\(hostFile)' 2>/dev/null
-            echo pwned > /etc/starling-hostile 2>/dev/null && echo LEAK:etc-writable
+            echo pwned > /etc/starling-hostile 2>/dev/null
+            echo pwned >> /etc/ld.so.cache 2>/dev/null && echo LEAK:host-etc-file-writable
+            touch /usr/bin/starling-hostile 2>/dev/null && echo LEAK:usr-writable
+            rm -f /usr/bin/env 2>/dev/null; [ -e /usr/bin/env ] || echo LEAK:usr-file-removed
             echo probed
             """
         let (probeStatus, probed) = try call("POST", "/v1/sessions/hostile/actions", ["key": "probe", "argv": ["bash", "-c", probe], "timeoutSeconds": 30])
@@ -49,7 +52,10 @@ struct SessionHostileEffectTests {
         #expect(probeOut.contains("probed"), "the probe ran: \(probeResult)")
         #expect(!probeOut.contains("LEAK:"), "the probe got: \(probeOut)")
         #expect(!FileManager.default.fileExists(atPath: hostFile), "the effect wrote \(hostFile) on the host")
+        // The sandbox's /etc is its own (a tmpfs with a few files bound read-only): a file made
+        // there must not appear on the host.
         #expect(!FileManager.default.fileExists(atPath: "/etc/starling-hostile"))
+        #expect(!FileManager.default.fileExists(atPath: "/usr/bin/starling-hostile"))
 
         // 200 MB of output: cut to what a result may carry.
         let (floodStatus, flooded) = try call("POST", "/v1/sessions/hostile/actions",

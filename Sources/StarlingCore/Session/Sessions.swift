@@ -396,10 +396,11 @@ public struct Sessions: HostedProtocol {
         let preferred = currentRing().preferenceList(sid, count: alive.count)
         var newSet = [myName] + oldSet.filter { $0 != myName && alive.contains($0) }
         for peer in preferred where newSet.count < settings.replicas && !newSet.contains(peer) { newSet.append(peer) }
+        var takeover = Takeover(epoch: epoch, oldSet: oldSet, newSet: newSet, promised: [myName], images: [h.image])
+        takeover.before = Takeover.Promise(epoch: h.epoch, owner: h.owner)
         h.epoch = epoch
         h.owner = myName
-        h.lead = Lead(phase: .preparing(Takeover(epoch: epoch, oldSet: oldSet, newSet: newSet, promised: [myName], images: [h.image])),
-                      acknowledged: 0)
+        h.lead = Lead(phase: .preparing(takeover), acknowledged: 0)
         held[sid] = h
         var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.promise(session: sid, epoch: epoch, owner: myName), then: .nothing))]
         for peer in Set(oldSet + newSet).sorted() where peer != myName && alive.contains(peer) {
@@ -417,9 +418,20 @@ public struct Sessions: HostedProtocol {
             let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && alive.contains($0) }.count
             if promisedOld + open < t.oldSet.count / 2 + 1 {
                 h.lead = nil
-                if let hint = t.ownerHint { h.owner = hint }
                 h.quietUntil = now + settings.retryInterval
+                // Nothing was recorded in this epoch: give back the promise made to itself, so a
+                // node cut off from the others does not come back from a partition holding the
+                // session as its own at a higher epoch (answering 503 instead of forwarding, and
+                // fencing the live owner's next record). Promises other nodes made stay.
+                var effects: [ProtocolEffect<Sessions>] = []
+                if let before = t.before, h.epoch == t.epoch, h.owner == myName {
+                    h.epoch = before.epoch
+                    h.owner = before.owner
+                    effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
+                }
+                if let hint = t.ownerHint { h.owner = hint }
                 held[sid] = h
+                return effects
             }
             return []
         }
@@ -695,6 +707,14 @@ extension Sessions {
         var failed: Set<PeerName> = []
         /// The owner a refusing replica named, deferred to if this takeover fails.
         var ownerHint: PeerName?
+        /// The epoch and owner held before this node promised itself the new epoch: given
+        /// back if the takeover fails.
+        var before: Promise?
+
+        struct Promise: Sendable, Equatable {
+            var epoch: UInt64
+            var owner: PeerName
+        }
     }
 
     enum Phase: Sendable, Equatable {
