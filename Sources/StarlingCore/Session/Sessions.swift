@@ -537,18 +537,19 @@ public struct Sessions: HostedProtocol {
             counters.stale += 1
             return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
         }
-        // A preparer outside the replica set held here counts this node in a set that is not
-        // this node's: one of them holds a stale image (a deposed owner restarted on its store
-        // prepared with the set of two takeovers ago, and a stale holder promised it, so a
-        // majority of an old set overrode the live owner: session-churn, 20 nodes, seed 13).
-        // No promise: the preparer counts one vote fewer.
-        guard h.replicas.contains(peer) else {
-            return [.respond(.invalid(reason: "\(peer) is not in the replica set of \(sid) held here"), to: token)]
-        }
         // Stickiness: while the owner is alive here (this node itself, leading it), nobody else
         // takes the session over; a node back from a partition learns who owns it instead.
         if h.owner != peer, h.owner == myName ? h.lead != nil : present.contains(h.owner) {
             return [.respond(.ownedBy(session: sid, epoch: h.epoch, owner: h.owner), to: token)]
+        }
+        // A preparer outside the replica set held here counts this node in a set that is not
+        // this node's: one of them holds a stale image (a deposed owner restarted on its store
+        // prepared with the set of two takeovers ago, and a stale holder promised it, so a
+        // majority of an old set overrode the live owner: session-churn, 20 nodes, seed 13).
+        // No promise: the preparer counts one vote fewer. (After stickiness: a live owner is
+        // still named, so a node back from a partition learns it.)
+        guard h.replicas.contains(peer) else {
+            return [.respond(.invalid(reason: "\(peer) is not in the replica set of \(sid) held here"), to: token)]
         }
         var effects: [ProtocolEffect<Sessions>] = []
         if h.lead != nil, h.owner != peer { counters.fenced += 1; effects += stepDown(sid, reason: "another node takes the session over") }
