@@ -52,9 +52,10 @@ final class FaultRig {
             .filter { $0.hasPrefix("st-\(name)-") }
     }
 
-    /// Starts every node and waits until each lists all of them alive.
-    func startAll(seconds: Double = 30) throws {
-        try rig(["start"] + nodeNames)
+    /// Starts every node and waits until each lists all of them alive. `extraArguments` go to
+    /// every `starling node` as they are.
+    func startAll(seconds: Double = 30, extraArguments: [String] = []) throws {
+        try rig(["start"] + nodeNames + (extraArguments.isEmpty ? [] : ["--"] + extraArguments))
         try waitUntil("every node lists \(nodeNames.count) alive", seconds: seconds) {
             allSee(nodeNames, as: "alive", by: nodeNames)
         }

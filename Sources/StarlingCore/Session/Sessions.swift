@@ -383,16 +383,24 @@ public struct Sessions: HostedProtocol {
 
     mutating func prepare(_ sid: String, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid] else { return [] }
+        // An epoch comes from the wire (a prepare, an install, a `stale` answer): one at its
+        // limit leaves the session unled here rather than trapping the node.
+        guard h.epoch < UInt64.max else {
+            h.quietUntil = now + settings.retryInterval * 60
+            held[sid] = h
+            return []
+        }
         counters.takeovers += 1
         let epoch = h.epoch + 1
         let oldSet = h.replicas
         let preferred = currentRing().preferenceList(sid, count: alive.count)
         var newSet = [myName] + oldSet.filter { $0 != myName && alive.contains($0) }
         for peer in preferred where newSet.count < settings.replicas && !newSet.contains(peer) { newSet.append(peer) }
+        var takeover = Takeover(epoch: epoch, oldSet: oldSet, newSet: newSet, promised: [myName], images: [h.image])
+        takeover.before = Takeover.Promise(epoch: h.epoch, owner: h.owner)
         h.epoch = epoch
         h.owner = myName
-        h.lead = Lead(phase: .preparing(Takeover(epoch: epoch, oldSet: oldSet, newSet: newSet, promised: [myName], images: [h.image])),
-                      acknowledged: 0)
+        h.lead = Lead(phase: .preparing(takeover), acknowledged: 0)
         held[sid] = h
         var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.promise(session: sid, epoch: epoch, owner: myName), then: .nothing))]
         for peer in Set(oldSet + newSet).sorted() where peer != myName && alive.contains(peer) {
@@ -410,9 +418,20 @@ public struct Sessions: HostedProtocol {
             let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && alive.contains($0) }.count
             if promisedOld + open < t.oldSet.count / 2 + 1 {
                 h.lead = nil
-                if let hint = t.ownerHint { h.owner = hint }
                 h.quietUntil = now + settings.retryInterval
+                // Nothing was recorded in this epoch: give back the promise made to itself, so a
+                // node cut off from the others does not come back from a partition holding the
+                // session as its own at a higher epoch (answering 503 instead of forwarding, and
+                // fencing the live owner's next record). Promises other nodes made stay.
+                var effects: [ProtocolEffect<Sessions>] = []
+                if let before = t.before, h.epoch == t.epoch, h.owner == myName {
+                    h.epoch = before.epoch
+                    h.owner = before.owner
+                    effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
+                }
+                if let hint = t.ownerHint { h.owner = hint }
                 held[sid] = h
+                return effects
             }
             return []
         }
@@ -522,6 +541,15 @@ public struct Sessions: HostedProtocol {
         // takes the session over; a node back from a partition learns who owns it instead.
         if h.owner != peer, h.owner == myName ? h.lead != nil : present.contains(h.owner) {
             return [.respond(.ownedBy(session: sid, epoch: h.epoch, owner: h.owner), to: token)]
+        }
+        // A preparer outside the replica set held here counts this node in a set that is not
+        // this node's: one of them holds a stale image (a deposed owner restarted on its store
+        // prepared with the set of two takeovers ago, and a stale holder promised it, so a
+        // majority of an old set overrode the live owner: session-churn, 20 nodes, seed 13).
+        // No promise: the preparer counts one vote fewer. (After stickiness: a live owner is
+        // still named, so a node back from a partition learns it.)
+        guard h.replicas.contains(peer) else {
+            return [.respond(.invalid(reason: "\(peer) is not in the replica set of \(sid) held here"), to: token)]
         }
         var effects: [ProtocolEffect<Sessions>] = []
         if h.lead != nil, h.owner != peer { counters.fenced += 1; effects += stepDown(sid, reason: "another node takes the session over") }
@@ -688,6 +716,14 @@ extension Sessions {
         var failed: Set<PeerName> = []
         /// The owner a refusing replica named, deferred to if this takeover fails.
         var ownerHint: PeerName?
+        /// The epoch and owner held before this node promised itself the new epoch: given
+        /// back if the takeover fails.
+        var before: Promise?
+
+        struct Promise: Sendable, Equatable {
+            var epoch: UInt64
+            var owner: PeerName
+        }
     }
 
     enum Phase: Sendable, Equatable {
