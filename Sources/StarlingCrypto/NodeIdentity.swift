@@ -49,3 +49,12 @@ public struct NodeIdentity: Sendable {
 
     public var publicKeyHex: String { publicKey.map { String(format: "%02x", $0) }.joined() }
 }
+
+/// An identity prints as its public key only: the default description and mirror of a struct
+/// list every stored property, and a failed test expectation or a log line printing a
+/// `NodeIdentity` wrote its secret key out (seen in a test's failure message).
+extension NodeIdentity: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { "NodeIdentity(publicKey: \(publicKeyHex))" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["publicKey": publicKeyHex], displayStyle: .struct) }
+}

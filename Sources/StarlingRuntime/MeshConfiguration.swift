@@ -1,4 +1,5 @@
 import StarlingCore
+import StarlingCrypto
 
 /// Everything a mesh node needs to start.
 public struct MeshConfiguration: Sendable {
@@ -79,6 +80,10 @@ public struct MeshConfiguration: Sendable {
     /// This node's Ed25519 public key (`NodeIdentity`), gossiped in its metadata so that peers
     /// pin its name to it and check what it signs (issue #11 item 1). nil: none (tests).
     public var identityKey: [UInt8]?
+    /// The identity that signs this node's link hellos, so that a peer holding only the cluster
+    /// key cannot open a link under this node's name. nil: unsigned hellos, which a node with an
+    /// identity refuses from any member whose key membership gossips (tests without identities).
+    public var identity: NodeIdentity?
 
     public init(name: String, bind: NodeAddress, advertise: NodeAddress? = nil, api: String, seeds: [NodeAddress],
                 slots: Int, taskMemoryMB: Int = 0, keyFile: String, settings: MembershipSettings) {

@@ -6,7 +6,7 @@ import StarlingCrypto
 /// One persistent sealed TCP connection to a peer, carrying the frames of every hosted protocol
 /// (`LinkFrame`), many requests at once. On the gossip port, like push-pull:
 /// ```
-/// dialler -> acceptor: hello (kind streamHello, version 3: addressed, names the dialler)
+/// dialler -> acceptor: hello (kind streamHello, version 4: addressed, names the dialler, signed by its identity)
 /// then both ways:      length:u32 sealed(kind linkFrame, LinkFrame)   ...
 /// ```
 /// The acceptor's side starts life as a `StreamExchange` (admission, per-source limits, the
@@ -23,25 +23,65 @@ final class PeerLink {
     enum State { case connecting, open, closed }
 
     /// The link hello's version (the first payload byte; push-pull hellos are version 2).
-    static let helloVersion: UInt8 = 3
+    /// Version 4 carries the dialler's Ed25519 signature (identity), version 3 did not.
+    static let helloVersion: UInt8 = 4
+    /// Random bytes in each hello, under the signature: a signed hello re-sealed in a fresh
+    /// envelope by a cluster-key holder is caught by this token in the node's hello cache.
+    static let helloTokenBytes = 16
+    static let helloSignatureBytes = 64
+    /// The largest link hello payload: version, address (length-prefixed), name
+    /// (length-prefixed), sent-at, token, signature (length-prefixed).
+    static let maxHelloPayloadBytes = 1 + 1 + NodeAddress.maxHostBytes + 6 + 1 + WireLimits.maxNameBytes + 8 + helloTokenBytes + 1 + helloSignatureBytes
 
-    /// The link hello's payload: version, the address dialled (length-prefixed), the dialler's name.
-    static func helloPayload(to destination: NodeAddress, from name: PeerName) -> [UInt8] {
+    /// A parsed link hello. `signed` is what the signature covers.
+    struct Hello: Equatable {
+        var destination: NodeAddress
+        var sender: PeerName
+        var sentAtMs: UInt64
+        var token: [UInt8]
+        var signature: [UInt8]
+        var signed: [UInt8]
+    }
+
+    /// What a link hello's signature covers: a domain tag, then the hello's fields.
+    static func helloSigned(_ fields: [UInt8]) -> [UInt8] { Array("starling-link-hello-v4".utf8) + [0] + fields }
+
+    /// The link hello's payload: version, the address dialled, the dialler's name, when it was
+    /// sent, a random token, and the dialler's Ed25519 signature over all of them (empty when
+    /// the node has no identity: tests of meshes without identities).
+    static func helloPayload(to destination: NodeAddress, from name: PeerName, sentAtMs: UInt64, token: [UInt8],
+                             identity: NodeIdentity?) -> [UInt8] {
         let address = Array(destination.description.utf8)
-        precondition(address.count <= 255)
-        return [helloVersion, UInt8(address.count)] + address + Array(name.utf8)
+        let nameBytes = Array(name.utf8)
+        precondition(address.count <= 255 && nameBytes.count <= 255 && token.count == helloTokenBytes)
+        var fields = [UInt8(address.count)] + address + [UInt8(nameBytes.count)] + nameBytes
+        fields += (0..<8).reversed().map { UInt8(truncatingIfNeeded: sentAtMs >> (8 * UInt64($0))) }
+        fields += token
+        let signature = identity?.sign(helloSigned(fields)) ?? []
+        return [helloVersion] + fields + [UInt8(signature.count)] + signature
     }
 
     /// Parses a link hello's payload; nil when malformed (a name the decoders would refuse included).
-    static func parseHello(_ payload: [UInt8]) -> (destination: NodeAddress, sender: PeerName)? {
+    static func parseHello(_ payload: [UInt8]) -> Hello? {
         guard payload.count >= 2, payload[0] == helloVersion else { return nil }
-        let length = Int(payload[1])
-        guard payload.count > 2 + length else { return nil }
-        guard let destination = NodeAddress(String(decoding: payload[2..<2 + length], as: UTF8.self)) else { return nil }
-        let name = String(decoding: payload[(2 + length)...], as: UTF8.self)
+        var at = 1
+        func take(_ n: Int) -> ArraySlice<UInt8>? {
+            guard n >= 0, payload.count - at >= n else { return nil }
+            defer { at += n }
+            return payload[at..<at + n]
+        }
+        guard let addressLength = take(1)?.first, let address = take(Int(addressLength)),
+              let destination = NodeAddress(String(decoding: address, as: UTF8.self)),
+              let nameLength = take(1)?.first, let nameBytes = take(Int(nameLength)),
+              let sent = take(8), let token = take(helloTokenBytes) else { return nil }
+        let fieldsEnd = at
+        guard let signatureLength = take(1)?.first, let signature = take(Int(signatureLength)), at == payload.count,
+              signature.isEmpty || signature.count == helloSignatureBytes else { return nil }
+        let name = String(decoding: nameBytes, as: UTF8.self)
         guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes, WireLimits.isPrintable(name),
-              Array(name.utf8) == Array(payload[(2 + length)...]) else { return nil }
-        return (destination, name)
+              Array(name.utf8) == Array(nameBytes) else { return nil }
+        return Hello(destination: destination, sender: name, sentAtMs: sent.reduce(UInt64(0)) { $0 << 8 | UInt64($1) },
+                     token: Array(token), signature: Array(signature), signed: helloSigned(Array(payload[1..<fieldsEnd])))
     }
 
     /// The link's connection number: the first 8 bytes of its sealed hello's nonce.
@@ -86,8 +126,10 @@ final class PeerLink {
         self.node = node
         self.peer = peer
         direction = .fromDialer
-        let hello = Envelope.seal(Self.helloPayload(to: destination, from: node.configuration.name), kind: .streamHello,
-                                  key: node.keyring.primary, sentAtMs: wallClockMs())
+        let sentAtMs = wallClockMs()
+        let payload = Self.helloPayload(to: destination, from: node.configuration.name, sentAtMs: sentAtMs,
+                                        token: secureRandomBytes(Self.helloTokenBytes), identity: node.configuration.identity)
+        let hello = Envelope.seal(payload, kind: .streamHello, key: node.keyring.primary, sentAtMs: sentAtMs)
         connection = Self.connection(ofSealedHello: hello)
         openedAt = now
         lastActivity = now

@@ -31,7 +31,7 @@ final class StreamExchange {
     }
     /// Bound on the hello frame (sealed: `Envelope.overheadBytes` + 1 + an address of at most
     /// `NodeAddress.maxHostBytes` + 2 + 6 bytes).
-    static let maxHelloFrameBytes = 160
+    static let maxHelloFrameBytes = Envelope.overheadBytes + PeerLink.maxHelloPayloadBytes
 
     unowned let node: MeshNode
     let role: Role
@@ -56,6 +56,8 @@ final class StreamExchange {
     /// Set when the hello was a link hello (`PeerLink.helloVersion`): the dialler's name and the
     /// link's connection number. The connection is then handed to a `PeerLink`.
     private var linkPeer: (name: PeerName, connection: UInt64)?
+    /// The link hello, kept until its identity is checked (after the envelope's replay check).
+    private var linkHello: PeerLink.Hello?
 
     var isInbound: Bool { if case .server = role { true } else { false } }
 
@@ -137,6 +139,7 @@ final class StreamExchange {
             if payload.first == PeerLink.helloVersion {
                 guard let hello = PeerLink.parseHello(payload) else { throw WireError.invalidValue("link hello") }
                 named = hello.destination
+                linkHello = hello
                 linkPeer = (hello.sender, PeerLink.connection(ofSealedHello: sealed))
             } else {
                 guard payload.first == Self.helloVersion else { throw WireError.unsupportedVersion(payload.first ?? 0) }
@@ -163,6 +166,11 @@ final class StreamExchange {
         case .full:
             node.metrics.drop(reason: "hello_cache_full")
             fail("too many recent hellos to remember")
+            return false
+        }
+        if let hello = linkHello, let refusal = node.linkIdentityRefusal(hello, nowMs: wallClockMs()) {
+            node.metrics.drop(reason: refusal.reason)
+            fail(refusal.message)
             return false
         }
         authenticated = true

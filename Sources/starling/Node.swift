@@ -151,6 +151,7 @@ struct Node: AsyncParsableCommand {
                                        taskMemoryMB: taskMemoryMB, keyFile: keyFile, settings: settings)
         // Gossiped in the metadata: peers pin this name to the key (issue #11 item 1).
         config.identityKey = identity.publicKey
+        config.identity = identity
         let node = try MeshNode(configuration: config, keyring: keyring, logger: logger)
         // The hands: every task of every swarm runs in a throw-away sandbox. No bubblewrap, user
         // namespaces or writable cgroups here: the node refuses to start (it would take work it

@@ -266,11 +266,15 @@ struct RawLink {
     let connection: UInt64
     var sequence: UInt64 = 0
 
-    /// Connects to 127.0.0.1:port and sends a link hello naming `name`.
-    static func open(to port: UInt16, key: ClusterKey, name: String) -> RawLink? {
+    /// Connects to 127.0.0.1:port and sends a link hello naming `name`, signed by `identity`
+    /// when given, with `token` (random unless given) and sent at `sentAtMs` (now unless given).
+    static func open(to port: UInt16, key: ClusterKey, name: String, identity: NodeIdentity? = nil,
+                     token: [UInt8]? = nil, sentAtMs: UInt64? = nil) -> RawLink? {
         guard let fd = WireFixesIntegrationTests.connectFrom("127.0.0.1", to: port) else { return nil }
-        let hello = Envelope.seal(PeerLink.helloPayload(to: NodeAddress(host: "127.0.0.1", port: port), from: name),
-                                  kind: .streamHello, key: key, sentAtMs: WireHardeningIntegrationTests.nowMs())
+        let now = WireHardeningIntegrationTests.nowMs()
+        let payload = PeerLink.helloPayload(to: NodeAddress(host: "127.0.0.1", port: port), from: name, sentAtMs: sentAtMs ?? now,
+                                            token: token ?? secureRandomBytes(PeerLink.helloTokenBytes), identity: identity)
+        let hello = Envelope.seal(payload, kind: .streamHello, key: key, sentAtMs: now)
         guard WireFixesIntegrationTests.sendAll(fd, WireHardeningIntegrationTests.frame(hello)) else {
             Glibc.close(fd)
             return nil

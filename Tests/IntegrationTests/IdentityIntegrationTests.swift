@@ -109,6 +109,7 @@ struct AuditSignerKeyTests {
                                            seeds: seed.map { [NodeAddress(host: "127.0.0.1", port: $0)] } ?? [],
                                            slots: 1, keyFile: "/nonexistent", settings: .loopback)
             config.identityKey = gossips.publicKey
+            config.identity = gossips  // its links open under the key it gossips (its heads are signed by `identity`)
             node = try MeshNode(configuration: config, keyring: try Keyring(keys: [key]),
                                 logger: Logger(label: name, factory: { _ in SwiftLogNoOpLogHandler() }))
             let lines = self.lines

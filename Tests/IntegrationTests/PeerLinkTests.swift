@@ -416,16 +416,67 @@ struct LinkFrameDecodingTests {
         #expect(throws: WireError.self) { _ = try LinkFrame.decode(badKind) }
     }
 
-    @Test func theLinkHelloRoundTripsAndRefusesBadNames() {
+    /// A link opens only under the identity key membership gossips for the name in its hello: a
+    /// cluster-key holder cannot dial under another member's name (review of the sessions code:
+    /// under the owner's name it could install a shortened chain on a session's replicas).
+    @Test func aLinkOpensOnlyUnderTheIdentityMembershipGossipsForItsName() async throws {
+        let dir = try makeTemporaryDirectory("starling-link-identity")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (ia, ib, stranger) = (try NodeIdentity.loadOrCreate(dataDir: "\(dir)/a"), try NodeIdentity.loadOrCreate(dataDir: "\(dir)/b"),
+                                  try NodeIdentity.loadOrCreate(dataDir: "\(dir)/s"))
+        let key = ClusterKey.generate()
+        let a = try EchoNode("ia", key: key) { $0.identity = ia; $0.identityKey = ia.publicKey }
+        let b = try EchoNode("ib", key: key, seeds: [a]) { $0.identity = ib; $0.identityKey = ib.publicKey }
+        defer { a.node.stop(); b.node.stop() }
+        try await eventually("ia and ib see each other", seconds: 10) { a.sees("ib", as: .alive) && b.sees("ia", as: .alive) }
+        // Honest nodes sign their hellos: their links open both ways.
+        #expect(try await a.ask("ib", [1]) == [1])
+        #expect(try await b.ask("ia", [2]) == [2])
+        /// Whether a link dialled by hand to b opens: a request on it is answered.
+        func opens(_ name: String, _ identity: NodeIdentity?, token: [UInt8]? = nil, sentAtMs: UInt64? = nil) -> Bool {
+            guard var raw = RawLink.open(to: b.port, key: key, name: name, identity: identity, token: token, sentAtMs: sentAtMs) else { return false }
+            defer { raw.close() }
+            guard raw.send(raw.frame(kind: .request, requestId: 5, payload: [7])) else { return false }
+            return raw.readFrame(seconds: 3)?.requestId == 5
+        }
+        #expect(!opens("ia", nil), "unsigned, under a name whose key membership gossips")
+        #expect(!opens("ia", stranger), "signed under another key than the gossiped one")
+        #expect(!opens("nobody", stranger), "a name membership gives no key for")
+        #expect(!opens("ia", ia, sentAtMs: WireHardeningIntegrationTests.nowMs() - 120_000), "signed two minutes ago")
+        // The check is the key, not the socket: whoever holds ia's identity opens a link as ia.
+        let token = secureRandomBytes(PeerLink.helloTokenBytes)
+        #expect(opens("ia", ia, token: token))
+        // The same signed hello re-sealed in a fresh envelope (a key holder replaying it) is a replay.
+        #expect(!opens("ia", ia, token: token), "a signed hello's token seen before")
+    }
+
+    @Test func theLinkHelloRoundTripsAndRefusesBadNames() throws {
         let to = NodeAddress(host: "10.0.0.1", port: 7946)
-        let hello = PeerLink.helloPayload(to: to, from: "node-1")
-        #expect(PeerLink.parseHello(hello)?.destination == to)
-        #expect(PeerLink.parseHello(hello)?.sender == "node-1")
-        #expect(PeerLink.parseHello(PeerLink.helloPayload(to: to, from: "")) == nil)
-        #expect(PeerLink.parseHello(PeerLink.helloPayload(to: to, from: "bad\nname")) == nil)
-        #expect(PeerLink.parseHello(PeerLink.helloPayload(to: to, from: String(repeating: "n", count: 65))) == nil)
-        #expect(PeerLink.parseHello(Array(hello.prefix(5))) == nil)
-        #expect(PeerLink.parseHello([PeerLink.helloVersion, 200] + Array(hello.dropFirst(2))) == nil)
+        let token = [UInt8](repeating: 7, count: PeerLink.helloTokenBytes)
+        func hello(_ name: String, identity: NodeIdentity? = nil) -> [UInt8] {
+            PeerLink.helloPayload(to: to, from: name, sentAtMs: 1_234, token: token, identity: identity)
+        }
+        let parsed = try #require(PeerLink.parseHello(hello("node-1")))
+        #expect(parsed.destination == to && parsed.sender == "node-1" && parsed.sentAtMs == 1_234 && parsed.token == token)
+        #expect(parsed.signature.isEmpty)
+        #expect(PeerLink.parseHello(hello("")) == nil)
+        #expect(PeerLink.parseHello(hello("bad\nname")) == nil)
+        #expect(PeerLink.parseHello(hello(String(repeating: "n", count: 65))) == nil)
+        for n in 0..<hello("node-1").count { #expect(PeerLink.parseHello(Array(hello("node-1").prefix(n))) == nil) }
+        #expect(PeerLink.parseHello(hello("node-1") + [0]) == nil)
+        #expect(PeerLink.parseHello([PeerLink.helloVersion, 200] + Array(hello("node-1").dropFirst(2))) == nil)
+        // Signed: the signature verifies under the signer's key over exactly `signed`, and any
+        // changed field breaks it.
+        let dir = try makeTemporaryDirectory("starling-link-hello")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let identity = try NodeIdentity.loadOrCreate(dataDir: dir)
+        let signed = hello("node-1", identity: identity)
+        #expect(signed.count <= PeerLink.maxHelloPayloadBytes)
+        let s = try #require(PeerLink.parseHello(signed))
+        #expect(NodeIdentity.verify(signature: s.signature, message: s.signed, publicKey: identity.publicKey))
+        let other = try #require(PeerLink.parseHello(PeerLink.helloPayload(to: to, from: "node-2", sentAtMs: 1_234, token: token, identity: identity)))
+        #expect(!NodeIdentity.verify(signature: s.signature, message: other.signed, publicKey: identity.publicKey))
+        #expect(PeerLink.parseHello(Array(signed.dropLast())) == nil, "a cut signature")
     }
 }
 

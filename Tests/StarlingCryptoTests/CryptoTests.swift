@@ -74,4 +74,21 @@ struct CryptoTests {
         #expect(NodeIdentity.verify(signature: sig, message: [1, 2, 3], publicKey: b.publicKey))
         #expect(!NodeIdentity.verify(signature: sig, message: [1, 2, 4], publicKey: b.publicKey))
     }
+
+    /// Printing an identity (a log line, a failed expectation) shows its public key, never its
+    /// secret: the secret key's bytes appear in no description, debug description or dump.
+    @Test func anIdentityPrintsItsPublicKeyOnly() throws {
+        let dir = NSTemporaryDirectory() + "starling-identity-print-\(UInt64.random(in: 0 ... .max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let identity = try NodeIdentity.loadOrCreate(dataDir: dir)
+        let seed = try #require(FileManager.default.contents(atPath: dir + "/node.key"))
+        let seedDecimal = Array(seed).prefix(4).map(String.init).joined(separator: ", ")
+        let seedHex = seed.map { String(format: "%02x", $0) }.joined()
+        var dumped = ""
+        dump(identity, to: &dumped)
+        for text in [String(describing: identity), String(reflecting: identity), "\(identity)", dumped] {
+            #expect(text.contains(identity.publicKeyHex))
+            #expect(!text.contains(seedHex) && !text.contains(seedDecimal) && !text.contains("secret"), "\(text)")
+        }
+    }
 }

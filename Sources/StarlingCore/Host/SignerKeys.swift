@@ -45,3 +45,12 @@ public func expectedIdentityKey(of view: PeerView) -> [UInt8]? {
     guard let key = view.metadata.identityKey, key.count == MemberMetadata.identityKeyBytes else { return nil }
     return key
 }
+
+extension Membership {
+    /// The identity key membership holds for `name` (alive, suspect or dead while in the
+    /// table; pinned to the name there), or nil.
+    public func gossipedIdentityKey(of name: String) -> [UInt8]? {
+        guard let key = members[name]?.metadata.identityKey, key.count == MemberMetadata.identityKeyBytes else { return nil }
+        return key
+    }
+}
