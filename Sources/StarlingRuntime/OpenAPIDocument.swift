@@ -260,6 +260,62 @@ public enum OpenAPIDocument {
           "503": {"$ref": "#/components/responses/Unavailable"}
         }
       }
+    },
+    "/v1/agents": {
+      "post": {
+        "operationId": "createAgent",
+        "summary": "Create an agent: a session carrying its spec, and its brain started on the session's owner",
+        "requestBody": {
+          "required": true,
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentSpec"}}}
+        },
+        "responses": {
+          "201": {"description": "Created; the brain starts on the owner.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentCreated"}}}},
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "409": {"description": "A session with this id exists.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "413": {"$ref": "#/components/responses/TooLarge"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/agents/{id}": {
+      "get": {
+        "operationId": "getAgent",
+        "summary": "An agent's state, owner, restarts and model calls",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "responses": {
+          "200": {"description": "The agent as its session's owner sees it.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Agent"}}}},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      },
+      "delete": {
+        "operationId": "stopAgent",
+        "summary": "Stop an agent's brain (recorded as stopped); its session is kept",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "responses": {
+          "202": {"description": "Stopped (or it had ended before: state says how).",
+                  "content": {"application/json": {"schema": {"type": "object", "required": ["id", "state"],
+                    "properties": {"id": {"type": "string"}, "state": {"type": "string"}}}}}},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/agents/{id}/logs": {
+      "get": {
+        "operationId": "getAgentLogs",
+        "summary": "The brain's stderr so far (its runs on the owner, else the tail its end recorded)",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "responses": {
+          "200": {"description": "Text.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
     }
   },
   "components": {
@@ -282,6 +338,30 @@ public enum OpenAPIDocument {
                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     },
     "schemas": {
+      "AgentSpec": {
+        "type": "object", "required": ["brain"],
+        "properties": {
+          "id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+          "brain": {"$ref": "#/components/schemas/Task"},
+          "policy": {"$ref": "#/components/schemas/Policy"},
+          "model": {"type": "object", "required": ["baseURL", "secret"],
+                    "properties": {"baseURL": {"type": "string"}, "secret": {"type": "string"}}}
+        }
+      },
+      "AgentCreated": {
+        "type": "object", "required": ["id", "session", "owner"],
+        "properties": {"id": {"type": "string"}, "session": {"type": "string"}, "owner": {"type": "string"}}
+      },
+      "Agent": {
+        "type": "object", "required": ["id", "session", "owner", "state", "restarts", "modelCalls", "modelCallsReplayed", "exitCode"],
+        "properties": {
+          "id": {"type": "string"}, "session": {"type": "string"}, "owner": {"type": "string"},
+          "state": {"enum": ["starting", "running", "done", "failed", "stopped"]},
+          "restarts": {"type": "integer", "minimum": 0}, "modelCalls": {"type": "integer", "minimum": 0},
+          "modelCallsReplayed": {"type": "integer", "minimum": 0}, "exitCode": {"type": ["integer", "null"]},
+          "reason": {"type": ["string", "null"]}, "epoch": {"type": "integer"}, "seq": {"type": "integer"}
+        }
+      },
       "Health": {
         "type": "object",
         "required": ["node", "status"],
