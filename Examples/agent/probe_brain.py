@@ -5,7 +5,8 @@ its session's state and on stderr. Standard library only."""
 import http.client, json, os, socket, sys
 
 SESSION = os.environ["STARLING_SESSION"]
-NEEDLE = os.environ.get("PROBE_NEEDLE", "sk-test-")
+# What to look for, given reversed so that it is not itself in the environment or a file.
+NEEDLE = os.environ.get("PROBE_NEEDLE_REVERSED", "-tset-ks")[::-1]
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -27,7 +28,10 @@ def request(method, path, body=None, headers=None):
     return response.status, data
 
 
+# A control: a string the test placed in a file, to show the scan finds what is there.
+CONTROL = os.environ.get("PROBE_CONTROL_REVERSED", "")[::-1]
 found = []
+found_control = []
 scanned = 0
 for root in ["/task", "/run", "/tmp", "/home", "/root", "/etc", "/var"]:
     for directory, _, files in os.walk(root):
@@ -41,6 +45,8 @@ for root in ["/task", "/run", "/tmp", "/home", "/root", "/etc", "/var"]:
             scanned += 1
             if NEEDLE.encode() in data:
                 found.append(path)
+            if CONTROL and CONTROL.encode() in data:
+                found_control.append(path)
 for path in ["/proc/self/environ", "/proc/self/cmdline", "/proc/1/environ", "/proc/1/cmdline"]:
     try:
         if NEEDLE.encode() in open(path, "rb").read():
@@ -63,7 +69,7 @@ for method, path in [("GET", "/v1/members"), ("GET", "/metrics"), ("GET", "/v1/o
 probes["reserved key"] = request("POST", "/v1/sessions/%s/actions" % SESSION, {"key": "model/forged", "argv": ["true"]})[0]
 probes["own session"] = request("GET", "/v1/sessions/" + SESSION)[0]
 probes["own agent"] = request("GET", "/v1/agents/" + SESSION)[0]
-state = {"found": found, "scanned": scanned, "env": sorted(os.environ), "probes": probes,
+state = {"found": found, "foundControl": found_control, "scanned": scanned, "env": sorted(os.environ), "probes": probes,
          "model": [model[0], json.loads(model[1])], "again": [again[0], json.loads(again[1])]}
 status, answer = request("POST", "/v1/sessions/%s/checkpoint" % SESSION, {"state": state})
 print("probe: " + json.dumps(state), file=sys.stderr)

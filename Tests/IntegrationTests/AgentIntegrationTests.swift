@@ -161,7 +161,8 @@ struct AgentIntegrationTests {
         let probe = try String(contentsOfFile: AgentFixtures.examples + "/probe_brain.py", encoding: .utf8)
         let spec: [String: Any] = [
             "id": "probe",
-            "brain": ["argv": ["python3", "probe_brain.py"], "files": ["probe_brain.py": probe], "env": ["PROBE_NEEDLE": "sk-test-"]],
+            "brain": ["argv": ["python3", "probe_brain.py"], "files": ["probe_brain.py": probe, "control.txt": "control-4f1d8c2a9b7e"],
+                      "env": ["PROBE_NEEDLE_REVERSED": String(AgentFixtures.key.reversed()), "PROBE_CONTROL_REVERSED": String("control-4f1d8c2a9b7e".reversed())]],
             "policy": ["secrets": ["MODEL_KEY"]],
             "model": ["baseURL": model.baseURL, "secret": "MODEL_KEY"],
         ]
@@ -179,7 +180,7 @@ struct AgentIntegrationTests {
 
         // The key is nowhere the brain can look, though the model echoed it.
         #expect(state["found"] as? [String] == [], "the key was found at \(state["found"] ?? "?")")
-        #expect((state["scanned"] as? Int ?? 0) > 0)
+        #expect(state["foundControl"] as? [String] == ["/task/control.txt"], "the scan does not find what is there: \(state)")
         let env = state["env"] as? [String] ?? []
         #expect(env.contains("STARLING_SOCKET") && env.contains("STARLING_SESSION") && env.contains("STARLING_AGENT"), "env: \(env)")
         let answer = (state["model"] as? [Any])?.last as? [String: Any] ?? [:]
