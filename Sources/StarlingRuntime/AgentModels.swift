@@ -48,7 +48,7 @@ public struct AgentSpec: Codable, Sendable, Equatable {
                   url.host != nil, model.baseURL.utf8.count <= 2_048 else {
                 return "model.baseURL: an http or https URL of at most 2048 bytes"
             }
-            guard !model.secret.isEmpty, model.secret.utf8.count <= 255 else { return "model.secret: the name of a node secret" }
+            guard !model.secret.isEmpty, model.secret.unicodeScalars.count <= 255 else { return "model.secret: the name of a node secret" }
         }
         return nil
     }

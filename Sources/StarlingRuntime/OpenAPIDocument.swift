@@ -340,13 +340,38 @@ public enum OpenAPIDocument {
     "schemas": {
       "AgentSpec": {
         "type": "object", "required": ["brain"],
+        "description": "A hosted agent. Its brain runs with no network and no secrets; the node adds the model's key to its model calls. The spec is kept in its session's creation record: at most about 16 KiB (413).",
         "properties": {
-          "id": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
-          "brain": {"$ref": "#/components/schemas/Task"},
-          "policy": {"$ref": "#/components/schemas/Policy"},
-          "model": {"type": "object", "required": ["baseURL", "secret"],
-                    "properties": {"baseURL": {"type": "string"}, "secret": {"type": "string"}}}
+          "id": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+          "brain": {"allOf": [
+            {"$ref": "#/components/schemas/Task"},
+            {"type": "object", "properties": {
+              "net": {"enum": ["none", null]},
+              "secrets": {"type": ["array", "null"], "maxItems": 0},
+              "env": {"type": ["object", "null"],
+                      "propertyNames": {"not": {"enum": ["STARLING_SESSION", "STARLING_AGENT", "STARLING_EFFECT_KEY"]}}}
+            }}
+          ]},
+          "policy": {"oneOf": [{"$ref": "#/components/schemas/Policy"}, {"type": "null"}]},
+          "model": {"oneOf": [
+            {"type": "object", "required": ["baseURL", "secret"],
+             "properties": {"baseURL": {"type": "string", "maxLength": 2048,
+                                        "pattern": "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*(:[0-9]{1,4})?(/[A-Za-z0-9._~-]*)*$"},
+                            "secret": {"type": "string", "minLength": 1, "maxLength": 255}}},
+            {"type": "null"}
+          ]}
         }
+      },
+      "AgentEffectResult": {
+        "description": "In an agent's session, what the node itself recorded: the agent's start or end (starlingBuiltin), or a model call's or swarm spawn's answer (status and body, as handed to the brain).",
+        "oneOf": [
+          {"type": "object", "required": ["starlingBuiltin"],
+           "properties": {"starlingBuiltin": {"enum": ["start", "end"]}, "state": {"type": ["string", "null"]},
+                          "exitCode": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
+                          "stderrTail": {"type": ["string", "null"]}, "node": {"type": ["string", "null"]}}},
+          {"type": "object", "required": ["status", "body"],
+           "properties": {"status": {"type": "integer"}, "body": {"type": "string"}, "tokens": {"type": ["integer", "null"]}}}
+        ]
       },
       "AgentCreated": {
         "type": "object", "required": ["id", "session", "owner"],
@@ -582,7 +607,7 @@ public enum OpenAPIDocument {
                 "key": {"type": "string"},
                 "startedSeq": {"type": "integer", "minimum": 1},
                 "outcome": {"enum": ["done", "running", "unknown"]},
-                "result": {"oneOf": [{"$ref": "#/components/schemas/TaskResult"}, {"type": "null"}]}
+                "result": {"oneOf": [{"$ref": "#/components/schemas/TaskResult"}, {"$ref": "#/components/schemas/AgentEffectResult"}, {"type": "null"}]}
               }
             }
           },
