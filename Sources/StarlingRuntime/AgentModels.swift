@@ -71,6 +71,8 @@ public enum AgentLimits {
     /// The brain's stderr the owner keeps, and the tail of it recorded in its end record.
     public static let maxLogBytes = 64 << 10
     public static let recordedLogTailBytes = 6 << 10
+    /// The tail of the brain's stdout recorded in its end record: its answer, shown as `output`.
+    public static let recordedOutputTailBytes = 4 << 10
     /// Agents running on one node at once.
     public static let maxRunningBrains = 256
     /// Names the node sets in a brain's environment.
@@ -121,6 +123,8 @@ struct BuiltinEffect: Codable, Equatable {
     var reason: String?
     var stderrTail: String?
     var node: String?
+    /// `end`: the tail of the brain's stdout (its answer, by convention).
+    var stdoutTail: String?
 }
 
 /// What a model call or swarm spawn recorded: the HTTP status and body handed to the brain.

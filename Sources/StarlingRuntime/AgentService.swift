@@ -73,6 +73,7 @@ public final class AgentService: BuiltinEffects {
     /// Takes over the builtin effects and starts following ownership. Call once, after the node started.
     public func start() {
         sessions.handOver(builtinEffects: self)
+        sessions.observeOwnership { [self] in Task { await ownershipChanged() } }
         Task.detached { [self] in
             while true {
                 await ownershipChanged()
@@ -208,8 +209,9 @@ public final class AgentService: BuiltinEffects {
         var reason = result.reason.rawValue
         if result.reason == .denied { reason += ": " + String(result.stderr.prefix(512)) }
         let tail = String(decoding: Array(result.stderr.utf8.suffix(AgentLimits.recordedLogTailBytes)), as: UTF8.self)
+        let output = String(decoding: Array(result.stdout.utf8.suffix(AgentLimits.recordedOutputTailBytes)), as: UTF8.self)
         _ = await recordEnd(id, BuiltinEffect(starlingBuiltin: .end, state: state.rawValue, exitCode: result.exitCode, reason: reason,
-                                              stderrTail: tail, node: nodeName))
+                                              stderrTail: tail, node: nodeName, stdoutTail: output))
     }
 
     /// Keeps the last `maxLogBytes` of a brain's stderr, as it is written.
@@ -268,7 +270,7 @@ public final class AgentService: BuiltinEffects {
         return ["id": id, "session": id, "owner": view.owner, "state": agentState, "restarts": max(0, starts - 1),
                 "modelCalls": calls, "modelCallsReplayed": replayed,
                 "exitCode": end?.exitCode.map { Int($0) as Any } ?? NSNull(),
-                "reason": end?.reason ?? NSNull(), "epoch": view.epoch, "seq": view.seq]
+                "reason": end?.reason ?? NSNull(), "output": end?.stdoutTail ?? NSNull(), "epoch": view.epoch, "seq": view.seq]
     }
 
     /// The brain's stderr: what its runs on this node wrote, else the tail its end recorded.

@@ -368,7 +368,8 @@ public enum OpenAPIDocument {
           {"type": "object", "required": ["starlingBuiltin"],
            "properties": {"starlingBuiltin": {"enum": ["start", "end"]}, "state": {"type": ["string", "null"]},
                           "exitCode": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
-                          "stderrTail": {"type": ["string", "null"]}, "node": {"type": ["string", "null"]}}},
+                          "stderrTail": {"type": ["string", "null"]}, "node": {"type": ["string", "null"]},
+                          "stdoutTail": {"type": ["string", "null"]}}},
           {"type": "object", "required": ["status", "body"],
            "properties": {"status": {"type": "integer"}, "body": {"type": "string"}, "tokens": {"type": ["integer", "null"]}}}
         ]
@@ -384,7 +385,8 @@ public enum OpenAPIDocument {
           "state": {"enum": ["starting", "running", "done", "failed", "stopped"]},
           "restarts": {"type": "integer", "minimum": 0}, "modelCalls": {"type": "integer", "minimum": 0},
           "modelCallsReplayed": {"type": "integer", "minimum": 0}, "exitCode": {"type": ["integer", "null"]},
-          "reason": {"type": ["string", "null"]}, "epoch": {"type": "integer"}, "seq": {"type": "integer"}
+          "reason": {"type": ["string", "null"]}, "epoch": {"type": "integer"}, "seq": {"type": "integer"},
+          "output": {"type": ["string", "null"], "description": "The tail of the brain's stdout once it ended (its answer, by convention)."}
         }
       },
       "Health": {

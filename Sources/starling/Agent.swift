@@ -39,7 +39,12 @@ struct AgentRun: AsyncParsableCommand {
                 last = line
             }
             switch state {
-            case "done": return
+            case "done":
+                // The brain's answer: the tail of its stdout.
+                if !json, let output = agent["output"] as? String, !output.isEmpty {
+                    print(output, terminator: output.hasSuffix("\n") ? "" : "\n")
+                }
+                return
             case "failed", "stopped": throw ExitCode(1)
             default: try await Task.sleep(for: .milliseconds(500))
             }

@@ -127,6 +127,12 @@ struct AgentIntegrationTests {
         #expect(agent["restarts"] as? Int == 1)
         #expect(agent["modelCalls"] as? Int == 3)
         #expect(agent["exitCode"] as? Int == 0)
+        #expect((agent["output"] as? String)?.contains("385") == true, "agent: \(agent)")
+        // Every live node answers for the agent, the same.
+        for node in nodes where node.isRunning {
+            let (s, seen) = AgentFixtures.call(node.apiPort, "GET", "/v1/agents/agent-resume")
+            #expect(s == 200 && seen["owner"] as? String == agent["owner"] as? String && seen["state"] as? String == "done", "\(node.name): \(seen)")
+        }
 
         // The right answer, computed by the effect and the sub-swarm.
         let (_, session) = AgentFixtures.call(survivor.apiPort, "GET", "/v1/sessions/agent-resume")
@@ -230,6 +236,13 @@ struct AgentIntegrationTests {
         // The session is kept.
         #expect(AgentFixtures.call(node.apiPort, "GET", "/v1/sessions/sleeper").0 == 200)
 
+        // `agent run` follows an agent to its end and prints its answer (its stdout's tail).
+        let answerSpec = cluster.dir + "/answer.json"
+        try JSONSerialization.data(withJSONObject: ["id": "answer", "brain": ["argv": ["sh", "-c", "echo the answer is 42"]]])
+            .write(to: URL(fileURLWithPath: answerSpec))
+        let run = try runCLI(["agent", "run", answerSpec, "--api", "127.0.0.1:\(node.apiPort)"])
+        #expect(run.status == 0 && run.out == "answer\nthe answer is 42\n", "\(run)")
+
         let failing: [String: Any] = ["id": "failing", "brain": ["argv": ["sh", "-c", "echo oops >&2; exit 3"]]]
         #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/agents", json: failing).0 == 201)
         var ended: [String: Any] = [:]
@@ -249,7 +262,7 @@ struct AgentIntegrationTests {
         let sleeperAfter = AgentFixtures.call(node.apiPort, "GET", "/v1/agents/sleeper").1
         #expect(sleeperAfter["state"] as? String == "stopped" && sleeperAfter["restarts"] as? Int == 0, "agent: \(sleeperAfter)")
         #expect(!String(decoding: httpCall(port: node.apiPort, method: "GET", path: "/metrics").1, as: UTF8.self).isEmpty)
-        #expect(node.metric("starling_agent_brain_starts") == 2)
+        #expect(node.metric("starling_agent_brain_starts") == 3)
 
         // Refused up front: a brain asking for the network or a secret, an unknown agent.
         let net: [String: Any] = ["brain": ["argv": ["true"], "net": "host"]]
