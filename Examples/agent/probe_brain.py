@@ -66,6 +66,7 @@ for method, path in [("GET", "/v1/members"), ("GET", "/metrics"), ("GET", "/v1/o
                      ("GET", "/v1/agents/%s/logs" % SESSION), ("GET", "/v1/swarms/0123456789abcdef"),
                      ("POST", "/v1/sessions/someone-else/checkpoint"), ("GET", "/v1/sessions/%s/../someone-else" % SESSION)]:
     probes[method + " " + path] = request(method, path, {} if method == "POST" else None)[0]
+probes["streaming"] = request("POST", "/v1/model/chat/completions", {"model": "m", "stream": True, "messages": []})[0]
 probes["reserved key"] = request("POST", "/v1/sessions/%s/actions" % SESSION, {"key": "model/forged", "argv": ["true"]})[0]
 probes["own session"] = request("GET", "/v1/sessions/" + SESSION)[0]
 probes["own agent"] = request("GET", "/v1/agents/" + SESSION)[0]

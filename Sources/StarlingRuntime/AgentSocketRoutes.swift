@@ -153,8 +153,11 @@ struct AgentSocketRoutes: Sendable {
             idempotencyKey = value
         }
         let bytes = [UInt8](buffer: body)
-        guard (try? JSONSerialization.jsonObject(with: Data(bytes))) is [String: Any] else {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else {
             throw HTTPError(.badRequest, message: "the body is not a JSON object")
+        }
+        if kind == .model, object["stream"] as? Bool == true {
+            throw HTTPError(.badRequest, message: "stream: a model call's answer is journaled whole; ask without streaming")
         }
         let outcome: CallOutcome
         if kind == .model {
