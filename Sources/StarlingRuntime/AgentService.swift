@@ -230,7 +230,8 @@ public final class AgentService: BuiltinEffects {
         for _ in 0..<10 {
             switch try? await sessions.command(.act(id: id, key: AgentKeys.end, task: Self.encode(end))) {
             case .acted(_, _, let result)?:
-                return try? JSONDecoder().decode(BuiltinEffect.self, from: Data(result))
+                return (try? JSONDecoder().decode(BuiltinEffect.self, from: Data(result)))
+                    ?? BuiltinEffect(starlingBuiltin: .end, state: AgentState.failed.rawValue, reason: "its end record is not the node's")
             case .running?, .unavailable?:
                 try? await Task.sleep(for: .milliseconds(200))
             default:
@@ -249,9 +250,21 @@ public final class AgentService: BuiltinEffects {
 
     // MARK: Reading an agent
 
+    /// The agent's end, if one is recorded. Any entry under the end key ends the agent for good,
+    /// so it is never restarted: one whose result is not the node's (a client wrote the key
+    /// through the public session route), and one whose outcome is unknown (its owner died while
+    /// recording the end) count as failed.
     static func end(in view: SessionView) -> BuiltinEffect? {
         for entry in view.journal where entry.key == AgentKeys.end {
-            if case .done(let result) = entry.outcome { return try? JSONDecoder().decode(BuiltinEffect.self, from: Data(result)) }
+            let failed = { (why: String) in BuiltinEffect(starlingBuiltin: .end, state: AgentState.failed.rawValue, reason: why) }
+            switch entry.outcome {
+            case .done(let result):
+                return (try? JSONDecoder().decode(BuiltinEffect.self, from: Data(result))) ?? failed("its end record is not the node's")
+            case .running:
+                return failed("its end is being recorded")
+            case .unknown:
+                return failed("its owner stopped while recording its end")
+            }
         }
         return nil
     }

@@ -246,6 +246,22 @@ struct AgentIntegrationTests {
         // The session is kept.
         #expect(AgentFixtures.call(node.apiPort, "GET", "/v1/sessions/sleeper").0 == 200)
 
+        // A client that writes the node's end key through the public session route (before the
+        // brain ends) ends the agent, failed; its brain is not started again when it exits. The
+        // agents below run for seconds after it: the brain-starts count at the end shows it.
+        let hijacked: [String: Any] = ["id": "hijacked", "brain": ["argv": ["sh", "-c", "sleep 1; echo bye >&2; exit 0"]]]
+        let preEmpt: [String: Any] = ["key": "starling.agent.end", "argv": ["true"]]
+        #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/agents", json: hijacked).0 == 201)
+        #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/sessions/hijacked/actions", json: preEmpt).0 == 200)
+        let hijackedAgent = AgentFixtures.call(node.apiPort, "GET", "/v1/agents/hijacked").1
+        #expect(hijackedAgent["state"] as? String == "failed", "\(hijackedAgent)")
+        try waitUntil("the hijacked brain ended", seconds: 30) {
+            String(decoding: httpCall(port: node.apiPort, method: "GET", path: "/v1/agents/hijacked/logs").1, as: UTF8.self).contains("bye")
+        }
+        // A plain session is not an agent.
+        #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/sessions", json: ["id": "plain"]).0 == 201)
+        #expect(httpCall(port: node.apiPort, method: "GET", path: "/v1/agents/plain").0 == 404)
+
         // `agent run` follows an agent to its end and prints its answer (its stdout's tail).
         let answerSpec = cluster.dir + "/answer.json"
         try JSONSerialization.data(withJSONObject: ["id": "answer", "brain": ["argv": ["sh", "-c", "echo the answer is 42"]]])
@@ -272,7 +288,7 @@ struct AgentIntegrationTests {
         let sleeperAfter = AgentFixtures.call(node.apiPort, "GET", "/v1/agents/sleeper").1
         #expect(sleeperAfter["state"] as? String == "stopped" && sleeperAfter["restarts"] as? Int == 0, "agent: \(sleeperAfter)")
         #expect(!String(decoding: httpCall(port: node.apiPort, method: "GET", path: "/metrics").1, as: UTF8.self).isEmpty)
-        #expect(node.metric("starling_agent_brain_starts") == 3)
+        #expect(node.metric("starling_agent_brain_starts") == 4, "one start per agent: sleeper, hijacked, answer, failing")
 
         // Refused up front: a brain asking for the network or a secret, an unknown agent.
         let net: [String: Any] = ["brain": ["argv": ["true"], "net": "host"]]
