@@ -135,6 +135,22 @@ struct CallOutcome: Codable, Equatable {
     var tokens: Int?
 
     var succeeded: Bool { (200..<300).contains(status) }
+
+    /// Most tokens one answer may claim (for the tokens-saved metric).
+    static let maxTokens = 1 << 40
+
+    /// `usage.total_tokens` of a model's answer, within 0...maxTokens; nil when it has none.
+    static func usageTokens(_ text: String) -> Int? {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any],
+              let usage = object["usage"] as? [String: Any], let number = usage["total_tokens"] as? NSNumber else { return nil }
+        let value = number.doubleValue
+        guard value.isFinite else { return nil }
+        return Int(min(max(0, value), Double(maxTokens)))
+    }
+
+    /// The status the brain is answered with: the model's when it is a final HTTP status
+    /// (200–599), else 502 (a model's 1xx or odd code is not passed on).
+    var answerStatus: Int { (200...599).contains(status) ? status : 502 }
 }
 
 /// The agent states of interface.md.

@@ -345,7 +345,8 @@ public final class AgentService: BuiltinEffects {
         let (outcome, replayed) = await journaledCall(agent: id, kind: .model, key: key, body: body)
         if replayed {
             modelReplays.increment()
-            if let tokens = outcome.tokens { tokensSaved.increment(by: Int64(tokens)) }
+            // A recorded count is the model's number: never negative or huge here, whatever it said.
+            if let tokens = outcome.tokens { tokensSaved.increment(by: Int64(min(max(0, tokens), CallOutcome.maxTokens))) }
             state.withLock { $0.replayed[id, default: 0] += 1 }
         }
         return outcome
@@ -402,8 +403,7 @@ public final class AgentService: BuiltinEffects {
             let bytes = try await response.body.collect(upTo: AgentLimits.maxModelResponseBytes)
             // A model that echoes the key back does not get it into the journal or the sandbox.
             let text = configuration.secrets.redact(String(buffer: bytes))
-            let usage = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["usage"] as? [String: Any]
-            return CallOutcome(status: Int(response.status.code), body: text, tokens: usage?["total_tokens"] as? Int)
+            return CallOutcome(status: Int(response.status.code), body: text, tokens: CallOutcome.usageTokens(text))
         } catch {
             return CallOutcome(status: 502, body: Self.errorBody(configuration.secrets.redact("the model did not answer: \(error)")))
         }

@@ -168,8 +168,8 @@ struct AgentSocketRoutes: Sendable {
             outcome = await service.journaledCall(agent: agent, kind: .swarm, key: key, body: bytes).0
         }
         var headers: HTTPFields = [.contentType: "application/json"]
-        if outcome.status == 503 { headers[.retryAfter] = "1" }
-        return Response(status: HTTPResponse.Status(code: outcome.status), headers: headers,
+        if outcome.answerStatus == 503 { headers[.retryAfter] = "1" }
+        return Response(status: HTTPResponse.Status(code: outcome.answerStatus), headers: headers,
                         body: .init(byteBuffer: ByteBuffer(string: outcome.body)))
     }
 

@@ -48,4 +48,16 @@ struct AgentRulesTests {
         let builtin = AgentService.encode(BuiltinEffect(starlingBuiltin: .end, state: "done"))
         #expect((try? JSONDecoder().decode(BuiltinEffect.self, from: Data(builtin)))?.state == "done")
     }
+
+    @Test func aModelsNumbersCannotTrapTheNode() {
+        #expect(CallOutcome.usageTokens(#"{"usage": {"total_tokens": 120}}"#) == 120)
+        #expect(CallOutcome.usageTokens(#"{"usage": {"total_tokens": -5}}"#) == 0)
+        #expect(CallOutcome.usageTokens(#"{"usage": {"total_tokens": 1e300}}"#) == CallOutcome.maxTokens)
+        #expect(CallOutcome.usageTokens(#"{"usage": {"total_tokens": "many"}}"#) == nil)
+        #expect(CallOutcome.usageTokens("not json") == nil)
+        for status in [0, 99, 100, 101, 199, 600, 999, Int.max, Int.min] {
+            #expect(CallOutcome(status: status, body: "").answerStatus == 502)
+        }
+        #expect(CallOutcome(status: 429, body: "").answerStatus == 429)
+    }
 }
