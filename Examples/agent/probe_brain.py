@@ -59,6 +59,9 @@ model = request("POST", "/v1/model/chat/completions",
                 {"model": "m", "messages": [{"role": "user", "content": "step:plan\nhello"}]}, {"Idempotency-Key": "probe"})
 again = request("POST", "/v1/model/chat/completions",
                 {"model": "m", "messages": [{"role": "user", "content": "step:plan\nhello"}]}, {"Idempotency-Key": "probe"})
+# A model that claims negative tokens, asked twice (the second is a replay): the node must live.
+negative = [request("POST", "/v1/model/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "step:negative"}]},
+                    {"Idempotency-Key": "negative"})[0] for _ in range(2)]
 probes = {}
 for method, path in [("GET", "/v1/members"), ("GET", "/metrics"), ("GET", "/v1/openapi.json"), ("GET", "/v1/swarms"),
                      ("GET", "/v1/sessions/someone-else"), ("GET", "/v1/agents/someone-else"), ("POST", "/v1/sessions"),
@@ -71,7 +74,7 @@ probes["reserved key"] = request("POST", "/v1/sessions/%s/actions" % SESSION, {"
 probes["own session"] = request("GET", "/v1/sessions/" + SESSION)[0]
 probes["own agent"] = request("GET", "/v1/agents/" + SESSION)[0]
 state = {"found": found, "foundControl": found_control, "scanned": scanned, "env": sorted(os.environ), "probes": probes,
-         "model": [model[0], json.loads(model[1])], "again": [again[0], json.loads(again[1])]}
+         "model": [model[0], json.loads(model[1])], "again": [again[0], json.loads(again[1])], "negative": negative}
 status, answer = request("POST", "/v1/sessions/%s/checkpoint" % SESSION, {"state": state})
 print("probe: " + json.dumps(state), file=sys.stderr)
 sys.exit(0 if status == 200 else 1)

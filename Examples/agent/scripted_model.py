@@ -17,6 +17,8 @@ SCRIPT = {
     "plan": ("write_code", {"code": "print(sum(i * i for i in range(1, 11)))"}),
     "fanout": ("parallel", {"inputs": [2, 3, 4, 5]}),
     "answer": ("final_answer", {"answer": "The sum of the squares of 1..10 is 385; the cubes of 2..5 sum to 224."}),
+    # A hostile answer for tests: its usage claims a negative number of tokens.
+    "negative": ("noop", {}),
 }
 
 lock = threading.Lock()
@@ -73,7 +75,7 @@ class Handler(BaseHTTPRequestHandler):
                 "role": "assistant", "content": content,
                 "tool_calls": [{"id": "call-" + step, "type": "function",
                                 "function": {"name": name, "arguments": json.dumps(arguments)}}]}}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": -120 if step == "negative" else 120},
         })
 
 

@@ -205,8 +205,12 @@ struct AgentIntegrationTests {
         // The same Idempotency-Key again: the recorded answer, no second request to the model.
         #expect((state["again"] as? [Any])?.first as? Int == 200)
         #expect(model.steps()["plan"] == 1, "model: \(model.stats())")
-        #expect(agent["modelCalls"] as? Int == 1)
-        #expect(agent["modelCallsReplayed"] as? Int == 1)
+        // A model claiming negative tokens, replayed: the node lives (a negative count would trap
+        // the metric's counter).
+        #expect(state["negative"] as? [Int] == [200, 200], "state: \(state)")
+        #expect(model.steps()["negative"] == 1 && node.isRunning)
+        #expect(agent["modelCalls"] as? Int == 2)
+        #expect(agent["modelCallsReplayed"] as? Int == 2)
         // Nothing but its own agent and session answers through the socket.
         let probes = state["probes"] as? [String: Int] ?? [:]
         #expect(probes["own session"] == 200 && probes["own agent"] == 200, "probes: \(probes)")
