@@ -51,6 +51,8 @@ public final class AgentService: BuiltinEffects {
         var replayed: [String: Int] = [:]
         /// The stderr of the brain's runs on this node, its last `maxLogBytes`.
         var logs: [String: [UInt8]] = [:]
+        /// Agents seen ended here: an end is for good, so their journal is not read again.
+        var ended: Set<String> = []
     }
     let state = Mutex(State())
 
@@ -108,11 +110,18 @@ public final class AgentService: BuiltinEffects {
     func ownershipChanged() async {
         let held = heldAgents()
         for (id, agent) in held {
-            let reply = try? await sessions.command(.show(id: id, since: 0))
+            // Ownership first, without the journal (a page of it can be a megabyte of answers);
+            // the journal only when a brain may have to start here.
+            let reply = try? await sessions.command(.show(id: id, since: UInt64.max))
             switch reply {
             case .view(let view)? where view.owner == nodeName:
-                let known = state.withLock { $0.brains[id] != nil }
-                if !known, Self.end(in: view) == nil { await startBrain(id, agent.options, agent.spec, epoch: view.epoch) }
+                let skip = state.withLock { $0.brains[id] != nil || $0.ended.contains(id) }
+                guard !skip, case .view(let full)? = try? await sessions.command(.show(id: id, since: 0)), full.owner == nodeName else { continue }
+                if Self.end(in: full) != nil {
+                    state.withLock { _ = $0.ended.insert(id) }
+                    continue
+                }
+                await startBrain(id, agent.options, agent.spec, epoch: full.epoch)
             case .unavailable?, nil:
                 continue  // resuming here or there: decide once it settled
             default:
@@ -123,6 +132,7 @@ public final class AgentService: BuiltinEffects {
             // What is kept per agent goes with its session: bounded by the sessions held.
             s.logs = s.logs.filter { held[$0.key] != nil }
             s.replayed = s.replayed.filter { held[$0.key] != nil }
+            s.ended = s.ended.filter { held[$0] != nil }
             return s.brains.keys.filter { held[$0] == nil }
         }
         for id in orphans { kill(id, .moved) }
