@@ -38,7 +38,6 @@ public final class AgentService: BuiltinEffects {
         /// Set when the node kills it: `requested` (a stop, already recorded) or `moved` (the
         /// session is not served here any more: nothing is recorded, the new owner restarts it).
         var stop: StopReason?
-        var startedAt: ContinuousClock.Instant
     }
     enum StopReason { case requested, moved }
 
@@ -154,7 +153,7 @@ public final class AgentService: BuiltinEffects {
     func startBrain(_ id: String, _ options: SessionOptions, _ spec: AgentSpec, epoch: UInt64) async {
         let admitted = state.withLock { s -> Bool in
             guard s.brains[id] == nil, s.brains.count < AgentLimits.maxRunningBrains else { return false }
-            s.brains[id] = Brain(handle: nil, stop: nil, startedAt: .now)
+            s.brains[id] = Brain(handle: nil, stop: nil)
             return true
         }
         guard admitted else { return }
