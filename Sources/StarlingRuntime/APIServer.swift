@@ -21,6 +21,8 @@ public struct APIServer: Sendable {
     let swarmEvents: SwarmEventSettings
     /// The mesh's sessions, for the session routes; nil: they answer 503 (404 when forwarded).
     let sessions: (any SessionGateway)?
+    /// Hosted agents, for the agent routes; nil: they answer 503.
+    let agents: AgentService?
 
     /// Bounds on what clients may hold open: without them a stranger could keep thousands of idle
     /// connections (each a descriptor the mesh's own sockets also need) for as long as it likes.
@@ -42,8 +44,9 @@ public struct APIServer: Sendable {
 
     public init(node: MeshNode, registry: PrometheusCollectorRegistry, host: String, port: Int,
                 limits: Limits = Limits(), swarms: (any SwarmGateway)? = nil,
-                swarmEvents: SwarmEventSettings = SwarmEventSettings(), sessions: (any SessionGateway)? = nil, logger: Logger) {
+                swarmEvents: SwarmEventSettings = SwarmEventSettings(), sessions: (any SessionGateway)? = nil, agents: AgentService? = nil, logger: Logger) {
         self.node = node
+        self.agents = agents
         self.sessions = sessions
         self.swarms = swarms
         self.swarmEvents = swarmEvents
@@ -77,6 +80,7 @@ public struct APIServer: Sendable {
         SwarmRoutes(gateway: swarms, forwarder: SwarmForwarder(logger: logger), events: swarmEvents, logger: logger)
             .register(on: router)
         SessionRoutes(gateway: sessions, logger: logger).register(on: router)
+        AgentRoutes(agents: agents, logger: logger).register(on: router)
         return router
     }
 

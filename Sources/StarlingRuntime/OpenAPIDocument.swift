@@ -260,6 +260,62 @@ public enum OpenAPIDocument {
           "503": {"$ref": "#/components/responses/Unavailable"}
         }
       }
+    },
+    "/v1/agents": {
+      "post": {
+        "operationId": "createAgent",
+        "summary": "Create an agent: a session carrying its spec, and its brain started on the session's owner",
+        "requestBody": {
+          "required": true,
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentSpec"}}}
+        },
+        "responses": {
+          "201": {"description": "Created; the brain starts on the owner.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentCreated"}}}},
+          "400": {"$ref": "#/components/responses/BadRequest"},
+          "409": {"description": "A session with this id exists.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "413": {"$ref": "#/components/responses/TooLarge"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/agents/{id}": {
+      "get": {
+        "operationId": "getAgent",
+        "summary": "An agent's state, owner, restarts and model calls",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "responses": {
+          "200": {"description": "The agent as its session's owner sees it.",
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Agent"}}}},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      },
+      "delete": {
+        "operationId": "stopAgent",
+        "summary": "Stop an agent's brain (recorded as stopped); its session is kept",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "responses": {
+          "202": {"description": "Stopped (or it had ended before: state says how).",
+                  "content": {"application/json": {"schema": {"type": "object", "required": ["id", "state"],
+                    "properties": {"id": {"type": "string"}, "state": {"type": "string"}}}}}},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
+    },
+    "/v1/agents/{id}/logs": {
+      "get": {
+        "operationId": "getAgentLogs",
+        "summary": "The brain's stderr so far (its runs on the owner, else the tail its end recorded)",
+        "parameters": [{"$ref": "#/components/parameters/SessionID"}],
+        "responses": {
+          "200": {"description": "Text.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+          "404": {"$ref": "#/components/responses/NotFound"},
+          "503": {"$ref": "#/components/responses/Unavailable"}
+        }
+      }
     }
   },
   "components": {
@@ -282,6 +338,57 @@ public enum OpenAPIDocument {
                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     },
     "schemas": {
+      "AgentSpec": {
+        "type": "object", "required": ["brain"],
+        "description": "A hosted agent. Its brain runs with no network and no secrets; the node adds the model's key to its model calls. The spec is kept in its session's creation record: at most about 16 KiB (413).",
+        "properties": {
+          "id": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+          "brain": {"allOf": [
+            {"$ref": "#/components/schemas/Task"},
+            {"type": "object", "properties": {
+              "net": {"enum": ["none", null]},
+              "secrets": {"type": ["array", "null"], "maxItems": 0},
+              "env": {"type": ["object", "null"],
+                      "propertyNames": {"not": {"enum": ["STARLING_SESSION", "STARLING_AGENT", "STARLING_EFFECT_KEY"]}}}
+            }}
+          ]},
+          "policy": {"oneOf": [{"$ref": "#/components/schemas/Policy"}, {"type": "null"}]},
+          "model": {"oneOf": [
+            {"type": "object", "required": ["baseURL", "secret"],
+             "properties": {"baseURL": {"type": "string", "maxLength": 2048,
+                                        "pattern": "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*(:[0-9]{1,4})?(/[A-Za-z0-9._~-]*)*$"},
+                            "secret": {"type": "string", "minLength": 1, "maxLength": 255}}},
+            {"type": "null"}
+          ]}
+        }
+      },
+      "AgentEffectResult": {
+        "description": "In an agent's session, what the node itself recorded: the agent's start or end (starlingBuiltin), or a model call's or swarm spawn's answer (status and body, as handed to the brain).",
+        "oneOf": [
+          {"type": "object", "required": ["starlingBuiltin"],
+           "properties": {"starlingBuiltin": {"enum": ["start", "end"]}, "state": {"type": ["string", "null"]},
+                          "exitCode": {"type": ["integer", "null"]}, "reason": {"type": ["string", "null"]},
+                          "stderrTail": {"type": ["string", "null"]}, "node": {"type": ["string", "null"]},
+                          "stdoutTail": {"type": ["string", "null"]}}},
+          {"type": "object", "required": ["status", "body"],
+           "properties": {"status": {"type": "integer"}, "body": {"type": "string"}, "tokens": {"type": ["integer", "null"]}}}
+        ]
+      },
+      "AgentCreated": {
+        "type": "object", "required": ["id", "session", "owner"],
+        "properties": {"id": {"type": "string"}, "session": {"type": "string"}, "owner": {"type": "string"}}
+      },
+      "Agent": {
+        "type": "object", "required": ["id", "session", "owner", "state", "restarts", "modelCalls", "modelCallsReplayed", "exitCode"],
+        "properties": {
+          "id": {"type": "string"}, "session": {"type": "string"}, "owner": {"type": "string"},
+          "state": {"enum": ["starting", "running", "done", "failed", "stopped"]},
+          "restarts": {"type": "integer", "minimum": 0}, "modelCalls": {"type": "integer", "minimum": 0},
+          "modelCallsReplayed": {"type": "integer", "minimum": 0}, "exitCode": {"type": ["integer", "null"]},
+          "reason": {"type": ["string", "null"]}, "epoch": {"type": "integer"}, "seq": {"type": "integer"},
+          "output": {"type": ["string", "null"], "description": "The tail of the brain's stdout once it ended (its answer, by convention)."}
+        }
+      },
       "Health": {
         "type": "object",
         "required": ["node", "status"],
@@ -502,7 +609,7 @@ public enum OpenAPIDocument {
                 "key": {"type": "string"},
                 "startedSeq": {"type": "integer", "minimum": 1},
                 "outcome": {"enum": ["done", "running", "unknown"]},
-                "result": {"oneOf": [{"$ref": "#/components/schemas/TaskResult"}, {"type": "null"}]}
+                "result": {"oneOf": [{"$ref": "#/components/schemas/TaskResult"}, {"$ref": "#/components/schemas/AgentEffectResult"}, {"type": "null"}]}
               }
             }
           },

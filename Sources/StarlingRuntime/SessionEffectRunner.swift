@@ -8,7 +8,22 @@ import Synchronization
 /// The options a session is created with (the content of its creation record).
 public struct SessionOptions: Codable, Sendable, Equatable {
     public var policy: Policy?
-    public init(policy: Policy? = nil) { self.policy = policy }
+    /// Set when the session is a hosted agent's: its spec, so that whichever node comes to own
+    /// the session can run the brain (AgentService).
+    public var agent: AgentSpec?
+    public init(policy: Policy? = nil, agent: AgentSpec? = nil) {
+        self.policy = policy
+        self.agent = agent
+    }
+}
+
+/// Effects the node carries out itself rather than in a sandbox (an agent's model calls and
+/// swarm spawns, its start and end records). Their stored task is not a TaskSpec, so a client's
+/// `act` (always a TaskSpec, re-encoded by the route) can never name one.
+public protocol BuiltinEffects: Sendable {
+    /// Takes the effect and calls `complete` exactly once with its result (JSON within
+    /// `SessionLimits.maxEffectBytes`), or returns false when `task` is not one of its own.
+    func run(session: String, key: String, task: [UInt8], options: [UInt8], complete: @escaping @Sendable ([UInt8]) -> Void) -> Bool
 }
 
 /// Runs a session's effects: each in its own sandbox (the node's `SandboxRunner`, so the node's
@@ -23,6 +38,8 @@ final class SessionEffectRunner: Sendable {
     /// Effects running at once; past it an effect is refused (`denied`), never queued unboundedly.
     let maxConcurrent: Int
     private let running = Mutex(0)
+    /// Set once by the agents service after the sessions service exists.
+    let builtins = Mutex<(any BuiltinEffects)?>(nil)
 
     static let startKind = "effect.start"
     static let finishKind = "effect.finish"
@@ -39,6 +56,8 @@ final class SessionEffectRunner: Sendable {
     /// `SessionLimits.maxEffectBytes`.
     func start(session: String, key: String, effectKey: String, task: [UInt8], options: [UInt8],
                complete: @escaping @Sendable ([UInt8]) -> Void) {
+        if let builtins = builtins.withLock({ $0 }),
+           builtins.run(session: session, key: key, task: task, options: options, complete: complete) { return }
         let admitted = running.withLock { n -> Bool in
             guard n < maxConcurrent else { return false }
             n += 1

@@ -24,6 +24,8 @@ public final class SessionService: SessionGateway {
     let node: MeshNode
     let handle: ProtocolHandle<Sessions>
     let store: SessionStore
+    let effects: SessionEffectRunner
+    private let ownershipObservers = Mutex<[@Sendable () -> Void]>([])
 
     /// Domain of a record signature: a session signature is never valid as anything else's.
     static let signatureDomain = Array("starling-session-sig-v1".utf8) + [0]
@@ -48,12 +50,31 @@ public final class SessionService: SessionGateway {
         sessions.restore(images)
         if !images.isEmpty { logger.info("sessions restored from the store", metadata: ["sessions": "\(images.count)"]) }
         let effects = SessionEffectRunner(runner: runner, nodeName: nodeName, slots: node.configuration.slots, audit: audit, logger: logger)
+        self.effects = effects
         handle = node.register(sessions, performer: SessionPerformer(store: self.store, audit: audit, effects: effects, node: node,
                                                                      myName: nodeName, logger: logger))
         SessionMetrics.follow(handle)
     }
 
     public func command(_ command: SessionCommand) async throws -> SessionReply { try await handle.command(command) }
+
+    /// Runs `observer` whenever `ownershipMayHaveChanged()` is called: the hook "this node may now
+    /// own, or no longer own, some session" (hosted agents start and stop brains there). Observers
+    /// must return quickly; they are called on the caller's thread.
+    public func observeOwnership(_ observer: @escaping @Sendable () -> Void) {
+        ownershipObservers.withLock { $0.append(observer) }
+    }
+
+    /// Tells the observers that this node may have come to own, or stopped owning, sessions (a
+    /// takeover, a handoff on join, a delete). Cheap to call too often: observers re-check.
+    public func ownershipMayHaveChanged() {
+        for observer in ownershipObservers.withLock({ $0 }) { observer() }
+    }
+
+    /// Hands the effects that are not sandboxed tasks (an agent's model calls, say) to `builtins`.
+    public func handOver(builtinEffects builtins: any BuiltinEffects) {
+        effects.builtins.withLock { $0 = builtins }
+    }
 
     /// The owner recorded here (when alive), then the ring's preference list of the live
     /// members, this node excluded.

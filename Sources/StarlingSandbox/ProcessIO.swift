@@ -104,7 +104,7 @@ func spawn(_ path: String, _ argv: [String], env: [String], fds: [(Int32, Int32)
 /// `onDeadline` once. The child's exit is watched through a pidfd, so a task that closes its
 /// output early still meets its deadline.
 func capture(stdout: Int32, stderr: Int32, pid: pid_t, cap: Int, deadline: UInt64, onDeadline: () -> Void,
-             firstByte: ((UInt64) -> Void)? = nil) -> (out: [UInt8], err: [UInt8], outCut: Bool, errCut: Bool, truncated: Bool) {
+             firstByte: ((UInt64) -> Void)? = nil, onStderr: (([UInt8]) -> Void)? = nil) -> (out: [UInt8], err: [UInt8], outCut: Bool, errCut: Bool, truncated: Bool) {
     var out: [UInt8] = [], err: [UInt8] = []
     var outCut = false, errCut = false
     var open: [Int32] = [stdout, stderr].filter { $0 >= 0 }
@@ -148,6 +148,7 @@ func capture(stdout: Int32, stderr: Int32, pid: pid_t, cap: Int, deadline: UInt6
             } else {
                 let room = max(0, cap - err.count)
                 err.append(contentsOf: buffer[0..<min(room, r)])
+                onStderr?(Array(buffer[0..<r]))
                 if r > room { errCut = true }
             }
         }

@@ -548,14 +548,15 @@ public final class SandboxRunner: Sendable {
                 reaper.remove(sandbox.workdir)
             }
         }
-        let result = finish(sandbox, task: task, grant: grant, started: t.started, onStart: onStart) { t.firstByte = $0 }
+        let result = finish(sandbox, task: task, grant: grant, started: t.started, onStart: onStart, onStderr: context?.onStderr) { t.firstByte = $0 }
         timing?(t)
         return result
     }
 
     /// Feeds stdin, captures output within caps, enforces the deadline, and builds the result.
     private func finish(_ s: SpawnedSandbox, task: TaskSpec, grant: Policy.Grant, started: UInt64,
-                        onStart: ((RunningTask) -> Void)?, firstByte: @escaping (UInt64) -> Void) -> TaskResult {
+                        onStart: ((RunningTask) -> Void)?, onStderr: (@Sendable ([UInt8]) -> Void)? = nil,
+                        firstByte: @escaping (UInt64) -> Void) -> TaskResult {
         let handle = RunningTask(s)
         onStart?(handle)
         feed(Array((task.stdin ?? "").utf8), to: s.stdin)
@@ -564,7 +565,7 @@ public final class SandboxRunner: Sendable {
         let secrets = configuration.secrets
         // Keep `overlap` bytes past the cap, so that redaction sees a secret straddling it whole.
         let captured = capture(stdout: s.stdout, stderr: s.stderr, pid: s.pid, cap: configuration.outputCapBytes + secrets.overlap,
-                               deadline: deadline, onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte)
+                               deadline: deadline, onDeadline: { timedOut = true; s.killTree() }, firstByte: firstByte, onStderr: onStderr)
         if s.stdout >= 0 { close(s.stdout) }
         if s.stderr >= 0 { close(s.stderr) }
         let status = s.reap()

@@ -21,10 +21,14 @@ public struct TaskContext: Sendable {
     /// `STARLING_TASK`: the task's id (a swarm task's is `SWARM/INDEX`, or the task's own id).
     public var taskID: String
     public var socket: (any TaskSocketListener)?
+    /// Sees the task's stderr as it is written (raw: not redacted, not capped), for a hosted
+    /// agent's `logs`. The result's `stderr` is unchanged.
+    public var onStderr: (@Sendable ([UInt8]) -> Void)?
 
-    public init(taskID: String, socket: (any TaskSocketListener)? = nil) {
+    public init(taskID: String, socket: (any TaskSocketListener)? = nil, onStderr: (@Sendable ([UInt8]) -> Void)? = nil) {
         self.taskID = taskID
         self.socket = socket
+        self.onStderr = onStderr
     }
 
     /// The socket's path inside the sandbox.

@@ -187,13 +187,15 @@ struct Node: AsyncParsableCommand {
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
                                       requestTimeout: .milliseconds(swarmRequestTimeoutMs), logger: logger, audit: audit)
         let sessions = try SessionService(node: node, store: store, identity: identity, runner: runner, audit: audit, logger: logger)
+        let agents = AgentService(sessions: sessions, runner: runner, swarms: swarms, logger: logger)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
             Glibc.exit(0)
         })
+        agents.start()
         try await APIServer(node: node, registry: registry, host: apiAddress.host, port: Int(apiAddress.port),
                             limits: .init(idleTimeout: .seconds(apiIdleTimeout), maxConnections: apiMaxConnections,
                                           maxConnectionsPerSource: apiMaxConnectionsPerSource),
-                            swarms: swarms, sessions: sessions, logger: logger).run()
+                            swarms: swarms, sessions: sessions, agents: agents, logger: logger).run()
     }
 }

@@ -29,7 +29,8 @@ struct OpenAPITests {
         let paths = try #require(doc["paths"] as? [String: [String: Any]])
         #expect(Set(paths.keys) == ["/v1/health", "/v1/members", "/metrics", "/v1/openapi.json",
                                     "/v1/swarms", "/v1/swarms/{id}", "/v1/swarms/{id}/events",
-                                    "/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/checkpoint", "/v1/sessions/{id}/actions"])
+                                    "/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/checkpoint", "/v1/sessions/{id}/actions",
+                                    "/v1/agents", "/v1/agents/{id}", "/v1/agents/{id}/logs"])
         // Every documented GET without a path parameter answers 200 on the live node.
         for path in paths.keys where !path.contains("{") && paths[path]?["get"] != nil {
             #expect(try httpRequest(port: node.apiPort, path: path).0 == 200, "GET \(path)")

@@ -34,7 +34,13 @@ public final class TaskSocketServer: TaskSocketListener {
         public static let startTimeout = DispatchTimeInterval.seconds(10)
     }
 
-    let routes: SpawnRoutes
+    /// Serves HTTP on the socket at the path until cancelled; calls its third argument once
+    /// the server accepts connections. Built from the routes the socket serves.
+    typealias Serve = @Sendable (_ path: String, _ logger: Logger, _ running: @escaping @Sendable () -> Void) async throws -> Void
+    let serve: Serve
+    /// Around the server's life: a spawning task's ledger is held while its socket is open.
+    let opened: @Sendable () async -> Void
+    let closed: @Sendable () async -> Void
     let logger: Logger
     private struct State {
         var path: String?
@@ -43,8 +49,29 @@ public final class TaskSocketServer: TaskSocketListener {
     }
     private let state = Mutex(State())
 
-    public init(routes: SpawnRoutes, logger: Logger = Logger(label: "starling.task-socket")) {
-        self.routes = routes
+    public convenience init(routes: SpawnRoutes, logger: Logger = Logger(label: "starling.task-socket")) {
+        self.init(router: routes.makeRouter(), rate: routes.rate, logger: logger,
+                  opened: { await routes.ledger.retain(routes.task.swarm) },
+                  closed: { await routes.ledger.release(routes.task.swarm) })
+    }
+
+    /// A socket serving `router` (an agent's brain serves `AgentSocketRoutes`), every request
+    /// counted against `rate`, with this type's bounds on connections, bodies and idle time.
+    init(router: Router<TaskSocketContext>, rate: RequestRate, logger: Logger,
+         opened: @escaping @Sendable () async -> Void = {}, closed: @escaping @Sendable () async -> Void = {}) {
+        let responder = TaskSocketResponder(inner: router.buildResponder(), rate: rate)
+        serve = { path, logger, running in
+            let app = Application(
+                responder: responder,
+                server: .http1(configuration: .init(idleTimeout: Limits.idleTimeout)),
+                configuration: .init(address: .unixDomainSocket(path: path), serverName: "starling", backlog: Limits.backlog,
+                                     availableConnectionsDelegate: MaximumAvailableConnections(Limits.maxConnections)),
+                onServerRunning: { _ in running() },
+                logger: logger)
+            try await app.run()
+        }
+        self.opened = opened
+        self.closed = closed
         var quiet = logger
         // Hummingbird logs every start at info, and the cancellation that stops the server when
         // its task ends as an error: a line or two per task would bury the node's real errors.
@@ -54,29 +81,24 @@ public final class TaskSocketServer: TaskSocketListener {
 
     public func listen(at path: String) throws {
         let started = StartSignal()
-        let routes = self.routes
+        let serve = self.serve
         let logger = self.logger
+        let opened = self.opened
+        let closed = self.closed
         try state.withLock { s in
             guard !s.closed, s.server == nil else { throw TaskSocketUnavailable("the socket was already used") }
             s.path = path
             s.server = Task {
-                let app = Application(
-                    responder: TaskSocketResponder(inner: routes.makeRouter().buildResponder(), rate: routes.rate),
-                    server: .http1(configuration: .init(idleTimeout: Limits.idleTimeout)),
-                    configuration: .init(address: .unixDomainSocket(path: path), serverName: "starling", backlog: Limits.backlog,
-                                         availableConnectionsDelegate: MaximumAvailableConnections(Limits.maxConnections)),
-                    onServerRunning: { _ in
+                await opened()
+                do {
+                    try await serve(path, logger) {
                         // Only the node's user (the task's, through its user namespace) may connect.
                         started.finish(chmod(path, 0o600) == 0 ? nil : "chmod \(path): \(String(cString: strerror(errno)))")
-                    },
-                    logger: logger)
-                await routes.ledger.retain(routes.task.swarm)
-                do {
-                    try await app.run()
+                    }
                 } catch {
                     started.finish("\(error)")
                 }
-                await routes.ledger.release(routes.task.swarm)
+                await closed()
             }
         }
         guard let outcome = started.wait(Limits.startTimeout) else {
