@@ -67,7 +67,10 @@ final class SessionEnvironment: ProtocolEnvironment {
     // MARK: ProtocolEnvironment
 
     func makeProtocol(node: Int, restarted: Bool, sim: Simulator) -> (Sessions, [ProtocolEffect<Sessions>]) {
-        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node), now: sim.now)
+        // Sessions are checkpointed every period: a session idle for half of one may move, so
+        // handoffs run in the middle of the workload (writes arrive while sessions move).
+        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node),
+                         settings: Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5), now: sim.now)
         if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }) }
         return (p, [])
     }
@@ -132,6 +135,8 @@ final class SessionEnvironment: ProtocolEnvironment {
         case .promise(let sid, let epoch, let owner):
             stores[node][sid]?.epoch = epoch
             stores[node][sid]?.owner = owner
+        case .forget(let sid):
+            stores[node][sid] = nil
         }
     }
 
@@ -156,7 +161,14 @@ final class SessionEnvironment: ProtocolEnvironment {
     }
 
     func crashed(node: Int, sim: Simulator) {}
-    func faultApplied(_ fault: Fault, sim: Simulator) {}
+    /// Nodes restarted with an empty store: joiners (`session-join`).
+    private var joined: Set<Int> = []
+
+    func faultApplied(_ fault: Fault, sim: Simulator) {
+        if case .restart(let nodes) = fault {
+            for node in nodes where stores[node].isEmpty { joined.insert(node) }
+        }
+    }
 
     var finished: Bool { false }
 
@@ -198,7 +210,18 @@ final class SessionEnvironment: ProtocolEnvironment {
                            "effectsExecuted": executed.values.reduce(0, +), "effectKeys": executed.count,
                            "effectsReplayed": replays, "unknownOutcomes": unknownKeys.count,
 "withoutMajorityAtEnd": withoutMajority,
-                           "servedAtEnd": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) }]
+                           "servedAtEnd": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) },
+                           "handoffsDone": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsDone ?? 0) },
+                           "handoffsAborted": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsAborted ?? 0) }]
+        if !joined.isEmpty {
+            // Migration on join: the fraction of sessions served by a joiner at the end, against
+            // the ideal (joiners / nodes).
+            let onJoiners = joined.reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) }
+            report.sessions?["joiners"] = joined.count
+            report.sessions?["servedByJoinersAtEnd"] = onJoiners
+            report.sessions?["permilleOnJoiners"] = onJoiners * 1_000 / sessions
+            report.sessions?["idealPermilleOnJoiners"] = joined.count * 1_000 / sim.nodes.count
+        }
         for v in violations where report.violations.count < 40 { report.violations.append(v) }
     }
 }
