@@ -1,3 +1,4 @@
+import Foundation
 import StarlingCore
 
 /// The simulated world of the `Sessions` protocol: a per-node store (surviving crashes, restored
@@ -36,6 +37,9 @@ final class SessionEnvironment: ProtocolEnvironment {
         deadlinePeriod = lastWorkPeriod + 15
         stores = Array(repeating: [:], count: nodes)
     }
+
+    /// STARLING_SIM_SESSION_DEBUG set: who leads which session when, and every holder at the end.
+    static let debug = !(ProcessInfo.processInfo.environment["STARLING_SIM_SESSION_DEBUG"] ?? "").isEmpty
 
     func violation(_ text: String) {
         if violations.count < 20 { violations.append(text) }
@@ -106,8 +110,15 @@ final class SessionEnvironment: ProtocolEnvironment {
     }
 
     func perform(_ action: SessionAction, node: Int, host: ProtocolHost<SessionEnvironment>, sim: Simulator) {
+        // The load live placement bounds, gossiped as the runtime's SessionService does
+        // (`MemberMetadata.sessions`), looked at whenever the node acts.
+        let load = UInt32(host.instances[node]?.served.count ?? 0)
+        sim.updateMetadata(node) { $0.sessions = load }
         switch action {
         case .persist(let change, let tag):
+            if Self.debug, case .image(let image) = change, image.owner == Simulator.name(node) {
+                print("\(sim.now) n\(node) leads \(image.id) e\(image.epoch) set \(image.replicas)")
+            }
             apply(change, node: node)
             sim.mixTrace(20, node, stores[node].count)
             host.schedulePerformed(.persisted(tag), node: node, tag: 0, at: sim.now + .milliseconds(1), sim)
@@ -198,6 +209,14 @@ final class SessionEnvironment: ProtocolEnvironment {
         }
         // Sessions nobody serves at the end because a majority of their replica set is down
         // (R = 3 survives one crash, not two): unavailable by design, counted, not a violation.
+        if Self.debug {
+            for s in 0..<sessions {
+                let sid = "sess-\(s)"
+                for node in 0..<sim.nodes.count {
+                    if let d = host.instances[node]?.describe(sid) { print("\(sid) n\(node)\(sim.nodes[node].up ? "" : " DOWN"): \(d)") }
+                }
+            }
+        }
         var withoutMajority = 0
         for s in 0..<sessions {
             let sid = "sess-\(s)"

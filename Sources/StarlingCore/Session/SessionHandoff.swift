@@ -98,7 +98,9 @@ extension Sessions {
             if case .handingOff? = h.lead?.phase { return n + 1 }
             return n
         }
-        guard inFlight < settings.movesPerTick else { return effects }
+        // Nothing served here, nothing to move: no ring is built (a burst of joins would
+        // rebuild it every tick for nothing).
+        guard inFlight < settings.movesPerTick, held.values.contains(where: { $0.lead?.phase == .serving }) else { return effects }
         var placement = livePlacement(including: myName)
         let overBound = placement.isOverBound(myName)
         for sid in held.keys.sorted() {
@@ -107,6 +109,10 @@ extension Sessions {
                   lead.queue.isEmpty, lead.waiting.isEmpty, !h.deleted, h.owner == myName else { continue }
             let idle = now - (lastActivity[sid] ?? Instant(nanoseconds: 0))
             guard idle >= settings.moveAfterIdle else { continue }
+            if let stay = stayUntil[sid] {
+                guard now >= stay else { continue }
+                stayUntil[sid] = nil
+            }
             let leaving = overBound && idle >= settings.rebalanceAfterIdle
             guard let to = placement.target(for: sid, current: myName, leaving: leaving), to != myName, alive.contains(to) else { continue }
             placement.move(from: myName, to: to)
@@ -120,8 +126,10 @@ extension Sessions {
 
     /// Step 1: stop writing and send the image to `to`.
     mutating func beginHandoff(_ sid: String, to: PeerName, replicas newSet: [PeerName], now: Instant) -> [ProtocolEffect<Sessions>] {
-        guard var h = held[sid], var lead = h.lead, lead.phase == .serving, h.epoch < UInt64.max - 1 else { return [] }
-        let epoch = h.epoch + 1
+        // Above anything the target said it holds (a stale copy there with a higher promise).
+        let floor = max(held[sid]?.epoch ?? 0, offerAbove[sid] ?? 0)
+        guard var h = held[sid], var lead = h.lead, lead.phase == .serving, floor < UInt64.max - 1 else { return [] }
+        let epoch = floor + 1
         lead.phase = .handingOff(Handoff(to: to, epoch: epoch, oldSet: h.replicas, newSet: newSet, step: .sending))
         h.lead = lead
         held[sid] = h
@@ -154,9 +162,12 @@ extension Sessions {
         switch (o.purpose, handoff.step) {
         case (.handoff(let epoch), .sending) where epoch == handoff.epoch:
             guard case .stored(let s, let seq)? = message, s == sid, seq == h.lastSeq else {
-                // The next owner did not take it: nothing was promised to it; serve on.
+                // The next owner did not take it: nothing was promised to it; serve on. If it
+                // holds a higher epoch, the next offer goes above it.
+                if case .stale(let s, let held)? = message, s == sid, held >= handoff.epoch { offerAbove[sid] = held }
                 return abortHandoff(sid, now: now)
             }
+            offerAbove[sid] = nil
             // Step 2: promise the epoch to the next owner here, and ask the old set to.
             handoff.step = .fencing
             handoff.promised = [myName]
@@ -225,8 +236,9 @@ extension Sessions {
         lead.phase = .serving
         h.lead = lead
         held[sid] = h
-        // Not tried again before the session has been idle another while.
-        lastActivity[sid] = now
+        // Not tried again for a while (`rebalanceAfterIdle`): a refusing target is not asked
+        // every tick.
+        stayUntil[sid] = now + settings.rebalanceAfterIdle
         return drainQueue(sid)
     }
 
@@ -237,6 +249,7 @@ extension Sessions {
         guard var h = held[sid], let lead = h.lead, case .handingOff(let handoff) = lead.phase else { return [] }
         h.lead = nil
         lastActivity[sid] = nil
+        stayUntil[sid] = nil
         var effects: [ProtocolEffect<Sessions>] = []
         for item in lead.queue {
             switch item {
@@ -266,13 +279,16 @@ extension Sessions {
     mutating func acceptHandoff(_ image: SessionImage, epoch: UInt64, replicas: [PeerName], from peer: PeerName, token: RequestToken,
                                 now: Instant) -> [ProtocolEffect<Sessions>] {
         let sid = image.id
-        guard image.owner == peer, replicas.first == myName, image.epoch < epoch, epoch - image.epoch == 1 else {
+        guard image.owner == peer, replicas.first == myName, image.epoch < epoch else {
             counters.forged += 1
-            return [.respond(.invalid(reason: "a handoff comes from the session's owner, to the first of its new replica set, for the next epoch"), to: token)]
+            return [.respond(.invalid(reason: "a handoff comes from the session's owner, to the first of its new replica set, for a later epoch"), to: token)]
         }
         if let h = held[sid] {
             if h.lead != nil { return [.respond(.invalid(reason: "this node leads the session"), to: token)] }
-            if image.epoch < h.epoch || (image.epoch == h.epoch && h.owner != peer) {
+            // A promise made here to another node, at the image's epoch or later, stands; one
+            // made to the offering owner itself does not stand in its way. The offered epoch
+            // must be above every promise held here.
+            if (h.owner != peer && h.epoch >= image.epoch) || epoch <= h.epoch {
                 counters.stale += 1
                 return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
             }
@@ -284,12 +300,12 @@ extension Sessions {
             return [.respond(.invalid(reason: problem), to: token)]
         }
         var h = held[sid] ?? Held(id: sid, epoch: image.epoch, owner: peer, replicas: image.replicas, records: [], hashes: [])
-        h.epoch = image.epoch
+        h.epoch = max(h.epoch, image.epoch)
         h.owner = peer
         h.replicas = image.replicas
         h.replace(with: image.records, crypto: crypto)
         held[sid] = h
-        incoming[sid] = Incoming(from: peer, fromEpoch: image.epoch, epoch: epoch, replicas: replicas,
+        incoming[sid] = Incoming(from: peer, fromEpoch: h.epoch, epoch: epoch, replicas: replicas,
                                  deadline: now + settings.requestTimeout * 3)
         return [.perform(.persist(.image(h.image), then: .respond(token, .stored(session: sid, seq: h.lastSeq))))]
     }
@@ -310,7 +326,7 @@ extension Sessions {
     /// Step 3 at the next owner: take the epoch a majority promised, install the image on the
     /// new set, and answer once it serves.
     mutating func commitHandoff(_ sid: String, epoch: UInt64, replicas: [PeerName], from peer: PeerName,
-                                token: RequestToken) -> [ProtocolEffect<Sessions>] {
+                                token: RequestToken, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid], replicas.first == myName else {
             return [.respond(.invalid(reason: "no handoff of the session was stored here"), to: token)]
         }
@@ -323,6 +339,7 @@ extension Sessions {
         }
         let oldSet = h.replicas
         incoming[sid] = nil
+        stayUntil[sid] = now + settings.rebalanceAfterIdle
         h.epoch = epoch
         h.owner = myName
         h.replicas = replicas
@@ -350,5 +367,22 @@ extension Sessions {
         incoming[sid] = nil
         counters.released += 1
         return [.perform(.persist(.forget(session: sid), then: .respond(token, .stored(session: sid, seq: 0))))]
+    }
+}
+
+extension Sessions {
+    /// How this node holds `sid`, for reports and debugging: epoch, owner, replicas, and the
+    /// phase of its lead ("-" when not leading).
+    public func describe(_ sid: String) -> String? {
+        guard let h = held[sid] else { return nil }
+        let phase: String
+        switch h.lead?.phase {
+        case nil: phase = "-"
+        case .preparing?: phase = "preparing"
+        case .installing?: phase = "installing"
+        case .serving?: phase = "serving"
+        case .handingOff(let handoff)?: phase = "handingOff(\(handoff.step) to \(handoff.to))"
+        }
+        return "e\(h.epoch) owner \(h.owner) set \(h.replicas) seq \(h.lastSeq) \(phase)\(incoming[sid] != nil ? " incoming" : "")"
     }
 }

@@ -99,6 +99,11 @@ public struct Sessions: HostedProtocol {
     var incoming: [String: Incoming] = [:]
     /// When each session served here was last asked to write (moves wait until it is idle).
     var lastActivity: [String: Instant] = [:]
+    /// A session that arrived here by handoff stays until then (`rebalanceAfterIdle` after it
+    /// came): loads gossiped a round late must not bounce it between two nodes.
+    var stayUntil: [String: Instant] = [:]
+    /// The highest epoch a refused handoff's target said it holds: the next offer goes above it.
+    var offerAbove: [String: UInt64] = [:]
     /// The weighted ring of `alive` for live placement, rebuilt when next used after `alive`
     /// changed (`livePlacement`).
     var liveRing: (shape: [String], ring: SessionPlacement)?
@@ -480,7 +485,7 @@ public struct Sessions: HostedProtocol {
         case .handoff(let image, let epoch, let replicas):
             return acceptHandoff(image, epoch: epoch, replicas: replicas, from: peer, token: token, now: now)
         case .transfer(let sid, let epoch, let to): return transfer(sid, epoch: epoch, to: to, from: peer, token: token)
-        case .commit(let sid, let epoch, let replicas): return commitHandoff(sid, epoch: epoch, replicas: replicas, from: peer, token: token)
+        case .commit(let sid, let epoch, let replicas): return commitHandoff(sid, epoch: epoch, replicas: replicas, from: peer, token: token, now: now)
         case .release(let sid, let epoch): return release(sid, epoch: epoch, from: peer, token: token)
         default: return [.respond(.invalid(reason: "not a request"), to: token)]
         }
