@@ -349,6 +349,26 @@ extension SessionMessage {
         #expect(seq == 3)
     }
 
+    @Test func aReplicaSetThatLostAMemberIsRefilledWithoutATakeover() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4"])
+        mesh.gossipLoads()
+        guard let owner = mesh.create("s1"), case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("\"kept\"".utf8))) else {
+            Issue.record("create"); return
+        }
+        let before = mesh.nodes[owner]!.image(of: "s1")!
+        let lost = before.replicas.first { $0 != owner }!
+        mesh.crash(lost)
+        mesh.settle(seconds: 5)
+        #expect(mesh.owner(of: "s1") == owner, "the owner lived: no takeover")
+        let after = mesh.nodes[owner]!.image(of: "s1")!
+        #expect(after.epoch == before.epoch)
+        #expect(after.replicas.count == 3 && !after.replicas.contains(lost), "replicas \(after.replicas)")
+        let added = after.replicas.first { !before.replicas.contains($0) }!
+        #expect(mesh.nodes[added]!.image(of: "s1")?.records.map(\.signature) == after.records.map(\.signature))
+        #expect(mesh.nodes[owner]!.counters.refills == 1)
+        guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("3".utf8))) else { Issue.record("write after refill"); return }
+    }
+
     @Test func theCodecCarriesTheHandoffMessages() throws {
         let mesh = try Self.running()
         let owner = mesh.owner(of: "s1")!

@@ -129,5 +129,7 @@ public struct SessionCounters: Sendable, Equatable {
     public var handoffsAborted = 0
     /// Copies dropped because the session's new replica set left this node out.
     public var released = 0
+    /// Replica sets this node refilled (as owner) after a member died or left.
+    public var refills = 0
     public init() {}
 }

@@ -113,6 +113,13 @@ extension Sessions {
                 guard now >= stay else { continue }
                 stayUntil[sid] = nil
             }
+            // A replica set that lost a member (dead or left) is refilled before anything moves.
+            if h.replicas.contains(where: { $0 != myName && !present.contains($0) }) {
+                let refill = refillReplicas(sid, placement: placement)
+                if !refill.isEmpty { inFlight += 1 }
+                effects += refill
+                continue
+            }
             let leaving = overBound && idle >= settings.rebalanceAfterIdle
             guard let to = placement.target(for: sid, current: myName, leaving: leaving), to != myName, alive.contains(to) else { continue }
             placement.move(from: myName, to: to)
@@ -120,6 +127,32 @@ extension Sessions {
             effects += beginHandoff(sid, to: to, replicas: placement.replicas(for: sid, owner: to, count: settings.replicas), now: now)
         }
         return effects
+    }
+
+    /// An idle session whose replica set lost members: the live ones stay, the next live
+    /// members of its preference list replace the lost, and the image is installed on the new
+    /// set (same epoch) before the session is served again. Only when someone can be added.
+    mutating func refillReplicas(_ sid: String, placement: SessionLivePlacement) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], var lead = h.lead, lead.phase == .serving, lead.write == nil, h.replicas.first == myName else { return [] }
+        let kept = h.replicas.filter { $0 == myName || present.contains($0) }
+        var set = kept
+        placement.ring.forEachPreferred(sid) { member in
+            if !set.contains(member), alive.contains(member) { set.append(member) }
+            return set.count < settings.replicas
+        }
+        guard set.count > kept.count else { return [] }
+        h.replicas = set
+        lead.phase = .installing
+        lead.write = Write(seq: h.lastSeq, then: .resumed)
+        h.lead = lead
+        held[sid] = h
+        counters.refills += 1
+        let image = h.image
+        var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.image(image), then: .own(session: sid, seq: h.lastSeq)))]
+        for member in set where member != myName {
+            effects.append(request(.install(image), to: member, session: sid, purpose: .write(epoch: h.epoch)))
+        }
+        return effects + failUnreachable(sid)
     }
 
     // MARK: Old owner
