@@ -369,6 +369,28 @@ extension SessionMessage {
         guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("3".utf8))) else { Issue.record("write after refill"); return }
     }
 
+    /// A release is taken only from the owner promised here, for that epoch: a peer naming a
+    /// higher epoch cannot make a replica drop its copy.
+    @Test func onlyTheOwnerOfTheEpochReleasesACopy() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4"])
+        mesh.gossipLoads()
+        guard let owner = mesh.create("s1") else { Issue.record("create"); return }
+        let image = mesh.nodes[owner]!.image(of: "s1")!
+        let replica = image.replicas.first { $0 != owner }!
+        let stranger = mesh.nodes.keys.sorted().first { !image.replicas.contains($0) }!
+        var r = mesh.nodes[replica]!
+        let refused = r.request(.release(session: "s1", epoch: image.epoch + 5), from: stranger, token: RequestToken(rawValue: 700), now: mesh.now)
+        guard case .respond(.stale, _)? = refused.first else { Issue.record("a stranger's release: \(refused)"); return }
+        #expect(r.image(of: "s1") != nil)
+        let wrongEpoch = r.request(.release(session: "s1", epoch: image.epoch + 1), from: owner, token: RequestToken(rawValue: 701), now: mesh.now)
+        guard case .respond(.stale, _)? = wrongEpoch.first else { Issue.record("a release of another epoch: \(wrongEpoch)"); return }
+        #expect(r.image(of: "s1") != nil)
+        let taken = r.request(.release(session: "s1", epoch: image.epoch), from: owner, token: RequestToken(rawValue: 702), now: mesh.now)
+        guard case .perform(.persist(.forget, _))? = taken.first else { Issue.record("the owner's release: \(taken)"); return }
+        #expect(r.image(of: "s1") == nil)
+        #expect(r.counters.released == 1)
+    }
+
     @Test func theCodecCarriesTheHandoffMessages() throws {
         let mesh = try Self.running()
         let owner = mesh.owner(of: "s1")!

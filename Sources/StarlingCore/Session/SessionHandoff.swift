@@ -295,6 +295,7 @@ extension Sessions {
             if !handoff.newSet.contains(myName) {
                 // The new set stored the session: this copy is no longer needed.
                 held[sid] = nil
+                forgetMoves(of: sid)
                 counters.released += 1
                 return effects + [.perform(.persist(.forget(session: sid), then: .nothing))]
             }
@@ -304,6 +305,14 @@ extension Sessions {
         }
         held[sid] = h
         return effects
+    }
+
+    /// Drops what this node remembers about moving `sid` (it holds the session no more).
+    mutating func forgetMoves(of sid: String) {
+        incoming[sid] = nil
+        lastActivity[sid] = nil
+        stayUntil[sid] = nil
+        offerAbove[sid] = nil
     }
 
     // MARK: Next owner and replicas
@@ -390,14 +399,16 @@ extension Sessions {
         return effects + failUnreachable(sid)
     }
 
-    /// A left-out member drops its copy once the new owner's set stored the session.
+    /// A left-out member drops its copy once the new owner's set stored the session. Only the
+    /// owner this node promised the epoch to may say so (a member that never heard of the new
+    /// epoch keeps its copy: a peer cannot wipe copies by naming a higher epoch).
     mutating func release(_ sid: String, epoch: UInt64, from peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
         guard let h = held[sid] else { return [.respond(.stored(session: sid, seq: 0), to: token)] }
-        guard h.lead == nil, epoch > h.epoch || (epoch == h.epoch && h.owner == peer) else {
+        guard h.lead == nil, epoch == h.epoch, h.owner == peer else {
             return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
         }
         held[sid] = nil
-        incoming[sid] = nil
+        forgetMoves(of: sid)
         counters.released += 1
         return [.perform(.persist(.forget(session: sid), then: .respond(token, .stored(session: sid, seq: 0))))]
     }
