@@ -1,3 +1,4 @@
+import Foundation
 import StarlingCore
 
 /// The simulated world of the `Sessions` protocol: a per-node store (surviving crashes, restored
@@ -37,6 +38,9 @@ final class SessionEnvironment: ProtocolEnvironment {
         stores = Array(repeating: [:], count: nodes)
     }
 
+    /// STARLING_SIM_SESSION_DEBUG set: who leads which session when, and every holder at the end.
+    static let debug = !(ProcessInfo.processInfo.environment["STARLING_SIM_SESSION_DEBUG"] ?? "").isEmpty
+
     func violation(_ text: String) {
         if violations.count < 20 { violations.append(text) }
     }
@@ -67,7 +71,10 @@ final class SessionEnvironment: ProtocolEnvironment {
     // MARK: ProtocolEnvironment
 
     func makeProtocol(node: Int, restarted: Bool, sim: Simulator) -> (Sessions, [ProtocolEffect<Sessions>]) {
-        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node), now: sim.now)
+        // Sessions are checkpointed every period: a session idle for half of one may move, so
+        // handoffs run in the middle of the workload (writes arrive while sessions move).
+        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node),
+                         settings: Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5), now: sim.now)
         if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }) }
         return (p, [])
     }
@@ -103,8 +110,15 @@ final class SessionEnvironment: ProtocolEnvironment {
     }
 
     func perform(_ action: SessionAction, node: Int, host: ProtocolHost<SessionEnvironment>, sim: Simulator) {
+        // The load live placement bounds, gossiped as the runtime's SessionService does
+        // (`MemberMetadata.sessions`), looked at whenever the node acts.
+        let load = UInt32(host.instances[node]?.served.count ?? 0)
+        sim.updateMetadata(node) { $0.sessions = load }
         switch action {
         case .persist(let change, let tag):
+            if Self.debug, case .image(let image) = change, image.owner == Simulator.name(node) {
+                print("\(sim.now) n\(node) leads \(image.id) e\(image.epoch) set \(image.replicas)")
+            }
             apply(change, node: node)
             sim.mixTrace(20, node, stores[node].count)
             host.schedulePerformed(.persisted(tag), node: node, tag: 0, at: sim.now + .milliseconds(1), sim)
@@ -132,6 +146,8 @@ final class SessionEnvironment: ProtocolEnvironment {
         case .promise(let sid, let epoch, let owner):
             stores[node][sid]?.epoch = epoch
             stores[node][sid]?.owner = owner
+        case .forget(let sid):
+            stores[node][sid] = nil
         }
     }
 
@@ -156,7 +172,14 @@ final class SessionEnvironment: ProtocolEnvironment {
     }
 
     func crashed(node: Int, sim: Simulator) {}
-    func faultApplied(_ fault: Fault, sim: Simulator) {}
+    /// Nodes restarted with an empty store: joiners (`session-join`).
+    private var joined: Set<Int> = []
+
+    func faultApplied(_ fault: Fault, sim: Simulator) {
+        if case .restart(let nodes) = fault {
+            for node in nodes where stores[node].isEmpty { joined.insert(node) }
+        }
+    }
 
     var finished: Bool { false }
 
@@ -186,6 +209,14 @@ final class SessionEnvironment: ProtocolEnvironment {
         }
         // Sessions nobody serves at the end because a majority of their replica set is down
         // (R = 3 survives one crash, not two): unavailable by design, counted, not a violation.
+        if Self.debug {
+            for s in 0..<sessions {
+                let sid = "sess-\(s)"
+                for node in 0..<sim.nodes.count {
+                    if let d = host.instances[node]?.describe(sid) { print("\(sid) n\(node)\(sim.nodes[node].up ? "" : " DOWN"): \(d)") }
+                }
+            }
+        }
         var withoutMajority = 0
         for s in 0..<sessions {
             let sid = "sess-\(s)"
@@ -198,7 +229,18 @@ final class SessionEnvironment: ProtocolEnvironment {
                            "effectsExecuted": executed.values.reduce(0, +), "effectKeys": executed.count,
                            "effectsReplayed": replays, "unknownOutcomes": unknownKeys.count,
 "withoutMajorityAtEnd": withoutMajority,
-                           "servedAtEnd": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) }]
+                           "servedAtEnd": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) },
+                           "handoffsDone": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsDone ?? 0) },
+                           "handoffsAborted": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsAborted ?? 0) }]
+        if !joined.isEmpty {
+            // Migration on join: the fraction of sessions served by a joiner at the end, against
+            // the ideal (joiners / nodes).
+            let onJoiners = joined.reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) }
+            report.sessions?["joiners"] = joined.count
+            report.sessions?["servedByJoinersAtEnd"] = onJoiners
+            report.sessions?["permilleOnJoiners"] = onJoiners * 1_000 / sessions
+            report.sessions?["idealPermilleOnJoiners"] = joined.count * 1_000 / sim.nodes.count
+        }
         for v in violations where report.violations.count < 40 { report.violations.append(v) }
     }
 }

@@ -20,5 +20,15 @@ extension Scenario {
                                  ScheduledFault(10 + length, .heal)],
                         loss: nil, strictFalsePositives: true)
         },
+        Scenario(name: "session-join", summary: "a fifth of the nodes are down while sessions are created, then join one by one; idle sessions move to them (handoff)", hostsSessions: true) { n, s, rng in
+            // Joiners avoid the nodes the workload creates sessions on (1 ... 10).
+            let creators = min(10, max(2, n / 2))
+            let pool = Array((creators + 1)..<max(creators + 1, n))
+            let joiners = Array(pool.shuffled(using: &rng).prefix(max(1, n / 5)))
+            var faults = joiners.map { ScheduledFault(0.5, .crash([$0])) }
+            let gone = (suspicionPeriods(s, n) * 1.5).rounded()
+            for (k, j) in joiners.enumerated() { faults.append(ScheduledFault(8 + gone + Double(k) * 2, .restart([j]))) }
+            return Plan(faults: faults, loss: nil, strictFalsePositives: true)
+        },
     ]
 }

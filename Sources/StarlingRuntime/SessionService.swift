@@ -38,14 +38,36 @@ public final class SessionService: SessionGateway {
                       verify: { signature, message, key in NodeIdentity.verify(signature: signature, message: signatureDomain + message, publicKey: key) })
     }
 
+    /// How sessions are placed and moved (`Sessions.Settings`; the node's `--session-*` flags).
+    public struct Placement: Sendable {
+        public var epsilon: Double
+        public var moveAfterIdle: Duration
+        public var rebalanceAfterIdle: Duration
+        public var movesPerTick: Int
+        public init(epsilon: Double = 0.25, moveAfterIdle: Duration = .seconds(2), rebalanceAfterIdle: Duration = .seconds(30),
+                    movesPerTick: Int = 4) {
+            self.epsilon = epsilon
+            self.moveAfterIdle = moveAfterIdle
+            self.rebalanceAfterIdle = rebalanceAfterIdle
+            self.movesPerTick = movesPerTick
+        }
+    }
+
+    let epsilon: Double
+
     /// Registers the protocol on `node` (before it starts) with the sessions stored in `store`.
     public init(node: MeshNode, store: SwarmStore, identity: NodeIdentity, runner: SandboxRunner, audit: AuditLog?,
-                requestTimeout: Duration = .seconds(5), logger: Logger) throws {
+                requestTimeout: Duration = .seconds(5), placement: Placement = Placement(), logger: Logger) throws {
         nodeName = node.configuration.name
         self.node = node
         self.store = SessionStore(store: store)
+        epsilon = placement.epsilon
         var sessions = Sessions(myName: nodeName, crypto: Self.crypto(identity),
-                                settings: Sessions.Settings(requestTimeout: requestTimeout), now: node.now)
+                                settings: Sessions.Settings(requestTimeout: requestTimeout, epsilon: placement.epsilon,
+                                                            moveAfterIdle: placement.moveAfterIdle,
+                                                            rebalanceAfterIdle: placement.rebalanceAfterIdle,
+                                                            movesPerTick: placement.movesPerTick),
+                                now: node.now)
         let images = try self.store.loadAll()
         sessions.restore(images)
         if !images.isEmpty { logger.info("sessions restored from the store", metadata: ["sessions": "\(images.count)"]) }
@@ -54,6 +76,25 @@ public final class SessionService: SessionGateway {
         handle = node.register(sessions, performer: SessionPerformer(store: self.store, audit: audit, effects: effects, node: node,
                                                                      myName: nodeName, logger: logger))
         SessionMetrics.follow(handle)
+        Self.advertiseLoad(handle, node: node)
+    }
+
+    /// Gossips how many sessions this node serves (`MemberMetadata.sessions`, the load live
+    /// placement bounds) whenever it changes, looked at every 500 ms.
+    static func advertiseLoad(_ handle: ProtocolHandle<Sessions>, node: MeshNode) {
+        Task.detached {
+            var advertised: UInt32 = 0
+            while true {
+                try? await Task.sleep(for: .milliseconds(500))
+                guard let reply = try? await handle.command(.stats) else { return }
+                guard case .stats(_, _, let served) = reply else { continue }
+                let load = UInt32(clamping: served)
+                if load != advertised {
+                    advertised = load
+                    node.post(.updateMetadata { $0.sessions = load })
+                }
+            }
+        }
     }
 
     public func command(_ command: SessionCommand) async throws -> SessionReply { try await handle.command(command) }
@@ -76,12 +117,14 @@ public final class SessionService: SessionGateway {
         effects.builtins.withLock { $0 = builtins }
     }
 
-    /// The owner recorded here (when alive), then the ring's preference list of the live
-    /// members, this node excluded.
+    /// The owner recorded here (when alive), then the live members in the order live placement
+    /// tries owners (`SessionLivePlacement.owners`: the weighted preference list, members with
+    /// room under the load bound first), this node excluded.
     public func holders(of id: String) -> [String] {
         let alive = node.snapshot().members.filter { $0.status == .alive }
-        let ring = SwarmRing(members: alive.map(\.name))
-        var names = ring.preferenceList(id, count: SessionLimits.replicas + 2)
+        let candidates = alive.map { SessionLivePlacement.Candidate(name: $0.name, slots: Int($0.metadata.slots), owned: Int($0.metadata.sessions)) }
+        let placement = SessionLivePlacement(ring: SessionLivePlacement.ring(for: candidates), candidates: candidates, epsilon: epsilon)
+        var names = Array(placement.owners(for: id).prefix(SessionLimits.replicas + 2))
         if let owner = store.owner(of: id), alive.contains(where: { $0.name == owner }) { names.insert(owner, at: 0) }
         let api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
         var seen = Set<String>()

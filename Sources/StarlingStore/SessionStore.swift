@@ -50,6 +50,9 @@ public final class SessionStore: Sendable {
         case .promise(let id, let epoch, let owner):
             try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ? WHERE id = ?")
                 .execute(arguments: [Int64(bitPattern: epoch), owner, id])
+        case .forget(let id):
+            try db.execute(sql: "DELETE FROM session_record WHERE session = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM session WHERE id = ?", arguments: [id])
         }
     }
 

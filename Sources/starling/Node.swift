@@ -76,6 +76,18 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("swarm-request-timeout-ms"), help: "Milliseconds a swarm request to another node waits for its answer (default 5000); a swarm's create and whole-swarm transfers get 1 ms more per task.")
     var swarmRequestTimeoutMs: Int = 5000
 
+    @Option(name: .customLong("session-epsilon"), help: "Session placement's load bound: a node owns at most (1 + ε) × its share by slots (default 0.25).")
+    var sessionEpsilon: Double = 0.25
+
+    @Option(name: .customLong("session-move-after"), help: "Seconds a session must be idle before it moves to a node ahead of its owner in its preference list, e.g. one that joined (default 2).")
+    var sessionMoveAfter: Double = 2
+
+    @Option(name: .customLong("session-rebalance-after"), help: "Seconds a session must be idle before it leaves an owner over the load bound (default 30).")
+    var sessionRebalanceAfter: Double = 30
+
+    @Option(name: .customLong("session-moves"), help: "Session handoffs this node leads at once, at most (default 4; 0: never move sessions).")
+    var sessionMoves: Int = 4
+
     func validate() throws {
         guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes else { throw ValidationError("--name must be 1-64 bytes") }
         guard (50...600_000).contains(swarmRequestTimeoutMs) else { throw ValidationError("--swarm-request-timeout-ms must be 50 to 600000") }
@@ -92,6 +104,12 @@ struct Node: AsyncParsableCommand {
         if let warm, warm < 0 || warm > 64 { throw ValidationError("--warm must be 0-64") }
         guard auditHeadInterval >= 0.1 && auditHeadInterval <= 3_600 else { throw ValidationError("--audit-head-interval must be 0.1 to 3600 seconds") }
         // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
+        guard sessionEpsilon > 0 && sessionEpsilon <= 10 else { throw ValidationError("--session-epsilon must be in (0, 10]") }
+        guard sessionMoveAfter >= 0 && sessionMoveAfter <= 86_400 else { throw ValidationError("--session-move-after must be 0 to 86400 seconds") }
+        guard sessionRebalanceAfter >= 0 && sessionRebalanceAfter <= 86_400 else {
+            throw ValidationError("--session-rebalance-after must be 0 to 86400 seconds")
+        }
+        guard (0...1_024).contains(sessionMoves) else { throw ValidationError("--session-moves must be 0 to 1024") }
         if let reapAfter, reapAfter < 61 || reapAfter > 30 * 86_400 { throw ValidationError("--reap-after must be 61 to 2592000 seconds") }
     }
 
@@ -186,7 +204,11 @@ struct Node: AsyncParsableCommand {
         AuditWitnessService.register(on: node, audit: audit, interval: .milliseconds(Int64(auditHeadInterval * 1000)), logger: logger)
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
                                       requestTimeout: .milliseconds(swarmRequestTimeoutMs), logger: logger, audit: audit)
-        let sessions = try SessionService(node: node, store: store, identity: identity, runner: runner, audit: audit, logger: logger)
+        let sessions = try SessionService(node: node, store: store, identity: identity, runner: runner, audit: audit,
+                                          placement: .init(epsilon: sessionEpsilon, moveAfterIdle: .milliseconds(Int64(sessionMoveAfter * 1000)),
+                                                           rebalanceAfterIdle: .milliseconds(Int64(sessionRebalanceAfter * 1000)),
+                                                           movesPerTick: sessionMoves),
+                                          logger: logger)
         let agents = AgentService(sessions: sessions, runner: runner, swarms: swarms, logger: logger)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream

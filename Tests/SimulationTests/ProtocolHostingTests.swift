@@ -200,9 +200,15 @@ struct ProtocolHostingTests {
     /// 241f3a36e5cd48d1, flapping 067afea32bad30f6; with the keys and before the rule was bounded
     /// to three push-pulls per scaled interval: churn bd5b4ef3e78c1fce, partition-heal
     /// 21853f06e4e8ace4, flapping 15083d0e58916578).
+    ///
+    /// Issue #11 item 6 added `MemberMetadata.sessions` (4 bytes more in every `alive`): churn,
+    /// partition-heal, flapping and loss changed only their packet sizes (`starling-sim --json`,
+    /// 12 nodes, seed 1, against main's binary: every field equal but bytesPerMemberPerPeriod,
+    /// traceHash and the wall-clock/memory measures); they were churn 1f277d2093a36fa5,
+    /// partition-heal 0cf1fc2e276bdd63, flapping 48ea4ae6117c0cd1, loss c0791266a9311601.
     @Test("membership-only traces are unchanged", arguments: [
-        ("steady", "afcc7f18560773c1"), ("crash", "6ee67863ea812045"), ("churn", "1f277d2093a36fa5"),
-        ("partition-heal", "0cf1fc2e276bdd63"), ("flapping", "48ea4ae6117c0cd1"), ("loss", "c0791266a9311601"),
+        ("steady", "afcc7f18560773c1"), ("crash", "6ee67863ea812045"), ("churn", "a33cc0d6ac436131"),
+        ("partition-heal", "250d99c06c2e7756"), ("flapping", "f32cb4f5b076ddc6"), ("loss", "9ee409c6de83e521"),
     ])
     func membershipOnlyTracesAreUnchanged(scenario: String, hash: String) {
         #expect(simulate(scenario, nodes: 12, seed: 1).traceHash == hash)

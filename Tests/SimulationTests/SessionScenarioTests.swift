@@ -13,7 +13,7 @@ struct SessionScenarioTests {
         Simulator(scenario: Scenario.named(scenario)!, config: SimulationConfig(nodes: nodes, seed: seed)).run()
     }
 
-    @Test("each scenario holds its invariants", arguments: ["session-crash", "session-churn", "session-partition"], [UInt64(0x5E_0001), 0x5E_0002])
+    @Test("each scenario holds its invariants", arguments: ["session-crash", "session-churn", "session-partition", "session-join"], [UInt64(0x5E_0001), 0x5E_0002])
     func eachScenario(scenario: String, seed: UInt64) throws {
         let r = Self.simulate(scenario, nodes: 9, seed: seed)
         #expect(r.violations.isEmpty, "\(r.violations) — reproduce: starling-sim --scenario \(scenario) --nodes 9 --seed \(seed) --json")
@@ -24,6 +24,8 @@ struct SessionScenarioTests {
         // Every session is served again at the end, unless two of its three replicas are down.
         #expect(s["servedAtEnd", default: 0] + s["withoutMajorityAtEnd", default: 0] == s["sessions"], "\(s)")
         if scenario != "session-crash" { #expect(s["withoutMajorityAtEnd"] == 0) }
+        // Migration on join (issue #11 item 6): sessions were handed to the nodes that joined.
+        if scenario == "session-join" { #expect(s["handoffsDone", default: 0] > 0, "\(s)") }
     }
 
     @Test func theSameSeedGivesTheSameTrace() {

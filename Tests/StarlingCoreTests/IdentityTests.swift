@@ -43,13 +43,13 @@ struct IdentityTests {
         #expect(Self.meta([1, 2, 3]).invalidReason?.contains("identity key is 3 bytes") == true)
         #expect(Self.meta(Array(repeating: 1, count: 33)).invalidReason != nil)
         #expect(Self.meta([]).invalidReason != nil)
-        // On the wire: the length byte says 31 (with 31 bytes after it). A datagram is dropped
-        // whole; a push-pull skips that entry, counted, and applies the rest.
+        // On the wire: the length byte says 31 (with 31 bytes after it, then the sessions u32).
+        // A datagram is dropped whole; a push-pull skips that entry, counted, and applies the rest.
         var bytes = Packet([alive("p1", 1001, inc: 3, meta: Self.meta(Self.keyA))]).encoded()
-        let lengthAt = bytes.count - 33
+        let lengthAt = bytes.count - 37
         #expect(bytes[lengthAt] == 32)
         bytes[lengthAt] = 31
-        bytes.removeLast()
+        bytes.remove(at: lengthAt + 1)
         let length = UInt16(bytes[3]) << 8 | UInt16(bytes[4]) - 1  // the message's u16 length (type at 2)
         bytes[3] = UInt8(length >> 8)
         bytes[4] = UInt8(truncatingIfNeeded: length)

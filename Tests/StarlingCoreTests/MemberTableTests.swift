@@ -80,10 +80,12 @@ struct MemberTableTests {
         var t = MemberTable(owner: member("me"))
         t.reserveCapacity(10_000)
         for i in 1..<10_000 { t.insert(member("n\(i)")) }
-        // entries 104 + hashes 4 + position 4 + active list 4 + index (16,384 buckets × 4 / 10,000).
+        // entries 112 + hashes 4 + position 4 + active list 4 + index (16,384 buckets × 4 / 10,000).
         // (96 since the metadata carries task memory, total and free, for swarm placement; 104
-        // since it carries the member's identity key, one reference-counted array.)
-        #expect(MemoryLayout<Member?>.stride == 104)
+        // since it carries the member's identity key, one reference-counted array; 112 since it
+        // carries the sessions the member owns, the load session placement bounds: 4 bytes that
+        // align to 8.)
+        #expect(MemoryLayout<Member?>.stride == 112)
         #expect(t.count == 10_000 && t.active.count == 9_999)
     }
 }

@@ -145,6 +145,7 @@ struct WireHardeningTests {
             w.write(e.name); w.write(e.host); w.write(UInt16(7000)); w.write(e.inc); w.write(e.status)
             w.write(UInt64(1)); w.write(e.api); w.write(e.slots); w.write(e.free); w.write(UInt32(0)); w.write(UInt32(0))
             w.write(UInt8(0))  // no identity key
+            w.write(UInt32(0))  // sessions owned
         }
         return w.bytes
     }

@@ -63,7 +63,7 @@ struct WireTests {
         ])
         #expect(try PushPullState.decode(state.encoded()) == state)
         var bad = state.encoded()
-        bad[bad.count - 10] = 0xff  // free (before memoryMB, freeMemoryMB, key length) > slots: that entry is skipped, the rest decodes
+        bad[bad.count - 14] = 0xff  // free (before memoryMB, freeMemoryMB, key length, sessions) > slots: that entry is skipped, the rest decodes
         let decoded = try PushPullState.decode(bad)
         #expect(decoded.entries == [state.entries[0]])
         #expect(decoded.skippedEntries == 1)

@@ -27,8 +27,8 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
     /// Size of an Ed25519 public key, the only size `identityKey` may have.
     public static let identityKeyBytes = 32
     /// Upper bound on the encoded size (version, api, slots, free, memoryMB, freeMemoryMB,
-    /// identity key length and key).
-    public static let maxEncodedBytes = 8 + 2 + maxApiBytes + 4 + 4 + 4 + 4 + 1 + identityKeyBytes
+    /// identity key length and key, sessions).
+    public static let maxEncodedBytes = 8 + 2 + maxApiBytes + 4 + 4 + 4 + 4 + 1 + identityKeyBytes + 4
 
     public var version: UInt64
     /// The member's HTTP API address (`HOST:PORT`), empty if it serves none.
@@ -46,9 +46,12 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
     /// another key (or none) is refused, whatever its version or incarnation (StateRules.swift,
     /// "identity"). Records a member signs are accepted only under this key (`SignerKeys`).
     public var identityKey: [UInt8]?
+    /// Sessions this member owns (serves) now: the load that session placement bounds
+    /// (`SessionLivePlacement`). Liveness never reads it.
+    public var sessions: UInt32
 
     public init(version: UInt64 = 0, api: String = "", slots: UInt32 = 0, free: UInt32 = 0,
-                memoryMB: UInt32 = 0, freeMemoryMB: UInt32 = 0, identityKey: [UInt8]? = nil) {
+                memoryMB: UInt32 = 0, freeMemoryMB: UInt32 = 0, identityKey: [UInt8]? = nil, sessions: UInt32 = 0) {
         self.version = version
         self.api = api
         self.slots = slots
@@ -56,9 +59,10 @@ public struct MemberMetadata: Equatable, Hashable, Sendable {
         self.memoryMB = memoryMB
         self.freeMemoryMB = freeMemoryMB
         self.identityKey = identityKey
+        self.sessions = sessions
     }
 
-    public var encodedSize: Int { 8 + 2 + api.utf8.count + 4 + 4 + 4 + 4 + 1 + (identityKey?.count ?? 0) }
+    public var encodedSize: Int { 8 + 2 + api.utf8.count + 4 + 4 + 4 + 4 + 1 + (identityKey?.count ?? 0) + 4 }
 
     /// Why this metadata could not go on the wire, or nil if it can: the same checks as the decoder.
     public var invalidReason: String? {

@@ -160,6 +160,7 @@ extension ByteWriter {
         precondition(key.count <= Int(UInt8.max), "identity key over its bound")
         write(UInt8(key.count))
         write(bytes: key)
+        write(m.sessions)
     }
 }
 
@@ -207,8 +208,9 @@ extension ByteReader {
         case MemberMetadata.identityKeyBytes: identityKey = Array(try readBytes(keyLength))
         default: throw WireError.invalidValue("identity key of \(keyLength) bytes")
         }
+        let sessions = try readUInt32()
         return MemberMetadata(version: version, api: api, slots: slots, free: free,
-                              memoryMB: memoryMB, freeMemoryMB: freeMemoryMB, identityKey: identityKey)
+                              memoryMB: memoryMB, freeMemoryMB: freeMemoryMB, identityKey: identityKey, sessions: sessions)
     }
 }
 
@@ -374,13 +376,13 @@ extension PushPullState.Entry {
         let incarnation = try r.readUInt64()
         let status = try r.readUInt8()
         // version, api, slots, free, memoryMB, freeMemoryMB, then the identity key's length
-        // (u8) and its bytes: cut out as one piece whose extent both lengths give.
+        // (u8) and its bytes, then sessions (u32): cut out as one piece whose extent both lengths give.
         var probe = r
         _ = try probe.readBytes(8)
         let apiBytes = Int(try probe.readUInt16())
         _ = try probe.readBytes(apiBytes + 4 + 4 + 4 + 4)
         let keyBytes = Int(try probe.readUInt8())
-        let metadata = try r.subReader(length: 8 + 2 + apiBytes + 16 + 1 + keyBytes)
+        let metadata = try r.subReader(length: 8 + 2 + apiBytes + 16 + 1 + keyBytes + 4)
         return (name, host, port, incarnation, status, metadata)
     }
 

@@ -80,6 +80,9 @@ public enum SessionChange: Sendable, Equatable {
     case image(SessionImage)
     /// A promise of an epoch to an owner.
     case promise(session: String, epoch: UInt64, owner: PeerName)
+    /// Forget the session: this node is no longer in its replica set, and the new set stored it
+    /// (migration, `SessionHandoff.swift`).
+    case forget(session: String)
 }
 
 /// What to do once a write is durable.
@@ -120,5 +123,13 @@ public struct SessionCounters: Sendable, Equatable {
     public var takeovers = 0
     /// Times this node stopped leading a session because a higher epoch fenced it.
     public var fenced = 0
+    /// Handoffs this node began as owner, finished (the next owner serves), and gave up.
+    public var handoffsStarted = 0
+    public var handoffsDone = 0
+    public var handoffsAborted = 0
+    /// Copies dropped because the session's new replica set left this node out.
+    public var released = 0
+    /// Replica sets this node refilled (as owner) after a member died or left.
+    public var refills = 0
     public init() {}
 }

@@ -78,6 +78,21 @@ public enum SessionMessage: Sendable, Equatable {
     /// Answer to `prepare`: refused, because the session's owner is alive in the answerer's
     /// view (a node back from a partition must not depose a live owner).
     case ownedBy(session: String, epoch: UInt64, owner: PeerName)
+
+    // Migration (issue #11 item 6, SessionHandoff.swift): kinds 15–18.
+
+    /// Owner → the session's next owner: hold this image (the old owner's epoch); you will own
+    /// `epoch` with `replicas` (you first). Answered `stored` once verified and durable.
+    case handoff(SessionImage, epoch: UInt64, replicas: [PeerName])
+    /// Owner → its replica set: promise `epoch` of the session to `to` (the owner of the epoch
+    /// promised here hands the session on; no one else may). Answered `promised`.
+    case transfer(session: String, epoch: UInt64, to: PeerName)
+    /// Owner → next owner: a majority of the old replica set promised you `epoch`; serve it with
+    /// `replicas`. Answered `stored` once the new replica set stored the image in that epoch.
+    case commit(session: String, epoch: UInt64, replicas: [PeerName])
+    /// New owner → a member the new replica set left out: the new set stored `epoch`; drop your
+    /// copy. Answered `stored` (seq 0).
+    case release(session: String, epoch: UInt64)
 }
 
 public struct SessionDecodingError: Error, CustomStringConvertible {
@@ -108,6 +123,14 @@ extension SessionMessage {
             w.write(UInt8(8)); w.write(String(reason.utf8.prefix(SessionLimits.maxReasonBytes)) ?? "invalid")
         case .ownedBy(let s, let e, let owner):
             w.write(UInt8(9)); w.write(s); w.write(e); w.write(owner)
+        case .handoff(let image, let e, let replicas):
+            w.write(UInt8(15)); write(image, to: &w); w.write(e); write(replicas, to: &w)
+        case .transfer(let s, let e, let to):
+            w.write(UInt8(16)); w.write(s); w.write(e); w.write(to)
+        case .commit(let s, let e, let replicas):
+            w.write(UInt8(17)); w.write(s); w.write(e); write(replicas, to: &w)
+        case .release(let s, let e):
+            w.write(UInt8(18)); w.write(s); w.write(e)
         }
         return w.bytes
     }
@@ -129,6 +152,12 @@ extension SessionMessage {
         case 7: message = .stale(session: try readID(&r), epoch: try r.readUInt64())
         case 8: message = .invalid(reason: try r.readString(field: "reason", maxBytes: SessionLimits.maxReasonBytes))
         case 9: message = .ownedBy(session: try readID(&r), epoch: try r.readUInt64(), owner: try readName(&r))
+        case 15:
+            let image = try readImage(&r)
+            message = .handoff(image, epoch: try r.readUInt64(), replicas: try readReplicas(&r))
+        case 16: message = .transfer(session: try readID(&r), epoch: try r.readUInt64(), to: try readName(&r))
+        case 17: message = .commit(session: try readID(&r), epoch: try r.readUInt64(), replicas: try readReplicas(&r))
+        case 18: message = .release(session: try readID(&r), epoch: try r.readUInt64())
         case let k: throw SessionDecodingError("unknown message kind \(k)")
         }
         try r.expectEnd()
@@ -155,6 +184,22 @@ extension SessionMessage {
         w.write(r.signer)
         w.write(bytes: r.signerKey)
         w.write(bytes: r.signature)
+    }
+
+    static func write(_ replicas: [PeerName], to w: inout ByteWriter) {
+        precondition(replicas.count <= SessionLimits.replicas, "a replica set over its bound")
+        w.write(UInt8(replicas.count))
+        for name in replicas { w.write(name) }
+    }
+
+    /// A replica set: 1 to R distinct names.
+    static func readReplicas(_ r: inout ByteReader) throws -> [PeerName] {
+        let count = Int(try r.readUInt8())
+        guard count >= 1 && count <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
+        var names: [PeerName] = []
+        for _ in 0..<count { names.append(try readName(&r)) }
+        guard Set(names).count == names.count else { throw SessionDecodingError("a replica named twice") }
+        return names
     }
 
     static func write(_ image: SessionImage, to w: inout ByteWriter) {

@@ -147,6 +147,32 @@ public struct SessionPlacement: Sendable, Equatable {
         return placement
     }
 
+    /// Distinct members clockwise from the hash of `id`, at most `count`: the order a live node
+    /// tries owners in (`SessionLivePlacement`), weighted by slots like `assign`.
+    public func preferenceList(_ id: String, count: Int) -> [PeerName] {
+        var chosen: [PeerName] = []
+        let wanted = min(max(count, 0), members.count)
+        guard wanted > 0 else { return [] }
+        forEachPreferred(id) { name in
+            chosen.append(name)
+            return chosen.count < wanted
+        }
+        return chosen
+    }
+
+    /// Calls `visit` with each distinct member in preference order for `id` until it returns
+    /// false or every member was visited (so a caller that decides early walks little).
+    public func forEachPreferred(_ id: String, _ visit: (PeerName) -> Bool) {
+        var seen = [Bool](repeating: false, count: members.count)
+        var left = members.count
+        walk(from: SwarmRing.hash(id)) { m in
+            guard !seen[m] else { return true }
+            seen[m] = true
+            left -= 1
+            return visit(members[m].name) && left > 0
+        }
+    }
+
     /// Calls `visit` with members clockwise from `hash`, once per ring point, until it returns
     /// false or the ring has gone round once.
     private func walk(from hash: UInt64, _ visit: (Int) -> Bool) {

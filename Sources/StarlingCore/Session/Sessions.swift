@@ -40,11 +40,28 @@ public struct Sessions: HostedProtocol {
         public var requestTimeout: Duration
         /// How often sessions without a live owner are looked at again.
         public var retryInterval: Duration
-        public init(replicas: Int = SessionLimits.replicas, requestTimeout: Duration = .seconds(5), retryInterval: Duration = .seconds(1)) {
+        /// Placement's load bound: an owner may serve up to (1 + ε) × its weighted share.
+        public var epsilon: Double
+        /// A served session idle this long moves to a member before this node in its preference
+        /// list that has room (migration on join: the newcomer took the front of its list).
+        public var moveAfterIdle: Duration
+        /// A served session idle this long leaves this node when the node is over its bound.
+        public var rebalanceAfterIdle: Duration
+        /// Handoffs this node leads at once, at most (a join must not stall the node).
+        public var movesPerTick: Int
+        public init(replicas: Int = SessionLimits.replicas, requestTimeout: Duration = .seconds(5), retryInterval: Duration = .seconds(1),
+                    epsilon: Double = 0.25, moveAfterIdle: Duration = .seconds(2), rebalanceAfterIdle: Duration = .seconds(30),
+                    movesPerTick: Int = 4) {
             precondition(replicas >= 1 && replicas <= SessionLimits.replicas)
+            precondition(epsilon > 0 && epsilon <= 10 && epsilon.isFinite, "epsilon must be in (0, 10]")
+            precondition(movesPerTick >= 0 && movesPerTick <= 1_024, "movesPerTick must be 0...1024")
             self.replicas = replicas
             self.requestTimeout = requestTimeout
             self.retryInterval = retryInterval
+            self.epsilon = epsilon
+            self.moveAfterIdle = moveAfterIdle
+            self.rebalanceAfterIdle = rebalanceAfterIdle
+            self.movesPerTick = movesPerTick
         }
     }
 
@@ -52,7 +69,7 @@ public struct Sessions: HostedProtocol {
     public let settings: Settings
     let crypto: SessionCrypto
     public private(set) var nextDeadline: Instant
-    public private(set) var counters = SessionCounters()
+    public internal(set) var counters = SessionCounters()
     /// Every session held here, as owner or replica.
     var held: [String: Held] = [:]
     /// What membership says of each member (the source of `expectedKey`).
@@ -78,6 +95,18 @@ public struct Sessions: HostedProtocol {
     var nextRequest: UInt64 = 1
     /// Effect keys answered "unknown" once (so each is counted once).
     var unknownKeys: Set<String> = []
+    /// Sessions handed to this node, stored, waiting for their old owner's commit (SessionHandoff.swift).
+    var incoming: [String: Incoming] = [:]
+    /// When each session served here was last asked to write (moves wait until it is idle).
+    var lastActivity: [String: Instant] = [:]
+    /// A session that arrived here by handoff stays until then (`rebalanceAfterIdle` after it
+    /// came): loads gossiped a round late must not bounce it between two nodes.
+    var stayUntil: [String: Instant] = [:]
+    /// The highest epoch a refused handoff's target said it holds: the next offer goes above it.
+    var offerAbove: [String: UInt64] = [:]
+    /// The weighted ring of `alive` for live placement, rebuilt when next used after `alive`
+    /// changed (`livePlacement`).
+    var liveRing: (shape: [String], ring: SessionPlacement)?
 
     public init(myName: PeerName, crypto: SessionCrypto, settings: Settings = Settings(), now: Instant) {
         self.myName = myName
@@ -140,7 +169,7 @@ public struct Sessions: HostedProtocol {
     public mutating func tick(now: Instant) -> [ProtocolEffect<Sessions>] {
         guard now >= nextDeadline else { return [] }
         nextDeadline = now + settings.retryInterval
-        return considerTakeovers(now: now)
+        return considerTakeovers(now: now) + considerMoves(now: now)
     }
 
     // MARK: Commands
@@ -148,18 +177,20 @@ public struct Sessions: HostedProtocol {
     public mutating func command(_ command: SessionCommand, id: CommandID, now: Instant) -> [ProtocolEffect<Sessions>] {
         switch command {
         case .create(let sid, let options, let forwarded):
-            return create(sid, options: options, forwarded: forwarded, command: id)
+            return create(sid, options: options, forwarded: forwarded, command: id, now: now)
         case .stats:
             return [.reply(.stats(counters, held: held.count, served: held.values.filter { $0.lead?.phase == .serving }.count), to: id)]
         case .checkpoint(let sid, _), .act(let sid, _, _), .delete(let sid), .show(let sid, _):
             guard var h = held[sid] else { return [.reply(.notHere, to: id)] }
             // A deleted session is gone wherever its tombstone is held, led or not.
             if h.deleted { return [.reply(.notFound, to: id)] }
+            if case .show = command {} else { lastActivity[sid] = now }
             guard var lead = h.lead else {
                 // Held here but led elsewhere, or nobody leads it yet.
                 if h.owner != myName && present.contains(h.owner) { return [.reply(.notHere, to: id)] }
                 return [.reply(.unavailable("the session's owner changes; resuming"), to: id)]
             }
+            if case .handingOff = lead.phase { return commandDuringHandoff(command, id: id, session: sid) }
             guard lead.phase == .serving else { return [.reply(.unavailable("the session is resuming on this node"), to: id)] }
             if case .show(_, let since) = command {
                 if h.deleted { return [.reply(.notFound, to: id)] }
@@ -178,18 +209,20 @@ public struct Sessions: HostedProtocol {
         }
     }
 
-    mutating func create(_ sid: String, options: [UInt8], forwarded: Bool, command: CommandID) -> [ProtocolEffect<Sessions>] {
+    mutating func create(_ sid: String, options: [UInt8], forwarded: Bool, command: CommandID, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard SessionLimits.validID(sid) else { return [.reply(.rejected("a session id is 1 to 64 of [A-Za-z0-9._-]"), to: command)] }
         guard options.count <= SessionLimits.maxEffectBytes else { return [.reply(.rejected("the session's options are too large"), to: command)] }
         if held[sid] != nil { return [.reply(.conflict("session \(sid) exists"), to: command)] }
-        let ring = alive.contains(myName) ? currentRing() : SwarmRing(members: alive.union([myName]))
-        let preferred = ring.preferenceList(sid, count: settings.replicas)
-        if !forwarded, preferred.first != myName { return [.reply(.notHere, to: command)] }
+        // The first member of the id's weighted preference list with room under the load bound
+        // (SessionLivePlacement); the routes try members in the same order.
+        let placement = livePlacement(including: myName)
+        if !forwarded, placement.owners(for: sid).first != myName { return [.reply(.notHere, to: command)] }
         guard held.values.filter({ $0.owner == myName }).count < SessionLimits.maxOwnedSessions,
               held.count < SessionLimits.maxHeldSessions else {
             return [.reply(.unavailable("this node holds as many sessions as it may"), to: command)]
         }
-        let replicas = [myName] + preferred.filter { $0 != myName }.prefix(settings.replicas - 1)
+        let replicas = placement.replicas(for: sid, owner: myName, count: settings.replicas)
+        lastActivity[sid] = now
         var h = Held(id: sid, epoch: 1, owner: myName, replicas: replicas, records: [], hashes: [])
         h.lead = Lead(phase: .serving, acknowledged: 0)
         held[sid] = h
@@ -314,6 +347,15 @@ public struct Sessions: HostedProtocol {
             if let cmd { effects.append(.reply(.acted(key: key, replayed: false, result: result), to: cmd)) }
         case .resumed:
             lead.phase = .serving
+            // A handoff's commit is answered once the new replica set stored this epoch.
+            if let token = lead.answerWhenServing {
+                lead.answerWhenServing = nil
+                effects.append(.respond(.stored(session: sid, seq: write.seq), to: token))
+            }
+            for peer in lead.releaseAfterServing where !h.replicas.contains(peer) && peer != myName {
+                effects.append(request(.release(session: sid, epoch: h.epoch), to: peer, session: sid, purpose: .release(epoch: h.epoch)))
+            }
+            lead.releaseAfterServing = []
         }
         if h.deleted { h.dropContents() }
         h.lead = lead
@@ -459,6 +501,11 @@ public struct Sessions: HostedProtocol {
         case .append(let record): return replicate(record, from: peer, token: token)
         case .install(let image): return install(image, from: peer, token: token)
         case .prepare(let sid, let epoch): return promise(sid, epoch: epoch, to: peer, token: token)
+        case .handoff(let image, let epoch, let replicas):
+            return acceptHandoff(image, epoch: epoch, replicas: replicas, from: peer, token: token, now: now)
+        case .transfer(let sid, let epoch, let to): return transfer(sid, epoch: epoch, to: to, from: peer, token: token)
+        case .commit(let sid, let epoch, let replicas): return commitHandoff(sid, epoch: epoch, replicas: replicas, from: peer, token: token, now: now)
+        case .release(let sid, let epoch): return release(sid, epoch: epoch, from: peer, token: token)
         default: return [.respond(.invalid(reason: "not a request"), to: token)]
         }
     }
@@ -518,7 +565,12 @@ public struct Sessions: HostedProtocol {
             return [.respond(.invalid(reason: problem), to: token)]
         }
         var effects: [ProtocolEffect<Sessions>] = []
-        if held[sid]?.lead != nil { counters.fenced += 1; effects += stepDown(sid, reason: "a newer owner took the session") }
+        if case .handingOff(let handoff)? = held[sid]?.lead?.phase, handoff.to == peer, handoff.epoch == image.epoch {
+            // This node's own handoff: the commit's answer ends its lead (SessionHandoff.swift).
+        } else if held[sid]?.lead != nil {
+            counters.fenced += 1
+            effects += stepDown(sid, reason: "a newer owner took the session")
+        }
         var h = held[sid] ?? Held(id: sid, epoch: image.epoch, owner: peer, replicas: image.replicas, records: [], hashes: [])
         h.epoch = image.epoch
         h.owner = peer
@@ -611,6 +663,7 @@ public struct Sessions: HostedProtocol {
 
     public mutating func response(_ message: SessionMessage?, to rid: RequestID, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard let o = outstanding.removeValue(forKey: rid), let h = held[o.session], h.lead != nil else { return [] }
+        if o.purpose.isHandoff { return handoffAnswered(o, message, now: now) }
         switch (o.purpose, message) {
         case (.write(let epoch), .stored(let sid, let seq)?) where sid == o.session && epoch == h.epoch:
             return writeAcked(o.session, peer: o.peer, seq: seq)
@@ -730,6 +783,8 @@ extension Sessions {
         case preparing(Takeover)
         case installing
         case serving
+        /// Handing the session to its next owner (SessionHandoff.swift): writes wait.
+        case handingOff(Handoff)
     }
 
     enum Queued: Sendable, Equatable {
@@ -747,6 +802,11 @@ extension Sessions {
         /// Effects running on this node now, and the command waiting for each.
         var running: Set<String> = []
         var waiting: [String: CommandID] = [:]
+        /// A handed-off session's commit, answered once this lead serves (SessionHandoff.swift).
+        var answerWhenServing: RequestToken?
+        /// Members of the old replica set the new one left out: told to drop their copies once
+        /// the new set stored the session.
+        var releaseAfterServing: [PeerName] = []
 
         init(phase: Phase, acknowledged: UInt64) {
             self.phase = phase
@@ -758,6 +818,19 @@ extension Sessions {
         enum Purpose: Sendable, Equatable {
             case write(epoch: UInt64)
             case prepare(epoch: UInt64)
+            /// Migration (SessionHandoff.swift): the image to the next owner, the old set's
+            /// promises to it, the commit, and a release of a left-out member's copy.
+            case handoff(epoch: UInt64)
+            case transfer(epoch: UInt64)
+            case commit(epoch: UInt64)
+            case release(epoch: UInt64)
+
+            var isHandoff: Bool {
+                switch self {
+                case .write, .prepare: false
+                case .handoff, .transfer, .commit, .release: true
+                }
+            }
         }
         var session: String
         var peer: PeerName
