@@ -21,6 +21,8 @@ public struct APIServer: Sendable {
     let swarmEvents: SwarmEventSettings
     /// The mesh's sessions, for the session routes; nil: they answer 503 (404 when forwarded).
     let sessions: (any SessionGateway)?
+    /// Bounds of the MCP endpoint at `/mcp` (`MCPEndpoint`).
+    public var mcpLimits = MCPEndpoint.Limits()
 
     /// Bounds on what clients may hold open: without them a stranger could keep thousands of idle
     /// connections (each a descriptor the mesh's own sockets also need) for as long as it likes.
@@ -77,6 +79,10 @@ public struct APIServer: Sendable {
         SwarmRoutes(gateway: swarms, forwarder: SwarmForwarder(logger: logger), events: swarmEvents, logger: logger)
             .register(on: router)
         SessionRoutes(gateway: sessions, logger: logger).register(on: router)
+        MCPEndpoint(limits: mcpLimits,
+                    dispatch: MCPDispatch(node: node, swarms: swarms, sessions: sessions, swarmEvents: swarmEvents, logger: logger),
+                    nodeName: node.configuration.name, logger: logger)
+            .register(on: router)
         return router
     }
 

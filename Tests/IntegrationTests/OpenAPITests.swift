@@ -84,6 +84,9 @@ struct OpenAPITests {
                        // A DELETE cancels a swarm; the cancelled swarm stays readable by design
                        // (interface.md: state "cancelled"), which this check calls a use after free.
                        "--exclude-checks", "use_after_free",
+                       // /mcp speaks the MCP specification, not REST; MCPIntegrationTests
+                       // drive it with the official MCP client.
+                       "--exclude-path", "/mcp",
                        // Not the coverage phase: its boundary bodies include 10,000-task swarms,
                        // whose creation on a loaded 2-node mesh can miss the entry's 5 s request
                        // deadline (a 503, one transaction per task): a known limit (NOTES).
