@@ -6,6 +6,7 @@ import NIOCore
 
 /// The context of a request that never touched a socket: an MCP tool's call into the API.
 public struct MCPRequestContext: RequestContext {
+    public typealias Source = MCPRequestSource
     public var coreContext: CoreRequestContextStorage
     public init(source: MCPRequestSource) { coreContext = .init(source: source) }
 }

@@ -5,6 +5,7 @@ import Logging
 import MCP
 import Metrics
 import NIOCore
+import StarlingSandbox
 import Synchronization
 
 /// The Model Context Protocol at `/mcp` on the API port (Streamable HTTP transport).
@@ -26,7 +27,8 @@ public final class MCPEndpoint: Sendable {
         public var maxSessions: Int
         /// A session with no request for this long (and no tool call running) is closed.
         public var idleTimeout: Duration
-        /// Bytes of one request body; past it 413. A `spawn_swarm` carries a whole SwarmSpec.
+        /// Bytes of one request body; past it 413. A `spawn_swarm` carries a whole SwarmSpec
+        /// (`SwarmRoutes.maxBodyBytes`, the bound of `POST /v1/swarms`).
         public var maxBodyBytes: Int
         /// Tool calls of one session running at once.
         public var maxCallsPerSession: Int
@@ -35,7 +37,7 @@ public final class MCPEndpoint: Sendable {
         /// closed after the answer that crossed it, and the client starts a new one.
         public var maxBytesPerSession: Int
 
-        public init(maxSessions: Int = 64, idleTimeout: Duration = .seconds(600), maxBodyBytes: Int = SwarmRoutes.maxBodyBytes,
+        public init(maxSessions: Int = 64, idleTimeout: Duration = .seconds(600), maxBodyBytes: Int = SwarmLimits.maxInputBytes + (32 << 20),
                     maxCallsPerSession: Int = 16, maxBytesPerSession: Int = 64 << 20) {
             self.maxSessions = maxSessions
             self.idleTimeout = idleTimeout

@@ -187,7 +187,7 @@ struct MCPTools: Sendable {
 
     /// One task as a swarm of one, waited for: its TaskResult, or the reason it has none.
     func run(_ arguments: [String: Value]) async throws -> CallTool.Result {
-        let submitted = await dispatch.call(.post, "/v1/swarms", json: Self.json(.object(["tasks": .array([.object(arguments)])])))
+        let submitted = await dispatch.call(.post, "/v1/swarms", json: try Self.json(.object(["tasks": .array([.object(arguments)])])))
         guard submitted.ok else { return Self.failure(submitted.errorMessage) }
         guard let id = (try? JSONSerialization.jsonObject(with: submitted.body) as? [String: Any])?["id"] as? String,
               SwarmRoutes.isSwarmID(Substring(id)) else {
@@ -210,9 +210,9 @@ struct MCPTools: Sendable {
         // A task the policy denied never ran: that is the tool failing, with the policy's reason.
         if result["reason"] as? String == "denied" {
             let why = (result["stderr"] as? String)?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "denied by the node's policy"
-            return CallTool.Result(content: [.text("the task was not run: \(why)")], structuredContent: value, isError: true)
+            return CallTool.Result(content: [.text("the task was not run: \(why)")], structuredContent: Optional(value), isError: true)
         }
-        return CallTool.Result(content: [.text(String(decoding: data, as: UTF8.self))], structuredContent: value, isError: false)
+        return CallTool.Result(content: [.text(String(decoding: data, as: UTF8.self))], structuredContent: Optional(value), isError: false)
     }
 
     func swarmStatus(_ arguments: [String: Value]) async throws -> CallTool.Result {
@@ -271,7 +271,7 @@ struct MCPTools: Sendable {
     /// error with its message.
     func answer(_ answer: MCPAPIAnswer) throws -> CallTool.Result {
         guard answer.ok else { return Self.failure(answer.errorMessage) }
-        guard !answer.body.isEmpty else { return CallTool.Result(content: [.text("{}")], structuredContent: .object([:]), isError: false) }
+        guard !answer.body.isEmpty else { return CallTool.Result(content: [.text("{}")], structuredContent: Optional(Value.object([:])), isError: false) }
         let value = try? JSONDecoder().decode(Value.self, from: answer.body)
         let structured: Value? = if case .object = value { value } else { nil }
         return CallTool.Result(content: [.text(String(decoding: answer.body, as: UTF8.self))], structuredContent: structured, isError: false)
