@@ -130,15 +130,26 @@ struct MCPEndpointTests {
     @Test func anIdleSessionIsClosed() async throws {
         try await Self.app(MCPEndpoint.Limits(idleTimeout: .milliseconds(200))).test(.router) { client in
             let session = try await Self.open(client)
-            // Every request sweeps the idle sessions first: ask until this one is gone.
-            let deadline = ContinuousClock.now + .seconds(10)
-            var status = HTTPResponse.Status.ok
-            while ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(50))
-                status = try await Self.post(client, #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, session: session).status
-                if status == .notFound { break }
-            }
+            let lastUsed = ContinuousClock.now
+            // Any request to its own session would count as use: let the idle time pass, then
+            // another request (a DELETE of no session) sweeps, and the session is gone.
+            try await Task.sleep(until: lastUsed + .milliseconds(300))
+            let none = try await client.execute(uri: "/mcp", method: .delete, headers: [HTTPField.Name("Mcp-Session-Id")!: "none"]) { $0.status }
+            #expect(none == .notFound)
+            let status = try await Self.post(client, #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#, session: session).status
             #expect(status == .notFound)
+        }
+    }
+
+    /// The other side: a session in use is not closed.
+    @Test func aSessionInUseStays() async throws {
+        try await Self.app(MCPEndpoint.Limits(idleTimeout: .seconds(2))).test(.router) { client in
+            let session = try await Self.open(client)
+            // 3 s in all, longer than the idle time, in steps of a quarter of a second.
+            for id in 2..<14 {
+                try await Task.sleep(for: .milliseconds(250))
+                #expect(try await Self.post(client, #"{"jsonrpc":"2.0","id":\#(id),"method":"tools/list"}"#, session: session).status == .ok)
+            }
         }
     }
 
