@@ -101,22 +101,27 @@ async def checks(session):
     return report
 
 
+async def checked(session):
+    # Caught here, inside the SDK's task groups, which would wrap it in an exception group.
+    try:
+        return {"ok": True, **(await checks(session))}
+    except CheckFailed as failure:
+        return {"ok": False, "failure": str(failure)}
+
+
 async def main():
     mode = sys.argv[1]
     if mode == "http":
         async with streamablehttp_client(sys.argv[2], timeout=60, sse_read_timeout=600) as (read, write, _):
             async with ClientSession(read, write) as session:
-                return await checks(session)
+                return await checked(session)
     params = StdioServerParameters(command=sys.argv[2], args=["mcp", "--api", sys.argv[3]])
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
-            return await checks(session)
+            return await checked(session)
 
 
 if __name__ == "__main__":
-    try:
-        report = asyncio.run(main())
-    except CheckFailed as failure:
-        print(json.dumps({"ok": False, "failure": str(failure)}))
-        sys.exit(1)
-    print(json.dumps({"ok": True, **report}))
+    report = asyncio.run(main())
+    print(json.dumps(report))
+    sys.exit(0 if report["ok"] else 1)

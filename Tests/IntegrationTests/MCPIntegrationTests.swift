@@ -59,6 +59,7 @@ struct MCPIntegrationTests {
         let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
         #expect(p.terminationReason == .exit && p.terminationStatus == 0, "mcp_check.py failed:\n\(text.suffix(6_000))")
         let lastLine = text.split(separator: "\n").last.map(String.init) ?? ""
+        print("mcp_check.py \(arguments[0]): \(lastLine)")
         return (try? JSONSerialization.jsonObject(with: Data(lastLine.utf8)) as? [String: Any]) ?? [:]
     }
 
