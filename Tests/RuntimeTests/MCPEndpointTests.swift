@@ -174,3 +174,31 @@ struct MCPEndpointTests {
         }
     }
 }
+
+@Suite("MCP pieces")
+struct MCPPiecesTests {
+    /// One session's tool calls in flight are bounded; a finished call frees its place.
+    @Test func theCallGateAdmitsUpToItsLimit() {
+        let gate = MCPCallGate(limit: 2)
+        #expect(gate.enter())
+        #expect(gate.enter())
+        #expect(!gate.enter())
+        #expect(gate.inFlight == 2)
+        gate.leave()
+        #expect(gate.enter())
+        #expect(gate.inFlight == 2)
+    }
+
+    /// The bridge's event parser: events cut anywhere between reads, CRLF lines, a priming event
+    /// with empty data (skipped by the bridge), and data on several lines.
+    @Test func theBridgeSplitsAnEventStreamCutAnywhere() {
+        let stream = "id: 1\nretry: 100\ndata: \n\nevent: message\r\nid: 2\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\r\n\r\ndata: a\ndata: b\n\n"
+        let bytes = Array(stream.utf8)
+        for cut in [1, 7, 20, 33, bytes.count - 1] {
+            var parser = SSEParser()
+            var events = parser.feed(ByteBuffer(bytes: bytes[..<cut]))
+            events += parser.feed(ByteBuffer(bytes: bytes[cut...]))
+            #expect(events.map { String(decoding: $0, as: UTF8.self) } == ["", #"{"jsonrpc":"2.0","id":1,"result":{}}"#, "a\nb"], "cut at \(cut)")
+        }
+    }
+}
