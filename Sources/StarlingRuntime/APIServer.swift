@@ -23,6 +23,8 @@ public struct APIServer: Sendable {
     let sessions: (any SessionGateway)?
     /// Hosted agents, for the agent routes; nil: they answer 503.
     let agents: AgentService?
+    /// Bounds of the MCP endpoint at `/mcp` (`MCPEndpoint`).
+    public var mcpLimits = MCPEndpoint.Limits()
 
     /// Bounds on what clients may hold open: without them a stranger could keep thousands of idle
     /// connections (each a descriptor the mesh's own sockets also need) for as long as it likes.
@@ -81,6 +83,10 @@ public struct APIServer: Sendable {
             .register(on: router)
         SessionRoutes(gateway: sessions, logger: logger).register(on: router)
         AgentRoutes(agents: agents, logger: logger).register(on: router)
+        MCPEndpoint(limits: mcpLimits,
+                    dispatch: MCPDispatch(node: node, swarms: swarms, sessions: sessions, swarmEvents: swarmEvents, logger: logger),
+                    nodeName: node.configuration.name, logger: logger)
+            .register(on: router)
         return router
     }
 

@@ -53,6 +53,34 @@ public enum OpenAPIDocument {
         }
       }
     },
+    "/mcp": {
+      "post": {
+        "operationId": "postMCPMessage",
+        "summary": "Model Context Protocol, Streamable HTTP transport (spec 2025-06-18): one JSON-RPC message per request",
+        "description": "Not a REST route: the MCP specification defines its bodies, headers (Accept: application/json, text/event-stream; Mcp-Session-Id; MCP-Protocol-Version) and answers. An initialize request without Mcp-Session-Id opens a session. Errors are JSON-RPC error objects.",
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
+        "responses": {
+          "200": {"description": "The answer to a request, as a server-sent event stream.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          "202": {"description": "A notification or response was accepted."},
+          "400": {"description": "Not a JSON-RPC message, no session, or an unsupported protocol version.", "content": {"application/json": {"schema": {"type": "object"}}}},
+          "403": {"description": "A browser Origin from another host.", "content": {"application/json": {"schema": {"type": "object"}}}},
+          "404": {"description": "No such MCP session (ended or expired).", "content": {"application/json": {"schema": {"type": "object"}}}},
+          "406": {"description": "The client does not accept both JSON and server-sent events.", "content": {"application/json": {"schema": {"type": "object"}}}},
+          "413": {"$ref": "#/components/responses/TooLarge"},
+          "415": {"description": "The body is not application/json.", "content": {"application/json": {"schema": {"type": "object"}}}},
+          "503": {"description": "This node holds its maximum of MCP sessions.", "content": {"application/json": {"schema": {"type": "object"}}}}
+        }
+      },
+      "delete": {
+        "operationId": "deleteMCPSession",
+        "summary": "End the MCP session named by Mcp-Session-Id",
+        "responses": {
+          "200": {"description": "The session ended."},
+          "400": {"description": "No Mcp-Session-Id header.", "content": {"application/json": {"schema": {"type": "object"}}}},
+          "404": {"description": "No such MCP session.", "content": {"application/json": {"schema": {"type": "object"}}}}
+        }
+      }
+    },
     "/v1/openapi.json": {
       "get": {
         "operationId": "getOpenAPIDocument",

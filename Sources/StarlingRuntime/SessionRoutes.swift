@@ -21,7 +21,9 @@ struct SessionRoutes: Sendable {
     /// A checkpoint's body: a 1 MiB state, escaped, plus the envelope.
     static let maxBodyBytes = 3 * SessionLimits.maxStateBytes + 4_096
 
-    func register(on router: Router<BasicRequestContext>) {
+    /// Generic over the context: the MCP endpoint dispatches its tools through these same routes
+    /// in-process (`MCPDispatch`).
+    func register<Context: RequestContext>(on router: Router<Context>) {
         router.post("/v1/sessions") { request, context in try await create(request, context) }
         router.get("/v1/sessions/{id}") { request, context in try await show(request, context) }
         router.post("/v1/sessions/{id}/checkpoint") { request, context in try await checkpoint(request, context) }
@@ -34,7 +36,7 @@ struct SessionRoutes: Sendable {
         var policy: Policy?
     }
 
-    func create(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func create<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let body = try await Self.collect(request)
         let spec: CreateBody
         do {
@@ -58,7 +60,7 @@ struct SessionRoutes: Sendable {
         return try answer(reply, id: id)
     }
 
-    func show(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func show<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let id = try Self.sessionID(context)
         let since = try SwarmRoutes.integer(request, "since", in: 0...Int(Int64.max)).map { UInt64($0) } ?? 0
         let reply = try await send(.show(id: id, since: since))
@@ -66,7 +68,7 @@ struct SessionRoutes: Sendable {
         return try answer(reply, id: id)
     }
 
-    func checkpoint(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func checkpoint<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let id = try Self.sessionID(context)
         let body = try await Self.collect(request)
         guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed]) as? [String: Any],
@@ -86,7 +88,7 @@ struct SessionRoutes: Sendable {
         var key: String
     }
 
-    func act(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func act<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let id = try Self.sessionID(context)
         let body = try await Self.collect(request)
         let task: TaskSpec
@@ -108,7 +110,7 @@ struct SessionRoutes: Sendable {
         return try answer(reply, id: id)
     }
 
-    func delete(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func delete<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let id = try Self.sessionID(context)
         let reply = try await send(.delete(id: id))
         if case .notHere = reply { return try await forward(request, body: nil, id: id) }
@@ -195,7 +197,7 @@ struct SessionRoutes: Sendable {
         }
     }
 
-    static func sessionID(_ context: BasicRequestContext) throws -> String {
+    static func sessionID<Context: RequestContext>(_ context: Context) throws -> String {
         guard let raw = context.parameters.get("id"), SessionLimits.validID(raw) else {
             throw HTTPError(.notFound, message: "no such session: a session id is 1 to 64 of [A-Za-z0-9._-]")
         }

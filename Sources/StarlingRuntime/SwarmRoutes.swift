@@ -25,7 +25,9 @@ struct SwarmRoutes: Sendable {
     /// escaping and the other fields. Past it: 413.
     static let maxBodyBytes = SwarmLimits.maxInputBytes + (32 << 20)
 
-    func register(on router: Router<BasicRequestContext>) {
+    /// Generic over the context: the MCP endpoint dispatches its tools through these same routes
+    /// in-process (`MCPDispatch`).
+    func register<Context: RequestContext>(on router: Router<Context>) {
         router.post("/v1/swarms") { request, context in try await submit(request, context) }
         router.get("/v1/swarms") { request, _ in try await list(request) }
         router.get("/v1/swarms/{id}") { request, context in try await status(request, context) }
@@ -35,7 +37,7 @@ struct SwarmRoutes: Sendable {
 
     // MARK: Routes
 
-    func submit(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func submit<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: Self.maxBodyBytes)
@@ -119,7 +121,7 @@ struct SwarmRoutes: Sendable {
                                                   parent: record.parent.map { SwarmParentJSON(swarm: $0.swarm, task: $0.task) }))
     }
 
-    func cancel(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    func cancel<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let id = try Self.swarmID(context)
         // A node that holds nothing of the swarm hands the cancel to one that does; the holder's
         // protocol then reaches the owner through the mesh.
