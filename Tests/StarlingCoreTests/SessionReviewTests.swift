@@ -35,12 +35,14 @@ import Testing
         }
     }
 
-    /// Open (not fixed; NOTES of helper sessrig): peer links are not bound to identity keys, so a
-    /// peer holding the cluster key can dial under the owner's name. It can then install, at the
-    /// current epoch, a genuine prefix of the session's chain (every record really signed by the
-    /// owner) on the replicas: they take it, and when the owner dies the acknowledged records
-    /// after the prefix are gone. Shown here as a known issue: it passes the day installs (or
-    /// links) are authenticated.
+    /// What the protocol alone would accept from a sender under the owner's name: an install, at
+    /// the current epoch, of a genuine prefix of the session's chain (every record really signed
+    /// by the owner) is taken by the replicas, and when the owner dies the acknowledged records
+    /// after the prefix are gone. The protocol trusts the sender's name; the runtime makes that
+    /// name authentic: a peer link opens only under the identity key membership gossips for the
+    /// name in its hello (`LinkIdentity.swift`, `PeerLinkTests.aLinkOpensOnlyUnderTheIdentity…`),
+    /// so a cluster-key holder can no longer speak as the owner. Kept as a known issue of the
+    /// core on its own: it would pass if installs themselves were authenticated.
     @Test func aPeerUnderTheOwnersNameCanRollReplicasBackWithAGenuinePrefix() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3"])
         let owner = try SessionsTests.created(&mesh, "s1")
@@ -62,7 +64,7 @@ import Testing
         mesh.tick(seconds: 3)
         let next = try #require(mesh.owner(of: "s1"))
         guard case .view(let view)? = mesh.command(next, .show(id: "s1", since: 0)) else { Issue.record("show"); return }
-        withKnownIssue("an install at the current epoch under the owner's name is not authenticated") {
+        withKnownIssue("the core trusts the sender's name; the runtime authenticates it at the link") {
             #expect(view.seq == 6, "acknowledged checkpoints 2...5 were lost: the session resumed at seq \(view.seq)")
             #expect(view.state == Array("5".utf8))
         }
@@ -78,7 +80,7 @@ import Testing
     /// replica forwards, and the owner's next write is stored there.
     @Test func aFailedTakeoverOnTheMinorityLeavesTheOwnerAloneAfterTheHeal() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
-        let owner = try SessionsTests.created(&mesh, "s1")
+        var owner = try SessionsTests.created(&mesh, "s1")
         _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8)))
         let replicas = mesh.nodes[owner]!.image(of: "s1")!.replicas
         // One replica alone on one side; the owner, the other replica and the rest on the other.
@@ -97,6 +99,11 @@ import Testing
         }
         tell(.dead, across: true)
         mesh.tick(seconds: 5)  // the cut-off replica tries (and fails) to take the session over
+        // The owner's side may have moved the session meanwhile (a replica set that lost a
+        // member is refilled, and placement may hand the idle session to another member of the
+        // majority side): follow it there.
+        owner = try #require(mesh.owner(of: "s1"))
+        #expect(owner != cutOff)
         guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("2".utf8))) else {
             Issue.record("the owner's side stopped recording"); return
         }
@@ -111,7 +118,11 @@ import Testing
             Issue.record("the owner's write after the heal was refused"); return
         }
         #expect(mesh.nodes[owner]!.counters.fenced == fencedBefore)
-        #expect(mesh.nodes[cutOff]!.image(of: "s1")?.records.count == Int(seq))
+        // Every member of the replica set stores it: the healed replica if it is still one (the
+        // owner's side may have refilled the set without it while it was cut off).
+        for replica in mesh.nodes[owner]!.image(of: "s1")!.replicas {
+            #expect(mesh.nodes[replica]!.image(of: "s1")?.records.count == Int(seq), "\(replica)")
+        }
         #expect(mesh.owner(of: "s1") == owner)
     }
 }
