@@ -102,15 +102,7 @@ struct AgentSocketRoutes: Sendable {
 
     func checkpoint(_ request: Request, _ context: TaskSocketContext) async throws -> Response {
         let body = try await collect(request, upTo: SessionRoutes.maxBodyBytes)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed]) as? [String: Any],
-              let state = object["state"] else {
-            throw HTTPError(.badRequest, message: "the body is not {\"state\": any JSON}")
-        }
-        let bytes = try JSONSerialization.data(withJSONObject: state, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
-        guard bytes.count <= SessionLimits.maxStateBytes else {
-            throw HTTPError(.contentTooLarge, message: "a state is at most \(SessionLimits.maxStateBytes) bytes of JSON")
-        }
-        let reply = try await send(.checkpoint(id: agent, state: [UInt8](bytes)))
+        let reply = try await send(.checkpoint(id: agent, state: try SessionRoutes.checkpointState(body)))
         guard case .recorded = reply else { throw try Self.refusal(reply) }
         return try SessionRoutes(gateway: nil, logger: service.logger).answer(reply, id: agent)
     }

@@ -71,15 +71,7 @@ struct SessionRoutes: Sendable {
     func checkpoint<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let id = try Self.sessionID(context)
         let body = try await Self.collect(request)
-        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed]) as? [String: Any],
-              let state = object["state"] else {
-            throw HTTPError(.badRequest, message: "the body is not {\"state\": any JSON}")
-        }
-        let bytes = try JSONSerialization.data(withJSONObject: state, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
-        guard bytes.count <= SessionLimits.maxStateBytes else {
-            throw HTTPError(.contentTooLarge, message: "a state is at most \(SessionLimits.maxStateBytes) bytes of JSON")
-        }
-        let reply = try await send(.checkpoint(id: id, state: [UInt8](bytes)))
+        let reply = try await send(.checkpoint(id: id, state: try Self.checkpointState(body)))
         if case .notHere = reply { return try await forward(request, body: body, id: id) }
         return try answer(reply, id: id)
     }
@@ -189,6 +181,20 @@ struct SessionRoutes: Sendable {
         }
         return try await SessionForwarder(logger: logger).forward(request, body: body, to: gateway.holders(of: id), from: gateway.nodeName,
                                                                   notFound: "no session \(id)")
+    }
+
+    /// A checkpoint body's state, `{"state": any JSON}`, as the canonical JSON bytes a record
+    /// carries (keys sorted), within the state bound.
+    static func checkpointState(_ body: ByteBuffer) throws -> [UInt8] {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body), options: [.fragmentsAllowed]) as? [String: Any],
+              let state = object["state"] else {
+            throw HTTPError(.badRequest, message: "the body is not {\"state\": any JSON}")
+        }
+        let bytes = try JSONSerialization.data(withJSONObject: state, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
+        guard bytes.count <= SessionLimits.maxStateBytes else {
+            throw HTTPError(.contentTooLarge, message: "a state is at most \(SessionLimits.maxStateBytes) bytes of JSON")
+        }
+        return [UInt8](bytes)
     }
 
     static func collect(_ request: Request) async throws -> ByteBuffer {

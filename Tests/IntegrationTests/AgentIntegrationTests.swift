@@ -62,14 +62,7 @@ enum AgentFixtures {
     /// Retries while the mesh answers "try again" (503), cannot be reached, or (for reads) cannot
     /// find the object yet.
     static func call(_ port: UInt16, _ method: String, _ path: String, json: Any? = nil, seconds: Double = 30) -> (Int, [String: Any]) {
-        let deadline = Date().addingTimeInterval(seconds)
-        var last = (0, Data())
-        repeat {
-            last = httpCall(port: port, method: method, path: path, json: json, timeout: 20)
-            if last.0 != 503 && last.0 != 0 && !(last.0 == 404 && method == "GET") { break }
-            usleep(100_000)
-        } while Date() < deadline
-        return (last.0, jsonObject(last.1))
+        httpCallRetrying(port: port, method: method, path: path, json: json, seconds: seconds, pause: 100_000)
     }
 }
 

@@ -53,14 +53,7 @@ struct SessionCrashTests {
 
     /// Retries while the mesh says "try again" (503, or 404 for a read during a takeover).
     static func retrying(_ port: UInt16, _ method: String, _ path: String, json: Any? = nil, seconds: Double = 60) throws -> (Int, [String: Any]) {
-        let deadline = Date().addingTimeInterval(seconds)
-        var last = (0, Data())
-        repeat {
-            last = httpCall(port: port, method: method, path: path, json: json, timeout: 20)
-            if last.0 != 503 && last.0 != 0 && !(last.0 == 404 && method == "GET") { break }
-            usleep(200_000)
-        } while Date() < deadline
-        return (last.0, jsonObject(last.1))
+        httpCallRetrying(port: port, method: method, path: path, json: json, seconds: seconds)
     }
 
     /// An act sent on a thread of its own, so the test can kill the owner while it waits.

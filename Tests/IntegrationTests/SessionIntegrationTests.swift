@@ -63,14 +63,7 @@ struct SessionIntegrationTests {
     /// Retries a request while the mesh answers "try again" (503) or cannot yet find the
     /// session (404 during a takeover), up to a deadline.
     func call(_ port: UInt16, _ method: String, _ path: String, json: Any? = nil, seconds: Double = 30) throws -> (Int, [String: Any]) {
-        let deadline = Date().addingTimeInterval(seconds)
-        var last = (0, Data())
-        repeat {
-            last = httpCall(port: port, method: method, path: path, json: json, timeout: 20)
-            if last.0 != 503 && last.0 != 0 && !(last.0 == 404 && method == "GET") { break }
-            usleep(200_000)
-        } while Date() < deadline
-        return (last.0, jsonObject(last.1))
+        httpCallRetrying(port: port, method: method, path: path, json: json, seconds: seconds)
     }
 
     @Test(.timeLimit(.minutes(5)))

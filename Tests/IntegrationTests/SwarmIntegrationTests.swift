@@ -28,6 +28,20 @@ func httpCall(port: UInt16, method: String, path: String, json: Any? = nil, time
 
 func jsonObject(_ data: Data) -> [String: Any] { (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:] }
 
+/// `httpCall` again while the mesh answers "try again": 503, unreachable, or (for a read) 404
+/// while a session or agent is taken over; up to a deadline. Status and JSON body of the last.
+func httpCallRetrying(port: UInt16, method: String, path: String, json: Any? = nil, seconds: Double = 30,
+                      pause: UInt32 = 200_000) -> (Int, [String: Any]) {
+    let deadline = Date().addingTimeInterval(seconds)
+    var last = (0, Data())
+    repeat {
+        last = httpCall(port: port, method: method, path: path, json: json, timeout: 20)
+        if last.0 != 503 && last.0 != 0 && !(last.0 == 404 && method == "GET") { break }
+        usleep(pause)
+    } while Date() < deadline
+    return (last.0, jsonObject(last.1))
+}
+
 /// A swarm driven through the public HTTP API, as an outside client would.
 struct SwarmClient {
     var port: UInt16
