@@ -78,6 +78,11 @@ public enum SessionMessage: Sendable, Equatable {
     /// Answer to `prepare`: refused, because the session's owner is alive in the answerer's
     /// view (a node back from a partition must not depose a live owner).
     case ownedBy(session: String, epoch: UInt64, owner: PeerName)
+    /// Owner → replica (kind 10): the next record, a checkpoint, without its state: the state's
+    /// manifest (`StateManifest`, whose digest the record carries) and the chunks of it that the
+    /// replica's latest state does not have. A replica missing a chunk answers `behind` and gets
+    /// the image (`SessionChunks.swift`).
+    case appendChunks(SessionRecord, manifest: [UInt8], chunks: [[UInt8]])
 }
 
 public struct SessionDecodingError: Error, CustomStringConvertible {
@@ -108,6 +113,8 @@ extension SessionMessage {
             w.write(UInt8(8)); w.write(String(reason.utf8.prefix(SessionLimits.maxReasonBytes)) ?? "invalid")
         case .ownedBy(let s, let e, let owner):
             w.write(UInt8(9)); w.write(s); w.write(e); w.write(owner)
+        case .appendChunks(let record, let manifest, let chunks):
+            w.write(UInt8(10)); writeChunked(record, manifest: manifest, chunks: chunks, to: &w)
         }
         return w.bytes
     }
@@ -129,6 +136,7 @@ extension SessionMessage {
         case 7: message = .stale(session: try readID(&r), epoch: try r.readUInt64())
         case 8: message = .invalid(reason: try r.readString(field: "reason", maxBytes: SessionLimits.maxReasonBytes))
         case 9: message = .ownedBy(session: try readID(&r), epoch: try r.readUInt64(), owner: try readName(&r))
+        case 10: message = try readChunked(&r)
         case let k: throw SessionDecodingError("unknown message kind \(k)")
         }
         try r.expectEnd()
