@@ -72,6 +72,14 @@ struct SessionBench: ParsableCommand {
             states.append([UInt8](bytes))
         }
         states.append(states[0])
+        // The route's two halves apart: the parse, and the canonical re-encode of the state.
+        var parsed: [Any] = []
+        result["routeJSONParseMs"] = try ms(count) { i in parsed.append(try JSONSerialization.jsonObject(with: bodies[i])) }
+        result["routeJSONEncodeMs"] = try ms(count) { i in
+            let object = parsed[i] as? [String: Any]
+            _ = try JSONSerialization.data(withJSONObject: object?["state"] ?? NSNull(), options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
+        }
+        parsed = []
         result["stateBytes"] = states[0].count
         result["blake2b1MiBMs"] = try ms(count) { i in _ = blake2b(states[i]) }
         result["cutMs"] = try ms(count) { i in _ = StateChunks.boundaries(states[i]) }
