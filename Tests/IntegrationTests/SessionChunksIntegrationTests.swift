@@ -55,6 +55,7 @@ struct SessionChunksIntegrationTests {
             let answer = httpCall(port: entry, method: "POST", path: "/v1/sessions/big/checkpoint", json: ["state": [counter, notes]], timeout: 30)
             #expect(answer.0 == 200, "checkpoint \(counter): \(String(decoding: answer.1, as: UTF8.self))")
             let sent = Self.sessionBytesSent(nodes) - before
+            print("session bytes sent for checkpoint \(counter): \(sent)")
             // Whole, the state would cross twice (two other replicas): over 2 MB.
             #expect(sent > 0 && sent < 600_000, "session bytes sent for one checkpoint: \(sent)")
         }
