@@ -6,17 +6,21 @@ Usage: bench_sessions.py STARLING_BIN [--creates 200] [--checkpoints 200] [--lar
 1. Session creations per second through one node (n1; creates whose ring owner is another node
    are forwarded), one client at a time, and the latency of each.
 2. Checkpoints per second through n1 with R = 3 (each answered once a majority stored it), with a
-   4 KiB state and with a 1 MiB state, one client at a time.
+   4 KiB state and with a 1 MiB state (pseudo-random words; one field changes per checkpoint),
+   one client at a time; for the 1 MiB state also the session-channel bytes the nodes sent and
+   the bytes they wrote to disk, per checkpoint (states travel and are stored as chunks).
 3. Breakpoint resume: a session owned by another node than n1 gets a checkpoint; its owner is
    killed (SIGKILL); the time until a survivor answers GET with the state (polled every 20 ms).
    Each trial kills one node; the mesh is restarted between trials.
 
-Placement figures (moves on a join, max/avg load) are `Scripts/bench-placement`'s; signs and
-verifies per second are not measured here (a record is one Ed25519 signature and one BLAKE2b,
-as an audit entry: `Scripts/bench-audit`'s "seal only" and "verify" rows). Nodes are ended by
+4. `starling session bench` (in-process, no network): one 1 MiB checkpoint's steps (route JSON,
+   BLAKE2b, chunking, seal, check, append codec whole and chunked, store write chunked and whole)
+   in ms, and a record's signs and verifies per second ("checkpointSteps").
+
+Placement figures (moves on a join, max/avg load) are `Scripts/bench-placement`'s. Nodes are ended by
 their own PIDs (try/finally). Prints one JSON object.
 """
-import argparse, http.client, json, os, shutil, signal, subprocess, tempfile, time
+import argparse, http.client, json, os, random, shutil, signal, subprocess, tempfile, time
 
 from bench_membership import free_port
 from bench_swarm import request, summary
@@ -77,6 +81,28 @@ def stop(nodes):
             pass
 
 
+def session_bytes_sent(nodes):
+    """Bytes every node sent on the session channel (starling_link_bytes_total, out)."""
+    total = 0
+    for n in nodes:
+        conn = http.client.HTTPConnection("127.0.0.1", n["api"], timeout=10)
+        conn.request("GET", "/metrics")
+        for line in conn.getresponse().read().decode().splitlines():
+            if line.startswith("starling_link_bytes_total") and 'channel="session"' in line and 'direction="out"' in line:
+                total += int(float(line.rsplit(" ", 1)[1]))
+        conn.close()
+    return total
+
+
+def bytes_written(nodes):
+    """Bytes the node processes caused to be written to storage (/proc/PID/io)."""
+    total = 0
+    for n in nodes:
+        with open(f"/proc/{n['proc'].pid}/io") as f:
+            total += next(int(l.split()[1]) for l in f if l.startswith("write_bytes:"))
+    return total
+
+
 def timed(fn, count):
     latencies = []
     start = time.monotonic()
@@ -98,6 +124,10 @@ def main():
     out = {"nodes": 4, "replicas": 3, "cores": os.cpu_count(), "loadAverage": open("/proc/loadavg").read().split()[:3]}
     work = tempfile.mkdtemp(prefix="starling-bench-sessions.")
     nodes = []
+    steps = subprocess.run([args.bin, "session", "bench"], check=True, capture_output=True, text=True).stdout
+    out["checkpointSteps"] = json.loads(steps)
+    out["recordSignsPerSecond"] = out["checkpointSteps"]["recordSignsPerSecond"]
+    out["recordVerifiesPerSecond"] = out["checkpointSteps"]["recordVerifiesPerSecond"]
     try:
         nodes = start_mesh(args.bin, work, ["n1", "n2", "n3", "n4"])
         entry = nodes[0]["api"]
@@ -117,13 +147,25 @@ def main():
         out["checkpoints4KiBPerSecond"] = round(rate, 1)
         out["checkpoint4KiBMs"] = summary(lat)
 
-        large = {"blob": "y" * ((1 << 20) - 32)}
+        # A 1 MiB agent-like state (pseudo-random words, not one repeated byte) of which one
+        # field changes per checkpoint, as an agent's state does between two steps.
+        words = random.Random(7)
+        notes = " ".join("".join(words.choice("abcdefghijklmnop") for _ in range(words.randint(2, 9))) for _ in range(200_000))
+        notes = notes[: (1 << 20) - 64]
         def checkpoint_large(i):
-            status, body = request(entry, "POST", "/v1/sessions/bench-1/checkpoint", {"state": large}, timeout=60)
+            state = {"counter": i, "notes": notes}
+            status, body = request(entry, "POST", "/v1/sessions/bench-1/checkpoint", {"state": state}, timeout=60)
             assert status == 200, body
+        checkpoint_large(-1)  # the first state is sent whole; the bench measures the ones after it
+        sent, written = session_bytes_sent(nodes), bytes_written(nodes)
         rate, lat = timed(checkpoint_large, args.large)
         out["checkpoints1MiBPerSecond"] = round(rate, 2)
         out["checkpoint1MiBMs"] = summary(lat)
+        # Per checkpoint, all four nodes together: session-channel bytes sent between nodes,
+        # and bytes the node processes wrote to disk (/proc/PID/io write_bytes: SQLite, WAL,
+        # audit log, logs).
+        out["checkpoint1MiBSessionBytesSent"] = round((session_bytes_sent(nodes) - sent) / args.large)
+        out["checkpoint1MiBBytesWritten"] = round((bytes_written(nodes) - written) / args.large)
         stop(nodes)
 
         resumes = []

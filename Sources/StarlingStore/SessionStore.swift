@@ -5,9 +5,11 @@ import StarlingCore
 /// The sessions a node owns or replicates, in the node's `starling.sqlite` (the swarm store's
 /// `DatabasePool`: WAL, and `synchronous` as the rest of the store, FULL by default).
 ///
-/// A checkpoint writes its own record, state included, once; the previous checkpoint's state is
-/// set to NULL in the same transaction (its digest stays, so the chain still verifies). So the
-/// bytes written per checkpoint are the state's size plus a row, whatever the session's history.
+/// A checkpoint writes its own record and the chunks of its state the session's previous state
+/// did not have (`SessionChunkStore`); the previous checkpoint's manifest is set to NULL and
+/// chunks no longer named are deleted in the same transaction (the digest stays, so the chain
+/// still verifies). So the bytes written per checkpoint are its changed chunks plus a row,
+/// whatever the session's history.
 /// An image (a takeover, or a replica brought up to date) rewrites the session's rows whole.
 public final class SessionStore: Sendable {
     let pool: DatabasePool
@@ -42,11 +44,19 @@ public final class SessionStore: Sendable {
             if record.kind == .delete {
                 try db.execute(sql: "UPDATE session_record SET content = NULL WHERE session = ? AND kind = ?",
                                arguments: [record.session, Int(SessionRecord.Kind.checkpoint.rawValue)])
+                try SessionChunkStore.keepOnly([], of: record.session, in: db)
             }
         case .image(let image):
             try upsert(image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, in: db)
             try db.execute(sql: "DELETE FROM session_record WHERE session = ?", arguments: [image.id])
-            for record in image.records { try insert(record, in: db) }
+            // Only the latest state is kept (its chunks are the session's only chunks).
+            let latest = image.records.lastIndex { $0.kind == .checkpoint && $0.content != nil }
+            var keptState = false
+            for (i, var record) in image.records.enumerated() {
+                if record.kind == .checkpoint, i != latest { record.content = nil }
+                keptState = try insert(record, in: db) || keptState
+            }
+            if !keptState { try SessionChunkStore.keepOnly([], of: image.id, in: db) }
         case .promise(let id, let epoch, let owner):
             try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ? WHERE id = ?")
                 .execute(arguments: [Int64(bitPattern: epoch), owner, id])
@@ -63,12 +73,18 @@ public final class SessionStore: Sendable {
             """).execute(arguments: [id, Int64(bitPattern: epoch), owner, Data(SwarmStore.encodeNames(replicas))])
     }
 
-    private static func insert(_ r: SessionRecord, in db: Database) throws {
+    /// Inserts a record; a checkpoint's state goes in as chunks (`SessionChunkStore`). Returns
+    /// whether the record's state was stored as chunks (it is then the session's latest state).
+    @discardableResult
+    private static func insert(_ r: SessionRecord, in db: Database) throws -> Bool {
+        let manifest = try SessionChunkStore.storeState(of: r, in: db)
         try db.cachedStatement(sql: """
-            INSERT INTO session_record (session, seq, previousHash, epoch, kind, key, contentDigest, content, signer, signerKey, signature)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO session_record (session, seq, previousHash, epoch, kind, key, contentDigest, content, signer, signerKey, signature, chunked)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [r.session, Int64(bitPattern: r.seq), Data(r.previousHash), Int64(bitPattern: r.epoch), Int(r.kind.rawValue),
-                                     r.key, Data(r.contentDigest), r.content.map { Data($0) }, r.signer, Data(r.signerKey), Data(r.signature)])
+                                     r.key, Data(r.contentDigest), (manifest ?? r.content).map { Data($0) }, r.signer, Data(r.signerKey),
+                                     Data(r.signature), manifest == nil ? 0 : 1])
+        return manifest != nil
     }
 
     // MARK: Reads
@@ -121,7 +137,7 @@ public final class SessionStore: Sendable {
                 previousHash: [UInt8](try column(r, "previousHash", Data.self)),
                 epoch: UInt64(bitPattern: try column(r, "epoch", Int64.self)), kind: kind, key: try column(r, "key", String.self),
                 contentDigest: [UInt8](try column(r, "contentDigest", Data.self)),
-                content: (try r.decode(Data?.self, forColumn: "content")).map { [UInt8]($0) },
+                content: try SessionChunkStore.content(of: r, session: id, in: db),
                 signer: try column(r, "signer", String.self), signerKey: [UInt8](try column(r, "signerKey", Data.self)),
                 signature: [UInt8](try column(r, "signature", Data.self))))
         }

@@ -5,7 +5,7 @@ struct SessionCommands: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "session",
         abstract: "Create, checkpoint, act in, read and delete agent sessions on the mesh.",
-        subcommands: [SessionCreate.self, SessionCheckpoint.self, SessionAct.self, SessionShow.self, SessionDelete.self])
+        subcommands: [SessionCreate.self, SessionCheckpoint.self, SessionAct.self, SessionShow.self, SessionDelete.self, SessionBench.self])
 }
 
 enum SessionClient {

@@ -63,13 +63,17 @@ struct SessionPartitionTests {
         let client = HubClient(rig: rig)
         let all = rig.nodeNames
 
-        // Sessions whose replica sets the split cuts the three ways.
-        let ring = SwarmRing(members: all)
+        // Sessions whose replica sets the split cuts the three ways, placed as live placement
+        // places them (the rig's nodes have 2 slots each), each on an owner of its own (so
+        // that no load bound moves one before the split).
+        let candidates = all.map { SessionLivePlacement.Candidate(name: $0, slots: 2, owned: 0) }
+        let placement = SessionLivePlacement(ring: SessionLivePlacement.ring(for: candidates), candidates: candidates, epsilon: 0.25)
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
         var chosen: [Placement: (id: String, replicas: [String])] = [:]
         for i in 0..<2_000 where chosen.count < Placement.allCases.count {
             let id = "ps-\(tag)-\(i)"
-            let replicas = ring.preferenceList(id, count: 3)
+            guard let owner = placement.owners(for: id).first, !chosen.values.contains(where: { $0.replicas[0] == owner }) else { continue }
+            let replicas = placement.replicas(for: id, owner: owner, count: 3)
             let onMinority = replicas.filter { Self.minority.contains($0) }.count
             let placement: Placement
             switch (Self.minority.contains(replicas[0]), onMinority) {

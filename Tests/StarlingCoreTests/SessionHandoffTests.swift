@@ -369,6 +369,39 @@ extension SessionMessage {
         guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("3".utf8))) else { Issue.record("write after refill"); return }
     }
 
+    /// An owner cut off with a minority of its replica set does not refill the set with the
+    /// members of its own side: a reconfiguration needs a majority of the old set. The first
+    /// version refilled there and went on recording while the other side took the session over
+    /// at the next epoch (both sides recorded; `SessionPartitionTests` on the fault rig).
+    @Test func anOwnerCutOffWithAMinorityOfItsReplicasDoesNotRefillOrRecord() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
+        mesh.gossipLoads()
+        guard let owner = mesh.create("s1"), case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8))) else {
+            Issue.record("create"); return
+        }
+        let replicas = mesh.nodes[owner]!.image(of: "s1")!.replicas
+        // The owner's side: the owner and one member outside its replica set (someone to refill with).
+        let companion = try #require(mesh.nodes.keys.sorted().first { !replicas.contains($0) })
+        let small: Set<PeerName> = [owner, companion]
+        mesh.partition = [small, Set(mesh.nodes.keys).subtracting(small)]
+        for a in mesh.nodes.keys.sorted() {
+            for b in mesh.nodes.keys.sorted() where a != b && small.contains(a) != small.contains(b) {
+                var n = mesh.nodes[a]!
+                let effects = n.membershipChanged(.updated(mesh.view(b, .dead)), now: mesh.now)
+                mesh.nodes[a] = n
+                mesh.deliver(a, effects)
+            }
+        }
+        mesh.run()
+        mesh.tick(seconds: 5)
+        #expect(mesh.nodes[owner]!.counters.refills == 0)
+        #expect(mesh.nodes[owner]!.image(of: "s1")!.replicas == replicas, "the cut-off owner changed its replica set")
+        #expect(mesh.nodes[companion]!.image(of: "s1") == nil, "the cut-off owner installed its session on its own side")
+        if case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("minority".utf8))) {
+            Issue.record("the owner recorded with a minority of its replica set")
+        }
+    }
+
     /// A release is taken only from the owner promised here, for that epoch: a peer naming a
     /// higher epoch cannot make a replica drop its copy.
     @Test func onlyTheOwnerOfTheEpochReleasesACopy() throws {

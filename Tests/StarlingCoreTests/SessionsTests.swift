@@ -28,6 +28,8 @@ struct SessionMesh {
     /// Effects not completed yet, when `holdEffects`.
     var heldEffects: [(PeerName, SessionActionOutcome)] = []
     var holdEffects = false
+    /// Every request sent: (to, message kind, bytes), for what a write costs on the wire.
+    var sent: [(to: PeerName, kind: UInt8, bytes: Int)] = []
     var now = Instant(nanoseconds: 1_000_000_000)
     var dir: String
 
@@ -72,6 +74,7 @@ struct SessionMesh {
             case .request(let m, let to, let id, _):
                 let bytes = Sessions.encode(m)
                 precondition(bytes.count <= Sessions.maxMessageBytes)
+                sent.append((to, bytes[0], bytes.count))
                 queue.append(reachable(node, to) ? .request(from: node, to: to, bytes: bytes, id: id) : .response(to: node, bytes: nil, id: id))
             case .respond(let m, let token):
                 guard let (to, id) = tokens.removeValue(forKey: token.rawValue) else { continue }

@@ -66,16 +66,17 @@ import Testing
             try store.apply([.record(r, epoch: 1, owner: "n1", replicas: ["n1"], dropContentOf: i >= 2 ? UInt64(i) : nil)])
         }
         let stored = try swarmStore.pool.read { db in
-            try Int.fetchOne(db, sql: "SELECT SUM(LENGTH(content)) FROM session_record WHERE session = 's1'") ?? -1
+            try Int.fetchOne(db, sql: "SELECT SUM(LENGTH(bytes)) FROM session_chunk WHERE session = 's1'") ?? -1
         }
         #expect(stored == 64 << 10)
+        #expect(try store.image("s1")?.records.last?.content == records.last?.content)
     }
 
     @Test func theMigrationIsRecorded() throws {
         let dir = TemporaryDirectory("sessions-migration")
         let swarmStore = try SwarmStore(directory: dir.path)
         let applied = try swarmStore.pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
-        #expect(applied.last == "v5-sessions")
+        #expect(applied.suffix(2) == ["v5-sessions", "v6-session-chunks"])
         #expect(try swarmStore.writerSynchronous() == 2)
         let mode = try swarmStore.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         #expect(mode == "wal")

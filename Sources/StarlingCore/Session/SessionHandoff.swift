@@ -131,10 +131,17 @@ extension Sessions {
 
     /// An idle session whose replica set lost members: the live ones stay, the next live
     /// members of its preference list replace the lost, and the image is installed on the new
-    /// set (same epoch) before the session is served again. Only when someone can be added.
+    /// set (same epoch) before the session is served again. Only when someone can be added, and
+    /// only while a majority of the current set is still present: a reconfiguration needs a
+    /// majority of the old configuration. Without that rule an owner cut off on a partition's
+    /// minority side refilled its set with the members of its own side and went on recording,
+    /// while the other side (a majority of the old set) took the session over at the next epoch:
+    /// both sides recorded, and the minority's acknowledged records were lost at the heal
+    /// (found by `SessionPartitionTests` after the merge; `SessionHandoffTests.aRefill…`).
     mutating func refillReplicas(_ sid: String, placement: SessionLivePlacement) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid], var lead = h.lead, lead.phase == .serving, lead.write == nil, h.replicas.first == myName else { return [] }
         let kept = h.replicas.filter { $0 == myName || present.contains($0) }
+        guard kept.count * 2 > h.replicas.count else { return [] }
         var set = kept
         placement.ring.forEachPreferred(sid) { member in
             if !set.contains(member), alive.contains(member) { set.append(member) }

@@ -93,6 +93,11 @@ public enum SessionMessage: Sendable, Equatable {
     /// New owner → a member the new replica set left out: the new set stored `epoch`; drop your
     /// copy. Answered `stored` (seq 0).
     case release(session: String, epoch: UInt64)
+    /// Owner → replica (kind 10): the next record, a checkpoint, without its state: the state's
+    /// manifest (`StateManifest`, whose digest the record carries) and the chunks of it that the
+    /// replica's latest state does not have. A replica missing a chunk answers `behind` and gets
+    /// the image (`SessionChunks.swift`).
+    case appendChunks(SessionRecord, manifest: [UInt8], chunks: [[UInt8]])
 }
 
 public struct SessionDecodingError: Error, CustomStringConvertible {
@@ -131,6 +136,8 @@ extension SessionMessage {
             w.write(UInt8(17)); w.write(s); w.write(e); write(replicas, to: &w)
         case .release(let s, let e):
             w.write(UInt8(18)); w.write(s); w.write(e)
+        case .appendChunks(let record, let manifest, let chunks):
+            w.write(UInt8(10)); writeChunked(record, manifest: manifest, chunks: chunks, to: &w)
         }
         return w.bytes
     }
@@ -158,6 +165,7 @@ extension SessionMessage {
         case 16: message = .transfer(session: try readID(&r), epoch: try r.readUInt64(), to: try readName(&r))
         case 17: message = .commit(session: try readID(&r), epoch: try r.readUInt64(), replicas: try readReplicas(&r))
         case 18: message = .release(session: try readID(&r), epoch: try r.readUInt64())
+        case 10: message = try readChunked(&r)
         case let k: throw SessionDecodingError("unknown message kind \(k)")
         }
         try r.expectEnd()

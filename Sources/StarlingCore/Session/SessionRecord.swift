@@ -7,7 +7,8 @@
 ///
 /// What is hashed: `"starling-session-v1" 0x00 | len(session):u16 session | seq:u64 |
 /// previousHash[32] | epoch:u64 | kind:u8 | len(key):u16 key | contentDigest[32] |
-/// len(signer):u16 signer | signerKey[32]`, where `contentDigest` is BLAKE2b-256 of the content.
+/// len(signer):u16 signer | signerKey[32]`, where `contentDigest` is BLAKE2b-256 of the content
+/// (of a checkpoint: of its state's manifest, `StateManifest`, so the state travels as chunks).
 /// Hashing the digest rather than the content lets a node drop the content of a superseded
 /// checkpoint and still verify the chain through it. What is signed: the record's hash.
 public struct SessionRecord: Sendable, Equatable {
@@ -91,8 +92,16 @@ public struct SessionCrypto: Sendable {
     /// A record of this node, signed.
     public func seal(session: String, seq: UInt64, previousHash: [UInt8], epoch: UInt64, kind: SessionRecord.Kind, key: String,
                      content: [UInt8], signer: PeerName) -> SessionRecord {
+        seal(session: session, seq: seq, previousHash: previousHash, epoch: epoch, kind: kind, key: key, content: content,
+             contentDigest: contentDigest(kind: kind, content: content), signer: signer)
+    }
+
+    /// A record of this node, signed, whose content digest the caller computed (a checkpoint's
+    /// manifest digest, computed once with its chunks).
+    public func seal(session: String, seq: UInt64, previousHash: [UInt8], epoch: UInt64, kind: SessionRecord.Kind, key: String,
+                     content: [UInt8], contentDigest: [UInt8], signer: PeerName) -> SessionRecord {
         var record = SessionRecord(session: session, seq: seq, previousHash: previousHash, epoch: epoch, kind: kind, key: key,
-                                   contentDigest: hash(content), content: content, signer: signer, signerKey: publicKey, signature: [])
+                                   contentDigest: contentDigest, content: content, signer: signer, signerKey: publicKey, signature: [])
         record.signature = sign(hash(of: record))
         return record
     }
@@ -103,7 +112,9 @@ public struct SessionCrypto: Sendable {
         guard record.previousHash.count == 32, record.contentDigest.count == 32, record.signerKey.count == 32,
               record.signature.count == 64 else { return "malformed record" }
         guard record.signerKey == expectedKey else { return "record \(record.seq) is signed under another key than \(record.signer)'s" }
-        if let content = record.content, hash(content) != record.contentDigest { return "record \(record.seq): content altered" }
+        if let content = record.content, !contentMatches(content, digest: record.contentDigest, kind: record.kind) {
+            return "record \(record.seq): content altered"
+        }
         guard verify(record.signature, hash(of: record), expectedKey) else { return "record \(record.seq): bad signature" }
         return nil
     }

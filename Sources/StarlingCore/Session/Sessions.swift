@@ -69,6 +69,7 @@ public struct Sessions: HostedProtocol {
     public let settings: Settings
     let crypto: SessionCrypto
     public private(set) var nextDeadline: Instant
+    /// Set inside the module: the chunk path (SessionChunks.swift) counts forged chunks too.
     public internal(set) var counters = SessionCounters()
     /// Every session held here, as owner or replica.
     var held: [String: Held] = [:]
@@ -267,9 +268,13 @@ public struct Sessions: HostedProtocol {
     /// Appends a record in the lead's epoch, stores it and sends it to the other replicas.
     mutating func beginWrite(_ sid: String, kind: SessionRecord.Kind, key: String, content: [UInt8], then: AfterWrite) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid], var lead = h.lead else { return [] }
+        // A checkpoint's state is cut into chunks: its digest is the manifest's (SessionChunks).
+        let prepared = kind == .checkpoint ? prepareState(content, in: &h) : nil
         let record = crypto.seal(session: sid, seq: h.lastSeq + 1, previousHash: h.lastHash, epoch: h.epoch, kind: kind, key: key,
-                                 content: content, signer: myName)
+                                 content: content, contentDigest: prepared?.digest ?? crypto.contentDigest(kind: kind, content: content),
+                                 signer: myName)
         let dropped = h.append(record, hash: crypto.hash(of: record))
+        if let prepared { h.stateIndex = StateIndex(seq: record.seq, contentDigest: prepared.digest, manifest: prepared.manifest) }
         lead.write = Write(seq: record.seq, then: then)
         h.lead = lead
         held[sid] = h
@@ -279,7 +284,13 @@ public struct Sessions: HostedProtocol {
         ]
         for peer in h.replicas where peer != myName {
             // A replica that has nothing yet (the create) gets the whole image at once.
-            let message: SessionMessage = record.seq == 1 ? .install(h.image) : .append(record)
+            // A checkpoint goes as its manifest and the chunks the previous state lacks.
+            var message: SessionMessage = record.seq == 1 ? .install(h.image) : .append(record)
+            if let prepared, record.seq > 1 {
+                var header = record
+                header.content = nil
+                message = .appendChunks(header, manifest: prepared.manifestBytes, chunks: prepared.newChunks)
+            }
             effects.append(request(message, to: peer, session: sid, purpose: .write(epoch: h.epoch)))
         }
         return effects + failUnreachable(sid)
@@ -499,6 +510,8 @@ public struct Sessions: HostedProtocol {
     public mutating func request(_ message: SessionMessage, from peer: PeerName, token: RequestToken, now: Instant) -> [ProtocolEffect<Sessions>] {
         switch message {
         case .append(let record): return replicate(record, from: peer, token: token)
+        case .appendChunks(let record, let manifest, let chunks):
+            return replicateChunks(record, manifest: manifest, chunks: chunks, from: peer, token: token)
         case .install(let image): return install(image, from: peer, token: token)
         case .prepare(let sid, let epoch): return promise(sid, epoch: epoch, to: peer, token: token)
         case .handoff(let image, let epoch, let replicas):
@@ -510,7 +523,10 @@ public struct Sessions: HostedProtocol {
         }
     }
 
-    mutating func replicate(_ record: SessionRecord, from peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
+    /// `verifiedContent`: the state of a chunked checkpoint, assembled from chunks already
+    /// checked against the record's manifest (`replicateChunks`).
+    mutating func replicate(_ record: SessionRecord, from peer: PeerName, token: RequestToken,
+                            verifiedContent: [UInt8]? = nil) -> [ProtocolEffect<Sessions>] {
         let sid = record.session
         guard var h = held[sid] else { return [.respond(.behind(session: sid, seq: 0), to: token)] }
         if record.epoch < h.epoch {
@@ -531,6 +547,8 @@ public struct Sessions: HostedProtocol {
             counters.forged += 1
             return [.respond(.invalid(reason: problem), to: token)]
         }
+        var record = record
+        if let verifiedContent { record.content = verifiedContent }
         let hash = crypto.hash(of: record)
         if record.seq <= h.lastSeq, h.hashes[Int(record.seq) - 1] == hash {
             return [.respond(.stored(session: sid, seq: record.seq), to: token)]
@@ -847,6 +865,8 @@ extension Sessions {
         var records: [SessionRecord]
         var hashes: [[UInt8]]
         var lead: Lead?
+        /// Where the chunks of the latest state lie (SessionChunks); recomputed when stale.
+        var stateIndex: StateIndex?
         /// No takeover before this (after this node was fenced, or a takeover failed).
         var quietUntil: Instant?
 
