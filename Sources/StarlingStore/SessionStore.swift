@@ -61,6 +61,9 @@ public final class SessionStore: Sendable {
             try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ? WHERE id = ?")
                 .execute(arguments: [Int64(bitPattern: epoch), owner, id])
         case .forget(let id):
+            // Its chunks too: a copy left behind by a handoff would otherwise keep up to 1 MiB
+            // of chunks on disk for ever.
+            try SessionChunkStore.keepOnly([], of: id, in: db)
             try db.execute(sql: "DELETE FROM session_record WHERE session = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM session WHERE id = ?", arguments: [id])
         }

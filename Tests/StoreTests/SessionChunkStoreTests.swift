@@ -68,6 +68,12 @@ import Testing
                             kind: .delete, key: "", content: [], signer: "n1")
         try store.apply([.record(delete, epoch: 2, owner: "n1", replicas: ["n1"], dropContentOf: nil)])
         #expect(try Self.chunkDigests(swarmStore.pool).isEmpty)
+        // A copy forgotten (handed off elsewhere) leaves no chunk behind either.
+        try store.apply([.image(SessionImage(id: "s1", epoch: 2, owner: "n1", replicas: ["n1"], records: records))])
+        #expect(!(try Self.chunkDigests(swarmStore.pool).isEmpty))
+        try store.apply([.forget(session: "s1")])
+        #expect(try Self.chunkDigests(swarmStore.pool).isEmpty, "a forgotten session's chunks stay on disk")
+        #expect(try store.image("s1") == nil)
     }
 
     @Test func aMissingChunkRefusesTheLoad() throws {
