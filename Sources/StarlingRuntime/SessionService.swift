@@ -26,6 +26,11 @@ public final class SessionService: SessionGateway {
     let store: SessionStore
     let effects: SessionEffectRunner
     private let ownershipObservers = Mutex<[@Sendable () -> Void]>([])
+    /// The weighted ring of the members alive at the last forwarded request, keyed by their
+    /// names and slots: a ring is 64 points a slot (a 100-member mesh of 16-slot nodes: 102,400
+    /// points to sort), too much to build for every forwarded request; it changes only when
+    /// members or their slots do.
+    private let ringCache = Mutex<(key: [String: Int], ring: SessionPlacement)?>(nil)
 
     /// Domain of a record signature: a session signature is never valid as anything else's.
     static let signatureDomain = Array("starling-session-sig-v1".utf8) + [0]
@@ -123,7 +128,14 @@ public final class SessionService: SessionGateway {
     public func holders(of id: String) -> [String] {
         let alive = node.snapshot().members.filter { $0.status == .alive }
         let candidates = alive.map { SessionLivePlacement.Candidate(name: $0.name, slots: Int($0.metadata.slots), owned: Int($0.metadata.sessions)) }
-        let placement = SessionLivePlacement(ring: SessionLivePlacement.ring(for: candidates), candidates: candidates, epsilon: epsilon)
+        let key = Dictionary(candidates.map { ($0.name, $0.slots) }, uniquingKeysWith: { a, _ in a })
+        let ring = ringCache.withLock { cache in
+            if let cache, cache.key == key { return cache.ring }
+            let ring = SessionLivePlacement.ring(for: candidates)
+            cache = (key, ring)
+            return ring
+        }
+        let placement = SessionLivePlacement(ring: ring, candidates: candidates, epsilon: epsilon)
         var names = Array(placement.owners(for: id).prefix(SessionLimits.replicas + 2))
         if let owner = store.owner(of: id), alive.contains(where: { $0.name == owner }) { names.insert(owner, at: 0) }
         let api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
