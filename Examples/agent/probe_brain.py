@@ -71,6 +71,12 @@ for method, path in [("GET", "/v1/members"), ("GET", "/metrics"), ("GET", "/v1/o
     probes[method + " " + path] = request(method, path, {} if method == "POST" else None)[0]
 probes["streaming"] = request("POST", "/v1/model/chat/completions", {"model": "m", "stream": True, "messages": []})[0]
 probes["reserved key"] = request("POST", "/v1/sessions/%s/actions" % SESSION, {"key": "model/forged", "argv": ["true"]})[0]
+# An effect, and a sub-swarm's task, asking for the model's key (which the agent's policy allows,
+# so that the node can add it to model calls) must be refused: they could print it.
+probes["effect with the model key"] = request("POST", "/v1/sessions/%s/actions" % SESSION,
+                                              {"key": "leak", "argv": ["sh", "-c", "echo $MODEL_KEY"], "secrets": ["MODEL_KEY"]})[0]
+probes["swarm with the model key"] = request("POST", "/v1/swarms",
+                                             {"tasks": [{"argv": ["sh", "-c", "echo $MODEL_KEY"], "secrets": ["MODEL_KEY"]}]})[0]
 probes["own session"] = request("GET", "/v1/sessions/" + SESSION)[0]
 probes["own agent"] = request("GET", "/v1/agents/" + SESSION)[0]
 state = {"found": found, "foundControl": found_control, "scanned": scanned, "env": sorted(os.environ), "probes": probes,

@@ -30,6 +30,16 @@ public struct AgentSpec: Codable, Sendable, Equatable {
         self.model = model
     }
 
+    static let loopbackHosts: Set<String> = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+    /// Why a task the brain starts (an effect, or a task of a swarm it spawns) may not run: it
+    /// names the model's secret. The agent's policy allows that secret (the node adds it to
+    /// model calls), so without this a brain could start an effect that prints the key.
+    func refusal(ofBrainTaskSecrets secrets: [String]?) -> String? {
+        guard let model, (secrets ?? []).contains(model.secret) else { return nil }
+        return "secrets: \(model.secret) is the agent's model key: the node adds it to model calls and gives it to no task a brain starts"
+    }
+
     /// Why the spec cannot be run, or nil.
     func refusal() -> String? {
         do throws(InvalidTask) { try TaskLimits.validate(brain) } catch { return "brain: \(error)" }
@@ -45,8 +55,12 @@ public struct AgentSpec: Codable, Sendable, Equatable {
         }
         if let model {
             guard let url = URL(string: model.baseURL), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
-                  url.host != nil, model.baseURL.utf8.count <= 2_048 else {
+                  let host = url.host, model.baseURL.utf8.count <= 2_048 else {
                 return "model.baseURL: an http or https URL of at most 2048 bytes"
+            }
+            // The node sends the API key with every call: in clear text only to this machine.
+            guard scheme == "https" || Self.loopbackHosts.contains(host.lowercased()) else {
+                return "model.baseURL: https (plain http only to 127.0.0.1, ::1 or localhost): the node sends the model's key with every call"
             }
             guard !model.secret.isEmpty, model.secret.unicodeScalars.count <= 255 else { return "model.secret: the name of a node secret" }
         }

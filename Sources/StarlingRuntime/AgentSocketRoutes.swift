@@ -122,6 +122,9 @@ struct AgentSocketRoutes: Sendable {
             throw HTTPError(.badRequest, message: "key: keys starting with \(AgentKeys.reservedPrefixes.joined(separator: ", ")) are the node's")
         }
         do throws(InvalidTask) { try TaskLimits.validate(task) } catch { throw HTTPError(.badRequest, message: "\(error)") }
+        if let refusal = service.spec(of: agent)?.spec.refusal(ofBrainTaskSecrets: task.secrets) {
+            throw HTTPError(.forbidden, message: refusal)
+        }
         let encoded = try JSONEncoder().encode(task)
         guard encoded.count <= SessionLimits.maxEffectBytes else {
             throw HTTPError(.contentTooLarge, message: "an effect's task is at most \(SessionLimits.maxEffectBytes) bytes")
@@ -147,6 +150,14 @@ struct AgentSocketRoutes: Sendable {
         let bytes = [UInt8](buffer: body)
         guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else {
             throw HTTPError(.badRequest, message: "the body is not a JSON object")
+        }
+        if kind == .swarm, let spec = service.spec(of: agent)?.spec {
+            for task in object["tasks"] as? [Any] ?? [] {
+                let secrets = (task as? [String: Any])?["secrets"] as? [Any]
+                if let refusal = spec.refusal(ofBrainTaskSecrets: secrets?.compactMap { $0 as? String }) {
+                    throw HTTPError(.forbidden, message: refusal)
+                }
+            }
         }
         if kind == .model, object["stream"] as? Bool == true {
             throw HTTPError(.badRequest, message: "stream: a model call's answer is journaled whole; ask without streaming")

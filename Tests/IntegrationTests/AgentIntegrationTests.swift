@@ -208,7 +208,9 @@ struct AgentIntegrationTests {
         let probes = state["probes"] as? [String: Int] ?? [:]
         #expect(probes["own session"] == 200 && probes["own agent"] == 200, "probes: \(probes)")
         #expect(probes["reserved key"] == 400 && probes["streaming"] == 400, "probes: \(probes)")
-        for (probe, code) in probes where !["own session", "own agent", "reserved key", "streaming"].contains(probe) {
+        #expect(probes["effect with the model key"] == 403 && probes["swarm with the model key"] == 403, "probes: \(probes)")
+        let allowed = ["own session", "own agent", "reserved key", "streaming", "effect with the model key", "swarm with the model key"]
+        for (probe, code) in probes where !allowed.contains(probe) {
             #expect(code == 404, "\(probe) answered \(code) through the brain's socket")
         }
         // Nor is the key in the journal, the logs, or anything the node stored.

@@ -21,6 +21,22 @@ struct AgentRulesTests {
         #expect(AgentSpec(brain: brain, model: ModelEndpoint(baseURL: "file:///etc/passwd", secret: "KEY")).refusal() != nil)
         #expect(AgentSpec(brain: brain, model: ModelEndpoint(baseURL: "not a url", secret: "KEY")).refusal() != nil)
         #expect(AgentSpec(brain: brain, model: ModelEndpoint(baseURL: "http://127.0.0.1:9/v1", secret: "")).refusal() != nil)
+        // The key travels with every call: plain http only to this machine.
+        #expect(AgentSpec(brain: brain, model: ModelEndpoint(baseURL: "http://127.0.0.1:9/v1", secret: "KEY")).refusal() == nil)
+        #expect(AgentSpec(brain: brain, model: ModelEndpoint(baseURL: "http://localhost:9/v1", secret: "KEY")).refusal() == nil)
+        #expect(AgentSpec(brain: brain, model: ModelEndpoint(baseURL: "http://api.example.com/v1", secret: "KEY")).refusal()?.contains("https") == true)
+        #expect(AgentSpec(brain: brain, model: ModelEndpoint(baseURL: "http://10.0.0.5/v1", secret: "KEY")).refusal()?.contains("https") == true)
+    }
+
+    /// The agent's policy allows the model's secret (the node adds it to model calls); no task a
+    /// brain starts may name it, or the brain could have an effect print the key (review).
+    @Test func noTaskABrainStartsMayNameTheModelsSecret() {
+        let spec = AgentSpec(brain: TaskSpec(argv: ["true"]), model: ModelEndpoint(baseURL: "https://api.example.com/v1", secret: "MODEL_KEY"))
+        #expect(spec.refusal(ofBrainTaskSecrets: ["MODEL_KEY"])?.contains("model key") == true)
+        #expect(spec.refusal(ofBrainTaskSecrets: ["GITHUB_TOKEN", "MODEL_KEY"]) != nil)
+        #expect(spec.refusal(ofBrainTaskSecrets: ["GITHUB_TOKEN"]) == nil)
+        #expect(spec.refusal(ofBrainTaskSecrets: nil) == nil)
+        #expect(AgentSpec(brain: TaskSpec(argv: ["true"])).refusal(ofBrainTaskSecrets: ["MODEL_KEY"]) == nil, "no model, no model key")
     }
 
     @Test func theNodesKeysAreReservedAndACallsKeyIsStable() {
