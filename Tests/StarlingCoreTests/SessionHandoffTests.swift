@@ -277,6 +277,35 @@ extension SessionMessage {
         #expect(mesh.owner(of: sid) == next)
     }
 
+    /// A joint configuration (review finding 1): when a handoff's new owner first serves, a
+    /// majority of the OLD replica set already holds the image that names the new set. Before,
+    /// it served once a majority of the new set stored it, and old-set members that had promised
+    /// it but missed its install still held the old set: after a partition they could elect a
+    /// successor with a majority of it while the new owner served on the new set.
+    @Test func theNewOwnerServesOnlyOnceAMajorityOfTheOldSetKnowsTheNewOne() throws {
+        var (mesh, sid, old, next) = try Self.handoffStopped(before: "commit")
+        let oldSet = try #require(mesh.nodes[old]!.image(of: sid)?.replicas)
+        // Every install the new owner sends to a member of the old set is lost.
+        var lost = 0
+        var steps = 0
+        while !mesh.queue.isEmpty, steps < 10_000 {
+            if case .request(let from, let to, let bytes, let id) = mesh.queue[0], from == next, oldSet.contains(to),
+               case .install? = try? Sessions.decode(bytes) {
+                mesh.queue[0] = .response(to: from, bytes: nil, id: id)
+                lost += 1
+            }
+            mesh.step()
+            steps += 1
+            let knowing = oldSet.filter { mesh.nodes[$0]?.image(of: sid)?.owner == next }
+            if mesh.servers(of: sid).contains(next) {
+                #expect(knowing.count >= oldSet.count / 2 + 1, "\(next) served while only \(knowing) of the old set \(oldSet) knew of it")
+                break
+            }
+        }
+        #expect(lost > 0)
+        #expect(!mesh.servers(of: sid).contains(next), "the new owner serves though no member of the old set stored its install")
+    }
+
     @Test func theNewOwnerCrashingMidHandoffLeavesTheSessionServed() throws {
         var (mesh, sid, _, next) = try Self.handoffStopped(before: "commit")
         mesh.down.insert(next)

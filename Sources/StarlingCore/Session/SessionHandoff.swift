@@ -396,11 +396,14 @@ extension Sessions {
         lead.write = Write(seq: h.lastSeq, then: .resumed)
         lead.answerWhenServing = token
         lead.releaseAfterServing = oldSet.filter { !replicas.contains($0) }
+        lead.jointOldSet = oldSet
         h.lead = lead
         held[sid] = h
         let image = h.image
         var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.image(image), then: .own(session: sid, seq: h.lastSeq)))]
-        for member in replicas where member != myName {
+        // To the new set and the old one: the install counts when a majority of each stored it.
+        var seen = Set<PeerName>()
+        for member in replicas + oldSet where member != myName && seen.insert(member).inserted {
             effects.append(request(.install(image), to: member, session: sid, purpose: .write(epoch: epoch)))
         }
         return effects + failUnreachable(sid)

@@ -300,7 +300,7 @@ public struct Sessions: HostedProtocol {
     mutating func failUnreachable(_ sid: String) -> [ProtocolEffect<Sessions>] {
         guard let h = held[sid] else { return [] }
         var effects: [ProtocolEffect<Sessions>] = []
-        for peer in h.replicas where peer != myName && !alive.contains(peer) {
+        for peer in Set(h.replicas + (h.lead?.jointOldSet ?? [])) where peer != myName && !alive.contains(peer) {
             effects += writeFailed(sid, peer: peer)
         }
         return effects
@@ -329,7 +329,10 @@ public struct Sessions: HostedProtocol {
         h.lead = lead
         held[sid] = h
         let majority = h.replicas.count / 2 + 1
-        guard h.replicas.count - write.failed.count < majority else { return [] }
+        let oldSet = lead.jointOldSet
+        let newSetPossible = h.replicas.count - write.failed.intersection(h.replicas).count >= majority
+        let oldSetPossible = oldSet.isEmpty || oldSet.count - write.failed.intersection(oldSet).count >= oldSet.count / 2 + 1
+        guard !newSetPossible || !oldSetPossible else { return [] }
         // A majority cannot store this record now. It stays in this node's chain (a later owner
         // may adopt it, so an effect start that failed here is "unknown", never run twice); the
         // client hears "try again", and the session stops being served here until a new epoch
@@ -340,7 +343,11 @@ public struct Sessions: HostedProtocol {
     mutating func finishWriteIfMajority(_ sid: String) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid], var lead = h.lead, let write = lead.write else { return [] }
         let majority = h.replicas.count / 2 + 1
-        guard write.acks.count >= majority, write.acks.contains(myName) else { return [] }
+        guard write.acks.intersection(h.replicas).count >= majority, write.acks.contains(myName) else { return [] }
+        if !lead.jointOldSet.isEmpty {
+            guard write.acks.intersection(lead.jointOldSet).count >= lead.jointOldSet.count / 2 + 1 else { return [] }
+            lead.jointOldSet = []
+        }
         lead.write = nil
         lead.acknowledged = max(lead.acknowledged, write.seq)
         var effects: [ProtocolEffect<Sessions>] = []
@@ -567,7 +574,14 @@ public struct Sessions: HostedProtocol {
 
     mutating func install(_ image: SessionImage, from peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
         let sid = image.id
-        guard image.owner == peer, image.replicas.contains(myName), image.replicas.first == peer else {
+        // A member of the old set a handoff left out takes the new owner's install too (the joint
+        // configuration, `Lead.jointOldSet`): it promised that owner this epoch, or is the old
+        // owner handing the session to it. Holding an image whose set leaves it out, it neither
+        // takes the session over nor promises anyone outside the new set.
+        let promisedHere = held[sid].map { $0.owner == peer && $0.epoch == image.epoch } ?? false
+        var ownHandoff = false
+        if case .handingOff(let handoff)? = held[sid]?.lead?.phase, handoff.to == peer, handoff.epoch == image.epoch { ownHandoff = true }
+        guard image.owner == peer, image.replicas.contains(myName) || promisedHere || ownHandoff, image.replicas.first == peer else {
             counters.forged += 1
             return [.respond(.invalid(reason: "an image must come from its owner, to a member of its replica set"), to: token)]
         }
@@ -825,6 +839,12 @@ extension Sessions {
         /// Members of the old replica set the new one left out: told to drop their copies once
         /// the new set stored the session.
         var releaseAfterServing: [PeerName] = []
+        /// A handoff's old replica set while the new owner installs: the install counts as stored
+        /// only when a majority of this set stored it too (a joint configuration). Otherwise
+        /// members of the old set that promised the new owner but missed its install still held
+        /// the old set, and after a partition could elect a successor with a majority of it while
+        /// the new owner served on the new set: two owners (review).
+        var jointOldSet: [PeerName] = []
 
         init(phase: Phase, acknowledged: UInt64) {
             self.phase = phase
