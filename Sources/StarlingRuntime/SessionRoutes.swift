@@ -233,7 +233,8 @@ struct SessionRoutes: Sendable {
 /// does not hide the owner behind it.
 struct SessionForwarder: Sendable {
     var timeout: Duration = .seconds(15)
-    var maxHolders = SessionLimits.replicas + 2
+    /// The room-first order and the plain preference list, R + 2 each (`SessionService.holders`).
+    var maxHolders = 2 * (SessionLimits.replicas + 2)
     var maxBodyBytes = 8 << 20
     var logger: Logger
 

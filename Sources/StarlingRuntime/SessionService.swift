@@ -136,7 +136,11 @@ public final class SessionService: SessionGateway {
             return ring
         }
         let placement = SessionLivePlacement(ring: ring, candidates: candidates, epsilon: epsilon)
+        // Room-first (where a session is placed now), then the plain preference list: an owner
+        // that has since reached its load bound drops down the room-first order, and its replicas
+        // answer 404 to a forwarded request (review), so the list it was placed by is asked too.
         var names = Array(placement.owners(for: id).prefix(SessionLimits.replicas + 2))
+            + ring.preferenceList(id, count: SessionLimits.replicas + 2)
         if let owner = store.owner(of: id), alive.contains(where: { $0.name == owner }) { names.insert(owner, at: 0) }
         let api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
         var seen = Set<String>()
