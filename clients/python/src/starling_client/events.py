@@ -183,10 +183,11 @@ class EventStream:
                 if data_size > limit:
                     raise ResponseTooLarge(limit)
                 data.append(value)
-            elif name == "id" and value.isprintable():
-                # Sent back as a header: no control character (a CR would split it) gets there.
+            elif name == "id" and value.isascii() and value.isprintable():
+                # Sent back as a header: no control character (a CR would split it) and nothing
+                # http.client cannot encode gets there.
                 pending_id = value
-            elif name == "retry" and value.isdigit():
+            elif name == "retry" and value.isascii() and value.isdigit() and len(value) <= 9:
                 self._reconnect_delay = min(int(value) / 1000.0, _MAX_RECONNECT_DELAY)
 
     def _dispatch(self, event_type: str, data: str, event_id: Optional[str]) -> Optional[TaskEvent]:
