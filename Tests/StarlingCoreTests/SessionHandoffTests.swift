@@ -402,6 +402,27 @@ extension SessionMessage {
     /// members of its own side: a reconfiguration needs a majority of the old set. The first
     /// version refilled there and went on recording while the other side took the session over
     /// at the next epoch (both sides recorded; `SessionPartitionTests` on the fault rig).
+    /// A session written every second (an agent) is never idle, and its set is refilled all
+    /// the same (review: refill sat behind the move loop's idle gate).
+    @Test func aBusySessionsReplicaSetIsRefilledToo() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4"])
+        mesh.gossipLoads()
+        guard let owner = mesh.create("s1") else { Issue.record("create"); return }
+        let before = mesh.nodes[owner]!.image(of: "s1")!
+        let lost = before.replicas.first { $0 != owner }!
+        mesh.crash(lost)
+        for i in 0..<8 {
+            guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("\(i)".utf8))) else {
+                Issue.record("write \(i)"); return
+            }
+            mesh.tick(seconds: 1)
+        }
+        let after = mesh.nodes[owner]!.image(of: "s1")!
+        #expect(mesh.owner(of: "s1") == owner)
+        #expect(after.replicas.count == 3 && !after.replicas.contains(lost), "replicas \(after.replicas)")
+        #expect(mesh.nodes[owner]!.counters.refills == 1)
+    }
+
     @Test func anOwnerCutOffWithAMinorityOfItsReplicasDoesNotRefillOrRecord() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
         mesh.gossipLoads()

@@ -94,6 +94,8 @@ extension Sessions {
             effects += prepare(sid, now: now)
         }
 
+        effects += considerRefills()
+
         var inFlight = held.values.reduce(0) { n, h in
             if case .handingOff? = h.lead?.phase { return n + 1 }
             return n
@@ -113,18 +115,33 @@ extension Sessions {
                 guard now >= stay else { continue }
                 stayUntil[sid] = nil
             }
-            // A replica set that lost a member (dead or left) is refilled before anything moves.
-            if h.replicas.contains(where: { $0 != myName && !present.contains($0) }) {
-                let refill = refillReplicas(sid, placement: placement)
-                if !refill.isEmpty { inFlight += 1 }
-                effects += refill
-                continue
-            }
+            // A replica set that lost a member is refilled (`considerRefills`) before it moves.
+            if h.replicas.contains(where: { $0 != myName && !present.contains($0) }) { continue }
             let leaving = overBound && idle >= settings.rebalanceAfterIdle
             guard let to = placement.target(for: sid, current: myName, leaving: leaving), to != myName, alive.contains(to) else { continue }
             placement.move(from: myName, to: to)
             inFlight += 1
             effects += beginHandoff(sid, to: to, replicas: placement.replicas(for: sid, owner: to, count: settings.replicas), now: now)
+        }
+        return effects
+    }
+
+    /// Refills the replica sets that lost a member, between two writes of their sessions, at
+    /// most `max(1, movesPerTick)` a tick. Not a move (the owner stays), so neither idle time,
+    /// `stayUntil` nor `--session-moves 0` holds it back: before, it sat in the move loop, and a
+    /// session written every second or two (an agent) ran on two copies for ever (review).
+    mutating func considerRefills() -> [ProtocolEffect<Sessions>] {
+        var effects: [ProtocolEffect<Sessions>] = []
+        var refills = 0
+        var placement: SessionLivePlacement?
+        for sid in held.keys.sorted() where refills < max(1, settings.movesPerTick) {
+            guard let h = held[sid], let lead = h.lead, lead.phase == .serving, lead.write == nil, lead.running.isEmpty,
+                  lead.queue.isEmpty, lead.waiting.isEmpty, !h.deleted, h.owner == myName,
+                  h.replicas.contains(where: { $0 != myName && !present.contains($0) }) else { continue }
+            if placement == nil { placement = livePlacement(including: myName) }
+            let refill = refillReplicas(sid, placement: placement!)
+            if !refill.isEmpty { refills += 1 }
+            effects += refill
         }
         return effects
     }
