@@ -73,34 +73,6 @@ extension SessionMesh {
         return false
     }
 
-    /// Processes the first queued event only (what it causes is queued after the rest).
-    mutating func step() {
-        guard !queue.isEmpty else { return }
-        let event = queue.removeFirst()
-        switch event {
-        case .request(let from, let to, let bytes, let id):
-            guard !down.contains(to), var n = nodes[to] else {
-                queue.append(.response(to: from, bytes: nil, id: id)); return
-            }
-            let token = RequestToken(rawValue: nextToken)
-            tokens[nextToken] = (from, id)
-            nextToken += 1
-            let effects = n.request(try! Sessions.decode(bytes), from: from, token: token, now: now)
-            nodes[to] = n
-            deliver(to, effects)
-        case .response(let to, let bytes, let id):
-            guard !down.contains(to), var n = nodes[to] else { return }
-            let effects = n.response(bytes.map { try! Sessions.decode($0) }, to: id, now: now)
-            nodes[to] = n
-            deliver(to, effects)
-        case .performed(let node, let outcome):
-            guard !down.contains(node), var n = nodes[node] else { return }
-            let effects = n.performed(outcome, now: now)
-            nodes[node] = n
-            deliver(node, effects)
-        }
-    }
-
     /// Starts one tick on every live node without running the mesh.
     mutating func tickWithoutRunning() {
         now = now + .seconds(1)

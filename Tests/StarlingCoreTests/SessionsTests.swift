@@ -96,29 +96,37 @@ struct SessionMesh {
         while !queue.isEmpty {
             steps += 1
             precondition(steps < maxSteps, "the mesh does not settle")
-            let event = queue.removeFirst()
-            switch event {
-            case .request(let from, let to, let bytes, let id):
-                guard !down.contains(to), var n = nodes[to] else {
-                    queue.append(.response(to: from, bytes: nil, id: id)); continue
-                }
-                let token = RequestToken(rawValue: nextToken)
-                tokens[nextToken] = (from, id)
-                nextToken += 1
-                let effects = n.request(try! Sessions.decode(bytes), from: from, token: token, now: now)
-                nodes[to] = n
-                deliver(to, effects)
-            case .response(let to, let bytes, let id):
-                guard !down.contains(to), var n = nodes[to] else { continue }
-                let effects = n.response(bytes.map { try! Sessions.decode($0) }, to: id, now: now)
-                nodes[to] = n
-                deliver(to, effects)
-            case .performed(let node, let outcome):
-                guard !down.contains(node), var n = nodes[node] else { continue }
-                let effects = n.performed(outcome, now: now)
-                nodes[node] = n
-                deliver(node, effects)
+            step()
+        }
+    }
+
+    /// Processes the first queued event only (what it causes is queued after the rest). A
+    /// request to a down node is answered with nothing; a request from one is still delivered
+    /// (it was sent before the node went down).
+    mutating func step() {
+        guard !queue.isEmpty else { return }
+        let event = queue.removeFirst()
+        switch event {
+        case .request(let from, let to, let bytes, let id):
+            guard !down.contains(to), var n = nodes[to] else {
+                queue.append(.response(to: from, bytes: nil, id: id)); return
             }
+            let token = RequestToken(rawValue: nextToken)
+            tokens[nextToken] = (from, id)
+            nextToken += 1
+            let effects = n.request(try! Sessions.decode(bytes), from: from, token: token, now: now)
+            nodes[to] = n
+            deliver(to, effects)
+        case .response(let to, let bytes, let id):
+            guard !down.contains(to), var n = nodes[to] else { return }
+            let effects = n.response(bytes.map { try! Sessions.decode($0) }, to: id, now: now)
+            nodes[to] = n
+            deliver(to, effects)
+        case .performed(let node, let outcome):
+            guard !down.contains(node), var n = nodes[node] else { return }
+            let effects = n.performed(outcome, now: now)
+            nodes[node] = n
+            deliver(node, effects)
         }
     }
 
