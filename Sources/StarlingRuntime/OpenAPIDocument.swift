@@ -384,7 +384,8 @@ public enum OpenAPIDocument {
           "model": {"oneOf": [
             {"type": "object", "required": ["baseURL", "secret"],
              "properties": {"baseURL": {"type": "string", "maxLength": 2048,
-                                        "pattern": "^https?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*(:[0-9]{1,4})?(/[A-Za-z0-9._~-]*)*$"},
+                                        "description": "https, or plain http only to 127.0.0.1 or localhost: the node sends the model's key with every call",
+                                        "pattern": "^(https://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*|http://(127\\.0\\.0\\.1|localhost))(:[0-9]{1,4})?(/[A-Za-z0-9._~-]*)*$"},
                             "secret": {"type": "string", "minLength": 1, "maxLength": 255}}},
             {"type": "null"}
           ]}
