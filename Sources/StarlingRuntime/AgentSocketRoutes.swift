@@ -109,27 +109,11 @@ struct AgentSocketRoutes: Sendable {
 
     func act(_ request: Request, _ context: TaskSocketContext) async throws -> Response {
         let body = try await collect(request, upTo: TaskSocketServer.Limits.maxBodyBytes)
-        let task: TaskSpec
-        let key: String
-        do {
-            key = try JSONDecoder().decode(SessionRoutes.ActBody.self, from: Data(buffer: body)).key
-            task = try JSONDecoder().decode(TaskSpec.self, from: Data(buffer: body))
-        } catch {
-            throw HTTPError(.badRequest, message: "the body is not a Task with a \"key\": \(SwarmRoutes.describe(error))")
-        }
-        guard SessionLimits.validKey(key) else { throw HTTPError(.badRequest, message: "key: 1 to 128 printable ASCII characters") }
-        guard !AgentKeys.isReserved(key) else {
-            throw HTTPError(.badRequest, message: "key: keys starting with \(AgentKeys.reservedPrefixes.joined(separator: ", ")) are the node's")
-        }
-        do throws(InvalidTask) { try TaskLimits.validate(task) } catch { throw HTTPError(.badRequest, message: "\(error)") }
-        if let refusal = service.spec(of: agent)?.spec.refusal(ofBrainTaskSecrets: task.secrets) {
+        let action = try SessionRoutes.parseAction(body)
+        if let refusal = service.spec(of: agent)?.spec.refusal(ofBrainTaskSecrets: action.task.secrets) {
             throw HTTPError(.forbidden, message: refusal)
         }
-        let encoded = try JSONEncoder().encode(task)
-        guard encoded.count <= SessionLimits.maxEffectBytes else {
-            throw HTTPError(.contentTooLarge, message: "an effect's task is at most \(SessionLimits.maxEffectBytes) bytes")
-        }
-        let reply = try await send(.act(id: agent, key: key, task: [UInt8](encoded)))
+        let reply = try await send(.act(id: agent, key: action.key, task: action.encoded))
         switch reply {
         case .acted, .outcomeUnknown, .running: return try SessionRoutes(gateway: nil, logger: service.logger).answer(reply, id: agent)
         default: throw try Self.refusal(reply)

@@ -274,7 +274,8 @@ public enum OpenAPIDocument {
           "required": true,
           "content": {"application/json": {"schema": {"allOf": [
             {"$ref": "#/components/schemas/Task"},
-            {"type": "object", "required": ["key"], "properties": {"key": {"type": "string", "pattern": "^[!-~]{1,128}$"}}}
+            {"type": "object", "required": ["key"], "properties": {"key": {"type": "string", "pattern": "^[!-~]{1,128}$",
+              "description": "Keys starting with model/, swarm/ or starling. are the node's own (an agent's journal) and refused with 400."}}}
           ]}}}
         },
         "responses": {

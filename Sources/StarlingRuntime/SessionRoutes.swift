@@ -80,11 +80,13 @@ struct SessionRoutes: Sendable {
         var key: String
     }
 
-    func act<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
-        let id = try Self.sessionID(context)
-        let body = try await Self.collect(request)
-        let task: TaskSpec
+    /// An action's body, checked the same way on the public route and a brain's socket: a Task
+    /// with a `key` that is valid, not one of the node's own journal keys (`AgentKeys`: a client
+    /// could otherwise pre-empt an agent's end or plant a model answer its brain would replay),
+    /// and whose encoding fits an effect record.
+    static func parseAction(_ body: ByteBuffer) throws -> (key: String, task: TaskSpec, encoded: [UInt8]) {
         let key: String
+        let task: TaskSpec
         do {
             key = try JSONDecoder().decode(ActBody.self, from: Data(buffer: body)).key
             task = try JSONDecoder().decode(TaskSpec.self, from: Data(buffer: body))
@@ -92,12 +94,22 @@ struct SessionRoutes: Sendable {
             throw HTTPError(.badRequest, message: "the body is not a Task with a \"key\": \(SwarmRoutes.describe(error))")
         }
         guard SessionLimits.validKey(key) else { throw HTTPError(.badRequest, message: "key: 1 to 128 printable ASCII characters") }
+        guard !AgentKeys.isReserved(key) else {
+            throw HTTPError(.badRequest, message: "key: keys starting with \(AgentKeys.reservedPrefixes.joined(separator: ", ")) are the node's")
+        }
         do throws(InvalidTask) { try TaskLimits.validate(task) } catch { throw HTTPError(.badRequest, message: "\(error)") }
         let encoded = try JSONEncoder().encode(task)
         guard encoded.count <= SessionLimits.maxEffectBytes else {
             throw HTTPError(.contentTooLarge, message: "an effect's task is at most \(SessionLimits.maxEffectBytes) bytes")
         }
-        let reply = try await send(.act(id: id, key: key, task: [UInt8](encoded)))
+        return (key, task, [UInt8](encoded))
+    }
+
+    func act<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
+        let id = try Self.sessionID(context)
+        let body = try await Self.collect(request)
+        let action = try Self.parseAction(body)
+        let reply = try await send(.act(id: id, key: action.key, task: action.encoded))
         if case .notHere = reply { return try await forward(request, body: body, id: id) }
         return try answer(reply, id: id)
     }

@@ -245,18 +245,22 @@ struct AgentIntegrationTests {
         // The session is kept.
         #expect(AgentFixtures.call(node.apiPort, "GET", "/v1/sessions/sleeper").0 == 200)
 
-        // A client that writes the node's end key through the public session route (before the
-        // brain ends) ends the agent, failed; its brain is not started again when it exits. The
-        // agents below run for seconds after it: the brain-starts count at the end shows it.
+        // A client may not write the node's own journal keys through the public session route:
+        // it could pre-empt an agent's end or plant a model answer its brain would replay. The
+        // agent is untouched and ends as its brain does. The agents below run for seconds after
+        // it: the brain-starts count at the end shows its brain was started once.
         let hijacked: [String: Any] = ["id": "hijacked", "brain": ["argv": ["sh", "-c", "sleep 1; echo bye >&2; exit 0"]]]
-        let preEmpt: [String: Any] = ["key": "starling.agent.end", "argv": ["true"]]
         #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/agents", json: hijacked).0 == 201)
-        #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/sessions/hijacked/actions", json: preEmpt).0 == 200)
-        let hijackedAgent = AgentFixtures.call(node.apiPort, "GET", "/v1/agents/hijacked").1
-        #expect(hijackedAgent["state"] as? String == "failed", "\(hijackedAgent)")
-        try waitUntil("the hijacked brain ended", seconds: 30) {
-            String(decoding: httpCall(port: node.apiPort, method: "GET", path: "/v1/agents/hijacked/logs").1, as: UTF8.self).contains("bye")
+        for key in ["starling.agent.end", "model/plan", "swarm/x", "starling.agent.start/1"] {
+            let (status, refusal) = AgentFixtures.call(node.apiPort, "POST", "/v1/sessions/hijacked/actions", json: ["key": key, "argv": ["true"]])
+            #expect(status == 400 && "\(refusal)".contains("are the node's"), "\(key): \(status) \(refusal)")
         }
+        var hijackedAgent: [String: Any] = [:]
+        try waitUntil("the hijacked agent ended as its brain did", seconds: 30) {
+            hijackedAgent = AgentFixtures.call(node.apiPort, "GET", "/v1/agents/hijacked").1
+            return hijackedAgent["state"] as? String == "done"
+        }
+        #expect(hijackedAgent["exitCode"] as? Int == 0, "\(hijackedAgent)")
         // A plain session is not an agent.
         #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/sessions", json: ["id": "plain"]).0 == 201)
         #expect(httpCall(port: node.apiPort, method: "GET", path: "/v1/agents/plain").0 == 404)
