@@ -253,7 +253,7 @@ struct AgentIntegrationTests {
         #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/agents", json: hijacked).0 == 201)
         for key in ["starling.agent.end", "model/plan", "swarm/x", "starling.agent.start/1"] {
             let (status, refusal) = AgentFixtures.call(node.apiPort, "POST", "/v1/sessions/hijacked/actions", json: ["key": key, "argv": ["true"]])
-            #expect(status == 400 && "\(refusal)".contains("are the node's"), "\(key): \(status) \(refusal)")
+            #expect(status == 400 && (refusal["error"] as? String ?? "").contains("are the node's"), "\(key): \(status) \(refusal)")
         }
         var hijackedAgent: [String: Any] = [:]
         try waitUntil("the hijacked agent ended as its brain did", seconds: 30) {
