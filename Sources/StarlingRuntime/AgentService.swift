@@ -34,6 +34,8 @@ public final class AgentService: BuiltinEffects {
 
     /// A brain running (or about to run) here.
     struct Brain {
+        /// The memory its sandbox may use, held out of the swarm worker's (`reportOccupancy`).
+        var memoryMB: Int
         var handle: RunningTask?
         /// Set when the node kills it: `requested` (a stop, already recorded) or `moved` (the
         /// session is not served here any more: nothing is recorded, the new owner restarts it).
@@ -78,6 +80,8 @@ public final class AgentService: BuiltinEffects {
         Task.detached { [self] in
             while true {
                 await ownershipChanged()
+                // Said again each round: a report the node's full queue refused is not lost for long.
+                reportOccupancy()
                 try? await Task.sleep(for: interval)
             }
         }
@@ -153,16 +157,18 @@ public final class AgentService: BuiltinEffects {
     func startBrain(_ id: String, _ options: SessionOptions, _ spec: AgentSpec, epoch: UInt64) async {
         let admitted = state.withLock { s -> Bool in
             guard s.brains[id] == nil, s.brains.count < AgentLimits.maxRunningBrains else { return false }
-            s.brains[id] = Brain(handle: nil, stop: nil)
+            s.brains[id] = Brain(memoryMB: SwarmDrafting.memoryMB(spec.brain, policy: spec.policy), handle: nil, stop: nil)
             return true
         }
         guard admitted else { return }
+        reportOccupancy()
         // The start is recorded first: `restarts` counts it, and a node that cannot write to the
         // session does not run its brain.
         let start = BuiltinEffect(starlingBuiltin: .start, node: nodeName)
         let reply = try? await sessions.command(.act(id: id, key: AgentKeys.start + "\(epoch)", task: Self.encode(start)))
         guard case .acted? = reply else {
             state.withLock { _ = $0.brains.removeValue(forKey: id) }
+            reportOccupancy()
             return
         }
         brainStarts.increment()
@@ -207,7 +213,10 @@ public final class AgentService: BuiltinEffects {
     func brainEnded(_ id: String, _ result: TaskResult) async {
         // The brain stays listed until its end is recorded, so that `ownershipChanged` does not
         // start it again in between.
-        defer { state.withLock { _ = $0.brains.removeValue(forKey: id) } }
+        defer {
+            state.withLock { _ = $0.brains.removeValue(forKey: id) }
+            reportOccupancy()
+        }
         let stop = state.withLock { s -> StopReason? in
             s.brains[id]?.stop
         }
@@ -221,6 +230,17 @@ public final class AgentService: BuiltinEffects {
         let output = String(decoding: Array(result.stdout.utf8.suffix(AgentLimits.recordedOutputTailBytes)), as: UTF8.self)
         _ = await recordEnd(id, BuiltinEffect(starlingBuiltin: .end, state: state.rawValue, exitCode: result.exitCode, reason: reason,
                                               stderrTail: tail, node: nodeName, stdoutTail: output))
+    }
+
+    /// Each brain holds a slot and its memory while it runs: the swarm worker starts tasks only
+    /// in what is left and the node advertises only that, so placement sends swarm tasks to
+    /// nodes with room. Told on every change of the brain table (start, end, refusal).
+    /// Told under the lock (the gateway only queues it for the node's loop), so two reports
+    /// reach the worker in the order the table changed.
+    func reportOccupancy() {
+        state.withLock { s in
+            swarms?.occupy(slots: s.brains.count, memoryMB: s.brains.values.reduce(0) { $0 + $1.memoryMB })
+        }
     }
 
     /// Keeps the last `maxLogBytes` of a brain's stderr, as it is written.

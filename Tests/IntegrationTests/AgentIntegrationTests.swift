@@ -237,13 +237,17 @@ struct AgentIntegrationTests {
                 .contains("brain says hello")
         }
         #expect(AgentFixtures.call(node.apiPort, "GET", "/v1/agents/sleeper").1["state"] as? String == "running")
+        // A running brain holds one of the node's two slots: the node advertises one free.
+        let freeSlots = { node.members()?.first { $0.name == "n1" }?.capacity.free }
+        try waitUntil("the node advertises one free slot while the brain runs", seconds: 10) { freeSlots() == 1 }
         let stop = try runCLI(["agent", "stop", "sleeper", "--api", "127.0.0.1:\(node.apiPort)"])
         #expect(stop.status == 0 && stop.out.contains("stopped"), "\(stop)")
         try waitUntil("the agent shows stopped", seconds: 10) {
             AgentFixtures.call(node.apiPort, "GET", "/v1/agents/sleeper").1["state"] as? String == "stopped"
         }
-        // The session is kept.
+        // The session is kept; the slot is free again.
         #expect(AgentFixtures.call(node.apiPort, "GET", "/v1/sessions/sleeper").0 == 200)
+        try waitUntil("the node advertises both slots free once the brain is stopped", seconds: 10) { freeSlots() == 2 }
 
         // A client may not write the node's own journal keys through the public session route:
         // it could pre-empt an agent's end or plant a model answer its brain would replay. The
