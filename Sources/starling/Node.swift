@@ -88,6 +88,11 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("session-moves"), help: "Session handoffs this node leads at once, at most (default 4; 0: never move sessions).")
     var sessionMoves: Int = 4
 
+    @Option(name: .customLong("agent-poll-ms"),
+            help: ArgumentHelp("Milliseconds between the agents' ownership polls, beside the pushes of takeovers and handoffs (default 200; tests set it long to see the pushes alone).",
+                               visibility: .hidden))
+    var agentPollMs: Int = 200
+
     func validate() throws {
         guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes else { throw ValidationError("--name must be 1-64 bytes") }
         try Self.require(swarmRequestTimeoutMs, in: 50...600_000, "--swarm-request-timeout-ms")
@@ -107,6 +112,7 @@ struct Node: AsyncParsableCommand {
         try Self.require(sessionMoveAfter, in: 0...86_400, "--session-move-after", "seconds")
         try Self.require(sessionRebalanceAfter, in: 0...86_400, "--session-rebalance-after", "seconds")
         try Self.require(sessionMoves, in: 0...1_024, "--session-moves")
+        try Self.require(agentPollMs, in: 10...3_600_000, "--agent-poll-ms")
         // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
         if let reapAfter { try Self.require(reapAfter, in: 61...(30 * 86_400), "--reap-after", "seconds") }
     }
@@ -214,7 +220,7 @@ struct Node: AsyncParsableCommand {
                                                            rebalanceAfterIdle: .milliseconds(Int64(sessionRebalanceAfter * 1000)),
                                                            movesPerTick: sessionMoves),
                                           logger: logger)
-        let agents = AgentService(sessions: sessions, runner: runner, swarms: swarms, logger: logger)
+        let agents = AgentService(sessions: sessions, runner: runner, swarms: swarms, interval: .milliseconds(agentPollMs), logger: logger)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
             Glibc.exit(0)

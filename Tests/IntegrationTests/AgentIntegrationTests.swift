@@ -74,7 +74,9 @@ struct AgentIntegrationTests {
         defer { model.stop() }
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
-        let arguments = try AgentFixtures.nodeArguments(cluster)
+        // The ownership poll is 10 minutes here: the brain starts after the create, and restarts
+        // on the new owner after the takeover, because those push (they do not wait for a poll).
+        let arguments = try AgentFixtures.nodeArguments(cluster) + ["--agent-poll-ms", "600000"]
         let seed = try cluster.start("n1", extraArguments: arguments)
         var nodes = [seed]
         for name in ["n2", "n3"] { nodes.append(try cluster.start(name, join: [seed], extraArguments: arguments)) }
