@@ -230,16 +230,18 @@ def main():
     model = Model()
     out["start"] = starts(args.bin, model, args.starts)
     trials = []
+    unauthorized = model.unauthorized()
     for i in range(args.resumes):
         m = Model()
         trials.append(resume(args.bin, m, i))
+        unauthorized += m.unauthorized()
         m.server.shutdown()
     served = [t["sessionServedMs"] for t in trials if t["sessionServedMs"] is not None]
     nxt = [t["nextModelCallMs"] for t in trials if t["nextModelCallMs"] is not None]
     out["resume"] = {"trials": trials, "sessionServedMs": summary(served) if served else None,
                      "nextModelCallMs": summary(nxt) if nxt else None,
                      "stepsAskedTwice": sum(t["stepsAskedTwice"] for t in trials)}
-    out["unauthorizedModelCalls"] = model.unauthorized()
+    out["unauthorizedModelCalls"] = unauthorized
     out["loadAverageAfter"] = open("/proc/loadavg").read().split()[:3]
     print(json.dumps(out, indent=2))
 

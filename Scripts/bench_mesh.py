@@ -66,8 +66,8 @@ def start_mesh(binary, work, names, slots=2, extra=()):
                "--log-level", "warning", *extra]
         if nodes:
             cmd += ["--join", f"127.0.0.1:{nodes[0]['gossip']}"]
-        log = open(os.path.join(work, f"{name}.log"), "a")
-        nodes.append({"name": name, "gossip": g, "api": a, "proc": subprocess.Popen(cmd, stdout=log, stderr=log)})
+        with open(os.path.join(work, f"{name}.log"), "a") as log:  # the child keeps its own descriptor
+            nodes.append({"name": name, "gossip": g, "api": a, "proc": subprocess.Popen(cmd, stdout=log, stderr=log)})
         try:
             wait_until(lambda: healthy(a), 30, f"{name} serves its API")
         except SystemExit:

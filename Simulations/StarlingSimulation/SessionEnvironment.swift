@@ -81,9 +81,12 @@ final class SessionEnvironment: ProtocolEnvironment {
 
     func started(host: ProtocolHost<SessionEnvironment>, sim: Simulator) {
         let n = sim.nodes.count
+        // Creates go through nodes 1 ... `creators` (`session-join` keeps its joiners, down at the
+        // creates, out of that range): with more sessions than creators, each takes several.
+        let creators = min(10, max(2, n / 2))
         for s in 0..<sessions {
             let sid = "sess-\(s)"
-            let id = host.scheduleCommand(.create(id: sid, options: [], forwarded: true), node: (s + 1) % n,
+            let id = host.scheduleCommand(.create(id: sid, options: [], forwarded: true), node: (s % creators + 1) % n,
                                           at: .zero + period * firstPeriod, sim)
             commands[id.rawValue] = (sid, nil)
             // Every period: a checkpoint, sent to every node (only the one serving it acts).

@@ -60,7 +60,7 @@ struct StarlingSim: ParsableCommand {
     @Option(help: "Swarm scenarios: how many swarms the tasks are split into (default 4).")
     var swarms: Int?
 
-    @Option(help: "Session scenarios: how many sessions the workload checkpoints and acts on (default max(2, min(10, nodes / 2))).")
+    @Option(help: "Session scenarios: how many sessions the workload checkpoints and acts on, 1-10000 (default max(2, min(10, nodes / 2))); a node owns at most 1,024.")
     var sessions: Int?
 
     @Option(help: "Swarm scenarios: task slots per node (default 4).")
@@ -84,7 +84,7 @@ struct StarlingSim: ParsableCommand {
         _ = try overriddenSettings()
         if let periods, periods < 1 || periods > 1_000_000 { throw ValidationError("--periods must be 1-1000000") }
         _ = try swarmOptions()
-        if let sessions, !(1...100_000).contains(sessions) { throw ValidationError("--sessions must be 1-100000") }
+        if let sessions, !(1...10_000).contains(sessions) { throw ValidationError("--sessions must be 1-10000") }
     }
 
     /// The swarm scenarios' workload from the command line, checked.

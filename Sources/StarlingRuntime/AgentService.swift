@@ -83,8 +83,9 @@ public final class AgentService: BuiltinEffects {
         sessions.observeOwnership { [self] in checkOwnershipSoon() }
         Task.detached { [self] in
             while true {
-                await ownershipChanged()
-                // Said again each round: a report the node's full queue refused is not lost for long.
+                checkOwnershipSoon()
+                // Said again each round: cheap, and it heals a report that reached the protocol
+                // after a newer one (they are queued in order, so this is belt and braces).
                 reportOccupancy()
                 try? await Task.sleep(for: interval)
             }
@@ -112,9 +113,11 @@ public final class AgentService: BuiltinEffects {
         return (options, spec)
     }
 
-    /// An ownership check pushed by the sessions service (a takeover's or handoff's write), beside
-    /// the poll: at most one runs at a time, and any number of pushes while it runs make one more
-    /// (a member sending prepares by the thousand costs a check per check's time, not a task each).
+    /// Asks for an ownership check. Every check goes through here (the sessions service's pushes,
+    /// a create, the poll), and one runner does them one after another: two checks at once could
+    /// kill, as an orphan, a brain the other just started from a newer view. Asks while it runs
+    /// make one more full check (a member sending prepares by the thousand costs a check per
+    /// check's time, not a task each).
     func checkOwnershipSoon() {
         let start = state.withLock { s -> Bool in
             if s.checking {
@@ -124,36 +127,39 @@ public final class AgentService: BuiltinEffects {
             s.checking = true
             return true
         }
-        guard start else { return }
-        Task { [self] in
-            // A takeover's image is written before the new owner serves (a majority must store
-            // it first): while a held agent's session is still settling, look again shortly,
-            // for at most `settleChecks` rounds.
-            var settling = 0
-            var unsettled = await ownershipChanged()
-            while true {
-                if !unsettled.isEmpty && settling < Self.settleChecks {
-                    settling += 1
-                    try? await Task.sleep(for: .milliseconds(50))
-                    unsettled = await ownershipChanged(only: unsettled)
-                    continue
-                }
-                settling = 0
-                let again = state.withLock { s -> Bool in
-                    if s.checkAgain {
-                        s.checkAgain = false
-                        return true
-                    }
-                    s.checking = false
-                    return false
-                }
-                if !again { return }
-                unsettled = await ownershipChanged()
+        if start { Task { [self] in await runChecks() } }
+    }
+
+    /// The runner. A takeover's image is written before the new owner serves (a majority must
+    /// store it first), so an agent whose session is still settling is looked at again every
+    /// `settleInterval`, alone, for at most `settleChecks` rounds; a new ask ends the settling
+    /// early with a full check (which looks at the settling ones too).
+    func runChecks() async {
+        repeat {
+            var settling = await ownershipChanged()
+            var rounds = 0
+            while !settling.isEmpty, rounds < Self.settleChecks, !state.withLock({ $0.checkAgain }) {
+                rounds += 1
+                try? await Task.sleep(for: Self.settleInterval)
+                settling = await ownershipChanged(only: settling)
             }
+        } while takeCheckAgain()
+    }
+
+    /// Whether another check was asked for (and clears the ask); if not, the runner stops.
+    func takeCheckAgain() -> Bool {
+        state.withLock { s -> Bool in
+            if s.checkAgain {
+                s.checkAgain = false
+                return true
+            }
+            s.checking = false
+            return false
         }
     }
 
-    /// Rounds of 50 ms a pushed check waits for a settling session (10 s), then leaves it to the poll.
+    static let settleInterval = Duration.milliseconds(50)
+    /// 10 s of settle rounds; past them an agent is left to the poll.
     static let settleChecks = 200
 
     /// Starts the brains of the agents whose session this node serves and that have not ended;
@@ -162,8 +168,10 @@ public final class AgentService: BuiltinEffects {
     /// `only`: look at these agents alone (and leave the orphans to a full round).
     @discardableResult
     func ownershipChanged(only: Set<String>? = nil) async -> Set<String> {
-        var held = heldAgents()
-        if let only { held = held.filter { only.contains($0.key) } }
+        // A settle round reads only its agents' specs, not every held session's.
+        let held = only.map { ids in
+            Dictionary(uniqueKeysWithValues: ids.compactMap { id in spec(of: id).map { (id, $0) } })
+        } ?? heldAgents()
         var unsettled: Set<String> = []
         for (id, agent) in held {
             // Ownership first, without the journal (a page of it can be a megabyte of answers);
@@ -211,6 +219,15 @@ public final class AgentService: BuiltinEffects {
     }
 
     func startBrain(_ id: String, _ options: SessionOptions, _ spec: AgentSpec, epoch: UInt64) async {
+        // The spec comes from the session's creation record, which a peer may have handed this
+        // node (a handoff, an install): checked again here, as `POST /v1/agents` checked it, so
+        // no number or URL in it reaches the sandbox or the model proxy unchecked.
+        if let refusal = spec.refusal() {
+            state.withLock { _ = $0.ended.insert(id) }
+            _ = await recordEnd(id, BuiltinEffect(starlingBuiltin: .end, state: AgentState.failed.rawValue,
+                                                  reason: "refused: \(refusal)", node: nodeName))
+            return
+        }
         let admitted = state.withLock { s -> Bool in
             guard s.brains[id] == nil, s.brains.count < AgentLimits.maxRunningBrains else { return false }
             s.brains[id] = Brain(memoryMB: SwarmDrafting.memoryMB(spec.brain, policy: spec.policy), handle: nil, stop: nil)
@@ -295,7 +312,10 @@ public final class AgentService: BuiltinEffects {
     /// reach the worker in the order the table changed.
     func reportOccupancy() {
         state.withLock { s in
-            swarms?.occupy(slots: s.brains.count, memoryMB: s.brains.values.reduce(0) { $0 + $1.memoryMB })
+            // Each brain's memory was validated (`refusal()`: within `TaskLimits.memoryMBRange`)
+            // and there are at most `maxRunningBrains`: the sum cannot overflow; clamped anyway.
+            let memory = s.brains.values.reduce(0) { $0 + min(max($1.memoryMB, 0), TaskLimits.memoryMBRange.upperBound) }
+            swarms?.occupy(slots: s.brains.count, memoryMB: memory)
         }
     }
 
@@ -339,14 +359,18 @@ public final class AgentService: BuiltinEffects {
     /// so it is never restarted: one whose result is not the node's (a client wrote the key
     /// through the public session route), and one whose outcome is unknown (its owner died while
     /// recording the end) count as failed.
-    static func end(in view: SessionView) -> BuiltinEffect? {
+    /// `pendingCounts`: whether an end being written (its start stored, its result not yet)
+    /// counts. For starting a brain it does (a stop's end is written before its brain is killed);
+    /// for showing the agent it does not: the brain's own end, `done` as often as not, is what
+    /// is being written, and the agent is not failed meanwhile.
+    static func end(in view: SessionView, pendingCounts: Bool = true) -> BuiltinEffect? {
         for entry in view.journal where entry.key == AgentKeys.end {
             let failed = { (why: String) in BuiltinEffect(starlingBuiltin: .end, state: AgentState.failed.rawValue, reason: why) }
             switch entry.outcome {
             case .done(let result):
                 return (try? JSONDecoder().decode(BuiltinEffect.self, from: Data(result))) ?? failed("its end record is not the node's")
             case .running:
-                return failed("its end is being recorded")
+                return pendingCounts ? failed("its end is being recorded") : nil
             case .unknown:
                 return failed("its owner stopped while recording its end")
             }
@@ -357,7 +381,7 @@ public final class AgentService: BuiltinEffects {
     /// interface.md's Agent, from its session as served here; nil when the session is not an agent's.
     func agentJSON(_ id: String, _ view: SessionView) -> [String: Any]? {
         guard spec(of: id) != nil else { return nil }
-        let end = Self.end(in: view)
+        let end = Self.end(in: view, pendingCounts: false)
         let starts = view.journal.filter { $0.key.hasPrefix(AgentKeys.start) }.count
         let calls = view.journal.filter { entry in
             guard entry.key.hasPrefix(AgentKeys.model), case .done(let result) = entry.outcome else { return false }

@@ -154,24 +154,6 @@ public final class SessionService: SessionGateway {
 /// audit append blocks); each reports `.persisted` once durable. A write that fails latches:
 /// nothing after it is ever reported (so nothing after it is acknowledged), and the node leaves
 /// the mesh, as a failed swarm write makes it.
-/// The observers of "this node may now own, or no longer own, some session".
-final class OwnershipObservers: Sendable {
-    private let observers = Mutex<[@Sendable () -> Void]>([])
-
-    func add(_ observer: @escaping @Sendable () -> Void) { observers.withLock { $0.append(observer) } }
-
-    func notify() {
-        for observer in observers.withLock({ $0 }) { observer() }
-    }
-
-    /// Whether a durable change may move a session to or from this node: a promise of a new
-    /// epoch, an installed image, a forgotten copy. An appended record continues an epoch.
-    static func mayMove(_ change: SessionChange) -> Bool {
-        if case .record = change { return false }
-        return true
-    }
-}
-
 struct SessionPerformer: ProtocolPerformer {
     typealias Hosted = Sessions
     let store: SessionStore

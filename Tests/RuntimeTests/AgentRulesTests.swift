@@ -1,5 +1,5 @@
 import Foundation
-import StarlingCore
+@testable import StarlingCore
 @testable import StarlingRuntime
 import StarlingSandbox
 import Testing
@@ -75,5 +75,20 @@ struct AgentRulesTests {
             #expect(CallOutcome(status: status, body: "").answerStatus == 502)
         }
         #expect(CallOutcome(status: 429, body: "").answerStatus == 429)
+    }
+
+    /// An end being written is not shown as an end (the agent's brain may have ended `done`),
+    /// but keeps a brain from starting; an end whose writer died is a failed end.
+    @Test func anEndBeingWrittenIsNotShownAsFailed() {
+        func view(_ outcome: SessionJournalEntry.Outcome) -> SessionView {
+            SessionView(id: "a", owner: "n1", replicas: ["n1"], epoch: 1, seq: 3, hash: [], signer: "n1", state: nil, stateSeq: 0,
+                        journal: [SessionJournalEntry(seq: 3, key: AgentKeys.end, startedSeq: 3, outcome: outcome)], journalMore: false)
+        }
+        #expect(AgentService.end(in: view(.running), pendingCounts: false) == nil)
+        #expect(AgentService.end(in: view(.running))?.state == "failed")
+        #expect(AgentService.end(in: view(.unknown), pendingCounts: false)?.state == "failed")
+        let done = BuiltinEffect(starlingBuiltin: .end, state: "done", exitCode: 0)
+        let bytes = [UInt8]((try? JSONEncoder().encode(done)) ?? Data())
+        #expect(AgentService.end(in: view(.done(result: bytes)), pendingCounts: false)?.state == "done")
     }
 }

@@ -256,6 +256,31 @@ struct SessionMesh {
         #expect(mesh.effectsRun.count == 1)
     }
 
+    /// An effect that ends after its session was deleted leaves the session deleted everywhere:
+    /// its result was appended after the delete, so the owner saw the session alive again while
+    /// its replicas refused the chain, and it retried takeovers for ever (review of this diff).
+    @Test func anEffectEndingAfterItsSessionsDeleteDoesNotBringItBack() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        mesh.holdEffects = true
+        #expect(mesh.command(owner, .act(id: "s1", key: "slow", task: Array("{}".utf8))) == nil)
+        #expect(mesh.command(owner, .delete(id: "s1")) == .deleted)
+        let (node, finished) = try #require(mesh.heldEffects.first)
+        var n = mesh.nodes[node]!
+        let effects = n.performed(finished, now: mesh.now)
+        mesh.nodes[node] = n
+        mesh.deliver(node, effects)
+        mesh.run()
+        let takeovers = mesh.nodes[owner]!.counters.takeovers
+        mesh.tick(seconds: 5)
+        for name in mesh.nodes.keys.sorted() {
+            #expect(mesh.nodes[name]!.image(of: "s1")?.records.last?.kind == .delete, "\(name) holds no delete at the end")
+            let reply = mesh.command(name, .show(id: "s1", since: 0))
+            #expect(reply == .notFound || reply == .notHere, "\(name): \(String(describing: reply))")
+        }
+        #expect(mesh.nodes[owner]!.counters.takeovers == takeovers, "the owner kept taking the session over")
+    }
+
     @Test func theNextHolderResumesFromTheLatestMajorityRecordAndNeverRerunsAnEffect() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3", "n4"])
         let owner = try Self.created(&mesh, "s1")

@@ -35,6 +35,8 @@ struct SwarmTestMesh {
     var runs: [(node: PeerName, run: TaskRun)] = []
     var kills: [(node: PeerName, swarm: SwarmID, index: UInt32, attempt: UInt16)] = []
     var violations: [String] = []
+    /// The most sandboxes each node ran at once.
+    var peakSandboxes: [PeerName: Int] = [:]
     /// How long a run takes, and how it ends (default: 50 ms, succeeded, result "ok <index>").
     var runTime: (TaskRun) -> Duration = { _ in .milliseconds(50) }
     var outcome: (PeerName, TaskRun) -> RunOutcome = { _, _ in .succeeded }
@@ -194,6 +196,7 @@ struct SwarmTestMesh {
             nodes[name]!.sandboxes[key] = run.attempt
             nodes[name]!.sandboxMemory += run.task.needs.memoryMB
             let s = nodes[name]!.swarm.settings
+            peakSandboxes[name] = max(peakSandboxes[name] ?? 0, nodes[name]!.sandboxes.count)
             if nodes[name]!.sandboxes.count > Int(s.slots) { violations.append("\(name) runs \(nodes[name]!.sandboxes.count) > \(s.slots) slots") }
             if nodes[name]!.sandboxMemory > s.memoryMB { violations.append("\(name) uses \(nodes[name]!.sandboxMemory) > \(s.memoryMB) MiB") }
             runs.append((name, run))

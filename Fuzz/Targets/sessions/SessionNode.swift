@@ -4,9 +4,10 @@ import StarlingCrypto
 
 /// A session node (`Sessions`, channel 3) driven by a hostile member: the input is a script of
 /// steps (a peer's request, an answer to one of the node's own requests, time passing, a member
-/// coming or going, a client's command), and the node's store and sandbox always succeed.
-/// Whatever the steps, the node never traps, every message it sends fits the channel's bound
-/// and decodes again, and every step settles (its effects and their outcomes end).
+/// coming or going, a client's command, an effect ending late or twice), and the node's store
+/// always succeeds. Whatever the steps, the node never traps, every message it sends fits the
+/// channel's bound and decodes again, every step settles (its effects and their outcomes end),
+/// and every session it holds is a chain it would accept from a peer (`verify`).
 ///
 /// Records here verify under any key: the attacker is a member that signs what it likes under
 /// its own name, which is more than a real one can (a record verifies under its signer's
@@ -29,7 +30,7 @@ public func initialize(_ argc: UnsafeMutableRawPointer?, _ argv: UnsafeMutableRa
 /// carry one) a payload of at most 65,535 bytes with a big-endian 2-byte length.
 struct Step {
     enum Operation: UInt8, CaseIterable {
-        case request, response, tick, membership, checkpoint, act, show, create
+        case request, response, tick, membership, checkpoint, act, show, create, finish, delete
     }
     var operation: Operation
     var argument: UInt8
@@ -68,6 +69,9 @@ struct SessionNodeDriver {
     var pending: [RequestID] = []
     var nextToken: UInt64 = 1
     var nextCommand: UInt64 = 1
+    /// Effects the node started and the script has not finished yet (`finish` ends one, late:
+    /// after a delete, a takeover, a handoff; sometimes twice).
+    var running: [(session: String, key: String)] = []
 
     init() {
         node = Sessions(myName: Self.me, crypto: SessionNodeSeeds.crypto, settings: .init(requestTimeout: .seconds(1)), now: now)
@@ -107,6 +111,20 @@ struct SessionNodeDriver {
             command(.show(id: SessionNodeSeeds.session, since: UInt64(step.argument)))
         case .create:
             command(.create(id: "s\(step.argument % 4)", options: Array("{}".utf8), forwarded: step.argument & 0x80 != 0))
+        case .delete:
+            command(.delete(id: SessionNodeSeeds.session))
+        case .finish:
+            guard !running.isEmpty else { return }
+            let at = Int(step.argument & 0x7F) % running.count
+            let effect = step.argument & 0x80 != 0 ? running[at] : running.remove(at: at)
+            let outcome = SessionActionOutcome.effectFinished(session: effect.session, key: effect.key, result: Array(#"{"exitCode":0}"#.utf8))
+            settle(node.performed(outcome, now: now))
+        }
+        // Whatever happened, every session the node holds is a chain it would accept from a peer.
+        for sid in ["agent-1", "s0", "s1", "s2", "s3"] {
+            if let image = node.image(of: sid), let why = node.verify(image) {
+                invariant(false, "the node holds an image of \(sid) it would refuse: \(why)")
+            }
         }
     }
 
@@ -137,7 +155,7 @@ struct SessionNodeDriver {
             case .perform(.persist(_, let tag)):
                 queue += node.performed(.persisted(tag), now: now)
             case .perform(.runEffect(let session, let key, _, _, _)):
-                queue += node.performed(.effectFinished(session: session, key: key, result: Array(#"{"exitCode":0}"#.utf8)), now: now)
+                if running.count < 64 { running.append((session, key)) }
             }
         }
     }
@@ -195,7 +213,11 @@ enum SessionNodeSeeds {
         return [
             "takeover": takeover,
             "takeover-then-checkpoint": takeover + step(.checkpoint, 0, nil) + step(.response, 0, .stored(session: session, seq: 4)),
-            "takeover-then-act": takeover + step(.act, 1) + step(.response, 0, .stored(session: session, seq: 4)),
+            "takeover-then-act": takeover + step(.act, 1) + step(.response, 0, .stored(session: session, seq: 4)) + step(.finish, 0)
+                + step(.response, 0, .stored(session: session, seq: 5)),
+            "act-delete-finish": takeover + step(.act, 2) + step(.response, 0, .stored(session: session, seq: 4))
+                + step(.delete) + step(.response, 0, .stored(session: session, seq: 5)) + step(.finish, 0x80) + step(.finish, 0)
+                + step(.tick, 20),
             "append-from-peer": step(.request, 0, .append(four[3])),
             "install-from-peer": step(.request, 0, .install(longer)),
             "prepare-from-peer": step(.request, 1, .prepare(session: session, epoch: 2)),

@@ -398,7 +398,11 @@ public struct Sessions: HostedProtocol {
                     effects += serve(command, id: cmd, session: sid)
                 }
             case .effectResult(let key, let result, let cmd):
-                effects += beginWrite(sid, kind: .effectResult, key: key, content: result, then: .effectDone(cmd, key: key, result: result))
+                if h.deleted {
+                    effects += dropResultOfDeleted(sid, key: key, cmd: cmd)
+                } else {
+                    effects += beginWrite(sid, kind: .effectResult, key: key, content: result, then: .effectDone(cmd, key: key, result: result))
+                }
             }
         }
         return effects
@@ -661,7 +665,7 @@ public struct Sessions: HostedProtocol {
     /// Why an image does not hold (nil when it does): a chain from a create, every record's
     /// signature and content, epochs that never go back, nothing after a delete, and the
     /// contents a holder must have (the create, every effect, the latest checkpoint).
-    func verify(_ image: SessionImage) -> String? {
+    public func verify(_ image: SessionImage) -> String? {
         guard let first = image.records.first, first.kind == .create, first.seq == 1, first.previousHash == SessionRecord.zeroHash else {
             return "the image does not start with its creation"
         }
@@ -755,6 +759,11 @@ public struct Sessions: HostedProtocol {
             guard var h = held[sid], var lead = h.lead, lead.running.contains(key), lead.recording.insert(key).inserted else { return [] }
             let cmd = lead.waiting.removeValue(forKey: key)
             let bounded = result.count <= SessionLimits.maxEffectBytes ? result : Array("{\"reason\":\"denied\",\"warnings\":[\"result over its bound\"]}".utf8)
+            if h.deleted {
+                h.lead = lead
+                held[sid] = h
+                return dropResultOfDeleted(sid, key: key, cmd: cmd)
+            }
             if lead.write != nil || lead.phase != .serving {
                 lead.queue.append(.effectResult(key: key, result: bounded, cmd))
                 h.lead = lead
@@ -765,6 +774,19 @@ public struct Sessions: HostedProtocol {
             held[sid] = h
             return beginWrite(sid, kind: .effectResult, key: key, content: bounded, then: .effectDone(cmd, key: key, result: bounded))
         }
+    }
+
+    /// An effect that ended after its session was deleted: nothing follows a delete record (a
+    /// record after it would undelete the session on the owner while its replicas refuse the
+    /// chain, and the owner would retry takeovers for ever), so its result is dropped and its
+    /// waiting client hears the session is gone.
+    mutating func dropResultOfDeleted(_ sid: String, key: String, cmd: CommandID?) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], var lead = h.lead else { return [] }
+        lead.running.remove(key)
+        lead.recording.remove(key)
+        h.lead = lead
+        held[sid] = h
+        return cmd.map { [.reply(.notFound, to: $0)] } ?? []
     }
 
     // MARK: Inspection (tests, metrics)

@@ -57,9 +57,19 @@ struct FetchInFlight: Sendable {
 }
 
 extension Swarm {
-    var workerFreeSlots: Int { Int(settings.slots) - worker.running.count - worker.fetchingSlots - worker.occupiedSlots }
+    var workerFreeSlots: Int { Int(settings.slots) - worker.running.count - worker.fetchingSlots - heldForOthers.slots }
     var workerFreeMemory: Int64 {
-        Int64(settings.memoryMB) - worker.runningMemory - worker.fetchingMemory - worker.occupiedMemory
+        Int64(settings.memoryMB) - worker.runningMemory - worker.fetchingMemory - heldForOthers.memoryMB
+    }
+
+    /// What the node's other work (agents' brains) holds, as the worker's own start check counts
+    /// it: all of it up to every slot but one and half the memory. A brain may wait for a swarm
+    /// it spawned; if brains could hold the whole node, a node whose slots they fill (one slot,
+    /// or as many brains as slots everywhere) would never run that swarm and the brain would
+    /// wait until its timeout. The node still advertises what brains hold in full, so placement
+    /// prefers nodes with room; this floor only keeps a full node from stalling.
+    var heldForOthers: (slots: Int, memoryMB: Int64) {
+        (min(worker.occupiedSlots, max(0, Int(settings.slots) - 1)), min(worker.occupiedMemory, Int64(settings.memoryMB) / 2))
     }
 
     /// Whether this node runs that attempt, or holds its result.
