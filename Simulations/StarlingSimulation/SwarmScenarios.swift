@@ -61,6 +61,12 @@ public struct SwarmReport: Codable, Sendable, Equatable {
     public var refused: [String]
     /// The hosted protocol's traffic: messages, requests, responses (nil ones apart), commands.
     public var hosted: [String: Int]
+    /// Event ids (`finishSeq`) a node's events stream showed that named another task than a
+    /// stream (on any node) showed under that id before, or a task shown under a second id: a
+    /// client resuming with `Last-Event-ID` would miss one task or see one twice. Without a
+    /// partition a violation; the second count is while a partition had split the mesh.
+    public var eventIdConflicts: Int = 0
+    public var eventIdConflictsOnBothSides: Int = 0
 }
 
 extension Scenario {
