@@ -10,12 +10,18 @@ struct SwarmEventIdIntegrationTests {
     /// One `curl -N` reading an event stream; its output is collected as it comes.
     final class EventFollower: Sendable {
         /// What curl printed so far (a class: the pipe's handler holds it too).
-        final class Output: Sendable { let data = Mutex(Data()) }
+        final class Output: Sendable {
+            let data = Mutex(Data())
+            let killed = Atomic<Bool>(false)
+        }
 
         let process: Process
         private let output = Output()
 
-        init(port: UInt16, swarm: String, lastEventId: UInt32?) throws {
+        /// With `kill`, the node of that PID gets SIGKILL the moment the stream has shown that
+        /// many task events: within a replication round trip of the owner recording the last
+        /// one, where a replica may not store it yet.
+        init(port: UInt16, swarm: String, lastEventId: UInt32?, kill victim: (events: Int, pid: pid_t)? = nil) throws {
             process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
             var arguments = ["-sN", "--max-time", "180"]
@@ -27,7 +33,14 @@ struct SwarmEventIdIntegrationTests {
             process.standardError = FileHandle.nullDevice
             pipe.fileHandleForReading.readabilityHandler = { [output] handle in
                 let data = handle.availableData
-                if !data.isEmpty { output.data.withLock { $0.append(data) } }
+                guard !data.isEmpty else { return }
+                let shown = output.data.withLock { all in
+                    all.append(data)
+                    return String(decoding: all, as: UTF8.self).components(separatedBy: "\nevent: task\n").count - 1
+                }
+                if let victim, shown >= victim.events, !output.killed.exchange(true, ordering: .relaxed) {
+                    Glibc.kill(victim.pid, SIGKILL)
+                }
             }
             try process.run()
         }
@@ -74,10 +87,9 @@ struct SwarmEventIdIntegrationTests {
         }
         let (swarm, ownerName) = try SwarmClient(port: nodes[1].apiPort).submit(["tasks": tasks, "maxAttempts": 3])
         let owner = try #require(nodes.first { $0.name == ownerName }, "POST /v1/swarms names the owner")
-        let first = try EventFollower(port: owner.apiPort, swarm: swarm, lastEventId: nil)
+        let first = try EventFollower(port: owner.apiPort, swarm: swarm, lastEventId: nil, kill: (10, owner.pid))
         defer { first.stop() }
-        try waitUntil("the owner's stream shows 10 tasks", seconds: 90) { first.events().tasks.count >= 10 }
-        owner.signal(SIGKILL)
+        try waitUntil("the owner is killed after its stream showed 10 tasks", seconds: 90) { !owner.isRunning }
         #expect(owner.waitForExit(seconds: 10) != nil)
         // curl ends when the connection breaks; if not, it is ended here.
         _ = try? waitUntil("the stream of the killed node ends", seconds: 10) { !first.process.isRunning }
