@@ -78,6 +78,8 @@ final class SwarmEnvironment: ProtocolEnvironment {
     private var shownTask: [SwarmID: [UInt32: UInt32]] = [:]
     private var shownSeq: [TaskKey: UInt32] = [:]
     private var eventIdConflicts = 0
+    /// The swarm whose owner crashes at its next recorded finish (`crashSwarmOwnerAtAFinish`).
+    private var armedOwnerCrash: Int?
     private var eventIdConflictsOnBothSides = 0
 
     /// Test hook (negative controls only): called after each store write is applied; returns
@@ -190,6 +192,11 @@ final class SwarmEnvironment: ProtocolEnvironment {
     var finished: Bool { submittedIDs.count + refusals.count == submissions.count && doneAt.count == submittedIDs.count }
 
     /// The node that owns the k-th swarm now: its first live replica, in replica order.
+    /// Arms `Fault.crashSwarmOwnerAtAFinish`: the owner of the k-th swarm crashes right after
+    /// its next write of a finished task (at the same instant, so what it sends after the
+    /// write is lost with it).
+    func armOwnerCrash(_ k: Int) { armedOwnerCrash = k }
+
     func currentOwner(of k: Int, _ sim: Simulator) -> Int? {
         guard let (id, owner) = submittedIDs[k] else { return nil }
         let replicas = stores.lazy.compactMap { $0[id]?.definition.replicas }.first ?? [owner]
@@ -280,6 +287,10 @@ final class SwarmEnvironment: ProtocolEnvironment {
             if record.state.isFinal, let result = record.result { noteRecording(TaskKey(swarm: id, index: index), result, node: node, sim) }
             if record.finishSeq > 0 && record.finishSeq <= stores[node][id]!.visible {
                 noteShown(id, seq: record.finishSeq, index: index, node: node, sim)
+            }
+            if let k = armedOwnerCrash, submittedIDs[k]?.id == id, record.finishSeq > 0, currentOwner(of: k, sim) == node {
+                armedOwnerCrash = nil
+                sim.queue.push(.fault(.crash([node])), at: sim.now)
             }
         case .swarmState(let id, let state, let epoch):
             sim.mixTrace(10, node, 3, Int(epoch), Int(state.rawValue))

@@ -78,8 +78,8 @@ extension Scenario {
         Scenario(name: "swarm-steady", summary: "swarms run on a healthy mesh (--tasks, default 100 per node)", hostsSwarm: true) { _, _, _ in
             Plan(faults: [], loss: nil, strictFalsePositives: true)
         },
-        Scenario(name: "swarm-crash", summary: "workers crash at period 15 and the owner of the first swarm at period 25, mid-swarm", hostsSwarm: true) { n, _, rng in
-            Plan(faults: swarmSubmitCrashes(n, &rng) + [ScheduledFault(25, .crashSwarmOwner(0))], loss: nil, strictFalsePositives: true)
+        Scenario(name: "swarm-crash", summary: "workers crash at period 15 and the owner of the first swarm at its first recorded finish after period 25, mid-swarm", hostsSwarm: true) { n, _, rng in
+            Plan(faults: swarmSubmitCrashes(n, &rng) + [ScheduledFault(25, .crashSwarmOwnerAtAFinish(0))], loss: nil, strictFalsePositives: true)
         },
         Scenario(name: "swarm-churn", summary: "nodes leave (crash) and join again with their store while swarms run", hostsSwarm: true) { n, s, rng in
             var faults: [ScheduledFault] = []
