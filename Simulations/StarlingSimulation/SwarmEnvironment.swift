@@ -77,10 +77,11 @@ final class SwarmEnvironment: ProtocolEnvironment {
     /// id each task was first shown under (over every node and all time).
     private var shownTask: [SwarmID: [UInt32: UInt32]] = [:]
     private var shownSeq: [TaskKey: UInt32] = [:]
-    private var eventIdConflicts = 0
+    /// Tasks involved in an event-id conflict (counted once each), without and with a partition.
+    private var eventIdConflicts: Set<TaskKey> = []
+    private var eventIdConflictsOnBothSides: Set<TaskKey> = []
     /// The swarm whose owner crashes at its next recorded finish (`crashSwarmOwnerAtAFinish`).
     private var armedOwnerCrash: Int?
-    private var eventIdConflictsOnBothSides = 0
 
     /// Test hook (negative controls only): called after each store write is applied; returns
     /// extra writes to apply as if the protocol had asked for them.
@@ -334,9 +335,8 @@ final class SwarmEnvironment: ProtocolEnvironment {
         if earlier == nil { shownSeq[key] = seq }
         guard (named != nil && named != index) || (earlier != nil && earlier != seq) else { return }
         if partitionSeen {
-            eventIdConflictsOnBothSides += 1
-        } else {
-            eventIdConflicts += 1
+            eventIdConflictsOnBothSides.insert(key)
+        } else if eventIdConflicts.insert(key).inserted {
             violation("event id \(seq) of swarm \(id) shown by n\(node) for task \(index), shown before for task \(named.map(String.init) ?? "-"), task first shown as \(earlier.map(String.init) ?? "-") (\(sim.now))")
         }
     }
@@ -427,8 +427,8 @@ final class SwarmEnvironment: ProtocolEnvironment {
                      "responses": stats.responses, "nilResponses": stats.nilResponses, "commands": stats.commands,
                      "membershipEvents": stats.membershipEvents, "reusedRequestIDs": stats.reusedRequestIDs,
                      "unknownTokens": stats.unknownTokens, "orphanStoreWrites": orphanWrites])
-        report.swarm?.eventIdConflicts = eventIdConflicts
-        report.swarm?.eventIdConflictsOnBothSides = eventIdConflictsOnBothSides
+        report.swarm?.eventIdConflicts = eventIdConflicts.count
+        report.swarm?.eventIdConflictsOnBothSides = eventIdConflictsOnBothSides.count
         for v in violations where report.violations.count < 40 { report.violations.append(v) }
     }
 }

@@ -61,10 +61,10 @@ public struct SwarmReport: Codable, Sendable, Equatable {
     public var refused: [String]
     /// The hosted protocol's traffic: messages, requests, responses (nil ones apart), commands.
     public var hosted: [String: Int]
-    /// Event ids (`finishSeq`) a node's events stream showed that named another task than a
-    /// stream (on any node) showed under that id before, or a task shown under a second id: a
-    /// client resuming with `Last-Event-ID` would miss one task or see one twice. Without a
-    /// partition a violation; the second count is while a partition had split the mesh.
+    /// Tasks a node's events stream showed under an id (`finishSeq`) that a stream (on any
+    /// node) showed for another task before, or under a second id: a client resuming with
+    /// `Last-Event-ID` would miss one task or see one twice. Without a partition a violation;
+    /// the second count is while a partition had split the mesh (reported, not violations).
     public var eventIdConflicts: Int = 0
     public var eventIdConflictsOnBothSides: Int = 0
 }
