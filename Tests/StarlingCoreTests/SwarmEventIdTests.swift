@@ -206,4 +206,40 @@ struct SwarmEventIdTests {
         let problems = client.problems(taskCount: tasks)
         #expect(problems.isEmpty, "\(problems)")
     }
+
+    /// An owner's finishes that never reached the others (here: pending tasks it cancelled just
+    /// before it died) stay in its store across its restart. When it comes back as a replica and
+    /// the acting owner sends it the whole swarm, those rows must go: the owner's copy has the
+    /// tasks unfinished and gives their numbers to other tasks, and the restarted node's stream
+    /// would show both rows under one id. Before the fix the store kept them (memory did not).
+    @Test func aRestartedNodeDropsFinishesOnlyItsStoreHeld() throws {
+        var mesh = SwarmTestMesh(nodes: 5, slots: 1)
+        mesh.runTime = { run in .milliseconds(150 + 10 * Int(run.index % 4)) }
+        let tasks = 40
+        let command = mesh.submit(draft(tasks), at: "n1")
+        mesh.run(for: .milliseconds(300)) { $0.replies[command] != nil }
+        let swarm = try #require(mesh.swarmID(of: command))
+        let replicas = try #require(mesh.entry(swarm)).definition.replicas
+        let (a, b) = (replicas[0], replicas[1])
+        mesh.run(for: .milliseconds(200))
+        mesh.crash(a)
+        mesh.declare(a, .dead)
+        mesh.run(for: .milliseconds(400))
+        #expect(mesh.owner(of: swarm) == b)
+        // b cancels and dies before any replica stores the cancel.
+        _ = mesh.cancel(swarm, at: b)
+        mesh.crash(b)
+        mesh.declare(b, .dead)
+        let stale = EventClient.stored(mesh, swarm, at: b)!.records.filter { $0.value.state == .cancelled }.count
+        #expect(stale > 10, "b cancelled \(stale) pending tasks")
+        mesh.run(for: .milliseconds(400))
+        mesh.restart(a, seed: 7)
+        mesh.run(for: .milliseconds(600))
+        mesh.restart(b, seed: 8)
+        var client = EventClient(swarm: swarm)
+        mesh.run(for: .seconds(60)) { m in client.poll(m, at: b); return client.sawDone }
+        let problems = client.problems(taskCount: tasks)
+        #expect(problems.isEmpty, "\(problems)")
+        #expect(mesh.violations.isEmpty, "\(mesh.violations)")
+    }
 }

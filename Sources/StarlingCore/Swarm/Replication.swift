@@ -223,6 +223,17 @@ extension Swarm {
             var entry = SwarmEntry(definition: definition, epoch: u.epoch, state: u.state,
                                    tasks: Array(repeating: TaskRecord(), count: definition.draft.tasks.count), now: now)
             out.append(.perform(.store(.swarm(definition, epoch: u.epoch, state: u.state))))
+            // The copy held before is replaced, in memory and in the store: a finished record it
+            // had that the transfer does not carry (an owner's finish that never reached the
+            // others, kept in this node's store across its restart) must not stay in the store,
+            // where the events stream would show it under a number the owner gives another task.
+            // Later chunks of the transfer set the records they carry again.
+            if let previous = swarms[u.id]?.tasks {
+                let carried = Set(u.records.map(\.index))
+                for i in previous.indices where previous[i].finishSeq > 0 && !carried.contains(UInt32(i)) {
+                    out.append(.perform(.store(.task(u.id, index: UInt32(i), TaskRecord()))))
+                }
+            }
             for r in u.records where Int(r.index) < entry.tasks.count {
                 entry.tasks[Int(r.index)] = r.record
                 out.append(.perform(.store(.task(u.id, index: r.index, r.record))))
