@@ -24,6 +24,11 @@ public enum Fault: Sendable, Equatable, CustomStringConvertible {
     case setLoss(Double)
     /// Crash whichever node owns the k-th submitted swarm at that moment (swarm scenarios).
     case crashSwarmOwner(Int)
+    /// Crash the node that owns the k-th submitted swarm the moment it next records a finished
+    /// task, before anything it sends after that write leaves it: the result is on the owner
+    /// only (its events stream may have shown it), which is when an owner's death tests
+    /// whether event ids stay stable (issue #10).
+    case crashSwarmOwnerAtAFinish(Int)
 
     public var description: String {
         switch self {
@@ -41,6 +46,7 @@ public enum Fault: Sendable, Equatable, CustomStringConvertible {
         case .reconnect(let n): "reconnect n\(n)"
         case .setLoss(let p): "loss \(Int(p * 100))%"
         case .crashSwarmOwner(let k): "crash the owner of swarm \(k)"
+        case .crashSwarmOwnerAtAFinish(let k): "crash the owner of swarm \(k) at its next finish"
         }
     }
 }

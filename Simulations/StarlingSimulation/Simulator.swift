@@ -424,6 +424,8 @@ public final class Simulator {
             network.loss = p
         case .crashSwarmOwner(let k):
             if let owner = swarm?.currentOwner(of: k, self) { apply(.crash([owner])) }
+        case .crashSwarmOwnerAtAFinish(let k):
+            swarm?.armOwnerCrash(k)
         }
         for h in hosts { h.faultApplied(f, self) }
     }

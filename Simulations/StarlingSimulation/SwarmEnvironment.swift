@@ -33,6 +33,11 @@ final class SwarmEnvironment: ProtocolEnvironment {
         var state: SwarmState
         var tasks: [TaskRecord]
         var children: [ChildLink] = []
+        /// The events stream's mark (`StoreChange.visible`): finished tasks numbered up to it
+        /// are shown.
+        var visible: UInt32 = 0
+        /// Which task holds each finish number in this store.
+        var bySeq: [UInt32: UInt32] = [:]
     }
 
     let options: SwarmOptions
@@ -68,6 +73,15 @@ final class SwarmEnvironment: ProtocolEnvironment {
     private var attemptsOverMax = 0
     private var busy: Duration = .zero
     private var orphanWrites = 0
+    /// Per swarm, the task each event id named when a node's stream first showed it, and the
+    /// id each task was first shown under (over every node and all time).
+    private var shownTask: [SwarmID: [UInt32: UInt32]] = [:]
+    private var shownSeq: [TaskKey: UInt32] = [:]
+    /// Tasks involved in an event-id conflict (counted once each), without and with a partition.
+    private var eventIdConflicts: Set<TaskKey> = []
+    private var eventIdConflictsOnBothSides: Set<TaskKey> = []
+    /// The swarm whose owner crashes at its next recorded finish (`crashSwarmOwnerAtAFinish`).
+    private var armedOwnerCrash: Int?
 
     /// Test hook (negative controls only): called after each store write is applied; returns
     /// extra writes to apply as if the protocol had asked for them.
@@ -179,6 +193,11 @@ final class SwarmEnvironment: ProtocolEnvironment {
     var finished: Bool { submittedIDs.count + refusals.count == submissions.count && doneAt.count == submittedIDs.count }
 
     /// The node that owns the k-th swarm now: its first live replica, in replica order.
+    /// Arms `Fault.crashSwarmOwnerAtAFinish`: the owner of the k-th swarm crashes right after
+    /// its next write of a finished task (at the same instant, so what it sends after the
+    /// write is lost with it).
+    func armOwnerCrash(_ k: Int) { armedOwnerCrash = k }
+
     func currentOwner(of k: Int, _ sim: Simulator) -> Int? {
         guard let (id, owner) = submittedIDs[k] else { return nil }
         let replicas = stores.lazy.compactMap { $0[id]?.definition.replicas }.first ?? [owner]
@@ -262,8 +281,18 @@ final class SwarmEnvironment: ProtocolEnvironment {
                 violation("n\(node) stored task \(index) of swarm \(id), which its store does not hold")
                 return
             }
+            let old = stores[node][id]!.tasks[Int(index)]
+            if old.finishSeq > 0, stores[node][id]!.bySeq[old.finishSeq] == index { stores[node][id]!.bySeq[old.finishSeq] = nil }
+            if record.finishSeq > 0 { stores[node][id]!.bySeq[record.finishSeq] = index }
             stores[node][id]!.tasks[Int(index)] = record
             if record.state.isFinal, let result = record.result { noteRecording(TaskKey(swarm: id, index: index), result, node: node, sim) }
+            if record.finishSeq > 0 && record.finishSeq <= stores[node][id]!.visible {
+                noteShown(id, seq: record.finishSeq, index: index, node: node, sim)
+            }
+            if let k = armedOwnerCrash, submittedIDs[k]?.id == id, record.finishSeq > 0, currentOwner(of: k, sim) == node {
+                armedOwnerCrash = nil
+                sim.queue.push(.fault(.crash([node])), at: sim.now)
+            }
         case .swarmState(let id, let state, let epoch):
             sim.mixTrace(10, node, 3, Int(epoch), Int(state.rawValue))
             guard stores[node][id] != nil else {
@@ -281,6 +310,34 @@ final class SwarmEnvironment: ProtocolEnvironment {
                 return
             }
             if !stores[node][id]!.children.contains(where: { $0.child == link.child }) { stores[node][id]!.children.append(link) }
+        case .visible(let id, let upTo):
+            guard let s = stores[node][id] else {
+                orphanWrites += 1
+                violation("n\(node) stored the events mark of swarm \(id), which its store does not hold")
+                return
+            }
+            guard upTo > s.visible else { return }
+            stores[node][id]!.visible = upTo
+            // Bounded by the numbers given: each is newly shown here once.
+            for seq in (s.visible + 1)...upTo {
+                if let index = s.bySeq[seq] { noteShown(id, seq: seq, index: index, node: node, sim) }
+            }
+        }
+    }
+
+    /// A node's events stream now shows task `index` under id `seq`: it must be the id every
+    /// stream showed that task under, and no stream may have shown another task under it.
+    private func noteShown(_ id: SwarmID, seq: UInt32, index: UInt32, node: Int, _ sim: Simulator) {
+        let key = TaskKey(swarm: id, index: index)
+        let named = shownTask[id]?[seq]
+        let earlier = shownSeq[key]
+        if named == nil { shownTask[id, default: [:]][seq] = index }
+        if earlier == nil { shownSeq[key] = seq }
+        guard (named != nil && named != index) || (earlier != nil && earlier != seq) else { return }
+        if partitionSeen {
+            eventIdConflictsOnBothSides.insert(key)
+        } else if eventIdConflicts.insert(key).inserted {
+            violation("event id \(seq) of swarm \(id) shown by n\(node) for task \(index), shown before for task \(named.map(String.init) ?? "-"), task first shown as \(earlier.map(String.init) ?? "-") (\(sim.now))")
         }
     }
 
@@ -370,6 +427,8 @@ final class SwarmEnvironment: ProtocolEnvironment {
                      "responses": stats.responses, "nilResponses": stats.nilResponses, "commands": stats.commands,
                      "membershipEvents": stats.membershipEvents, "reusedRequestIDs": stats.reusedRequestIDs,
                      "unknownTokens": stats.unknownTokens, "orphanStoreWrites": orphanWrites])
+        report.swarm?.eventIdConflicts = eventIdConflicts.count
+        report.swarm?.eventIdConflictsOnBothSides = eventIdConflictsOnBothSides.count
         for v in violations where report.violations.count < 40 { report.violations.append(v) }
     }
 }

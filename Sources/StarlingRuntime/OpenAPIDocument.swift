@@ -174,7 +174,7 @@ public enum OpenAPIDocument {
       "get": {
         "operationId": "followSwarm",
         "summary": "Task completions as server-sent events",
-        "description": "One `task` event per finished task, in completion order, its id the task's finish sequence number (data: {\"id\", \"state\", \"node\"?, \"result\"?}); then one `done` event (data: {\"id\", \"state\"}) once the swarm is done or cancelled. A stream resumes after the Last-Event-ID it is given. Comment lines keep an idle stream alive; a stream closes after 10 minutes, and the client reconnects with Last-Event-ID.",
+        "description": "One `task` event per finished task, in completion order, its id the task's finish sequence number (data: {\"id\", \"state\", \"node\"?, \"result\"?}); then one `done` event (data: {\"id\", \"state\"}) once the swarm is done or cancelled. A task is shown once a majority of the swarm's replica set stores its result, so an id names the same task on every node that holds the swarm, across the deaths of its owners (not across a network partition). A stream resumes after the Last-Event-ID it is given, on any node. Comment lines keep an idle stream alive; a stream closes after 10 minutes, and the client reconnects with Last-Event-ID.",
         "parameters": [
           {"$ref": "#/components/parameters/SwarmID"},
           {"name": "Last-Event-ID", "in": "header", "required": false, "description": "The id of the last event the client has.",

@@ -37,6 +37,11 @@ public struct SwarmEventSettings: Sendable {
 /// It polls the store (each poll reads at most one bounded batch, in one snapshot), so it needs
 /// no hook into the mesh loop, and a stream resumed with `Last-Event-ID` on any holder of the
 /// swarm picks up where the last one stopped.
+///
+/// It shows a finished task only once a majority of the swarm's replica set stores it (the
+/// store's visible mark, `StoreChange.visible`), a round trip after the owner recorded it: a
+/// node that takes the swarm over then holds every id any stream showed, with the same task,
+/// and numbers new finishes after them. `done` waits until nothing finished is hidden.
 final class SwarmEventStream: Sendable {
     /// Open streams on this node, against `SwarmEventSettings.maxStreams`.
     private static let open = Atomic<Int>(0)
@@ -103,7 +108,7 @@ final class SwarmEventStream: Sendable {
                 lastSent = clock.now
                 continue  // there may be more right away
             }
-            if batch.state != .running {
+            if batch.state != .running && batch.allVisible {
                 let done = String(decoding: try encoder.encode(DoneEventJSON(id: swarm, state: batch.state.name)), as: UTF8.self)
                 try await writer.write(ByteBuffer(string: "event: done\ndata: \(done)\n\n"))
                 break

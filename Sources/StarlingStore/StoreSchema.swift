@@ -66,6 +66,13 @@ enum StoreSchema {
         migrator.registerMigration("v4-audit") { db in try AuditSchema.create(db) }
         migrator.registerMigration("v5-sessions") { db in try SessionSchema.create(db) }
         migrator.registerMigration("v6-session-chunks") { db in try SessionChunkSchema.create(db) }
+        migrator.registerMigration("v7-swarm-visible-finishes") { db in
+            // The events stream shows finished tasks numbered up to `visibleSeq` only: those a
+            // majority of the replica set stores (`StoreChange.visible`). Swarms stored before
+            // keep showing what they hold, as they did.
+            try db.execute(sql: "ALTER TABLE swarm ADD COLUMN visibleSeq INTEGER NOT NULL DEFAULT 0")
+            try db.execute(sql: "UPDATE swarm SET visibleSeq = (SELECT IFNULL(MAX(finishSeq), 0) FROM task WHERE task.swarm = swarm.id)")
+        }
         migrator.registerMigration("v8-swarm-finished-at") { db in try SwarmRetention.create(db) }
         return migrator
     }

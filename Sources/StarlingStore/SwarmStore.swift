@@ -94,7 +94,7 @@ public final class SwarmStore: Sendable {
     private static func swarm(of change: StoreChange) -> SwarmID {
         switch change {
         case .swarm(let definition, _, _): definition.id
-        case .task(let swarm, _, _), .swarmState(let swarm, _, _), .child(let swarm, _): swarm
+        case .task(let swarm, _, _), .swarmState(let swarm, _, _), .child(let swarm, _), .visible(let swarm, _): swarm
         }
     }
 
@@ -122,6 +122,11 @@ public final class SwarmStore: Sendable {
                 INSERT INTO swarm_child (parent, child, replicas, cost) VALUES (?, ?, ?, ?)
                 ON CONFLICT(parent, child) DO NOTHING
                 """, arguments: [parent, link.child, Data(encodeNames(link.replicas)), Int64(clamping: link.cost)])
+        case .visible(let swarm, let upTo):
+            // The highest value written stands: a stream never takes back an event it showed.
+            try db.cachedStatement(sql: "UPDATE swarm SET visibleSeq = MAX(visibleSeq, ?) WHERE id = ?")
+                .execute(arguments: [Int64(upTo), swarm])
+            guard db.changesCount == 1 else { throw StoreError("no swarm \(swarm) to update") }
         }
     }
 
@@ -223,21 +228,28 @@ public final class SwarmStore: Sendable {
         }
     }
 
-    /// Finished tasks of a swarm whose `finishSeq` is above `afterSeq`, in completion order (at
-    /// most `limit`, clamped to 1...maxEventBatch). Nil when this node does not hold the swarm.
-    /// Bounded by `maxResultBytes` as `status` pages are.
+    /// Finished tasks of a swarm whose `finishSeq` is above `afterSeq` and visible (at most the
+    /// swarm's `visibleSeq`: stored on a majority of its replica set, see `StoreChange.visible`),
+    /// in completion order (at most `limit`, clamped to 1...maxEventBatch). Nil when this node
+    /// does not hold the swarm. Bounded by `maxResultBytes` as `status` pages are.
     public func events(_ id: SwarmID, afterSeq: UInt32, limit: Int = maxEventBatch,
                        maxResultBytes: Int = maxPageResultBytes) throws -> SwarmEvents? {
         let limit = min(max(limit, 1), Self.maxEventBatch)
         return try read { db in
-            guard let state = try Int64.fetchOne(db, sql: "SELECT state FROM swarm WHERE id = ?", arguments: [id]) else { return nil }
+            guard let row = try Row.fetchOne(db, sql: "SELECT state, visibleSeq FROM swarm WHERE id = ?", arguments: [id]) else {
+                return nil
+            }
+            let visible: Int64 = row["visibleSeq"]
             let tasks = try Self.boundedTasks(db, sql: """
                 SELECT idx, taskId, state, attempt, node, result, finishSeq FROM task
-                WHERE swarm = ? AND finishSeq > ? ORDER BY finishSeq LIMIT ?
-                """, arguments: [id, Int64(afterSeq), Int64(limit)], maxResultBytes: maxResultBytes)
-            // Read in the same snapshot as the tasks: a swarm seen as finished here has every
-            // finished task at or below what this call (or an earlier one) returned.
-            return SwarmEvents(state: try Self.swarmState(state), tasks: tasks)
+                WHERE swarm = ? AND finishSeq > 0 AND finishSeq > ? AND finishSeq <= ? ORDER BY finishSeq LIMIT ?
+                """, arguments: [id, Int64(afterSeq), visible, Int64(limit)], maxResultBytes: maxResultBytes)
+            let hidden = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM task WHERE swarm = ? AND finishSeq > 0 AND finishSeq > ?)",
+                                           arguments: [id, visible]) ?? false
+            // Read in the same snapshot as the tasks: a swarm seen as finished, with nothing
+            // hidden, has every finished task at or below what this call (or an earlier one)
+            // returned.
+            return SwarmEvents(state: try Self.swarmState(row["state"]), tasks: tasks, allVisible: !hidden)
         }
     }
 
@@ -434,4 +446,7 @@ public struct SwarmSummary: Sendable, Equatable {
 public struct SwarmEvents: Sendable, Equatable {
     public var state: SwarmState
     public var tasks: [StoredTask]
+    /// No finished task is above the swarm's visible mark: once the swarm is not running,
+    /// nothing more will be shown (the stream's `done` waits for it).
+    public var allVisible: Bool = true
 }

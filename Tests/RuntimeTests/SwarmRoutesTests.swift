@@ -268,12 +268,20 @@ struct SwarmRoutesTests {
             }
             let result = Array(try JSONEncoder().encode(TaskResult(exitCode: 0, signal: nil, reason: .exited, stdout: "", stderr: "", truncated: false,
                                                                   outputs: [:], node: "n1", attempts: 1, durationMs: 1, cpuMs: 0, peakMemoryKB: 0)))
-            try store.apply([.task(id, index: 2, TaskRecord(state: .succeeded, attempt: 1, node: "n1", result: result, finishSeq: 1))])
+            try store.apply([.task(id, index: 2, TaskRecord(state: .succeeded, attempt: 1, node: "n1", result: result, finishSeq: 1)),
+                             .visible(id, upTo: 1)])
             // The stream opens while the swarm runs; the rest finishes while it is open.
             async let streamed = client.execute(uri: "/v1/swarms/\(id)/events", method: .get) { r in (r.status, r.headers[.contentType], r.text) }
             try await Task.sleep(for: .milliseconds(100))
-            try store.apply([.task(id, index: 0, TaskRecord(state: .failed, attempt: 1, node: "n2", result: result, finishSeq: 2))])
+            try store.apply([.task(id, index: 0, TaskRecord(state: .failed, attempt: 1, node: "n2", result: result, finishSeq: 2)),
+                             .visible(id, upTo: 2)])
+            // The last finish and the end are stored before a majority holds them: neither the
+            // task nor `done` may be shown until the visible mark covers it.
             try store.apply([.task(id, index: 1, TaskRecord(state: .cancelled, attempt: 0, finishSeq: 3)), .swarmState(id, .done, epoch: 1)])
+            try await Task.sleep(for: .milliseconds(100))
+            let held = try #require(try store.events(id, afterSeq: 2))
+            #expect(held.tasks.isEmpty && !held.allVisible && held.state == .done)
+            try store.apply([.visible(id, upTo: 3)])
             let (status, type, text) = try await streamed
             #expect(status == .ok)
             #expect(type == "text/event-stream")

@@ -139,6 +139,38 @@ struct SwarmScenarioTests {
         #expect(env.violations.contains { $0.contains("over maxAttempts") })
     }
 
+    /// Negative control of the event-id check, with no protocol in the loop: an id one node's
+    /// stream showed for a task, shown by another node for another task (the owner-death defect
+    /// of issue #10), and a task shown under a second id, are violations; the same id for the
+    /// same task on every node is not; an id above a node's visible mark is not shown yet.
+    @Test func theCheckerCatchesAnEventIdReusedForAnotherTask() throws {
+        var config = SimulationConfig(nodes: 5, seed: 1)
+        config.swarm.tasks = 10
+        config.swarm.swarms = 1
+        let sim = Simulator(scenario: Scenario.named("swarm-steady")!, config: config)
+        let env = try #require(sim.swarm)
+        let host = try #require(sim.hosts.first as? ProtocolHost<SwarmEnvironment>)
+        let def = SwarmDefinition(id: "00000000000000bb", draft: env.submissions[0].draft, replicas: ["n0", "n1", "n2"])
+        func record(_ seq: UInt32, _ text: String) -> TaskRecord {
+            TaskRecord(state: .succeeded, attempt: 1, node: "n3", result: Array(text.utf8), finishSeq: seq)
+        }
+        for n in 0..<3 { env.perform(.store(.swarm(def, epoch: 1, state: .running)), node: n, host: host, sim: sim) }
+        // n0 shows task 0 as id 1; n1 holds the same, and shows it too.
+        for n in 0..<2 {
+            env.perform(.store(.task(def.id, index: 0, record(1, "a"))), node: n, host: host, sim: sim)
+            env.perform(.store(.visible(def.id, upTo: 1)), node: n, host: host, sim: sim)
+        }
+        // n2 numbers task 1 as 1, but has not shown it: nothing seen yet.
+        env.perform(.store(.task(def.id, index: 1, record(1, "b"))), node: 2, host: host, sim: sim)
+        #expect(env.violations.isEmpty, "\(env.violations)")
+        env.perform(.store(.visible(def.id, upTo: 1)), node: 2, host: host, sim: sim)
+        #expect(env.violations.contains { $0.contains("event id 1 of swarm \(def.id) shown by n2 for task 1") }, "\(env.violations)")
+        // Task 0 shown again under id 2 (renumbered).
+        env.perform(.store(.task(def.id, index: 0, record(2, "a"))), node: 2, host: host, sim: sim)
+        env.perform(.store(.visible(def.id, upTo: 2)), node: 2, host: host, sim: sim)
+        #expect(env.violations.contains { $0.contains("shown by n2 for task 0") && $0.contains("first shown as 1") }, "\(env.violations)")
+    }
+
     @Test func thePayloadCarriesTheDuration() {
         let p = SwarmWorkload.payload(milliseconds: 1_234, failFirst: true)
         let (d, fail) = SwarmWorkload.decode(p)

@@ -273,6 +273,7 @@ struct SwarmTestMesh {
             case .swarmState(let id, let st, let e): states[id] = st; epochs[id] = e
             case .child(let id, let link):
                 if !(children[id] ?? []).contains(where: { $0.child == link.child }) { children[id, default: []].append(link) }
+            case .visible: break  // read by the events stream only
             }
         }
         let stored = definitions.keys.sorted().map { id in

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import StarlingCore
 import Synchronization
 import Testing
@@ -151,7 +152,7 @@ struct SwarmStoreTests {
         try store.apply([.swarm(definition("e", tasks: 5), epoch: 1, state: .running)])
         // Completion order differs from index order.
         try store.apply([.task("e", index: 3, finished(1)), .task("e", index: 0, finished(2, .failed)),
-                         .task("e", index: 4, TaskRecord(state: .running, attempt: 1, node: "n1"))])
+                         .task("e", index: 4, TaskRecord(state: .running, attempt: 1, node: "n1")), .visible("e", upTo: 2)])
         let all = try #require(try store.events("e", afterSeq: 0))
         #expect(all.state == .running)
         #expect(all.tasks.map(\.index) == [3, 0])
@@ -161,10 +162,63 @@ struct SwarmStoreTests {
         #expect(try store.events("e", afterSeq: 0, limit: 1)?.tasks.map(\.index) == [3])
 
         try store.apply([.task("e", index: 1, finished(3)), .task("e", index: 2, finished(4)),
-                         .task("e", index: 4, finished(5, .cancelled)), .swarmState("e", .done, epoch: 1)])
+                         .task("e", index: 4, finished(5, .cancelled)), .swarmState("e", .done, epoch: 1), .visible("e", upTo: 5)])
         let rest = try #require(try store.events("e", afterSeq: 2))
         #expect(rest.state == .done)
         #expect(rest.tasks.map(\.record.finishSeq) == [3, 4, 5])
+        #expect(rest.allVisible)
+    }
+
+    /// Finished tasks above the visible mark (not yet stored on a majority of the replica set)
+    /// are not events yet, and the swarm is not over for a stream while any is hidden; the mark
+    /// never goes down.
+    @Test func eventsShowOnlyFinishesUpToTheVisibleMark() throws {
+        let dir = TemporaryDirectory("visible")
+        let store = try SwarmStore(directory: dir.path)
+        try store.apply([.swarm(definition("v", tasks: 4), epoch: 1, state: .running)])
+        try store.apply([.task("v", index: 2, finished(1)), .task("v", index: 0, finished(2)), .task("v", index: 1, finished(3))])
+        var events = try #require(try store.events("v", afterSeq: 0))
+        #expect(events.tasks.isEmpty && !events.allVisible)
+        try store.apply([.visible("v", upTo: 2)])
+        events = try #require(try store.events("v", afterSeq: 0))
+        #expect(events.tasks.map(\.index) == [2, 0] && !events.allVisible)
+        try store.apply([.task("v", index: 3, finished(4)), .swarmState("v", .done, epoch: 1), .visible("v", upTo: 1)])
+        events = try #require(try store.events("v", afterSeq: 0))
+        #expect(events.tasks.map(\.index) == [2, 0], "the mark went down")
+        #expect(events.state == .done && !events.allVisible)
+        try store.apply([.visible("v", upTo: 4)])
+        events = try #require(try store.events("v", afterSeq: 2))
+        #expect(events.tasks.map(\.index) == [1, 3] && events.allVisible)
+        #expect(throws: StoreError.self) { try store.apply([.visible("nope", upTo: 1)]) }
+    }
+
+    /// A data dir written before the visible mark (migration v7) keeps showing the finished
+    /// tasks it holds: the mark starts at the highest number stored.
+    @Test func swarmsStoredBeforeTheVisibleMarkKeepTheirEvents() throws {
+        let dir = TemporaryDirectory("visible-migration")
+        do {
+            let pool = try DatabasePool(path: dir.path + "/" + SwarmStore.fileName)
+            try StoreSchema.migrator.migrate(pool, upTo: "v6-session-chunks")
+            try pool.write { db in
+                for (id, seqs) in [("old", [2, 0, 1]), ("empty", [0, 0, 0])] {
+                    try db.execute(sql: """
+                        INSERT INTO swarm (id, replicas, maxAttempts, options, createdAtMs, taskCount, epoch, state)
+                        VALUES (?, X'6E3100', 3, X'', 1, 3, 1, 0)
+                        """, arguments: [id])
+                    for (index, seq) in seqs.enumerated() {
+                        try db.execute(sql: """
+                            INSERT INTO task (swarm, idx, taskId, memoryMB, milliCPUs, payload, state, attempt, node, result, finishSeq)
+                            VALUES (?, ?, ?, 1, 1, X'', ?, 1, 'n1', NULL, ?)
+                            """, arguments: [id, index, "t\(index)", seq > 0 ? 2 : 0, seq])
+                    }
+                }
+            }
+        }
+        let store = try SwarmStore(directory: dir.path)
+        let old = try #require(try store.events("old", afterSeq: 0))
+        #expect(old.tasks.map(\.index) == [2, 0] && old.allVisible)
+        let empty = try #require(try store.events("empty", afterSeq: 0))
+        #expect(empty.tasks.isEmpty && empty.allVisible)
     }
 
     @Test func listIsNewestFirstAndBounded() throws {
@@ -205,7 +259,8 @@ struct SwarmStoreTests {
                         }
                     }
                     let a = UInt32(2 * pair), b = a + 1
-                    try store.apply([.task("c", index: a, finished(a + 1)), .task("c", index: b, finished(b + 1))])
+                    try store.apply([.task("c", index: a, finished(a + 1)), .task("c", index: b, finished(b + 1)),
+                                     .visible("c", upTo: b + 1)])
                 }
                 try store.apply([.swarmState("c", .done, epoch: 1)])
             }
@@ -250,7 +305,8 @@ struct SwarmStoreBoundTests {
         let store = try SwarmStore(directory: dir.path)
         try store.apply([.swarm(definition("b", tasks: 10), epoch: 1, state: .running)])
         let big = [UInt8](repeating: UInt8(ascii: "x"), count: 1_000)
-        try store.apply((0..<10).map { .task("b", index: UInt32($0), TaskRecord(state: .succeeded, attempt: 1, node: "n", result: big, finishSeq: UInt32($0 + 1))) })
+        try store.apply((0..<10).map { .task("b", index: UInt32($0), TaskRecord(state: .succeeded, attempt: 1, node: "n", result: big, finishSeq: UInt32($0 + 1))) }
+                        + [.visible("b", upTo: 10)])
         // 2,500 bytes: the third result passes the budget and ends the page.
         #expect(try store.status("b", includeTasks: true, maxResultBytes: 2_500)?.tasks?.map(\.index) == [0, 1, 2])
         #expect(try store.events("b", afterSeq: 4, maxResultBytes: 2_500)?.tasks.map(\.record.finishSeq) == [5, 6, 7])

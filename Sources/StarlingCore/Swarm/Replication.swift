@@ -67,8 +67,39 @@ extension Swarm {
             for peer in swarms[id]!.needsFull.sorted() where isUp(peer) && !swarms[id]!.fullInFlight.contains(peer) {
                 sendWholeSwarm(id, to: peer, now: now, into: &out)
             }
+            // Every record changed so far is in a version sent (or stored whole on the next
+            // transfer): the finish counter now is covered by this version.
+            swarms[id]!.noteUnpublished()
+            publishCommitted(id, into: &out)
             checkWaiters(id, now: now, into: &out)
         }
+    }
+
+    /// Owner: shows the events stream the finished tasks of every version a majority of the
+    /// replica set stores. Before this, the owner's stream showed a result the moment the
+    /// owner recorded it; when the owner died before a replica stored it, the successor gave
+    /// that number to another task, and a client resuming with `Last-Event-ID` missed one task
+    /// and saw the other twice.
+    mutating func publishCommitted(_ id: SwarmID, into out: inout Effects) {
+        guard let e = swarms[id], e.role == .owner, !e.unpublished.isEmpty else { return }
+        let committed = committedVersion(e)
+        var seq = e.published
+        var released = 0
+        for pending in e.unpublished {
+            guard pending.version <= committed else { break }
+            seq = max(seq, pending.seq)
+            released += 1
+        }
+        guard released > 0 else { return }
+        swarms[id]!.unpublished.removeFirst(released)
+        publish(id, upTo: seq, into: &out)
+    }
+
+    /// Writes the events stream's watermark, if it rises.
+    mutating func publish(_ id: SwarmID, upTo seq: UInt32, into out: inout Effects) {
+        guard let published = swarms[id]?.published, seq > published else { return }
+        swarms[id]!.published = seq
+        out.append(.perform(.store(.visible(id, upTo: seq))))
     }
 
     /// Splits records into messages of at most `SwarmLimits.pageBytes` (one record may exceed it alone).
@@ -161,6 +192,7 @@ extension Swarm {
         swarms[id]!.metaDirty = false
         swarms[id]!.newChildren = []
         swarms[id]!.outstandingReservations = 0
+        swarms[id]!.unpublished = []
         for w in e.waiters {
             if case .respond(_, let responder) = w.action, let fallback = w.fallback {
                 respond(fallback, to: responder, now: now, into: &out)
@@ -191,6 +223,17 @@ extension Swarm {
             var entry = SwarmEntry(definition: definition, epoch: u.epoch, state: u.state,
                                    tasks: Array(repeating: TaskRecord(), count: definition.draft.tasks.count), now: now)
             out.append(.perform(.store(.swarm(definition, epoch: u.epoch, state: u.state))))
+            // The copy held before is replaced, in memory and in the store: a finished record it
+            // had that the transfer does not carry (an owner's finish that never reached the
+            // others, kept in this node's store across its restart) must not stay in the store,
+            // where the events stream would show it under a number the owner gives another task.
+            // Later chunks of the transfer set the records they carry again.
+            if let previous = swarms[u.id]?.tasks {
+                let carried = Set(u.records.map(\.index))
+                for i in previous.indices where previous[i].finishSeq > 0 && !carried.contains(UInt32(i)) {
+                    out.append(.perform(.store(.task(u.id, index: UInt32(i), TaskRecord()))))
+                }
+            }
             for r in u.records where Int(r.index) < entry.tasks.count {
                 entry.tasks[Int(r.index)] = r.record
                 out.append(.perform(.store(.task(u.id, index: r.index, r.record))))
@@ -227,6 +270,11 @@ extension Swarm {
         if let e = swarms[u.id] {
             if e.isFinished && e.finishedAt == nil { swarms[u.id]!.finishedAt = now }
             if !e.isFinished { swarms[u.id]!.finishedAt = nil }
+            // The owner stored everything it sends before sending it: this node and the owner
+            // hold these records, which is a majority of a replica set of up to 3 (the mesh's
+            // R). A larger set would need the owner's watermark on the wire; until then its
+            // replicas show nothing the owner did not confirm (their streams wait).
+            if e.definition.replicas.count / 2 + 1 <= 2 { publish(u.id, upTo: e.finishCounter, into: &out) }
         }
         swarms[u.id]!.heardOwner = (peer, now)
         respond(.replicated(u.id, version: swarms[u.id]!.version, status: .applied), to: responder, now: now, into: &out)
@@ -304,6 +352,20 @@ extension Swarm {
 }
 
 extension SwarmEntry {
+    /// Versions whose publication waits for a majority (`unpublished`): coalesced past this
+    /// many (a later version covers an earlier one's finishes, so merging only delays them).
+    static let maxUnpublished = 1024
+
+    /// Owner: notes that the version sent last covers every finish numbered so far.
+    mutating func noteUnpublished() {
+        guard finishCounter > (unpublished.last?.seq ?? published) else { return }
+        if unpublished.count >= Self.maxUnpublished {
+            unpublished[unpublished.count - 1] = (version, finishCounter)
+        } else {
+            unpublished.append((version, finishCounter))
+        }
+    }
+
     /// Replaces one record, keeping the counters and the pending queue right.
     mutating func set(_ index: UInt32, _ record: TaskRecord) {
         let i = Int(index)

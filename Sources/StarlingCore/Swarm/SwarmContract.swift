@@ -131,6 +131,8 @@ public struct TaskRecord: Sendable, Equatable {
     /// The host's TaskResult bytes, once final (a cancelled task has none unless it ran).
     public var result: [UInt8]?
     /// Order of completion within the swarm, from 1 (the server-sent events' id); 0 until final.
+    /// The stream shows a number only once a majority of the replica set stores it
+    /// (`StoreChange.visible`), so numbers already shown are never given to another task.
     public var finishSeq: UInt32
 
     public init(state: TaskState = .pending, attempt: UInt16 = 0, node: PeerName? = nil, result: [UInt8]? = nil, finishSeq: UInt32 = 0) {
@@ -196,6 +198,12 @@ public enum StoreChange: Sendable, Equatable {
     /// A child swarm of a held swarm (written once per link; a repeat is harmless): kept so a
     /// cancel of the parent reaches its children after every holder of the parent restarted.
     case child(SwarmID, ChildLink)
+    /// Every finished task of the swarm numbered up to `upTo` (`TaskRecord.finishSeq`) is stored
+    /// on a majority of its replica set: the events stream may show them. It never shows a
+    /// higher number, so an event id a client saw names the same task on whichever node takes
+    /// the swarm over next (a successor syncs from the replicas, and a majority includes one
+    /// that survived). The host keeps the highest value written (it never goes down).
+    case visible(SwarmID, upTo: UInt32)
 }
 
 /// Local work the protocol asks of its host.

@@ -30,6 +30,12 @@ struct SwarmEntry: Sendable {
     /// Tasks not final.
     var unfinished: Int
     var finishCounter: UInt32
+    /// The highest `finishSeq` this node wrote as `StoreChange.visible`: the events stream
+    /// shows finished tasks up to it.
+    var published: UInt32 = 0
+    /// Owner: versions sent to the replica set, each with the finish counter it covers, oldest
+    /// first; published once a majority stores the version (`Swarm.publishCommitted`).
+    var unpublished: [(version: UInt64, seq: UInt32)] = []
     var finishedAt: Instant?
 
     // Owner bookkeeping.
