@@ -109,15 +109,21 @@ struct SwarmScenarioTests {
 
     /// Negative control of the checker itself, with no protocol in the loop: store writes and
     /// runs handed straight to the environment.
-    @Test func theCheckerCatchesDoubleRecordsDoubleRunsAndOverbooking() throws {
+    /// A 5-node `swarm-steady` simulator whose checker a test drives by hand, and a swarm
+    /// definition `id` on n0, n1, n2 (its first submission's draft).
+    func checkerRig(_ id: SwarmID) throws -> (sim: Simulator, env: SwarmEnvironment, host: ProtocolHost<SwarmEnvironment>, def: SwarmDefinition) {
         var config = SimulationConfig(nodes: 5, seed: 1)
         config.swarm.tasks = 10
         config.swarm.swarms = 1
         let sim = Simulator(scenario: Scenario.named("swarm-steady")!, config: config)
         let env = try #require(sim.swarm)
         let host = try #require(sim.hosts.first as? ProtocolHost<SwarmEnvironment>)
-        let draft = env.submissions[0].draft
-        let def = SwarmDefinition(id: "00000000000000aa", draft: draft, replicas: ["n0", "n1", "n2"])
+        return (sim, env, host, SwarmDefinition(id: id, draft: env.submissions[0].draft, replicas: ["n0", "n1", "n2"]))
+    }
+
+    @Test func theCheckerCatchesDoubleRecordsDoubleRunsAndOverbooking() throws {
+        let (sim, env, host, def) = try checkerRig("00000000000000aa")
+        let draft = def.draft
         for n in 0..<2 { env.perform(.store(.swarm(def, epoch: 1, state: .running)), node: n, host: host, sim: sim) }
         let first = TaskRecord(state: .succeeded, attempt: 1, node: "n3", result: Array("a".utf8), finishSeq: 1)
         env.perform(.store(.task(def.id, index: 0, first)), node: 0, host: host, sim: sim)
@@ -144,13 +150,7 @@ struct SwarmScenarioTests {
     /// of issue #10), and a task shown under a second id, are violations; the same id for the
     /// same task on every node is not; an id above a node's visible mark is not shown yet.
     @Test func theCheckerCatchesAnEventIdReusedForAnotherTask() throws {
-        var config = SimulationConfig(nodes: 5, seed: 1)
-        config.swarm.tasks = 10
-        config.swarm.swarms = 1
-        let sim = Simulator(scenario: Scenario.named("swarm-steady")!, config: config)
-        let env = try #require(sim.swarm)
-        let host = try #require(sim.hosts.first as? ProtocolHost<SwarmEnvironment>)
-        let def = SwarmDefinition(id: "00000000000000bb", draft: env.submissions[0].draft, replicas: ["n0", "n1", "n2"])
+        let (sim, env, host, def) = try checkerRig("00000000000000bb")
         func record(_ seq: UInt32, _ text: String) -> TaskRecord {
             TaskRecord(state: .succeeded, attempt: 1, node: "n3", result: Array(text.utf8), finishSeq: seq)
         }
