@@ -169,5 +169,6 @@ struct CallOutcome: Codable, Equatable {
 
 /// The agent states of interface.md.
 enum AgentState: String {
-    case starting, running, done, failed, stopped
+    /// `waiting`: the brain runs and waits for its model (a model call is in flight on the node).
+    case starting, running, waiting, done, failed, stopped
 }

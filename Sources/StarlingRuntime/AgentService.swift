@@ -58,6 +58,8 @@ public final class AgentService: BuiltinEffects {
         /// A pushed ownership check runs (`checkOwnershipSoon`), and another was asked for meanwhile.
         var checking = false
         var checkAgain = false
+        /// Model calls in flight per agent: while one is, the agent shows `waiting`.
+        var modelCallsInFlight: [String: Int] = [:]
     }
     let state = Mutex(State())
 
@@ -319,6 +321,19 @@ public final class AgentService: BuiltinEffects {
         }
     }
 
+    /// Runs a model call of `agent`, which shows `waiting` meanwhile (its brain waits on the
+    /// node's hands, not on its own computation).
+    func whileWaiting<T>(_ agent: String, _ call: () async -> T) async -> T {
+        state.withLock { $0.modelCallsInFlight[agent, default: 0] += 1 }
+        defer {
+            state.withLock { s in
+                let left = (s.modelCallsInFlight[agent] ?? 1) - 1
+                s.modelCallsInFlight[agent] = left > 0 ? left : nil
+            }
+        }
+        return await call()
+    }
+
     /// Keeps the last `maxLogBytes` of a brain's stderr, as it is written.
     func appendLog(_ id: String, _ chunk: [UInt8]) {
         state.withLock { s in
@@ -387,8 +402,11 @@ public final class AgentService: BuiltinEffects {
             guard entry.key.hasPrefix(AgentKeys.model), case .done(let result) = entry.outcome else { return false }
             return (try? JSONDecoder().decode(CallOutcome.self, from: Data(result)))?.succeeded ?? false
         }.count
-        let (running, replayed) = state.withLock { s in (s.brains[id]?.handle != nil, s.replayed[id] ?? 0) }
-        let agentState: String = end?.state ?? (running ? AgentState.running.rawValue : AgentState.starting.rawValue)
+        let (running, replayed, calling) = state.withLock { s in
+            (s.brains[id]?.handle != nil, s.replayed[id] ?? 0, (s.modelCallsInFlight[id] ?? 0) > 0)
+        }
+        let alive: AgentState = running ? (calling ? .waiting : .running) : .starting
+        let agentState: String = end?.state ?? alive.rawValue
         return ["id": id, "session": id, "owner": view.owner, "state": agentState, "restarts": max(0, starts - 1),
                 "modelCalls": calls, "modelCallsReplayed": replayed,
                 "exitCode": end?.exitCode.map { Int($0) as Any } ?? NSNull(),

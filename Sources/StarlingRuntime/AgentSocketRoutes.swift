@@ -149,7 +149,7 @@ struct AgentSocketRoutes: Sendable {
         let outcome: CallOutcome
         if kind == .model {
             guard service.spec(of: agent)?.spec.model != nil else { throw HTTPError(.notFound, message: "this agent has no model") }
-            outcome = await service.modelCall(agent: agent, body: bytes, idempotencyKey: idempotencyKey)
+            outcome = await service.whileWaiting(agent) { await service.modelCall(agent: agent, body: bytes, idempotencyKey: idempotencyKey) }
         } else {
             let key = AgentKeys.callKey(prefix: AgentKeys.swarm, idempotencyKey: idempotencyKey, body: bytes)
             outcome = await service.journaledCall(agent: agent, kind: .swarm, key: key, body: bytes).0

@@ -412,7 +412,7 @@ public enum OpenAPIDocument {
         "type": "object", "required": ["id", "session", "owner", "state", "restarts", "modelCalls", "modelCallsReplayed", "exitCode"],
         "properties": {
           "id": {"type": "string"}, "session": {"type": "string"}, "owner": {"type": "string"},
-          "state": {"enum": ["starting", "running", "done", "failed", "stopped"]},
+          "state": {"enum": ["starting", "running", "waiting", "done", "failed", "stopped"], "description": "waiting: the brain runs and a model call of its is in flight on the node"},
           "restarts": {"type": "integer", "minimum": 0}, "modelCalls": {"type": "integer", "minimum": 0},
           "modelCallsReplayed": {"type": "integer", "minimum": 0}, "exitCode": {"type": ["integer", "null"]},
           "reason": {"type": ["string", "null"]}, "epoch": {"type": "integer"}, "seq": {"type": "integer"},

@@ -41,6 +41,33 @@ final class ScriptedModel {
     }
 }
 
+/// A TCP listener on 127.0.0.1 that accepts nothing and answers nothing: a model that never
+/// replies (the kernel completes the connections into the backlog).
+final class SilentServer {
+    let fd: Int32
+    let port: UInt16
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(fd, 16) == 0 else { throw POSIXError(.EADDRINUSE) }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        port = UInt16(bigEndian: address.sin_port)
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
 enum AgentFixtures {
     static let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Examples/agent").path
@@ -267,6 +294,34 @@ struct AgentIntegrationTests {
             return hijackedAgent["state"] as? String == "done"
         }
         #expect(hijackedAgent["exitCode"] as? Int == 0, "\(hijackedAgent)")
+        // An agent whose brain waits on its model shows `waiting` (the model here accepts the
+        // connection and never answers); a stop ends it.
+        let silent = try SilentServer()
+        defer { silent.close() }
+        let callsOnce = """
+            import http.client, json, os, socket
+            class U(http.client.HTTPConnection):
+                def __init__(self):
+                    super().__init__("localhost", timeout=600)
+                def connect(self):
+                    self.sock = socket.socket(socket.AF_UNIX)
+                    self.sock.connect(os.environ["STARLING_SOCKET"])
+            c = U()
+            c.request("POST", "/v1/model/chat/completions", body=json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                      headers={"content-type": "application/json"})
+            c.getresponse().read()
+            """
+        let waiter: [String: Any] = ["id": "waiter", "brain": ["argv": ["python3", "-c", callsOnce]],
+                                     "model": ["baseURL": "http://127.0.0.1:\(silent.port)/v1", "secret": "MODEL_KEY"]]
+        #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/agents", json: waiter).0 == 201)
+        try waitUntil("the agent waits on its model", seconds: 60) {
+            AgentFixtures.call(node.apiPort, "GET", "/v1/agents/waiter").1["state"] as? String == "waiting"
+        }
+        #expect(AgentFixtures.call(node.apiPort, "DELETE", "/v1/agents/waiter").0 == 202)
+        try waitUntil("the waiting agent is stopped", seconds: 30) {
+            AgentFixtures.call(node.apiPort, "GET", "/v1/agents/waiter").1["state"] as? String == "stopped"
+        }
+
         // A plain session is not an agent.
         #expect(AgentFixtures.call(node.apiPort, "POST", "/v1/sessions", json: ["id": "plain"]).0 == 201)
         #expect(httpCall(port: node.apiPort, method: "GET", path: "/v1/agents/plain").0 == 404)
@@ -297,7 +352,7 @@ struct AgentIntegrationTests {
         let sleeperAfter = AgentFixtures.call(node.apiPort, "GET", "/v1/agents/sleeper").1
         #expect(sleeperAfter["state"] as? String == "stopped" && sleeperAfter["restarts"] as? Int == 0, "agent: \(sleeperAfter)")
         #expect(!String(decoding: httpCall(port: node.apiPort, method: "GET", path: "/metrics").1, as: UTF8.self).isEmpty)
-        #expect(node.metric("starling_agent_brain_starts") == 4, "one start per agent: sleeper, hijacked, answer, failing")
+        #expect(node.metric("starling_agent_brain_starts") == 5, "one start per agent: sleeper, hijacked, waiter, answer, failing")
 
         // Refused up front: a brain asking for the network or a secret, an unknown agent.
         let net: [String: Any] = ["brain": ["argv": ["true"], "net": "host"]]

@@ -380,7 +380,7 @@ class AgentRef:
 
 @dataclass(frozen=True)
 class Agent:
-    """A hosted agent's state. ``state`` is one of "starting", "running", "done", "failed", "stopped"."""
+    """A hosted agent's state. ``state`` is one of "starting", "running", "waiting" (a model call in flight), "done", "failed", "stopped"."""
 
     id: str
     session: str
