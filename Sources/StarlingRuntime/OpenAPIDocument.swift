@@ -275,6 +275,7 @@ public enum OpenAPIDocument {
           "content": {"application/json": {"schema": {"allOf": [
             {"$ref": "#/components/schemas/Task"},
             {"type": "object", "required": ["key"], "properties": {"key": {"type": "string", "pattern": "^[!-~]{1,128}$",
+              "not": {"pattern": "^(model/|swarm/|starling[.])"},
               "description": "Keys starting with model/, swarm/ or starling. are the node's own (an agent's journal) and refused with 400."}}}
           ]}}}
         },
