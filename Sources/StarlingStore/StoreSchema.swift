@@ -66,6 +66,7 @@ enum StoreSchema {
         migrator.registerMigration("v4-audit") { db in try AuditSchema.create(db) }
         migrator.registerMigration("v5-sessions") { db in try SessionSchema.create(db) }
         migrator.registerMigration("v6-session-chunks") { db in try SessionChunkSchema.create(db) }
+        migrator.registerMigration("v7-session-compaction") { db in try SessionCompactionSchema.create(db) }
         return migrator
     }
 }
