@@ -43,7 +43,7 @@ struct SessionCompactionIntegrationTests {
             #expect(status == 200, "checkpoint \(i): \(body)")
             if status != 200 { return }
         }
-        let (_, before) = httpCallRetrying(port: owner.apiPort, method: "GET", path: "/v1/sessions/long-1?since=\(UInt64.max)", seconds: 10)
+        let (_, before) = httpCallRetrying(port: owner.apiPort, method: "GET", path: "/v1/sessions/long-1?since=\(Int64.max)", seconds: 10)
         #expect((before["seq"] as? Int) == 1 + 140 + 900 + 1, "\(before["seq"] ?? "?")")  // the base is one record
         #expect(server.paths.withLock { $0.count } == 70)
 
