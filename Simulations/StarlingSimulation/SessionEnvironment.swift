@@ -28,6 +28,8 @@ final class SessionEnvironment: ProtocolEnvironment {
     private var unknownKeys: Set<String> = []
     private var replays = 0
     private var checkpointsAcked = 0
+    /// Base records written by their owner (compactions).
+    private var compactions = 0
     private(set) var violations: [String] = []
 
     init(nodes: Int, lastFaultPeriod: Double, convergencePeriods: Int, period: Duration) {
@@ -40,6 +42,11 @@ final class SessionEnvironment: ProtocolEnvironment {
 
     /// STARLING_SIM_SESSION_DEBUG set: who leads which session when, and every holder at the end.
     static let debug = !(ProcessInfo.processInfo.environment["STARLING_SIM_SESSION_DEBUG"] ?? "").isEmpty
+    /// STARLING_SIM_SESSION_COMPACT_AFTER=N (2 to 2,048): sessions compact after a checkpoint
+    /// once they hold N records (default 1,024, which the scenarios' workloads never reach), so
+    /// compaction runs under the scenario's faults.
+    static let compactAfter: Int? = ProcessInfo.processInfo.environment["STARLING_SIM_SESSION_COMPACT_AFTER"]
+        .flatMap { Int($0) }.flatMap { (2...SessionLimits.maxRecords).contains($0) ? $0 : nil }
 
     func violation(_ text: String) {
         if violations.count < 20 { violations.append(text) }
@@ -73,8 +80,9 @@ final class SessionEnvironment: ProtocolEnvironment {
     func makeProtocol(node: Int, restarted: Bool, sim: Simulator) -> (Sessions, [ProtocolEffect<Sessions>]) {
         // Sessions are checkpointed every period: a session idle for half of one may move, so
         // handoffs run in the middle of the workload (writes arrive while sessions move).
-        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node),
-                         settings: Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5), now: sim.now)
+        var settings = Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5)
+        if let after = Self.compactAfter { settings.compactAfterRecords = after }
+        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node), settings: settings, now: sim.now)
         if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }) }
         return (p, [])
     }
@@ -140,6 +148,7 @@ final class SessionEnvironment: ProtocolEnvironment {
             image.replicas = replicas
             if let dropped, let i = image.records.firstIndex(where: { $0.seq == dropped }) { image.records[i].content = nil }
             image.records.append(record)
+            if record.kind == .base, record.signer == Simulator.name(node) { compactions += 1 }
             if record.kind == .base, let cut = image.records.firstIndex(where: { $0.seq &+ 1 == record.seq }) {
                 image.records.removeFirst(cut)  // compaction: the store drops what is before the cut
             }
@@ -233,7 +242,7 @@ final class SessionEnvironment: ProtocolEnvironment {
             let up = replicas.filter { sim.index[$0].map { sim.nodes[$0].up } ?? false }.count
             if up < replicas.count / 2 + 1 { withoutMajority += 1 }
         }
-        report.sessions = ["sessions": sessions, "checkpointsAcknowledged": checkpointsAcked,
+        report.sessions = ["sessions": sessions, "checkpointsAcknowledged": checkpointsAcked, "compactions": compactions,
                            "effectsExecuted": executed.values.reduce(0, +), "effectKeys": executed.count,
                            "effectsReplayed": replays, "unknownOutcomes": unknownKeys.count,
 "withoutMajorityAtEnd": withoutMajority,

@@ -243,7 +243,7 @@ extension Sessions {
     mutating func compactIfDue(_ sid: String, checkpointSeq seq: UInt64) -> [ProtocolEffect<Sessions>] {
         guard let h = held[sid], h.lead?.write == nil, h.lead?.phase == .serving, !h.deleted,
               h.records.last?.seq == seq, h.records.last?.kind == .checkpoint,
-              h.records.count >= SessionLimits.compactAfterRecords || h.imageBytes >= SessionLimits.compactAfterBytes else { return [] }
+              h.records.count >= settings.compactAfterRecords || h.imageBytes >= SessionLimits.compactAfterBytes else { return [] }
         let base = h.makeBase(cutSeq: seq)
         return beginWrite(sid, kind: .base, key: "", content: base.encoded, then: .compacted)
     }

@@ -49,6 +49,11 @@ public struct Sessions: HostedProtocol {
         public var rebalanceAfterIdle: Duration
         /// Handoffs this node leads at once, at most (a join must not stall the node).
         public var movesPerTick: Int
+        /// A session holding this many records is compacted after its next checkpoint
+        /// (SessionCompaction.swift). Lowered only by the simulator, to compact under faults.
+        public var compactAfterRecords = SessionLimits.compactAfterRecords {
+            didSet { precondition(compactAfterRecords >= 2 && compactAfterRecords <= SessionLimits.maxRecords) }
+        }
         public init(replicas: Int = SessionLimits.replicas, requestTimeout: Duration = .seconds(5), retryInterval: Duration = .seconds(1),
                     epsilon: Double = 0.25, moveAfterIdle: Duration = .seconds(2), rebalanceAfterIdle: Duration = .seconds(30),
                     movesPerTick: Int = 4) {
