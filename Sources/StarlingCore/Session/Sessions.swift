@@ -712,7 +712,7 @@ public struct Sessions: HostedProtocol {
                 // The first base of a compacted image only anchors it; any other must say what
                 // the records before it say (they are all here).
                 guard i >= 1, image.records[i - 1].kind == .checkpoint else { return "record \(record.seq): a base after no checkpoint" }
-                if i >= 2, let problem = checkBase(record, in: prefix) { return problem }
+                if i >= 2, let problem = checkBase(record, in: prefix, exact: false) { return problem }
             }
             guard let key = expectedKey(of: record.signer, carried: record.signerKey, historical: true) else {
                 return "membership gossips no identity key for \(record.signer)"
