@@ -47,6 +47,8 @@ final class SessionEnvironment: ProtocolEnvironment {
     /// compaction runs under the scenario's faults.
     static let compactAfter: Int? = ProcessInfo.processInfo.environment["STARLING_SIM_SESSION_COMPACT_AFTER"]
         .flatMap { Int($0) }.flatMap { (2...SessionLimits.maxRecords).contains($0) ? $0 : nil }
+    /// The same for a test, in process (`$compactAfterInTest.withValue(16) { … }`).
+    @TaskLocal static var compactAfterInTest: Int?
 
     func violation(_ text: String) {
         if violations.count < 20 { violations.append(text) }
@@ -81,7 +83,7 @@ final class SessionEnvironment: ProtocolEnvironment {
         // Sessions are checkpointed every period: a session idle for half of one may move, so
         // handoffs run in the middle of the workload (writes arrive while sessions move).
         var settings = Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5)
-        if let after = Self.compactAfter { settings.compactAfterRecords = after }
+        if let after = Self.compactAfterInTest ?? Self.compactAfter { settings.compactAfterRecords = after }
         var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node), settings: settings, now: sim.now)
         if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }) }
         return (p, [])
