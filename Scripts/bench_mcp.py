@@ -11,24 +11,14 @@ A 3-node mesh of real `starling node` processes on 127.0.0.1 (2 slots each). Eve
 - stdio: the same through `starling mcp` over stdio.
 Milliseconds from the call to the TaskResult in hand. Nodes are ended by their own PIDs.
 """
-import argparse, asyncio, http.client, json, os, subprocess, sys, tempfile, time
+import argparse, asyncio, http.client, json, os, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_membership import free_port  # one port picker for every bench script
+from bench_mesh import request, start_mesh, stop, summary
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
-
-
-def request(port, method, path, body=None, timeout=30):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.request(method, path, body=json.dumps(body) if body is not None else None,
-              headers={"content-type": "application/json"} if body is not None else {})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, json.loads(data) if data else None
 
 
 def http_round_trip(port):
@@ -47,15 +37,6 @@ def http_round_trip(port):
     status, swarm = request(port, "GET", f"/v1/swarms/{created['id']}?limit=1")
     assert status == 200 and swarm["tasks"][0]["result"]["exitCode"] == 0, swarm
     return (time.monotonic() - start) * 1000
-
-
-def pct(values, q):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
-
-
-def summary(ms):
-    return {"p50": round(pct(ms, 0.5), 2), "p90": round(pct(ms, 0.9), 2), "n": len(ms)}
 
 
 async def trials(port, starling, n):
@@ -91,46 +72,14 @@ def main():
     out = {"trials": args.trials, "nodes": 3, "cores": os.cpu_count(), "binary": args.bin,
            "loadAverage": open("/proc/loadavg").read().split()[:3]}
     work = tempfile.mkdtemp(prefix="starling-bench-mcp.")
-    procs = []
+    nodes = start_mesh(args.bin, work, ["n1", "n2", "n3"])
     try:
-        key = os.path.join(work, "cluster.key")
-        subprocess.run([args.bin, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL)
-        nodes = []
-        for i in range(3):
-            g, a = free_port(), free_port()
-            cmd = [args.bin, "node", "--name", f"n{i + 1}", "--gossip", f"127.0.0.1:{g}", "--api", f"127.0.0.1:{a}",
-                   "--data", os.path.join(work, f"n{i + 1}"), "--key-file", key, "--preset", "loopback",
-                   "--slots", "2", "--log-level", "warning"]
-            if nodes:
-                cmd += ["--join", f"127.0.0.1:{nodes[0][0]}"]
-            log = open(os.path.join(work, f"n{i + 1}.log"), "w")
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
-            nodes.append((g, a))
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if request(a, "GET", "/v1/health", timeout=1)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"n{i + 1} did not start")
-                time.sleep(0.05)
-        api = nodes[1][1]
-        deadline = time.monotonic() + 20
-        while sum(m["status"] == "alive" for m in request(api, "GET", "/v1/members")[1]["members"]) < 3:
-            if time.monotonic() > deadline:
-                raise SystemExit("the mesh did not form")
-            time.sleep(0.05)
-        times = asyncio.run(trials(api, args.bin, args.trials))
+        times = asyncio.run(trials(nodes[1]["api"], args.bin, args.trials))
         out["httpSwarmRoundTripMs"] = summary(times["http"])
         out["mcpRunRoundTripMs"] = summary(times["mcp"])
         out["mcpStdioRunRoundTripMs"] = summary(times["stdio"])
     finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
+        stop(nodes)
     print(json.dumps(out))
 
 

@@ -22,63 +22,7 @@ their own PIDs (try/finally). Prints one JSON object.
 """
 import argparse, http.client, json, os, random, shutil, signal, subprocess, tempfile, time
 
-from bench_membership import free_port
-from bench_swarm import request, summary
-
-
-def start_mesh(binary, work, names):
-    key = os.path.join(work, "cluster.key")
-    if not os.path.exists(key):
-        subprocess.run([binary, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL)
-    nodes, procs = [], []
-    for name in names:
-        g, a = free_port(), free_port()
-        cmd = [binary, "node", "--name", name, "--gossip", f"127.0.0.1:{g}", "--api", f"127.0.0.1:{a}",
-               "--data", os.path.join(work, name), "--key-file", key, "--preset", "loopback", "--slots", "2",
-               "--log-level", "warning"]
-        if nodes:
-            cmd += ["--join", f"127.0.0.1:{nodes[0]['gossip']}"]
-        log = open(os.path.join(work, f"{name}.log"), "w")
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
-        nodes.append({"name": name, "gossip": g, "api": a, "proc": procs[-1]})
-        wait_until(lambda: healthy(a), 30, f"{name} serves its API")
-    wait_until(lambda: all(alive_count(n["api"]) == len(names) for n in nodes), 30, "every member alive")
-    return nodes
-
-
-def healthy(port):
-    try:
-        return request(port, "GET", "/v1/health", timeout=2)[0] == 200
-    except OSError:
-        return False
-
-
-def alive_count(port):
-    try:
-        status, body = request(port, "GET", "/v1/members", timeout=2)
-        return sum(1 for m in body["members"] if m["status"] == "alive") if status == 200 else 0
-    except OSError:
-        return 0
-
-
-def wait_until(cond, seconds, what):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting until {what}")
-
-
-def stop(nodes):
-    for n in nodes:
-        if n["proc"].poll() is None:
-            n["proc"].send_signal(signal.SIGKILL)
-    for n in nodes:
-        try:
-            n["proc"].wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+from bench_mesh import request, start_mesh, stop, summary, wait_until
 
 
 def session_bytes_sent(nodes):

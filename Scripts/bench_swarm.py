@@ -17,24 +17,14 @@ Usage: bench_swarm.py STARLING_BIN [--tasks 1000] [--slots 2] [--single 50] [--w
 
 Nodes are ended by their own PIDs (try/finally). Prints one JSON object.
 """
-import argparse, concurrent.futures, http.client, json, os, random, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, concurrent.futures, http.client, json, os, shutil, subprocess, tempfile, time
 
 BWRAP = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
          "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
          "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"]
-from bench_membership import free_port  # one port picker for every bench script
+from bench_mesh import request, start_mesh, stop, summary
 
 TASK_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/task", "TMPDIR": "/tmp"}
-
-
-def request(port, method, path, body=None, timeout=30):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    c.request(method, path, body=json.dumps(body) if body is not None else None,
-              headers={"content-type": "application/json"} if body is not None else {})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, json.loads(data) if data else None
 
 
 class Events:
@@ -59,15 +49,6 @@ class Events:
             elif line.startswith("data:") and event == "task":
                 on_task(json.loads(line[5:]).get("id"), time.monotonic())
         self.conn.close()
-
-
-def pct(values, q):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
-
-
-def summary(ms):
-    return {"p50": round(pct(ms, 0.5), 3), "p99": round(pct(ms, 0.99), 3), "n": len(ms)}
 
 
 def baseline(tasks, workers):
@@ -103,37 +84,9 @@ def main():
                        "completionMs": summary(base_lat)}
 
     work = tempfile.mkdtemp(prefix="starling-bench-swarm.")
-    procs = []
+    nodes = start_mesh(args.bin, work, ["n1", "n2", "n3"], slots=args.slots, extra=["--store-sync", args.store_sync])
     try:
-        key = os.path.join(work, "cluster.key")
-        subprocess.run([args.bin, "keygen", "--out", key], check=True, stdout=subprocess.DEVNULL)
-        nodes = []
-        for i in range(3):
-            g, a = free_port(), free_port()
-            cmd = [args.bin, "node", "--name", f"n{i + 1}", "--gossip", f"127.0.0.1:{g}", "--api", f"127.0.0.1:{a}",
-                   "--data", os.path.join(work, f"n{i + 1}"), "--key-file", key, "--preset", "loopback",
-                   "--slots", str(args.slots), "--store-sync", args.store_sync, "--log-level", "warning"]
-            if nodes:
-                cmd += ["--join", f"127.0.0.1:{nodes[0][0]}"]
-            log = open(os.path.join(work, f"n{i + 1}.log"), "w")
-            procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
-            nodes.append((g, a))
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if request(a, "GET", "/v1/health", timeout=1)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"n{i + 1} did not start")
-                time.sleep(0.05)
-        api = nodes[1][1]
-        deadline = time.monotonic() + 20
-        while sum(m["status"] == "alive" for m in request(api, "GET", "/v1/members")[1]["members"]) < 3:
-            if time.monotonic() > deadline:
-                raise SystemExit("the mesh did not form")
-            time.sleep(0.05)
+        api = nodes[1]["api"]
 
         # 1. Throughput through n2.
         spec = {"tasks": [{"id": f"t{i}", "argv": ["/bin/true"], "memoryMB": 32} for i in range(args.tasks)]}
@@ -194,10 +147,7 @@ echo $(( (t1 - t0) / 1000000 ))
                            "childSubmitToAllResultsMs": int(stdout) if stdout.isdigit() else None,
                            "parentSubmitToDoneMs": round(parent_ms, 1)}
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-        for p in procs:
-            p.wait()
+        stop(nodes)
         shutil.rmtree(work, ignore_errors=True)
     out["loadAverageAfter"] = open("/proc/loadavg").read().split()[:3]
     print(json.dumps(out, indent=2))

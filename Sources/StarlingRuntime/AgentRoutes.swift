@@ -43,7 +43,7 @@ struct AgentRoutes: Sendable {
             return try await forward(request, body: ByteBuffer(bytes: try JSONEncoder().encode(spec)), id: id)
         }
         guard case .created(let created, let owner) = reply else { return try SessionRoutes(gateway: nil, logger: logger).answer(reply, id: id) }
-        Task { await service.ownershipChanged() }
+        service.checkOwnershipSoon()
         return try SwarmRoutes.json(.created, ["id": created, "session": created, "owner": owner])
     }
 

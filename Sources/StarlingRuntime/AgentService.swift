@@ -12,12 +12,13 @@ import Synchronization
 /// and carries out the effects only the node may (model calls with the key added, swarm spawns,
 /// the agent's start and end records).
 ///
-/// **Ownership.** `follow()` looks, every `interval`, at the agent sessions this node holds (their
-/// creation record carries the spec) and asks the sessions protocol which of them it serves. A
-/// served session whose agent has not ended gets its brain started here; a brain whose session
-/// is no longer served here (it moved, or was deleted) is killed without recording an end, so the
-/// new owner restarts it. This is the one hook "this node now owns / no longer owns S", in
-/// `ownershipChanged`; a push from the sessions protocol can call it too.
+/// **Ownership.** `ownershipChanged()` looks at the agent sessions this node holds (their creation
+/// record carries the spec) and asks the sessions protocol which of them it serves. A served
+/// session whose agent has not ended gets its brain started here; a brain whose session is no
+/// longer served here (it moved, or was deleted) is killed without recording an end, so the new
+/// owner restarts it. It runs when the sessions service durably wrote a promise, an image or a
+/// forget (a takeover or handoff; `SessionService.observeOwnership`), after a create, and every
+/// `interval` as a safety net.
 ///
 /// **Durability.** Everything an agent is lives in its session: the spec in the creation record,
 /// each start as the effect `starling.agent.start/EPOCH` (restarts = starts − 1), each model call
@@ -34,6 +35,8 @@ public final class AgentService: BuiltinEffects {
 
     /// A brain running (or about to run) here.
     struct Brain {
+        /// The memory its sandbox may use, held out of the swarm worker's (`reportOccupancy`).
+        var memoryMB: Int
         var handle: RunningTask?
         /// Set when the node kills it: `requested` (a stop, already recorded) or `moved` (the
         /// session is not served here any more: nothing is recorded, the new owner restarts it).
@@ -52,6 +55,9 @@ public final class AgentService: BuiltinEffects {
         var logs: [String: [UInt8]] = [:]
         /// Agents seen ended here: an end is for good, so their journal is not read again.
         var ended: Set<String> = []
+        /// A pushed ownership check runs (`checkOwnershipSoon`), and another was asked for meanwhile.
+        var checking = false
+        var checkAgain = false
     }
     let state = Mutex(State())
 
@@ -74,10 +80,12 @@ public final class AgentService: BuiltinEffects {
     /// Takes over the builtin effects and starts following ownership. Call once, after the node started.
     public func start() {
         sessions.handOver(builtinEffects: self)
-        sessions.observeOwnership { [self] in Task { await ownershipChanged() } }
+        sessions.observeOwnership { [self] in checkOwnershipSoon() }
         Task.detached { [self] in
             while true {
                 await ownershipChanged()
+                // Said again each round: a report the node's full queue refused is not lost for long.
+                reportOccupancy()
                 try? await Task.sleep(for: interval)
             }
         }
@@ -103,10 +111,59 @@ public final class AgentService: BuiltinEffects {
         return (options, spec)
     }
 
+    /// An ownership check pushed by the sessions service (a takeover's or handoff's write), beside
+    /// the poll: at most one runs at a time, and any number of pushes while it runs make one more
+    /// (a member sending prepares by the thousand costs a check per check's time, not a task each).
+    func checkOwnershipSoon() {
+        let start = state.withLock { s -> Bool in
+            if s.checking {
+                s.checkAgain = true
+                return false
+            }
+            s.checking = true
+            return true
+        }
+        guard start else { return }
+        Task { [self] in
+            // A takeover's image is written before the new owner serves (a majority must store
+            // it first): while a held agent's session is still settling, look again shortly,
+            // for at most `settleChecks` rounds.
+            var settling = 0
+            var unsettled = await ownershipChanged()
+            while true {
+                if !unsettled.isEmpty && settling < Self.settleChecks {
+                    settling += 1
+                    try? await Task.sleep(for: .milliseconds(50))
+                    unsettled = await ownershipChanged(only: unsettled)
+                    continue
+                }
+                settling = 0
+                let again = state.withLock { s -> Bool in
+                    if s.checkAgain {
+                        s.checkAgain = false
+                        return true
+                    }
+                    s.checking = false
+                    return false
+                }
+                if !again { return }
+                unsettled = await ownershipChanged()
+            }
+        }
+    }
+
+    /// Rounds of 50 ms a pushed check waits for a settling session (10 s), then leaves it to the poll.
+    static let settleChecks = 200
+
     /// Starts the brains of the agents whose session this node serves and that have not ended;
     /// kills those whose session it no longer serves.
-    func ownershipChanged() async {
-        let held = heldAgents()
+    /// Returns the held agents whose session was still settling (a takeover or move under way).
+    /// `only`: look at these agents alone (and leave the orphans to a full round).
+    @discardableResult
+    func ownershipChanged(only: Set<String>? = nil) async -> Set<String> {
+        var held = heldAgents()
+        if let only { held = held.filter { only.contains($0.key) } }
+        var unsettled: Set<String> = []
         for (id, agent) in held {
             // Ownership first, without the journal (a page of it can be a megabyte of answers);
             // the journal only when a brain may have to start here.
@@ -121,11 +178,13 @@ public final class AgentService: BuiltinEffects {
                 }
                 await startBrain(id, agent.options, agent.spec, epoch: full.epoch)
             case .unavailable?, nil:
+                unsettled.insert(id)
                 continue  // resuming here or there: decide once it settled
             default:
                 kill(id, .moved)
             }
         }
+        guard only == nil else { return unsettled }
         let orphans = state.withLock { s in
             // What is kept per agent goes with its session: bounded by the sessions held.
             s.logs = s.logs.filter { held[$0.key] != nil }
@@ -134,6 +193,7 @@ public final class AgentService: BuiltinEffects {
             return s.brains.keys.filter { held[$0] == nil }
         }
         for id in orphans { kill(id, .moved) }
+        return unsettled
     }
 
     func kill(_ id: String, _ reason: StopReason) {
@@ -152,16 +212,18 @@ public final class AgentService: BuiltinEffects {
     func startBrain(_ id: String, _ options: SessionOptions, _ spec: AgentSpec, epoch: UInt64) async {
         let admitted = state.withLock { s -> Bool in
             guard s.brains[id] == nil, s.brains.count < AgentLimits.maxRunningBrains else { return false }
-            s.brains[id] = Brain(handle: nil, stop: nil)
+            s.brains[id] = Brain(memoryMB: SwarmDrafting.memoryMB(spec.brain, policy: spec.policy), handle: nil, stop: nil)
             return true
         }
         guard admitted else { return }
+        reportOccupancy()
         // The start is recorded first: `restarts` counts it, and a node that cannot write to the
         // session does not run its brain.
         let start = BuiltinEffect(starlingBuiltin: .start, node: nodeName)
         let reply = try? await sessions.command(.act(id: id, key: AgentKeys.start + "\(epoch)", task: Self.encode(start)))
         guard case .acted? = reply else {
             state.withLock { _ = $0.brains.removeValue(forKey: id) }
+            reportOccupancy()
             return
         }
         brainStarts.increment()
@@ -206,7 +268,10 @@ public final class AgentService: BuiltinEffects {
     func brainEnded(_ id: String, _ result: TaskResult) async {
         // The brain stays listed until its end is recorded, so that `ownershipChanged` does not
         // start it again in between.
-        defer { state.withLock { _ = $0.brains.removeValue(forKey: id) } }
+        defer {
+            state.withLock { _ = $0.brains.removeValue(forKey: id) }
+            reportOccupancy()
+        }
         let stop = state.withLock { s -> StopReason? in
             s.brains[id]?.stop
         }
@@ -220,6 +285,17 @@ public final class AgentService: BuiltinEffects {
         let output = String(decoding: Array(result.stdout.utf8.suffix(AgentLimits.recordedOutputTailBytes)), as: UTF8.self)
         _ = await recordEnd(id, BuiltinEffect(starlingBuiltin: .end, state: state.rawValue, exitCode: result.exitCode, reason: reason,
                                               stderrTail: tail, node: nodeName, stdoutTail: output))
+    }
+
+    /// Each brain holds a slot and its memory while it runs: the swarm worker starts tasks only
+    /// in what is left and the node advertises only that, so placement sends swarm tasks to
+    /// nodes with room. Told on every change of the brain table (start, end, refusal).
+    /// Told under the lock (the gateway only queues it for the node's loop), so two reports
+    /// reach the worker in the order the table changed.
+    func reportOccupancy() {
+        state.withLock { s in
+            swarms?.occupy(slots: s.brains.count, memoryMB: s.brains.values.reduce(0) { $0 + $1.memoryMB })
+        }
     }
 
     /// Keeps the last `maxLogBytes` of a brain's stderr, as it is written.

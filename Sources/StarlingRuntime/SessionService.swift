@@ -25,7 +25,7 @@ public final class SessionService: SessionGateway {
     let handle: ProtocolHandle<Sessions>
     let store: SessionStore
     let effects: SessionEffectRunner
-    private let ownershipObservers = Mutex<[@Sendable () -> Void]>([])
+    private let ownershipObservers = OwnershipObservers()
     /// The weighted ring of the members alive at the last forwarded request, keyed by their
     /// names and slots: a ring is 64 points a slot (a 100-member mesh of 16-slot nodes: 102,400
     /// points to sort), too much to build for every forwarded request; it changes only when
@@ -79,7 +79,7 @@ public final class SessionService: SessionGateway {
         let effects = SessionEffectRunner(runner: runner, nodeName: nodeName, slots: node.configuration.slots, audit: audit, logger: logger)
         self.effects = effects
         handle = node.register(sessions, performer: SessionPerformer(store: self.store, audit: audit, effects: effects, node: node,
-                                                                     myName: nodeName, logger: logger))
+                                                                     myName: nodeName, logger: logger, ownership: ownershipObservers))
         SessionMetrics.follow(handle)
         Self.advertiseLoad(handle, node: node)
     }
@@ -104,17 +104,18 @@ public final class SessionService: SessionGateway {
 
     public func command(_ command: SessionCommand) async throws -> SessionReply { try await handle.command(command) }
 
-    /// Runs `observer` whenever `ownershipMayHaveChanged()` is called: the hook "this node may now
-    /// own, or no longer own, some session" (hosted agents start and stop brains there). Observers
-    /// must return quickly; they are called on the caller's thread.
+    /// Runs `observer` whenever this node may have come to own, or stopped owning, some session:
+    /// after each durable write of a promise, an image or a forget (takeovers, handoffs, lagging
+    /// replicas caught up), and on `ownershipMayHaveChanged()`. Hosted agents start and stop
+    /// brains there. Observers must return quickly; they are called on the caller's thread.
     public func observeOwnership(_ observer: @escaping @Sendable () -> Void) {
-        ownershipObservers.withLock { $0.append(observer) }
+        ownershipObservers.add(observer)
     }
 
-    /// Tells the observers that this node may have come to own, or stopped owning, sessions (a
-    /// takeover, a handoff on join, a delete). Cheap to call too often: observers re-check.
+    /// Tells the observers that this node may have come to own, or stopped owning, sessions.
+    /// Cheap to call too often: observers re-check.
     public func ownershipMayHaveChanged() {
-        for observer in ownershipObservers.withLock({ $0 }) { observer() }
+        ownershipObservers.notify()
     }
 
     /// Hands the effects that are not sandboxed tasks (an agent's model calls, say) to `builtins`.
@@ -153,6 +154,24 @@ public final class SessionService: SessionGateway {
 /// audit append blocks); each reports `.persisted` once durable. A write that fails latches:
 /// nothing after it is ever reported (so nothing after it is acknowledged), and the node leaves
 /// the mesh, as a failed swarm write makes it.
+/// The observers of "this node may now own, or no longer own, some session".
+final class OwnershipObservers: Sendable {
+    private let observers = Mutex<[@Sendable () -> Void]>([])
+
+    func add(_ observer: @escaping @Sendable () -> Void) { observers.withLock { $0.append(observer) } }
+
+    func notify() {
+        for observer in observers.withLock({ $0 }) { observer() }
+    }
+
+    /// Whether a durable change may move a session to or from this node: a promise of a new
+    /// epoch, an installed image, a forgotten copy. An appended record continues an epoch.
+    static func mayMove(_ change: SessionChange) -> Bool {
+        if case .record = change { return false }
+        return true
+    }
+}
+
 struct SessionPerformer: ProtocolPerformer {
     typealias Hosted = Sessions
     let store: SessionStore
@@ -161,6 +180,7 @@ struct SessionPerformer: ProtocolPerformer {
     let node: MeshNode
     let myName: String
     let logger: Logger
+    let ownership: OwnershipObservers
     let queue = DispatchQueue(label: "starling-session-store")
     let latch = SessionWriteLatch()
 
@@ -175,6 +195,9 @@ struct SessionPerformer: ProtocolPerformer {
                     }
                     try store.apply([change])
                     host.complete(.persisted(tag))
+                    // After the outcome is queued: an observer's command to the protocol reaches
+                    // it behind the outcome, so it sees the sessions this write let it serve.
+                    if OwnershipObservers.mayMove(change) { ownership.notify() }
                 } catch {
                     latch.failed.withLock { $0 = true }
                     logger.critical("a session write failed; leaving the mesh", metadata: ["error": "\(error)"])

@@ -23,9 +23,14 @@ public protocol SwarmGateway: Sendable {
     var nodeName: String { get }
     /// API addresses (HOST:PORT) of every other live node, for the mesh-wide swarm list.
     func otherNodes() -> [String]
+    /// Tells the worker what this node's other work (hosted agents' brains) holds now, so that
+    /// swarm tasks start only in the slots and memory left and the node advertises only those.
+    func occupy(slots: Int, memoryMB: Int)
 }
 
 extension SwarmGateway {
     /// A gateway that knows no other node lists its own store only.
     public func otherNodes() -> [String] { [] }
+    /// A gateway without a worker has nothing to leave room in.
+    public func occupy(slots: Int, memoryMB: Int) {}
 }

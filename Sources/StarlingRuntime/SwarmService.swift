@@ -49,6 +49,10 @@ public final class SwarmService: SwarmGateway {
 
     public func cancel(_ id: SwarmID) async throws -> SwarmReply { try await handle.command(.cancel(id)) }
 
+    public func occupy(slots: Int, memoryMB: Int) {
+        handle.complete(.occupied(slots: UInt32(clamping: slots), memoryMB: UInt32(clamping: memoryMB)))
+    }
+
     /// The API addresses of the live members that may hold `id`: its preference list on the ring
     /// of members that are alive now, then every other alive member (the swarm's replica set was
     /// fixed when it was created, and members may have joined since), this node excluded.

@@ -23,8 +23,7 @@ struct AuditBench: ParsableCommand {
     @Option(help: "Threads appending at once in the concurrent measurement.")
     var threads: Int = 8
 
-    @Option(help: "Directory for the scratch databases (default: a new one under the temporary directory).")
-    var scratch: String?
+    @OptionGroup var scratch: BenchScratch
 
     func validate() throws {
         guard (10...1_000_000).contains(count) else { throw ValidationError("--count must be 10 to 1000000") }
@@ -32,9 +31,10 @@ struct AuditBench: ParsableCommand {
     }
 
     func run() throws {
-        let root = scratch ?? NSTemporaryDirectory() + "starling-audit-bench-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        defer { if scratch == nil { try? FileManager.default.removeItem(atPath: root) } }
+        try scratch.with(prefix: "starling-audit-bench") { try measure(in: $0) }
+    }
+
+    func measure(in root: String) throws {
         let body: JSONValue = ["swarm": "0123456789abcdef", "index": 7, "task": "t7", "attempt": 1, "reason": "exited",
                                "exitCode": 0, "signal": .null, "durationMs": 12, "cpuMs": 3, "peakMemoryKB": 2048,
                                "secrets": ["OPENAI_API_KEY"]]

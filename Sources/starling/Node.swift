@@ -88,29 +88,40 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("session-moves"), help: "Session handoffs this node leads at once, at most (default 4; 0: never move sessions).")
     var sessionMoves: Int = 4
 
+    @Option(name: .customLong("agent-poll-ms"),
+            help: ArgumentHelp("Milliseconds between the agents' ownership polls, beside the pushes of takeovers and handoffs (default 200; tests set it long to see the pushes alone).",
+                               visibility: .hidden))
+    var agentPollMs: Int = 200
+
     func validate() throws {
         guard !name.isEmpty, name.utf8.count <= WireLimits.maxNameBytes else { throw ValidationError("--name must be 1-64 bytes") }
-        guard (50...600_000).contains(swarmRequestTimeoutMs) else { throw ValidationError("--swarm-request-timeout-ms must be 50 to 600000") }
+        try Self.require(swarmRequestTimeoutMs, in: 50...600_000, "--swarm-request-timeout-ms")
         guard StoreDurability(rawValue: storeSync) != nil else { throw ValidationError("--store-sync must be full or normal") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         guard MembershipSettings.preset(named: preset) != nil else {
             throw ValidationError("--preset must be one of \(MembershipSettings.presets.map(\.name).joined(separator: ", "))")
         }
-        guard (1...86_400).contains(apiIdleTimeout) else { throw ValidationError("--api-idle-timeout must be 1-86400 seconds") }
-        guard (1...65_536).contains(apiMaxConnections) else { throw ValidationError("--api-max-connections must be 1-65536") }
-        guard (1...65_536).contains(apiMaxConnectionsPerSource) else { throw ValidationError("--api-max-connections-per-source must be 1-65536") }
-        if let slots, slots < 1 || slots > 4096 { throw ValidationError("--slots must be 1-4096") }
-        if let memoryMB, memoryMB < 8 || memoryMB > 1 << 30 { throw ValidationError("--memory-mb must be 8 to 1073741824") }
-        if let warm, warm < 0 || warm > 64 { throw ValidationError("--warm must be 0-64") }
-        guard auditHeadInterval >= 0.1 && auditHeadInterval <= 3_600 else { throw ValidationError("--audit-head-interval must be 0.1 to 3600 seconds") }
-        // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
+        try Self.require(apiIdleTimeout, in: 1...86_400, "--api-idle-timeout", "seconds")
+        try Self.require(apiMaxConnections, in: 1...65_536, "--api-max-connections")
+        try Self.require(apiMaxConnectionsPerSource, in: 1...65_536, "--api-max-connections-per-source")
+        if let slots { try Self.require(slots, in: 1...4_096, "--slots") }
+        if let memoryMB { try Self.require(memoryMB, in: 8...(1 << 30), "--memory-mb") }
+        if let warm { try Self.require(warm, in: 0...64, "--warm") }
+        try Self.require(auditHeadInterval, in: 0.1...3_600, "--audit-head-interval", "seconds")
         guard sessionEpsilon > 0 && sessionEpsilon <= 10 else { throw ValidationError("--session-epsilon must be in (0, 10]") }
-        guard sessionMoveAfter >= 0 && sessionMoveAfter <= 86_400 else { throw ValidationError("--session-move-after must be 0 to 86400 seconds") }
-        guard sessionRebalanceAfter >= 0 && sessionRebalanceAfter <= 86_400 else {
-            throw ValidationError("--session-rebalance-after must be 0 to 86400 seconds")
+        try Self.require(sessionMoveAfter, in: 0...86_400, "--session-move-after", "seconds")
+        try Self.require(sessionRebalanceAfter, in: 0...86_400, "--session-rebalance-after", "seconds")
+        try Self.require(sessionMoves, in: 0...1_024, "--session-moves")
+        try Self.require(agentPollMs, in: 10...3_600_000, "--agent-poll-ms")
+        // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
+        if let reapAfter { try Self.require(reapAfter, in: 61...(30 * 86_400), "--reap-after", "seconds") }
+    }
+
+    /// Refuses a flag's value outside its range, naming the flag and the range.
+    static func require<T: Comparable>(_ value: T, in range: ClosedRange<T>, _ flag: String, _ unit: String = "") throws {
+        guard range.contains(value) else {
+            throw ValidationError("\(flag) must be \(range.lowerBound) to \(range.upperBound)\(unit.isEmpty ? "" : " " + unit) (got \(value))")
         }
-        guard (0...1_024).contains(sessionMoves) else { throw ValidationError("--session-moves must be 0 to 1024") }
-        if let reapAfter, reapAfter < 61 || reapAfter > 30 * 86_400 { throw ValidationError("--reap-after must be 61 to 2592000 seconds") }
     }
 
     func run() async throws {
@@ -209,7 +220,7 @@ struct Node: AsyncParsableCommand {
                                                            rebalanceAfterIdle: .milliseconds(Int64(sessionRebalanceAfter * 1000)),
                                                            movesPerTick: sessionMoves),
                                           logger: logger)
-        let agents = AgentService(sessions: sessions, runner: runner, swarms: swarms, logger: logger)
+        let agents = AgentService(sessions: sessions, runner: runner, swarms: swarms, interval: .milliseconds(agentPollMs), logger: logger)
         node.start(onExit: {
             fflush(nil)  // flushes every open stream
             Glibc.exit(0)

@@ -23,8 +23,7 @@ struct SessionBench: ParsableCommand {
     @Option(help: "Records signed and verified for the per-second figures.")
     var records: Int = 2_000
 
-    @Option(help: "Directory for the scratch database (default: a new one under the temporary directory).")
-    var scratch: String?
+    @OptionGroup var scratch: BenchScratch
 
     func validate() throws {
         guard (2...10_000).contains(count) else { throw ValidationError("--count must be 2 to 10000") }
@@ -51,9 +50,10 @@ struct SessionBench: ParsableCommand {
     }
 
     func run() throws {
-        let root = scratch ?? NSTemporaryDirectory() + "starling-session-bench-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        defer { if scratch == nil { try? FileManager.default.removeItem(atPath: root) } }
+        try scratch.with(prefix: "starling-session-bench") { try measure(in: $0) }
+    }
+
+    func measure(in root: String) throws {
         let identity = try NodeIdentity.loadOrCreate(dataDir: root + "/identity")
         let crypto = SessionService.crypto(identity)
         let base = Self.state(0)

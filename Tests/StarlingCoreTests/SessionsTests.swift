@@ -229,6 +229,33 @@ struct SessionMesh {
         #expect(view.journal.first?.outcome == .done(result: result))
     }
 
+    /// Between an effect's end and the majority write of its result, a reader sees it running:
+    /// "unknown" means its owner stopped mid-run (never run again, settle it by hand), and an
+    /// agent whose end was being recorded showed as failed for that moment.
+    @Test func anEffectWhoseResultIsBeingStoredIsRunningNotUnknown() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        let owner = try Self.created(&mesh, "s1")
+        mesh.holdEffects = true
+        #expect(mesh.command(owner, .act(id: "s1", key: "pay-1", task: Array("{}".utf8))) == nil, "answered before the effect ended")
+        let (node, finished) = try #require(mesh.heldEffects.first)
+        #expect(node == owner)
+        // The effect ends on the owner; its result's record is sent, and no replica stored it yet.
+        var n = mesh.nodes[owner]!
+        let effects = n.performed(finished, now: mesh.now)
+        mesh.nodes[owner] = n
+        mesh.deliver(owner, effects)
+        var reader = mesh.nodes[owner]!
+        let answer = reader.command(.show(id: "s1", since: 0), id: CommandID(rawValue: 9_999), now: mesh.now)
+        guard case .reply(.view(let view), _)? = answer.first else { Issue.record("show: \(answer)"); return }
+        #expect(view.journal.map(\.outcome) == [.running], "journal: \(view.journal)")
+        // Once stored, the result is there; the key replays it.
+        mesh.run()
+        guard case .view(let after)? = mesh.command(owner, .show(id: "s1", since: 0)) else { Issue.record("show"); return }
+        guard case .done(let result)? = after.journal.first?.outcome else { Issue.record("journal: \(after.journal)"); return }
+        #expect(mesh.command(owner, .act(id: "s1", key: "pay-1", task: Array("{}".utf8))) == .acted(key: "pay-1", replayed: true, result: result))
+        #expect(mesh.effectsRun.count == 1)
+    }
+
     @Test func theNextHolderResumesFromTheLatestMajorityRecordAndNeverRerunsAnEffect() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3", "n4"])
         let owner = try Self.created(&mesh, "s1")

@@ -74,6 +74,9 @@ enum HostedSeeds {
                                    kind: .checkpoint, key: "", contentDigest: Array(repeating: 2, count: 32),
                                    content: Array("{\"step\":2}".utf8), signer: "node-a", signerKey: Array(repeating: 3, count: 32),
                                    signature: Array(repeating: 4, count: 64))
+        var bare = record
+        bare.content = nil
+        let (manifest, chunks) = StateManifest.of(record.content ?? [], hash: { _ in Array(repeating: 6, count: 32) })
         let image = SessionImage(id: "agent-1", epoch: 1, owner: "node-a", replicas: ["node-a", "node-b", "node-c"], records: [record])
         let sessionMessages: [String: SessionMessage] = [
             "session-append": .append(record), "session-install": .install(image),
@@ -81,6 +84,11 @@ enum HostedSeeds {
             "session-promised-none": .promised(session: "agent-1", image: nil), "session-stored": .stored(session: "agent-1", seq: 2),
             "session-stale": .stale(session: "agent-1", epoch: 3),
             "session-owned-by": .ownedBy(session: "agent-1", epoch: 1, owner: "node-a"),
+            "session-append-chunks": .appendChunks(bare, manifest: manifest.encoded, chunks: chunks),
+            "session-handoff": .handoff(image, epoch: 2, replicas: ["node-d", "node-a", "node-b"]),
+            "session-transfer": .transfer(session: "agent-1", epoch: 2, to: "node-d"),
+            "session-commit": .commit(session: "agent-1", epoch: 2, replicas: ["node-d", "node-a", "node-b"]),
+            "session-release": .release(session: "agent-1", epoch: 2),
         ]
         for (name, message) in sessionMessages { seeds[name] = [2] + Sessions.encode(message) }
         return seeds

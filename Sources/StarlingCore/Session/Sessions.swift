@@ -379,6 +379,8 @@ public struct Sessions: HostedProtocol {
             effects.append(.perform(.runEffect(session: sid, key: key, effectKey: "\(sid)/\(key)", task: task,
                                                options: h.options)))
         case .effectDone(let cmd, let key, let result):
+            lead.running.remove(key)
+            lead.recording.remove(key)
             if let cmd { effects.append(.reply(.acted(key: key, replayed: false, result: result), to: cmd)) }
         case .compacted:
             break
@@ -804,7 +806,7 @@ public struct Sessions: HostedProtocol {
         case .persisted(.nothing):
             return []
         case .effectFinished(let sid, let key, let result):
-            guard var h = held[sid], var lead = h.lead, lead.running.remove(key) != nil else { return [] }
+            guard var h = held[sid], var lead = h.lead, lead.running.contains(key), lead.recording.insert(key).inserted else { return [] }
             let cmd = lead.waiting.removeValue(forKey: key)
             let bounded = result.count <= SessionLimits.maxEffectBytes ? result : Array("{\"reason\":\"denied\",\"warnings\":[\"result over its bound\"]}".utf8)
             if lead.write != nil || lead.phase != .serving {
@@ -887,8 +889,12 @@ extension Sessions {
         var acknowledged: UInt64
         var write: Write?
         var queue: [Queued] = []
-        /// Effects running on this node now, and the command waiting for each.
+        /// Effects running on this node now, and the command waiting for each. An effect stays
+        /// here until its result's record is stored by a majority (`recording` meanwhile): a
+        /// reader in between sees it running, never "unknown".
         var running: Set<String> = []
+        /// Effects that finished, whose result's record is on its way (in `running` too).
+        var recording: Set<String> = []
         var waiting: [String: CommandID] = [:]
         /// A handed-off session's commit, answered once this lead serves (SessionHandoff.swift).
         var answerWhenServing: RequestToken?

@@ -192,6 +192,9 @@ public struct Swarm: HostedProtocol {
         switch outcome {
         case .finished(let swarm, let index, let attempt, let runOutcome, let result):
             workerFinished(swarm, index: index, attempt: attempt, outcome: runOutcome, result: result, now: now, into: &out)
+        case .occupied(let slots, let memoryMB):
+            worker.occupiedSlots = Int(slots)
+            worker.occupiedMemory = Int64(memoryMB)
         }
         finish(now: now, into: &out)
         return out

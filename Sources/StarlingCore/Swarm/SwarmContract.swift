@@ -213,6 +213,10 @@ public enum SwarmAction: Sendable, Equatable {
 public enum SwarmActionOutcome: Sendable, Equatable {
     /// The attempt ended; `result` is the host's TaskResult bytes.
     case finished(swarm: SwarmID, index: UInt32, attempt: UInt16, outcome: RunOutcome, result: [UInt8])
+    /// What this node's other work (hosted agents' brains) holds now, told by the host whenever
+    /// it changes: the worker starts tasks only in the slots and memory left, and advertises
+    /// only those. Tasks already running go on; more brains than slots leave no room for tasks.
+    case occupied(slots: UInt32, memoryMB: UInt32)
 }
 
 /// What this node offers and how the protocol paces itself.

@@ -37,6 +37,10 @@ struct WorkerState: Sendable {
     var fetchingSlots = 0
     var fetchingMemory: Int64 = 0
     var runningMemory: Int64 = 0
+    /// What this node's other work holds now (hosted agents' brains), as the host last said
+    /// (`SwarmActionOutcome.occupied`): tasks start only in what is left.
+    var occupiedSlots = 0
+    var occupiedMemory: Int64 = 0
     /// The highest owner epoch seen per swarm: messages of a lower one are refused.
     var epochs: [SwarmID: UInt32] = [:]
     var advertised: (slots: UInt32, memoryMB: UInt32)?
@@ -53,8 +57,10 @@ struct FetchInFlight: Sendable {
 }
 
 extension Swarm {
-    var workerFreeSlots: Int { Int(settings.slots) - worker.running.count - worker.fetchingSlots }
-    var workerFreeMemory: Int64 { Int64(settings.memoryMB) - worker.runningMemory - worker.fetchingMemory }
+    var workerFreeSlots: Int { Int(settings.slots) - worker.running.count - worker.fetchingSlots - worker.occupiedSlots }
+    var workerFreeMemory: Int64 {
+        Int64(settings.memoryMB) - worker.runningMemory - worker.fetchingMemory - worker.occupiedMemory
+    }
 
     /// Whether this node runs that attempt, or holds its result.
     func workerHolds(_ key: TaskKey, attempt: UInt16) -> Bool {
@@ -247,8 +253,8 @@ extension Swarm {
     /// gossip, and one per task start and finish crowds out news of deaths. Placement tolerates
     /// the staleness (late binding: a worker only pulls what fits).
     mutating func workerAdvertise(now: Instant, into out: inout Effects) {
-        let slots = UInt32(clamping: Int(settings.slots) - worker.running.count)
-        let memory = UInt32(clamping: Int64(settings.memoryMB) - worker.runningMemory)
+        let slots = UInt32(clamping: Int(settings.slots) - worker.running.count - worker.occupiedSlots)
+        let memory = UInt32(clamping: Int64(settings.memoryMB) - worker.runningMemory - worker.occupiedMemory)
         guard worker.advertised.map({ $0.slots != slots || $0.memoryMB != memory }) ?? true else {
             worker.advertisePending = false
             return
