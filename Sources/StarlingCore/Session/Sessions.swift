@@ -110,6 +110,10 @@ public struct Sessions: HostedProtocol {
     var stayUntil: [String: Instant] = [:]
     /// The highest epoch a refused handoff's target said it holds: the next offer goes above it.
     var offerAbove: [String: UInt64] = [:]
+    /// Sessions whose handoff this node gave up after promising the next owner (the fence
+    /// failed): this node takes them back with a higher epoch unless someone names a live owner
+    /// (SessionHandoff.swift, `advanceHandoff`).
+    var retakeAfterAbortedHandoff: Set<String> = []
     /// The weighted ring of `alive` for live placement, rebuilt when next used after `alive`
     /// changed (`livePlacement`).
     var liveRing: (shape: [String], ring: SessionPlacement)?
@@ -454,7 +458,7 @@ public struct Sessions: HostedProtocol {
         var effects: [ProtocolEffect<Sessions>] = []
         for sid in held.keys.sorted() {
             guard let h = held[sid], h.lead == nil, !h.deleted, h.quietUntil.map({ now >= $0 }) ?? true else { continue }
-            let ownerGone = h.owner == myName || !present.contains(h.owner)
+            let ownerGone = h.owner == myName || !present.contains(h.owner) || retakeAfterAbortedHandoff.contains(sid)
             guard ownerGone, h.replicas.contains(myName) else { continue }
             // The successor is the first member of the replica set, in its order, that is alive.
             guard h.replicas.first(where: { $0 == myName || alive.contains($0) }) == myName else { continue }
@@ -511,12 +515,16 @@ public struct Sessions: HostedProtocol {
                     h.owner = before.owner
                     effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
                 }
-                if let hint = t.ownerHint { h.owner = hint }
+                if let hint = t.ownerHint {
+                    h.owner = hint
+                    retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
+                }
                 held[sid] = h
                 return effects
             }
             return []
         }
+        retakeAfterAbortedHandoff.remove(sid)
         // The greatest image of a majority holds every record a majority stored.
         let best = t.images.max { $0.headRank < $1.headRank } ?? h.image
         if best.records != h.records { h.replace(with: best.records, crypto: crypto) }
