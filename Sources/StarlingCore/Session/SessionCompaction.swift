@@ -242,9 +242,15 @@ extension Sessions {
     /// After a checkpoint at `seq` is acknowledged: the base write, when the session is due.
     mutating func compactIfDue(_ sid: String, checkpointSeq seq: UInt64) -> [ProtocolEffect<Sessions>] {
         guard let h = held[sid], h.lead?.write == nil, h.lead?.phase == .serving, !h.deleted,
-              h.records.last?.seq == seq, h.records.last?.kind == .checkpoint,
-              h.records.count >= settings.compactAfterRecords || h.imageBytes >= SessionLimits.compactAfterBytes else { return [] }
+              let cut = h.records.last, cut.seq == seq, cut.kind == .checkpoint else { return [] }
+        let byRecords = h.records.count >= settings.compactAfterRecords
+        let imageBytes = h.imageBytes
+        guard byRecords || imageBytes >= SessionLimits.compactAfterBytes else { return [] }
         let base = h.makeBase(cutSeq: seq)
+        // By size only when it saves a good part: a session whose base itself is large (4,096
+        // keys, 32 large results) would otherwise write a new base after every checkpoint.
+        let after = SessionMessage.wireSize(cut) + 1_024 + base.encoded.count
+        guard byRecords || imageBytes - after >= SessionLimits.compactAfterBytes / 4 else { return [] }
         return beginWrite(sid, kind: .base, key: "", content: base.encoded, then: .compacted)
     }
 
