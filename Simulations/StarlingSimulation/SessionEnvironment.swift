@@ -32,8 +32,8 @@ final class SessionEnvironment: ProtocolEnvironment {
     private var compactions = 0
     private(set) var violations: [String] = []
 
-    init(nodes: Int, lastFaultPeriod: Double, convergencePeriods: Int, period: Duration) {
-        sessions = max(2, min(10, nodes / 2))
+    init(nodes: Int, sessions count: Int? = nil, lastFaultPeriod: Double, convergencePeriods: Int, period: Duration) {
+        sessions = count ?? max(2, min(10, nodes / 2))
         self.period = period
         lastWorkPeriod = Int(lastFaultPeriod.rounded(.up)) + convergencePeriods + 10
         deadlinePeriod = lastWorkPeriod + 15

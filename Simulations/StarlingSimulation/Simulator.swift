@@ -13,6 +13,8 @@ public struct SimulationConfig: Sendable {
 
     /// The swarm scenarios' workload (ignored by the others).
     public var swarm = SwarmOptions()
+    /// The session scenarios' number of sessions; nil: max(2, min(10, nodes / 2)).
+    public var sessions: Int?
 
     public init(nodes: Int, seed: UInt64, periods: Int? = nil, settings: MembershipSettings = .lan,
                 network: SimulatedNetwork = SimulatedNetwork(), recordTimeline: Bool = false) {
@@ -114,7 +116,7 @@ public final class Simulator {
         }
         var sessionSetup: SessionEnvironment?
         if scenario.hostsSessions {
-            sessionSetup = SessionEnvironment(nodes: config.nodes, lastFaultPeriod: plan.lastFaultPeriod,
+            sessionSetup = SessionEnvironment(nodes: config.nodes, sessions: config.sessions, lastFaultPeriod: plan.lastFaultPeriod,
                                               convergencePeriods: bounds.convergencePeriods, period: config.settings.probeInterval)
         }
         membershipEndPeriod = membershipEnd

@@ -60,6 +60,9 @@ struct StarlingSim: ParsableCommand {
     @Option(help: "Swarm scenarios: how many swarms the tasks are split into (default 4).")
     var swarms: Int?
 
+    @Option(help: "Session scenarios: how many sessions the workload checkpoints and acts on (default max(2, min(10, nodes / 2))).")
+    var sessions: Int?
+
     @Option(help: "Swarm scenarios: task slots per node (default 4).")
     var slots: Int?
 
@@ -81,6 +84,7 @@ struct StarlingSim: ParsableCommand {
         _ = try overriddenSettings()
         if let periods, periods < 1 || periods > 1_000_000 { throw ValidationError("--periods must be 1-1000000") }
         _ = try swarmOptions()
+        if let sessions, !(1...100_000).contains(sessions) { throw ValidationError("--sessions must be 1-100000") }
     }
 
     /// The swarm scenarios' workload from the command line, checked.
@@ -173,6 +177,7 @@ struct StarlingSim: ParsableCommand {
         if let taskMs { words += ["--task-ms", taskMs] }
         if let swarms { words += ["--swarms", "\(swarms)"] }
         if let slots { words += ["--slots", "\(slots)"] }
+        if let sessions { words += ["--sessions", "\(sessions)"] }
         return words.joined(separator: " ")
     }
 
@@ -195,6 +200,7 @@ struct StarlingSim: ParsableCommand {
         let settings = try overriddenSettings()
         var config = SimulationConfig(nodes: nodes, seed: seedValue, periods: periods, settings: settings, recordTimeline: svg != nil)
         config.swarm = try swarmOptions()
+        config.sessions = sessions
         let setupStart = Date()
         let sim = Simulator(scenario: chosen, config: config)
         let setupSeconds = Date().timeIntervalSince(setupStart)

@@ -67,6 +67,7 @@ enum StoreSchema {
         migrator.registerMigration("v5-sessions") { db in try SessionSchema.create(db) }
         migrator.registerMigration("v6-session-chunks") { db in try SessionChunkSchema.create(db) }
         migrator.registerMigration("v7-session-compaction") { db in try SessionCompactionSchema.create(db) }
+        migrator.registerMigration("v8-swarm-finished-at") { db in try SwarmRetention.create(db) }
         return migrator
     }
 }

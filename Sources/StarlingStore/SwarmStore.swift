@@ -111,8 +111,10 @@ public final class SwarmStore: Sendable {
                                          record.result.map { Data($0) }, Int64(record.finishSeq), swarm, Int64(index)])
             guard db.changesCount == 1 else { throw StoreError("no task \(index) of swarm \(swarm) to update") }
         case .swarmState(let swarm, let state, let epoch):
-            try db.cachedStatement(sql: "UPDATE swarm SET state = ?, epoch = ? WHERE id = ?")
-                .execute(arguments: [Int(state.rawValue), Int64(epoch), swarm])
+            let values: StatementArguments = [Int(state.rawValue), Int64(epoch)]
+            let id: StatementArguments = [swarm]
+            try db.cachedStatement(sql: "UPDATE swarm SET state = ?, epoch = ?, \(SwarmRetention.finishedAtUpdate) WHERE id = ?")
+                .execute(arguments: values + SwarmRetention.finishedAtArguments(state) + id)
             guard db.changesCount == 1 else { throw StoreError("no swarm \(swarm) to update") }
         case .child(let parent, let link):
             // The first record of a link stands (a link's child and replicas never change).
@@ -129,12 +131,14 @@ public final class SwarmStore: Sendable {
     private static func insertOrUpdate(_ definition: SwarmDefinition, epoch: UInt32, state: SwarmState, in db: Database) throws {
         let draft = definition.draft
         try db.execute(sql: """
-            INSERT INTO swarm (id, replicas, maxAttempts, options, parentSwarm, parentTask, createdAtMs, taskCount, epoch, state)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch, state = excluded.state, replicas = excluded.replicas
+            INSERT INTO swarm (id, replicas, maxAttempts, options, parentSwarm, parentTask, createdAtMs, taskCount, epoch, state, finishedAtMs)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch, state = excluded.state, replicas = excluded.replicas,
+                finishedAtMs = CASE WHEN excluded.finishedAtMs IS NULL THEN NULL ELSE COALESCE(swarm.finishedAtMs, excluded.finishedAtMs) END
             """, arguments: [definition.id, Data(encodeNames(definition.replicas)), Int(draft.maxAttempts), Data(draft.options),
                              draft.parent?.swarm, draft.parent.map { Int64($0.task) },
-                             Int64(clamping: draft.createdAtMs), Int64(draft.tasks.count), Int64(epoch), Int(state.rawValue)])
+                             Int64(clamping: draft.createdAtMs), Int64(draft.tasks.count), Int64(epoch), Int(state.rawValue),
+                             state == .running ? nil : SwarmRetention.nowMs()])
         let insert = try db.cachedStatement(sql: """
             INSERT INTO task (swarm, idx, taskId, memoryMB, milliCPUs, payload, state, attempt, node, result, finishSeq)
             VALUES (?, ?, ?, ?, ?, ?, 0, 0, NULL, NULL, 0)

@@ -88,6 +88,10 @@ struct Node: AsyncParsableCommand {
     @Option(name: .customLong("session-moves"), help: "Session handoffs this node leads at once, at most (default 4; 0: never move sessions).")
     var sessionMoves: Int = 4
 
+    @Option(name: .customLong("swarm-retention-hours"),
+            help: "Hours a finished swarm stays in this node's store before it is deleted (default 168, a week; 0 keeps every swarm; at least 0.1).")
+    var swarmRetentionHours: Double = 168
+
     @Option(name: .customLong("agent-poll-ms"),
             help: ArgumentHelp("Milliseconds between the agents' ownership polls, beside the pushes of takeovers and handoffs (default 200; tests set it long to see the pushes alone).",
                                visibility: .hidden))
@@ -113,6 +117,10 @@ struct Node: AsyncParsableCommand {
         try Self.require(sessionRebalanceAfter, in: 0...86_400, "--session-rebalance-after", "seconds")
         try Self.require(sessionMoves, in: 0...1_024, "--session-moves")
         try Self.require(agentPollMs, in: 10...3_600_000, "--agent-poll-ms")
+        if swarmRetentionHours != 0 {
+            let minimum = Double(SwarmPruning.minimumRetention.components.seconds) / 3_600
+            try Self.require(swarmRetentionHours, in: minimum...87_600, "--swarm-retention-hours", "hours, or 0")
+        }
         // Reaping must outlast the 30 s replay window twice over (see MeshConfiguration).
         if let reapAfter { try Self.require(reapAfter, in: 61...(30 * 86_400), "--reap-after", "seconds") }
     }
@@ -215,6 +223,9 @@ struct Node: AsyncParsableCommand {
         AuditWitnessService.register(on: node, audit: audit, interval: .milliseconds(Int64(auditHeadInterval * 1000)), logger: logger)
         let swarms = try SwarmService(node: node, store: store, runner: runner, memoryMB: taskMemoryMB,
                                       requestTimeout: .milliseconds(swarmRequestTimeoutMs), logger: logger, audit: audit)
+        if swarmRetentionHours > 0 {
+            SwarmPruning.start(store: store, retention: .milliseconds(Int64(swarmRetentionHours * 3_600_000)), logger: logger)
+        }
         let sessions = try SessionService(node: node, store: store, identity: identity, runner: runner, audit: audit,
                                           placement: .init(epsilon: sessionEpsilon, moveAfterIdle: .milliseconds(Int64(sessionMoveAfter * 1000)),
                                                            rebalanceAfterIdle: .milliseconds(Int64(sessionRebalanceAfter * 1000)),

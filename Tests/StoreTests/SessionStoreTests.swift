@@ -76,7 +76,7 @@ import Testing
         let dir = TemporaryDirectory("sessions-migration")
         let swarmStore = try SwarmStore(directory: dir.path)
         let applied = try swarmStore.pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
-        #expect(applied.suffix(3) == ["v5-sessions", "v6-session-chunks", "v7-session-compaction"])
+        #expect(Array(applied.drop { $0 != "v5-sessions" }.prefix(3)) == ["v5-sessions", "v6-session-chunks", "v7-session-compaction"])
         #expect(try swarmStore.writerSynchronous() == 2)
         let mode = try swarmStore.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         #expect(mode == "wal")
