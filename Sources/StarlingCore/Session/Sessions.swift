@@ -497,11 +497,12 @@ public struct Sessions: HostedProtocol {
 
     mutating func advanceTakeover(_ sid: String, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid], var lead = h.lead, case .preparing(let t) = lead.phase else { return [] }
-        let promisedOld = t.oldSet.filter { t.promised.contains($0) }.count
+        let bareCreation = t.images.allSatisfy { ($0.records.last?.seq ?? 0) <= 1 }
+        let promisedOld = t.oldSet.filter { t.promised.contains($0) || (bareCreation && t.emptyPromises.contains($0)) }.count
         guard promisedOld >= t.oldSet.count / 2 + 1 else {
             // Not yet; and if the members of the old set still to answer cannot make it, give up
             // (the tick tries again with a higher epoch).
-            let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && alive.contains($0) }.count
+            let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && !t.emptyPromises.contains($0) && alive.contains($0) }.count
             if promisedOld + open < t.oldSet.count / 2 + 1 {
                 h.lead = nil
                 h.quietUntil = now + settings.retryInterval
@@ -789,8 +790,23 @@ public struct Sessions: HostedProtocol {
             let usable = image.map { $0.id == sid && verify($0) == nil }
             if usable == false { counters.forged += 1 }
             return takeoverAnswered(o.session, now: now) { t in
-                t.promised.insert(o.peer)
-                if let image, usable == true { t.images.append(image) }
+                // Only a promise that carries a copy counts toward the old set's majority: a
+                // member that holds nothing may have held records and forgotten them (released
+                // by a move, or removed by a refill and dropped), and its empty promise let two
+                // stale members outvote the live owner's set (starling-sim session-churn, 20
+                // nodes, seed 9: n5 held nothing, promised, and with n15 made "a majority" of a
+                // set two refills old; both sides recorded).
+                // (It counts while the greatest image is the bare creation: a create that never
+                // reached a majority has nothing acknowledged to lose, and its creator must be
+                // able to resume it with members that never stored it: session-join, seed 12.)
+                if let image, usable == true {
+                    t.promised.insert(o.peer)
+                    t.images.append(image)
+                } else if image == nil {
+                    t.emptyPromises.insert(o.peer)
+                } else {
+                    t.failed.insert(o.peer)
+                }
             }
         case (.prepare(let epoch), _) where epoch == h.epoch:
             return takeoverAnswered(o.session, now: now) { t in t.failed.insert(o.peer) }
@@ -865,6 +881,9 @@ extension Sessions {
         var promised: Set<PeerName>
         var images: [SessionImage]
         var failed: Set<PeerName> = []
+        /// Members that promised holding nothing: counted only while no image holds more than
+        /// the creation (`advanceTakeover`).
+        var emptyPromises: Set<PeerName> = []
         /// The owner a refusing replica named, deferred to if this takeover fails.
         var ownerHint: PeerName?
         /// The epoch and owner held before this node promised itself the new epoch: given
