@@ -28,6 +28,8 @@ final class SessionEnvironment: ProtocolEnvironment {
     private var unknownKeys: Set<String> = []
     private var replays = 0
     private var checkpointsAcked = 0
+    /// Base records written by their owner (compactions).
+    private var compactions = 0
     private(set) var violations: [String] = []
 
     init(nodes: Int, sessions count: Int? = nil, lastFaultPeriod: Double, convergencePeriods: Int, period: Duration) {
@@ -40,6 +42,13 @@ final class SessionEnvironment: ProtocolEnvironment {
 
     /// STARLING_SIM_SESSION_DEBUG set: who leads which session when, and every holder at the end.
     static let debug = !(ProcessInfo.processInfo.environment["STARLING_SIM_SESSION_DEBUG"] ?? "").isEmpty
+    /// STARLING_SIM_SESSION_COMPACT_AFTER=N (2 to 2,048): sessions compact after a checkpoint
+    /// once they hold N records (default 1,024, which the scenarios' workloads never reach), so
+    /// compaction runs under the scenario's faults.
+    static let compactAfter: Int? = ProcessInfo.processInfo.environment["STARLING_SIM_SESSION_COMPACT_AFTER"]
+        .flatMap { Int($0) }.flatMap { (2...SessionLimits.maxRecords).contains($0) ? $0 : nil }
+    /// The same for a test, in process (`$compactAfterInTest.withValue(16) { … }`).
+    @TaskLocal static var compactAfterInTest: Int?
 
     func violation(_ text: String) {
         if violations.count < 20 { violations.append(text) }
@@ -73,8 +82,9 @@ final class SessionEnvironment: ProtocolEnvironment {
     func makeProtocol(node: Int, restarted: Bool, sim: Simulator) -> (Sessions, [ProtocolEffect<Sessions>]) {
         // Sessions are checkpointed every period: a session idle for half of one may move, so
         // handoffs run in the middle of the workload (writes arrive while sessions move).
-        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node),
-                         settings: Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5), now: sim.now)
+        var settings = Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5)
+        if let after = Self.compactAfterInTest ?? Self.compactAfter { settings.compactAfterRecords = after }
+        var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node), settings: settings, now: sim.now)
         if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }) }
         return (p, [])
     }
@@ -143,6 +153,10 @@ final class SessionEnvironment: ProtocolEnvironment {
             image.replicas = replicas
             if let dropped, let i = image.records.firstIndex(where: { $0.seq == dropped }) { image.records[i].content = nil }
             image.records.append(record)
+            if record.kind == .base, record.signer == Simulator.name(node) { compactions += 1 }
+            if record.kind == .base, let cut = image.records.firstIndex(where: { $0.seq &+ 1 == record.seq }) {
+                image.records.removeFirst(cut)  // compaction: the store drops what is before the cut
+            }
             stores[node][record.session] = image
         case .image(let image):
             stores[node][image.id] = image
@@ -203,9 +217,14 @@ final class SessionEnvironment: ProtocolEnvironment {
                 continue
             }
             let crypto = Self.crypto(node: 0)
+            let firstSeq = best.records.first?.seq ?? 1
             for (seq, hash) in acknowledged[sid] ?? [:] {
-                guard seq >= 1, seq <= UInt64(best.records.count), crypto.hash(of: best.records[Int(seq) - 1]) == hash else {
-                    violation("\(sid): the acknowledged record \(seq) is lost (the best copy ends at \(best.records.count))")
+                // A record before a compacted copy's cut is represented by its base (its state
+                // was superseded, its effects are in the base's table): not lost.
+                if seq < firstSeq { continue }
+                let i = Int(seq - firstSeq)
+                guard i < best.records.count, crypto.hash(of: best.records[i]) == hash else {
+                    violation("\(sid): the acknowledged record \(seq) is lost (the best copy ends at \(best.records.last?.seq ?? 0))")
                     continue
                 }
             }
@@ -228,7 +247,7 @@ final class SessionEnvironment: ProtocolEnvironment {
             let up = replicas.filter { sim.index[$0].map { sim.nodes[$0].up } ?? false }.count
             if up < replicas.count / 2 + 1 { withoutMajority += 1 }
         }
-        report.sessions = ["sessions": sessions, "checkpointsAcknowledged": checkpointsAcked,
+        report.sessions = ["sessions": sessions, "checkpointsAcknowledged": checkpointsAcked, "compactions": compactions,
                            "effectsExecuted": executed.values.reduce(0, +), "effectKeys": executed.count,
                            "effectsReplayed": replays, "unknownOutcomes": unknownKeys.count,
 "withoutMajorityAtEnd": withoutMajority,

@@ -50,7 +50,7 @@ struct AgentRoutes: Sendable {
     func show(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let id = try Self.agentID(context)
         let service = try available()
-        let reply = try await send(service, .show(id: id, since: 0))
+        let reply = try await wholeView(service, id)
         guard case .view(let view) = reply else { return try await notServed(reply, request, id) }
         guard let agent = service.agentJSON(id, view) else { throw HTTPError(.notFound, message: "no agent \(id)") }
         return try SessionRoutes.object(.ok, agent)
@@ -59,7 +59,7 @@ struct AgentRoutes: Sendable {
     func stop(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let id = try Self.agentID(context)
         let service = try available()
-        let reply = try await send(service, .show(id: id, since: 0))
+        let reply = try await wholeView(service, id)
         guard case .view(let view) = reply else { return try await notServed(reply, request, id) }
         guard service.agentJSON(id, view) != nil else { throw HTTPError(.notFound, message: "no agent \(id)") }
         guard let end = await service.stop(id) else { throw SwarmRoutes.unavailable("the stop could not be recorded in the agent's session; retry") }
@@ -69,7 +69,7 @@ struct AgentRoutes: Sendable {
     func logs(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let id = try Self.agentID(context)
         let service = try available()
-        let reply = try await send(service, .show(id: id, since: 0))
+        let reply = try await wholeView(service, id)
         guard case .view(let view) = reply else { return try await notServed(reply, request, id) }
         guard service.spec(of: id) != nil else { throw HTTPError(.notFound, message: "no agent \(id)") }
         return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
@@ -88,6 +88,13 @@ struct AgentRoutes: Sendable {
     func available() throws -> AgentService {
         guard let agents else { throw SwarmRoutes.unavailable("this node does not run agents") }
         return agents
+    }
+
+    /// The agent's session with its whole journal (`AgentService.wholeView`).
+    func wholeView(_ service: AgentService, _ id: String) async throws -> SessionReply {
+        do { return try await service.wholeView(id) } catch {
+            throw SwarmRoutes.unavailable("the session's protocol did not answer: \(error)")
+        }
     }
 
     func send(_ service: AgentService, _ command: SessionCommand) async throws -> SessionReply {

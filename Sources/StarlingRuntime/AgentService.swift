@@ -109,8 +109,7 @@ public final class AgentService: BuiltinEffects {
 
     /// The spec of agent `id` if its session is held here.
     func spec(of id: String) -> (options: SessionOptions, spec: AgentSpec)? {
-        guard let image = try? sessions.store.image(id), let create = image.records.first, create.kind == .create,
-              let content = create.content, let options = try? JSONDecoder().decode(SessionOptions.self, from: Data(content)),
+        guard let image = try? sessions.store.image(id), let content = image.creationOptions, let options = try? JSONDecoder().decode(SessionOptions.self, from: Data(content)),
               let spec = options.agent else { return nil }
         return (options, spec)
     }
@@ -182,7 +181,7 @@ public final class AgentService: BuiltinEffects {
             switch reply {
             case .view(let view)? where view.owner == nodeName:
                 let skip = state.withLock { $0.brains[id] != nil || $0.ended.contains(id) }
-                guard !skip, case .view(let full)? = try? await sessions.command(.show(id: id, since: 0)), full.owner == nodeName else { continue }
+                guard !skip, case .view(let full)? = try? await wholeView(id), full.owner == nodeName else { continue }
                 if Self.end(in: full) != nil {
                     state.withLock { _ = $0.ended.insert(id) }
                     continue
@@ -370,6 +369,22 @@ public final class AgentService: BuiltinEffects {
 
     // MARK: Reading an agent
 
+    /// The agent's session with its whole journal, read page by page: a compacted session may
+    /// hold more keys than one page (256), and the end key may be on any page. Bounded by the
+    /// keys a session may hold (`maxEffectKeys`); only the most recent results are kept in it.
+    func wholeView(_ id: String) async throws -> SessionReply {
+        let reply = try await sessions.command(.show(id: id, since: 0))
+        guard case .view(var view) = reply else { return reply }
+        var pages = 0
+        while view.journalMore, let last = view.journal.last, pages <= SessionLimits.maxEffectKeys / SessionLimits.maxJournalPage {
+            pages += 1
+            guard case .view(let next) = try await sessions.command(.show(id: id, since: last.seq)) else { break }
+            view.journal += next.journal
+            view.journalMore = next.journalMore
+        }
+        return .view(view)
+    }
+
     /// The agent's end, if one is recorded. Any entry under the end key ends the agent for good,
     /// so it is never restarted: one whose result is not the node's (a client wrote the key
     /// through the public session route), and one whose outcome is unknown (its owner died while
@@ -388,6 +403,8 @@ public final class AgentService: BuiltinEffects {
                 return pendingCounts ? failed("its end is being recorded") : nil
             case .unknown:
                 return failed("its owner stopped while recording its end")
+            case .expired:
+                return failed("its end record was compacted")
             }
         }
         return nil
@@ -399,7 +416,11 @@ public final class AgentService: BuiltinEffects {
         let end = Self.end(in: view, pendingCounts: false)
         let starts = view.journal.filter { $0.key.hasPrefix(AgentKeys.start) }.count
         let calls = view.journal.filter { entry in
-            guard entry.key.hasPrefix(AgentKeys.model), case .done(let result) = entry.outcome else { return false }
+            guard entry.key.hasPrefix(AgentKeys.model) else { return false }
+            // A call whose answer compaction dropped is counted: it was answered (a failed one
+            // is most often retried under a derived key, so this may overcount by those).
+            if entry.outcome == .expired { return true }
+            guard case .done(let result) = entry.outcome else { return false }
             return (try? JSONDecoder().decode(CallOutcome.self, from: Data(result)))?.succeeded ?? false
         }.count
         let (running, replayed, calling) = state.withLock { s in
@@ -452,6 +473,11 @@ public final class AgentService: BuiltinEffects {
             case .outcomeUnknown?:
                 attempt += 1
                 continue
+            case .outcomeExpired(_, _, let resultSeq)?:
+                // Done long ago, and its answer dropped by compaction: never run again (a brain
+                // resuming from its latest checkpoint does not ask for it).
+                return (CallOutcome(status: 409, body: Self.errorBody(
+                    "journal key \(attemptKey) was answered (record \(resultSeq)) and its answer dropped when the session was compacted; resume from the latest checkpoint")), false)
             case .running?:
                 try? await Task.sleep(for: .milliseconds(100))
             case .rejected(let reason)?:
@@ -564,7 +590,7 @@ public final class AgentService: BuiltinEffects {
 
     /// The swarms this agent spawned (recorded in its journal).
     func ownSwarms(_ id: String) async -> Set<String> {
-        guard case .view(let view)? = try? await sessions.command(.show(id: id, since: 0)) else { return [] }
+        guard case .view(let view)? = try? await wholeView(id) else { return [] }
         var ids = Set<String>()
         for entry in view.journal where entry.key.hasPrefix(AgentKeys.swarm) {
             guard case .done(let result) = entry.outcome, let outcome = try? JSONDecoder().decode(CallOutcome.self, from: Data(result)),

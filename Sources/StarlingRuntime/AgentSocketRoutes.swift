@@ -115,7 +115,7 @@ struct AgentSocketRoutes: Sendable {
         }
         let reply = try await send(.act(id: agent, key: action.key, task: action.encoded))
         switch reply {
-        case .acted, .outcomeUnknown, .running: return try SessionRoutes(gateway: nil, logger: service.logger).answer(reply, id: agent)
+        case .acted, .outcomeUnknown, .outcomeExpired, .running: return try SessionRoutes(gateway: nil, logger: service.logger).answer(reply, id: agent)
         default: throw try Self.refusal(reply)
         }
     }

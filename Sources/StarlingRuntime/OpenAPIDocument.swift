@@ -284,7 +284,7 @@ public enum OpenAPIDocument {
                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionActed"}}}},
           "400": {"$ref": "#/components/responses/BadRequest"},
           "404": {"$ref": "#/components/responses/NotFound"},
-          "409": {"description": "The effect runs now (outcome running), or its start was recorded and its result never was (outcome unknown): it is never run again.",
+          "409": {"description": "The effect runs now (outcome running), or its start was recorded and its result never was (outcome unknown), or its result was recorded and later dropped by compaction (outcome expired): it is never run again.",
                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SessionEffectPending"}}}},
           "413": {"$ref": "#/components/responses/TooLarge"},
           "503": {"$ref": "#/components/responses/Unavailable"}
@@ -613,8 +613,9 @@ public enum OpenAPIDocument {
         "properties": {
           "error": {"type": "string"},
           "key": {"type": "string"},
-          "outcome": {"enum": ["running", "unknown"]},
-          "startedSeq": {"type": "integer", "minimum": 1}
+          "outcome": {"enum": ["running", "unknown", "expired"]},
+          "startedSeq": {"type": "integer", "minimum": 1},
+          "resultSeq": {"type": "integer", "minimum": 1}
         }
       },
       "Session": {
@@ -639,7 +640,7 @@ public enum OpenAPIDocument {
                 "seq": {"type": "integer", "minimum": 1},
                 "key": {"type": "string"},
                 "startedSeq": {"type": "integer", "minimum": 1},
-                "outcome": {"enum": ["done", "running", "unknown"]},
+                "outcome": {"enum": ["done", "running", "unknown", "expired"]},
                 "result": {"oneOf": [{"$ref": "#/components/schemas/TaskResult"}, {"$ref": "#/components/schemas/AgentEffectResult"}, {"type": "null"}]}
               }
             }

@@ -135,6 +135,9 @@ struct SessionRoutes: Sendable {
         case .outcomeUnknown(let key, let startedSeq):
             return try Self.object(.conflict, ["error": "effect \(key) was started (record \(startedSeq)) and its outcome is unknown: its owner stopped before its result was recorded. It is never run again; settle it with the service it called (STARLING_EFFECT_KEY = \(id)/\(key))",
                                                "key": key, "outcome": "unknown", "startedSeq": startedSeq])
+        case .outcomeExpired(let key, let startedSeq, let resultSeq):
+            return try Self.object(.conflict, ["error": "effect \(key) was done (result recorded at \(resultSeq)); its result was dropped when the session was compacted (only the most recent results are kept). It is never run again",
+                                               "key": key, "outcome": "expired", "startedSeq": startedSeq, "resultSeq": resultSeq])
         case .running(let key):
             return try Self.object(.conflict, ["error": "effect \(key) is running; ask again for its result", "key": key, "outcome": "running"],
                                    retryAfter: true)
@@ -170,6 +173,9 @@ struct SessionRoutes: Sendable {
                 e["result"] = NSNull()
             case .unknown:
                 e["outcome"] = "unknown"
+                e["result"] = NSNull()
+            case .expired:
+                e["outcome"] = "expired"
                 e["result"] = NSNull()
             }
             return e

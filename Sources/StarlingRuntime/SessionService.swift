@@ -200,6 +200,7 @@ struct SessionPerformer: ProtocolPerformer {
         case .effectStarted: "session.effect.start"
         case .effectResult: "session.effect.result"
         case .delete: "session.delete"
+        case .base: "session.compact"
         }
     }
 

@@ -8,11 +8,11 @@ extension SessionStore {
     public func creationOptions(containing marker: String, limit: Int = 4_096) throws -> [(id: String, options: [UInt8])] {
         do {
             return try pool.read { db in
+                // `session.options` (migration v7): a compacted session has no create record.
                 let rows = try Row.fetchAll(db, sql: """
-                    SELECT s.id AS id, r.content AS content FROM session s
-                    JOIN session_record r ON r.session = s.id AND r.seq = 1 AND r.kind = 1
-                    WHERE r.content IS NOT NULL AND instr(r.content, CAST(? AS BLOB)) > 0
-                    ORDER BY s.id LIMIT ?
+                    SELECT id, options AS content FROM session
+                    WHERE options IS NOT NULL AND instr(options, CAST(? AS BLOB)) > 0
+                    ORDER BY id LIMIT ?
                     """, arguments: [marker, limit])
                 return try rows.map { row in
                     (id: try row.decode(String.self, forColumn: "id"), options: [UInt8](try row.decode(Data.self, forColumn: "content")))

@@ -37,6 +37,17 @@ public final class SessionStore: Sendable {
         case .record(let record, let epoch, let owner, let replicas, let dropped):
             try upsert(record.session, epoch: epoch, owner: owner, replicas: replicas, in: db)
             try insert(record, in: db)
+            if record.kind == .create, let options = record.content { try setOptions(options, of: record.session, in: db) }
+            if record.kind == .base, let content = record.content {
+                // Compaction: every record before the base's cut (the checkpoint right before it)
+                // goes in the same transaction. That checkpoint is the latest, so its chunks are
+                // the session's only chunks: none to collect.
+                let base = try SessionBase.decode(content)
+                guard base.cutSeq == record.seq &- 1 else { throw StoreError("session \(record.session): a base that does not follow its cut") }
+                try db.cachedStatement(sql: "DELETE FROM session_record WHERE session = ? AND seq < ?")
+                    .execute(arguments: [record.session, Int64(bitPattern: base.cutSeq)])
+                try setOptions(base.options, of: record.session, in: db)
+            }
             if let dropped {
                 try db.cachedStatement(sql: "UPDATE session_record SET content = NULL WHERE session = ? AND seq = ?")
                     .execute(arguments: [record.session, Int64(bitPattern: dropped)])
@@ -57,6 +68,7 @@ public final class SessionStore: Sendable {
                 keptState = try insert(record, in: db) || keptState
             }
             if !keptState { try SessionChunkStore.keepOnly([], of: image.id, in: db) }
+            if let options = image.creationOptions { try setOptions(options, of: image.id, in: db) }
         case .promise(let id, let epoch, let owner):
             try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ? WHERE id = ?")
                 .execute(arguments: [Int64(bitPattern: epoch), owner, id])
@@ -74,6 +86,10 @@ public final class SessionStore: Sendable {
             INSERT INTO session (id, epoch, owner, replicas) VALUES (?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch, owner = excluded.owner, replicas = excluded.replicas
             """).execute(arguments: [id, Int64(bitPattern: epoch), owner, Data(SwarmStore.encodeNames(replicas))])
+    }
+
+    private static func setOptions(_ options: [UInt8], of id: String, in db: Database) throws {
+        try db.cachedStatement(sql: "UPDATE session SET options = ? WHERE id = ?").execute(arguments: [Data(options), id])
     }
 
     /// Inserts a record; a checkpoint's state goes in as chunks (`SessionChunkStore`). Returns

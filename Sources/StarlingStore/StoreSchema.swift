@@ -73,6 +73,7 @@ enum StoreSchema {
             try db.execute(sql: "ALTER TABLE swarm ADD COLUMN visibleSeq INTEGER NOT NULL DEFAULT 0")
             try db.execute(sql: "UPDATE swarm SET visibleSeq = (SELECT IFNULL(MAX(finishSeq), 0) FROM task WHERE task.swarm = swarm.id)")
         }
+        migrator.registerMigration("v7-session-compaction") { db in try SessionCompactionSchema.create(db) }
         migrator.registerMigration("v8-swarm-finished-at") { db in try SwarmRetention.create(db) }
         return migrator
     }

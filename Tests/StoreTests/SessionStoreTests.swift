@@ -76,7 +76,9 @@ import Testing
         let dir = TemporaryDirectory("sessions-migration")
         let swarmStore = try SwarmStore(directory: dir.path)
         let applied = try swarmStore.pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
-        #expect(applied.contains("v5-sessions") && applied.contains("v6-session-chunks"), "\(applied)")
+        for migration in ["v5-sessions", "v6-session-chunks", "v7-swarm-visible-finishes", "v7-session-compaction", "v8-swarm-finished-at"] {
+            #expect(applied.contains(migration), "\(migration) not in \(applied)")
+        }
         #expect(try swarmStore.writerSynchronous() == 2)
         let mode = try swarmStore.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
         #expect(mode == "wal")

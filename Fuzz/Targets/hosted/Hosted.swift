@@ -78,7 +78,7 @@ enum HostedSeeds {
         bare.content = nil
         let (manifest, chunks) = StateManifest.of(record.content ?? [], hash: { _ in Array(repeating: 6, count: 32) })
         let image = SessionImage(id: "agent-1", epoch: 1, owner: "node-a", replicas: ["node-a", "node-b", "node-c"], records: [record])
-        let sessionMessages: [String: SessionMessage] = [
+        var sessionMessages: [String: SessionMessage] = [
             "session-append": .append(record), "session-install": .install(image),
             "session-prepare": .prepare(session: "agent-1", epoch: 2), "session-promised": .promised(session: "agent-1", image: image),
             "session-promised-none": .promised(session: "agent-1", image: nil), "session-stored": .stored(session: "agent-1", seq: 2),
@@ -90,6 +90,16 @@ enum HostedSeeds {
             "session-commit": .commit(session: "agent-1", epoch: 2, replicas: ["node-d", "node-a", "node-b"]),
             "session-release": .release(session: "agent-1", epoch: 2),
         ]
+        // Compaction (SessionCompaction.swift): a base record, and an image that starts at its cut.
+        let base = SessionBase(cutSeq: 2, options: Array("{\"agent\":{}}".utf8),
+                               effects: [SessionBase.Effect(key: "model/a", startedSeq: 1, resultSeq: 0, result: nil)])
+        var baseRecord = record
+        baseRecord.seq = 3
+        baseRecord.kind = .base
+        baseRecord.content = base.encoded
+        let compacted = SessionImage(id: "agent-1", epoch: 1, owner: "node-a", replicas: ["node-a"], records: [record, baseRecord])
+        sessionMessages["session-append-base"] = .append(baseRecord)
+        sessionMessages["session-install-compacted"] = .install(compacted)
         for (name, message) in sessionMessages { seeds[name] = [2] + Sessions.encode(message) }
         return seeds
     }

@@ -23,6 +23,9 @@ public enum SessionReply: Sendable, Equatable {
     /// The effect's start was recorded and its result never was (its owner died or lost the
     /// session mid-run). It is never run again; the client settles it (NOTES, "unknown").
     case outcomeUnknown(key: String, startedSeq: UInt64)
+    /// The effect's result was recorded (at `resultSeq`) and later dropped by compaction: only
+    /// the most recent results are kept. It is never run again (SessionCompaction.swift).
+    case outcomeExpired(key: String, startedSeq: UInt64, resultSeq: UInt64)
     /// The effect runs now on the owner (another request with the same key is running it).
     case running(key: String)
     case view(SessionView)
@@ -45,6 +48,8 @@ public struct SessionJournalEntry: Sendable, Equatable {
         case done(result: [UInt8])
         case running
         case unknown
+        /// Done, and its result dropped by compaction (only the most recent are kept).
+        case expired
     }
 
     /// The seq of the effect's result record, or of its start when there is no result.

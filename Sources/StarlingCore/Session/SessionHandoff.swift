@@ -283,6 +283,12 @@ extension Sessions {
             after.quietUntil = now + settings.retryInterval * 5
             held[sid] = after
         }
+        // This node promised the epoch to the next owner, so it looks led by a live member; and
+        // the replicas that did not promise still see this node as the owner, so they refuse the
+        // next owner's takeover (`ownedBy`). Nobody would lead it (starling-sim session-partition,
+        // 20 nodes, seed 10). After the quiet time this node prepares a higher epoch itself: the
+        // old set promises it (it is their owner), or names the next owner if it did take over.
+        retakeAfterAbortedHandoff.insert(sid)
         return effects
     }
 
@@ -334,6 +340,7 @@ extension Sessions {
     /// Drops what this node remembers about moving `sid` (it holds the session no more).
     mutating func forgetMoves(of sid: String) {
         incoming[sid] = nil
+        retakeAfterAbortedHandoff.remove(sid)
         lastActivity[sid] = nil
         stayUntil[sid] = nil
         offerAbove[sid] = nil

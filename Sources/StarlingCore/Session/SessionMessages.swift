@@ -11,11 +11,24 @@ public enum SessionLimits {
     public static let maxStateBytes = 1 << 20
     /// Bytes of an effect's task, of its recorded result, and of a session's creation options.
     public static let maxEffectBytes = 16 << 10
-    /// Records in one session's journal. Past it the session refuses writes (NOTES: compaction
-    /// is not built). With the content bounds below, a whole image fits one link frame.
+    /// Records a session holds at once. A checkpoint compacts a session that holds
+    /// `compactAfterRecords` (SessionCompaction.swift); one that never checkpoints is refused
+    /// writes here.
     public static let maxRecords = 2_048
-    /// Effects (keys) per session.
-    public static let maxEffects = 64
+    /// A session holding this many records is compacted after its next checkpoint.
+    public static let compactAfterRecords = 1_024
+    /// A session whose image is this large is compacted after its next checkpoint.
+    public static let compactAfterBytes = 2 << 20
+    /// Effect keys a session ever started. A key is never forgotten (its effect never runs
+    /// twice), so past this a new key is refused.
+    public static let maxEffectKeys = 4_096
+    /// Effect results kept in a session's records (the most recent); an older key whose result
+    /// was dropped answers "expired".
+    public static let maxResultsKept = 64
+    /// Effect results a base record carries on (the most recent).
+    public static let maxBaseResults = 32
+    /// Bytes of a whole image: one message's bound less room for what a message adds around it.
+    public static let maxImageBytes = maxMessageBytes - (8 << 10)
     /// Sessions this node creates as owner; past it a create is refused.
     public static let maxOwnedSessions = 1_024
     /// Sessions this node holds at all (owner or replica); past it installs are refused.
@@ -28,8 +41,8 @@ public enum SessionLimits {
     public static let maxNameBytes = 255
     /// Bytes of a refusal's reason on the wire.
     public static let maxReasonBytes = 1_024
-    /// Bytes of one encoded message: an image of `maxRecords` headers, one 1 MiB state and
-    /// `maxEffects` × 2 effect records stays under it, and it is under the link frame bound (4 MiB).
+    /// Bytes of one encoded message, under the link frame bound (4 MiB). An owner refuses a
+    /// write that would make the session's image larger than `maxImageBytes`.
     public static let maxMessageBytes = (4 << 20) - (64 << 10)
 
     /// Whether `id` may name a session.
@@ -52,6 +65,7 @@ public enum SessionLimits {
         case .checkpoint: maxStateBytes
         case .create, .effectStarted, .effectResult: maxEffectBytes
         case .delete: 0
+        case .base: SessionBase.maxBytes
         }
     }
 }

@@ -18,6 +18,9 @@ public struct SessionRecord: Sendable, Equatable {
         case effectStarted = 3
         case effectResult = 4
         case delete = 5
+        /// What the records before a checkpoint meant, after which they are dropped
+        /// (`SessionBase`, SessionCompaction.swift).
+        case base = 6
     }
 
     public var session: String

@@ -49,6 +49,11 @@ public struct Sessions: HostedProtocol {
         public var rebalanceAfterIdle: Duration
         /// Handoffs this node leads at once, at most (a join must not stall the node).
         public var movesPerTick: Int
+        /// A session holding this many records is compacted after its next checkpoint
+        /// (SessionCompaction.swift). Lowered only by the simulator, to compact under faults.
+        public var compactAfterRecords = SessionLimits.compactAfterRecords {
+            didSet { precondition(compactAfterRecords >= 2 && compactAfterRecords <= SessionLimits.maxRecords) }
+        }
         public init(replicas: Int = SessionLimits.replicas, requestTimeout: Duration = .seconds(5), retryInterval: Duration = .seconds(1),
                     epsilon: Double = 0.25, moveAfterIdle: Duration = .seconds(2), rebalanceAfterIdle: Duration = .seconds(30),
                     movesPerTick: Int = 4) {
@@ -105,6 +110,10 @@ public struct Sessions: HostedProtocol {
     var stayUntil: [String: Instant] = [:]
     /// The highest epoch a refused handoff's target said it holds: the next offer goes above it.
     var offerAbove: [String: UInt64] = [:]
+    /// Sessions whose handoff this node gave up after promising the next owner (the fence
+    /// failed): this node takes them back with a higher epoch unless someone names a live owner
+    /// (SessionHandoff.swift, `advanceHandoff`).
+    var retakeAfterAbortedHandoff: Set<String> = []
     /// The weighted ring of `alive` for live placement, rebuilt when next used after `alive`
     /// changed (`livePlacement`).
     var liveRing: (shape: [String], ring: SessionPlacement)?
@@ -237,11 +246,14 @@ public struct Sessions: HostedProtocol {
         }
         if h.deleted { return [.reply(.notFound, to: id)] }
         if h.records.count >= SessionLimits.maxRecords {
-            return [.reply(.rejected("the session holds \(SessionLimits.maxRecords) records, as many as it may"), to: id)]
+            return [.reply(.rejected("the session holds \(SessionLimits.maxRecords) records since its latest compaction, as many as it may: checkpoint it (a checkpoint compacts a long session)"), to: id)]
         }
         switch command {
         case .checkpoint(_, let state):
             guard state.count <= SessionLimits.maxStateBytes else { return [.reply(.rejected("a state is at most 1 MiB"), to: id)] }
+            if let problem = fitsAFrame(h, adding: 1_024 + state.count, replacingState: true, newEffect: false) {
+                return [.reply(.rejected(problem), to: id)]
+            }
             return beginWrite(sid, kind: .checkpoint, key: "", content: state, then: .replyRecorded(id))
         case .act(_, let key, let task):
             guard SessionLimits.validKey(key) else { return [.reply(.rejected("an effect key is 1 to 128 printable ASCII characters"), to: id)] }
@@ -249,11 +261,18 @@ public struct Sessions: HostedProtocol {
             if let effect = h.effect(key) {
                 if let result = effect.result { return [.reply(.acted(key: key, replayed: true, result: result), to: id)] }
                 if lead.running.contains(key) { return [.reply(.running(key: key), to: id)] }
+                if let resultSeq = effect.resultSeq {
+                    // Recorded, and its result dropped by compaction: never run again.
+                    return [.reply(.outcomeExpired(key: key, startedSeq: effect.startedSeq, resultSeq: resultSeq), to: id)]
+                }
                 if unknownKeys.insert("\(sid)/\(key)").inserted { counters.unknownOutcomes += 1 }
                 return [.reply(.outcomeUnknown(key: key, startedSeq: effect.startedSeq), to: id)]
             }
-            guard h.effectCount < SessionLimits.maxEffects else {
-                return [.reply(.rejected("the session has \(SessionLimits.maxEffects) effects, as many as it may"), to: id)]
+            guard h.keyCount < SessionLimits.maxEffectKeys else {
+                return [.reply(.rejected("the session has started \(SessionLimits.maxEffectKeys) effect keys, as many as it may (a key is never forgotten, so that its effect never runs twice)"), to: id)]
+            }
+            if let problem = fitsAFrame(h, adding: 1_024 + task.count, replacingState: false, newEffect: true) {
+                return [.reply(.rejected(problem), to: id)]
             }
             return beginWrite(sid, kind: .effectStarted, key: key, content: task, then: .startEffect(id, key: key, task: task))
         case .delete:
@@ -275,6 +294,8 @@ public struct Sessions: HostedProtocol {
                                  signer: myName)
         let dropped = h.append(record, hash: crypto.hash(of: record))
         if let prepared { h.stateIndex = StateIndex(seq: record.seq, contentDigest: prepared.digest, manifest: prepared.manifest) }
+        // The bound every write keeps (serve checks it before): the whole image fits one frame.
+        assert(h.imageBytes <= SessionLimits.maxImageBytes, "a session's image over one link frame")
         lead.write = Write(seq: record.seq, then: then)
         h.lead = lead
         held[sid] = h
@@ -355,16 +376,18 @@ public struct Sessions: HostedProtocol {
         case .reply(let cmd, let reply):
             effects.append(.reply(reply, to: cmd))
         case .replyRecorded(let cmd):
-            effects.append(.reply(.recorded(seq: write.seq, hash: h.hashes[Int(write.seq) - 1]), to: cmd))
+            effects.append(.reply(.recorded(seq: write.seq, hash: h.hash(at: write.seq) ?? SessionRecord.zeroHash), to: cmd))
         case .startEffect(let cmd, let key, let task):
             lead.running.insert(key)
             lead.waiting[key] = cmd
             effects.append(.perform(.runEffect(session: sid, key: key, effectKey: "\(sid)/\(key)", task: task,
-                                               options: h.records.first?.content ?? [])))
+                                               options: h.options)))
         case .effectDone(let cmd, let key, let result):
             lead.running.remove(key)
             lead.recording.remove(key)
             if let cmd { effects.append(.reply(.acted(key: key, replayed: false, result: result), to: cmd)) }
+        case .compacted:
+            break
         case .resumed:
             lead.phase = .serving
             // A handoff's commit is answered once the new replica set stored this epoch.
@@ -380,6 +403,7 @@ public struct Sessions: HostedProtocol {
         if h.deleted { h.dropContents() }
         h.lead = lead
         held[sid] = h
+        if case .replyRecorded = write.then { effects += compactIfDue(sid, checkpointSeq: write.seq) }
         return effects + drainQueue(sid)
     }
 
@@ -419,7 +443,7 @@ public struct Sessions: HostedProtocol {
             effects.append(.reply(.unavailable(reason), to: cmd))
         case .effectDone(let cmd?, _, _)?:
             effects.append(.reply(.unavailable(reason), to: cmd))
-        default:
+        case .effectDone(nil, _, _)?, .compacted?, .resumed?, nil:
             break
         }
         for item in lead.queue {
@@ -438,7 +462,7 @@ public struct Sessions: HostedProtocol {
         var effects: [ProtocolEffect<Sessions>] = []
         for sid in held.keys.sorted() {
             guard let h = held[sid], h.lead == nil, !h.deleted, h.quietUntil.map({ now >= $0 }) ?? true else { continue }
-            let ownerGone = h.owner == myName || !present.contains(h.owner)
+            let ownerGone = h.owner == myName || !present.contains(h.owner) || retakeAfterAbortedHandoff.contains(sid)
             guard ownerGone, h.replicas.contains(myName) else { continue }
             // The successor is the first member of the replica set, in its order, that is alive.
             guard h.replicas.first(where: { $0 == myName || alive.contains($0) }) == myName else { continue }
@@ -477,11 +501,12 @@ public struct Sessions: HostedProtocol {
 
     mutating func advanceTakeover(_ sid: String, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid], var lead = h.lead, case .preparing(let t) = lead.phase else { return [] }
-        let promisedOld = t.oldSet.filter { t.promised.contains($0) }.count
+        let bareCreation = t.images.allSatisfy { ($0.records.last?.seq ?? 0) <= 1 }
+        let promisedOld = t.oldSet.filter { t.promised.contains($0) || (bareCreation && t.emptyPromises.contains($0)) }.count
         guard promisedOld >= t.oldSet.count / 2 + 1 else {
             // Not yet; and if the members of the old set still to answer cannot make it, give up
             // (the tick tries again with a higher epoch).
-            let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && alive.contains($0) }.count
+            let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && !t.emptyPromises.contains($0) && alive.contains($0) }.count
             if promisedOld + open < t.oldSet.count / 2 + 1 {
                 h.lead = nil
                 h.quietUntil = now + settings.retryInterval
@@ -495,12 +520,16 @@ public struct Sessions: HostedProtocol {
                     h.owner = before.owner
                     effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
                 }
-                if let hint = t.ownerHint { h.owner = hint }
+                if let hint = t.ownerHint {
+                    h.owner = hint
+                    retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
+                }
                 held[sid] = h
                 return effects
             }
             return []
         }
+        retakeAfterAbortedHandoff.remove(sid)
         // The greatest image of a majority holds every record a majority stored.
         let best = t.images.max { $0.headRank < $1.headRank } ?? h.image
         if best.records != h.records { h.replace(with: best.records, crypto: crypto) }
@@ -563,13 +592,17 @@ public struct Sessions: HostedProtocol {
         var record = record
         if let verifiedContent { record.content = verifiedContent }
         let hash = crypto.hash(of: record)
-        if record.seq <= h.lastSeq, h.hashes[Int(record.seq) - 1] == hash {
+        if let held = h.hash(at: record.seq), held == hash {
             return [.respond(.stored(session: sid, seq: record.seq), to: token)]
         }
         guard record.seq == h.lastSeq + 1, record.previousHash == h.lastHash, !h.deleted,
               (record.kind == .create) == (record.seq == 1), record.content != nil || record.kind == .delete else {
             counters.outOfChain += 1
             return [.respond(.behind(session: sid, seq: h.lastSeq), to: token)]
+        }
+        if record.kind == .base, let problem = checkBase(record, in: h) {
+            counters.forged += 1
+            return [.respond(.invalid(reason: problem), to: token)]
         }
         let dropped = h.append(record, hash: hash)
         if h.deleted { h.dropContents() }
@@ -666,31 +699,61 @@ public struct Sessions: HostedProtocol {
     /// signature and content, epochs that never go back, nothing after a delete, and the
     /// contents a holder must have (the create, every effect, the latest checkpoint).
     public func verify(_ image: SessionImage) -> String? {
-        guard let first = image.records.first, first.kind == .create, first.seq == 1, first.previousHash == SessionRecord.zeroHash else {
-            return "the image does not start with its creation"
+        guard let first = image.records.first else { return "the image holds no record" }
+        if first.seq == 1 {
+            guard first.kind == .create, first.previousHash == SessionRecord.zeroHash else { return "the image does not start with its creation" }
+        } else {
+            // A compacted image: it starts at the checkpoint its base (the next record) names.
+            guard first.kind == .checkpoint, image.records.count >= 2, image.records[1].kind == .base,
+                  let content = image.records[1].content, let base = try? SessionBase.decode(content), base.cutSeq == first.seq else {
+                return "the image starts at record \(first.seq) without a base that names that cut"
+            }
         }
-        var previousHash = SessionRecord.zeroHash
+        // The chain is verified from the first record on: its signature anchors it.
+        var previousHash = first.previousHash
         var previousEpoch: UInt64 = 0
         var lastCheckpoint: Int?
+        var prefix = Held(id: image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, records: [], hashes: [])
+        var resultsWithContent = 0
+        var resultsTotal = 0
+        var hashes: [[UInt8]] = []
         for (i, record) in image.records.enumerated() {
-            guard record.seq == UInt64(i + 1), record.previousHash == previousHash else { return "record \(record.seq) is off the chain" }
+            guard record.seq == first.seq + UInt64(i), record.previousHash == previousHash else { return "record \(record.seq) is off the chain" }
             guard record.epoch >= previousEpoch, record.epoch <= image.epoch else { return "record \(record.seq) has an epoch out of order" }
-            guard i == 0 || record.kind != .create, i == image.records.count - 1 || record.kind != .delete else {
+            guard record.kind != .create || record.seq == 1, i == image.records.count - 1 || record.kind != .delete else {
                 return "record \(record.seq) is of a kind out of place"
+            }
+            if record.kind == .base {
+                // The first base of a compacted image only anchors it; any other must say what
+                // the records before it say (they are all here).
+                guard i >= 1, image.records[i - 1].kind == .checkpoint else { return "record \(record.seq): a base after no checkpoint" }
+                if i >= 2, let problem = checkBase(record, in: prefix, exact: false) { return problem }
             }
             guard let key = expectedKey(of: record.signer, carried: record.signerKey, historical: true) else {
                 return "membership gossips no identity key for \(record.signer)"
             }
             if let problem = crypto.check(record, expectedKey: key) { return problem }
             switch record.kind {
-            case .create, .effectStarted, .effectResult:
+            case .create, .base:
                 if record.content == nil { return "record \(record.seq) lost its content" }
+            case .effectResult:
+                resultsTotal += 1
+                if record.content != nil { resultsWithContent += 1 }
             case .checkpoint: lastCheckpoint = i
-            case .delete: break
+            case .effectStarted, .delete: break
             }
             previousHash = crypto.hash(of: record)
             previousEpoch = record.epoch
+            hashes.append(previousHash)
+            if i + 1 < image.records.count, image.records[i + 1].kind == .base {
+                prefix.records = Array(image.records[...i])
+                prefix.hashes = hashes
+                prefix.compact()
+            }
         }
+        // The most recent results are kept by every holder (`applyContentRules`): an image
+        // without them would turn replayable keys into "expired".
+        if resultsWithContent < min(resultsTotal, SessionLimits.maxResultsKept) { return "the image lost the results of recent effects" }
         if let i = lastCheckpoint, image.records[i].content == nil, image.records.last?.kind != .delete {
             return "the latest checkpoint lost its state"
         }
@@ -731,8 +794,23 @@ public struct Sessions: HostedProtocol {
             let usable = image.map { $0.id == sid && verify($0) == nil }
             if usable == false { counters.forged += 1 }
             return takeoverAnswered(o.session, now: now) { t in
-                t.promised.insert(o.peer)
-                if let image, usable == true { t.images.append(image) }
+                // Only a promise that carries a copy counts toward the old set's majority: a
+                // member that holds nothing may have held records and forgotten them (released
+                // by a move, or removed by a refill and dropped), and its empty promise let two
+                // stale members outvote the live owner's set (starling-sim session-churn, 20
+                // nodes, seed 9: n5 held nothing, promised, and with n15 made "a majority" of a
+                // set two refills old; both sides recorded).
+                // (It counts while the greatest image is the bare creation: a create that never
+                // reached a majority has nothing acknowledged to lose, and its creator must be
+                // able to resume it with members that never stored it: session-join, seed 12.)
+                if let image, usable == true {
+                    t.promised.insert(o.peer)
+                    t.images.append(image)
+                } else if image == nil {
+                    t.emptyPromises.insert(o.peer)
+                } else {
+                    t.failed.insert(o.peer)
+                }
             }
         case (.prepare(let epoch), _) where epoch == h.epoch:
             return takeoverAnswered(o.session, now: now) { t in t.failed.insert(o.peer) }
@@ -806,6 +884,8 @@ extension Sessions {
         case replyRecorded(CommandID)
         case startEffect(CommandID, key: String, task: [UInt8])
         case effectDone(CommandID?, key: String, result: [UInt8])
+        /// A base record (SessionCompaction.swift): nobody waits for it.
+        case compacted
         case resumed
     }
 
@@ -823,6 +903,9 @@ extension Sessions {
         var promised: Set<PeerName>
         var images: [SessionImage]
         var failed: Set<PeerName> = []
+        /// Members that promised holding nothing: counted only while no image holds more than
+        /// the creation (`advanceTakeover`).
+        var emptyPromises: Set<PeerName> = []
         /// The owner a refusing replica named, deferred to if this takeover fails.
         var ownerHint: PeerName?
         /// The epoch and owner held before this node promised itself the new epoch: given
@@ -917,8 +1000,10 @@ extension Sessions {
         var stateIndex: StateIndex?
         /// No takeover before this (after this node was fenced, or a takeover failed).
         var quietUntil: Instant?
+        /// The base the held records start after (SessionCompaction.swift), parsed once.
+        var base: SessionBase?
 
-        var lastSeq: UInt64 { UInt64(records.count) }
+        var lastSeq: UInt64 { records.last?.seq ?? 0 }
         var lastHash: [UInt8] { hashes.last ?? SessionRecord.zeroHash }
         var deleted: Bool { records.last?.kind == .delete }
         var image: SessionImage { SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, records: records) }
@@ -932,16 +1017,19 @@ extension Sessions {
             }
             records.append(record)
             hashes.append(hash)
+            switch record.kind {
+            case .base: compact()  // every record before its cut goes (SessionCompaction.swift)
+            case .effectResult: applyContentRules()
+            default: break
+            }
             return dropped
         }
 
         mutating func replace(with newRecords: [SessionRecord], crypto: SessionCrypto) {
             records = newRecords
             hashes = newRecords.map { crypto.hash(of: $0) }
-            // Only the latest checkpoint keeps its state.
-            if let last = records.lastIndex(where: { $0.kind == .checkpoint }) {
-                for i in records.indices where records[i].kind == .checkpoint && i != last { records[i].content = nil }
-            }
+            // Only the latest checkpoint keeps its state; a base drops what is before its cut.
+            compact()
         }
 
         mutating func dropContents() {
@@ -950,12 +1038,16 @@ extension Sessions {
 
         struct Effect {
             var startedSeq: UInt64
+            /// Set when a result was recorded; `result` is nil then only if it was dropped.
             var resultSeq: UInt64?
             var result: [UInt8]?
         }
 
         func effect(_ key: String) -> Effect? {
             var found: Effect?
+            if let entry = base?.effects.first(where: { $0.key == key }) {
+                found = Effect(startedSeq: entry.startedSeq, resultSeq: entry.resultSeq == 0 ? nil : entry.resultSeq, result: entry.result)
+            }
             for record in records where record.key == key {
                 if record.kind == .effectStarted { found = Effect(startedSeq: record.seq) }
                 if record.kind == .effectResult, found != nil {
@@ -966,21 +1058,31 @@ extension Sessions {
             return found
         }
 
-        var effectCount: Int { records.filter { $0.kind == .effectStarted }.count }
-
         func view(since: UInt64, acknowledged: UInt64, running: Set<String>) -> SessionView {
-            let visible = records.prefix(Int(min(acknowledged, lastSeq)))
+            let visible = records.prefix { $0.seq <= acknowledged }
             let head = visible.last
             let checkpoint = visible.last { $0.kind == .checkpoint }
             var entries: [SessionJournalEntry] = []
             var started: [String: UInt64] = [:]
             var finished: Set<String> = []
+            // Effects before the cut: the base's table (a result recorded after the cut comes
+            // as a record below).
+            for entry in base?.effects ?? [] {
+                started[entry.key] = entry.startedSeq
+                guard entry.resultSeq != 0 else { continue }
+                finished.insert(entry.key)
+                if entry.resultSeq > since {
+                    entries.append(SessionJournalEntry(seq: entry.resultSeq, key: entry.key, startedSeq: entry.startedSeq,
+                                                       outcome: entry.result.map { .done(result: $0) } ?? .expired))
+                }
+            }
             for record in visible {
                 if record.kind == .effectStarted { started[record.key] = record.seq }
-                if record.kind == .effectResult, let s = started[record.key] {
+                if record.kind == .effectResult, let s = started[record.key], !finished.contains(record.key) {
                     finished.insert(record.key)
                     if record.seq > since {
-                        entries.append(SessionJournalEntry(seq: record.seq, key: record.key, startedSeq: s, outcome: .done(result: record.content ?? [])))
+                        entries.append(SessionJournalEntry(seq: record.seq, key: record.key, startedSeq: s,
+                                                           outcome: record.content.map { .done(result: $0) } ?? .expired))
                     }
                 }
             }
@@ -990,7 +1092,7 @@ extension Sessions {
             entries.sort { $0.seq < $1.seq }
             let more = entries.count > SessionLimits.maxJournalPage
             return SessionView(id: id, owner: owner, replicas: replicas, epoch: epoch, seq: head?.seq ?? 0,
-                               hash: head.map { hashes[Int($0.seq) - 1] } ?? SessionRecord.zeroHash, signer: head?.signer ?? owner,
+                               hash: head.flatMap { hash(at: $0.seq) } ?? SessionRecord.zeroHash, signer: head?.signer ?? owner,
                                state: checkpoint?.content, stateSeq: checkpoint?.seq ?? 0,
                                journal: Array(entries.prefix(SessionLimits.maxJournalPage)), journalMore: more)
         }
