@@ -75,6 +75,18 @@ enum AgentFixtures {
 
     static func brain() throws -> String { try String(contentsOfFile: examples + "/brain.py", encoding: .utf8) }
 
+    /// The start of a `python3 -c` brain: `U()`, an HTTP connection to its `$STARLING_SOCKET`.
+    static let socketPrelude = """
+        import http.client, json, os, socket, time
+        class U(http.client.HTTPConnection):
+            def __init__(self):
+                super().__init__("localhost", timeout=600)
+            def connect(self):
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(os.environ["STARLING_SOCKET"])
+
+        """
+
     /// A node policy that lets effects reach the test's server and names the model's secret,
     /// and a secrets file (mode 0600) that holds it.
     static func nodeArguments(_ cluster: LocalCluster) throws -> [String] {
@@ -298,14 +310,7 @@ struct AgentIntegrationTests {
         // connection and never answers); a stop ends it.
         let silent = try SilentServer()
         defer { silent.close() }
-        let callsOnce = """
-            import http.client, json, os, socket
-            class U(http.client.HTTPConnection):
-                def __init__(self):
-                    super().__init__("localhost", timeout=600)
-                def connect(self):
-                    self.sock = socket.socket(socket.AF_UNIX)
-                    self.sock.connect(os.environ["STARLING_SOCKET"])
+        let callsOnce = AgentFixtures.socketPrelude + """
             c = U()
             c.request("POST", "/v1/model/chat/completions", body=json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
                       headers={"content-type": "application/json"})

@@ -15,14 +15,7 @@ struct AgentLongJournalTests {
         let node = try cluster.start("n1", extraArguments: try AgentFixtures.nodeArguments(cluster))
         // The brain runs until the client checkpoints {"go": true} into its session (it reads its
         // state through its socket); meanwhile the client records 270 effects.
-        let waitsForGo = """
-            import http.client, json, os, socket, time
-            class U(http.client.HTTPConnection):
-                def __init__(self):
-                    super().__init__("localhost", timeout=60)
-                def connect(self):
-                    self.sock = socket.socket(socket.AF_UNIX)
-                    self.sock.connect(os.environ["STARLING_SOCKET"])
+        let waitsForGo = AgentFixtures.socketPrelude + """
             while True:
                 c = U()
                 c.request("GET", "/v1/sessions/" + os.environ["STARLING_SESSION"] + "?since=9000000000000000000")

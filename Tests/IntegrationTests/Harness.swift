@@ -250,3 +250,25 @@ func sendStream(_ bytes: [UInt8], to port: UInt16) {
     guard withLoopback(port: port, { connect(fd, $0, $1) == 0 }) else { return }
     _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
 }
+
+extension LocalCluster {
+    /// Starts `names` (each joining the first) with the same extra arguments, and waits until each
+    /// sees all of them alive.
+    func startAlive(_ names: [String], extraArguments: [String] = [], seconds: Double = 15) throws -> [NodeProcess] {
+        guard let first = names.first else { return [] }
+        let seed = try start(first, extraArguments: extraArguments)
+        var nodes = [seed]
+        for name in names.dropFirst() { nodes.append(try start(name, join: [seed], extraArguments: extraArguments)) }
+        try waitUntil("\(names.count) alive", seconds: seconds) {
+            nodes.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == names.count }
+        }
+        return nodes
+    }
+
+    /// A node policy file that lets effects reach the host's network (effects calling a test's server).
+    func hostNetworkPolicy() throws -> String {
+        let policy = dir + "/policy.json"
+        try Data(#"{"net": "host"}"#.utf8).write(to: URL(fileURLWithPath: policy))
+        return policy
+    }
+}

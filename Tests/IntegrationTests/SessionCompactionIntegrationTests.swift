@@ -12,14 +12,7 @@ struct SessionCompactionIntegrationTests {
         defer { server.stop() }
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
-        let policy = cluster.dir + "/policy.json"
-        try Data(#"{"net": "host"}"#.utf8).write(to: URL(fileURLWithPath: policy))
-        let seed = try cluster.start("c1", extraArguments: ["--policy", policy])
-        var nodes = [seed]
-        for name in ["c2", "c3", "c4"] { nodes.append(try cluster.start(name, join: [seed], extraArguments: ["--policy", policy])) }
-        try waitUntil("4 alive", seconds: 15) {
-            nodes.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 4 }
-        }
+        let nodes = try cluster.startAlive(["c1", "c2", "c3", "c4"], extraArguments: ["--policy", try cluster.hostNetworkPolicy()])
         let (createStatus, created) = httpCallRetrying(port: nodes[0].apiPort, method: "POST", path: "/v1/sessions", json: ["id": "long-1"], seconds: 30)
         #expect(createStatus == 201, "create: \(created)")
         let ownerName = try #require(created["owner"] as? String)

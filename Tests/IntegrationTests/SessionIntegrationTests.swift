@@ -73,14 +73,7 @@ struct SessionIntegrationTests {
         let cluster = try LocalCluster()
         defer { cluster.shutdown() }
         // The effects call the test's server, so the nodes' policy allows the host's network.
-        let policy = cluster.dir + "/policy.json"
-        try Data(#"{"net": "host"}"#.utf8).write(to: URL(fileURLWithPath: policy))
-        let seed = try cluster.start("n1", extraArguments: ["--policy", policy])
-        var nodes = [seed]
-        for name in ["n2", "n3", "n4"] { nodes.append(try cluster.start(name, join: [seed], extraArguments: ["--policy", policy])) }
-        try waitUntil("4 alive", seconds: 15) {
-            nodes.allSatisfy { ($0.members() ?? []).filter { $0.status == "alive" }.count == 4 }
-        }
+        let nodes = try cluster.startAlive(["n1", "n2", "n3", "n4"], extraArguments: ["--policy", try cluster.hostNetworkPolicy()])
         let entry = nodes[0]
 
         let (createStatus, created) = try call(entry.apiPort, "POST", "/v1/sessions", json: ["id": "agent-1"])
