@@ -100,7 +100,7 @@ enum AgentKeys {
     static let swarm = "swarm/"
     static let start = "starling.agent.start/"
     static let end = "starling.agent.end"
-    static let reservedPrefixes = [model, swarm, "starling."]
+    static let reservedPrefixes = [model, swarm, SessionLimits.hostKeyPrefix]
 
     static func isReserved(_ key: String) -> Bool { reservedPrefixes.contains { key.hasPrefix($0) } }
 

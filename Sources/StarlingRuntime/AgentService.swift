@@ -243,6 +243,13 @@ public final class AgentService: BuiltinEffects {
         guard case .acted? = reply else {
             state.withLock { _ = $0.brains.removeValue(forKey: id) }
             reportOccupancy()
+            // A session that will never take the start (its keys are used up, its image is full)
+            // ends the agent, failed with the reason, instead of leaving it starting for ever.
+            if case .rejected(let reason)? = reply {
+                state.withLock { _ = $0.ended.insert(id) }
+                _ = await recordEnd(id, BuiltinEffect(starlingBuiltin: .end, state: AgentState.failed.rawValue,
+                                                      reason: "its start could not be recorded: \(reason)", node: nodeName))
+            }
             return
         }
         brainStarts.increment()

@@ -89,7 +89,7 @@ public struct SessionBase: Sendable, Equatable {
         var r = ByteReader(bytes)
         guard Array(try r.readBytes(magic.count)) == magic else { throw SessionDecodingError("not a base") }
         let cutSeq = try r.readUInt64()
-        guard cutSeq >= 1 else { throw SessionDecodingError("a base cut at seq 0") }
+        guard cutSeq >= 1, cutSeq <= SessionLimits.maxSeq else { throw SessionDecodingError("a base cut at seq 0, or over its bound") }
         let optionCount = Int(try r.readUInt32())
         guard optionCount <= SessionLimits.maxEffectBytes else { throw SessionDecodingError("options over their bound") }
         let options = Array(try r.readBytes(optionCount))

@@ -15,6 +15,10 @@ public enum SessionLimits {
     /// `compactAfterRecords` (SessionCompaction.swift); one that never checkpoints is refused
     /// writes here.
     public static let maxRecords = 2_048
+    /// The highest seq a record may carry (2^62): far more than any session writes, and far
+    /// enough from `UInt64.max` that no seq arithmetic (`seq + 1`, `first.seq + i`) can
+    /// overflow. A record from the wire above it is refused at decoding; an image in `verify`.
+    public static let maxSeq: UInt64 = 1 << 62
     /// A session holding this many records is compacted after its next checkpoint.
     public static let compactAfterRecords = 1_024
     /// A session whose image is this large is compacted after its next checkpoint.
@@ -22,6 +26,11 @@ public enum SessionLimits {
     /// Effect keys a session ever started. A key is never forgotten (its effect never runs
     /// twice), so past this a new key is refused.
     public static let maxEffectKeys = 4_096
+    /// The last keys of `maxEffectKeys` are kept for keys starting with `hostKeyPrefix` (the
+    /// node's own: an agent's end and starts), so that a session whose clients used up their
+    /// keys can still be ended.
+    public static let hostKeyPrefix = "starling."
+    public static let hostKeyReserve = 16
     /// Effect results kept in a session's records (the most recent); an older key whose result
     /// was dropped answers "expired".
     public static let maxResultsKept = 64
@@ -264,7 +273,7 @@ extension SessionMessage {
         let signer = try readName(&r)
         let signerKey = Array(try r.readBytes(32))
         let signature = Array(try r.readBytes(64))
-        guard seq >= 1 else { throw SessionDecodingError("seq 0") }
+        guard seq >= 1, seq <= SessionLimits.maxSeq else { throw SessionDecodingError("seq 0, or over its bound") }
         return SessionRecord(session: session, seq: seq, previousHash: previous, epoch: epoch, kind: kind, key: key,
                              contentDigest: digest, content: content, signer: signer, signerKey: signerKey, signature: signature)
     }

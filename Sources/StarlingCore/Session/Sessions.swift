@@ -268,8 +268,9 @@ public struct Sessions: HostedProtocol {
                 if unknownKeys.insert("\(sid)/\(key)").inserted { counters.unknownOutcomes += 1 }
                 return [.reply(.outcomeUnknown(key: key, startedSeq: effect.startedSeq), to: id)]
             }
-            guard h.keyCount < SessionLimits.maxEffectKeys else {
-                return [.reply(.rejected("the session has started \(SessionLimits.maxEffectKeys) effect keys, as many as it may (a key is never forgotten, so that its effect never runs twice)"), to: id)]
+            let keyLimit = SessionLimits.maxEffectKeys - (key.hasPrefix(SessionLimits.hostKeyPrefix) ? 0 : SessionLimits.hostKeyReserve)
+            guard h.keyCount < keyLimit else {
+                return [.reply(.rejected("the session has started \(keyLimit) effect keys, as many as it may (a key is never forgotten, so that its effect never runs twice)"), to: id)]
             }
             if let problem = fitsAFrame(h, adding: 1_024 + task.count, replacingState: false, newEffect: true) {
                 return [.reply(.rejected(problem), to: id)]
@@ -717,6 +718,11 @@ public struct Sessions: HostedProtocol {
         var resultsWithContent = 0
         var resultsTotal = 0
         var hashes: [[UInt8]] = []
+        // Seqs from the wire are bounded at decoding; an image built otherwise is checked here too,
+        // so that `first.seq + i` (and a later `lastSeq + 1`) cannot overflow.
+        guard first.seq <= SessionLimits.maxSeq, image.records.count <= SessionLimits.maxRecords else {
+            return "the image's seqs or its record count are over their bounds"
+        }
         for (i, record) in image.records.enumerated() {
             guard record.seq == first.seq + UInt64(i), record.previousHash == previousHash else { return "record \(record.seq) is off the chain" }
             guard record.epoch >= previousEpoch, record.epoch <= image.epoch else { return "record \(record.seq) has an epoch out of order" }
