@@ -31,15 +31,6 @@ import Testing
         #expect(mesh.servers(of: sid).isEmpty, "old \(old) next \(next) set \(image.replicas)")
         for name in others { mesh.down.remove(name) }
         mesh.settle(seconds: 20)
-        let servers = mesh.servers(of: sid)
-        #expect(servers.count == 1, "\(sid) served by \(servers)")
-        guard let owner = servers.first, case .view(let view)? = mesh.command(owner, .show(id: sid, since: 0)) else {
-            Issue.record("\(sid) is not served after the failed handoff"); return
-        }
-        #expect(view.state == Array("\"\(sid)-last\"".utf8))
-        guard case .recorded? = mesh.command(owner, .checkpoint(id: sid, state: Array("5".utf8))) else {
-            Issue.record("no checkpoint after the failed handoff"); return
-        }
-        #expect(mesh.chainsAgree(sid))
+        SessionHandoffTests.servedOnceWithItsLastState(&mesh, sid, next: "5", after: "the failed handoff", chainsBefore: false)
     }
 }
