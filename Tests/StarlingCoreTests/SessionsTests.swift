@@ -403,6 +403,60 @@ struct SessionMesh {
         }
     }
 
+    /// A member answering a takeover's prepare with a copy that claims a later epoch, or holds
+    /// records of the prepared epoch or later, is a forger: its copy must not be adopted (it put
+    /// records of a later epoch under the taker's epoch, a chain no peer accepts; the `sessions`
+    /// fuzz target found it). Records here verify under any key: the attacker is a member that
+    /// signs what it likes under its own name, as in the fuzz target.
+    @Test func aPromiseCarryingRecordsOfALaterEpochIsRefusedAndCounted() throws {
+        let crypto = SessionCrypto(publicKey: Array(repeating: 0x42, count: 32), hash: { blake2b($0) },
+                                   sign: { _ in Array(repeating: 0, count: 64) }, verify: { _, _, _ in true })
+        func chain(epochs: [UInt64]) -> [SessionRecord] {
+            var records: [SessionRecord] = []
+            var previous = SessionRecord.zeroHash
+            for (i, epoch) in epochs.enumerated() {
+                let record = crypto.seal(session: "s1", seq: UInt64(i + 1), previousHash: previous, epoch: epoch,
+                                         kind: i == 0 ? .create : .checkpoint, key: "", content: Array("\(i)".utf8), signer: "a")
+                previous = crypto.hash(of: record)
+                records.append(record)
+            }
+            return records
+        }
+        for forged in [
+            SessionImage(id: "s1", epoch: 1 << 57, owner: "a", replicas: ["a", "b", "c"], records: chain(epochs: [1, 1, 1 << 24])),
+            SessionImage(id: "s1", epoch: 2, owner: "a", replicas: ["a", "b", "c"], records: chain(epochs: [1, 1, 2])),
+            SessionImage(id: "s1", epoch: 9, owner: "a", replicas: ["a", "b", "c"], records: chain(epochs: [1, 1])),
+        ] {
+            var now = Instant(nanoseconds: 1_000_000_000)
+            var node = Sessions(myName: "a", crypto: crypto, settings: .init(requestTimeout: .seconds(1)), now: now)
+            node.restore([SessionImage(id: "s1", epoch: 1, owner: "a", replicas: ["a", "b", "c"], records: chain(epochs: [1, 1]))])
+            for name in ["a", "b", "c"] {
+                var metadata = MemberMetadata()
+                metadata.identityKey = crypto.publicKey
+                _ = node.membershipChanged(.updated(PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 7000),
+                                                             status: .alive, metadata: metadata)), now: now)
+            }
+            now = now + .seconds(3)
+            var prepares: [PeerName: RequestID] = [:]
+            for effect in node.tick(now: now) {
+                if case .request(.prepare(_, let epoch), let peer, let id, _) = effect, epoch == 2 { prepares[peer] = id }
+            }
+            let toB = try #require(prepares["b"], "the restarted owner takes its session over at epoch 2")
+            _ = node.response(.promised(session: "s1", image: forged), to: toB, now: now)
+            #expect(node.counters.forged == 1)
+            // The honest member's promise makes the majority with the taker's own; the forged
+            // copy is not adopted, and the node holds a chain it would take from a peer.
+            var effects = node.response(.promised(session: "s1", image: nil), to: try #require(prepares["c"]), now: now)
+            while let effect = effects.first {
+                effects.removeFirst()
+                if case .perform(.persist(_, let tag)) = effect { effects += node.performed(.persisted(tag), now: now) }
+            }
+            let held = try #require(node.image(of: "s1"))
+            #expect(node.verify(held) == nil)
+            #expect(held.records.count == 2 && held.records.allSatisfy { $0.epoch == 1 })
+        }
+    }
+
     @Test func aReplicaRefusesRecordsOfAnOlderEpoch() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3"])
         let owner = try Self.created(&mesh, "s1")

@@ -86,6 +86,8 @@ struct SessionNodeDriver {
 
     mutating func run(_ step: Step) {
         let peer = Self.peers[Int(step.argument) % Self.peers.count]
+        trace("step \(step.operation) \(step.argument) peer \(peer) at \(now.nanoseconds / 1_000_000) ms: "
+              + ((try? Sessions.decode(step.payload)).map { "\($0)" } ?? "\(step.payload.count) bytes"))
         switch step.operation {
         case .request:
             guard let message = try? Sessions.decode(step.payload) else { return }
@@ -140,6 +142,7 @@ struct SessionNodeDriver {
         var carried = 0
         while !queue.isEmpty {
             let effect = queue.removeFirst()
+            trace("  effect \(effect)")
             carried += 1
             invariant(carried <= 100_000, "a step did not settle within 100,000 effects")
             switch effect {

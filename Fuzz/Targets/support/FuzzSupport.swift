@@ -25,6 +25,15 @@ public func invariant(_ condition: Bool, _ message: @autoclosure () -> String) {
     if !condition { fatalError("invariant violated: \(message())") }
 }
 
+/// Whether to print what a target does, step by step (`STARLING_FUZZ_TRACE=1`), to read a
+/// finding: run the target on the one input with it set.
+public let tracing = ProcessInfo.processInfo.environment["STARLING_FUZZ_TRACE"] == "1"
+
+/// Prints one line of a trace when tracing.
+public func trace(_ line: @autoclosure () -> String) {
+    if tracing { print(line()) }
+}
+
 /// The fuzzer's input as a byte array.
 public func bytes(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
     guard let data, size > 0 else { return [] }

@@ -797,7 +797,14 @@ public struct Sessions: HostedProtocol {
                 t.ownerHint = owner
             }
         case (.prepare(let epoch), .promised(let sid, let image)?) where sid == o.session && epoch == h.epoch:
-            let usable = image.map { $0.id == sid && verify($0) == nil }
+            // A member promises the epoch asked and answers with its copy at that epoch, whose
+            // records are all older: nothing can be recorded in an epoch before its owner takes
+            // it. A copy claiming a later epoch, or holding records of this epoch or a later one,
+            // is forged (adopted, it would put records of a later epoch under this node's
+            // earlier one: a chain no peer accepts; found by the `sessions` fuzz target).
+            let usable = image.map {
+                $0.id == sid && $0.epoch <= epoch && ($0.records.last?.epoch ?? 0) < epoch && verify($0) == nil
+            }
             if usable == false { counters.forged += 1 }
             return takeoverAnswered(o.session, now: now) { t in
                 // Only a promise that carries a copy counts toward the old set's majority: a
