@@ -22,6 +22,8 @@ final class SessionEnvironment: ProtocolEnvironment {
     let lastWorkPeriod: Int
     let deadlinePeriod: Int
     private(set) var stores: [[String: SessionImage]]
+    /// Each node's stored releases (`SessionChange.forget`), oldest first, restored with its store.
+    private var releases: [[SessionRelease]]
     private var commands: [UInt64: (session: String, key: String?)] = [:]
     private var acknowledged: [String: [UInt64: [UInt8]]] = [:]
     private var executed: [String: Int] = [:]
@@ -38,6 +40,7 @@ final class SessionEnvironment: ProtocolEnvironment {
         lastWorkPeriod = Int(lastFaultPeriod.rounded(.up)) + convergencePeriods + 10
         deadlinePeriod = lastWorkPeriod + 15
         stores = Array(repeating: [:], count: nodes)
+        releases = Array(repeating: [], count: nodes)
     }
 
     /// STARLING_SIM_SESSION_DEBUG set: who leads which session when, and every holder at the end.
@@ -85,7 +88,7 @@ final class SessionEnvironment: ProtocolEnvironment {
         var settings = Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5)
         if let after = Self.compactAfterInTest ?? Self.compactAfter { settings.compactAfterRecords = after }
         var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node), settings: settings, now: sim.now)
-        if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }) }
+        if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }, released: releases[node]) }
         return (p, [])
     }
 
@@ -163,8 +166,9 @@ final class SessionEnvironment: ProtocolEnvironment {
         case .promise(let sid, let epoch, let owner):
             stores[node][sid]?.epoch = epoch
             stores[node][sid]?.owner = owner
-        case .forget(let sid):
-            stores[node][sid] = nil
+        case .forget(let release):
+            stores[node][release.session] = nil
+            releases[node].append(release)
         }
     }
 

@@ -74,7 +74,8 @@ public final class SessionService: SessionGateway {
                                                             movesPerTick: placement.movesPerTick),
                                 now: node.now)
         let images = try self.store.loadAll()
-        sessions.restore(images)
+        let releases = try self.store.loadReleases()
+        sessions.restore(images, released: releases.releases, releasesForgotten: releases.forgotten)
         if !images.isEmpty { logger.info("sessions restored from the store", metadata: ["sessions": "\(images.count)"]) }
         let effects = SessionEffectRunner(runner: runner, nodeName: nodeName, slots: node.configuration.slots, audit: audit, logger: logger)
         self.effects = effects

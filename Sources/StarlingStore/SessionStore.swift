@@ -72,12 +72,14 @@ public final class SessionStore: Sendable {
         case .promise(let id, let epoch, let owner):
             try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ? WHERE id = ?")
                 .execute(arguments: [Int64(bitPattern: epoch), owner, id])
-        case .forget(let id):
+        case .forget(let release):
             // Its chunks too: a copy left behind by a handoff would otherwise keep up to 1 MiB
-            // of chunks on disk for ever.
+            // of chunks on disk for ever. The release is remembered in the same transaction.
+            let id = release.session
             try SessionChunkStore.keepOnly([], of: id, in: db)
             try db.execute(sql: "DELETE FROM session_record WHERE session = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM session WHERE id = ?", arguments: [id])
+            try SessionReleaseSchema.remember(release, in: db)
         }
     }
 
@@ -118,6 +120,16 @@ public final class SessionStore: Sendable {
             }
         } catch let error as StoreError {
             throw error
+        } catch {
+            throw StoreError("session store read failed: \(error)")
+        }
+    }
+
+    /// The releases this node remembers, oldest first, and whether it forgot any
+    /// (`SessionReleaseSchema`), for the protocol's restore at start.
+    public func loadReleases() throws -> (releases: [SessionRelease], forgotten: Bool) {
+        do {
+            return try pool.read { db in try SessionReleaseSchema.load(db) }
         } catch {
             throw StoreError("session store read failed: \(error)")
         }

@@ -33,4 +33,43 @@ import Testing
         mesh.settle(seconds: 20)
         SessionHandoffTests.servedOnceWithItsLastState(&mesh, sid, next: "5", after: "the failed handoff", chainsBefore: false)
     }
+
+    /// The same give-up reached through lost answers (review of the compaction merge, finding
+    /// 5): the old set's members did promise the next owner, but their answers to the transfers
+    /// were lost, so the old owner gave the handoff up. Its retake then hears "owned by the next
+    /// owner" from those members and defers; the next owner, outside the old set, was refused
+    /// by every member ("not in the replica set held here") although each had promised it the
+    /// epoch. Nobody led the session while both lived.
+    @Test(arguments: [false, true])
+    func aHandoffWhoseFenceAnswersAreLostLeavesTheSessionServedByOneNode(cutOffAtFirstTry: Bool) throws {
+        var mesh = try SessionHandoffTests.running()
+        try mesh.join("n5")
+        for _ in 0..<3 { mesh.tickWithoutRunning() }
+        var found: (sid: String, old: PeerName, next: PeerName)?
+        let stopped = mesh.runUntilRequest { m, from, to in
+            if found == nil, case .handoff(let image, _, _) = m, !image.replicas.contains(to) { found = (image.id, from, to) }
+            if let found, case .transfer(let s, _, _) = m, s == found.sid { return true }
+            return false
+        }
+        guard stopped, let (sid, old, next) = found else { Issue.record("no handoff outside the replica set"); return }
+        let image = try #require(mesh.nodes[old]!.image(of: sid))
+        mesh.loseAnswers = { m in if case .transfer(let s, _, _) = m { s == sid } else { false } }
+        mesh.run()
+        // Every member of the old set promised the next owner; the old owner heard none of it.
+        for member in image.replicas where member != old {
+            #expect(mesh.nodes[member]!.describe(sid)?.contains("owner \(next)") == true, "\(member): \(mesh.nodes[member]!.describe(sid) ?? "-")")
+        }
+        mesh.loseAnswers = nil
+        if cutOffAtFirstTry {
+            // The next owner's first takeover (once its offer timed out) finds the old set cut
+            // off; it must try again, or the members that promised it wait on it for ever.
+            let others = image.replicas.filter { $0 != old }
+            for name in others { mesh.down.insert(name) }
+            mesh.settle(seconds: 6)
+            #expect(mesh.servers(of: sid).isEmpty)
+            for name in others { mesh.down.remove(name) }
+        }
+        mesh.settle(seconds: 20)
+        SessionHandoffTests.servedOnceWithItsLastState(&mesh, sid, next: "5", after: "the handoff whose fence answers were lost", chainsBefore: false)
+    }
 }

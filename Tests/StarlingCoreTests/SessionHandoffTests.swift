@@ -453,6 +453,87 @@ extension SessionMessage {
         #expect(r.counters.released == 1)
     }
 
+    /// A stale member must not take a session over with the votes of members that released it
+    /// (review of the compaction merge, finding 2). s1 was created on [nA, nT, nX]; nT stored the
+    /// create only, then was down; the session moved to nO's set [nO, nP, nQ], so nA and nX
+    /// released their copies; nA is gone. nT comes back: the owner it knows is not present, so it
+    /// prepares epoch 2 at [nA, nT, nX]. nX holds nothing, but not because it never stored s1:
+    /// its empty promise, counted by the "bare creation" rule, made nT the second owner.
+    @Test func aMemberThatReleasedASessionDoesNotVoteForAStaleTakeover() throws {
+        var mesh = try SessionMesh(["nA", "nT", "nX", "nO", "nP", "nQ"])
+        let a = mesh.crypto["nA"]!, o = mesh.crypto["nO"]!
+        var records: [SessionRecord] = []
+        func append(_ c: SessionCrypto, _ signer: PeerName, epoch: UInt64, _ kind: SessionRecord.Kind, _ content: String) {
+            let record = c.seal(session: "s1", seq: UInt64(records.count + 1), previousHash: records.last.map { c.hash(of: $0) } ?? SessionRecord.zeroHash,
+                                epoch: epoch, kind: kind, key: "", content: Array(content.utf8), signer: signer)
+            records.append(record)
+        }
+        append(a, "nA", epoch: 1, .create, "{}")
+        append(a, "nA", epoch: 1, .checkpoint, "1")
+        append(a, "nA", epoch: 1, .checkpoint, "2")
+        let old = SessionImage(id: "s1", epoch: 1, owner: "nA", replicas: ["nA", "nT", "nX"], records: records)
+        append(o, "nO", epoch: 2, .checkpoint, "3")
+        let moved = SessionImage(id: "s1", epoch: 2, owner: "nO", replicas: ["nO", "nP", "nQ"], records: records)
+        func fresh(_ name: PeerName, _ images: [SessionImage]) -> Sessions {
+            var n = Sessions(myName: name, crypto: mesh.crypto[name]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
+            n.restore(images)
+            return n
+        }
+        // nX promised nO the epoch (the handoff's transfer) and released its copy after nO's set stored it.
+        var x = fresh("nX", [old])
+        _ = x.request(.transfer(session: "s1", epoch: 2, to: "nO"), from: "nA", token: RequestToken(rawValue: 1), now: mesh.now)
+        let released = x.request(.release(session: "s1", epoch: 2), from: "nO", token: RequestToken(rawValue: 2), now: mesh.now)
+        guard case .perform(.persist(.forget, _))? = released.first else { Issue.record("the release: \(released)"); return }
+        // Each of nX's two defences on its own: a prepare is answered with the owner it released
+        // s1 to, and an install of an older epoch (or the same from another owner) is stale.
+        var probe = x
+        let answer = probe.request(.prepare(session: "s1", epoch: 2), from: "nT", token: RequestToken(rawValue: 3), now: mesh.now)
+        guard case .respond(.ownedBy(_, 2, "nO"), _)? = answer.first else { Issue.record("a released member's answer: \(answer)"); return }
+        let stale = SessionImage(id: "s1", epoch: 2, owner: "nT", replicas: ["nT", "nX", "nO"], records: [records[0]])
+        let install = probe.request(.install(stale), from: "nT", token: RequestToken(rawValue: 4), now: mesh.now)
+        guard case .respond(.stale(_, 2), _)? = install.first else { Issue.record("a stale install on a released member: \(install)"); return }
+        #expect(probe.image(of: "s1") == nil)
+        // The new owner's own refill at the epoch it took is still taken.
+        let refill = SessionImage(id: "s1", epoch: 2, owner: "nO", replicas: ["nO", "nX", "nP"], records: records)
+        guard case .perform(.persist(.image, _))? = probe.request(.install(refill), from: "nO", token: RequestToken(rawValue: 5), now: mesh.now).first else {
+            Issue.record("the new owner's install refused"); return
+        }
+        // A member that forgot releases (past its bound) cannot tell "never stored": no empty promise.
+        var forgetful = fresh("nX", [])
+        forgetful.restore([], released: [], releasesForgotten: true)
+        guard case .respond(.invalid, _)? = forgetful.request(.prepare(session: "s9", epoch: 2), from: "nT", token: RequestToken(rawValue: 6), now: mesh.now).first else {
+            Issue.record("a member that forgot releases promised"); return
+        }
+        mesh.nodes["nX"] = x
+        mesh.nodes["nT"] = fresh("nT", [SessionImage(id: "s1", epoch: 1, owner: "nA", replicas: ["nA", "nT", "nX"], records: [records[0]])])
+        for name in ["nO", "nP", "nQ"] { mesh.nodes[name] = fresh(name, [moved]) }
+        mesh.nodes["nA"] = fresh("nA", [])
+        mesh.down.insert("nA")
+        for name in mesh.nodes.keys.sorted() where name != "nA" {
+            for other in mesh.nodes.keys.sorted() {
+                var n = mesh.nodes[name]!
+                let effects = n.membershipChanged(.updated(mesh.view(other, other == "nA" ? .left : .alive)), now: mesh.now)
+                mesh.nodes[name] = n
+                mesh.deliver(name, effects)
+            }
+        }
+        mesh.run()
+        // nT never serves, nor does anyone beside the set that holds the acknowledged records
+        // (live placement may move s1 on from nO meanwhile: one server at a time).
+        for _ in 0..<10 {
+            mesh.tick(seconds: 1)
+            #expect(!mesh.nodes["nT"]!.served.contains("s1"))
+            #expect(mesh.nodes.keys.filter { mesh.nodes[$0]!.served.contains("s1") }.count <= 1)
+        }
+        let servers = mesh.nodes.keys.sorted().filter { mesh.nodes[$0]!.served.contains("s1") }
+        #expect(servers.count == 1 && servers != ["nT"], "served by \(servers)")
+        guard let server = servers.first, case .view(let view)? = mesh.command(server, .show(id: "s1", since: 0)) else {
+            Issue.record("s1 is not served"); return
+        }
+        #expect(view.state == Array("3".utf8) && view.seq == 4)
+        #expect(mesh.nodes["nX"]!.counters.stale >= 1)
+    }
+
     @Test func theCodecCarriesTheHandoffMessages() throws {
         let mesh = try Self.running()
         let owner = mesh.owner(of: "s1")!

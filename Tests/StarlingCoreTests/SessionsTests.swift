@@ -1,5 +1,5 @@
 import Foundation
-import StarlingCore
+@testable import StarlingCore
 import StarlingCrypto
 import Testing
 
@@ -28,6 +28,10 @@ struct SessionMesh {
     /// Effects not completed yet, when `holdEffects`.
     var heldEffects: [(PeerName, SessionActionOutcome)] = []
     var holdEffects = false
+    /// Requests whose answers are lost (the request is delivered and acted on; its answer never
+    /// comes back, so the asker times out).
+    var loseAnswers: ((SessionMessage) -> Bool)?
+    var lostTokens: Set<UInt64> = []
     /// Every request sent: (to, message kind, bytes), for what a write costs on the wire.
     var sent: [(to: PeerName, kind: UInt8, bytes: Int)] = []
     var now = Instant(nanoseconds: 1_000_000_000)
@@ -77,7 +81,7 @@ struct SessionMesh {
                 sent.append((to, bytes[0], bytes.count))
                 queue.append(reachable(node, to) ? .request(from: node, to: to, bytes: bytes, id: id) : .response(to: node, bytes: nil, id: id))
             case .respond(let m, let token):
-                guard let (to, id) = tokens.removeValue(forKey: token.rawValue) else { continue }
+                guard let (to, id) = tokens.removeValue(forKey: token.rawValue), !lostTokens.contains(token.rawValue) else { continue }
                 queue.append(.response(to: to, bytes: reachable(node, to) ? Sessions.encode(m) : nil, id: id))
             case .reply(let r, let cmd):
                 replies[cmd.rawValue] = r
@@ -114,7 +118,9 @@ struct SessionMesh {
             let token = RequestToken(rawValue: nextToken)
             tokens[nextToken] = (from, id)
             nextToken += 1
-            let effects = n.request(try! Sessions.decode(bytes), from: from, token: token, now: now)
+            let message = try! Sessions.decode(bytes)
+            if loseAnswers?(message) == true { lostTokens.insert(token.rawValue) }
+            let effects = n.request(message, from: from, token: token, now: now)
             nodes[to] = n
             deliver(to, effects)
         case .response(let to, let bytes, let id):
@@ -575,6 +581,25 @@ struct SessionMesh {
         _ = owner
         guard case .view(let view)? = mesh.command(server, .show(id: "s1", since: 0)) else { Issue.record("not served after restart"); return }
         #expect(view.state == Array("3".utf8) && view.epoch >= 2)
+    }
+
+    /// A node remembers at most `maxReleasesRemembered` releases, the oldest forgotten first,
+    /// and says so for good once it forgot one.
+    @Test func releasesAreBoundedOldestFirst() throws {
+        let crypto = try SessionMesh.crypto(dataDir: NSTemporaryDirectory() + "releases-\(UUID().uuidString)")
+        var node = Sessions(myName: "a", crypto: crypto, now: Instant(nanoseconds: 0))
+        let bound = SessionLimits.maxReleasesRemembered
+        node.restore([], released: (0..<bound).map { SessionRelease(session: "s\($0)", epoch: 2, owner: "b") })
+        #expect(node.released.count == bound && !node.releasesForgotten)
+        node.restore([], released: [SessionRelease(session: "s0", epoch: 3, owner: "c"), SessionRelease(session: "new", epoch: 1, owner: "b")])
+        #expect(node.released.count == bound && node.releasesForgotten)
+        // s0, released again, is the newest now (as in the store): s1 is the oldest and goes.
+        #expect(node.released["s1"] == nil)
+        #expect(node.released["s0"]?.epoch == 3 && node.released["new"] != nil && node.released["s2"] != nil)
+        // Releasing the same sessions again and again keeps the order within its bound.
+        for i in 0..<(3 * bound) { node.restore([], released: [SessionRelease(session: "s\(2 + i % 8)", epoch: UInt64(4 + i), owner: "b")]) }
+        #expect(node.released.count == bound)
+        #expect(node.releaseOrder.count - node.releaseHead <= 2 * bound)
     }
 
     @Test func theCodecIsTotal() throws {

@@ -71,7 +71,7 @@ import Testing
         // A copy forgotten (handed off elsewhere) leaves no chunk behind either.
         try store.apply([.image(SessionImage(id: "s1", epoch: 2, owner: "n1", replicas: ["n1"], records: records))])
         #expect(!(try Self.chunkDigests(swarmStore.pool).isEmpty))
-        try store.apply([.forget(session: "s1")])
+        try store.apply([.forget(SessionRelease(session: "s1", epoch: 2, owner: "n9"))])
         #expect(try Self.chunkDigests(swarmStore.pool).isEmpty, "a forgotten session's chunks stay on disk")
         #expect(try store.image("s1") == nil)
     }

@@ -86,8 +86,24 @@ public enum SessionChange: Sendable, Equatable {
     /// A promise of an epoch to an owner.
     case promise(session: String, epoch: UInt64, owner: PeerName)
     /// Forget the session: this node is no longer in its replica set, and the new set stored it
-    /// (migration, `SessionHandoff.swift`).
-    case forget(session: String)
+    /// (migration, `SessionHandoff.swift`). The store keeps the release (`Sessions.released`).
+    case forget(SessionRelease)
+}
+
+/// What a member remembers of a session it released: the epoch and the owner it released it
+/// to. A member holding nothing cannot otherwise tell "never stored it" from "stored it and
+/// released it to a newer set", and a takeover that counted the second as an empty promise
+/// let a stale member become a second owner (`Sessions.promise`).
+public struct SessionRelease: Sendable, Equatable {
+    public var session: String
+    public var epoch: UInt64
+    public var owner: PeerName
+
+    public init(session: String, epoch: UInt64, owner: PeerName) {
+        self.session = session
+        self.epoch = epoch
+        self.owner = owner
+    }
 }
 
 /// What to do once a write is durable.

@@ -90,7 +90,11 @@ extension Sessions {
                 continue
             }
             guard now >= offer.deadline || !present.contains(offer.from) else { continue }
-            incoming[sid] = nil
+            // The offer stays until someone leads the session (the guard above drops it then):
+            // a takeover that fails (answers lost, members cut off for a moment) is tried again
+            // once its quiet time passed, else the members that promised this node would wait on
+            // it for ever (they name it as owner to anyone else).
+            guard h.quietUntil.map({ now >= $0 }) ?? true else { continue }
             effects += prepare(sid, now: now)
         }
 
@@ -327,7 +331,9 @@ extension Sessions {
                 held[sid] = nil
                 forgetMoves(of: sid)
                 counters.released += 1
-                return effects + [.perform(.persist(.forget(session: sid), then: .nothing))]
+                let release = SessionRelease(session: sid, epoch: handoff.epoch, owner: handoff.to)
+                remember(release)
+                return effects + [.perform(.persist(.forget(release), then: .nothing))]
             }
             // Still a replica: the new owner's install gave this node the new set already.
         } else {
@@ -367,6 +373,9 @@ extension Sessions {
             }
         } else if held.count >= SessionLimits.maxHeldSessions || ownedHere >= SessionLimits.maxOwnedSessions {
             return [.respond(.invalid(reason: "this node holds as many sessions as it may"), to: token)]
+        } else if let r = releasedLater(sid, epoch: image.epoch, owner: peer) {
+            counters.stale += 1
+            return [.respond(.stale(session: sid, epoch: r.epoch), to: token)]
         }
         if let problem = verify(image) {
             counters.forged += 1
@@ -444,7 +453,9 @@ extension Sessions {
         held[sid] = nil
         forgetMoves(of: sid)
         counters.released += 1
-        return [.perform(.persist(.forget(session: sid), then: .respond(token, .stored(session: sid, seq: 0))))]
+        let release = SessionRelease(session: sid, epoch: epoch, owner: peer)
+        remember(release)
+        return [.perform(.persist(.forget(release), then: .respond(token, .stored(session: sid, seq: 0))))]
     }
 }
 

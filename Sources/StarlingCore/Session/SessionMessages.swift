@@ -42,6 +42,9 @@ public enum SessionLimits {
     public static let maxOwnedSessions = 1_024
     /// Sessions this node holds at all (owner or replica); past it installs are refused.
     public static let maxHeldSessions = 4_096
+    /// Releases a node remembers (`SessionRelease`), the oldest forgotten first; once it has
+    /// forgotten one, it refuses to promise any session it holds nothing of (fail closed).
+    public static let maxReleasesRemembered = 65_536
     /// Commands waiting behind a write in flight, per session.
     public static let maxQueuedPerSession = 32
     /// Journal entries in one read of a session (`?since=SEQ` pages on).

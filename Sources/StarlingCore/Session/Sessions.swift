@@ -114,6 +114,18 @@ public struct Sessions: HostedProtocol {
     /// failed): this node takes them back with a higher epoch unless someone names a live owner
     /// (SessionHandoff.swift, `advanceHandoff`).
     var retakeAfterAbortedHandoff: Set<String> = []
+    /// Sessions this node released (a handoff moved them to a set without it), with the epoch
+    /// and owner they went to: a prepare for one is answered with that owner, never with an
+    /// empty promise (`promise`). Bounded (`SessionLimits.maxReleasesRemembered`), oldest first
+    /// out (`releaseOrder` from `releaseHead`, each slot live while its stamp is the session's
+    /// latest: a session released again moves to the back, as the store's rows do);
+    /// `releasesForgotten` once one was dropped.
+    public private(set) var released: [String: SessionRelease] = [:]
+    var releaseStamp: [String: UInt64] = [:]
+    var releaseOrder: [(session: String, stamp: UInt64)] = []
+    var releaseHead = 0
+    var nextReleaseStamp: UInt64 = 0
+    public private(set) var releasesForgotten = false
     /// The weighted ring of `alive` for live placement, rebuilt when next used after `alive`
     /// changed (`livePlacement`).
     var liveRing: (shape: [String], ring: SessionPlacement)?
@@ -127,12 +139,46 @@ public struct Sessions: HostedProtocol {
 
     /// Restores the sessions held in the store. Each is led by nobody until a takeover (this
     /// node's own sessions included: a restarted owner takes a new epoch before serving again).
-    public mutating func restore(_ images: [SessionImage]) {
+    /// `released`: the releases the store remembers, oldest first; `releasesForgotten`: whether
+    /// it dropped one to stay in bound.
+    public mutating func restore(_ images: [SessionImage], released releases: [SessionRelease] = [], releasesForgotten forgotten: Bool = false) {
         for image in images where image.records.first != nil {
             var h = Held(id: image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, records: [], hashes: [])
             h.replace(with: image.records, crypto: crypto)
             held[image.id] = h
         }
+        releasesForgotten = releasesForgotten || forgotten
+        for release in releases { remember(release) }
+    }
+
+    /// Remembers a release, forgetting the oldest past the bound.
+    mutating func remember(_ release: SessionRelease) {
+        nextReleaseStamp += 1
+        released[release.session] = release
+        releaseStamp[release.session] = nextReleaseStamp
+        releaseOrder.append((release.session, nextReleaseStamp))
+        while released.count > SessionLimits.maxReleasesRemembered, releaseHead < releaseOrder.count {
+            let slot = releaseOrder[releaseHead]
+            releaseHead += 1
+            guard releaseStamp[slot.session] == slot.stamp else { continue }  // released again since: a later slot
+            released[slot.session] = nil
+            releaseStamp[slot.session] = nil
+            releasesForgotten = true
+        }
+        // Slots of sessions released again, and those evicted, are dropped now and then: the
+        // order stays within twice the bound.
+        if releaseOrder.count - releaseHead > 2 * SessionLimits.maxReleasesRemembered || (releaseHead > 4_096 && releaseHead * 2 > releaseOrder.count) {
+            releaseOrder = releaseOrder[releaseHead...].filter { releaseStamp[$0.session] == $0.stamp }
+            releaseHead = 0
+        }
+        assert(released.count <= SessionLimits.maxReleasesRemembered && releaseStamp.count == released.count)
+    }
+
+    /// The release remembered here that an offer of `sid` at `epoch` from `owner` is older than
+    /// (an install or a handoff of a copy this node released to a newer set), or nil.
+    func releasedLater(_ sid: String, epoch: UInt64, owner: PeerName) -> SessionRelease? {
+        guard held[sid] == nil, let r = released[sid] else { return nil }
+        return epoch < r.epoch || (epoch == r.epoch && owner != r.owner) ? r : nil
     }
 
     // MARK: The membership view
@@ -485,8 +531,11 @@ public struct Sessions: HostedProtocol {
         let epoch = h.epoch + 1
         let oldSet = h.replicas
         let preferred = currentRing().preferenceList(sid, count: alive.count)
-        var newSet = [myName] + oldSet.filter { $0 != myName && alive.contains($0) }
-        for peer in preferred where newSet.count < settings.replicas && !newSet.contains(peer) { newSet.append(peer) }
+        // This node, then the live members of the old set in its order, then the ring's: R at
+        // most (a handoff's next owner is outside the old set, so all of that set may be alive).
+        var newSet = [myName]
+        for peer in oldSet + preferred where newSet.count < settings.replicas && !newSet.contains(peer) && alive.contains(peer) { newSet.append(peer) }
+        assert(newSet.count <= SessionLimits.replicas, "a replica set over R")
         var takeover = Takeover(epoch: epoch, oldSet: oldSet, newSet: newSet, promised: [myName], images: [h.image])
         takeover.before = Takeover.Promise(epoch: h.epoch, owner: h.owner)
         h.epoch = epoch
@@ -629,6 +678,10 @@ public struct Sessions: HostedProtocol {
             counters.stale += 1
             return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
         }
+        if let r = releasedLater(sid, epoch: image.epoch, owner: peer) {
+            counters.stale += 1
+            return [.respond(.stale(session: sid, epoch: r.epoch), to: token)]
+        }
         if held[sid] == nil, held.count >= SessionLimits.maxHeldSessions {
             return [.respond(.invalid(reason: "this node holds as many sessions as it may"), to: token)]
         }
@@ -654,6 +707,18 @@ public struct Sessions: HostedProtocol {
 
     mutating func promise(_ sid: String, epoch: UInt64, to peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid] else {
+            // Released here: this node held it and a newer set took it; an empty promise would
+            // count as "never stored" toward a stale member's takeover (`Takeover.emptyPromises`:
+            // with the members that released it, a member back with only the create became a
+            // second owner). It names the owner it released the session to instead.
+            if let r = released[sid] {
+                counters.stale += 1
+                return [.respond(.ownedBy(session: sid, epoch: r.epoch, owner: r.owner), to: token)]
+            }
+            // Having forgotten releases, it cannot tell "never stored": fail closed.
+            if releasesForgotten {
+                return [.respond(.invalid(reason: "this node holds nothing of \(sid) and has forgotten releases: no empty promise"), to: token)]
+            }
             // Nothing held: the promise is implicit (an install of this epoch or later is taken).
             return [.respond(.promised(session: sid, image: nil), to: token)]
         }
@@ -672,7 +737,10 @@ public struct Sessions: HostedProtocol {
         // majority of an old set overrode the live owner: session-churn, 20 nodes, seed 13).
         // No promise: the preparer counts one vote fewer. (After stickiness: a live owner is
         // still named, so a node back from a partition learns it.)
-        guard h.replicas.contains(peer) else {
+        // Except the owner this node promised the epoch to: a handoff's next owner is outside
+        // the set until it installs, and when the old owner gave the handoff up (the fence's
+        // answers were lost, though a majority promised) it is the only one that can lead.
+        guard h.replicas.contains(peer) || (h.owner == peer && epoch == h.epoch) else {
             return [.respond(.invalid(reason: "\(peer) is not in the replica set of \(sid) held here"), to: token)]
         }
         var effects: [ProtocolEffect<Sessions>] = []
