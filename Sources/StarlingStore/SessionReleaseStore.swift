@@ -20,7 +20,13 @@ enum SessionReleaseSchema {
             ) STRICT
             """)
         try db.execute(sql: "CREATE TABLE session_release_state (id INTEGER PRIMARY KEY CHECK (id = 1), forgotten INTEGER NOT NULL) STRICT")
-        try db.execute(sql: "INSERT INTO session_release_state (id, forgotten) VALUES (1, 0)")
+        // A store from before this table may have released sessions it cannot name (a replica's
+        // releases leave no row anywhere): one that was ever used starts as having forgotten
+        // releases (fail closed: no empty promises). Only a fresh store starts clean.
+        let used = try Bool.fetchOne(db, sql: """
+            SELECT EXISTS (SELECT 1 FROM session) OR EXISTS (SELECT 1 FROM swarm) OR EXISTS (SELECT 1 FROM audit)
+            """) ?? true
+        try db.execute(sql: "INSERT INTO session_release_state (id, forgotten) VALUES (1, ?)", arguments: [used ? 1 : 0])
     }
 
     /// Remembers `release` (in the forget's transaction), dropping the oldest past the bound.

@@ -40,8 +40,13 @@ import Testing
     /// owner" from those members and defers; the next owner, outside the old set, was refused
     /// by every member ("not in the replica set held here") although each had promised it the
     /// epoch. Nobody led the session while both lived.
-    @Test(arguments: [false, true])
-    func aHandoffWhoseFenceAnswersAreLostLeavesTheSessionServedByOneNode(cutOffAtFirstTry: Bool) throws {
+    /// How the next owner's first takeover goes: through; with the old set cut off (answered
+    /// nil at once); with its answers lost for two ticks (the offer must outlive the takeover:
+    /// review4 F2).
+    enum FirstTry: CaseIterable { case through, cutOff, answersLost }
+
+    @Test(arguments: FirstTry.allCases)
+    func aHandoffWhoseFenceAnswersAreLostLeavesTheSessionServedByOneNode(firstTry: FirstTry) throws {
         var mesh = try SessionHandoffTests.running()
         try mesh.join("n5")
         for _ in 0..<3 { mesh.tickWithoutRunning() }
@@ -59,8 +64,27 @@ import Testing
         for member in image.replicas where member != old {
             #expect(mesh.nodes[member]!.describe(sid)?.contains("owner \(next)") == true, "\(member): \(mesh.nodes[member]!.describe(sid) ?? "-")")
         }
+        // The old owner's own fence promise does not count for the next owner (only the other
+        // members' do), so the next owner's majority and the old owner's retake meet in a
+        // member that answers for the next owner (review4 F1).
+        let fenceEpoch = try #require(mesh.nodes[image.replicas.first { $0 != old }!]!.image(of: sid)?.epoch)
+        var probe = mesh.nodes[old]!
+        guard case .respond(.invalid, _)? = probe.request(.prepare(session: sid, epoch: fenceEpoch), from: next, token: RequestToken(rawValue: 990),
+                                                          now: mesh.now).first else {
+            Issue.record("the old owner promised the next owner's takeover"); return
+        }
+        mesh.expireLost()  // the old owner's transfers time out: it gives the handoff up
+        if firstTry == .answersLost {
+            // The next owner's takeover (once its offer timed out) asks, and no answer comes
+            // back for two ticks; then they time out.
+            mesh.loseAnswers = { m in if case .prepare(let s, _) = m { s == sid } else { false } }
+            for _ in 0..<6 { mesh.tick(seconds: 1) }
+            #expect(mesh.servers(of: sid).isEmpty)
+            mesh.loseAnswers = nil
+            mesh.expireLost()
+        }
         mesh.loseAnswers = nil
-        if cutOffAtFirstTry {
+        if firstTry == .cutOff {
             // The next owner's first takeover (once its offer timed out) finds the old set cut
             // off; it must try again, or the members that promised it wait on it for ever.
             let others = image.replicas.filter { $0 != old }

@@ -31,7 +31,8 @@ struct SessionMesh {
     /// Requests whose answers are lost (the request is delivered and acted on; its answer never
     /// comes back, so the asker times out).
     var loseAnswers: ((SessionMessage) -> Bool)?
-    var lostTokens: Set<UInt64> = []
+    /// The askers of requests whose answers were lost, by token (`expireLost` answers them).
+    var lost: [UInt64: (PeerName, RequestID)] = [:]
     /// Every request sent: (to, message kind, bytes), for what a write costs on the wire.
     var sent: [(to: PeerName, kind: UInt8, bytes: Int)] = []
     var now = Instant(nanoseconds: 1_000_000_000)
@@ -81,7 +82,7 @@ struct SessionMesh {
                 sent.append((to, bytes[0], bytes.count))
                 queue.append(reachable(node, to) ? .request(from: node, to: to, bytes: bytes, id: id) : .response(to: node, bytes: nil, id: id))
             case .respond(let m, let token):
-                guard let (to, id) = tokens.removeValue(forKey: token.rawValue), !lostTokens.contains(token.rawValue) else { continue }
+                guard let (to, id) = tokens.removeValue(forKey: token.rawValue), lost[token.rawValue] == nil else { continue }
                 queue.append(.response(to: to, bytes: reachable(node, to) ? Sessions.encode(m) : nil, id: id))
             case .reply(let r, let cmd):
                 replies[cmd.rawValue] = r
@@ -119,7 +120,7 @@ struct SessionMesh {
             tokens[nextToken] = (from, id)
             nextToken += 1
             let message = try! Sessions.decode(bytes)
-            if loseAnswers?(message) == true { lostTokens.insert(token.rawValue) }
+            if loseAnswers?(message) == true { lost[token.rawValue] = (from, id) }
             let effects = n.request(message, from: from, token: token, now: now)
             nodes[to] = n
             deliver(to, effects)
@@ -134,6 +135,14 @@ struct SessionMesh {
             nodes[node] = n
             deliver(node, effects)
         }
+    }
+
+    /// The lost answers time out: each asker gets its nil answer, as the runtime gives it after
+    /// `requestTimeout` (the mesh never times a request out by itself).
+    mutating func expireLost() {
+        for (_, (asker, id)) in lost.sorted(by: { $0.key < $1.key }) { queue.append(.response(to: asker, bytes: nil, id: id)) }
+        lost = [:]
+        run()
     }
 
     /// Sends a command to `node` and runs the mesh until it settles; the reply, if any.
@@ -460,6 +469,37 @@ struct SessionMesh {
             let held = try #require(node.image(of: "s1"))
             #expect(node.verify(held) == nil)
             #expect(held.records.count == 2 && held.records.allSatisfy { $0.epoch == 1 })
+        }
+    }
+
+    /// A takeover that fails defers to an owner named by a refusal only if that owner's epoch
+    /// is newer than the one the taker knew: a member's release of long ago (or a hostile member
+    /// naming itself at an old epoch) would leave the session unled while that node lives
+    /// (review4 F3).
+    @Test func aFailedTakeoverIgnoresAnOwnerNamedAtAnOlderEpoch() throws {
+        let crypto = SessionCrypto(publicKey: Array(repeating: 0x42, count: 32), hash: { blake2b($0) },
+                                   sign: { _ in Array(repeating: 0, count: 64) }, verify: { _, _, _ in true })
+        let create = crypto.seal(session: "s1", seq: 1, previousHash: SessionRecord.zeroHash, epoch: 7, kind: .create, key: "",
+                                 content: Array("{}".utf8), signer: "q")
+        for (hintEpoch, deferred) in [(UInt64(3), false), (UInt64(9), true)] {
+            var now = Instant(nanoseconds: 1_000_000_000)
+            var node = Sessions(myName: "a", crypto: crypto, settings: .init(requestTimeout: .seconds(1)), now: now)
+            node.restore([SessionImage(id: "s1", epoch: 7, owner: "q", replicas: ["q", "a", "y"], records: [create])])
+            for name in ["a", "y", "p"] {
+                var metadata = MemberMetadata()
+                metadata.identityKey = crypto.publicKey
+                _ = node.membershipChanged(.updated(PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 7000),
+                                                             status: .alive, metadata: metadata)), now: now)
+            }
+            now = now + .seconds(3)
+            var toY: RequestID?
+            for effect in node.tick(now: now) {
+                if case .request(.prepare(_, 8), "y", let id, _) = effect { toY = id }
+            }
+            // y names p as the owner at `hintEpoch`; with q gone and y refusing, the takeover fails.
+            _ = node.response(.ownedBy(session: "s1", epoch: hintEpoch, owner: "p"), to: try #require(toY, "a takes s1 over at 8"), now: now)
+            let owner = node.image(of: "s1")?.owner
+            #expect(owner == (deferred ? "p" : "q"), "hint at epoch \(hintEpoch): owner \(owner ?? "-")")
         }
     }
 

@@ -31,5 +31,22 @@ import Testing
         #expect(bounded.forgotten)
         try reopened.apply([.forget(SessionRelease(session: "s4", epoch: 1, owner: "n1"))])
         #expect(try reopened.loadReleases().forgotten)
+        // Stored here again: its release is over.
+        try reopened.apply([.image(SessionImage(id: "s3", epoch: 4, owner: "n2", replicas: ["n2"], records: []))])
+        #expect(try reopened.loadReleases().releases.map(\.session) == ["s1", "s4"])
+    }
+
+    /// A store from before the table may have released sessions it cannot name: once used, it
+    /// starts as having forgotten (no empty promises); a fresh one starts clean.
+    @Test(arguments: [false, true])
+    func aStoreUsedBeforeTheMigrationStartsAsHavingForgotten(used: Bool) throws {
+        let dir = TemporaryDirectory("session-releases-migration")
+        let pool = try DatabasePool(path: dir.path + "/starling.sqlite")
+        try StoreSchema.migrator.migrate(pool, upTo: "v8-swarm-finished-at")
+        if used {
+            try pool.write { db in try db.execute(sql: "INSERT INTO session (id, epoch, owner, replicas) VALUES ('s1', 1, 'n1', x'6E3100')") }
+        }
+        try StoreSchema.migrator.migrate(pool)
+        #expect(try pool.read { db in try SessionReleaseSchema.load(db) }.forgotten == used)
     }
 }

@@ -75,7 +75,8 @@ struct SessionNodeDriver {
 
     init() {
         node = Sessions(myName: Self.me, crypto: SessionNodeSeeds.crypto, settings: .init(requestTimeout: .seconds(1)), now: now)
-        node.restore([SessionNodeSeeds.image])
+        // s1 was held here and released to node-b at epoch 2 (a prepare for it names node-b).
+        node.restore([SessionNodeSeeds.image], released: [SessionRelease(session: "s1", epoch: 2, owner: "node-b")])
         for name in [Self.me] + Self.peers { settle(node.membershipChanged(.updated(Self.view(name, .alive)), now: now)) }
     }
 

@@ -41,6 +41,8 @@ extension Sessions {
         var step: Step
         var promised: Set<PeerName> = []
         var failed: Set<PeerName> = []
+        /// When it began (for `describe`).
+        var began: Instant
     }
 
     /// A session handed to this node, stored and verified, waiting for its old owner's commit.
@@ -83,9 +85,14 @@ extension Sessions {
         var effects: [ProtocolEffect<Sessions>] = []
         for sid in incoming.keys.sorted() {
             guard let offer = incoming[sid] else { continue }
-            guard let h = held[sid], h.lead == nil,
-                  (h.epoch == offer.fromEpoch && h.owner == offer.from) || (h.epoch == offer.epoch && h.owner == myName) else {
-                // Someone else moved the session on (a takeover, a newer install): not ours.
+            // This node's own takeover of the offer is in flight: keep the offer (if it fails, the
+            // copy goes back to the old owner's epoch and the offer is tried again).
+            if case .preparing? = held[sid]?.lead?.phase, held[sid]?.owner == myName { continue }
+            // The copy is still the old owner's here (at its epoch, or at a higher one this node
+            // promised its retake), or this node's own: the offer stands.
+            guard let h = held[sid], h.lead == nil, h.owner == offer.from || h.owner == myName else {
+                // This node leads it now, or someone else moved the session on (a takeover, a
+                // newer install): the offer is over.
                 incoming[sid] = nil
                 continue
             }
@@ -191,7 +198,7 @@ extension Sessions {
         let floor = max(held[sid]?.epoch ?? 0, offerAbove[sid] ?? 0)
         guard var h = held[sid], var lead = h.lead, lead.phase == .serving, floor < UInt64.max - 1 else { return [] }
         let epoch = floor + 1
-        lead.phase = .handingOff(Handoff(to: to, epoch: epoch, oldSet: h.replicas, newSet: newSet, step: .sending))
+        lead.phase = .handingOff(Handoff(to: to, epoch: epoch, oldSet: h.replicas, newSet: newSet, step: .sending, began: now))
         h.lead = lead
         held[sid] = h
         counters.handoffsStarted += 1
@@ -346,6 +353,7 @@ extension Sessions {
     /// Drops what this node remembers about moving `sid` (it holds the session no more).
     mutating func forgetMoves(of sid: String) {
         incoming[sid] = nil
+        transferPromise[sid] = nil
         retakeAfterAbortedHandoff.remove(sid)
         lastActivity[sid] = nil
         stayUntil[sid] = nil
@@ -381,6 +389,7 @@ extension Sessions {
             counters.forged += 1
             return [.respond(.invalid(reason: problem), to: token)]
         }
+        dropRelease(sid)
         var h = held[sid] ?? Held(id: sid, epoch: image.epoch, owner: peer, replicas: image.replicas, records: [], hashes: [])
         h.epoch = max(h.epoch, image.epoch)
         h.owner = peer
@@ -402,6 +411,7 @@ extension Sessions {
         h.epoch = epoch
         h.owner = to
         held[sid] = h
+        transferPromise[sid] = Takeover.Promise(epoch: epoch, owner: to)
         return [.perform(.persist(.promise(session: sid, epoch: epoch, owner: to), then: .respond(token, .promised(session: sid, image: nil))))]
     }
 
@@ -462,7 +472,7 @@ extension Sessions {
 extension Sessions {
     /// How this node holds `sid`, for reports and debugging: epoch, owner, replicas, and the
     /// phase of its lead ("-" when not leading).
-    public func describe(_ sid: String) -> String? {
+    public func describe(_ sid: String, now: Instant? = nil) -> String? {
         guard let h = held[sid] else { return nil }
         let phase: String
         switch h.lead?.phase {
@@ -470,8 +480,11 @@ extension Sessions {
         case .preparing?: phase = "preparing"
         case .installing?: phase = "installing"
         case .serving?: phase = "serving"
-        case .handingOff(let handoff)?: phase = "handingOff(\(handoff.step) to \(handoff.to))"
+        case .handingOff(let handoff)?:
+            phase = "handingOff(\(handoff.step) to \(handoff.to)\(now.map { ", for \($0 - handoff.began)" } ?? ""))"
         }
+        let asking = outstanding.values.filter { $0.session == sid }.count
         return "e\(h.epoch) owner \(h.owner) set \(h.replicas) seq \(h.lastSeq) \(phase)\(incoming[sid] != nil ? " incoming" : "")"
+            + (asking > 0 ? " asking \(asking)" : "")
     }
 }

@@ -126,6 +126,14 @@ public struct Sessions: HostedProtocol {
     var releaseHead = 0
     var nextReleaseStamp: UInt64 = 0
     public private(set) var releasesForgotten = false
+    /// The epoch and next owner this member promised at a handoff's fence (`transfer`). Only
+    /// such a promise lets a preparer outside the held replica set be promised (`promise`): an
+    /// owner merely named by an `ownedBy` hint is not one. Not the old owner's own promise: the
+    /// next owner's takeover then needs a majority of the old set without the old owner, so it
+    /// meets the old owner's retake (`retakeAfterAbortedHandoff`, which needs a majority with
+    /// it) in a member that answers for the next owner (review4 F1). Memory only: after a
+    /// restart, this member refuses the next owner as before.
+    var transferPromise: [String: Takeover.Promise] = [:]
     /// The weighted ring of `alive` for live placement, rebuilt when next used after `alive`
     /// changed (`livePlacement`).
     var liveRing: (shape: [String], ring: SessionPlacement)?
@@ -172,6 +180,13 @@ public struct Sessions: HostedProtocol {
             releaseHead = 0
         }
         assert(released.count <= SessionLimits.maxReleasesRemembered && releaseStamp.count == released.count)
+    }
+
+    /// Forgets the release of `sid`: this node stores the session again (an install, a handoff,
+    /// a create), so its copy answers for it. The store drops the row with the image.
+    mutating func dropRelease(_ sid: String) {
+        released[sid] = nil
+        releaseStamp[sid] = nil
     }
 
     /// The release remembered here that an offer of `sid` at `epoch` from `owner` is older than
@@ -269,6 +284,9 @@ public struct Sessions: HostedProtocol {
         guard SessionLimits.validID(sid) else { return [.reply(.rejected("a session id is 1 to 64 of [A-Za-z0-9._-]"), to: command)] }
         guard options.count <= SessionLimits.maxEffectBytes else { return [.reply(.rejected("the session's options are too large"), to: command)] }
         if held[sid] != nil { return [.reply(.conflict("session \(sid) exists"), to: command)] }
+        // Released here to a newer set: it lives on there (a create here would start a second
+        // session under the same id).
+        if let r = released[sid] { return [.reply(.conflict("session \(sid) exists (moved to \(r.owner))"), to: command)] }
         // The first member of the id's weighted preference list with room under the load bound
         // (SessionLivePlacement); the routes try members in the same order.
         let placement = livePlacement(including: myName)
@@ -570,8 +588,12 @@ public struct Sessions: HostedProtocol {
                     h.owner = before.owner
                     effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
                 }
-                if let hint = t.ownerHint {
-                    h.owner = hint
+                // Only an owner of a newer epoch than the one this node knew: a hint of an older
+                // one (a member's release of long ago) or a hostile member naming itself would
+                // leave the session unled while that member lives.
+                if let hint = t.ownerHint, hint.epoch > (t.before?.epoch ?? 0) || hint == t.before {
+                    h.owner = hint.owner
+                    if hint.owner != myName { incoming[sid] = nil }  // another node leads it: an offer here is over
                     retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
                 }
                 held[sid] = h
@@ -689,6 +711,7 @@ public struct Sessions: HostedProtocol {
             counters.forged += 1
             return [.respond(.invalid(reason: problem), to: token)]
         }
+        dropRelease(sid)
         var effects: [ProtocolEffect<Sessions>] = []
         if case .handingOff(let handoff)? = held[sid]?.lead?.phase, handoff.to == peer, handoff.epoch == image.epoch {
             // This node's own handoff: the commit's answer ends its lead (SessionHandoff.swift).
@@ -737,10 +760,14 @@ public struct Sessions: HostedProtocol {
         // majority of an old set overrode the live owner: session-churn, 20 nodes, seed 13).
         // No promise: the preparer counts one vote fewer. (After stickiness: a live owner is
         // still named, so a node back from a partition learns it.)
-        // Except the owner this node promised the epoch to: a handoff's next owner is outside
-        // the set until it installs, and when the old owner gave the handoff up (the fence's
-        // answers were lost, though a majority promised) it is the only one that can lead.
-        guard h.replicas.contains(peer) || (h.owner == peer && epoch == h.epoch) else {
+        // Except the next owner this member promised the epoch to at a handoff's fence
+        // (`transferPromise`; never the old owner itself): it is outside the set until it
+        // installs, and when the old owner gave the handoff up (the fence's answers were lost,
+        // though the old set's others promised) only it can lead.
+        // (At the fence's epoch or above: the next owner may have promised the old owner's
+        // retake a higher epoch meanwhile, and then prepares above it.)
+        let promisedAtFence = transferPromise[sid].map { $0.owner == peer && epoch >= $0.epoch } == true && h.owner == peer
+        guard h.replicas.contains(peer) || promisedAtFence else {
             return [.respond(.invalid(reason: "\(peer) is not in the replica set of \(sid) held here"), to: token)]
         }
         var effects: [ProtocolEffect<Sessions>] = []
@@ -856,13 +883,13 @@ public struct Sessions: HostedProtocol {
             }
             counters.fenced += 1
             return effects
-        case (.prepare(let attempt), .ownedBy(let sid, _, let owner)?) where sid == o.session && attempt == h.epoch:
+        case (.prepare(let attempt), .ownedBy(let sid, let hintEpoch, let owner)?) where sid == o.session && attempt == h.epoch:
             // A refusal is one vote fewer, not the end: the others may still make a majority
             // (the simulator found two nodes each deferring to the other when this gave up at
             // once). If the takeover fails, this node defers to the owner named.
             return takeoverAnswered(o.session, now: now) { t in
                 t.failed.insert(o.peer)
-                t.ownerHint = owner
+                t.ownerHint = Takeover.Promise(epoch: hintEpoch, owner: owner)
             }
         case (.prepare(let epoch), .promised(let sid, let image)?) where sid == o.session && epoch == h.epoch:
             // A member promises the epoch asked and answers with its copy at that epoch, whose
@@ -952,6 +979,10 @@ public struct Sessions: HostedProtocol {
 
     /// The sessions this node serves now.
     public var served: [String] { held.values.filter { $0.lead?.phase == .serving }.map(\.id).sorted() }
+    /// The sessions this node is handing off now (reads answered, writes waiting).
+    public var moving: [String] {
+        held.values.filter { if case .handingOff? = $0.lead?.phase { true } else { false } }.map(\.id).sorted()
+    }
     /// The image of a held session.
     public func image(of sid: String) -> SessionImage? { held[sid]?.image }
     public var heldCount: Int { held.count }
@@ -988,7 +1019,7 @@ extension Sessions {
         /// the creation (`advanceTakeover`).
         var emptyPromises: Set<PeerName> = []
         /// The owner a refusing replica named, deferred to if this takeover fails.
-        var ownerHint: PeerName?
+        var ownerHint: Promise?
         /// The epoch and owner held before this node promised itself the new epoch: given
         /// back if the takeover fails.
         var before: Promise?
