@@ -8,19 +8,23 @@ import Testing
 /// epoch and stepped down; the replicas, seeing the old owner alive, refused the next owner's
 /// takeover (`ownedBy`); the old owner, seeing the next owner alive, never took the session back.
 @Suite struct SessionHandoffAbortTests {
-    @Test func aHandoffWhoseFenceFailsLeavesTheSessionServedByOneNode() throws {
-        var mesh = try SessionHandoffTests.running()
+    /// A node joins, and the first handoff to a node outside the session's replica set (the
+    /// joiner) is stopped before its transfers are delivered: (session, old owner, next owner).
+    static func stoppedBeforeItsTransfers(_ mesh: inout SessionMesh) throws -> (String, PeerName, PeerName) {
         try mesh.join("n5")
         for _ in 0..<3 { mesh.tickWithoutRunning() }
-        // The first handoff to a node outside the session's replica set (the joiner), stopped
-        // before its transfers are delivered.
         var found: (sid: String, old: PeerName, next: PeerName)?
         let stopped = mesh.runUntilRequest { m, from, to in
             if found == nil, case .handoff(let image, _, _) = m, !image.replicas.contains(to) { found = (image.id, from, to) }
             if let found, case .transfer(let s, _, _) = m, s == found.sid { return true }
             return false
         }
-        guard stopped, let (sid, old, next) = found else { Issue.record("no handoff outside the replica set"); return }
+        return try #require(stopped ? found : nil, "no handoff outside the replica set")
+    }
+
+    @Test func aHandoffWhoseFenceFailsLeavesTheSessionServedByOneNode() throws {
+        var mesh = try SessionHandoffTests.running()
+        let (sid, old, next) = try Self.stoppedBeforeItsTransfers(&mesh)
         let image = try #require(mesh.nodes[old]!.image(of: sid))
         let others = image.replicas.filter { $0 != old }
         #expect(!others.contains(next))
@@ -34,29 +38,21 @@ import Testing
         SessionHandoffTests.servedOnceWithItsLastState(&mesh, sid, next: "5", after: "the failed handoff", chainsBefore: false)
     }
 
+    /// How the next owner's first takeover goes: through; with the old set cut off (answered
+    /// nil at once); with its answers lost for two ticks (the offer must outlive the takeover:
+    /// review4 F2).
+    enum FirstTry: CaseIterable { case through, cutOff, answersLost }
+
     /// The same give-up reached through lost answers (review of the compaction merge, finding
     /// 5): the old set's members did promise the next owner, but their answers to the transfers
     /// were lost, so the old owner gave the handoff up. Its retake then hears "owned by the next
     /// owner" from those members and defers; the next owner, outside the old set, was refused
     /// by every member ("not in the replica set held here") although each had promised it the
     /// epoch. Nobody led the session while both lived.
-    /// How the next owner's first takeover goes: through; with the old set cut off (answered
-    /// nil at once); with its answers lost for two ticks (the offer must outlive the takeover:
-    /// review4 F2).
-    enum FirstTry: CaseIterable { case through, cutOff, answersLost }
-
     @Test(arguments: FirstTry.allCases)
     func aHandoffWhoseFenceAnswersAreLostLeavesTheSessionServedByOneNode(firstTry: FirstTry) throws {
         var mesh = try SessionHandoffTests.running()
-        try mesh.join("n5")
-        for _ in 0..<3 { mesh.tickWithoutRunning() }
-        var found: (sid: String, old: PeerName, next: PeerName)?
-        let stopped = mesh.runUntilRequest { m, from, to in
-            if found == nil, case .handoff(let image, _, _) = m, !image.replicas.contains(to) { found = (image.id, from, to) }
-            if let found, case .transfer(let s, _, _) = m, s == found.sid { return true }
-            return false
-        }
-        guard stopped, let (sid, old, next) = found else { Issue.record("no handoff outside the replica set"); return }
+        let (sid, old, next) = try Self.stoppedBeforeItsTransfers(&mesh)
         let image = try #require(mesh.nodes[old]!.image(of: sid))
         mesh.loseAnswers = { m in if case .transfer(let s, _, _) = m { s == sid } else { false } }
         mesh.run()

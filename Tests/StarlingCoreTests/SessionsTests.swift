@@ -418,14 +418,31 @@ struct SessionMesh {
         }
     }
 
+    /// Keys under which any signature verifies: the attacker in these tests is a member that
+    /// signs what it likes under its own name (as in the `sessions` fuzz target).
+    static let anyKey = SessionCrypto(publicKey: Array(repeating: 0x42, count: 32), hash: { blake2b($0) },
+                                      sign: { _ in Array(repeating: 0, count: 64) }, verify: { _, _, _ in true })
+
+    /// One node, driven by hand: it holds `image` (restored from its store) and sees `members` alive.
+    static func alone(_ name: PeerName, holding image: SessionImage, members: [PeerName], now: Instant) -> Sessions {
+        var node = Sessions(myName: name, crypto: anyKey, settings: .init(requestTimeout: .seconds(1)), now: now)
+        node.restore([image])
+        for member in members {
+            var metadata = MemberMetadata()
+            metadata.identityKey = anyKey.publicKey
+            _ = node.membershipChanged(.updated(PeerView(name: member, address: NodeAddress(host: "127.0.0.1", port: 7000),
+                                                         status: .alive, metadata: metadata)), now: now)
+        }
+        return node
+    }
+
     /// A member answering a takeover's prepare with a copy that claims a later epoch, or holds
     /// records of the prepared epoch or later, is a forger: its copy must not be adopted (it put
     /// records of a later epoch under the taker's epoch, a chain no peer accepts; the `sessions`
     /// fuzz target found it). Records here verify under any key: the attacker is a member that
     /// signs what it likes under its own name, as in the fuzz target.
     @Test func aPromiseCarryingRecordsOfALaterEpochIsRefusedAndCounted() throws {
-        let crypto = SessionCrypto(publicKey: Array(repeating: 0x42, count: 32), hash: { blake2b($0) },
-                                   sign: { _ in Array(repeating: 0, count: 64) }, verify: { _, _, _ in true })
+        let crypto = Self.anyKey
         func chain(epochs: [UInt64]) -> [SessionRecord] {
             var records: [SessionRecord] = []
             var previous = SessionRecord.zeroHash
@@ -443,14 +460,8 @@ struct SessionMesh {
             SessionImage(id: "s1", epoch: 9, owner: "a", replicas: ["a", "b", "c"], records: chain(epochs: [1, 1])),
         ] {
             var now = Instant(nanoseconds: 1_000_000_000)
-            var node = Sessions(myName: "a", crypto: crypto, settings: .init(requestTimeout: .seconds(1)), now: now)
-            node.restore([SessionImage(id: "s1", epoch: 1, owner: "a", replicas: ["a", "b", "c"], records: chain(epochs: [1, 1]))])
-            for name in ["a", "b", "c"] {
-                var metadata = MemberMetadata()
-                metadata.identityKey = crypto.publicKey
-                _ = node.membershipChanged(.updated(PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 7000),
-                                                             status: .alive, metadata: metadata)), now: now)
-            }
+            var node = Self.alone("a", holding: SessionImage(id: "s1", epoch: 1, owner: "a", replicas: ["a", "b", "c"], records: chain(epochs: [1, 1])),
+                                  members: ["a", "b", "c"], now: now)
             now = now + .seconds(3)
             var prepares: [PeerName: RequestID] = [:]
             for effect in node.tick(now: now) {
@@ -477,20 +488,13 @@ struct SessionMesh {
     /// naming itself at an old epoch) would leave the session unled while that node lives
     /// (review4 F3).
     @Test func aFailedTakeoverIgnoresAnOwnerNamedAtAnOlderEpoch() throws {
-        let crypto = SessionCrypto(publicKey: Array(repeating: 0x42, count: 32), hash: { blake2b($0) },
-                                   sign: { _ in Array(repeating: 0, count: 64) }, verify: { _, _, _ in true })
+        let crypto = Self.anyKey
         let create = crypto.seal(session: "s1", seq: 1, previousHash: SessionRecord.zeroHash, epoch: 7, kind: .create, key: "",
                                  content: Array("{}".utf8), signer: "q")
         for (hintEpoch, deferred) in [(UInt64(3), false), (UInt64(9), true)] {
             var now = Instant(nanoseconds: 1_000_000_000)
-            var node = Sessions(myName: "a", crypto: crypto, settings: .init(requestTimeout: .seconds(1)), now: now)
-            node.restore([SessionImage(id: "s1", epoch: 7, owner: "q", replicas: ["q", "a", "y"], records: [create])])
-            for name in ["a", "y", "p"] {
-                var metadata = MemberMetadata()
-                metadata.identityKey = crypto.publicKey
-                _ = node.membershipChanged(.updated(PeerView(name: name, address: NodeAddress(host: "127.0.0.1", port: 7000),
-                                                             status: .alive, metadata: metadata)), now: now)
-            }
+            var node = Self.alone("a", holding: SessionImage(id: "s1", epoch: 7, owner: "q", replicas: ["q", "a", "y"], records: [create]),
+                                  members: ["a", "y", "p"], now: now)
             now = now + .seconds(3)
             var toY: RequestID?
             for effect in node.tick(now: now) {
