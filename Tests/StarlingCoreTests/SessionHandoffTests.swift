@@ -498,7 +498,7 @@ extension SessionMessage {
         guard case .perform(.persist(.image, _))? = probe.request(.install(refill), from: "nO", token: RequestToken(rawValue: 5), now: mesh.now).first else {
             Issue.record("the new owner's install refused"); return
         }
-        #expect(probe.released["s1"] == nil, "held again: the release is over")
+        #expect(probe.releases["s1"] == nil, "held again: the release is over")
         // A create of a session released here is a conflict: it lives on in the newer set.
         guard case .conflict? = x.command(.create(id: "s1", options: [], forwarded: true), id: CommandID(rawValue: 9), now: mesh.now).first.flatMap({
             if case .reply(let r, _) = $0 { return r } else { return nil }

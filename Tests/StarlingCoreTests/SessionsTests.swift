@@ -634,15 +634,15 @@ struct SessionMesh {
         var node = Sessions(myName: "a", crypto: crypto, now: Instant(nanoseconds: 0))
         let bound = SessionLimits.maxReleasesRemembered
         node.restore([], released: (0..<bound).map { SessionRelease(session: "s\($0)", epoch: 2, owner: "b") })
-        #expect(node.released.count == bound && !node.releasesForgotten)
+        #expect(node.releases.count == bound && !node.releasesForgotten)
         node.restore([], released: [SessionRelease(session: "s0", epoch: 3, owner: "c"), SessionRelease(session: "new", epoch: 1, owner: "b")])
-        #expect(node.released.count == bound && node.releasesForgotten)
+        #expect(node.releases.count == bound && node.releasesForgotten)
         // s0, released again, is the newest now (as in the store): s1 is the oldest and goes.
-        #expect(node.released["s1"] == nil)
-        #expect(node.released["s0"]?.epoch == 3 && node.released["new"] != nil && node.released["s2"] != nil)
+        #expect(node.releases["s1"] == nil)
+        #expect(node.releases["s0"]?.epoch == 3 && node.releases["new"] != nil && node.releases["s2"] != nil)
         // Releasing the same sessions again and again keeps the order within its bound.
         for i in 0..<(3 * bound) { node.restore([], released: [SessionRelease(session: "s\(2 + i % 8)", epoch: UInt64(4 + i), owner: "b")]) }
-        #expect(node.released.count == bound)
+        #expect(node.releases.count == bound)
         #expect(node.releaseOrder.count - node.releaseHead <= 2 * bound)
     }
 

@@ -86,7 +86,7 @@ public enum SessionChange: Sendable, Equatable {
     /// A promise of an epoch to an owner.
     case promise(session: String, epoch: UInt64, owner: PeerName)
     /// Forget the session: this node is no longer in its replica set, and the new set stored it
-    /// (migration, `SessionHandoff.swift`). The store keeps the release (`Sessions.released`).
+    /// (migration, `SessionHandoff.swift`). The store keeps the release (`Sessions.releases`).
     case forget(SessionRelease)
 }
 

@@ -120,7 +120,7 @@ public struct Sessions: HostedProtocol {
     /// out (`releaseOrder` from `releaseHead`, each slot live while its stamp is the session's
     /// latest: a session released again moves to the back, as the store's rows do);
     /// `releasesForgotten` once one was dropped.
-    public private(set) var released: [String: SessionRelease] = [:]
+    public private(set) var releases: [String: SessionRelease] = [:]
     var releaseStamp: [String: UInt64] = [:]
     var releaseOrder: [(session: String, stamp: UInt64)] = []
     var releaseHead = 0
@@ -147,7 +147,7 @@ public struct Sessions: HostedProtocol {
 
     /// Restores the sessions held in the store. Each is led by nobody until a takeover (this
     /// node's own sessions included: a restarted owner takes a new epoch before serving again).
-    /// `released`: the releases the store remembers, oldest first; `releasesForgotten`: whether
+    /// `released`: the releases the store remembers (`releases`), oldest first; `releasesForgotten`: whether
     /// it dropped one to stay in bound.
     public mutating func restore(_ images: [SessionImage], released releases: [SessionRelease] = [], releasesForgotten forgotten: Bool = false) {
         for image in images where image.records.first != nil {
@@ -162,14 +162,14 @@ public struct Sessions: HostedProtocol {
     /// Remembers a release, forgetting the oldest past the bound.
     mutating func remember(_ release: SessionRelease) {
         nextReleaseStamp += 1
-        released[release.session] = release
+        releases[release.session] = release
         releaseStamp[release.session] = nextReleaseStamp
         releaseOrder.append((release.session, nextReleaseStamp))
-        while released.count > SessionLimits.maxReleasesRemembered, releaseHead < releaseOrder.count {
+        while releases.count > SessionLimits.maxReleasesRemembered, releaseHead < releaseOrder.count {
             let slot = releaseOrder[releaseHead]
             releaseHead += 1
             guard releaseStamp[slot.session] == slot.stamp else { continue }  // released again since: a later slot
-            released[slot.session] = nil
+            releases[slot.session] = nil
             releaseStamp[slot.session] = nil
             releasesForgotten = true
         }
@@ -179,20 +179,20 @@ public struct Sessions: HostedProtocol {
             releaseOrder = releaseOrder[releaseHead...].filter { releaseStamp[$0.session] == $0.stamp }
             releaseHead = 0
         }
-        assert(released.count <= SessionLimits.maxReleasesRemembered && releaseStamp.count == released.count)
+        assert(releases.count <= SessionLimits.maxReleasesRemembered && releaseStamp.count == releases.count)
     }
 
     /// Forgets the release of `sid`: this node stores the session again (an install, a handoff,
     /// a create), so its copy answers for it. The store drops the row with the image.
     mutating func dropRelease(_ sid: String) {
-        released[sid] = nil
+        releases[sid] = nil
         releaseStamp[sid] = nil
     }
 
     /// The release remembered here that an offer of `sid` at `epoch` from `owner` is older than
     /// (an install or a handoff of a copy this node released to a newer set), or nil.
     func releasedLater(_ sid: String, epoch: UInt64, owner: PeerName) -> SessionRelease? {
-        guard held[sid] == nil, let r = released[sid] else { return nil }
+        guard held[sid] == nil, let r = releases[sid] else { return nil }
         return epoch < r.epoch || (epoch == r.epoch && owner != r.owner) ? r : nil
     }
 
@@ -286,7 +286,7 @@ public struct Sessions: HostedProtocol {
         if held[sid] != nil { return [.reply(.conflict("session \(sid) exists"), to: command)] }
         // Released here to a newer set: it lives on there (a create here would start a second
         // session under the same id).
-        if let r = released[sid] { return [.reply(.conflict("session \(sid) exists (moved to \(r.owner))"), to: command)] }
+        if let r = releases[sid] { return [.reply(.conflict("session \(sid) exists (moved to \(r.owner))"), to: command)] }
         // The first member of the id's weighted preference list with room under the load bound
         // (SessionLivePlacement); the routes try members in the same order.
         let placement = livePlacement(including: myName)
@@ -734,7 +734,7 @@ public struct Sessions: HostedProtocol {
             // count as "never stored" toward a stale member's takeover (`Takeover.emptyPromises`:
             // with the members that released it, a member back with only the create became a
             // second owner). It names the owner it released the session to instead.
-            if let r = released[sid] {
+            if let r = releases[sid] {
                 counters.stale += 1
                 return [.respond(.ownedBy(session: sid, epoch: r.epoch, owner: r.owner), to: token)]
             }
