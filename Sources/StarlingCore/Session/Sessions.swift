@@ -588,10 +588,12 @@ public struct Sessions: HostedProtocol {
                     h.owner = before.owner
                     effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
                 }
-                // Only an owner of a newer epoch than the one this node knew: a hint of an older
-                // one (a member's release of long ago) or a hostile member naming itself would
-                // leave the session unled while that member lives.
-                if let hint = t.ownerHint, hint.epoch > (t.before?.epoch ?? 0) || hint == t.before {
+                // Only an owner of a newer epoch than the one this node knew (or that very one):
+                // a hint of an older one (a member's release of long ago) would leave the session
+                // unled while that node lives. A node that held itself the owner (restarted, or
+                // fenced by a `stale` answer, which raises its epoch without naming anyone)
+                // defers to any live owner named, as before.
+                if let hint = t.ownerHint, hint.epoch > (t.before?.epoch ?? 0) || hint == t.before || t.before?.owner == myName {
                     h.owner = hint.owner
                     if hint.owner != myName { incoming[sid] = nil }  // another node leads it: an offer here is over
                     retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
