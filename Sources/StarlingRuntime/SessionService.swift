@@ -235,6 +235,10 @@ enum SessionMetrics {
         let fenced = Gauge(label: "starling_session_fenced")
         let held = Gauge(label: "starling_sessions_held")
         let served = Gauge(label: "starling_sessions_served")
+        let handoffs = [("started", \SessionCounters.handoffsStarted), ("done", \SessionCounters.handoffsDone), ("aborted", \SessionCounters.handoffsAborted)]
+            .map { (Gauge(label: "starling_session_handoffs", dimensions: [("outcome", $0.0)]), $0.1) }
+        let releases = Gauge(label: "starling_session_releases_remembered")
+        let forgotten = Gauge(label: "starling_session_releases_forgotten")
         Task.detached {
             while true {
                 try? await Task.sleep(for: .seconds(2))
@@ -250,6 +254,9 @@ enum SessionMetrics {
                 fenced.record(c.fenced)
                 held.record(h)
                 served.record(s)
+                for (gauge, path) in handoffs { gauge.record(c[keyPath: path]) }
+                releases.record(c.releasesRemembered)
+                forgotten.record(c.releasesForgotten ? 1 : 0)
             }
         }
     }

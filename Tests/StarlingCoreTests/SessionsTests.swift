@@ -637,8 +637,10 @@ struct SessionMesh {
         let bound = SessionLimits.maxReleasesRemembered
         node.restore([], released: (0..<bound).map { SessionRelease(session: "s\($0)", epoch: 2, owner: "b") })
         #expect(node.releases.count == bound && !node.releasesForgotten)
+        #expect(node.counters.releasesRemembered == bound && !node.counters.releasesForgotten)
         node.restore([], released: [SessionRelease(session: "s0", epoch: 3, owner: "c"), SessionRelease(session: "new", epoch: 1, owner: "b")])
         #expect(node.releases.count == bound && node.releasesForgotten)
+        #expect(node.counters.releasesForgotten)
         // s0, released again, is the newest now (as in the store): s1 is the oldest and goes.
         #expect(node.releases["s1"] == nil)
         #expect(node.releases["s0"]?.epoch == 3 && node.releases["new"] != nil && node.releases["s2"] != nil)

@@ -156,6 +156,7 @@ public struct Sessions: HostedProtocol {
             held[image.id] = h
         }
         releasesForgotten = releasesForgotten || forgotten
+        counters.releasesForgotten = releasesForgotten
         for release in releases { remember(release) }
     }
 
@@ -180,6 +181,8 @@ public struct Sessions: HostedProtocol {
             releaseHead = 0
         }
         assert(releases.count <= SessionLimits.maxReleasesRemembered && releaseStamp.count == releases.count)
+        counters.releasesRemembered = releases.count
+        counters.releasesForgotten = releasesForgotten
     }
 
     /// Forgets the release of `sid`: this node stores the session again (an install, a handoff,
@@ -187,6 +190,7 @@ public struct Sessions: HostedProtocol {
     mutating func dropRelease(_ sid: String) {
         releases[sid] = nil
         releaseStamp[sid] = nil
+        counters.releasesRemembered = releases.count
     }
 
     /// The release remembered here that an offer of `sid` at `epoch` from `owner` is older than
