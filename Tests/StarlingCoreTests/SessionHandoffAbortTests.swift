@@ -40,8 +40,9 @@ import Testing
 
     /// How the next owner's first takeover goes: through; with the old set cut off (answered
     /// nil at once); with its answers lost for two ticks (the offer must outlive the takeover:
-    /// review4 F2).
-    enum FirstTry: CaseIterable { case through, cutOff, answersLost }
+    /// review4 F2); or the next owner restarted from its store before it (the offer was in
+    /// memory only: review4 F7).
+    enum FirstTry: CaseIterable { case through, cutOff, answersLost, restarted }
 
     /// The same give-up reached through lost answers (review of the compaction merge, finding
     /// 5): the old set's members did promise the next owner, but their answers to the transfers
@@ -80,6 +81,20 @@ import Testing
             mesh.expireLost()
         }
         mesh.loseAnswers = nil
+        if firstTry == .restarted {
+            // kill -9 and start again on its store (its copy of the offered session).
+            let stored = try #require(mesh.nodes[next]!.image(of: sid))
+            var fresh = Sessions(myName: next, crypto: mesh.crypto[next]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
+            fresh.restore([stored])
+            mesh.nodes[next] = fresh
+            for other in mesh.nodes.keys.sorted() {
+                var n = mesh.nodes[next]!
+                let effects = n.membershipChanged(.updated(mesh.loadView(other)), now: mesh.now)
+                mesh.nodes[next] = n
+                mesh.deliver(next, effects)
+            }
+            mesh.run()
+        }
         if firstTry == .cutOff {
             // The next owner's first takeover (once its offer timed out) finds the old set cut
             // off; it must try again, or the members that promised it wait on it for ever.

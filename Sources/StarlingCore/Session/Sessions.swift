@@ -154,6 +154,16 @@ public struct Sessions: HostedProtocol {
             var h = Held(id: image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, records: [], hashes: [])
             h.replace(with: image.records, crypto: crypto)
             held[image.id] = h
+            // A copy led by another node, in a set without this node: a handoff offered here
+            // (`acceptHandoff` stores it so). The offer itself was in memory; it comes back, so
+            // that a next owner restarted after the fence still takes the session over if no
+            // commit comes (the old set's members that promised it wait on it: review4 F7). A
+            // copy that was no offer (an install of a set that left this node out) costs one
+            // takeover round, refused with the live owner's name, which ends the offer.
+            if !image.replicas.contains(myName), image.owner != myName {
+                incoming[image.id] = Incoming(from: image.owner, fromEpoch: image.epoch, epoch: min(image.epoch, .max - 1) + 1, replicas: [],
+                                              deadline: nextDeadline + settings.requestTimeout * 3)
+            }
         }
         releasesForgotten = releasesForgotten || forgotten
         counters.releasesForgotten = releasesForgotten
