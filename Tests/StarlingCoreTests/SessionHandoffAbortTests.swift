@@ -106,5 +106,9 @@ import Testing
         }
         mesh.settle(seconds: 20)
         SessionHandoffTests.servedOnceWithItsLastState(&mesh, sid, next: "5", after: "the handoff whose fence answers were lost", chainsBefore: false)
+        // The old member the capped new set left out dropped its copy (review4 F8).
+        let set = try #require(mesh.servers(of: sid).first.flatMap { mesh.nodes[$0]!.image(of: sid) }?.replicas)
+        let leftOver = mesh.nodes.keys.sorted().filter { !set.contains($0) && mesh.nodes[$0]!.image(of: sid) != nil }
+        #expect(leftOver.isEmpty, "copies outside the set \(set): \(leftOver)")
     }
 }

@@ -622,6 +622,10 @@ public struct Sessions: HostedProtocol {
         let best = t.images.max { $0.headRank < $1.headRank } ?? h.image
         if best.records != h.records { h.replace(with: best.records, crypto: crypto) }
         h.replicas = t.newSet
+        // Members of the old set that promised this epoch and that the new set leaves out (it is
+        // capped at R) drop their copies once it serves, as after a handoff: a copy left there
+        // would answer later takeovers with an old image (review4 F8).
+        lead.releaseAfterServing = t.oldSet.filter { !t.newSet.contains($0) && t.promised.contains($0) && $0 != myName }
         lead.phase = .installing
         let seq = h.lastSeq
         lead.write = Write(seq: seq, then: .resumed)
