@@ -268,7 +268,9 @@ final class SessionEnvironment: ProtocolEnvironment {
                            "servedAtEnd": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) },
                            "handoffsStarted": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsStarted ?? 0) },
                            "handoffsDone": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsDone ?? 0) },
-                           "handoffsAborted": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsAborted ?? 0) }]
+                           "handoffsAborted": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsAborted ?? 0) },
+                           "takeovers": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.takeovers ?? 0) },
+                           "ownersDenied": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.ownersDenied ?? 0) }]
         if !joined.isEmpty {
             // Migration on join: the fraction of sessions served by a joiner at the end, against
             // the ideal (joiners / nodes).

@@ -239,6 +239,7 @@ enum SessionMetrics {
             .map { (Gauge(label: "starling_session_handoffs", dimensions: [("outcome", $0.0)]), $0.1) }
         let releases = Gauge(label: "starling_session_releases_remembered")
         let forgotten = Gauge(label: "starling_session_releases_forgotten")
+        let denied = Gauge(label: "starling_session_owners_denied")
         Task.detached {
             while true {
                 try? await Task.sleep(for: .seconds(2))
@@ -257,6 +258,7 @@ enum SessionMetrics {
                 for (gauge, path) in handoffs { gauge.record(c[keyPath: path]) }
                 releases.record(c.releasesRemembered)
                 forgotten.record(c.releasesForgotten ? 1 : 0)
+                denied.record(c.ownersDenied)
             }
         }
     }

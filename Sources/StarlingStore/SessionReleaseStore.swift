@@ -29,16 +29,37 @@ enum SessionReleaseSchema {
         try db.execute(sql: "INSERT INTO session_release_state (id, forgotten) VALUES (1, ?)", arguments: [used ? 1 : 0])
     }
 
+    /// Migration `v10-session-release-count`: the number of rows kept beside them, so that a
+    /// release does not count the table (a `COUNT(*)` per release read all 65,536 rows: review4
+    /// F9).
+    static func addCount(_ db: Database) throws {
+        try db.execute(sql: "ALTER TABLE session_release_state ADD COLUMN count INTEGER NOT NULL DEFAULT 0")
+        try db.execute(sql: "UPDATE session_release_state SET count = (SELECT COUNT(*) FROM session_release) WHERE id = 1")
+    }
+
     /// Remembers `release` (in the forget's transaction), dropping the oldest past the bound.
     static func remember(_ release: SessionRelease, in db: Database, bound: Int = SessionLimits.maxReleasesRemembered) throws {
+        let known = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM session_release WHERE session = ?)"),
+                                      arguments: [release.session]) ?? false
         try db.cachedStatement(sql: "INSERT OR REPLACE INTO session_release (session, epoch, owner) VALUES (?, ?, ?)")
             .execute(arguments: [release.session, Int64(bitPattern: release.epoch), release.owner])
-        let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM session_release") ?? 0
+        if known { return }
+        let count = try (Int.fetchOne(db.cachedStatement(sql: "SELECT count FROM session_release_state WHERE id = 1")) ?? 0) + 1
         let over = count - bound
-        guard over > 0 else { return }
-        try db.execute(sql: "DELETE FROM session_release WHERE rowid IN (SELECT rowid FROM session_release ORDER BY rowid LIMIT ?)",
-                       arguments: [over])
-        try db.execute(sql: "UPDATE session_release_state SET forgotten = 1 WHERE id = 1")
+        if over > 0 {
+            try db.execute(sql: "DELETE FROM session_release WHERE rowid IN (SELECT rowid FROM session_release ORDER BY rowid LIMIT ?)",
+                           arguments: [over])
+            try db.execute(sql: "UPDATE session_release_state SET forgotten = 1 WHERE id = 1")
+        }
+        try db.cachedStatement(sql: "UPDATE session_release_state SET count = ? WHERE id = 1").execute(arguments: [min(count, bound)])
+    }
+
+    /// Ends the release of `session` (stored here again), if one is remembered.
+    static func end(_ session: String, in db: Database) throws {
+        try db.cachedStatement(sql: "DELETE FROM session_release WHERE session = ?").execute(arguments: [session])
+        if db.changesCount > 0 {
+            try db.cachedStatement(sql: "UPDATE session_release_state SET count = count - 1 WHERE id = 1").execute()
+        }
     }
 
     /// The releases remembered, oldest first, and whether any was forgotten.

@@ -59,7 +59,7 @@ public final class SessionStore: Sendable {
             }
         case .image(let image):
             // Stored again here: a release remembered of it is over (`Sessions.dropRelease`).
-            try db.cachedStatement(sql: "DELETE FROM session_release WHERE session = ?").execute(arguments: [image.id])
+            try SessionReleaseSchema.end(image.id, in: db)
             try upsert(image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, in: db)
             try db.execute(sql: "DELETE FROM session_record WHERE session = ?", arguments: [image.id])
             // Only the latest state is kept (its chunks are the session's only chunks).

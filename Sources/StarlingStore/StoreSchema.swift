@@ -76,6 +76,7 @@ enum StoreSchema {
         migrator.registerMigration("v7-session-compaction") { db in try SessionCompactionSchema.create(db) }
         migrator.registerMigration("v8-swarm-finished-at") { db in try SwarmRetention.create(db) }
         migrator.registerMigration("v9-session-releases") { db in try SessionReleaseSchema.create(db) }
+        migrator.registerMigration("v10-session-release-count") { db in try SessionReleaseSchema.addCount(db) }
         return migrator
     }
 }

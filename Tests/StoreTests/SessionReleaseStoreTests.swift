@@ -34,6 +34,48 @@ import Testing
         // Stored here again: its release is over.
         try reopened.apply([.image(SessionImage(id: "s3", epoch: 4, owner: "n2", replicas: ["n2"], records: []))])
         #expect(try reopened.loadReleases().releases.map(\.session) == ["s1", "s4"])
+        #expect(try Self.count(reopened.pool) == (2, 2))
+    }
+
+    static func count(_ pool: DatabasePool) throws -> (kept: Int, rows: Int) {
+        try pool.read { db in
+            (try Int.fetchOne(db, sql: "SELECT count FROM session_release_state") ?? -1, try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM session_release") ?? -1)
+        }
+    }
+
+    /// The bound is kept by a count beside the rows (no `COUNT(*)` per release): released again,
+    /// stored again, and past the bound, the count stays the number of rows.
+    @Test func theCountOfReleasesFollowsTheRows() throws {
+        let dir = TemporaryDirectory("session-release-count")
+        let store = SessionStore(store: try SwarmStore(directory: dir.path))
+        let bound = 5
+        func remember(_ sid: String, _ epoch: UInt64) throws {
+            try store.pool.write { db in try SessionReleaseSchema.remember(SessionRelease(session: sid, epoch: epoch, owner: "n2"), in: db, bound: bound) }
+        }
+        for i in 0..<4 { try remember("s\(i)", 2) }
+        try remember("s1", 3)
+        #expect(try Self.count(store.pool) == (4, 4))
+        try store.apply([.image(SessionImage(id: "s2", epoch: 4, owner: "n2", replicas: ["n2"], records: []))])
+        try store.apply([.image(SessionImage(id: "never-released", epoch: 4, owner: "n2", replicas: ["n2"], records: []))])
+        #expect(try Self.count(store.pool) == (3, 3))
+        #expect(try store.loadReleases().forgotten == false)
+        for i in 10..<14 { try remember("s\(i)", 2) }
+        #expect(try Self.count(store.pool) == (5, 5))
+        let loaded = try store.loadReleases()
+        #expect(loaded.forgotten)
+        #expect(loaded.releases.map(\.session) == ["s1", "s10", "s11", "s12", "s13"])
+    }
+
+    /// A store that had releases before the count column starts with their number.
+    @Test func theMigrationCountsTheRowsThere() throws {
+        let dir = TemporaryDirectory("session-release-count-migration")
+        let pool = try DatabasePool(path: dir.path + "/starling.sqlite")
+        try StoreSchema.migrator.migrate(pool, upTo: "v9-session-releases")
+        try pool.write { db in
+            for i in 0..<3 { try db.execute(sql: "INSERT INTO session_release (session, epoch, owner) VALUES (?, 2, 'n2')", arguments: ["s\(i)"]) }
+        }
+        try StoreSchema.migrator.migrate(pool)
+        #expect(try Self.count(pool) == (3, 3))
     }
 
     /// A store from before the table may have released sessions it cannot name: once used, it

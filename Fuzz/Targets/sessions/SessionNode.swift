@@ -233,6 +233,8 @@ enum SessionNodeSeeds {
             "append-chunks": step(.request, 0, chunked(four[3])),
             "owner-dies": step(.membership, 3 * 2) + step(.tick, 30) + step(.response, 1, .promised(session: session, image: nil)),
             "create-and-show": step(.create, 1) + step(.show, 0) + step(.tick, 50),
+            "lead-check": step(.request, 1, .leads(sessions: [session, "s2"])) + step(.tick, 255)
+                + step(.response, 0, .notLeading(sessions: [session, "s3"])) + step(.tick, 20),
         ]
     }
 }

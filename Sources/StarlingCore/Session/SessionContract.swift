@@ -152,6 +152,9 @@ public struct SessionCounters: Sendable, Equatable {
     public var released = 0
     /// Replica sets this node refilled (as owner) after a member died or left.
     public var refills = 0
+    /// Sessions whose owner, asked by this holder, said it does not lead them (the lead check:
+    /// `SessionLeadCheck.swift`): counted once per promise held.
+    public var ownersDenied = 0
     /// Releases this node remembers now, and whether it forgot one (it then refuses every
     /// empty promise: `Sessions.releasesForgotten`).
     public var releasesRemembered = 0

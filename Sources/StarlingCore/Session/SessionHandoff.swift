@@ -486,5 +486,6 @@ extension Sessions {
         let asking = outstanding.values.filter { $0.session == sid }.count
         return "e\(h.epoch) owner \(h.owner) set \(h.replicas) seq \(h.lastSeq) \(phase)\(incoming[sid] != nil ? " incoming" : "")"
             + (asking > 0 ? " asking \(asking)" : "")
+            + (ownerSaidItDoesNotLead(sid, h) ? " owner-denied" : "")
     }
 }

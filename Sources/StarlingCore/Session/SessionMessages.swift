@@ -45,6 +45,9 @@ public enum SessionLimits {
     /// Releases a node remembers (`SessionRelease`), the oldest forgotten first; once it has
     /// forgotten one, it refuses to promise any session it holds nothing of (fail closed).
     public static let maxReleasesRemembered = 65_536
+    /// Sessions one lead check asks about (`SessionMessage.leads`); a holder with more held
+    /// under one owner sends several.
+    public static let maxLeadCheck = 256
     /// Commands waiting behind a write in flight, per session.
     public static let maxQueuedPerSession = 32
     /// Journal entries in one read of a session (`?since=SEQ` pages on).
@@ -124,6 +127,13 @@ public enum SessionMessage: Sendable, Equatable {
     /// replica's latest state does not have. A replica missing a chunk answers `behind` and gets
     /// the image (`SessionChunks.swift`).
     case appendChunks(SessionRecord, manifest: [UInt8], chunks: [[UInt8]])
+    /// A holder → the owner it defers to (kind 19): do you lead these sessions? Holders defer to
+    /// an owner that is present in their view; the owner's own word keeps a session from staying
+    /// unled while each holder defers to a node that leads nothing (`Sessions.checkLeads`).
+    case leads(sessions: [String])
+    /// Answer to `leads` (kind 20): of the sessions asked, those the answerer neither leads nor
+    /// is taking over or being handed.
+    case notLeading(sessions: [String])
 }
 
 public struct SessionDecodingError: Error, CustomStringConvertible {
@@ -164,6 +174,10 @@ extension SessionMessage {
             w.write(UInt8(18)); w.write(s); w.write(e)
         case .appendChunks(let record, let manifest, let chunks):
             w.write(UInt8(10)); writeChunked(record, manifest: manifest, chunks: chunks, to: &w)
+        case .leads(let ids):
+            w.write(UInt8(19)); writeIDs(ids, to: &w)
+        case .notLeading(let ids):
+            w.write(UInt8(20)); writeIDs(ids, to: &w)
         }
         return w.bytes
     }
@@ -192,6 +206,8 @@ extension SessionMessage {
         case 17: message = .commit(session: try readID(&r), epoch: try r.readUInt64(), replicas: try readReplicas(&r))
         case 18: message = .release(session: try readID(&r), epoch: try r.readUInt64())
         case 10: message = try readChunked(&r)
+        case 19: message = .leads(sessions: try readIDs(&r))
+        case 20: message = .notLeading(sessions: try readIDs(&r))
         case let k: throw SessionDecodingError("unknown message kind \(k)")
         }
         try r.expectEnd()
@@ -218,6 +234,22 @@ extension SessionMessage {
         w.write(r.signer)
         w.write(bytes: r.signerKey)
         w.write(bytes: r.signature)
+    }
+
+    /// A lead check's session ids: at most `maxLeadCheck`.
+    static func writeIDs(_ ids: [String], to w: inout ByteWriter) {
+        precondition(ids.count <= SessionLimits.maxLeadCheck, "a lead check over its bound")
+        w.write(UInt16(ids.count))
+        for id in ids { w.write(id) }
+    }
+
+    static func readIDs(_ r: inout ByteReader) throws -> [String] {
+        let count = Int(try r.readUInt16())
+        guard count <= SessionLimits.maxLeadCheck else { throw SessionDecodingError("a lead check over its bound") }
+        var ids: [String] = []
+        ids.reserveCapacity(count)
+        for _ in 0..<count { ids.append(try readID(&r)) }
+        return ids
     }
 
     static func write(_ replicas: [PeerName], to w: inout ByteWriter) {

@@ -49,6 +49,10 @@ public struct Sessions: HostedProtocol {
         public var rebalanceAfterIdle: Duration
         /// Handoffs this node leads at once, at most (a join must not stall the node).
         public var movesPerTick: Int
+        /// How often a holder asks the owner it defers to whether it leads the session
+        /// (`checkLeads`): the longest a session stays unled while every holder defers to a node
+        /// that does not lead it.
+        public var leadCheckInterval: Duration = .seconds(10)
         /// A session holding this many records is compacted after its next checkpoint
         /// (SessionCompaction.swift). Lowered only by the simulator, to compact under faults.
         public var compactAfterRecords = SessionLimits.compactAfterRecords {
@@ -134,6 +138,13 @@ public struct Sessions: HostedProtocol {
     /// it) in a member that answers for the next owner (review4 F1). Memory only: after a
     /// restart, this member refuses the next owner as before.
     var transferPromise: [String: Takeover.Promise] = [:]
+    /// Sessions whose owner, asked by this holder, said it does not lead them, with the promise
+    /// held here when it said so (`checkLeads`). Valid while this node still holds that very
+    /// promise: any later promise (a higher epoch, another owner) makes it void. While valid,
+    /// the owner counts as gone (`considerTakeovers`) and does not keep a preparer away
+    /// (`promise`). Its size is at most `held`'s: an entry is dropped with its session.
+    var ownerDenied: [String: Takeover.Promise] = [:]
+    var nextLeadCheck: Instant?
     /// The weighted ring of `alive` for live placement, rebuilt when next used after `alive`
     /// changed (`livePlacement`).
     var liveRing: (shape: [String], ring: SessionPlacement)?
@@ -254,7 +265,7 @@ public struct Sessions: HostedProtocol {
     public mutating func tick(now: Instant) -> [ProtocolEffect<Sessions>] {
         guard now >= nextDeadline else { return [] }
         nextDeadline = now + settings.retryInterval
-        return considerTakeovers(now: now) + considerMoves(now: now)
+        return considerTakeovers(now: now) + considerMoves(now: now) + checkLeads(now: now)
     }
 
     // MARK: Commands
@@ -272,6 +283,8 @@ public struct Sessions: HostedProtocol {
             if case .show = command {} else { lastActivity[sid] = now }
             guard var lead = h.lead else {
                 // Held here but led elsewhere, or nobody leads it yet.
+                // (Even when that owner said it does not lead the session: this copy may be a stale
+                // one, and the request forwarded finds the node that does.)
                 if h.owner != myName && present.contains(h.owner) { return [.reply(.notHere, to: id)] }
                 return [.reply(.unavailable("the session's owner changes; resuming"), to: id)]
             }
@@ -541,7 +554,7 @@ public struct Sessions: HostedProtocol {
         var effects: [ProtocolEffect<Sessions>] = []
         for sid in held.keys.sorted() {
             guard let h = held[sid], h.lead == nil, !h.deleted, h.quietUntil.map({ now >= $0 }) ?? true else { continue }
-            let ownerGone = h.owner == myName || !present.contains(h.owner) || retakeAfterAbortedHandoff.contains(sid)
+            let ownerGone = h.owner == myName || !present.contains(h.owner) || retakeAfterAbortedHandoff.contains(sid) || ownerSaidItDoesNotLead(sid, h)
             guard ownerGone, h.replicas.contains(myName) else { continue }
             // The successor is the first member of the replica set, in its order, that is alive.
             guard h.replicas.first(where: { $0 == myName || alive.contains($0) }) == myName else { continue }
@@ -602,12 +615,16 @@ public struct Sessions: HostedProtocol {
                     h.owner = before.owner
                     effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
                 }
-                // Only an owner of a newer epoch than the one this node knew (or that very one):
-                // a hint of an older one (a member's release of long ago) would leave the session
-                // unled while that node lives. A node that held itself the owner (restarted, or
-                // fenced by a `stale` answer, which raises its epoch without naming anyone)
-                // defers to any live owner named, as before.
-                if let hint = t.ownerHint, hint.epoch > (t.before?.epoch ?? 0) || hint == t.before || t.before?.owner == myName {
+                // Only an owner of the epoch this node knew or a newer one: a hint of an older one
+                // (a member's release of long ago) would leave the session unled while that node
+                // lives. At the same epoch the member names the node it promised that epoch to,
+                // which is right where this node's own owner came from a `stale` answer (that
+                // raises the epoch without naming anyone): a stale copy left by a handoff kept
+                // preparing every second, refused each time with the live owner's name. A node
+                // that held itself the owner (restarted, or fenced) defers to any live owner
+                // named, as before. An owner named wrongly, one that leads nothing, is found out
+                // by the lead check (SessionLeadCheck.swift).
+                if let hint = t.ownerHint, hint.epoch >= (t.before?.epoch ?? 0) || t.before?.owner == myName {
                     h.owner = hint.owner
                     if hint.owner != myName { incoming[sid] = nil }  // another node leads it: an offer here is over
                     retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
@@ -653,6 +670,7 @@ public struct Sessions: HostedProtocol {
         case .transfer(let sid, let epoch, let to): return transfer(sid, epoch: epoch, to: to, from: peer, token: token)
         case .commit(let sid, let epoch, let replicas): return commitHandoff(sid, epoch: epoch, replicas: replicas, from: peer, token: token, now: now)
         case .release(let sid, let epoch): return release(sid, epoch: epoch, from: peer, token: token)
+        case .leads(let sids): return [.respond(.notLeading(sessions: sids.filter { !leadsOrTakes($0) }), to: token)]
         default: return [.respond(.invalid(reason: "not a request"), to: token)]
         }
     }
@@ -771,7 +789,7 @@ public struct Sessions: HostedProtocol {
         }
         // Stickiness: while the owner is alive here (this node itself, leading it), nobody else
         // takes the session over; a node back from a partition learns who owns it instead.
-        if h.owner != peer, h.owner == myName ? h.lead != nil : present.contains(h.owner) {
+        if h.owner != peer, h.owner == myName ? h.lead != nil : present.contains(h.owner) && !ownerSaidItDoesNotLead(sid, h) {
             return [.respond(.ownedBy(session: sid, epoch: h.epoch, owner: h.owner), to: token)]
         }
         // A preparer outside the replica set held here counts this node in a set that is not
@@ -884,7 +902,9 @@ public struct Sessions: HostedProtocol {
     // MARK: Answers to our requests
 
     public mutating func response(_ message: SessionMessage?, to rid: RequestID, now: Instant) -> [ProtocolEffect<Sessions>] {
-        guard let o = outstanding.removeValue(forKey: rid), let h = held[o.session], h.lead != nil else { return [] }
+        guard let o = outstanding.removeValue(forKey: rid) else { return [] }
+        if case .leadCheck(let asked) = o.purpose { return leadCheckAnswered(asked, by: o.peer, message) }
+        guard let h = held[o.session], h.lead != nil else { return [] }
         if o.purpose.isHandoff { return handoffAnswered(o, message, now: now) }
         switch (o.purpose, message) {
         case (.write(let epoch), .stored(let sid, let seq)?) where sid == o.session && epoch == h.epoch:
@@ -1105,10 +1125,13 @@ extension Sessions {
             case transfer(epoch: UInt64)
             case commit(epoch: UInt64)
             case release(epoch: UInt64)
+            /// A lead check (`checkLeads`): the sessions asked about, with the promise held for
+            /// each when asked.
+            case leadCheck([String: Takeover.Promise])
 
             var isHandoff: Bool {
                 switch self {
-                case .write, .prepare: false
+                case .write, .prepare, .leadCheck: false
                 case .handoff, .transfer, .commit, .release: true
                 }
             }
