@@ -222,6 +222,7 @@ struct SessionHandoffCrashTests {
         // The write sent while the handoff was held: retried inside the mesh and answered.
         let written = try pending.wait(seconds: 90)
         #expect(written.status == 200, "the write sent during the handoff: \(written.status) \(written.body) after \(written.tries) requests")
+        if written.status != 200 { printLogs(held) }
         if written.status == 200, let seq = written.body["seq"] as? Int, let hash = written.body["hash"] as? String {
             held.acks.append(Ack(seq: seq, hash: hash))
         }
@@ -262,6 +263,14 @@ struct SessionHandoffCrashTests {
         print("session-handoff-crash \(id): served by \(ownerName) at e\(final["epoch"] as? Int ?? -1) (was e\(held.epochBefore)), "
               + "write during the handoff \(written.status) after \(written.tries) requests in \(String(format: "%.1f", written.seconds)) s, "
               + "acks \(held.acks), service saw \(counts)")
+    }
+
+    /// Each node's log lines about the session (what a failure is read from).
+    static func printLogs(_ held: HeldHandoff) {
+        for node in held.cluster.nodes {
+            let lines = held.cluster.log(of: node).split(separator: "\n").filter { $0.contains(held.id) || $0.contains("critical") }
+            print("--- \(node.name) (\(lines.count) lines about \(held.id))\n" + lines.suffix(40).joined(separator: "\n"))
+        }
     }
 
     static func kill9(_ node: NodeProcess) {
