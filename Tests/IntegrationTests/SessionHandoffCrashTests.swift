@@ -23,6 +23,7 @@ import Testing
 ///   locks go; O commits, P takes the commit and sends the image of its epoch to the sets (seen
 ///   as a replica's row naming P's new set), but cannot serve until its own store has it; O is
 ///   killed then, before any answer to its commit could exist. P must serve.
+/// - **(d) P killed after it took the commit, before it served**: as (c), but P is killed.
 ///
 /// The handoff is started by the idle timer (`--session-move-after 3`): a session moves only when
 /// no effect runs and no write came for that long, so an effect held on a gate keeps it in place
@@ -334,5 +335,23 @@ struct SessionHandoffCrashTests {
         held.releaseLocks(of: [held.joiner])
         print("session-handoff-crash \(held.id): commit taken by \(held.joiner.name) (a replica holds \(installed!)); \(held.owner.name) killed")
         try Self.checkServed(held, through: a, dead: [held.owner], expectedOwner: held.joiner, pending: pending)
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func theNextOwnerKilledAfterItTookTheCommitAndBeforeItServedLeavesASurvivorServing() throws {
+        let held = try Self.holdHandoffAtTheFence("fk-d")
+        defer { held.tearDown() }
+        let (a, b) = (held.replicas[0], held.replicas[1])
+        let pending = RetriedCall(port: a.apiPort, method: "POST", path: "/v1/sessions/\(held.id)/checkpoint", json: ["state": ["step": 3]])
+        held.locks.append(try StoreWriteLock(dataDir: held.joiner.dataDir))
+        held.releaseLocks(of: [a, b])
+        // As in (c), P took the commit and sent its epoch's image, and cannot serve yet; this time
+        // P dies there. Its promised owner gone, the sets' live members take the session over.
+        try waitUntil("a replica stored \(held.joiner.name)'s image of \(held.id)", seconds: 10) {
+            [a, b].contains { held.row($0)?.replicas.first == held.joiner.name }
+        }
+        Self.kill9(held.joiner)
+        held.releaseLocks(of: [held.joiner])
+        try Self.checkServed(held, through: a, dead: [held.joiner], pending: pending)
     }
 }
