@@ -13,7 +13,14 @@ public protocol SessionGateway: Sendable {
     func command(_ command: SessionCommand) async throws -> SessionReply
     /// API addresses (HOST:PORT) of the other live nodes that may serve session `id`, best first.
     func holders(of id: String) -> [String]
+    /// Whether this node holds a copy of `id` whose recorded owner is not alive in its view
+    /// (suspected): the session exists, and its owner is in doubt for a moment.
+    func ownerInDoubt(of id: String) -> Bool
     var nodeName: String { get }
+}
+
+extension SessionGateway {
+    public func ownerInDoubt(of id: String) -> Bool { false }
 }
 
 /// Sessions on a running node: the `Sessions` protocol on the mesh loop (channel 3), its
@@ -133,6 +140,11 @@ public final class SessionService: SessionGateway {
     /// a live session missing. Asked, a dead owner is unreachable, which makes the answer 503
     /// (`HolderForwarding.unreachableHolderMeansUnavailable`): the client tries again.
     /// (SessionHandoffCrashTests: the next owner killed mid-handoff gave a client's write 404.)
+    public func ownerInDoubt(of id: String) -> Bool {
+        guard let owner = store.owner(of: id), owner != nodeName else { return false }
+        return node.snapshot().members.first { $0.name == owner }?.status != .alive
+    }
+
     public func holders(of id: String) -> [String] {
         let members = node.snapshot().members
         let alive = members.filter { $0.status == .alive }

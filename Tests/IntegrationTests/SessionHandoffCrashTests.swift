@@ -32,7 +32,8 @@ import Testing
 ///
 /// After each, through a survivor and its store: every checkpoint acknowledged to a client is in
 /// the chain the session is served from; a client write sent to the session while the handoff was
-/// held ends with 200 after internal retries; the session takes a new checkpoint; the effect
+/// held ends with 200 after internal retries; writes sent one by one from the crash on hear only
+/// 503 ("try again") until one is taken, never 404; the session takes a new checkpoint; the effect
 /// recorded before the crash replays (`replayed: true`) and the test's service saw its key once.
 @Suite("Sessions: kill -9 at each step of a handoff", .serialized)
 struct SessionHandoffCrashTests {
@@ -212,6 +213,24 @@ struct SessionHandoffCrashTests {
                             pending: RetriedCall) throws {
         let id = held.id
         let deadNames = Set(dead.map(\.name))
+        // A client writing from the crash on, one request at a time, until one is taken: while
+        // the session is between owners it hears "try again" (503), never "no such session".
+        var statuses: [Int] = []
+        let probeDeadline = Date().addingTimeInterval(60)
+        while Date() < probeDeadline {
+            let (status, body) = httpCall(port: survivor.apiPort, method: "POST", path: "/v1/sessions/\(id)/checkpoint",
+                                          json: ["state": ["probe": statuses.count]], timeout: 20)
+            statuses.append(status)
+            if status == 200 {
+                let answer = jsonObject(body)
+                if let seq = answer["seq"] as? Int, let hash = answer["hash"] as? String { held.acks.append(Ack(seq: seq, hash: hash)) }
+                break
+            }
+            usleep(50_000)
+        }
+        #expect(statuses.last == 200 && statuses.allSatisfy { $0 == 200 || $0 == 503 },
+                "writes through \(survivor.name) from the crash on answered \(statuses)")
+        if statuses.contains(404) { printLogs(held) }
         var view: [String: Any] = [:]
         try waitUntil("\(id) is served by \(expectedOwner?.name ?? "a survivor") (read through \(survivor.name))", seconds: 60) {
             let (status, body) = httpCall(port: survivor.apiPort, method: "GET", path: "/v1/sessions/\(id)", timeout: 10)
@@ -263,6 +282,7 @@ struct SessionHandoffCrashTests {
         #expect(counts.values.allSatisfy { $0 <= 1 }, "a key reached the service twice: \(counts)")
         print("session-handoff-crash \(id): served by \(ownerName) at e\(final["epoch"] as? Int ?? -1) (was e\(held.epochBefore)), "
               + "write during the handoff \(written.status) after \(written.tries) requests in \(String(format: "%.1f", written.seconds)) s, "
+              + "writes from the crash on \(Dictionary(statuses.map { ($0, 1) }, uniquingKeysWith: +)), "
               + "acks \(held.acks), service saw \(counts)")
     }
 
