@@ -334,6 +334,8 @@ struct SessionHandoffCrashTests {
         Self.kill9(held.owner)
         // No commit was ever sent: P must take the session over by itself.
         try Self.checkServed(held, through: a, dead: [held.owner], expectedOwner: held.joiner, pending: pending)
+        // Its own takeover (the gauge is refreshed every 2 s).
+        try waitUntil("\(held.joiner.name) counts a takeover", seconds: 10) { held.joiner.metric("starling_session_takeovers") >= 1 }
     }
 
     @Test(.timeLimit(.minutes(3)))
@@ -355,6 +357,10 @@ struct SessionHandoffCrashTests {
         held.releaseLocks(of: [held.joiner])
         print("session-handoff-crash \(held.id): commit taken by \(held.joiner.name) (a replica holds \(installed!)); \(held.owner.name) killed")
         try Self.checkServed(held, through: a, dead: [held.owner], expectedOwner: held.joiner, pending: pending)
+        // Served by the commit it took, not by a takeover of its own (the gauges are refreshed
+        // every 2 s: once they show it serving, they show its takeovers too).
+        try waitUntil("\(held.joiner.name)'s metrics show it serving", seconds: 10) { held.joiner.metric("starling_sessions_served") >= 1 }
+        #expect(held.joiner.metric("starling_session_takeovers") == 0)
     }
 
     @Test(.timeLimit(.minutes(3)))
