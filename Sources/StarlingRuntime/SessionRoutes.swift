@@ -195,6 +195,15 @@ struct SessionRoutes: Sendable {
 
     func forward(_ request: Request, body: ByteBuffer?, id: String) async throws -> Response {
         guard request.headers[SwarmForwarder.hopHeader] == nil, let gateway else {
+            // Asked by another node: "not here". Unless this node holds a copy whose owner it
+            // suspects: the session exists, and between owners (a next owner holding a handoff
+            // whose old owner died; the replicas naming it) every copy says "not here", so 404s
+            // alone would tell the client a live session is gone. 503: the forwarder keeps it
+            // and returns it if nobody serves (SessionHandoffCrashTests, the old owner killed
+            // after the fence).
+            if let gateway, gateway.ownerInDoubt(of: id) {
+                throw SwarmRoutes.unavailable("session \(id) is held here and its owner is suspected; it resumes shortly")
+            }
             throw HTTPError(.notFound, message: "no session \(id)")
         }
         return try await SessionForwarder(logger: logger).forward(request, body: body, to: gateway.holders(of: id), from: gateway.nodeName,

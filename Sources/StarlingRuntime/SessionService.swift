@@ -13,7 +13,14 @@ public protocol SessionGateway: Sendable {
     func command(_ command: SessionCommand) async throws -> SessionReply
     /// API addresses (HOST:PORT) of the other live nodes that may serve session `id`, best first.
     func holders(of id: String) -> [String]
+    /// Whether this node holds a copy of `id` whose recorded owner is not alive in its view
+    /// (suspected): the session exists, and its owner is in doubt for a moment.
+    func ownerInDoubt(of id: String) -> Bool
     var nodeName: String { get }
+}
+
+extension SessionGateway {
+    public func ownerInDoubt(of id: String) -> Bool { false }
 }
 
 /// Sessions on a running node: the `Sessions` protocol on the mesh loop (channel 3), its
@@ -124,11 +131,23 @@ public final class SessionService: SessionGateway {
         effects.builtins.withLock { $0 = builtins }
     }
 
-    /// The owner recorded here (when alive), then the live members in the order live placement
-    /// tries owners (`SessionLivePlacement.owners`: the weighted preference list, members with
-    /// room under the load bound first), this node excluded.
+    /// The owner recorded here (when alive or suspect), then the live members in the order live
+    /// placement tries owners (`SessionLivePlacement.owners`: the weighted preference list,
+    /// members with room under the load bound first), this node excluded.
+    ///
+    /// A suspect owner is still asked: the protocol counts it present, so every copy answers
+    /// "not here" while it is suspected, and the forwarding would find only those 404s and call
+    /// a live session missing. Asked, a dead owner is unreachable, which makes the answer 503
+    /// (`HolderForwarding.unreachableHolderMeansUnavailable`): the client tries again.
+    /// (SessionHandoffCrashTests: the next owner killed mid-handoff gave a client's write 404.)
+    public func ownerInDoubt(of id: String) -> Bool {
+        guard let owner = store.owner(of: id), owner != nodeName else { return false }
+        return node.snapshot().members.first { $0.name == owner }?.status != .alive
+    }
+
     public func holders(of id: String) -> [String] {
-        let alive = node.snapshot().members.filter { $0.status == .alive }
+        let members = node.snapshot().members
+        let alive = members.filter { $0.status == .alive }
         let candidates = alive.map { SessionLivePlacement.Candidate(name: $0.name, slots: Int($0.metadata.slots), owned: Int($0.metadata.sessions)) }
         let key = Dictionary(candidates.map { ($0.name, $0.slots) }, uniquingKeysWith: { a, _ in a })
         let ring = ringCache.withLock { cache in
@@ -143,8 +162,12 @@ public final class SessionService: SessionGateway {
         // answer 404 to a forwarded request (review), so the list it was placed by is asked too.
         var names = Array(placement.owners(for: id).prefix(SessionLimits.replicas + 2))
             + ring.preferenceList(id, count: SessionLimits.replicas + 2)
-        if let owner = store.owner(of: id), alive.contains(where: { $0.name == owner }) { names.insert(owner, at: 0) }
-        let api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
+        var api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
+        if let owner = store.owner(of: id),
+           let recorded = members.first(where: { $0.name == owner && ($0.status == .alive || $0.status == .suspect) }) {
+            names.insert(owner, at: 0)
+            api[owner] = recorded.metadata.api
+        }
         var seen = Set<String>()
         return names.filter { $0 != nodeName && seen.insert($0).inserted }.compactMap { api[$0] }.filter { !$0.isEmpty }
     }
