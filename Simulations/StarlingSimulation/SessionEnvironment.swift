@@ -24,6 +24,8 @@ final class SessionEnvironment: ProtocolEnvironment {
     private(set) var stores: [[String: SessionImage]]
     /// Each node's stored releases (`SessionChange.forget`), oldest first, restored with its store.
     private var releases: [[SessionRelease]]
+    /// Each node's stored fence promises (`SessionChange.fencePromise`), by session.
+    private var fences: [[String: SessionFencePromise]]
     private var commands: [UInt64: (session: String, key: String?)] = [:]
     private var acknowledged: [String: [UInt64: [UInt8]]] = [:]
     private var executed: [String: Int] = [:]
@@ -41,6 +43,7 @@ final class SessionEnvironment: ProtocolEnvironment {
         deadlinePeriod = lastWorkPeriod + 15
         stores = Array(repeating: [:], count: nodes)
         releases = Array(repeating: [], count: nodes)
+        fences = Array(repeating: [:], count: nodes)
     }
 
     /// STARLING_SIM_SESSION_DEBUG set: who leads which session when, and every holder at the end.
@@ -88,7 +91,10 @@ final class SessionEnvironment: ProtocolEnvironment {
         var settings = Sessions.Settings(moveAfterIdle: period / 2, rebalanceAfterIdle: period * 5)
         if let after = Self.compactAfterInTest ?? Self.compactAfter { settings.compactAfterRecords = after }
         var p = Sessions(myName: Simulator.name(node), crypto: Self.crypto(node: node), settings: settings, now: sim.now)
-        if restarted { p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }, released: releases[node]) }
+        if restarted {
+            p.restore(stores[node].keys.sorted().compactMap { stores[node][$0] }, released: releases[node],
+                      fencePromises: fences[node].keys.sorted().compactMap { fences[node][$0] })
+        }
         return (p, [])
     }
 
@@ -166,8 +172,13 @@ final class SessionEnvironment: ProtocolEnvironment {
         case .promise(let sid, let epoch, let owner):
             stores[node][sid]?.epoch = epoch
             stores[node][sid]?.owner = owner
+        case .fencePromise(let p):
+            stores[node][p.session]?.epoch = p.epoch
+            stores[node][p.session]?.owner = p.owner
+            if stores[node][p.session] != nil { fences[node][p.session] = p }
         case .forget(let release):
             stores[node][release.session] = nil
+            fences[node][release.session] = nil
             releases[node].append(release)
         }
     }

@@ -82,7 +82,8 @@ public final class SessionService: SessionGateway {
                                 now: node.now)
         let images = try self.store.loadAll()
         let releases = try self.store.loadReleases()
-        sessions.restore(images, released: releases.releases, releasesForgotten: releases.forgotten)
+        sessions.restore(images, released: releases.releases, releasesForgotten: releases.forgotten,
+                         fencePromises: try self.store.loadFencePromises())
         if !images.isEmpty { logger.info("sessions restored from the store", metadata: ["sessions": "\(images.count)"]) }
         let effects = SessionEffectRunner(runner: runner, nodeName: nodeName, slots: node.configuration.slots, audit: audit, logger: logger)
         self.effects = effects

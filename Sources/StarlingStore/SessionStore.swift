@@ -74,6 +74,10 @@ public final class SessionStore: Sendable {
         case .promise(let id, let epoch, let owner):
             try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ? WHERE id = ?")
                 .execute(arguments: [Int64(bitPattern: epoch), owner, id])
+        case .fencePromise(let p):
+            // The promise itself, and beside it the fence's (kept until the row goes).
+            try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ?, fence_epoch = ?, fence_owner = ? WHERE id = ?")
+                .execute(arguments: [Int64(bitPattern: p.epoch), p.owner, Int64(bitPattern: p.epoch), p.owner, p.session])
         case .forget(let release):
             // Its chunks too: a copy left behind by a handoff would otherwise keep up to 1 MiB
             // of chunks on disk for ever. The release is remembered in the same transaction.
@@ -122,6 +126,20 @@ public final class SessionStore: Sendable {
             }
         } catch let error as StoreError {
             throw error
+        } catch {
+            throw StoreError("session store read failed: \(error)")
+        }
+    }
+
+    /// The promises this node made at handoffs' fences (`SessionChange.fencePromise`), for the
+    /// protocol's restore at start.
+    public func loadFencePromises() throws -> [SessionFencePromise] {
+        do {
+            return try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT id, fence_epoch, fence_owner FROM session WHERE fence_owner IS NOT NULL ORDER BY id").map { row in
+                    SessionFencePromise(session: row["id"], epoch: UInt64(bitPattern: row["fence_epoch"] as Int64), owner: row["fence_owner"])
+                }
+            }
         } catch {
             throw StoreError("session store read failed: \(error)")
         }

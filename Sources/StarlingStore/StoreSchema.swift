@@ -77,6 +77,11 @@ enum StoreSchema {
         migrator.registerMigration("v8-swarm-finished-at") { db in try SwarmRetention.create(db) }
         migrator.registerMigration("v9-session-releases") { db in try SessionReleaseSchema.create(db) }
         migrator.registerMigration("v10-session-release-count") { db in try SessionReleaseSchema.addCount(db) }
+        migrator.registerMigration("v11-session-fence-promise") { db in
+            // A member's promise at a handoff's fence (`SessionChange.fencePromise`).
+            try db.execute(sql: "ALTER TABLE session ADD COLUMN fence_epoch INTEGER")
+            try db.execute(sql: "ALTER TABLE session ADD COLUMN fence_owner TEXT")
+        }
         return migrator
     }
 }

@@ -40,9 +40,12 @@ import Testing
 
     /// How the next owner's first takeover goes: through; with the old set cut off (answered
     /// nil at once); with its answers lost for two ticks (the offer must outlive the takeover:
-    /// review4 F2); or the next owner restarted from its store before it (the offer was in
-    /// memory only: review4 F7).
-    enum FirstTry: CaseIterable { case through, cutOff, answersLost, restarted }
+    /// review4 F2); the next owner restarted from its store before it (the offer was in
+    /// memory only: review4 F7); or a member of the old set restarted from its store before it
+    /// (its fence promise was in memory only, so it refused the next owner, outside the set it
+    /// holds, and the next owner's majority, which needs every other member of the old set,
+    /// could not form).
+    enum FirstTry: CaseIterable { case through, cutOff, answersLost, restarted, memberRestarted }
 
     /// The same give-up reached through lost answers (review of the compaction merge, finding
     /// 5): the old set's members did promise the next owner, but their answers to the transfers
@@ -92,6 +95,23 @@ import Testing
                 let effects = n.membershipChanged(.updated(mesh.loadView(other)), now: mesh.now)
                 mesh.nodes[next] = n
                 mesh.deliver(next, effects)
+            }
+            mesh.run()
+        }
+        if firstTry == .memberRestarted {
+            // kill -9 of a member that promised at the fence, started again on its store.
+            let member = try #require(image.replicas.first { $0 != old })
+            let stored = try #require(mesh.nodes[member]!.image(of: sid))
+            let fences = mesh.nodes[member]!.fencePromises
+            #expect(fences.map(\.session) == [sid])
+            var fresh = Sessions(myName: member, crypto: mesh.crypto[member]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
+            fresh.restore([stored], fencePromises: fences)
+            mesh.nodes[member] = fresh
+            for other in mesh.nodes.keys.sorted() {
+                var n = mesh.nodes[member]!
+                let effects = n.membershipChanged(.updated(mesh.loadView(other)), now: mesh.now)
+                mesh.nodes[member] = n
+                mesh.deliver(member, effects)
             }
             mesh.run()
         }

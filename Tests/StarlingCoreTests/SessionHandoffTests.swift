@@ -431,6 +431,41 @@ extension SessionMessage {
         }
     }
 
+    /// The same cut, seen as it is detected: one replica across the cut already dead, the other
+    /// still suspect. The owner counted the suspect one as kept (a majority with itself), refilled
+    /// the set with its own side's member, and the install to that member and the owner made a
+    /// majority of the new set: it recorded on its side while the other side took the session
+    /// over (the fault rig's `SessionPartitionTests`, "ownerOnMinority", 121 writes acknowledged
+    /// on both sides). A refill now needs a majority of the old set to store the new one (the
+    /// joint configuration a handoff's install uses).
+    @Test func anOwnerCutOffWhileOneReplicaIsOnlySuspectDoesNotRecordOnItsSide() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
+        mesh.gossipLoads()
+        guard let owner = mesh.create("s1"), case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8))) else {
+            Issue.record("create"); return
+        }
+        let replicas = mesh.nodes[owner]!.image(of: "s1")!.replicas
+        let others = replicas.filter { $0 != owner }
+        let companion = try #require(mesh.nodes.keys.sorted().first { !replicas.contains($0) })
+        let small: Set<PeerName> = [owner, companion]
+        mesh.partition = [small, Set(mesh.nodes.keys).subtracting(small)]
+        // The owner's view: one replica dead, the other suspect (so "present"), the rest dead.
+        for b in mesh.nodes.keys.sorted() where !small.contains(b) {
+            var n = mesh.nodes[owner]!
+            let effects = n.membershipChanged(.updated(mesh.view(b, b == others[1] ? .suspect : .dead)), now: mesh.now)
+            mesh.nodes[owner] = n
+            mesh.deliver(owner, effects)
+        }
+        mesh.run()
+        mesh.tick(seconds: 3)
+        mesh.expireLost()
+        mesh.tick(seconds: 2)
+        if case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("minority".utf8))) {
+            Issue.record("the owner recorded with a minority of its replica set (set now \(mesh.nodes[owner]!.image(of: "s1")!.replicas))")
+        }
+        #expect(mesh.nodes[companion]!.image(of: "s1").map { $0.records.count } ?? 0 <= mesh.nodes[others[1]]!.image(of: "s1")!.records.count)
+    }
+
     /// A release is taken only from the owner promised here, for that epoch: a peer naming a
     /// higher epoch cannot make a replica drop its copy.
     @Test func onlyTheOwnerOfTheEpochReleasesACopy() throws {

@@ -78,6 +78,17 @@ import Testing
         for i in 0...SessionLimits.maxLeadCheck { over.write("s\(i)") }
         #expect(throws: SessionDecodingError.self) { try Sessions.decode(over.bytes) }
         #expect(throws: SessionDecodingError.self) { try Sessions.decode([20, 0, 1, 0, 2] + Array("!!".utf8)) }
+        let answers = [LeadAnswer(session: "s1", epoch: 7, owner: "n2", replicas: ["n2", "n1", "n3"]), LeadAnswer(session: "s2", epoch: 3, owner: "n4"), LeadAnswer(session: "s3")]
+        #expect(try Sessions.decode(Sessions.encode(.notLeading(sessions: answers))) == .notLeading(sessions: answers))
+        // A set of more than R, or naming a member twice, is refused.
+        var four = ByteWriter(capacity: 64)
+        four.write(UInt8(20)); four.write(UInt16(1)); four.write("s1"); four.write(UInt64(1)); four.write("n1"); four.write(UInt8(4))
+        for name in ["a", "b", "c", "d"] { four.write(name) }
+        #expect(throws: SessionDecodingError.self) { try Sessions.decode(four.bytes) }
+        var twice = ByteWriter(capacity: 64)
+        twice.write(UInt8(20)); twice.write(UInt16(1)); twice.write("s1"); twice.write(UInt64(1)); twice.write("n1"); twice.write(UInt8(2))
+        for name in ["a", "a"] { twice.write(name) }
+        #expect(throws: SessionDecodingError.self) { try Sessions.decode(twice.bytes) }
 
         // A holder counts a denial only for a session it asked about.
         var (mesh, _) = try Self.restarted(owners: [:])
@@ -89,44 +100,105 @@ import Testing
             return nil
         }
         #expect(!asked.isEmpty)
-        for id in asked { _ = asker.response(.notLeading(sessions: ["other"]), to: id, now: mesh.now + .seconds(60)) }
+        for id in asked { _ = asker.response(.notLeading(sessions: [LeadAnswer(session: "other", epoch: 1, owner: set[0], replicas: set)]), to: id, now: mesh.now + .seconds(60)) }
         #expect(asker.counters.ownersDenied == 0)
         mesh.nodes[set[1]] = asker
     }
 
-    /// A copy whose named owner says it does not lead the session prepares; refused by members
-    /// that promised another node that very epoch, it defers to that node rather than preparing
-    /// again every second (a stale copy left by a handoff did, in the migration test).
-    @Test func aRefusedTakeoverDefersToTheOwnerNamedAtTheEpochItKnew() throws {
-        var (mesh, _) = try Self.restarted(owners: [:])
+    /// One holder of `s1` (second in the set, deferring to the first), with the others alive,
+    /// and its lead check's request to the owner.
+    static func asking() throws -> (node: Sessions, image: SessionImage, check: RequestID, now: Instant, set: [PeerName]) {
+        let (mesh, _) = try Self.restarted(owners: [:])
         let set = try #require(mesh.nodes["n1"]!.image(of: "s1")).replicas
-        let (me, owner, other) = (set[1], set[0], set[2])
-        var image = try #require(mesh.nodes[me]!.image(of: "s1"))
-        image.replicas = [me, owner, other]
-        var node = Sessions(myName: me, crypto: mesh.crypto[me]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
+        let image = try #require(mesh.nodes[set[1]]!.image(of: "s1"))
+        var node = Sessions(myName: set[1], crypto: mesh.crypto[set[1]]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
         node.restore([image])
         for name in ["n1", "n2", "n3", "n4"] { _ = node.membershipChanged(.updated(mesh.view(name, .alive)), now: mesh.now) }
-        var now = mesh.now + .seconds(1)
-        let epoch = image.epoch
-        func requests(_ effects: [ProtocolEffect<Sessions>]) -> [(SessionMessage, PeerName, RequestID)] {
-            effects.compactMap { if case .request(let m, let to, let id, _) = $0 { return (m, to, id) } else { return nil } }
+        let now = mesh.now + .seconds(1)
+        let checks = node.tick(now: now).compactMap { effect -> (PeerName, RequestID)? in
+            if case .request(.leads(let sids), let to, let id, _) = effect, sids == ["s1"] { return (to, id) }
+            return nil
         }
-        // The lead check: the owner named says it does not lead s1.
-        let checks = requests(node.tick(now: now)).filter { if case .leads = $0.0 { return true } else { return false } }
-        #expect(checks.map(\.1) == [owner])
-        for (_, _, id) in checks { _ = node.response(.notLeading(sessions: ["s1"]), to: id, now: now) }
+        #expect(checks.map(\.0) == [set[0]])
+        return (node, image, try #require(checks.first).1, now, set)
+    }
+
+    /// review5 F1: a copy that missed a move learns from the owner it asks where the session
+    /// went (a newer promise), raises its own promise to it, and then turns away a stale member
+    /// of its old set instead of voting for it.
+    @Test func aCopyRaisesItsPromiseToTheNewerOneItsOwnerNames() throws {
+        var (node, image, check, now, set) = try Self.asking()
+        let effects = node.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: image.epoch + 3, owner: "n4")]), to: check, now: now)
+        #expect(effects.contains { if case .perform(.persist(.promise("s1", image.epoch + 3, "n4"), _)) = $0 { true } else { false } })
+        #expect(node.counters.promisesRaised == 1 && node.counters.ownersDenied == 0)
+        #expect(node.describe("s1")?.hasPrefix("e\(image.epoch + 3) owner n4") == true)
+        // The stale member's prepare, below and above the raised epoch.
+        for (epoch, stale) in [(image.epoch + 1, true), (image.epoch + 4, false)] {
+            let answer = node.request(.prepare(session: "s1", epoch: epoch), from: set[2], token: RequestToken(rawValue: epoch), now: now).first
+            if stale {
+                guard case .respond(.stale, _)? = answer else { Issue.record("prepare \(epoch): \(String(describing: answer))"); continue }
+            } else {
+                guard case .respond(.ownedBy(_, _, "n4"), _)? = answer else { Issue.record("prepare \(epoch): \(String(describing: answer))"); continue }
+            }
+        }
+    }
+
+    /// review5 F1: an owner whose copy names another replica set made a change this holder
+    /// missed: its "not leading" is no denial, and the holder stays sticky to it.
+    @Test func aDenialCountsOnlyWhereTheOwnerConfirmsTheSet() throws {
+        var (node, image, check, now, set) = try Self.asking()
+        _ = node.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: image.epoch, owner: set[0], replicas: [set[0], set[1], "n4"])]),
+                          to: check, now: now)
+        #expect(node.counters.ownersDenied == 0)
+        guard case .respond(.ownedBy(_, _, set[0]), _)? = node.request(.prepare(session: "s1", epoch: image.epoch + 1), from: set[2],
+                                                                         token: RequestToken(rawValue: 1), now: now).first else {
+            Issue.record("a stale member of the old set was promised"); return
+        }
+    }
+
+    /// review5 F3: a denial ends when the owner shows it leads (a prepare from it), and when a
+    /// later check leaves the session out.
+    @Test func aDenialEndsWhenTheOwnerLeadsAgain() throws {
+        var (node, image, check, now, set) = try Self.asking()
+        _ = node.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: image.epoch, owner: set[0], replicas: image.replicas)]),
+                          to: check, now: now)
         #expect(node.counters.ownersDenied == 1)
-        // So this node, first in its set, prepares; both members name n4, promised this epoch.
-        now = now + .seconds(1)
-        let prepares = requests(node.tick(now: now)).filter { if case .prepare = $0.0 { return true } else { return false } }
-        #expect(prepares.count == 2)
-        for (_, _, id) in prepares { _ = node.response(.ownedBy(session: "s1", epoch: epoch, owner: "n4"), to: id, now: now) }
-        #expect(node.describe("s1")?.contains("owner n4") == true)
-        // It defers to n4 (present): no prepare on the following ticks.
-        for _ in 0..<3 {
-            now = now + .seconds(1)
-            #expect(!requests(node.tick(now: now)).contains { if case .prepare = $0.0 { return true } else { return false } })
+        #expect(node.describe("s1")?.contains("owner-denied") == true)
+        _ = node.request(.prepare(session: "s1", epoch: image.epoch + 1), from: set[0], token: RequestToken(rawValue: 1), now: now)
+        #expect(node.describe("s1")?.contains("owner-denied") == false)
+
+        var (other, otherImage, otherCheck, otherNow, otherSet) = try Self.asking()
+        _ = other.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: otherImage.epoch, owner: otherSet[0], replicas: otherImage.replicas)]),
+                           to: otherCheck, now: otherNow)
+        #expect(other.describe("s1")?.contains("owner-denied") == true)
+        let later = otherNow + .seconds(11)
+        let next = other.tick(now: later).compactMap { effect -> RequestID? in
+            if case .request(.leads, _, let id, _) = effect { return id }
+            return nil
         }
-        _ = other
+        #expect(next.count == 1)
+        for id in next { _ = other.response(.notLeading(sessions: []), to: id, now: later) }
+        #expect(other.describe("s1")?.contains("owner-denied") == false)
+    }
+
+    /// review5 F2: a failed takeover's hint never rewrites the owner of the epoch this node
+    /// promised, so it never promises that epoch twice.
+    @Test func aHintNeverRelabelsAnEpochPromisedHere() throws {
+        let base = try Self.asking().image
+        var image = base
+        image.replicas = ["x", "b", "h"]
+        image.owner = "b"
+        image.epoch = 7
+        var x = SessionsTests.alone("x", holding: image, members: ["x", "h"], now: Instant(nanoseconds: 1_000_000_000))
+        let now = Instant(nanoseconds: 3_000_000_000)
+        let prepares = x.tick(now: now).compactMap { effect -> RequestID? in
+            if case .request(.prepare("s1", 8), "h", let id, _) = effect { return id }
+            return nil
+        }
+        #expect(prepares.count == 1)
+        for id in prepares { _ = x.response(.ownedBy(session: "s1", epoch: 7, owner: "h"), to: id, now: now) }
+        guard case .respond(.stale("s1", 7), _)? = x.request(.prepare(session: "s1", epoch: 7), from: "h", token: RequestToken(rawValue: 1), now: now).first else {
+            Issue.record("epoch 7, promised to b, was promised to h too"); return
+        }
     }
 }

@@ -91,4 +91,23 @@ import Testing
         try StoreSchema.migrator.migrate(pool)
         #expect(try pool.read { db in try SessionReleaseSchema.load(db) }.forgotten == used)
     }
+
+    /// A member's promise at a handoff's fence (migration `v11-session-fence-promise`) is read
+    /// back at start, survives later promises, and goes with the session's row.
+    @Test func fencePromisesAreStoredUntilTheSessionGoes() throws {
+        let dir = TemporaryDirectory("session-fence-promise")
+        let store = SessionStore(store: try SwarmStore(directory: dir.path))
+        for id in ["s1", "s2"] {
+            try store.apply([.image(SessionImage(id: id, epoch: 2, owner: "n1", replicas: ["n1", "n2", "n3"], records: []))])
+        }
+        try store.apply([.fencePromise(SessionFencePromise(session: "s1", epoch: 3, owner: "n5"))])
+        #expect(try store.loadFencePromises() == [SessionFencePromise(session: "s1", epoch: 3, owner: "n5")])
+        // The promise itself is the session's (its epoch and owner), as `.promise` writes it.
+        #expect(try store.pool.read { db in try Row.fetchOne(db, sql: "SELECT epoch, owner FROM session WHERE id = 's1'") }.map { [$0["epoch"] as Int64 == 3, $0["owner"] as String == "n5"] } == [true, true])
+        try store.apply([.promise(session: "s1", epoch: 4, owner: "n5")])
+        let reopened = SessionStore(store: try SwarmStore(directory: dir.path))
+        #expect(try reopened.loadFencePromises().map(\.session) == ["s1"])
+        try reopened.apply([.forget(SessionRelease(session: "s1", epoch: 5, owner: "n5"))])
+        #expect(try reopened.loadFencePromises().isEmpty)
+    }
 }

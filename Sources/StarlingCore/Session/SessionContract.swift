@@ -85,9 +85,28 @@ public enum SessionChange: Sendable, Equatable {
     case image(SessionImage)
     /// A promise of an epoch to an owner.
     case promise(session: String, epoch: UInt64, owner: PeerName)
+    /// A member's promise at a handoff's fence (`transfer`): the epoch to the next owner, kept
+    /// beside the session's promise so that a restarted member still promises that owner's own
+    /// takeover (`SessionFencePromise`).
+    case fencePromise(SessionFencePromise)
     /// Forget the session: this node is no longer in its replica set, and the new set stored it
     /// (migration, `SessionHandoff.swift`). The store keeps the release (`Sessions.releases`).
     case forget(SessionRelease)
+}
+
+/// A member's promise of a session's epoch to the next owner of a handoff, made at the fence
+/// (`transfer`): it lets that owner, outside the replica set held here, be promised its own
+/// takeover at that epoch or above (`Sessions.transferPromise`). Stored, so that a member
+/// restarted between the fence and the commit does not refuse it.
+public struct SessionFencePromise: Sendable, Equatable {
+    public var session: String
+    public var epoch: UInt64
+    public var owner: PeerName
+    public init(session: String, epoch: UInt64, owner: PeerName) {
+        self.session = session
+        self.epoch = epoch
+        self.owner = owner
+    }
 }
 
 /// What a member remembers of a session it released: the epoch and the owner it released it
@@ -155,6 +174,8 @@ public struct SessionCounters: Sendable, Equatable {
     /// Sessions whose owner, asked by this holder, said it does not lead them (the lead check:
     /// `SessionLeadCheck.swift`): counted once per promise held.
     public var ownersDenied = 0
+    /// Promises this holder raised to a newer one a lead check's answer named.
+    public var promisesRaised = 0
     /// Releases this node remembers now, and whether it forgot one (it then refuses every
     /// empty promise: `Sessions.releasesForgotten`).
     public var releasesRemembered = 0

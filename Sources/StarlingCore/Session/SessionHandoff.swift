@@ -176,6 +176,12 @@ extension Sessions {
             return set.count < settings.replicas
         }
         guard set.count > kept.count else { return [] }
+        // A joint configuration, as a handoff's install: the new set counts as stored only when
+        // a majority of the old set stored it too. "Kept" counts suspect members, and an owner
+        // cut off with one replica dead and the other only suspect refilled with its own side
+        // and recorded there on the new set's majority while the other side took the session
+        // over (`anOwnerCutOffWhileOneReplicaIsOnlySuspectDoesNotRecordOnItsSide`).
+        lead.jointOldSet = h.replicas
         h.replicas = set
         lead.phase = .installing
         lead.write = Write(seq: h.lastSeq, then: .resumed)
@@ -354,6 +360,7 @@ extension Sessions {
     mutating func forgetMoves(of sid: String) {
         incoming[sid] = nil
         transferPromise[sid] = nil
+        ownerDenied[sid] = nil
         retakeAfterAbortedHandoff.remove(sid)
         lastActivity[sid] = nil
         stayUntil[sid] = nil
@@ -412,7 +419,8 @@ extension Sessions {
         h.owner = to
         held[sid] = h
         transferPromise[sid] = Takeover.Promise(epoch: epoch, owner: to)
-        return [.perform(.persist(.promise(session: sid, epoch: epoch, owner: to), then: .respond(token, .promised(session: sid, image: nil))))]
+        return [.perform(.persist(.fencePromise(SessionFencePromise(session: sid, epoch: epoch, owner: to)),
+                                  then: .respond(token, .promised(session: sid, image: nil))))]
     }
 
     /// Step 3 at the next owner: take the epoch a majority promised, install the image on the

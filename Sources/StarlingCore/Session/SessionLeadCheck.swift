@@ -7,9 +7,11 @@
 /// stays unled while all of them live (`starling-sim --scenario session-partition --nodes 20
 /// --sessions 40 --seed 2`: n4 deferred to n12, n12 to n4, n1 to n12). So every
 /// `leadCheckInterval` a holder asks each owner it defers to, in one message per owner and
-/// `SessionLimits.maxLeadCheck` sessions, which of them it does not lead; for those, the owner
-/// counts as gone until this holder's promise changes. Safety does not rest on it: epochs and
-/// majorities fence every write whoever prepares. A hostile owner can only give up its own
+/// `SessionLimits.maxLeadCheck` sessions, which of them it does not lead, and what it knows of
+/// each (`leadCheckAnswered` says what the holder does with it: raise its promise to a newer
+/// one, or count the owner as gone while nothing changed). A denial only counts where the
+/// answerer confirms the replica set of the holder's copy: stickiness also keeps copies of a
+/// superseded set from electing anyone (review5 F1). A hostile owner can only give up its own
 /// sessions this way, which it could do by not serving them.
 extension Sessions {
     /// Asks the owners this node defers to whether they lead the sessions concerned.
@@ -44,17 +46,67 @@ extension Sessions {
         return h.lead != nil && h.owner == myName
     }
 
-    /// An owner's answer to a lead check: a denial counts for a session asked about whose
-    /// promise here is still the one held when asked, and is not led here meanwhile.
+    /// What this node knows of `sid` for a lead check's answer: its promise and its copy's set,
+    /// or the release it remembers, or nothing.
+    func leadAnswer(_ sid: String) -> LeadAnswer {
+        if let h = held[sid] { return LeadAnswer(session: sid, epoch: h.epoch, owner: h.owner, replicas: h.replicas) }
+        if let r = releases[sid] { return LeadAnswer(session: sid, epoch: r.epoch, owner: r.owner) }
+        return LeadAnswer(session: sid)
+    }
+
+    /// An owner's answer to a lead check, for each session asked whose promise here is still
+    /// the one held when asked and which is not led here meanwhile:
+    /// - not named: the owner leads it (or is taking it): a denial of it is over;
+    /// - named with a newer promise than this node's: this node raises its own promise to it
+    ///   (an acceptor may always promise a higher epoch) and defers to that owner from then on.
+    ///   A copy that missed a move or a takeover learns where the session went, instead of
+    ///   counting its old owner as gone and voting for a stale member with a superseded set
+    ///   (review5 F1: a stale ex-owner and such a copy elected a second owner);
+    /// - named with the same replica set, and either an older epoch, or the same owner, or this
+    ///   node as owner at this epoch (each deferring to the other): a denial. The answerer made
+    ///   no change of the set since this node's promise, so a majority of it is still the
+    ///   session's;
+    /// - anything else (another set, another owner at the same epoch, nothing known): no denial.
     mutating func leadCheckAnswered(_ asked: [String: Takeover.Promise], by peer: PeerName, _ message: SessionMessage?) -> [ProtocolEffect<Sessions>] {
-        guard case .notLeading(let sids)? = message else { return [] }
-        for sid in sids {
-            guard let promise = asked[sid], promise.owner == peer, let h = held[sid], h.lead == nil,
+        guard case .notLeading(let answers)? = message else { return [] }
+        var named: [String: LeadAnswer] = [:]
+        for answer in answers where asked[answer.session] != nil { named[answer.session] = answer }
+        var effects: [ProtocolEffect<Sessions>] = []
+        for sid in asked.keys.sorted() {
+            guard let promise = asked[sid], promise.owner == peer, var h = held[sid], h.lead == nil,
                   Takeover.Promise(epoch: h.epoch, owner: h.owner) == promise else { continue }
-            if ownerDenied[sid] != promise { counters.ownersDenied += 1 }
-            ownerDenied[sid] = promise
+            guard let answer = named[sid], !answer.owner.isEmpty else {
+                ownerDenied[sid] = nil
+                continue
+            }
+            if answer.epoch > h.epoch {
+                h.epoch = answer.epoch
+                h.owner = answer.owner
+                held[sid] = h
+                ownerDenied[sid] = nil
+                counters.promisesRaised += 1
+                effects.append(.perform(.persist(.promise(session: sid, epoch: answer.epoch, owner: answer.owner), then: .nothing)))
+            } else if answer.replicas == h.replicas, answer.epoch < h.epoch || answer.owner == h.owner || answer.owner == myName {
+                if ownerDenied[sid] != promise { counters.ownersDenied += 1 }
+                ownerDenied[sid] = promise
+            } else {
+                ownerDenied[sid] = nil
+            }
         }
-        return []
+        return effects
+    }
+
+    /// A request about `sid` from its owner (a prepare, an install, a record) shows it leads or
+    /// takes the session: a denial of it is over (review5 F3).
+    mutating func heardFromOwner(_ message: SessionMessage, _ peer: PeerName) {
+        let sid: String
+        switch message {
+        case .prepare(let s, _): sid = s
+        case .install(let image): sid = image.id
+        case .append(let record), .appendChunks(let record, _, _): sid = record.session
+        default: return
+        }
+        if ownerDenied[sid]?.owner == peer { ownerDenied[sid] = nil }
     }
 
     /// Whether `h`'s owner said it does not lead the session, under the promise held now.

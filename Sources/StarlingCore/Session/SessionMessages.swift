@@ -132,8 +132,24 @@ public enum SessionMessage: Sendable, Equatable {
     /// unled while each holder defers to a node that leads nothing (`Sessions.checkLeads`).
     case leads(sessions: [String])
     /// Answer to `leads` (kind 20): of the sessions asked, those the answerer neither leads nor
-    /// is taking over or being handed.
-    case notLeading(sessions: [String])
+    /// is taking over or being handed, each with the newest promise the answerer knows of it.
+    case notLeading(sessions: [LeadAnswer])
+}
+
+/// What a node that does not lead a session knows of it (`SessionMessage.notLeading`): the
+/// promise it holds (epoch, owner, and the replica set of its copy), or the release it remembers
+/// (epoch and owner, no set), or nothing (`owner` empty).
+public struct LeadAnswer: Sendable, Equatable {
+    public var session: String
+    public var epoch: UInt64
+    public var owner: PeerName
+    public var replicas: [PeerName]
+    public init(session: String, epoch: UInt64 = 0, owner: PeerName = "", replicas: [PeerName] = []) {
+        self.session = session
+        self.epoch = epoch
+        self.owner = owner
+        self.replicas = replicas
+    }
 }
 
 public struct SessionDecodingError: Error, CustomStringConvertible {
@@ -176,8 +192,16 @@ extension SessionMessage {
             w.write(UInt8(10)); writeChunked(record, manifest: manifest, chunks: chunks, to: &w)
         case .leads(let ids):
             w.write(UInt8(19)); writeIDs(ids, to: &w)
-        case .notLeading(let ids):
-            w.write(UInt8(20)); writeIDs(ids, to: &w)
+        case .notLeading(let answers):
+            precondition(answers.count <= SessionLimits.maxLeadCheck, "a lead check over its bound")
+            w.write(UInt8(20))
+            w.write(UInt16(answers.count))
+            for a in answers {
+                w.write(a.session); w.write(a.epoch); w.write(a.owner)
+                precondition(a.replicas.count <= SessionLimits.replicas, "a replica set over its bound")
+                w.write(UInt8(a.replicas.count))
+                for name in a.replicas { w.write(name) }
+            }
         }
         return w.bytes
     }
@@ -207,7 +231,23 @@ extension SessionMessage {
         case 18: message = .release(session: try readID(&r), epoch: try r.readUInt64())
         case 10: message = try readChunked(&r)
         case 19: message = .leads(sessions: try readIDs(&r))
-        case 20: message = .notLeading(sessions: try readIDs(&r))
+        case 20:
+            let count = Int(try r.readUInt16())
+            guard count <= SessionLimits.maxLeadCheck else { throw SessionDecodingError("a lead check over its bound") }
+            var answers: [LeadAnswer] = []
+            for _ in 0..<count {
+                let id = try readID(&r)
+                let epoch = try r.readUInt64()
+                let owner = try r.readString(field: "owner", maxBytes: SessionLimits.maxNameBytes)
+                // A set of 0 (a release, or nothing known) to R distinct names.
+                let n = Int(try r.readUInt8())
+                guard n <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
+                var replicas: [PeerName] = []
+                for _ in 0..<n { replicas.append(try readName(&r)) }
+                guard Set(replicas).count == replicas.count else { throw SessionDecodingError("a replica named twice") }
+                answers.append(LeadAnswer(session: id, epoch: epoch, owner: owner, replicas: replicas))
+            }
+            message = .notLeading(sessions: answers)
         case let k: throw SessionDecodingError("unknown message kind \(k)")
         }
         try r.expectEnd()

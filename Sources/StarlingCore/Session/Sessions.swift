@@ -135,14 +135,23 @@ public struct Sessions: HostedProtocol {
     /// owner merely named by an `ownedBy` hint is not one. Not the old owner's own promise: the
     /// next owner's takeover then needs a majority of the old set without the old owner, so it
     /// meets the old owner's retake (`retakeAfterAbortedHandoff`, which needs a majority with
-    /// it) in a member that answers for the next owner (review4 F1). Memory only: after a
-    /// restart, this member refuses the next owner as before.
+    /// it) in a member that answers for the next owner (review4 F1). Stored with the promise
+    /// (`SessionChange.fencePromise`) and restored, so a member restarted after the fence still
+    /// answers for the next owner.
     var transferPromise: [String: Takeover.Promise] = [:]
+    /// The fence promises held, for the store's restore and for tests.
+    public var fencePromises: [SessionFencePromise] {
+        transferPromise.keys.sorted().compactMap { sid in
+            transferPromise[sid].map { SessionFencePromise(session: sid, epoch: $0.epoch, owner: $0.owner) }
+        }
+    }
     /// Sessions whose owner, asked by this holder, said it does not lead them, with the promise
     /// held here when it said so (`checkLeads`). Valid while this node still holds that very
     /// promise: any later promise (a higher epoch, another owner) makes it void. While valid,
     /// the owner counts as gone (`considerTakeovers`) and does not keep a preparer away
-    /// (`promise`). Its size is at most `held`'s: an entry is dropped with its session.
+    /// (`promise`). A request from that owner about the session ends it (`heardFromOwner`), as
+    /// does its session's end here (`forgetMoves`); the next check drops any whose promise
+    /// changed, so it holds at most one entry per session held.
     var ownerDenied: [String: Takeover.Promise] = [:]
     var nextLeadCheck: Instant?
     /// Spreads retries (`backoff`): seeded from this node's name, so runs repeat in the simulator
@@ -173,8 +182,10 @@ public struct Sessions: HostedProtocol {
     /// Restores the sessions held in the store. Each is led by nobody until a takeover (this
     /// node's own sessions included: a restarted owner takes a new epoch before serving again).
     /// `released`: the releases the store remembers (`releases`), oldest first; `releasesForgotten`: whether
-    /// it dropped one to stay in bound.
-    public mutating func restore(_ images: [SessionImage], released releases: [SessionRelease] = [], releasesForgotten forgotten: Bool = false) {
+    /// it dropped one to stay in bound. `fencePromises`: the promises this node made at handoffs'
+    /// fences (`transferPromise`).
+    public mutating func restore(_ images: [SessionImage], released releases: [SessionRelease] = [], releasesForgotten forgotten: Bool = false,
+                                 fencePromises: [SessionFencePromise] = []) {
         for image in images where image.records.first != nil {
             var h = Held(id: image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, records: [], hashes: [])
             h.replace(with: image.records, crypto: crypto)
@@ -193,6 +204,9 @@ public struct Sessions: HostedProtocol {
         releasesForgotten = releasesForgotten || forgotten
         counters.releasesForgotten = releasesForgotten
         for release in releases { remember(release) }
+        for promise in fencePromises where held[promise.session] != nil {
+            transferPromise[promise.session] = Takeover.Promise(epoch: promise.epoch, owner: promise.owner)
+        }
     }
 
     /// Remembers a release, forgetting the oldest past the bound.
@@ -542,8 +556,16 @@ public struct Sessions: HostedProtocol {
     mutating func stepDown(_ sid: String, reason: String) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid], let lead = h.lead else { return [] }
         h.lead = nil
-        held[sid] = h
         var effects: [ProtocolEffect<Sessions>] = []
+        // A new replica set that a majority of the old one never stored (a refill, or an
+        // install of a handoff whose target was in the old set) was never the session's: this
+        // node goes back to the old set, or its next takeover would count on the new set's
+        // members and elect itself with them (`anOwnerCutOffWhileOneReplicaIsOnlySuspect…`).
+        if !lead.jointOldSet.isEmpty, lead.jointOldSet.contains(myName), h.replicas != lead.jointOldSet {
+            h.replicas = lead.jointOldSet
+            effects.append(.perform(.persist(.image(h.image), then: .nothing)))
+        }
+        held[sid] = h
         switch lead.write?.then {
         case .reply(let cmd, _)?, .replyRecorded(let cmd)?, .startEffect(let cmd, _, _)?:
             effects.append(.reply(.unavailable(reason), to: cmd))
@@ -602,8 +624,17 @@ public struct Sessions: HostedProtocol {
         h.lead = Lead(phase: .preparing(takeover), acknowledged: 0)
         held[sid] = h
         var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.promise(session: sid, epoch: epoch, owner: myName), then: .nothing))]
-        for peer in Set(oldSet + newSet).sorted() where peer != myName && alive.contains(peer) {
-            effects.append(request(.prepare(session: sid, epoch: epoch), to: peer, session: sid, purpose: .prepare(epoch: epoch)))
+        for peer in Set(oldSet + newSet).sorted() where peer != myName {
+            if alive.contains(peer) {
+                effects.append(request(.prepare(session: sid, epoch: epoch), to: peer, session: sid, purpose: .prepare(epoch: epoch)))
+            } else if var lead = held[sid]?.lead, case .preparing(var t) = lead.phase {
+                // Not asked: it cannot answer. Counted as "open" once it came alive, it kept the
+                // takeover waiting for ever (a node restarted and learning its members one by
+                // one prepared before it knew them all: SessionHandoffAbortTests, memberRestarted).
+                t.failed.insert(peer)
+                lead.phase = .preparing(t)
+                held[sid]?.lead = lead
+            }
         }
         return effects + advanceTakeover(sid, now: now)
     }
@@ -629,16 +660,13 @@ public struct Sessions: HostedProtocol {
                     h.owner = before.owner
                     effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
                 }
-                // Only an owner of the epoch this node knew or a newer one: a hint of an older one
-                // (a member's release of long ago) would leave the session unled while that node
-                // lives. At the same epoch the member names the node it promised that epoch to,
-                // which is right where this node's own owner came from a `stale` answer (that
-                // raises the epoch without naming anyone): a stale copy left by a handoff kept
-                // preparing every second, refused each time with the live owner's name. A node
-                // that held itself the owner (restarted, or fenced) defers to any live owner
-                // named, as before. An owner named wrongly, one that leads nothing, is found out
-                // by the lead check (SessionLeadCheck.swift).
-                if let hint = t.ownerHint, hint.epoch >= (t.before?.epoch ?? 0) || t.before?.owner == myName {
+                // Only an owner of a newer epoch than the one this node knew (or that very one):
+                // a hint of an older one (a member's release of long ago) would leave the session
+                // unled while that node lives. Never another owner at the epoch this node promised:
+                // it would then promise that epoch a second time (review5 F2). A node that held
+                // itself the owner (restarted, or fenced by a `stale` answer, which raises its epoch
+                // without naming anyone) defers to any live owner named, as before.
+                if let hint = t.ownerHint, hint.epoch > (t.before?.epoch ?? 0) || hint == t.before || t.before?.owner == myName {
                     h.owner = hint.owner
                     if hint.owner != myName { incoming[sid] = nil }  // another node leads it: an offer here is over
                     retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
@@ -673,6 +701,7 @@ public struct Sessions: HostedProtocol {
     // MARK: Peers' requests (replica)
 
     public mutating func request(_ message: SessionMessage, from peer: PeerName, token: RequestToken, now: Instant) -> [ProtocolEffect<Sessions>] {
+        heardFromOwner(message, peer)
         switch message {
         case .append(let record): return replicate(record, from: peer, token: token)
         case .appendChunks(let record, let manifest, let chunks):
@@ -684,7 +713,7 @@ public struct Sessions: HostedProtocol {
         case .transfer(let sid, let epoch, let to): return transfer(sid, epoch: epoch, to: to, from: peer, token: token)
         case .commit(let sid, let epoch, let replicas): return commitHandoff(sid, epoch: epoch, replicas: replicas, from: peer, token: token, now: now)
         case .release(let sid, let epoch): return release(sid, epoch: epoch, from: peer, token: token)
-        case .leads(let sids): return [.respond(.notLeading(sessions: sids.filter { !leadsOrTakes($0) }), to: token)]
+        case .leads(let sids): return [.respond(.notLeading(sessions: sids.filter { !leadsOrTakes($0) }.map(leadAnswer)), to: token)]
         default: return [.respond(.invalid(reason: "not a request"), to: token)]
         }
     }
@@ -917,7 +946,7 @@ public struct Sessions: HostedProtocol {
 
     public mutating func response(_ message: SessionMessage?, to rid: RequestID, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard let o = outstanding.removeValue(forKey: rid) else { return [] }
-        if case .leadCheck(let asked) = o.purpose { return leadCheckAnswered(asked, by: o.peer, message) }
+        if case .leadCheck(let asked) = o.purpose { return leadCheckAnswered(asked, by: o.peer, message) }  // SessionLeadCheck.swift
         guard let h = held[o.session], h.lead != nil else { return [] }
         if o.purpose.isHandoff { return handoffAnswered(o, message, now: now) }
         switch (o.purpose, message) {
