@@ -20,8 +20,11 @@ import Synchronization
 /// holds only the jobs of live tasks that prefer this executor; for `taskSockets` those are
 /// bounded by `TaskSocketServer.Limits` (connections per socket) and the tasks running.
 final class ThreadExecutor: TaskExecutor {
-    /// The executor every task socket's server runs on.
-    static let taskSockets = ThreadExecutor(threads: 2, name: "starling-task-sockets")
+    /// The executor every task socket's server runs on: a thread per core, at least 2 (one
+    /// request that blocks on the store must not stall every other socket) and at most 8 (the
+    /// node's own work is on the global pool, and sockets are rate-limited per task).
+    static let taskSockets = ThreadExecutor(threads: min(max(ProcessInfo.processInfo.activeProcessorCount, 2), 8),
+                                            name: "starling-task-sockets")
 
     private let jobs = Mutex(JobQueue())
     /// Counts the jobs queued and not yet taken: one signal per job, one wait per take.

@@ -19,7 +19,10 @@ final class PoolHold: Sendable {
     /// Called from a pool thread, which the caller goes on holding: starts holding tasks one at
     /// a time until one has not started within `grace`, so that every other thread of the pool
     /// is held. Whether the pool filled within `limit` tasks.
-    func fill(grace: DispatchTimeInterval = .seconds(1), limit: Int = 64) -> Bool {
+    ///
+    /// The grace is short because every other suite of the process stops while the pool is
+    /// held: a holder that starts later than that only makes the filling stop early.
+    func fill(grace: DispatchTimeInterval = .milliseconds(300), limit: Int = 64) -> Bool {
         for _ in 0..<limit {
             spawned.add(1, ordering: .relaxed)
             Task.detached { [self] in hold() }
