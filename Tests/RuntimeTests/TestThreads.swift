@@ -6,3 +6,8 @@
 /// runs, tests waiting on processes), the stand-in's answer missed the forwarder's deadline or
 /// the socket's lookup timeout, and the test failed for a reason no deployment has.
 let otherNodeThreads = ThreadExecutor(threads: 2, name: "test-other-nodes")
+
+/// Threads for a test's own tasks when the test times something else (a node's loop): a task of
+/// the test that waits for a thread of the process's pool would be measured as the thing it
+/// watches being slow.
+let measuringThreads = ThreadExecutor(threads: 2, name: "test-measuring")
