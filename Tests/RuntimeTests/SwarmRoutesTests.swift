@@ -313,17 +313,19 @@ struct SwarmRoutesTests {
         // intervals could end before the first keep-alive was due.
         let settings = SwarmEventSettings(pollInterval: .milliseconds(10), keepAliveInterval: .milliseconds(50), maxLifetime: .seconds(2))
         let app = Application(router: swarmRouter(StoreOnlyGateway(store: store), events: settings))
-        try await app.test(.router) { client in
+        // The stream's loop on threads of its own: when other suites held the process's pool
+        // past the 2 s lifetime, its first wait ended after the lifetime, with no keep-alive sent.
+        try await withTaskExecutorPreference(measuringThreads) { try await app.test(.router) { client in
             let id = try await client.execute(uri: "/v1/swarms", method: .post, body: body(#"{"tasks": [{"argv": ["a"]}]}"#)) { r in
                 try #require(r.json?["id"] as? String)
             }
             let started = ContinuousClock.now
             try await client.execute(uri: "/v1/swarms/\(id)/events", method: .get) { r in
-                #expect(r.text.contains(": keep-alive\n\n"))
+                #expect(r.text.contains(": keep-alive\n\n"), "\(r.text)")
                 #expect(!r.text.contains("event: done"), "the swarm still runs")
             }
             #expect(ContinuousClock.now - started < .seconds(10), "the stream ends at its lifetime")
-        }
+        } }
     }
 }
 
