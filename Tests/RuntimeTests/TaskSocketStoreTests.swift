@@ -105,7 +105,8 @@ import Testing
         else { Issue.record("not stored"); return }
 
         let holderApp = Application(router: swarmRouter(holder), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
-        try await holderApp.test(.live) { holderClient in
+        // The holder stands in for another node: on threads of its own, as another process is.
+        try await withTaskExecutorPreference(otherNodeThreads) { try await holderApp.test(.live) { holderClient in
             let port = try #require(holderClient.port)
             let front = StoreOnlyGateway(store: emptyStore, name: "front", holders: ["127.0.0.1:\(port)"])
             let sockets = TaskSockets(swarms: front, logger: Logger(label: "test"))
@@ -122,6 +123,6 @@ import Testing
             #expect(lines[0].hasPrefix("200 ") && lines[0].contains(#""id":"\#(childID)""#), "\(lines[0])")
             // Another task's child and the parent swarm exist on the holder, and are still 404.
             #expect(lines[1].hasPrefix("404 ") && lines[2].hasPrefix("404 "), "\(lines)")
-        }
+        } }
     }
 }

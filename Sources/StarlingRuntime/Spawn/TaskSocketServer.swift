@@ -88,7 +88,8 @@ public final class TaskSocketServer: TaskSocketListener {
         try state.withLock { s in
             guard !s.closed, s.server == nil else { throw TaskSocketUnavailable("the socket was already used") }
             s.path = path
-            s.server = Task {
+            // On the sockets' own threads: see ThreadExecutor for why not the global pool.
+            s.server = Task(executorPreference: ThreadExecutor.taskSockets) {
                 await opened()
                 do {
                     try await serve(path, logger) {
