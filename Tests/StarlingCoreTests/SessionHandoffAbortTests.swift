@@ -87,15 +87,7 @@ import Testing
         if firstTry == .restarted {
             // kill -9 and start again on its store (its copy of the offered session).
             let stored = try #require(mesh.nodes[next]!.image(of: sid))
-            var fresh = Sessions(myName: next, crypto: mesh.crypto[next]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
-            fresh.restore([stored])
-            mesh.nodes[next] = fresh
-            for other in mesh.nodes.keys.sorted() {
-                var n = mesh.nodes[next]!
-                let effects = n.membershipChanged(.updated(mesh.loadView(other)), now: mesh.now)
-                mesh.nodes[next] = n
-                mesh.deliver(next, effects)
-            }
+            mesh.restart(next, from: [stored], withLoads: true)
             mesh.run()
         }
         if firstTry == .memberRestarted {
@@ -104,15 +96,7 @@ import Testing
             let stored = try #require(mesh.nodes[member]!.image(of: sid))
             let fences = mesh.nodes[member]!.fencePromises
             #expect(fences.map(\.session) == [sid])
-            var fresh = Sessions(myName: member, crypto: mesh.crypto[member]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
-            fresh.restore([stored], fencePromises: fences)
-            mesh.nodes[member] = fresh
-            for other in mesh.nodes.keys.sorted() {
-                var n = mesh.nodes[member]!
-                let effects = n.membershipChanged(.updated(mesh.loadView(other)), now: mesh.now)
-                mesh.nodes[member] = n
-                mesh.deliver(member, effects)
-            }
+            mesh.restart(member, from: [stored], fencePromises: fences, withLoads: true)
             mesh.run()
         }
         if firstTry == .cutOff {

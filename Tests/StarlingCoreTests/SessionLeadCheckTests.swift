@@ -13,21 +13,13 @@ import Testing
         var mesh = try SessionMesh(["n1", "n2", "n3"])
         let owner = try SessionsTests.created(&mesh, "s1")
         for i in 1...3 { _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("\(i)".utf8))) }
+        var images: [PeerName: SessionImage] = [:]
         for name in mesh.nodes.keys.sorted() {
             var image = try #require(mesh.nodes[name]!.image(of: "s1"))
             image.owner = owners[name] ?? image.owner
-            var fresh = Sessions(myName: name, crypto: mesh.crypto[name]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
-            fresh.restore([image])
-            mesh.nodes[name] = fresh
+            images[name] = image
         }
-        for name in mesh.nodes.keys.sorted() {
-            for other in mesh.nodes.keys.sorted() {
-                var n = mesh.nodes[name]!
-                let effects = n.membershipChanged(.updated(mesh.view(other, .alive)), now: mesh.now)
-                mesh.nodes[name] = n
-                mesh.deliver(name, effects)
-            }
-        }
+        for name in mesh.nodes.keys.sorted() { mesh.restart(name, from: [images[name]!]) }
         mesh.run()
         return (mesh, Array("3".utf8))
     }

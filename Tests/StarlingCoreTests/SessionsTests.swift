@@ -188,6 +188,21 @@ struct SessionMesh {
         }
     }
 
+    /// kill -9 of `name` and a start on its store: a fresh protocol restored from `images` (and
+    /// its fence promises), then told of every member: alive, or with `withLoads` as a gossip
+    /// round shows it (`loadView`: its load, and dead if down).
+    mutating func restart(_ name: PeerName, from images: [SessionImage], fencePromises: [SessionFencePromise] = [], withLoads: Bool = false) {
+        var fresh = Sessions(myName: name, crypto: crypto[name]!, settings: .init(requestTimeout: .seconds(1)), now: now)
+        fresh.restore(images, fencePromises: fencePromises)
+        nodes[name] = fresh
+        for other in nodes.keys.sorted() {
+            var n = nodes[name]!
+            let effects = n.membershipChanged(.updated(withLoads ? loadView(other) : view(other, .alive)), now: now)
+            nodes[name] = n
+            deliver(name, effects)
+        }
+    }
+
     /// A node that holds `sid` but does not own it.
     func replica(of sid: String) -> PeerName? {
         guard let image = nodes.values.compactMap({ $0.image(of: sid) }).first else { return nil }
@@ -605,20 +620,9 @@ struct SessionMesh {
         let owner = try Self.created(&mesh, "s1")
         for i in 1...3 { _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("\(i)".utf8))) }
         // Every node restarts from what it stored (here: its image), and hears of the others.
-        for name in mesh.nodes.keys.sorted() {
-            var fresh = Sessions(myName: name, crypto: mesh.crypto[name]!, settings: .init(requestTimeout: .seconds(1)), now: mesh.now)
-            fresh.restore([mesh.nodes[name]!.image(of: "s1")!])
-            #expect(fresh.served.isEmpty)
-            mesh.nodes[name] = fresh
-        }
-        for name in mesh.nodes.keys.sorted() {
-            for other in mesh.nodes.keys.sorted() {
-                var n = mesh.nodes[name]!
-                let effects = n.membershipChanged(.updated(mesh.view(other, .alive)), now: mesh.now)
-                mesh.nodes[name] = n
-                mesh.deliver(name, effects)
-            }
-        }
+        let images = mesh.nodes.mapValues { $0.image(of: "s1")! }
+        for name in mesh.nodes.keys.sorted() { mesh.restart(name, from: [images[name]!]) }
+        #expect(mesh.nodes.values.allSatisfy { $0.served.isEmpty })
         mesh.run()
         mesh.tick(seconds: 2)
         // Served by one node: its owner before, or the preferred owner it moved to since.
