@@ -234,7 +234,10 @@ enum SessionNodeSeeds {
             "owner-dies": step(.membership, 3 * 2) + step(.tick, 30) + step(.response, 1, .promised(session: session, image: nil)),
             "create-and-show": step(.create, 1) + step(.show, 0) + step(.tick, 50),
             "lead-check": step(.request, 1, .leads(sessions: [session, "s2"])) + step(.tick, 255)
-                + step(.response, 0, .notLeading(sessions: [session, "s3"])) + step(.tick, 20),
+                + step(.response, 0, .notLeading(sessions: [LeadAnswer(session: session, epoch: 1, owner: "node-b", replicas: ["node-a", "node-b", "node-c"]),
+                                                            LeadAnswer(session: "s3")])) + step(.tick, 20),
+            "lead-check-raise": step(.tick, 255)
+                + step(.response, 0, .notLeading(sessions: [LeadAnswer(session: session, epoch: 9, owner: "node-d")])) + step(.tick, 20),
         ]
     }
 }

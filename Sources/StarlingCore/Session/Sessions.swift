@@ -557,11 +557,13 @@ public struct Sessions: HostedProtocol {
         guard var h = held[sid], let lead = h.lead else { return [] }
         h.lead = nil
         var effects: [ProtocolEffect<Sessions>] = []
-        // A new replica set that a majority of the old one never stored (a refill, or an
-        // install of a handoff whose target was in the old set) was never the session's: this
-        // node goes back to the old set, or its next takeover would count on the new set's
-        // members and elect itself with them (`anOwnerCutOffWhileOneReplicaIsOnlySuspect…`).
-        if !lead.jointOldSet.isEmpty, lead.jointOldSet.contains(myName), h.replicas != lead.jointOldSet {
+        // A refill (this node first in the old set too) that a majority of the old set never
+        // stored was never the session's set: this node goes back to the old one, or its next
+        // takeover would count on the new members and elect itself with them
+        // (`anOwnerCutOffWhileOneReplicaIsOnlySuspect…`). Not a handoff's target: the old set
+        // promised it the epoch, and it retakes the session with its new set (going back to an
+        // old set that it is not first in left the session unled: session-partition, seed 2).
+        if lead.jointOldSet.first == myName, h.replicas != lead.jointOldSet {
             h.replicas = lead.jointOldSet
             effects.append(.perform(.persist(.image(h.image), then: .nothing)))
         }
