@@ -70,15 +70,15 @@ import Testing
         for i in 0...SessionLimits.maxLeadCheck { over.write("s\(i)") }
         #expect(throws: SessionDecodingError.self) { try Sessions.decode(over.bytes) }
         #expect(throws: SessionDecodingError.self) { try Sessions.decode([20, 0, 1, 0, 2] + Array("!!".utf8)) }
-        let answers = [LeadAnswer(session: "s1", epoch: 7, owner: "n2", replicas: ["n2", "n1", "n3"], seq: 12), LeadAnswer(session: "s2", epoch: 3, owner: "n4"), LeadAnswer(session: "s3")]
+        let answers = [LeadAnswer(session: "s1", epoch: 7, owner: "n2", replicas: ["n2", "n1", "n3"], headEpoch: 6, seq: 12), LeadAnswer(session: "s2", epoch: 3, owner: "n4"), LeadAnswer(session: "s3")]
         #expect(try Sessions.decode(Sessions.encode(.notLeading(sessions: answers))) == .notLeading(sessions: answers))
         // A set of more than R, or naming a member twice, is refused.
         var four = ByteWriter(capacity: 64)
-        four.write(UInt8(20)); four.write(UInt16(1)); four.write("s1"); four.write(UInt64(1)); four.write("n1"); four.write(UInt64(3)); four.write(UInt8(4))
+        four.write(UInt8(20)); four.write(UInt16(1)); four.write("s1"); four.write(UInt64(1)); four.write("n1"); four.write(UInt64(2)); four.write(UInt64(3)); four.write(UInt8(4))
         for name in ["a", "b", "c", "d"] { four.write(name) }
         #expect(throws: SessionDecodingError.self) { try Sessions.decode(four.bytes) }
         var twice = ByteWriter(capacity: 64)
-        twice.write(UInt8(20)); twice.write(UInt16(1)); twice.write("s1"); twice.write(UInt64(1)); twice.write("n1"); twice.write(UInt64(3)); twice.write(UInt8(2))
+        twice.write(UInt8(20)); twice.write(UInt16(1)); twice.write("s1"); twice.write(UInt64(1)); twice.write("n1"); twice.write(UInt64(2)); twice.write(UInt64(3)); twice.write(UInt8(2))
         for name in ["a", "a"] { twice.write(name) }
         #expect(throws: SessionDecodingError.self) { try Sessions.decode(twice.bytes) }
 
@@ -140,7 +140,7 @@ import Testing
     @Test func aDenialCountsOnlyWhereTheOwnerConfirmsTheSet() throws {
         var (node, image, check, now, set) = try Self.asking()
         _ = node.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: image.epoch, owner: set[0], replicas: [set[0], set[1], "n4"],
-                                                             seq: image.records.last!.seq)]),
+                                                             headEpoch: image.records.last!.epoch, seq: image.records.last!.seq)]),
                           to: check, now: now)
         #expect(node.counters.ownersDenied == 0)
         guard case .respond(.ownedBy(_, _, set[0]), _)? = node.request(.prepare(session: "s1", epoch: image.epoch + 1), from: set[2],
@@ -150,9 +150,15 @@ import Testing
         // The same other set on a copy behind this one (it knows less: an older set): a denial.
         var (behind, behindImage, behindCheck, behindNow, behindSet) = try Self.asking()
         _ = behind.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: behindImage.epoch, owner: behindSet[0],
-                                                               replicas: [behindSet[0], behindSet[1], "n4"], seq: 1)]),
+                                                               replicas: [behindSet[0], behindSet[1], "n4"], headEpoch: 1, seq: 1)]),
                             to: behindCheck, now: behindNow)
         #expect(behind.counters.ownersDenied == 1)
+        // A release at this node's epoch says the session went elsewhere: no denial (review6 F3).
+        var (released, releasedImage, releasedCheck, releasedNow, _) = try Self.asking()
+        _ = released.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: releasedImage.epoch, owner: "n4")]),
+                              to: releasedCheck, now: releasedNow)
+        #expect(released.counters.ownersDenied == 0)
+        #expect(released.describe("s1")?.contains("owner-denied") == false)
     }
 
     /// review5 F3: a denial ends when the owner shows it leads (a prepare from it), and when a

@@ -170,6 +170,9 @@ extension Sessions {
         guard var h = held[sid], var lead = h.lead, lead.phase == .serving, lead.write == nil, h.replicas.first == myName else { return [] }
         let kept = h.replicas.filter { $0 == myName || present.contains($0) }
         guard kept.count * 2 > h.replicas.count else { return [] }
+        // The joint install below needs a majority of the old set to store the new one: with a
+        // member of that majority only suspect, it would fail and cost the lead (review6 F4).
+        guard h.replicas.filter({ $0 == myName || alive.contains($0) }).count * 2 > h.replicas.count else { return [] }
         var set = kept
         placement.ring.forEachPreferred(sid) { member in
             if !set.contains(member), alive.contains(member) { set.append(member) }

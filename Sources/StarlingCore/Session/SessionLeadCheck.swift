@@ -11,8 +11,10 @@
 /// each (`leadCheckAnswered` says what the holder does with it: raise its promise to a newer
 /// one, or count the owner as gone while nothing changed). A denial only counts where the
 /// answerer confirms the replica set of the holder's copy: stickiness also keeps copies of a
-/// superseded set from electing anyone (review5 F1). A hostile owner can only give up its own
-/// sessions this way, which it could do by not serving them.
+/// superseded set from electing anyone (review5 F1). A hostile member asked as owner can give
+/// up the sessions it is asked about, and, by naming a huge epoch, raise a holder's promise so
+/// far that no one can prepare above it (review6 F2; a hostile member's `stale` answers can do
+/// the same today). Bounding epochs from the wire is open.
 extension Sessions {
     /// Asks the owners this node defers to whether they lead the sessions concerned.
     mutating func checkLeads(now: Instant) -> [ProtocolEffect<Sessions>] {
@@ -49,7 +51,9 @@ extension Sessions {
     /// What this node knows of `sid` for a lead check's answer: its promise and its copy's set,
     /// or the release it remembers, or nothing.
     func leadAnswer(_ sid: String) -> LeadAnswer {
-        if let h = held[sid] { return LeadAnswer(session: sid, epoch: h.epoch, owner: h.owner, replicas: h.replicas, seq: h.lastSeq) }
+        if let h = held[sid] {
+            return LeadAnswer(session: sid, epoch: h.epoch, owner: h.owner, replicas: h.replicas, headEpoch: h.records.last?.epoch ?? 0, seq: h.lastSeq)
+        }
         if let r = releases[sid] { return LeadAnswer(session: sid, epoch: r.epoch, owner: r.owner) }
         return LeadAnswer(session: sid)
     }
@@ -62,14 +66,16 @@ extension Sessions {
     ///   A copy that missed a move or a takeover learns where the session went, instead of
     ///   counting its old owner as gone and voting for a stale member with a superseded set
     ///   (review5 F1: a stale ex-owner and such a copy elected a second owner);
-    /// - named with this epoch or an older one, and with the same replica set or a copy behind
-    ///   this node's (a lower seq: it knows less, so its other set is an older one): a denial.
+    /// - named with this epoch or an older one, from a copy (not a release) with the same replica
+    ///   set or a head behind this node's (ranked as takeovers rank copies: the last record's
+    ///   epoch, then its seq; it knows less, so its other set is an older one): a denial.
     ///   The answerer made no change of the set that this node missed, so a majority of this
     ///   node's set is still the session's (session-churn, 20 nodes, seed 16: the owner named
     ///   held a copy of seq 7 with a set two changes old, deferring to a third node, and the
     ///   holder, at seq 29, waited on it for good);
-    /// - anything else (another set on a copy as long as this one or longer, nothing known): no
-    ///   denial.
+    /// - anything else (another set on a copy as far on as this one or further; a release, which
+    ///   says the session went elsewhere, not that it is unled (review6 F3: every release at or
+    ///   below the holder's epoch counted as "a copy behind"); nothing known): no denial.
     mutating func leadCheckAnswered(_ asked: [String: Takeover.Promise], by peer: PeerName, _ message: SessionMessage?) -> [ProtocolEffect<Sessions>] {
         guard case .notLeading(let answers)? = message else { return [] }
         var named: [String: LeadAnswer] = [:]
@@ -89,7 +95,8 @@ extension Sessions {
                 ownerDenied[sid] = nil
                 counters.promisesRaised += 1
                 effects.append(.perform(.persist(.promise(session: sid, epoch: answer.epoch, owner: answer.owner), then: .nothing)))
-            } else if answer.replicas == h.replicas || answer.seq < h.lastSeq {
+            } else if !answer.replicas.isEmpty,
+                      answer.replicas == h.replicas || (answer.headEpoch, answer.seq) < (h.records.last?.epoch ?? 0, h.lastSeq) {
                 if ownerDenied[sid] != promise { counters.ownersDenied += 1 }
                 ownerDenied[sid] = promise
             } else {

@@ -137,19 +137,22 @@ public enum SessionMessage: Sendable, Equatable {
 }
 
 /// What a node that does not lead a session knows of it (`SessionMessage.notLeading`): the
-/// promise it holds (epoch, owner, the replica set of its copy and the seq its copy ends at), or
-/// the release it remembers (epoch and owner, no set, seq 0), or nothing (`owner` empty).
+/// promise it holds (epoch, owner, the replica set of its copy and its copy's head: the epoch
+/// and seq of its last record, the order takeovers rank copies by), or the release it remembers
+/// (epoch and owner, no set, head 0), or nothing (`owner` empty).
 public struct LeadAnswer: Sendable, Equatable {
     public var session: String
     public var epoch: UInt64
     public var owner: PeerName
     public var replicas: [PeerName]
+    public var headEpoch: UInt64
     public var seq: UInt64
-    public init(session: String, epoch: UInt64 = 0, owner: PeerName = "", replicas: [PeerName] = [], seq: UInt64 = 0) {
+    public init(session: String, epoch: UInt64 = 0, owner: PeerName = "", replicas: [PeerName] = [], headEpoch: UInt64 = 0, seq: UInt64 = 0) {
         self.session = session
         self.epoch = epoch
         self.owner = owner
         self.replicas = replicas
+        self.headEpoch = headEpoch
         self.seq = seq
     }
 }
@@ -199,7 +202,7 @@ extension SessionMessage {
             w.write(UInt8(20))
             w.write(UInt16(answers.count))
             for a in answers {
-                w.write(a.session); w.write(a.epoch); w.write(a.owner); w.write(a.seq)
+                w.write(a.session); w.write(a.epoch); w.write(a.owner); w.write(a.headEpoch); w.write(a.seq)
                 precondition(a.replicas.count <= SessionLimits.replicas, "a replica set over its bound")
                 w.write(UInt8(a.replicas.count))
                 for name in a.replicas { w.write(name) }
@@ -241,6 +244,7 @@ extension SessionMessage {
                 let id = try readID(&r)
                 let epoch = try r.readUInt64()
                 let owner = try r.readString(field: "owner", maxBytes: SessionLimits.maxNameBytes)
+                let headEpoch = try r.readUInt64()
                 let seq = try r.readUInt64()
                 // A set of 0 (a release, or nothing known) to R distinct names.
                 let n = Int(try r.readUInt8())
@@ -248,7 +252,7 @@ extension SessionMessage {
                 var replicas: [PeerName] = []
                 for _ in 0..<n { replicas.append(try readName(&r)) }
                 guard Set(replicas).count == replicas.count else { throw SessionDecodingError("a replica named twice") }
-                answers.append(LeadAnswer(session: id, epoch: epoch, owner: owner, replicas: replicas, seq: seq))
+                answers.append(LeadAnswer(session: id, epoch: epoch, owner: owner, replicas: replicas, headEpoch: headEpoch, seq: seq))
             }
             message = .notLeading(sessions: answers)
         case let k: throw SessionDecodingError("unknown message kind \(k)")
