@@ -155,11 +155,12 @@ final class SessionEnvironment: ProtocolEnvironment {
 
     private func apply(_ change: SessionChange, node: Int) {
         switch change {
-        case .record(let record, let epoch, let owner, let replicas, let dropped):
+        case .record(let record, let epoch, let owner, let replicas, let dropped, let jointOld):
             var image = stores[node][record.session] ?? SessionImage(id: record.session, epoch: epoch, owner: owner, replicas: replicas, records: [])
             image.epoch = epoch
             image.owner = owner
             image.replicas = replicas
+            image.jointOld = jointOld
             if let dropped, let i = image.records.firstIndex(where: { $0.seq == dropped }) { image.records[i].content = nil }
             image.records.append(record)
             if record.kind == .base, record.signer == Simulator.name(node) { compactions += 1 }
@@ -260,9 +261,12 @@ final class SessionEnvironment: ProtocolEnvironment {
                 moving += 1
                 continue
             }
-            let replicas = (0..<sim.nodes.count).compactMap { stores[$0][sid] }.max { $0.epoch < $1.epoch }?.replicas ?? []
-            let up = replicas.filter { sim.index[$0].map { sim.nodes[$0].up } ?? false }.count
-            if up < replicas.count / 2 + 1 { withoutMajority += 1 } else { unservedWithMajority.append(sid) }
+            // The newest configuration stored (a joint one needs a majority of both its sets).
+            let quorums = (0..<sim.nodes.count).compactMap { stores[$0][sid] }.max { ($0.configEpoch, $0.epoch) < ($1.configEpoch, $1.epoch) }?.quorums ?? []
+            let hasMajority = !quorums.isEmpty && quorums.allSatisfy { set in
+                set.filter { sim.index[$0].map { sim.nodes[$0].up } ?? false }.count >= set.count / 2 + 1
+            }
+            if hasMajority { unservedWithMajority.append(sid) } else { withoutMajority += 1 }
         }
         if Self.debug {
             for sid in unservedWithMajority {

@@ -16,7 +16,7 @@ final class OwnershipObservers: Sendable {
     /// continues an epoch. (A lead that steps down after a failed write writes nothing: the
     /// agents' poll finds that one.)
     static func mayMove(_ change: SessionChange) -> Bool {
-        if case .record(let record, _, _, _, _) = change { return record.kind == .delete }
+        if case .record(let record, _, _, _, _, _) = change { return record.kind == .delete }
         return true
     }
 }

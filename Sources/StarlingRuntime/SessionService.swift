@@ -197,7 +197,7 @@ struct SessionPerformer: ProtocolPerformer {
             queue.async { [self] in
                 guard !latch.failed.withLock({ $0 }) else { return }
                 do {
-                    if case .own = tag, let audit, case .record(let record, _, _, _, _) = change, record.signer == myName {
+                    if case .own = tag, let audit, case .record(let record, _, _, _, _, _) = change, record.signer == myName {
                         try audit.append(Self.auditKind(record.kind), Self.auditBody(record))
                     }
                     try store.apply([change])

@@ -34,8 +34,8 @@ public final class SessionStore: Sendable {
 
     private static func apply(_ change: SessionChange, in db: Database) throws {
         switch change {
-        case .record(let record, let epoch, let owner, let replicas, let dropped):
-            try upsert(record.session, epoch: epoch, owner: owner, replicas: replicas, in: db)
+        case .record(let record, let epoch, let owner, let replicas, let dropped, let jointOld):
+            try upsert(record.session, epoch: epoch, owner: owner, replicas: replicas, jointOld: jointOld, in: db)
             try insert(record, in: db)
             if record.kind == .create, let options = record.content { try setOptions(options, of: record.session, in: db) }
             if record.kind == .base, let content = record.content {
@@ -60,7 +60,8 @@ public final class SessionStore: Sendable {
         case .image(let image):
             // Stored again here: a release remembered of it is over (`Sessions.dropRelease`).
             try SessionReleaseSchema.end(image.id, in: db)
-            try upsert(image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, in: db)
+            try upsert(image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, jointOld: image.jointOld,
+                       configEpoch: image.configEpoch, in: db)
             try db.execute(sql: "DELETE FROM session_record WHERE session = ?", arguments: [image.id])
             // Only the latest state is kept (its chunks are the session's only chunks).
             let latest = image.records.lastIndex { $0.kind == .checkpoint && $0.content != nil }
@@ -89,11 +90,15 @@ public final class SessionStore: Sendable {
         }
     }
 
-    private static func upsert(_ id: String, epoch: UInt64, owner: PeerName, replicas: [PeerName], in db: Database) throws {
+    /// `configEpoch`: nil keeps the row's (a record does not change the configuration).
+    private static func upsert(_ id: String, epoch: UInt64, owner: PeerName, replicas: [PeerName], jointOld: [PeerName],
+                               configEpoch: UInt64? = nil, in db: Database) throws {
         try db.cachedStatement(sql: """
-            INSERT INTO session (id, epoch, owner, replicas) VALUES (?, ?, ?, ?)
-            ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch, owner = excluded.owner, replicas = excluded.replicas
-            """).execute(arguments: [id, Int64(bitPattern: epoch), owner, Data(SwarmStore.encodeNames(replicas))])
+            INSERT INTO session (id, epoch, owner, replicas, joint_old, config_epoch) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET epoch = excluded.epoch, owner = excluded.owner, replicas = excluded.replicas,
+                joint_old = excluded.joint_old, config_epoch = CASE WHEN ? THEN excluded.config_epoch ELSE config_epoch END
+            """).execute(arguments: [id, Int64(bitPattern: epoch), owner, Data(SwarmStore.encodeNames(replicas)),
+                                     Data(SwarmStore.encodeNames(jointOld)), Int64(bitPattern: configEpoch ?? 0), configEpoch != nil])
     }
 
     private static func setOptions(_ options: [UInt8], of id: String, in db: Database) throws {
@@ -172,10 +177,13 @@ public final class SessionStore: Sendable {
     }
 
     private static func image(_ id: String, in db: Database) throws -> SessionImage? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT epoch, owner, replicas FROM session WHERE id = ?", arguments: [id]) else { return nil }
+        guard let row = try Row.fetchOne(db, sql: "SELECT epoch, owner, replicas, config_epoch, joint_old FROM session WHERE id = ?",
+                                         arguments: [id]) else { return nil }
         let epoch = UInt64(bitPattern: try column(row, "epoch", Int64.self))
         let owner = try column(row, "owner", String.self)
         let replicas = SwarmStore.decodeNames([UInt8](try column(row, "replicas", Data.self)))
+        let configEpoch = UInt64(bitPattern: try column(row, "config_epoch", Int64.self))
+        let jointOld = SwarmStore.decodeNames([UInt8](try column(row, "joint_old", Data.self)))
         var records: [SessionRecord] = []
         let rows = try Row.fetchCursor(db, sql: "SELECT * FROM session_record WHERE session = ? ORDER BY seq", arguments: [id])
         while let r = try rows.next() {
@@ -192,7 +200,7 @@ public final class SessionStore: Sendable {
                 signer: try column(r, "signer", String.self), signerKey: [UInt8](try column(r, "signerKey", Data.self)),
                 signature: [UInt8](try column(r, "signature", Data.self))))
         }
-        return SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, records: records)
+        return SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, configEpoch: configEpoch, jointOld: jointOld, records: records)
     }
 
     /// A column read that throws instead of trapping on a value of the wrong type.

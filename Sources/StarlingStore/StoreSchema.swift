@@ -82,6 +82,13 @@ enum StoreSchema {
             try db.execute(sql: "ALTER TABLE session ADD COLUMN fence_epoch INTEGER")
             try db.execute(sql: "ALTER TABLE session ADD COLUMN fence_owner TEXT")
         }
+        migrator.registerMigration("v12-session-configuration") { db in
+            // The epoch that installed a session's replica set, and the set it replaced while the
+            // change is joint (`SessionImage.configEpoch`, `jointOld`). Rows from before count as
+            // the creation's configuration, established.
+            try db.execute(sql: "ALTER TABLE session ADD COLUMN config_epoch INTEGER NOT NULL DEFAULT 0")
+            try db.execute(sql: "ALTER TABLE session ADD COLUMN joint_old BLOB NOT NULL DEFAULT x''")
+        }
         return migrator
     }
 }

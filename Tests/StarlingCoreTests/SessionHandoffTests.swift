@@ -357,7 +357,9 @@ extension SessionMessage {
         #expect(seq == 3)
     }
 
-    @Test func aReplicaSetThatLostAMemberIsRefilledWithoutATakeover() throws {
+    /// The owner stays; the new set is a configuration of the next epoch (review6 F1), joint
+    /// with the old one until the owner records on it.
+    @Test func aReplicaSetThatLostAMemberIsRefilledByItsOwnerAtTheNextEpoch() throws {
         var mesh = try SessionMesh(["n1", "n2", "n3", "n4"])
         mesh.gossipLoads()
         guard let owner = mesh.create("s1"), case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("\"kept\"".utf8))) else {
@@ -369,12 +371,15 @@ extension SessionMessage {
         mesh.settle(seconds: 5)
         #expect(mesh.owner(of: "s1") == owner, "the owner lived: no takeover")
         let after = mesh.nodes[owner]!.image(of: "s1")!
-        #expect(after.epoch == before.epoch)
+        #expect(after.epoch == before.epoch + 1 && after.configEpoch == after.epoch)
         #expect(after.replicas.count == 3 && !after.replicas.contains(lost), "replicas \(after.replicas)")
         let added = after.replicas.first { !before.replicas.contains($0) }!
         #expect(mesh.nodes[added]!.image(of: "s1")?.records.map(\.signature) == after.records.map(\.signature))
         #expect(mesh.nodes[owner]!.counters.refills == 1)
+        // Joint until the owner records on the new set; the record establishes it everywhere.
+        #expect(mesh.nodes[added]!.image(of: "s1")?.jointOld == before.replicas)
         guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("3".utf8))) else { Issue.record("write after refill"); return }
+        for member in after.replicas { #expect(mesh.nodes[member]!.image(of: "s1")?.jointOld == [], "\(member)") }
     }
 
     /// An owner cut off with a minority of its replica set does not refill the set with the

@@ -15,16 +15,16 @@ import Testing
         let owner = try SessionsTests.created(&mesh, "s1")
         _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8)))
         let replica = try #require(mesh.replica(of: "s1"))
-        // A prepare at the largest epoch, under the owner's name: the replica promises it (the
-        // owner may take a new epoch of its own session).
+        // A prepare at the largest epoch, under the owner's name, is refused now: it is further
+        // above the epoch held than any honest peer gets (`SessionLimits.maxEpochStep`, review6 F2).
         var n = mesh.nodes[replica]!
         let effects = n.request(.prepare(session: "s1", epoch: .max), from: owner, token: RequestToken(rawValue: 999_999), now: mesh.now)
         mesh.nodes[replica] = n
-        guard case .perform(.persist(.promise(_, .max, _), _))? = effects.first else {
-            Issue.record("the replica did not promise: \(effects)"); return
-        }
-        mesh.deliver(replica, effects)
-        mesh.run()
+        guard case .respond(.invalid, _)? = effects.first else { Issue.record("the replica promised: \(effects)"); return }
+        // A store holding the largest epoch (reached 2^32 steps at a time) still never traps.
+        var atLimit = try #require(n.image(of: "s1"))
+        atLimit.epoch = .max
+        mesh.restart(replica, from: [atLimit])
         // The owner dies: the replicas consider a takeover of a session at epoch UInt64.max.
         mesh.crash(owner)
         mesh.tick(seconds: 3)

@@ -31,6 +31,11 @@ struct SessionMesh {
     /// Requests whose answers are lost (the request is delivered and acted on; its answer never
     /// comes back, so the asker times out).
     var loseAnswers: ((SessionMessage) -> Bool)?
+    /// The same, by the node asked: (to, request) → lost.
+    var loseAnswersAt: ((PeerName, SessionMessage) -> Bool)?
+    /// Requests dropped on the way: (to, request) → never delivered (the asker gets its nil
+    /// answer, as from a node cut off).
+    var dropRequests: ((PeerName, SessionMessage) -> Bool)?
     /// The askers of requests whose answers were lost, by token (`expireLost` answers them).
     var lost: [UInt64: (PeerName, RequestID)] = [:]
     /// Every request sent: (to, message kind, bytes), for what a write costs on the wire.
@@ -113,14 +118,14 @@ struct SessionMesh {
         let event = queue.removeFirst()
         switch event {
         case .request(let from, let to, let bytes, let id):
-            guard !down.contains(to), var n = nodes[to] else {
+            let message = try! Sessions.decode(bytes)
+            guard !down.contains(to), var n = nodes[to], dropRequests?(to, message) != true else {
                 queue.append(.response(to: from, bytes: nil, id: id)); return
             }
             let token = RequestToken(rawValue: nextToken)
             tokens[nextToken] = (from, id)
             nextToken += 1
-            let message = try! Sessions.decode(bytes)
-            if loseAnswers?(message) == true { lost[token.rawValue] = (from, id) }
+            if loseAnswers?(message) == true || loseAnswersAt?(to, message) == true { lost[token.rawValue] = (from, id) }
             let effects = n.request(message, from: from, token: token, now: now)
             nodes[to] = n
             deliver(to, effects)
@@ -660,8 +665,12 @@ struct SessionMesh {
         _ = mesh.command(owner, .checkpoint(id: "s1", state: Array("{\"a\":1}".utf8)))
         _ = mesh.command(owner, .act(id: "s1", key: "k", task: Array("{}".utf8)))
         let image = mesh.nodes[owner]!.image(of: "s1")!
+        var joint = image
+        joint.epoch = 9
+        joint.configEpoch = 9
+        joint.jointOld = ["n1", "n9", "n8"]
         let messages: [SessionMessage] = [
-            .append(image.records.last!), .install(image), .prepare(session: "s1", epoch: 7), .promised(session: "s1", image: image),
+            .append(image.records.last!), .install(image), .install(joint), .prepare(session: "s1", epoch: 7), .promised(session: "s1", image: image),
             .promised(session: "s1", image: nil), .stored(session: "s1", seq: 3), .behind(session: "s1", seq: 0),
             .stale(session: "s1", epoch: UInt64.max), .invalid(reason: "no"), .ownedBy(session: "s1", epoch: 2, owner: "n2"),
         ]
@@ -689,8 +698,17 @@ struct SessionMesh {
         }
         // A count larger than the bytes could hold is refused before anything is allocated.
         var w = [UInt8]([2]) + Sessions.encode(.stored(session: "s1", seq: 0)).dropFirst()
-        w = [2, 0, 2] + Array("s1".utf8) + [UInt8](repeating: 0, count: 8) + [0, 2] + Array("n1".utf8) + [1, 0, 2] + Array("n1".utf8) + [0, 0, 7, 255]
+        w = [2, 0, 2] + Array("s1".utf8) + [UInt8](repeating: 0, count: 8) + [0, 2] + Array("n1".utf8) + [1, 0, 2] + Array("n1".utf8) + [UInt8](repeating: 0, count: 8) + [0]
+            + [0, 0, 7, 255]
         #expect(throws: (any Error).self) { try Sessions.decode(w) }
+        // A configuration newer than the image's epoch, or a joint set over R, is refused.
+        var ahead = joint
+        ahead.configEpoch = 10
+        #expect(throws: (any Error).self) { try Sessions.decode(Sessions.encode(.install(ahead))) }
+        var bytes = Sessions.encode(.install(joint))
+        let at = try #require(bytes.indices.first { i in i + 10 < bytes.count && bytes[i..<(i + 8)] == [0, 0, 0, 0, 0, 0, 0, 9] && bytes[i + 8] == 3 })
+        bytes[at + 8] = 4
+        #expect(throws: (any Error).self) { try Sessions.decode(bytes) }
     }
 
     @Test func boundsAreEnforced() throws {

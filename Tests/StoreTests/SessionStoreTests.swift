@@ -23,6 +23,38 @@ import Testing
         return records
     }
 
+    /// A copy's configuration (the epoch that installed its set, and the set it replaced while
+    /// joint: review6 F1) is stored with it: an image writes both, a record keeps the epoch and
+    /// writes the joint set (empty once established), and a restart reads them back.
+    @Test func theConfigurationIsStoredWithTheCopy() throws {
+        let dir = TemporaryDirectory("session-config")
+        let c = try Self.crypto(dir.path)
+        let store = SessionStore(store: try SwarmStore(directory: dir.path))
+        let records = Self.chain(c, checkpoints: 1)
+        try store.apply([.image(SessionImage(id: "s1", epoch: 3, owner: "n1", replicas: ["n1", "n2", "n4"], configEpoch: 3,
+                                             jointOld: ["n1", "n2", "n3"], records: [records[0]]))])
+        var image = try #require(try SessionStore(store: try SwarmStore(directory: dir.path)).image("s1"))
+        #expect(image.configEpoch == 3 && image.jointOld == ["n1", "n2", "n3"] && image.quorums.count == 2)
+        try store.apply([.promise(session: "s1", epoch: 4, owner: "n2")])
+        image = try #require(try store.image("s1"))
+        #expect(image.configEpoch == 3 && image.jointOld == ["n1", "n2", "n3"], "a promise changes no configuration")
+        try store.apply([.record(records[1], epoch: 4, owner: "n2", replicas: ["n1", "n2", "n4"], dropContentOf: nil, jointOld: [])])
+        image = try #require(try SessionStore(store: try SwarmStore(directory: dir.path)).loadAll().first)
+        #expect(image.configEpoch == 3 && image.jointOld.isEmpty && image.quorums == [["n1", "n2", "n4"]])
+    }
+
+    /// Rows from before `v12-session-configuration` read back as the creation's configuration,
+    /// established.
+    @Test func theConfigurationMigrationKeepsOlderRows() throws {
+        let dir = TemporaryDirectory("session-config-migration")
+        let pool = try DatabasePool(path: dir.path + "/starling.sqlite")
+        try StoreSchema.migrator.migrate(pool, upTo: "v11-session-fence-promise")
+        try pool.write { db in try db.execute(sql: "INSERT INTO session (id, epoch, owner, replicas) VALUES ('s1', 7, 'n1', x'6E3100')") }
+        try StoreSchema.migrator.migrate(pool)
+        let row = try #require(try pool.read { db in try Row.fetchOne(db, sql: "SELECT config_epoch, joint_old FROM session WHERE id = 's1'") })
+        #expect(row["config_epoch"] as Int64 == 0 && (row["joint_old"] as Data).isEmpty)
+    }
+
     @Test func recordsImagesAndPromisesRoundTripAndOnlyTheLatestStateIsKept() throws {
         let dir = TemporaryDirectory("sessions")
         let c = try Self.crypto(dir.path)

@@ -78,9 +78,10 @@ public struct SessionView: Sendable, Equatable {
 
 /// A durable write, carried out by the shell before it reports `.persisted`.
 public enum SessionChange: Sendable, Equatable {
-    /// Append a record; the session row takes the epoch, owner and replicas. `dropContentOf`:
+    /// Append a record; the session row takes the epoch, owner, replicas and joint set
+    /// (`SessionImage.jointOld`: empty once the configuration is established). `dropContentOf`:
     /// the seq of a checkpoint whose state the new one supersedes (kept as its digest only).
-    case record(SessionRecord, epoch: UInt64, owner: PeerName, replicas: [PeerName], dropContentOf: UInt64?)
+    case record(SessionRecord, epoch: UInt64, owner: PeerName, replicas: [PeerName], dropContentOf: UInt64?, jointOld: [PeerName] = [])
     /// Replace everything held of the session with the image.
     case image(SessionImage)
     /// A promise of an epoch to an owner.

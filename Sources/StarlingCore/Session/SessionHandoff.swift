@@ -105,7 +105,7 @@ extension Sessions {
             effects += prepare(sid, now: now)
         }
 
-        effects += considerRefills()
+        effects += considerRefills(now: now)
 
         var inFlight = held.values.reduce(0) { n, h in
             if case .handingOff? = h.lead?.phase { return n + 1 }
@@ -141,7 +141,7 @@ extension Sessions {
     /// most `max(1, movesPerTick)` a tick. Not a move (the owner stays), so neither idle time,
     /// `stayUntil` nor `--session-moves 0` holds it back: before, it sat in the move loop, and a
     /// session written every second or two (an agent) ran on two copies for ever (review).
-    mutating func considerRefills() -> [ProtocolEffect<Sessions>] {
+    mutating func considerRefills(now: Instant) -> [ProtocolEffect<Sessions>] {
         var effects: [ProtocolEffect<Sessions>] = []
         var refills = 0
         var placement: SessionLivePlacement?
@@ -150,7 +150,7 @@ extension Sessions {
                   lead.queue.isEmpty, lead.waiting.isEmpty, !h.deleted, h.owner == myName,
                   h.replicas.contains(where: { $0 != myName && !present.contains($0) }) else { continue }
             if placement == nil { placement = livePlacement(including: myName) }
-            let refill = refillReplicas(sid, placement: placement!)
+            let refill = refillReplicas(sid, placement: placement!, now: now)
             if !refill.isEmpty { refills += 1 }
             effects += refill
         }
@@ -158,20 +158,30 @@ extension Sessions {
     }
 
     /// An idle session whose replica set lost members: the live ones stay, the next live
-    /// members of its preference list replace the lost, and the image is installed on the new
-    /// set (same epoch) before the session is served again. Only when someone can be added, and
-    /// only while a majority of the current set is still present: a reconfiguration needs a
-    /// majority of the old configuration. Without that rule an owner cut off on a partition's
-    /// minority side refilled its set with the members of its own side and went on recording,
-    /// while the other side (a majority of the old set) took the session over at the next epoch:
-    /// both sides recorded, and the minority's acknowledged records were lost at the heal
-    /// (found by `SessionPartitionTests` after the merge; `SessionHandoffTests.aRefill…`).
-    mutating func refillReplicas(_ sid: String, placement: SessionLivePlacement) -> [ProtocolEffect<Sessions>] {
-        guard var h = held[sid], var lead = h.lead, lead.phase == .serving, lead.write == nil, h.replicas.first == myName else { return [] }
+    /// members of its preference list replace the lost. Only when someone can be added, and only
+    /// while a majority of the current set is alive: a reconfiguration needs a majority of the
+    /// old configuration.
+    ///
+    /// A refill is a takeover of the owner's own session at the next epoch (`prepare` with the
+    /// new set), not an install in the same epoch:
+    /// - the old set's majority promises the new epoch, so the install is fenced like any other
+    ///   owner's, and the new configuration has an epoch of its own (`SessionImage.configEpoch`)
+    ///   by which a copy that missed it learns it from one that stored it;
+    /// - the install is joint (`Lead.jointSets`) and the copies keep the joint set until the
+    ///   owner records on the new set, so a lost answer or a crash leaves no copy that counts on
+    ///   the new set alone (review6 F1).
+    ///
+    /// History: without the majority rule an owner cut off on a partition's minority side
+    /// refilled its set with the members of its own side and went on recording, while the other
+    /// side took the session over (`SessionPartitionTests`; `SessionHandoffTests.aRefill…`). With
+    /// it, "kept" still counted suspect members, and an owner with one replica dead and the other
+    /// only suspect did the same (`anOwnerCutOffWhileOneReplicaIsOnlySuspect…`).
+    mutating func refillReplicas(_ sid: String, placement: SessionLivePlacement, now: Instant) -> [ProtocolEffect<Sessions>] {
+        guard let h = held[sid], let lead = h.lead, lead.phase == .serving, lead.write == nil, h.replicas.first == myName else { return [] }
         let kept = h.replicas.filter { $0 == myName || present.contains($0) }
         guard kept.count * 2 > h.replicas.count else { return [] }
-        // The joint install below needs a majority of the old set to store the new one: with a
-        // member of that majority only suspect, it would fail and cost the lead (review6 F4).
+        // The old set's majority must promise and store the new configuration: with a member of
+        // that majority only suspect, it would fail and cost the lead (review6 F4).
         guard h.replicas.filter({ $0 == myName || alive.contains($0) }).count * 2 > h.replicas.count else { return [] }
         var set = kept
         placement.ring.forEachPreferred(sid) { member in
@@ -179,24 +189,8 @@ extension Sessions {
             return set.count < settings.replicas
         }
         guard set.count > kept.count else { return [] }
-        // A joint configuration, as a handoff's install: the new set counts as stored only when
-        // a majority of the old set stored it too. "Kept" counts suspect members, and an owner
-        // cut off with one replica dead and the other only suspect refilled with its own side
-        // and recorded there on the new set's majority while the other side took the session
-        // over (`anOwnerCutOffWhileOneReplicaIsOnlySuspectDoesNotRecordOnItsSide`).
-        lead.jointOldSet = h.replicas
-        h.replicas = set
-        lead.phase = .installing
-        lead.write = Write(seq: h.lastSeq, then: .resumed)
-        h.lead = lead
-        held[sid] = h
         counters.refills += 1
-        let image = h.image
-        var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.image(image), then: .own(session: sid, seq: h.lastSeq)))]
-        for member in set where member != myName {
-            effects.append(request(.install(image), to: member, session: sid, purpose: .write(epoch: h.epoch)))
-        }
-        return effects + failUnreachable(sid)
+        return prepare(sid, now: now, refill: set)
     }
 
     // MARK: Old owner
@@ -389,6 +383,10 @@ extension Sessions {
                 counters.stale += 1
                 return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
             }
+            if farAhead(epoch, of: h) {
+                counters.forged += 1
+                return [.respond(.invalid(reason: "epoch \(epoch) is too far above the \(h.epoch) held here"), to: token)]
+            }
         } else if held.count >= SessionLimits.maxHeldSessions || ownedHere >= SessionLimits.maxOwnedSessions {
             return [.respond(.invalid(reason: "this node holds as many sessions as it may"), to: token)]
         } else if let r = releasedLater(sid, epoch: image.epoch, owner: peer) {
@@ -403,7 +401,7 @@ extension Sessions {
         var h = held[sid] ?? Held(id: sid, epoch: image.epoch, owner: peer, replicas: image.replicas, records: [], hashes: [])
         h.epoch = max(h.epoch, image.epoch)
         h.owner = peer
-        h.replicas = image.replicas
+        h.takeConfig(of: image)
         h.replace(with: image.records, crypto: crypto)
         held[sid] = h
         incoming[sid] = Incoming(from: peer, fromEpoch: h.epoch, epoch: epoch, replicas: replicas,
@@ -417,6 +415,10 @@ extension Sessions {
         guard peer == h.owner, epoch > h.epoch, h.lead == nil else {
             counters.stale += 1
             return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
+        }
+        if farAhead(epoch, of: h) {
+            counters.forged += 1
+            return [.respond(.invalid(reason: "epoch \(epoch) is too far above the \(h.epoch) held here"), to: token)]
         }
         h.epoch = epoch
         h.owner = to
@@ -435,7 +437,7 @@ extension Sessions {
         }
         // Already leading it (this node took it over itself meanwhile): nothing to do.
         if h.lead != nil, h.owner == myName { return [.respond(.stored(session: sid, seq: h.lastSeq), to: token)] }
-        let offered = (h.owner == peer && h.epoch < epoch) || (h.owner == myName && h.epoch == epoch)
+        let offered = (h.owner == peer && h.epoch < epoch && !farAhead(epoch, of: h)) || (h.owner == myName && h.epoch == epoch)
         guard offered, h.lead == nil, !h.records.isEmpty else {
             counters.stale += 1
             return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
@@ -446,11 +448,14 @@ extension Sessions {
         h.epoch = epoch
         h.owner = myName
         h.replicas = replicas
+        h.configEpoch = epoch
+        let changed = Set(oldSet) != Set(replicas)
+        h.jointOld = changed ? oldSet : []
         var lead = Lead(phase: .installing, acknowledged: 0)
         lead.write = Write(seq: h.lastSeq, then: .resumed)
         lead.answerWhenServing = token
         lead.releaseAfterServing = oldSet.filter { !replicas.contains($0) }
-        lead.jointOldSet = oldSet
+        lead.jointSets = changed ? [oldSet] : []
         h.lead = lead
         held[sid] = h
         let image = h.image

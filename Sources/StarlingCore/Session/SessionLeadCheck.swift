@@ -88,7 +88,10 @@ extension Sessions {
                 ownerDenied[sid] = nil
                 continue
             }
-            if answer.epoch > h.epoch {
+            if answer.epoch > h.epoch, farAhead(answer.epoch, of: h) {
+                counters.forged += 1
+                ownerDenied[sid] = nil
+            } else if answer.epoch > h.epoch {
                 h.epoch = answer.epoch
                 h.owner = answer.owner
                 held[sid] = h

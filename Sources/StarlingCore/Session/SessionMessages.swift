@@ -19,6 +19,11 @@ public enum SessionLimits {
     /// enough from `UInt64.max` that no seq arithmetic (`seq + 1`, `first.seq + i`) can
     /// overflow. A record from the wire above it is refused at decoding; an image in `verify`.
     public static let maxSeq: UInt64 = 1 << 62
+    /// How far above the epoch held here an epoch from a peer may be (2^32). Each takeover,
+    /// refill or handoff raises a session's epoch by one, so no honest peer is this far ahead.
+    /// A member naming `UInt64.max` left the session unled here for good (`prepare` cannot go
+    /// above it): now reaching it takes 2^32 such messages (review6 F2).
+    public static let maxEpochStep: UInt64 = 1 << 32
     /// A session holding this many records is compacted after its next checkpoint.
     public static let compactAfterRecords = 1_024
     /// A session whose image is this large is compacted after its next checkpoint.
@@ -321,6 +326,10 @@ extension SessionMessage {
         w.write(image.owner)
         w.write(UInt8(image.replicas.count))
         for name in image.replicas { w.write(name) }
+        w.write(image.configEpoch)
+        precondition(image.jointOld.count <= SessionLimits.replicas, "a joint set over its bound")
+        w.write(UInt8(image.jointOld.count))
+        for name in image.jointOld { w.write(name) }
         w.write(UInt32(image.records.count))
         for record in image.records { write(record, to: &w) }
     }
@@ -368,6 +377,12 @@ extension SessionMessage {
         guard replicaCount >= 1 && replicaCount <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
         var replicas: [PeerName] = []
         for _ in 0..<replicaCount { replicas.append(try readName(&r)) }
+        let configEpoch = try r.readUInt64()
+        guard configEpoch <= epoch else { throw SessionDecodingError("a configuration newer than the image's epoch") }
+        let jointCount = Int(try r.readUInt8())
+        guard jointCount <= SessionLimits.replicas else { throw SessionDecodingError("bad joint set count") }
+        var jointOld: [PeerName] = []
+        for _ in 0..<jointCount { jointOld.append(try readName(&r)) }
         let count = Int(try r.readUInt32())
         // A record is at least 186 bytes on the wire: a count the bytes left cannot hold is a lie.
         guard count <= SessionLimits.maxRecords, count * 180 <= r.remaining else { throw SessionDecodingError("bad record count") }
@@ -378,6 +393,6 @@ extension SessionMessage {
             guard record.session == id else { throw SessionDecodingError("a record of another session in an image") }
             records.append(record)
         }
-        return SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, records: records)
+        return SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, configEpoch: configEpoch, jointOld: jointOld, records: records)
     }
 }

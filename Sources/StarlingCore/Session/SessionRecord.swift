@@ -135,15 +135,30 @@ public struct SessionImage: Sendable, Equatable {
     public var owner: PeerName
     /// The replica set, owner first.
     public var replicas: [PeerName]
+    /// The epoch whose owner installed `replicas` (0: the creation's set, or a copy stored
+    /// before configurations were numbered). Each epoch's owner installs at most one set, so the
+    /// greatest `configEpoch` a takeover hears of is the newest configuration (`Sessions.Takeover`).
+    public var configEpoch: UInt64
+    /// The set `replicas` replaced, while the change is not known to be established (a joint
+    /// configuration): a takeover from this copy needs a majority of both sets. Empty once the
+    /// owner of `configEpoch` recorded on the new set (its install reached a majority of each).
+    public var jointOld: [PeerName]
     public var records: [SessionRecord]
 
-    public init(id: String, epoch: UInt64, owner: PeerName, replicas: [PeerName], records: [SessionRecord]) {
+    public init(id: String, epoch: UInt64, owner: PeerName, replicas: [PeerName], configEpoch: UInt64 = 0, jointOld: [PeerName] = [],
+                records: [SessionRecord]) {
         self.id = id
         self.epoch = epoch
         self.owner = owner
         self.replicas = replicas
+        self.configEpoch = configEpoch
+        self.jointOld = jointOld
         self.records = records
     }
+
+    /// The sets a takeover from this copy needs a majority of: the replica set, and the set it
+    /// replaced while the change is joint.
+    public var quorums: [[PeerName]] { jointOld.isEmpty ? [replicas] : [replicas, jointOld] }
 
     /// (epoch of the last record, seq of the last record): the image a new owner adopts is the
     /// greatest of a majority's, so it holds every record a majority stored.

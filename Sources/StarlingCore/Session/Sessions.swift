@@ -188,6 +188,7 @@ public struct Sessions: HostedProtocol {
                                  fencePromises: [SessionFencePromise] = []) {
         for image in images where image.records.first != nil {
             var h = Held(id: image.id, epoch: image.epoch, owner: image.owner, replicas: image.replicas, records: [], hashes: [])
+            h.takeConfig(of: image)
             h.replace(with: image.records, crypto: crypto)
             held[image.id] = h
             // A copy led by another node, in a set without this node: a handoff offered here
@@ -232,6 +233,12 @@ public struct Sessions: HostedProtocol {
         assert(releases.count <= SessionLimits.maxReleasesRemembered && releaseStamp.count == releases.count)
         counters.releasesRemembered = releases.count
         counters.releasesForgotten = releasesForgotten
+    }
+
+    /// Whether `epoch`, from a peer, is further above the epoch held in `h` than any honest
+    /// peer gets (`SessionLimits.maxEpochStep`): refused, and counted as forged.
+    func farAhead(_ epoch: UInt64, of h: Held) -> Bool {
+        epoch > h.epoch && epoch - h.epoch > SessionLimits.maxEpochStep
     }
 
     /// Forgets the release of `sid`: this node stores the session again (an install, a handoff,
@@ -420,7 +427,7 @@ public struct Sessions: HostedProtocol {
         h.lead = lead
         held[sid] = h
         var effects: [ProtocolEffect<Sessions>] = [
-            .perform(.persist(.record(record, epoch: h.epoch, owner: myName, replicas: h.replicas, dropContentOf: dropped),
+            .perform(.persist(.record(record, epoch: h.epoch, owner: myName, replicas: h.replicas, dropContentOf: dropped, jointOld: h.jointOld),
                               then: .own(session: sid, seq: record.seq))),
         ]
         for peer in h.replicas where peer != myName {
@@ -441,7 +448,7 @@ public struct Sessions: HostedProtocol {
     mutating func failUnreachable(_ sid: String) -> [ProtocolEffect<Sessions>] {
         guard let h = held[sid] else { return [] }
         var effects: [ProtocolEffect<Sessions>] = []
-        for peer in Set(h.replicas + (h.lead?.jointOldSet ?? [])) where peer != myName && !alive.contains(peer) {
+        for peer in Set(h.replicas + (h.lead?.jointSets.flatMap { $0 } ?? [])) where peer != myName && !alive.contains(peer) {
             effects += writeFailed(sid, peer: peer)
         }
         return effects
@@ -469,11 +476,10 @@ public struct Sessions: HostedProtocol {
         lead.write = write
         h.lead = lead
         held[sid] = h
-        let majority = h.replicas.count / 2 + 1
-        let oldSet = lead.jointOldSet
-        let newSetPossible = h.replicas.count - write.failed.intersection(h.replicas).count >= majority
-        let oldSetPossible = oldSet.isEmpty || oldSet.count - write.failed.intersection(oldSet).count >= oldSet.count / 2 + 1
-        guard !newSetPossible || !oldSetPossible else { return [] }
+        let possible = ([h.replicas] + lead.jointSets).allSatisfy { set in
+            set.count - write.failed.intersection(set).count >= set.count / 2 + 1
+        }
+        guard !possible else { return [] }
         // A majority cannot store this record now. It stays in this node's chain (a later owner
         // may adopt it, so an effect start that failed here is "unknown", never run twice); the
         // client hears "try again", and the session stops being served here until a new epoch
@@ -485,10 +491,13 @@ public struct Sessions: HostedProtocol {
         guard var h = held[sid], var lead = h.lead, let write = lead.write else { return [] }
         let majority = h.replicas.count / 2 + 1
         guard write.acks.intersection(h.replicas).count >= majority, write.acks.contains(myName) else { return [] }
-        if !lead.jointOldSet.isEmpty {
-            guard write.acks.intersection(lead.jointOldSet).count >= lead.jointOldSet.count / 2 + 1 else { return [] }
-            lead.jointOldSet = []
+        if !lead.jointSets.isEmpty {
+            guard lead.jointSets.allSatisfy({ write.acks.intersection($0).count >= $0.count / 2 + 1 }) else { return [] }
+            lead.jointSets = []
         }
+        // A majority of each set stored the new configuration: the next record here (and at each
+        // replica, `replicate`) stores it as established.
+        h.jointOld = []
         lead.write = nil
         lead.acknowledged = max(lead.acknowledged, write.seq)
         var effects: [ProtocolEffect<Sessions>] = []
@@ -557,16 +566,10 @@ public struct Sessions: HostedProtocol {
         guard var h = held[sid], let lead = h.lead else { return [] }
         h.lead = nil
         var effects: [ProtocolEffect<Sessions>] = []
-        // A refill (this node first in the old set too) that a majority of the old set never
-        // stored was never the session's set: this node goes back to the old one, or its next
-        // takeover would count on the new members and elect itself with them
-        // (`anOwnerCutOffWhileOneReplicaIsOnlySuspect…`). Not a handoff's target: the old set
-        // promised it the epoch, and it retakes the session with its new set (going back to an
-        // old set that it is not first in left the session unled: session-partition, seed 2).
-        if lead.jointOldSet.first == myName, h.replicas != lead.jointOldSet {
-            h.replicas = lead.jointOldSet
-            effects.append(.perform(.persist(.image(h.image), then: .nothing)))
-        }
+        // A configuration change that did not complete stays joint in the copy (`Held.jointOld`,
+        // stored with it): the next takeover needs a majority of both sets. Going back to the
+        // old set instead, as this did before, split the session when the old set's majority
+        // had missed the change but the new one's had stored it (review6 F1).
         held[sid] = h
         switch lead.write?.then {
         case .reply(let cmd, _)?, .replyRecorded(let cmd)?, .startEffect(let cmd, _, _)?:
@@ -601,7 +604,9 @@ public struct Sessions: HostedProtocol {
         return effects
     }
 
-    mutating func prepare(_ sid: String, now: Instant) -> [ProtocolEffect<Sessions>] {
+    /// `refill`: the set a serving owner moves its session to (`refillReplicas`); nil for a
+    /// takeover, whose new set is this node, then the old set's live members, then the ring's.
+    mutating func prepare(_ sid: String, now: Instant, refill: [PeerName]? = nil) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid] else { return [] }
         // An epoch comes from the wire (a prepare, an install, a `stale` answer): one at its
         // limit leaves the session unled here rather than trapping the node.
@@ -616,40 +621,67 @@ public struct Sessions: HostedProtocol {
         let preferred = currentRing().preferenceList(sid, count: alive.count)
         // This node, then the live members of the old set in its order, then the ring's: R at
         // most (a handoff's next owner is outside the old set, so all of that set may be alive).
-        var newSet = [myName]
-        for peer in oldSet + preferred where newSet.count < settings.replicas && !newSet.contains(peer) && alive.contains(peer) { newSet.append(peer) }
-        assert(newSet.count <= SessionLimits.replicas, "a replica set over R")
+        let newSet = refill ?? successorSet(sid, from: oldSet, preferred: preferred)
+        assert(newSet.count <= SessionLimits.replicas && newSet.first == myName, "a replica set over R, or not led by its first member")
         var takeover = Takeover(epoch: epoch, oldSet: oldSet, newSet: newSet, promised: [myName], images: [h.image])
+        takeover.quorums = h.image.quorums
+        takeover.configEpoch = h.configEpoch
         takeover.before = Takeover.Promise(epoch: h.epoch, owner: h.owner)
         h.epoch = epoch
         h.owner = myName
         h.lead = Lead(phase: .preparing(takeover), acknowledged: 0)
         held[sid] = h
-        var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.promise(session: sid, epoch: epoch, owner: myName), then: .nothing))]
-        for peer in Set(oldSet + newSet).sorted() where peer != myName {
+        let effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.promise(session: sid, epoch: epoch, owner: myName), then: .nothing))]
+        return effects + askMembers(sid, Set(oldSet + newSet)) + advanceTakeover(sid, now: now)
+    }
+
+    /// This node, then the live members of `oldSet` in its order, then the ring's: R at most (a
+    /// handoff's next owner is outside the old set, so all of that set may be alive).
+    func successorSet(_ sid: String, from oldSet: [PeerName], preferred: [PeerName]) -> [PeerName] {
+        var newSet = [myName]
+        for peer in oldSet + preferred where newSet.count < settings.replicas && !newSet.contains(peer) && alive.contains(peer) { newSet.append(peer) }
+        return newSet
+    }
+
+    /// Asks `peers` not asked yet to promise the takeover's epoch. One not alive is counted
+    /// failed: counted as "open" once it came alive, it kept the takeover waiting for ever (a
+    /// node restarted and learning its members one by one prepared before it knew them all:
+    /// SessionHandoffAbortTests, memberRestarted).
+    mutating func askMembers(_ sid: String, _ peers: Set<PeerName>) -> [ProtocolEffect<Sessions>] {
+        guard var lead = held[sid]?.lead, case .preparing(var t) = lead.phase else { return [] }
+        var effects: [ProtocolEffect<Sessions>] = []
+        for peer in peers.subtracting(t.asked).sorted() where peer != myName {
+            t.asked.insert(peer)
             if alive.contains(peer) {
-                effects.append(request(.prepare(session: sid, epoch: epoch), to: peer, session: sid, purpose: .prepare(epoch: epoch)))
-            } else if var lead = held[sid]?.lead, case .preparing(var t) = lead.phase {
-                // Not asked: it cannot answer. Counted as "open" once it came alive, it kept the
-                // takeover waiting for ever (a node restarted and learning its members one by
-                // one prepared before it knew them all: SessionHandoffAbortTests, memberRestarted).
+                effects.append(request(.prepare(session: sid, epoch: t.epoch), to: peer, session: sid, purpose: .prepare(epoch: t.epoch)))
+            } else {
                 t.failed.insert(peer)
-                lead.phase = .preparing(t)
-                held[sid]?.lead = lead
             }
         }
-        return effects + advanceTakeover(sid, now: now)
+        lead.phase = .preparing(t)
+        held[sid]?.lead = lead
+        return effects
     }
 
     mutating func advanceTakeover(_ sid: String, now: Instant) -> [ProtocolEffect<Sessions>] {
-        guard var h = held[sid], var lead = h.lead, case .preparing(let t) = lead.phase else { return [] }
+        // A promise carried a newer configuration: its members are asked too.
+        var asked: [ProtocolEffect<Sessions>] = []
+        if case .preparing(let t)? = held[sid]?.lead?.phase { asked = askMembers(sid, Set(t.quorums.joined())) }
+        guard var h = held[sid], var lead = h.lead, case .preparing(let t) = lead.phase else { return asked }
         let bareCreation = t.images.allSatisfy { ($0.records.last?.seq ?? 0) <= 1 }
-        let promisedOld = t.oldSet.filter { t.promised.contains($0) || (bareCreation && t.emptyPromises.contains($0)) }.count
-        guard promisedOld >= t.oldSet.count / 2 + 1 else {
-            // Not yet; and if the members of the old set still to answer cannot make it, give up
-            // (the tick tries again with a higher epoch).
-            let open = t.oldSet.filter { !t.promised.contains($0) && !t.failed.contains($0) && !t.emptyPromises.contains($0) && alive.contains($0) }.count
-            if promisedOld + open < t.oldSet.count / 2 + 1 {
+        func promisedIn(_ set: [PeerName]) -> Int {
+            set.filter { t.promised.contains($0) || (bareCreation && t.emptyPromises.contains($0)) }.count
+        }
+        guard t.quorums.allSatisfy({ promisedIn($0) >= $0.count / 2 + 1 }) else {
+            // Not yet; and if the members of a set still to answer cannot make its majority, give
+            // up (the tick tries again with a higher epoch).
+            // A joint configuration that leaves this node out: its new set's members refuse it.
+            let leftOut = t.quorums.count > 1 && !t.quorums[0].contains(myName)
+            let lost = leftOut || t.quorums.contains { set in
+                let open = set.filter { !t.promised.contains($0) && !t.failed.contains($0) && !t.emptyPromises.contains($0) && alive.contains($0) }.count
+                return promisedIn(set) + open < set.count / 2 + 1
+            }
+            if lost {
                 h.lead = nil
                 h.quietUntil = now + backoff(settings.retryInterval)
                 // Nothing was recorded in this epoch: give back the promise made to itself, so a
@@ -674,19 +706,45 @@ public struct Sessions: HostedProtocol {
                     retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
                 }
                 held[sid] = h
-                return effects
+                return asked + effects
             }
-            return []
+            return asked
         }
         retakeAfterAbortedHandoff.remove(sid)
         // The greatest image of a majority holds every record a majority stored.
         let best = t.images.max { $0.headRank < $1.headRank } ?? h.image
         if best.records != h.records { h.replace(with: best.records, crypto: crypto) }
-        h.replicas = t.newSet
-        // Members of the old set that promised this epoch and that the new set leaves out (it is
+        // The new set comes from the newest configuration (a promise may have carried one newer
+        // than this node's copy). A joint one may not have completed: its new set stays (this
+        // node first), and the set it replaces stays joint, so a copy holds one joint set at
+        // most. (Moving on to a third set would need majorities of all three in every copy
+        // later: storing two of them let a takeover from the oldest set, which never saw the
+        // change, and one from the third win apart.)
+        let newest = t.quorums.first ?? t.oldSet
+        let newestJoint = t.quorums.count > 1 ? t.quorums[1] : []
+        let newSet: [PeerName]
+        if !newestJoint.isEmpty {
+            newSet = [myName] + newest.filter { $0 != myName }
+        } else if t.configEpoch > h.configEpoch {
+            newSet = successorSet(sid, from: newest, preferred: currentRing().preferenceList(sid, count: alive.count))
+        } else {
+            newSet = t.newSet
+        }
+        // The new configuration is joint until a majority of every set the takeover needed
+        // stored it (`Lead.jointSets`); the copies hold the set it replaces meanwhile, so that a
+        // takeover after a crash or a lost answer needs that set's majority too (review6 F1). A
+        // set equal to the new one (only reordered) changes nothing.
+        let changed = { (set: [PeerName]) in Set(set) != Set(newSet) }
+        h.replicas = newSet
+        h.configEpoch = t.epoch
+        h.jointOld = !newestJoint.isEmpty ? newestJoint : changed(newest) ? newest : []
+        lead.jointSets = t.quorums.filter(changed)
+        assert(lead.jointSets.count <= 1 && newSet.count <= SessionLimits.replicas, "one joint set at most, R members at most")
+        // Members of the old sets that promised this epoch and that the new set leaves out (it is
         // capped at R) drop their copies once it serves, as after a handoff: a copy left there
         // would answer later takeovers with an old image (review4 F8).
-        lead.releaseAfterServing = t.oldSet.filter { !t.newSet.contains($0) && t.promised.contains($0) && $0 != myName }
+        let former = Set(t.oldSet + t.quorums.flatMap { $0 })
+        lead.releaseAfterServing = former.filter { !newSet.contains($0) && t.promised.contains($0) && $0 != myName }.sorted()
         lead.phase = .installing
         let seq = h.lastSeq
         lead.write = Write(seq: seq, then: .resumed)
@@ -694,10 +752,12 @@ public struct Sessions: HostedProtocol {
         held[sid] = h
         let image = h.image
         var effects: [ProtocolEffect<Sessions>] = [.perform(.persist(.image(image), then: .own(session: sid, seq: seq)))]
-        for peer in t.newSet where peer != myName {
+        // To the new set, and to the sets it replaces: the install counts when a majority of each
+        // stored it.
+        for peer in Set(newSet + lead.jointSets.flatMap { $0 }).sorted() where peer != myName {
             effects.append(request(.install(image), to: peer, session: sid, purpose: .write(epoch: h.epoch)))
         }
-        return effects + failUnreachable(sid)
+        return asked + effects + failUnreachable(sid)
     }
 
     // MARK: Peers' requests (replica)
@@ -761,15 +821,18 @@ public struct Sessions: HostedProtocol {
         }
         let dropped = h.append(record, hash: hash)
         if h.deleted { h.dropContents() }
+        // The owner that installed this configuration records on it only once a majority of
+        // each set stored it (`finishWriteIfMajority`): it is established.
+        if record.epoch == h.configEpoch { h.jointOld = [] }
         held[sid] = h
-        return [.perform(.persist(.record(record, epoch: h.epoch, owner: h.owner, replicas: h.replicas, dropContentOf: dropped),
+        return [.perform(.persist(.record(record, epoch: h.epoch, owner: h.owner, replicas: h.replicas, dropContentOf: dropped, jointOld: h.jointOld),
                                   then: .respond(token, .stored(session: sid, seq: record.seq))))]
     }
 
     mutating func install(_ image: SessionImage, from peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
         let sid = image.id
         // A member of the old set a handoff left out takes the new owner's install too (the joint
-        // configuration, `Lead.jointOldSet`): it promised that owner this epoch, or is the old
+        // configuration, `Lead.jointSets`): it promised that owner this epoch, or is the old
         // owner handing the session to it. Holding an image whose set leaves it out, it neither
         // takes the session over nor promises anyone outside the new set.
         let promisedHere = held[sid].map { $0.owner == peer && $0.epoch == image.epoch } ?? false
@@ -782,6 +845,10 @@ public struct Sessions: HostedProtocol {
         if let h = held[sid], image.epoch < h.epoch || (image.epoch == h.epoch && h.owner != peer) {
             counters.stale += 1
             return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
+        }
+        if let h = held[sid], farAhead(image.epoch, of: h) {
+            counters.forged += 1
+            return [.respond(.invalid(reason: "epoch \(image.epoch) is too far above the \(h.epoch) held here"), to: token)]
         }
         if let r = releasedLater(sid, epoch: image.epoch, owner: peer) {
             counters.stale += 1
@@ -805,7 +872,7 @@ public struct Sessions: HostedProtocol {
         var h = held[sid] ?? Held(id: sid, epoch: image.epoch, owner: peer, replicas: image.replicas, records: [], hashes: [])
         h.epoch = image.epoch
         h.owner = peer
-        h.replicas = image.replicas
+        h.takeConfig(of: image)
         h.replace(with: image.records, crypto: crypto)
         held[sid] = h
         return effects + [.perform(.persist(.image(h.image), then: .respond(token, .stored(session: sid, seq: h.lastSeq))))]
@@ -831,6 +898,10 @@ public struct Sessions: HostedProtocol {
         if epoch < h.epoch || (epoch == h.epoch && h.owner != peer) {
             counters.stale += 1
             return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
+        }
+        if farAhead(epoch, of: h) {
+            counters.forged += 1
+            return [.respond(.invalid(reason: "epoch \(epoch) is too far above the \(h.epoch) held here"), to: token)]
         }
         // Stickiness: while the owner is alive here (this node itself, leading it), nobody else
         // takes the session over; a node back from a partition learns who owns it instead.
@@ -962,7 +1033,7 @@ public struct Sessions: HostedProtocol {
             if var h = held[o.session] {
                 // Fenced: some node holds a newer epoch. Not knowing which, this node waits before
                 // it prepares again, so it does not depose a live owner it cannot see.
-                if epoch > h.epoch { h.epoch = epoch }
+                if epoch > h.epoch, !farAhead(epoch, of: h) { h.epoch = epoch }
                 h.quietUntil = now + backoff(settings.retryInterval * 5)
                 held[o.session] = h
             }
@@ -983,7 +1054,7 @@ public struct Sessions: HostedProtocol {
             // is forged (adopted, it would put records of a later epoch under this node's
             // earlier one: a chain no peer accepts; found by the `sessions` fuzz target).
             let usable = image.map {
-                $0.id == sid && $0.epoch <= epoch && ($0.records.last?.epoch ?? 0) < epoch && verify($0) == nil
+                $0.id == sid && $0.epoch <= epoch && ($0.records.last?.epoch ?? 0) < epoch && $0.configEpoch < epoch && verify($0) == nil
             }
             if usable == false { counters.forged += 1 }
             return takeoverAnswered(o.session, now: now) { t in
@@ -999,6 +1070,12 @@ public struct Sessions: HostedProtocol {
                 if let image, usable == true {
                     t.promised.insert(o.peer)
                     t.images.append(image)
+                    // A newer configuration than any heard of: its sets' majorities are needed
+                    // (`advanceTakeover` asks their members).
+                    if image.configEpoch > t.configEpoch {
+                        t.configEpoch = image.configEpoch
+                        t.quorums = image.quorums
+                    }
                 } else if image == nil {
                     t.emptyPromises.insert(o.peer)
                 } else {
@@ -1099,6 +1176,14 @@ extension Sessions {
         var newSet: [PeerName]
         var promised: Set<PeerName>
         var images: [SessionImage]
+        /// The newest configuration heard of (this node's copy's, then any newer one a promise
+        /// carries): the takeover needs a majority of each of its sets (`SessionImage.quorums`).
+        /// A copy that missed a change of the set learns it from a member that stored it: every
+        /// majority of the old set holds one once the change was established.
+        var quorums: [[PeerName]] = []
+        var configEpoch: UInt64 = 0
+        /// Members asked to promise, or counted failed without being asked (not alive).
+        var asked: Set<PeerName> = []
         var failed: Set<PeerName> = []
         /// Members that promised holding nothing: counted only while no image holds more than
         /// the creation (`advanceTakeover`).
@@ -1147,12 +1232,14 @@ extension Sessions {
         /// Members of the old replica set the new one left out: told to drop their copies once
         /// the new set stored the session.
         var releaseAfterServing: [PeerName] = []
-        /// A handoff's old replica set while the new owner installs: the install counts as stored
-        /// only when a majority of this set stored it too (a joint configuration). Otherwise
-        /// members of the old set that promised the new owner but missed its install still held
-        /// the old set, and after a partition could elect a successor with a majority of it while
-        /// the new owner served on the new set: two owners (review).
-        var jointOldSet: [PeerName] = []
+        /// The sets a new configuration replaces, while the owner installs it: the install counts
+        /// as stored only when a majority of each of these stored it too (a joint configuration).
+        /// Otherwise members of the old set that promised the new owner but missed its install
+        /// still held the old set, and after a partition could elect a successor with a majority
+        /// of it while the new owner served on the new set: two owners (review). The copies hold
+        /// the joint configuration too (`Held.jointOld`, stored), so a lost answer or a crash
+        /// never makes an owner forget it (review6 F1).
+        var jointSets: [[PeerName]] = []
 
         init(phase: Phase, acknowledged: UInt64) {
             self.phase = phase
@@ -1193,6 +1280,9 @@ extension Sessions {
         var epoch: UInt64
         var owner: PeerName
         var replicas: [PeerName]
+        /// The configuration's epoch and, while joint, the set it replaced (`SessionImage`).
+        var configEpoch: UInt64 = 0
+        var jointOld: [PeerName] = []
         var records: [SessionRecord]
         var hashes: [[UInt8]]
         var lead: Lead?
@@ -1206,7 +1296,15 @@ extension Sessions {
         var lastSeq: UInt64 { records.last?.seq ?? 0 }
         var lastHash: [UInt8] { hashes.last ?? SessionRecord.zeroHash }
         var deleted: Bool { records.last?.kind == .delete }
-        var image: SessionImage { SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, records: records) }
+        var image: SessionImage {
+            SessionImage(id: id, epoch: epoch, owner: owner, replicas: replicas, configEpoch: configEpoch, jointOld: jointOld, records: records)
+        }
+        /// Takes the configuration an image carries.
+        mutating func takeConfig(of image: SessionImage) {
+            replicas = image.replicas
+            configEpoch = image.configEpoch
+            jointOld = image.jointOld
+        }
 
         /// Appends the next record; returns the seq of the checkpoint whose state it supersedes.
         mutating func append(_ record: SessionRecord, hash: [UInt8]) -> UInt64? {

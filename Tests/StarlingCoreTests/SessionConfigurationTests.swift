@@ -1,0 +1,235 @@
+import Foundation
+@testable import StarlingCore
+import Testing
+
+extension SessionMesh {
+    /// Cuts the mesh into `sides`: messages between sides are lost, and each node sees the nodes
+    /// of other sides dead (as a partition looks once membership decided). `split([all])` heals.
+    mutating func split(_ sides: [Set<PeerName>]) {
+        partition = sides
+        for a in nodes.keys.sorted() where !down.contains(a) {
+            for b in nodes.keys.sorted() where b != a && !down.contains(b) {
+                let together = sides.contains { $0.contains(a) && $0.contains(b) }
+                var n = nodes[a]!
+                let effects = n.membershipChanged(.updated(view(b, together ? .alive : .dead)), now: now)
+                nodes[a] = n
+                deliver(a, effects)
+            }
+        }
+        run()
+    }
+
+    /// A crashed node starts again on its store (`images`), and every live node sees it alive.
+    mutating func revive(_ name: PeerName, from images: [SessionImage]) {
+        down.remove(name)
+        restart(name, from: images)
+        for other in nodes.keys.sorted() where other != name && !reachable(name, other) {
+            var n = nodes[name]!
+            let effects = n.membershipChanged(.updated(view(other, .dead)), now: now)
+            nodes[name] = n
+            deliver(name, effects)
+        }
+        for other in nodes.keys.sorted() where other != name && !down.contains(other) {
+            var n = nodes[other]!
+            let effects = n.membershipChanged(.updated(view(name, reachable(name, other) ? .alive : .dead)), now: now)
+            nodes[other] = n
+            deliver(other, effects)
+        }
+        run()
+    }
+
+    /// Each live node's copy of `sid`, one line each (for failure messages).
+    func describe(_ sid: String) -> String {
+        nodes.keys.sorted().compactMap { name -> String? in
+            guard let i = nodes[name]!.image(of: sid) else { return nil }
+            return "\(name)\(down.contains(name) ? " (down)" : "")\(nodes[name]!.served.contains(sid) ? " serves" : ""): e\(i.epoch) \(i.owner) "
+                + "\(i.replicas) c\(i.configEpoch) joint \(i.jointOld) seqs \(i.records.map { "\($0.seq)@\($0.epoch)" })"
+        }.joined(separator: "\n")
+    }
+
+    /// Whether the copies of the serving node's replica set agree with its chain, record by record.
+    func setAgrees(_ sid: String) -> Bool {
+        guard let server = servers(of: sid).first, let image = nodes[server]!.image(of: sid) else { return false }
+        return image.replicas.filter { !down.contains($0) }.allSatisfy { member in
+            guard let copy = nodes[member]!.image(of: sid) else { return false }
+            return zip(copy.records, image.records).allSatisfy { $0.signature == $1.signature }
+        }
+    }
+
+    /// The sides of the current partition on which some node records a checkpoint of `sid`.
+    mutating func sidesThatRecord(_ sid: String, _ sides: [Set<PeerName>]) -> [Set<PeerName>] {
+        sides.filter { side in
+            side.sorted().contains { name in
+                !down.contains(name) && { if case .recorded? = command(name, .checkpoint(id: sid, state: Array("\"\(name)\"".utf8))) { true } else { false } }()
+            }
+        }
+    }
+}
+
+/// A change of a session's replica set (a refill, a takeover's new set, a handoff) is a joint
+/// configuration held in the copies: a lost answer, a crash or a copy that missed the change
+/// never lets two sets each elect an owner (review6 F1).
+@Suite struct SessionConfigurationTests {
+    static func isInstall(_ m: SessionMessage) -> Bool { if case .install = m { true } else { false } }
+    static func isAppend(_ m: SessionMessage) -> Bool {
+        switch m {
+        case .append, .appendChunks: true
+        default: false
+        }
+    }
+
+    /// Owner O refills [O, A, B] (B dead) to [O, A, C]. A and C store the new set, but A's answer
+    /// is lost, so O steps down. Before, O went back to [O, A, B]; after a split {O, B} | {A, C, D}
+    /// each side elected an owner on its own set, and both recorded.
+    @Test func aRefillWhoseAnswerIsLostSplitsNoSession() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
+        mesh.gossipLoads()
+        guard let o = mesh.create("s1"), case .recorded? = mesh.command(o, .checkpoint(id: "s1", state: Array("\"s1-last\"".utf8))) else {
+            Issue.record("create"); return
+        }
+        let set = mesh.nodes[o]!.image(of: "s1")!.replicas
+        let (a, b) = (set[1], set[2])
+        let stored = mesh.nodes[b]!.image(of: "s1")!
+        mesh.loseAnswersAt = { to, m in to == a && Self.isInstall(m) }
+        mesh.crash(b)
+        mesh.settle(seconds: 3)
+        mesh.expireLost()
+        mesh.loseAnswersAt = nil
+        let c = try #require(mesh.nodes.keys.sorted().first { mesh.nodes[$0]!.image(of: "s1")?.replicas.contains($0) == true && !set.contains($0) },
+                             "no refill reached a new member")
+        #expect(mesh.servers(of: "s1").isEmpty, "the refill's joint install did not complete, yet \(mesh.servers(of: "s1")) serves")
+        // B comes back on its store, on O's side of a split.
+        let sides: [Set<PeerName>] = [[o, b], Set(mesh.nodes.keys).subtracting([o, b])]
+        mesh.split(sides)
+        mesh.revive(b, from: [stored])
+        for _ in 0..<6 {
+            mesh.settle(seconds: 5)
+            mesh.expireLost()
+        }
+        let recording = mesh.sidesThatRecord("s1", sides)
+        #expect(recording.count <= 1, "both sides recorded (c \(c)): \(recording)\n\(mesh.describe("s1"))")
+        mesh.split([Set(mesh.nodes.keys)])
+        mesh.partition = nil
+        for _ in 0..<6 {
+            mesh.settle(seconds: 5)
+            mesh.expireLost()
+        }
+        #expect(mesh.servers(of: "s1").count == 1, "served by \(mesh.servers(of: "s1"))")
+        let agree = mesh.setAgrees("s1")
+        #expect(agree, "\(mesh.describe("s1"))")
+    }
+
+    /// The joint configuration is in the copy, so it outlives a step-down and a restart: an owner
+    /// whose refill did not complete, restarted and cut off with the new member only, does not
+    /// serve (before, its copy held the new set alone, and it won with that member's vote).
+    @Test func anIncompleteRefillStaysJointAcrossARestart() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
+        mesh.gossipLoads()
+        guard let o = mesh.create("s1"), case .recorded? = mesh.command(o, .checkpoint(id: "s1", state: Array("1".utf8))) else {
+            Issue.record("create"); return
+        }
+        let set = mesh.nodes[o]!.image(of: "s1")!.replicas
+        let a = set[1]
+        // A promises the refill's epoch; its install never arrives.
+        mesh.dropRequests = { to, m in to == a && Self.isInstall(m) }
+        mesh.crash(set[2])
+        mesh.settle(seconds: 3)
+        mesh.dropRequests = nil
+        let image = try #require(mesh.nodes[o]!.image(of: "s1"))
+        #expect(image.jointOld == set && image.configEpoch == image.epoch, "\(mesh.describe("s1"))")
+        let c = try #require(image.replicas.first { !set.contains($0) })
+        #expect(mesh.nodes[c]!.image(of: "s1")?.jointOld == set)
+        // kill -9 and a start on the same store, then cut off with C only.
+        mesh.crash(o)
+        mesh.revive(o, from: [image])
+        #expect(mesh.nodes[o]!.image(of: "s1")?.jointOld == set)
+        let sides: [Set<PeerName>] = [[o, c], Set(mesh.nodes.keys).subtracting([o, c])]
+        mesh.split(sides)
+        for _ in 0..<4 {
+            mesh.settle(seconds: 5)
+            mesh.expireLost()
+        }
+        #expect(!mesh.servers(of: "s1").contains(o) && !mesh.servers(of: "s1").contains(c), "served by \(mesh.servers(of: "s1")) on the cut-off side")
+    }
+
+    /// X's set [X, O, A] loses X; O takes over with A's promise and moves to [O, A, C]. A misses
+    /// the new set's records, which O and C acknowledge. Then O dies and X comes back on its old
+    /// copy. Before, X won [X, O, A] with A and served without the acknowledged record. Now O
+    /// serves only once a majority of the old set stored the new set, and X, learning that set
+    /// from A's promise, needs its majority: C refuses it, so A leads, with C's records.
+    @Test func aStaleCopyLearnsTheNewerSetFromAPromiseAndNoAcknowledgedRecordIsLost() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
+        mesh.gossipLoads()
+        guard let x = mesh.create("s1"), case .recorded? = mesh.command(x, .checkpoint(id: "s1", state: Array("1".utf8))) else {
+            Issue.record("create"); return
+        }
+        let old = mesh.nodes[x]!.image(of: "s1")!
+        let (o, a) = (old.replicas[1], old.replicas[2])
+        mesh.dropRequests = { to, m in to == a && (Self.isInstall(m) || Self.isAppend(m)) }
+        mesh.crash(x)
+        mesh.settle(seconds: 4)
+        mesh.expireLost()
+        // Installs reach A again; its records do not.
+        mesh.dropRequests = { to, m in to == a && Self.isAppend(m) }
+        for _ in 0..<6 where mesh.servers(of: "s1") != [o] {
+            mesh.settle(seconds: 5)
+            mesh.expireLost()
+        }
+        #expect(mesh.servers(of: "s1") == [o])
+        guard case .recorded(let seq, _)? = mesh.command(o, .checkpoint(id: "s1", state: Array("\"s1-last\"".utf8))) else {
+            Issue.record("the new owner records nothing"); return
+        }
+        let acknowledged = try #require(mesh.nodes[o]!.image(of: "s1")?.records.last)
+        #expect(acknowledged.seq == seq)
+        mesh.dropRequests = nil
+        mesh.crash(o)
+        mesh.revive(x, from: [old])
+        for _ in 0..<8 {
+            mesh.settle(seconds: 5)
+            mesh.expireLost()
+        }
+        let servers = mesh.servers(of: "s1")
+        // (X may serve by now: once A led the session with the records, a handoff may move it
+        // back to X, the front of its preference list.)
+        #expect(servers.count == 1, "served by \(servers)\n\(mesh.describe("s1"))")
+        if let server = servers.first {
+            #expect(mesh.nodes[server]!.image(of: "s1")?.records.contains { $0.signature == acknowledged.signature } == true,
+                    "\(server) serves without the acknowledged record \(seq)")
+        }
+        let agree = mesh.setAgrees("s1")
+        #expect(agree, "\(mesh.describe("s1"))")
+    }
+
+    /// A member naming an epoch far above the one held (review6 F2: `UInt64.max` left the
+    /// session unled at that holder for good) is refused and counted; the session goes on.
+    @Test func anEpochFarAboveTheOneHeldIsRefused() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3"])
+        mesh.gossipLoads()
+        guard let owner = mesh.create("s1"), case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8))) else {
+            Issue.record("create"); return
+        }
+        let image = mesh.nodes[owner]!.image(of: "s1")!
+        let (r, other) = (image.replicas[1], image.replicas[2])
+        var node = mesh.nodes[r]!
+        let forgedBefore = node.counters.forged
+        var far = image
+        far.epoch = .max
+        far.configEpoch = .max
+        let attempts: [(SessionMessage, PeerName)] = [
+            (.prepare(session: "s1", epoch: .max), other),
+            (.prepare(session: "s1", epoch: image.epoch + SessionLimits.maxEpochStep + 1), other),
+            (.transfer(session: "s1", epoch: .max, to: other), owner),
+            (.install(far), owner),
+        ]
+        for (i, (message, from)) in attempts.enumerated() {
+            let effects = node.request(message, from: from, token: RequestToken(rawValue: 900 + UInt64(i)), now: mesh.now)
+            guard case .respond(.invalid, _)? = effects.first else { Issue.record("\(message): \(effects)"); continue }
+        }
+        #expect(node.image(of: "s1")?.epoch == image.epoch && node.counters.forged == forgedBefore + attempts.count)
+        // Within the step, a higher epoch is an ordinary promise.
+        let near = node.request(.prepare(session: "s1", epoch: image.epoch + SessionLimits.maxEpochStep), from: owner,
+                                token: RequestToken(rawValue: 999), now: mesh.now)
+        guard case .perform(.persist(.promise, _))? = near.last else { Issue.record("a near epoch: \(near)"); return }
+        mesh.nodes[r] = node
+    }
+}
