@@ -173,6 +173,8 @@ final class SessionEnvironment: ProtocolEnvironment {
         case .promise(let sid, let epoch, let owner):
             stores[node][sid]?.epoch = epoch
             stores[node][sid]?.owner = owner
+        case .established(let sid):
+            stores[node][sid]?.jointOld = []
         case .fencePromise(let p):
             stores[node][p.session]?.epoch = p.epoch
             stores[node][p.session]?.owner = p.owner

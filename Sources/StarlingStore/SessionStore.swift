@@ -75,6 +75,8 @@ public final class SessionStore: Sendable {
         case .promise(let id, let epoch, let owner):
             try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ? WHERE id = ?")
                 .execute(arguments: [Int64(bitPattern: epoch), owner, id])
+        case .established(let id):
+            try db.cachedStatement(sql: "UPDATE session SET joint_old = x'' WHERE id = ?").execute(arguments: [id])
         case .fencePromise(let p):
             // The promise itself, and beside it the fence's (kept until the row goes).
             try db.cachedStatement(sql: "UPDATE session SET epoch = ?, owner = ?, fence_epoch = ?, fence_owner = ? WHERE id = ?")

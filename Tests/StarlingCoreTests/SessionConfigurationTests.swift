@@ -232,4 +232,27 @@ extension SessionMesh {
         guard case .perform(.persist(.promise, _))? = near.last else { Issue.record("a near epoch: \(near)"); return }
         mesh.nodes[r] = node
     }
+
+    /// A session idle after a refill: the new set is established at its members without a
+    /// record (`SessionMessage.established`), so when the owner dies too, the new set's majority
+    /// resumes it without the old set's lost member. Before, the copies stayed joint, and the
+    /// takeover waited for ever on a majority of [O, A, B] with O and B dead.
+    @Test func anIdleSessionResumesOnItsRefilledSetAlone() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
+        mesh.gossipLoads()
+        guard let o = mesh.create("s1"), case .recorded? = mesh.command(o, .checkpoint(id: "s1", state: Array("\"s1-last\"".utf8))) else {
+            Issue.record("create"); return
+        }
+        let set = mesh.nodes[o]!.image(of: "s1")!.replicas
+        mesh.crash(set[2])
+        mesh.settle(seconds: 3)
+        let refilled = try #require(mesh.nodes[o]!.image(of: "s1"))
+        #expect(refilled.replicas != set && refilled.jointOld.isEmpty, "\(mesh.describe("s1"))")
+        mesh.crash(o)
+        for _ in 0..<4 {
+            mesh.settle(seconds: 5)
+            mesh.expireLost()
+        }
+        SessionHandoffTests.servedOnceWithItsLastState(&mesh, "s1", next: "after", after: "the owner's death after a refill", chainsBefore: false)
+    }
 }

@@ -90,6 +90,8 @@ public enum SessionChange: Sendable, Equatable {
     /// beside the session's promise so that a restarted member still promises that owner's own
     /// takeover (`SessionFencePromise`).
     case fencePromise(SessionFencePromise)
+    /// The session's configuration is established: its joint set goes (`SessionImage.jointOld`).
+    case established(session: String)
     /// Forget the session: this node is no longer in its replica set, and the new set stored it
     /// (migration, `SessionHandoff.swift`). The store keeps the release (`Sessions.releases`).
     case forget(SessionRelease)

@@ -139,6 +139,12 @@ public enum SessionMessage: Sendable, Equatable {
     /// Answer to `leads` (kind 20): of the sessions asked, those the answerer neither leads nor
     /// is taking over or being handed, each with the newest promise the answerer knows of it.
     case notLeading(sessions: [LeadAnswer])
+    /// Owner → the members of its new replica set (kind 21): the configuration this epoch
+    /// installed is established (a majority of each set it needed stored it), so the copy drops
+    /// the set it replaced (`SessionImage.jointOld`). Without it, a session idle after a change
+    /// kept its copies joint, and once the old set's members were gone (a scale-down after the
+    /// moves) no takeover could form. Answered `stored`.
+    case established(session: String, epoch: UInt64)
 }
 
 /// What a node that does not lead a session knows of it (`SessionMessage.notLeading`): the
@@ -202,6 +208,8 @@ extension SessionMessage {
             w.write(UInt8(10)); writeChunked(record, manifest: manifest, chunks: chunks, to: &w)
         case .leads(let ids):
             w.write(UInt8(19)); writeIDs(ids, to: &w)
+        case .established(let s, let e):
+            w.write(UInt8(21)); w.write(s); w.write(e)
         case .notLeading(let answers):
             precondition(answers.count <= SessionLimits.maxLeadCheck, "a lead check over its bound")
             w.write(UInt8(20))
@@ -241,6 +249,7 @@ extension SessionMessage {
         case 18: message = .release(session: try readID(&r), epoch: try r.readUInt64())
         case 10: message = try readChunked(&r)
         case 19: message = .leads(sessions: try readIDs(&r))
+        case 21: message = .established(session: try readID(&r), epoch: try r.readUInt64())
         case 20:
             let count = Int(try r.readUInt16())
             guard count <= SessionLimits.maxLeadCheck else { throw SessionDecodingError("a lead check over its bound") }

@@ -491,16 +491,20 @@ public struct Sessions: HostedProtocol {
         guard var h = held[sid], var lead = h.lead, let write = lead.write else { return [] }
         let majority = h.replicas.count / 2 + 1
         guard write.acks.intersection(h.replicas).count >= majority, write.acks.contains(myName) else { return [] }
+        var effects: [ProtocolEffect<Sessions>] = []
         if !lead.jointSets.isEmpty {
             guard lead.jointSets.allSatisfy({ write.acks.intersection($0).count >= $0.count / 2 + 1 }) else { return [] }
             lead.jointSets = []
+            // A majority of each set stored the new configuration: it is established, here and
+            // at the new set's members (a record of this epoch tells them too: `replicate`).
+            h.jointOld = []
+            effects.append(.perform(.persist(.established(session: sid), then: .nothing)))
+            for peer in h.replicas where peer != myName {
+                effects.append(request(.established(session: sid, epoch: h.epoch), to: peer, session: sid, purpose: .established))
+            }
         }
-        // A majority of each set stored the new configuration: the next record here (and at each
-        // replica, `replicate`) stores it as established.
-        h.jointOld = []
         lead.write = nil
         lead.acknowledged = max(lead.acknowledged, write.seq)
-        var effects: [ProtocolEffect<Sessions>] = []
         switch write.then {
         case .reply(let cmd, let reply):
             effects.append(.reply(reply, to: cmd))
@@ -776,8 +780,20 @@ public struct Sessions: HostedProtocol {
         case .commit(let sid, let epoch, let replicas): return commitHandoff(sid, epoch: epoch, replicas: replicas, from: peer, token: token, now: now)
         case .release(let sid, let epoch): return release(sid, epoch: epoch, from: peer, token: token)
         case .leads(let sids): return [.respond(.notLeading(sessions: sids.filter { !leadsOrTakes($0) }.map(leadAnswer)), to: token)]
+        case .established(let sid, let epoch): return established(sid, epoch: epoch, from: peer, token: token)
         default: return [.respond(.invalid(reason: "not a request"), to: token)]
         }
+    }
+
+    /// The owner of `epoch` says its configuration is established: the copy drops its joint set.
+    mutating func established(_ sid: String, epoch: UInt64, from peer: PeerName, token: RequestToken) -> [ProtocolEffect<Sessions>] {
+        guard var h = held[sid], h.owner == peer, h.epoch == epoch, h.configEpoch == epoch else {
+            return [.respond(.invalid(reason: "no copy of epoch \(epoch)'s configuration of \(sid) from \(peer) is held here"), to: token)]
+        }
+        guard !h.jointOld.isEmpty else { return [.respond(.stored(session: sid, seq: h.lastSeq), to: token)] }
+        h.jointOld = []
+        held[sid] = h
+        return [.perform(.persist(.established(session: sid), then: .respond(token, .stored(session: sid, seq: h.lastSeq))))]
     }
 
     /// `verifiedContent`: the state of a chunked checkpoint, assembled from chunks already
@@ -1020,6 +1036,7 @@ public struct Sessions: HostedProtocol {
     public mutating func response(_ message: SessionMessage?, to rid: RequestID, now: Instant) -> [ProtocolEffect<Sessions>] {
         guard let o = outstanding.removeValue(forKey: rid) else { return [] }
         if case .leadCheck(let asked) = o.purpose { return leadCheckAnswered(asked, by: o.peer, message) }  // SessionLeadCheck.swift
+        if case .established = o.purpose { return [] }
         guard let h = held[o.session], h.lead != nil else { return [] }
         if o.purpose.isHandoff { return handoffAnswered(o, message, now: now) }
         switch (o.purpose, message) {
@@ -1260,10 +1277,13 @@ extension Sessions {
             /// A lead check (`checkLeads`): the sessions asked about, with the promise held for
             /// each when asked.
             case leadCheck([String: Takeover.Promise])
+            /// A new configuration established (`SessionMessage.established`): the answer is not
+            /// waited for.
+            case established
 
             var isHandoff: Bool {
                 switch self {
-                case .write, .prepare, .leadCheck: false
+                case .write, .prepare, .leadCheck, .established: false
                 case .handoff, .transfer, .commit, .release: true
                 }
             }
