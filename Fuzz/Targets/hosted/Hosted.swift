@@ -89,6 +89,9 @@ enum HostedSeeds {
             "session-transfer": .transfer(session: "agent-1", epoch: 2, to: "node-d"),
             "session-commit": .commit(session: "agent-1", epoch: 2, replicas: ["node-d", "node-a", "node-b"]),
             "session-release": .release(session: "agent-1", epoch: 2),
+            "session-established": .established(session: "agent-1", epoch: 2),
+            "session-install-joint": .install(SessionImage(id: "agent-1", epoch: 2, owner: "node-a", replicas: ["node-a", "node-b", "node-d"],
+                                                           configEpoch: 2, jointOld: ["node-a", "node-b", "node-c"], records: [record])),
         ]
         // Compaction (SessionCompaction.swift): a base record, and an image that starts at its cut.
         let base = SessionBase(cutSeq: 2, options: Array("{\"agent\":{}}".utf8),

@@ -236,6 +236,15 @@ enum SessionNodeSeeds {
             "lead-check": step(.request, 1, .leads(sessions: [session, "s2"])) + step(.tick, 255)
                 + step(.response, 0, .notLeading(sessions: [LeadAnswer(session: session, epoch: 1, owner: "node-b", replicas: ["node-a", "node-b", "node-c"]),
                                                             LeadAnswer(session: "s3")])) + step(.tick, 20),
+            "joint-install": step(.request, 0, .install(SessionImage(id: session, epoch: 2, owner: "node-b", replicas: ["node-b", "node-a", "node-d"],
+                                                                        configEpoch: 2, jointOld: ["node-a", "node-b", "node-c"],
+                                                                        records: chain(epoch: 2, signer: "node-b", count: 4))))
+                + step(.request, 0, .established(session: session, epoch: 2)) + step(.request, 0, .append(four[3])),
+            "takeover-learns-config": step(.tick, 20)
+                + step(.response, 0, .promised(session: session, image: SessionImage(id: session, epoch: 2, owner: "node-b",
+                                                                                     replicas: ["node-b", "node-a", "node-d"], configEpoch: 1,
+                                                                                     jointOld: ["node-a", "node-b", "node-c"], records: chain())))
+                + step(.tick, 5) + step(.response, 1, .promised(session: session, image: nil)) + step(.response, 2, .stored(session: session, seq: 3)),
             "lead-check-raise": step(.tick, 255)
                 + step(.response, 0, .notLeading(sessions: [LeadAnswer(session: session, epoch: 9, owner: "node-d")])) + step(.tick, 20),
         ]
