@@ -230,6 +230,11 @@ extension SessionMesh {
         let near = node.request(.prepare(session: "s1", epoch: image.epoch + SessionLimits.maxEpochStep), from: owner,
                                 token: RequestToken(rawValue: 999), now: mesh.now)
         guard case .perform(.persist(.promise, _))? = near.last else { Issue.record("a near epoch: \(near)"); return }
+        // The bound is measured from the records and configuration held, not from the promise
+        // just raised: promises cannot ratchet past it (review7 F5).
+        let ratchet = node.request(.prepare(session: "s1", epoch: image.epoch + SessionLimits.maxEpochStep + 2), from: owner,
+                                   token: RequestToken(rawValue: 1_000), now: mesh.now)
+        guard case .respond(.invalid, _)? = ratchet.first else { Issue.record("a ratcheted epoch: \(ratchet)"); return }
         mesh.nodes[r] = node
     }
 
@@ -254,5 +259,89 @@ extension SessionMesh {
             mesh.expireLost()
         }
         SessionHandoffTests.servedOnceWithItsLastState(&mesh, "s1", next: "after", after: "the owner's death after a refill", chainsBefore: false)
+    }
+
+    /// Review7 F1: the next owner of a handoff whose own takeover at the commit's epoch reached
+    /// its install (a joint set) refuses the old owner's commit at that epoch: taking it replaced
+    /// that joint set with the handoff's, and the old set's majority that never saw it could
+    /// elect a second owner.
+    @Test func aCommitIsRefusedWhereATakeoverInstalledAConfigurationOfItsEpoch() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5", "n6"])
+        mesh.gossipLoads()
+        guard let o = mesh.create("s1") else { Issue.record("create"); return }
+        let image = mesh.nodes[o]!.image(of: "s1")!
+        let p = try #require(mesh.nodes.keys.sorted().first { !image.replicas.contains($0) })
+        var mine = image
+        mine.epoch += 1
+        mine.owner = p
+        mine.configEpoch = mine.epoch
+        mine.replicas = [p, image.replicas[0], image.replicas[1]]
+        mine.jointOld = image.replicas
+        mesh.restart(p, from: [mine])
+        var node = mesh.nodes[p]!
+        let effects = node.request(.commit(session: "s1", epoch: mine.epoch, replicas: [p] + image.replicas.prefix(2)), from: o,
+                                   token: RequestToken(rawValue: 77), now: mesh.now)
+        guard case .respond(.stale, _)? = effects.first else { Issue.record("the commit was taken: \(effects)"); return }
+        #expect(node.image(of: "s1")?.jointOld == image.replicas)
+    }
+
+    /// Review7 F2: a configuration is unsigned, so a newer one is learned only from a member of
+    /// a set the takeover needs. An outsider H (asked as a member of the new set) answering with
+    /// a forged set where it and the preparer are a majority let the preparer win without its
+    /// set's live member A, whose answer had not come back (a partition, in the real network).
+    @Test func aNewerSetIsLearnedOnlyFromAMemberOfTheSetsNeeded() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5", "n6"])
+        mesh.gossipLoads()
+        guard let x = mesh.create("s1"), case .recorded? = mesh.command(x, .checkpoint(id: "s1", state: Array("1".utf8))) else {
+            Issue.record("create"); return
+        }
+        let image = mesh.nodes[x]!.image(of: "s1")!
+        let (p, a) = (image.replicas[1], image.replicas[2])
+        // P promised epoch 5 to X (so the forged set, of epoch 4, is newer than P's and older
+        // than P's next epoch); every outsider holds a copy naming itself and P a majority.
+        var atFive = image
+        atFive.epoch = 5
+        mesh.restart(p, from: [atFive])
+        for h in mesh.nodes.keys.sorted() where !image.replicas.contains(h) {
+            var forged = atFive
+            forged.configEpoch = 4
+            forged.replicas = [p, h, "ghost"]
+            mesh.restart(h, from: [forged])
+        }
+        mesh.loseAnswersAt = { to, m in
+            if to == a, case .prepare = m { return true }
+            return false
+        }
+        mesh.crash(x)
+        mesh.settle(seconds: 3)
+        #expect(!mesh.servers(of: "s1").contains(p), "P won without A: \(mesh.describe("s1"))")
+    }
+
+    /// Review7 F4: a copy that missed `established` learns it from a member of the new set that
+    /// stored it (same configuration, no joint set), so it needs no majority of the set the
+    /// change replaced, whose lost member may be gone for good.
+    @Test func aCopyThatMissedEstablishedLearnsItFromAPromise() throws {
+        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
+        mesh.gossipLoads()
+        guard let o = mesh.create("s1"), case .recorded? = mesh.command(o, .checkpoint(id: "s1", state: Array("\"s1-last\"".utf8))) else {
+            Issue.record("create"); return
+        }
+        let set = mesh.nodes[o]!.image(of: "s1")!.replicas
+        let b = set[1]
+        mesh.dropRequests = { to, m in
+            if to == b, case .established = m { return true }
+            return false
+        }
+        mesh.crash(set[2])
+        mesh.settle(seconds: 3)
+        mesh.dropRequests = nil
+        #expect(mesh.nodes[b]!.image(of: "s1")?.jointOld == set, "\(mesh.describe("s1"))")
+        mesh.crash(o)
+        for _ in 0..<4 {
+            mesh.settle(seconds: 5)
+            mesh.expireLost()
+        }
+        #expect(mesh.servers(of: "s1").count == 1, "\(mesh.describe("s1"))")
+        SessionHandoffTests.servedOnceWithItsLastState(&mesh, "s1", next: "after", after: "a lost 'established'", chainsBefore: false)
     }
 }

@@ -709,6 +709,13 @@ struct SessionMesh {
         let at = try #require(bytes.indices.first { i in i + 10 < bytes.count && bytes[i..<(i + 8)] == [0, 0, 0, 0, 0, 0, 0, 9] && bytes[i + 8] == 3 })
         bytes[at + 8] = 4
         #expect(throws: (any Error).self) { try Sessions.decode(bytes) }
+        // A name twice in a set would count twice toward a majority (review7 F3).
+        var twice = joint
+        twice.replicas = ["n1", "n1", "n2"]
+        #expect(throws: (any Error).self) { try Sessions.decode(Sessions.encode(.install(twice))) }
+        twice = joint
+        twice.jointOld = ["n9", "n9"]
+        #expect(throws: (any Error).self) { try Sessions.decode(Sessions.encode(.install(twice))) }
     }
 
     @Test func boundsAreEnforced() throws {

@@ -235,7 +235,9 @@ extension Sessions {
             guard case .stored(let s, let seq)? = message, s == sid, seq == h.lastSeq else {
                 // The next owner did not take it: nothing was promised to it; serve on. If it
                 // holds a higher epoch, the next offer goes above it.
-                if case .stale(let s, let held)? = message, s == sid, held >= handoff.epoch { offerAbove[sid] = held }
+                if case .stale(let s, let epoch)? = message, s == sid, epoch >= handoff.epoch, let h = held[sid] {
+                    offerAbove[sid] = min(epoch, raiseLimit(of: h))
+                }
                 return abortHandoff(sid, now: now)
             }
             offerAbove[sid] = nil
@@ -370,7 +372,7 @@ extension Sessions {
     mutating func acceptHandoff(_ image: SessionImage, epoch: UInt64, replicas: [PeerName], from peer: PeerName, token: RequestToken,
                                 now: Instant) -> [ProtocolEffect<Sessions>] {
         let sid = image.id
-        guard image.owner == peer, replicas.first == myName, image.epoch < epoch else {
+        guard image.owner == peer, replicas.first == myName, image.epoch < epoch, epoch - image.epoch <= SessionLimits.maxEpochStep else {
             counters.forged += 1
             return [.respond(.invalid(reason: "a handoff comes from the session's owner, to the first of its new replica set, for a later epoch"), to: token)]
         }
@@ -435,9 +437,24 @@ extension Sessions {
         guard var h = held[sid], replicas.first == myName else {
             return [.respond(.invalid(reason: "no handoff of the session was stored here"), to: token)]
         }
-        // Already leading it (this node took it over itself meanwhile): nothing to do.
-        if h.lead != nil, h.owner == myName { return [.respond(.stored(session: sid, seq: h.lastSeq), to: token)] }
-        let offered = (h.owner == peer && h.epoch < epoch && !farAhead(epoch, of: h)) || (h.owner == myName && h.epoch == epoch)
+        // Already leading it (this node took it over itself meanwhile): answered once it serves.
+        // "Stored" while it only prepared made the old owner drop its copy for a takeover that
+        // could still fail (review7 F1); if it fails, the old owner's request times out and it
+        // takes the session back.
+        if var lead = h.lead, h.owner == myName {
+            if lead.phase == .serving { return [.respond(.stored(session: sid, seq: h.lastSeq), to: token)] }
+            guard lead.answerWhenServing == nil else { return [.respond(.invalid(reason: "the session is resuming here"), to: token)] }
+            lead.answerWhenServing = token
+            h.lead = lead
+            held[sid] = h
+            return []
+        }
+        // Not when this node installed a configuration of that epoch itself (its own takeover,
+        // through the fence's promises, reached its install and stepped down): taking the commit
+        // would replace that joint set, whose old set's majority may not know it, with the
+        // handoff's at the same epoch (review7 F1). The old owner then gives the handoff up.
+        let offered = ((h.owner == peer && h.epoch < epoch && !farAhead(epoch, of: h)) || (h.owner == myName && h.epoch == epoch))
+            && h.configEpoch < epoch
         guard offered, h.lead == nil, !h.records.isEmpty else {
             counters.stale += 1
             return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]

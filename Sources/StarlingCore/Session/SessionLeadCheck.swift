@@ -88,7 +88,7 @@ extension Sessions {
                 ownerDenied[sid] = nil
                 continue
             }
-            if answer.epoch > h.epoch, farAhead(answer.epoch, of: h) {
+            if answer.epoch > h.epoch, answer.epoch > raiseLimit(of: h) {
                 counters.forged += 1
                 ownerDenied[sid] = nil
             } else if answer.epoch > h.epoch {

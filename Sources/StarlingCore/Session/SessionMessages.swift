@@ -386,12 +386,15 @@ extension SessionMessage {
         guard replicaCount >= 1 && replicaCount <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
         var replicas: [PeerName] = []
         for _ in 0..<replicaCount { replicas.append(try readName(&r)) }
+        // A name twice would count twice toward a majority (review7 F3).
+        guard Set(replicas).count == replicas.count else { throw SessionDecodingError("a replica named twice") }
         let configEpoch = try r.readUInt64()
         guard configEpoch <= epoch else { throw SessionDecodingError("a configuration newer than the image's epoch") }
         let jointCount = Int(try r.readUInt8())
         guard jointCount <= SessionLimits.replicas else { throw SessionDecodingError("bad joint set count") }
         var jointOld: [PeerName] = []
         for _ in 0..<jointCount { jointOld.append(try readName(&r)) }
+        guard Set(jointOld).count == jointOld.count else { throw SessionDecodingError("a joint member named twice") }
         let count = Int(try r.readUInt32())
         // A record is at least 186 bytes on the wire: a count the bytes left cannot hold is a lie.
         guard count <= SessionLimits.maxRecords, count * 180 <= r.remaining else { throw SessionDecodingError("bad record count") }

@@ -235,10 +235,22 @@ public struct Sessions: HostedProtocol {
         counters.releasesForgotten = releasesForgotten
     }
 
-    /// Whether `epoch`, from a peer, is further above the epoch held in `h` than any honest
-    /// peer gets (`SessionLimits.maxEpochStep`): refused, and counted as forged.
+    /// Whether `epoch`, from a peer, is further above `h`'s progress than any honest peer gets
+    /// (`SessionLimits.maxEpochStep`): refused, and counted as forged. The bound is measured from
+    /// the epoch of the last record or configuration held, which only an owner's real work moves,
+    /// not from the promise held, which `stale` answers and lead checks raise: measured from the
+    /// promise, two hostile answers ratcheted it past the bound and honest peers then refused
+    /// each other for good (review7 F5).
     func farAhead(_ epoch: UInt64, of h: Held) -> Bool {
-        epoch > h.epoch && epoch - h.epoch > SessionLimits.maxEpochStep
+        let base = max(h.records.last?.epoch ?? 0, h.configEpoch)
+        return epoch > base && epoch - base > SessionLimits.maxEpochStep
+    }
+
+    /// The highest epoch a peer's word raises this node's promise to: half the bound, so that
+    /// the prepares this node then sends stay within its peers' bound.
+    func raiseLimit(of h: Held) -> UInt64 {
+        let base = max(h.records.last?.epoch ?? 0, h.configEpoch)
+        return base > UInt64.max - SessionLimits.maxEpochStep / 2 ? UInt64.max : base + SessionLimits.maxEpochStep / 2
     }
 
     /// Forgets the release of `sid`: this node stores the session again (an install, a handoff,
@@ -359,7 +371,7 @@ public struct Sessions: HostedProtocol {
         }
         let replicas = placement.replicas(for: sid, owner: myName, count: settings.replicas)
         lastActivity[sid] = now
-        var h = Held(id: sid, epoch: 1, owner: myName, replicas: replicas, records: [], hashes: [])
+        var h = Held(id: sid, epoch: 1, owner: myName, replicas: replicas, configEpoch: 1, records: [], hashes: [])
         h.lead = Lead(phase: .serving, acknowledged: 0)
         held[sid] = h
         return beginWrite(sid, kind: .create, key: "", content: options, then: .reply(command, .created(id: sid, owner: myName)))
@@ -676,15 +688,20 @@ public struct Sessions: HostedProtocol {
         func promisedIn(_ set: [PeerName]) -> Int {
             set.filter { t.promised.contains($0) || (bareCreation && t.emptyPromises.contains($0)) }.count
         }
-        guard t.quorums.allSatisfy({ promisedIn($0) >= $0.count / 2 + 1 }) else {
+        // A joint configuration that leaves this node out: its new set's members refuse it, and
+        // its new set could not be kept with this node first (review7 F3).
+        let leftOut = t.quorums.count > 1 && !t.quorums[0].contains(myName)
+        guard !leftOut, t.quorums.allSatisfy({ promisedIn($0) >= $0.count / 2 + 1 }) else {
             // Not yet; and if the members of a set still to answer cannot make its majority, give
             // up (the tick tries again with a higher epoch).
-            // A joint configuration that leaves this node out: its new set's members refuse it.
-            let leftOut = t.quorums.count > 1 && !t.quorums[0].contains(myName)
-            let lost = leftOut || t.quorums.contains { set in
-                let open = set.filter { !t.promised.contains($0) && !t.failed.contains($0) && !t.emptyPromises.contains($0) && alive.contains($0) }.count
-                return promisedIn(set) + open < set.count / 2 + 1
+            // A set out of reach is final only once every member asked answered: an answer may
+            // still replace the sets (a newer configuration, or this one established).
+            let alive = alive
+            let open = { (set: [PeerName]) in
+                set.filter { !t.promised.contains($0) && !t.failed.contains($0) && !t.emptyPromises.contains($0) && alive.contains($0) }.count
             }
+            let outOfReach = t.quorums.contains { promisedIn($0) + open($0) < $0.count / 2 + 1 }
+            let lost = leftOut || (outOfReach && !t.quorums.contains { open($0) > 0 })
             if lost {
                 h.lead = nil
                 h.quietUntil = now + backoff(settings.retryInterval)
@@ -703,8 +720,15 @@ public struct Sessions: HostedProtocol {
                 // unled while that node lives. Never another owner at the epoch this node promised:
                 // it would then promise that epoch a second time (review5 F2). A node that held
                 // itself the owner (restarted, or fenced by a `stale` answer, which raises its epoch
-                // without naming anyone) defers to any live owner named, as before.
-                if let hint = t.ownerHint, hint.epoch > (t.before?.epoch ?? 0) || hint == t.before || t.before?.owner == myName {
+                // without naming anyone) defers to any live owner named, unless it led that very
+                // epoch: a serving owner whose refill (a takeover, `refillReplicas`) failed
+                // deferred to the owner a member's release of two moves ago named, and nobody led
+                // the session again (session-churn, 20 nodes × 40 sessions, seed 17).
+                // (A node that led that epoch, having installed its configuration, knows no older
+                // owner is live.)
+                let before = t.before ?? Takeover.Promise(epoch: 0, owner: "")
+                let ledBefore = before.owner == myName && h.configEpoch == before.epoch
+                if let hint = t.ownerHint, hint.epoch > before.epoch || hint == before || (before.owner == myName && !ledBefore) {
                     h.owner = hint.owner
                     if hint.owner != myName { incoming[sid] = nil }  // another node leads it: an offer here is over
                     retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
@@ -743,7 +767,13 @@ public struct Sessions: HostedProtocol {
         h.configEpoch = t.epoch
         h.jointOld = !newestJoint.isEmpty ? newestJoint : changed(newest) ? newest : []
         lead.jointSets = t.quorums.filter(changed)
-        assert(lead.jointSets.count <= 1 && newSet.count <= SessionLimits.replicas, "one joint set at most, R members at most")
+        // Every image from the wire has distinct names and at most R (`readImage`), and the new
+        // set comes from one of them or from the ring: a set over R here is a defect. Fail
+        // closed (no lead) rather than store a set no peer could decode.
+        guard lead.jointSets.count <= 1, newSet.count <= SessionLimits.replicas, Set(newSet).count == newSet.count else {
+            assertionFailure("a new set over R, with a name twice, or two joint sets: \(newSet) \(lead.jointSets)")
+            return asked + stepDown(sid, reason: "the session's new replica set is malformed")
+        }
         // Members of the old sets that promised this epoch and that the new set leaves out (it is
         // capped at R) drop their copies once it serves, as after a handoff: a copy left there
         // would answer later takeovers with an old image (review4 F8).
@@ -1050,7 +1080,7 @@ public struct Sessions: HostedProtocol {
             if var h = held[o.session] {
                 // Fenced: some node holds a newer epoch. Not knowing which, this node waits before
                 // it prepares again, so it does not depose a live owner it cannot see.
-                if epoch > h.epoch, !farAhead(epoch, of: h) { h.epoch = epoch }
+                if epoch > h.epoch { h.epoch = max(h.epoch, min(epoch, raiseLimit(of: h))) }
                 h.quietUntil = now + backoff(settings.retryInterval * 5)
                 held[o.session] = h
             }
@@ -1088,10 +1118,22 @@ public struct Sessions: HostedProtocol {
                     t.promised.insert(o.peer)
                     t.images.append(image)
                     // A newer configuration than any heard of: its sets' majorities are needed
-                    // (`advanceTakeover` asks their members).
-                    if image.configEpoch > t.configEpoch {
+                    // (`advanceTakeover` asks their members). Only from a member of a set this
+                    // takeover needs: a set is unsigned, and an outsider naming itself and this
+                    // node as a majority would otherwise decide the quorum (review7 F2). An
+                    // established change is always told by such a member (a majority of the old
+                    // set stored it); one not established has nothing recorded on it.
+                    let member = t.quorums.contains { $0.contains(o.peer) }
+                    if member, image.configEpoch > t.configEpoch {
                         t.configEpoch = image.configEpoch
                         t.quorums = image.quorums
+                    } else if member, image.configEpoch == t.configEpoch, t.quorums.count > 1, image.jointOld.isEmpty,
+                              Set(image.replicas) == Set(t.quorums[0]) {
+                        // The same configuration, established at that member (it heard
+                        // `established`, or a record of that epoch): the set it replaced is no
+                        // longer needed. A copy that missed `established` would otherwise wait on
+                        // a majority of a set whose members may be gone (review7 F4).
+                        t.quorums = [t.quorums[0]]
                     }
                 } else if image == nil {
                     t.emptyPromises.insert(o.peer)
