@@ -2,6 +2,11 @@ import Foundation
 @testable import StarlingCore
 import Testing
 
+struct SessionMeshError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
 extension SessionMesh {
     /// Cuts the mesh into `sides`: messages between sides are lost, and each node sees the nodes
     /// of other sides dead (as a partition looks once membership decided). `split([all])` heals.
@@ -36,6 +41,26 @@ extension SessionMesh {
             deliver(other, effects)
         }
         run()
+    }
+
+    /// A mesh of `names` (loads gossiped) with "s1" created where placement puts it and `state`
+    /// recorded: the mesh and the session's owner.
+    static func withSession(_ names: [PeerName], state: String) throws -> (SessionMesh, PeerName) {
+        var mesh = try SessionMesh(names)
+        mesh.gossipLoads()
+        guard let owner = mesh.create("s1") else { throw SessionMeshError("s1 was not created") }
+        guard case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array(state.utf8))) else {
+            throw SessionMeshError("the first checkpoint was not recorded")
+        }
+        return (mesh, owner)
+    }
+
+    /// `rounds` times: 5 s of ticks and gossip, then every lost answer times out.
+    mutating func settleExpiring(rounds: Int) {
+        for _ in 0..<rounds {
+            settle(seconds: 5)
+            expireLost()
+        }
     }
 
     /// Each live node's copy of `sid`, one line each (for failure messages).
@@ -82,11 +107,7 @@ extension SessionMesh {
     /// is lost, so O steps down. Before, O went back to [O, A, B]; after a split {O, B} | {A, C, D}
     /// each side elected an owner on its own set, and both recorded.
     @Test func aRefillWhoseAnswerIsLostSplitsNoSession() throws {
-        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
-        mesh.gossipLoads()
-        guard let o = mesh.create("s1"), case .recorded? = mesh.command(o, .checkpoint(id: "s1", state: Array("\"s1-last\"".utf8))) else {
-            Issue.record("create"); return
-        }
+        var (mesh, o) = try SessionMesh.withSession(["n1", "n2", "n3", "n4", "n5"], state: "\"s1-last\"")
         let set = mesh.nodes[o]!.image(of: "s1")!.replicas
         let (a, b) = (set[1], set[2])
         let stored = mesh.nodes[b]!.image(of: "s1")!
@@ -102,18 +123,12 @@ extension SessionMesh {
         let sides: [Set<PeerName>] = [[o, b], Set(mesh.nodes.keys).subtracting([o, b])]
         mesh.split(sides)
         mesh.revive(b, from: [stored])
-        for _ in 0..<6 {
-            mesh.settle(seconds: 5)
-            mesh.expireLost()
-        }
+        mesh.settleExpiring(rounds: 6)
         let recording = mesh.sidesThatRecord("s1", sides)
         #expect(recording.count <= 1, "both sides recorded (c \(c)): \(recording)\n\(mesh.describe("s1"))")
         mesh.split([Set(mesh.nodes.keys)])
         mesh.partition = nil
-        for _ in 0..<6 {
-            mesh.settle(seconds: 5)
-            mesh.expireLost()
-        }
+        mesh.settleExpiring(rounds: 6)
         #expect(mesh.servers(of: "s1").count == 1, "served by \(mesh.servers(of: "s1"))")
         let agree = mesh.setAgrees("s1")
         #expect(agree, "\(mesh.describe("s1"))")
@@ -123,11 +138,7 @@ extension SessionMesh {
     /// whose refill did not complete, restarted and cut off with the new member only, does not
     /// serve (before, its copy held the new set alone, and it won with that member's vote).
     @Test func anIncompleteRefillStaysJointAcrossARestart() throws {
-        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
-        mesh.gossipLoads()
-        guard let o = mesh.create("s1"), case .recorded? = mesh.command(o, .checkpoint(id: "s1", state: Array("1".utf8))) else {
-            Issue.record("create"); return
-        }
+        var (mesh, o) = try SessionMesh.withSession(["n1", "n2", "n3", "n4", "n5"], state: "1")
         let set = mesh.nodes[o]!.image(of: "s1")!.replicas
         let a = set[1]
         // A promises the refill's epoch; its install never arrives.
@@ -145,10 +156,7 @@ extension SessionMesh {
         #expect(mesh.nodes[o]!.image(of: "s1")?.jointOld == set)
         let sides: [Set<PeerName>] = [[o, c], Set(mesh.nodes.keys).subtracting([o, c])]
         mesh.split(sides)
-        for _ in 0..<4 {
-            mesh.settle(seconds: 5)
-            mesh.expireLost()
-        }
+        mesh.settleExpiring(rounds: 4)
         #expect(!mesh.servers(of: "s1").contains(o) && !mesh.servers(of: "s1").contains(c), "served by \(mesh.servers(of: "s1")) on the cut-off side")
     }
 
@@ -158,11 +166,7 @@ extension SessionMesh {
     /// serves only once a majority of the old set stored the new set, and X, learning that set
     /// from A's promise, needs its majority: C refuses it, so A leads, with C's records.
     @Test func aStaleCopyLearnsTheNewerSetFromAPromiseAndNoAcknowledgedRecordIsLost() throws {
-        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
-        mesh.gossipLoads()
-        guard let x = mesh.create("s1"), case .recorded? = mesh.command(x, .checkpoint(id: "s1", state: Array("1".utf8))) else {
-            Issue.record("create"); return
-        }
+        var (mesh, x) = try SessionMesh.withSession(["n1", "n2", "n3", "n4", "n5"], state: "1")
         let old = mesh.nodes[x]!.image(of: "s1")!
         let (o, a) = (old.replicas[1], old.replicas[2])
         mesh.dropRequests = { to, m in to == a && (Self.isInstall(m) || Self.isAppend(m)) }
@@ -184,10 +188,7 @@ extension SessionMesh {
         mesh.dropRequests = nil
         mesh.crash(o)
         mesh.revive(x, from: [old])
-        for _ in 0..<8 {
-            mesh.settle(seconds: 5)
-            mesh.expireLost()
-        }
+        mesh.settleExpiring(rounds: 8)
         let servers = mesh.servers(of: "s1")
         // (X may serve by now: once A led the session with the records, a handoff may move it
         // back to X, the front of its preference list.)
@@ -203,11 +204,7 @@ extension SessionMesh {
     /// A member naming an epoch far above the one held (review6 F2: `UInt64.max` left the
     /// session unled at that holder for good) is refused and counted; the session goes on.
     @Test func anEpochFarAboveTheOneHeldIsRefused() throws {
-        var mesh = try SessionMesh(["n1", "n2", "n3"])
-        mesh.gossipLoads()
-        guard let owner = mesh.create("s1"), case .recorded? = mesh.command(owner, .checkpoint(id: "s1", state: Array("1".utf8))) else {
-            Issue.record("create"); return
-        }
+        var (mesh, owner) = try SessionMesh.withSession(["n1", "n2", "n3"], state: "1")
         let image = mesh.nodes[owner]!.image(of: "s1")!
         let (r, other) = (image.replicas[1], image.replicas[2])
         var node = mesh.nodes[r]!
@@ -243,21 +240,14 @@ extension SessionMesh {
     /// resumes it without the old set's lost member. Before, the copies stayed joint, and the
     /// takeover waited for ever on a majority of [O, A, B] with O and B dead.
     @Test func anIdleSessionResumesOnItsRefilledSetAlone() throws {
-        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
-        mesh.gossipLoads()
-        guard let o = mesh.create("s1"), case .recorded? = mesh.command(o, .checkpoint(id: "s1", state: Array("\"s1-last\"".utf8))) else {
-            Issue.record("create"); return
-        }
+        var (mesh, o) = try SessionMesh.withSession(["n1", "n2", "n3", "n4", "n5"], state: "\"s1-last\"")
         let set = mesh.nodes[o]!.image(of: "s1")!.replicas
         mesh.crash(set[2])
         mesh.settle(seconds: 3)
         let refilled = try #require(mesh.nodes[o]!.image(of: "s1"))
         #expect(refilled.replicas != set && refilled.jointOld.isEmpty, "\(mesh.describe("s1"))")
         mesh.crash(o)
-        for _ in 0..<4 {
-            mesh.settle(seconds: 5)
-            mesh.expireLost()
-        }
+        mesh.settleExpiring(rounds: 4)
         SessionHandoffTests.servedOnceWithItsLastState(&mesh, "s1", next: "after", after: "the owner's death after a refill", chainsBefore: false)
     }
 
@@ -290,11 +280,7 @@ extension SessionMesh {
     /// a forged set where it and the preparer are a majority let the preparer win without its
     /// set's live member A, whose answer had not come back (a partition, in the real network).
     @Test func aNewerSetIsLearnedOnlyFromAMemberOfTheSetsNeeded() throws {
-        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5", "n6"])
-        mesh.gossipLoads()
-        guard let x = mesh.create("s1"), case .recorded? = mesh.command(x, .checkpoint(id: "s1", state: Array("1".utf8))) else {
-            Issue.record("create"); return
-        }
+        var (mesh, x) = try SessionMesh.withSession(["n1", "n2", "n3", "n4", "n5", "n6"], state: "1")
         let image = mesh.nodes[x]!.image(of: "s1")!
         let (p, a) = (image.replicas[1], image.replicas[2])
         // P promised epoch 5 to X (so the forged set, of epoch 4, is newer than P's and older
@@ -321,11 +307,7 @@ extension SessionMesh {
     /// stored it (same configuration, no joint set), so it needs no majority of the set the
     /// change replaced, whose lost member may be gone for good.
     @Test func aCopyThatMissedEstablishedLearnsItFromAPromise() throws {
-        var mesh = try SessionMesh(["n1", "n2", "n3", "n4", "n5"])
-        mesh.gossipLoads()
-        guard let o = mesh.create("s1"), case .recorded? = mesh.command(o, .checkpoint(id: "s1", state: Array("\"s1-last\"".utf8))) else {
-            Issue.record("create"); return
-        }
+        var (mesh, o) = try SessionMesh.withSession(["n1", "n2", "n3", "n4", "n5"], state: "\"s1-last\"")
         let set = mesh.nodes[o]!.image(of: "s1")!.replicas
         let b = set[1]
         mesh.dropRequests = { to, m in
@@ -337,10 +319,7 @@ extension SessionMesh {
         mesh.dropRequests = nil
         #expect(mesh.nodes[b]!.image(of: "s1")?.jointOld == set, "\(mesh.describe("s1"))")
         mesh.crash(o)
-        for _ in 0..<4 {
-            mesh.settle(seconds: 5)
-            mesh.expireLost()
-        }
+        mesh.settleExpiring(rounds: 4)
         #expect(mesh.servers(of: "s1").count == 1, "\(mesh.describe("s1"))")
         SessionHandoffTests.servedOnceWithItsLastState(&mesh, "s1", next: "after", after: "a lost 'established'", chainsBefore: false)
     }

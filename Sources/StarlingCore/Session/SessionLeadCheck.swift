@@ -12,9 +12,9 @@
 /// one, or count the owner as gone while nothing changed). A denial only counts where the
 /// answerer confirms the replica set of the holder's copy: stickiness also keeps copies of a
 /// superseded set from electing anyone (review5 F1). A hostile member asked as owner can give
-/// up the sessions it is asked about, and, by naming a huge epoch, raise a holder's promise so
-/// far that no one can prepare above it (review6 F2; a hostile member's `stale` answers can do
-/// the same today). Bounding epochs from the wire is open.
+/// up the sessions it is asked about. It cannot raise a holder's promise further than half of
+/// `SessionLimits.maxEpochStep` above the holder's records and configuration (`raiseLimit`;
+/// review6 F2, review7 F5), so no one is left unable to prepare above it.
 extension Sessions {
     /// Asks the owners this node defers to whether they lead the sessions concerned.
     mutating func checkLeads(now: Instant) -> [ProtocolEffect<Sessions>] {

@@ -140,8 +140,10 @@ public struct SessionImage: Sendable, Equatable {
     /// greatest `configEpoch` a takeover hears of is the newest configuration (`Sessions.Takeover`).
     public var configEpoch: UInt64
     /// The set `replicas` replaced, while the change is not known to be established (a joint
-    /// configuration): a takeover from this copy needs a majority of both sets. Empty once the
-    /// owner of `configEpoch` recorded on the new set (its install reached a majority of each).
+    /// configuration): a takeover from this copy needs a majority of both sets. Emptied once the
+    /// owner of `configEpoch` says its install reached a majority of each (`established`, kind
+    /// 21), or records on the new set; a takeover also drops it when a member of the new set
+    /// answers with the same configuration established.
     public var jointOld: [PeerName]
     public var records: [SessionRecord]
 

@@ -1232,6 +1232,9 @@ extension Sessions {
     struct Takeover: Sendable, Equatable {
         var epoch: UInt64
         var oldSet: [PeerName]
+        /// The set this takeover means to install (a refill's, or this node and the old set's
+        /// live members): replaced at the install when a promise carried a newer configuration
+        /// (`advanceTakeover`).
         var newSet: [PeerName]
         var promised: Set<PeerName>
         var images: [SessionImage]
