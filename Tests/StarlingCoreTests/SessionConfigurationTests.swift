@@ -323,4 +323,62 @@ extension SessionMesh {
         #expect(mesh.servers(of: "s1").count == 1, "\(mesh.describe("s1"))")
         SessionHandoffTests.servedOnceWithItsLastState(&mesh, "s1", next: "after", after: "a lost 'established'", chainsBefore: false)
     }
+
+    /// Review8: a promise from a node outside the sets needed is kept, and counts once another
+    /// answer shows a set it is in: in the order "outsider first", the newest set was missed.
+    @Test func aTakeoverLearnsTheNewestSetWhateverTheOrderOfItsAnswers() throws {
+        func copy(_ set: [PeerName], config: UInt64, joint: [PeerName] = []) -> SessionImage {
+            SessionImage(id: "s1", epoch: 9, owner: "p", replicas: set, configEpoch: config, jointOld: joint, records: [])
+        }
+        for outsiderFirst in [true, false] {
+            var t = Sessions.Takeover(epoch: 10, oldSet: ["p", "m", "q"], newSet: ["p", "m", "q"], promised: ["p"], images: [])
+            t.quorums = [["p", "m", "q"]]
+            t.configEpoch = 1
+            let answers: [(PeerName, SessionImage)] = [("x", copy(["x", "m", "w"], config: 3)), ("m", copy(["p", "m", "x"], config: 2))]
+            for (peer, image) in outsiderFirst ? answers : answers.reversed() {
+                t.copies[peer] = image
+                t.learnConfigurations()
+            }
+            #expect(t.configEpoch == 3 && t.quorums == [["x", "m", "w"]], "outsider first: \(outsiderFirst)")
+        }
+        // A copy of the same configuration with no joint set drops the set it replaced.
+        var t = Sessions.Takeover(epoch: 10, oldSet: ["p", "m", "d"], newSet: ["p", "m", "d"], promised: ["p"], images: [])
+        t.quorums = [["p", "m", "d"], ["p", "m", "c"]]
+        t.configEpoch = 4
+        t.copies["d"] = copy(["p", "m", "d"], config: 4)
+        t.learnConfigurations()
+        #expect(t.quorums == [["p", "m", "d"]])
+    }
+
+    /// Review8: a handoff's commit that is never delivered, to a next owner outside the old set,
+    /// with a member of the old set dead. The old owner promised the next owner at the fence and
+    /// never promises that owner's takeover (outside its set), so the next owner cannot form a
+    /// majority, and the members defer to it. The lead check ends it: the next owner says it
+    /// leads nothing, with a copy of the same set, and the old set's first live member resumes
+    /// the session (within two checks).
+    @Test func aSessionWhoseCommitWasLostResumes() throws {
+        var mesh = try SessionHandoffTests.running()
+        try mesh.join("n5")
+        for _ in 0..<3 { mesh.tickWithoutRunning() }
+        var found: (sid: String, old: PeerName, next: PeerName)?
+        let before = mesh.nodes  // the old sets (a handoff changes none before its commit)
+        let stopped = mesh.runUntilRequest { m, from, to in
+            guard case .commit(let s, _, _) = m, before[from]?.image(of: s)?.replicas.contains(to) == false else { return false }
+            found = (s, from, to)
+            return true
+        }
+        let (sid, old, next) = try #require(stopped ? found : nil, "no handoff to a node outside the old set")
+        let oldSet = try #require(mesh.nodes[old]!.image(of: sid)).replicas
+        mesh.dropRequests = { to, m in
+            if to == next, case .commit = m { return true }
+            return false
+        }
+        mesh.run()
+        mesh.dropRequests = nil
+        let dead = try #require(oldSet.first { $0 != old })
+        mesh.crash(dead)
+        mesh.settleExpiring(rounds: 6)
+        #expect(mesh.servers(of: sid).count == 1, "\(mesh.describe(sid))")
+        SessionHandoffTests.servedOnceWithItsLastState(&mesh, sid, next: "after", after: "a failed commit", chainsBefore: false)
+    }
 }

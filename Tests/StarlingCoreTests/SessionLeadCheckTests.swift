@@ -74,11 +74,11 @@ import Testing
         #expect(try Sessions.decode(Sessions.encode(.notLeading(sessions: answers))) == .notLeading(sessions: answers))
         // A set of more than R, or naming a member twice, is refused.
         var four = ByteWriter(capacity: 64)
-        four.write(UInt8(20)); four.write(UInt16(1)); four.write("s1"); four.write(UInt64(1)); four.write("n1"); four.write(UInt64(2)); four.write(UInt64(3)); four.write(UInt8(4))
+        four.write(UInt8(20)); four.write(UInt16(1)); four.write("s1"); four.write(UInt64(1)); four.write("n1"); four.write(UInt64(2)); four.write(UInt64(3)); four.write(UInt64(0)); four.write(UInt8(4))
         for name in ["a", "b", "c", "d"] { four.write(name) }
         #expect(throws: SessionDecodingError.self) { try Sessions.decode(four.bytes) }
         var twice = ByteWriter(capacity: 64)
-        twice.write(UInt8(20)); twice.write(UInt16(1)); twice.write("s1"); twice.write(UInt64(1)); twice.write("n1"); twice.write(UInt64(2)); twice.write(UInt64(3)); twice.write(UInt8(2))
+        twice.write(UInt8(20)); twice.write(UInt16(1)); twice.write("s1"); twice.write(UInt64(1)); twice.write("n1"); twice.write(UInt64(2)); twice.write(UInt64(3)); twice.write(UInt64(0)); twice.write(UInt8(2))
         for name in ["a", "a"] { twice.write(name) }
         #expect(throws: SessionDecodingError.self) { try Sessions.decode(twice.bytes) }
 
@@ -140,7 +140,8 @@ import Testing
     @Test func aDenialCountsOnlyWhereTheOwnerConfirmsTheSet() throws {
         var (node, image, check, now, set) = try Self.asking()
         _ = node.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: image.epoch, owner: set[0], replicas: [set[0], set[1], "n4"],
-                                                             headEpoch: image.records.last!.epoch, seq: image.records.last!.seq)]),
+                                                             headEpoch: image.records.last!.epoch, seq: image.records.last!.seq,
+                                                             configEpoch: image.configEpoch + 1)]),
                           to: check, now: now)
         #expect(node.counters.ownersDenied == 0)
         guard case .respond(.ownedBy(_, _, set[0]), _)? = node.request(.prepare(session: "s1", epoch: image.epoch + 1), from: set[2],
@@ -150,7 +151,8 @@ import Testing
         // The same other set on a copy behind this one (it knows less: an older set): a denial.
         var (behind, behindImage, behindCheck, behindNow, behindSet) = try Self.asking()
         _ = behind.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: behindImage.epoch, owner: behindSet[0],
-                                                               replicas: [behindSet[0], behindSet[1], "n4"], headEpoch: 1, seq: 1)]),
+                                                               replicas: [behindSet[0], behindSet[1], "n4"], headEpoch: 1, seq: 1,
+                                                               configEpoch: behindImage.configEpoch)]),
                             to: behindCheck, now: behindNow)
         #expect(behind.counters.ownersDenied == 1)
         // A release at this node's epoch says the session went elsewhere: no denial (review6 F3).
@@ -159,6 +161,15 @@ import Testing
                               to: releasedCheck, now: releasedNow)
         #expect(released.counters.ownersDenied == 0)
         #expect(released.describe("s1")?.contains("owner-denied") == false)
+        // A copy of an older configuration than this node's knows less of the set: a denial,
+        // whatever its set (review8: a next owner whose copy missed a takeover's set change).
+        var (older, olderImage, olderCheck, olderNow, olderSet) = try Self.asking()
+        #expect(olderImage.configEpoch >= 1)
+        _ = older.response(.notLeading(sessions: [LeadAnswer(session: "s1", epoch: olderImage.epoch, owner: olderSet[0],
+                                                              replicas: [olderSet[0], olderSet[1], "n4"], headEpoch: olderImage.records.last!.epoch,
+                                                              seq: olderImage.records.last!.seq, configEpoch: olderImage.configEpoch - 1)]),
+                           to: olderCheck, now: olderNow)
+        #expect(older.counters.ownersDenied == 1)
     }
 
     /// review5 F3: a denial ends when the owner shows it leads (a prepare from it), and when a

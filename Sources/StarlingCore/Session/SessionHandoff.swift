@@ -437,17 +437,16 @@ extension Sessions {
         guard var h = held[sid], replicas.first == myName else {
             return [.respond(.invalid(reason: "no handoff of the session was stored here"), to: token)]
         }
-        // Already leading it (this node took it over itself meanwhile): answered once it serves.
-        // "Stored" while it only prepared made the old owner drop its copy for a takeover that
-        // could still fail (review7 F1); if it fails, the old owner's request times out and it
-        // takes the session back.
-        if var lead = h.lead, h.owner == myName {
-            if lead.phase == .serving { return [.respond(.stored(session: sid, seq: h.lastSeq), to: token)] }
-            guard lead.answerWhenServing == nil else { return [.respond(.invalid(reason: "the session is resuming here"), to: token)] }
-            lead.answerWhenServing = token
-            h.lead = lead
-            held[sid] = h
-            return []
+        // Already leading it (this node took it over itself meanwhile): "stored" only while it
+        // serves the very set the commit names, since the old owner drops its copy if that set
+        // leaves it out. "Stored" while this node only prepared let the old owner drop its copy
+        // for a takeover that could still fail (review7 F1), and for another set it dropped a
+        // copy the set served needed (review8). Otherwise the old owner gives the handoff up and
+        // takes the session back, deferring to this node once it leads (`handoffAnswered`).
+        if h.lead != nil, h.owner == myName {
+            if h.lead?.phase == .serving, Set(h.replicas) == Set(replicas) { return [.respond(.stored(session: sid, seq: h.lastSeq), to: token)] }
+            counters.stale += 1
+            return [.respond(.stale(session: sid, epoch: h.epoch), to: token)]
         }
         // Not when this node installed a configuration of that epoch itself (its own takeover,
         // through the fence's promises, reached its install and stepped down): taking the commit

@@ -41,9 +41,16 @@ extension Sessions {
     }
 
     /// Whether this node leads `sid`, or is on its way to: taking it over, retaking it after a
-    /// handoff it gave up, or handed it and waiting for the commit.
-    func leadsOrTakes(_ sid: String) -> Bool {
-        if incoming[sid] != nil || retakeAfterAbortedHandoff.contains(sid) { return true }
+    /// handoff it gave up, or handed it and waiting for the commit while the commit is due.
+    /// After that an offer counts only while this node's takeover of it is in flight: between
+    /// attempts it leads nothing, and the members that defer to it must be able to find out. A
+    /// commit lost to a next owner outside the old set, with a member of that set dead, left the
+    /// session unled for good: the old owner never promises the next owner's takeover (it is
+    /// outside its set), so that takeover failed for ever, and its offer kept every lead check
+    /// quiet (review8).
+    func leadsOrTakes(_ sid: String, now: Instant) -> Bool {
+        if retakeAfterAbortedHandoff.contains(sid) { return true }
+        if let offer = incoming[sid], now < offer.deadline { return true }
         guard let h = held[sid] else { return false }
         return h.lead != nil && h.owner == myName
     }
@@ -52,7 +59,8 @@ extension Sessions {
     /// or the release it remembers, or nothing.
     func leadAnswer(_ sid: String) -> LeadAnswer {
         if let h = held[sid] {
-            return LeadAnswer(session: sid, epoch: h.epoch, owner: h.owner, replicas: h.replicas, headEpoch: h.records.last?.epoch ?? 0, seq: h.lastSeq)
+            return LeadAnswer(session: sid, epoch: h.epoch, owner: h.owner, replicas: h.replicas, headEpoch: h.records.last?.epoch ?? 0, seq: h.lastSeq,
+                              configEpoch: h.configEpoch)
         }
         if let r = releases[sid] { return LeadAnswer(session: sid, epoch: r.epoch, owner: r.owner) }
         return LeadAnswer(session: sid)
@@ -66,9 +74,12 @@ extension Sessions {
     ///   A copy that missed a move or a takeover learns where the session went, instead of
     ///   counting its old owner as gone and voting for a stale member with a superseded set
     ///   (review5 F1: a stale ex-owner and such a copy elected a second owner);
-    /// - named with this epoch or an older one, from a copy (not a release) with the same replica
+    /// - named with this epoch or an older one, from a copy (not a release) with an older
+    ///   configuration than this node's (`configEpoch`), or the same one with the same replica
     ///   set or a head behind this node's (ranked as takeovers rank copies: the last record's
-    ///   epoch, then its seq; it knows less, so its other set is an older one): a denial.
+    ///   epoch, then its seq; it knows less, so its other set is an older one): a denial. (With
+    ///   the set compared only, a next owner whose copy missed the set change a takeover made
+    ///   meanwhile was deferred to for good: review8's lost commit.)
     ///   The answerer made no change of the set that this node missed, so a majority of this
     ///   node's set is still the session's (session-churn, 20 nodes, seed 16: the owner named
     ///   held a copy of seq 7 with a set two changes old, deferring to a third node, and the
@@ -98,8 +109,8 @@ extension Sessions {
                 ownerDenied[sid] = nil
                 counters.promisesRaised += 1
                 effects.append(.perform(.persist(.promise(session: sid, epoch: answer.epoch, owner: answer.owner), then: .nothing)))
-            } else if !answer.replicas.isEmpty,
-                      answer.replicas == h.replicas || (answer.headEpoch, answer.seq) < (h.records.last?.epoch ?? 0, h.lastSeq) {
+            } else if !answer.replicas.isEmpty, answer.configEpoch < h.configEpoch || (answer.configEpoch == h.configEpoch &&
+                      (answer.replicas == h.replicas || (answer.headEpoch, answer.seq) < (h.records.last?.epoch ?? 0, h.lastSeq))) {
                 if ownerDenied[sid] != promise { counters.ownersDenied += 1 }
                 ownerDenied[sid] = promise
             } else {

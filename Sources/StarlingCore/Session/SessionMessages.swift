@@ -158,13 +158,17 @@ public struct LeadAnswer: Sendable, Equatable {
     public var replicas: [PeerName]
     public var headEpoch: UInt64
     public var seq: UInt64
-    public init(session: String, epoch: UInt64 = 0, owner: PeerName = "", replicas: [PeerName] = [], headEpoch: UInt64 = 0, seq: UInt64 = 0) {
+    /// The copy's `SessionImage.configEpoch`: which of two sets is the newer.
+    public var configEpoch: UInt64
+    public init(session: String, epoch: UInt64 = 0, owner: PeerName = "", replicas: [PeerName] = [], headEpoch: UInt64 = 0, seq: UInt64 = 0,
+                configEpoch: UInt64 = 0) {
         self.session = session
         self.epoch = epoch
         self.owner = owner
         self.replicas = replicas
         self.headEpoch = headEpoch
         self.seq = seq
+        self.configEpoch = configEpoch
     }
 }
 
@@ -215,7 +219,7 @@ extension SessionMessage {
             w.write(UInt8(20))
             w.write(UInt16(answers.count))
             for a in answers {
-                w.write(a.session); w.write(a.epoch); w.write(a.owner); w.write(a.headEpoch); w.write(a.seq)
+                w.write(a.session); w.write(a.epoch); w.write(a.owner); w.write(a.headEpoch); w.write(a.seq); w.write(a.configEpoch)
                 precondition(a.replicas.count <= SessionLimits.replicas, "a replica set over its bound")
                 w.write(UInt8(a.replicas.count))
                 for name in a.replicas { w.write(name) }
@@ -260,13 +264,15 @@ extension SessionMessage {
                 let owner = try r.readString(field: "owner", maxBytes: SessionLimits.maxNameBytes)
                 let headEpoch = try r.readUInt64()
                 let seq = try r.readUInt64()
+                let configEpoch = try r.readUInt64()
                 // A set of 0 (a release, or nothing known) to R distinct names.
                 let n = Int(try r.readUInt8())
                 guard n <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
                 var replicas: [PeerName] = []
                 for _ in 0..<n { replicas.append(try readName(&r)) }
                 guard Set(replicas).count == replicas.count else { throw SessionDecodingError("a replica named twice") }
-                answers.append(LeadAnswer(session: id, epoch: epoch, owner: owner, replicas: replicas, headEpoch: headEpoch, seq: seq))
+                answers.append(LeadAnswer(session: id, epoch: epoch, owner: owner, replicas: replicas, headEpoch: headEpoch, seq: seq,
+                                          configEpoch: configEpoch))
             }
             message = .notLeading(sessions: answers)
         case let k: throw SessionDecodingError("unknown message kind \(k)")

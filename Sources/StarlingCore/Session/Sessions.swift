@@ -237,10 +237,10 @@ public struct Sessions: HostedProtocol {
 
     /// Whether `epoch`, from a peer, is further above `h`'s progress than any honest peer gets
     /// (`SessionLimits.maxEpochStep`): refused, and counted as forged. The bound is measured from
-    /// the epoch of the last record or configuration held, which only an owner's real work moves,
-    /// not from the promise held, which `stale` answers and lead checks raise: measured from the
-    /// promise, two hostile answers ratcheted it past the bound and honest peers then refused
-    /// each other for good (review7 F5).
+    /// the epoch of the last record or configuration held (moved by records and installs, each
+    /// within the bound), not from the promise held, which `stale` answers and lead checks
+    /// raise: measured from the promise, two hostile answers ratcheted it past the bound and
+    /// honest peers then refused each other for good (review7 F5).
     func farAhead(_ epoch: UInt64, of h: Held) -> Bool {
         let base = max(h.records.last?.epoch ?? 0, h.configEpoch)
         return epoch > base && epoch - base > SessionLimits.maxEpochStep
@@ -809,7 +809,7 @@ public struct Sessions: HostedProtocol {
         case .transfer(let sid, let epoch, let to): return transfer(sid, epoch: epoch, to: to, from: peer, token: token)
         case .commit(let sid, let epoch, let replicas): return commitHandoff(sid, epoch: epoch, replicas: replicas, from: peer, token: token, now: now)
         case .release(let sid, let epoch): return release(sid, epoch: epoch, from: peer, token: token)
-        case .leads(let sids): return [.respond(.notLeading(sessions: sids.filter { !leadsOrTakes($0) }.map(leadAnswer)), to: token)]
+        case .leads(let sids): return [.respond(.notLeading(sessions: sids.filter { !leadsOrTakes($0, now: now) }.map(leadAnswer)), to: token)]
         case .established(let sid, let epoch): return established(sid, epoch: epoch, from: peer, token: token)
         default: return [.respond(.invalid(reason: "not a request"), to: token)]
         }
@@ -1117,24 +1117,8 @@ public struct Sessions: HostedProtocol {
                 if let image, usable == true {
                     t.promised.insert(o.peer)
                     t.images.append(image)
-                    // A newer configuration than any heard of: its sets' majorities are needed
-                    // (`advanceTakeover` asks their members). Only from a member of a set this
-                    // takeover needs: a set is unsigned, and an outsider naming itself and this
-                    // node as a majority would otherwise decide the quorum (review7 F2). An
-                    // established change is always told by such a member (a majority of the old
-                    // set stored it); one not established has nothing recorded on it.
-                    let member = t.quorums.contains { $0.contains(o.peer) }
-                    if member, image.configEpoch > t.configEpoch {
-                        t.configEpoch = image.configEpoch
-                        t.quorums = image.quorums
-                    } else if member, image.configEpoch == t.configEpoch, t.quorums.count > 1, image.jointOld.isEmpty,
-                              Set(image.replicas) == Set(t.quorums[0]) {
-                        // The same configuration, established at that member (it heard
-                        // `established`, or a record of that epoch): the set it replaced is no
-                        // longer needed. A copy that missed `established` would otherwise wait on
-                        // a majority of a set whose members may be gone (review7 F4).
-                        t.quorums = [t.quorums[0]]
-                    }
+                    t.copies[o.peer] = image
+                    t.learnConfigurations()
                 } else if image == nil {
                     t.emptyPromises.insert(o.peer)
                 } else {
@@ -1246,6 +1230,39 @@ extension Sessions {
         var configEpoch: UInt64 = 0
         /// Members asked to promise, or counted failed without being asked (not alive).
         var asked: Set<PeerName> = []
+        /// The copy each member promised with (`learnConfigurations`).
+        var copies: [PeerName: SessionImage] = [:]
+
+        /// Takes the newest configuration the copies promised here show, from members of the
+        /// sets this takeover needs, until nothing changes:
+        /// - a newer one (higher `configEpoch`) replaces the sets, and `advanceTakeover` asks
+        ///   their members;
+        /// - the same one, established at that member (no joint set: it heard `established`, or
+        ///   a record of that epoch), drops the set it replaced. A copy that missed `established`
+        ///   otherwise waited on a majority of a set whose members may be gone (review7 F4).
+        ///
+        /// Only from members: a set is unsigned, and an outsider naming itself and this node a
+        /// majority decided the quorum (review7 F2). An established change is always told by a
+        /// member (a majority of the old set stored it); one not established has nothing
+        /// recorded on it. Run over every copy after each answer, not only the newest: a copy
+        /// from a node that becomes a member once another answer showed a newer set counts
+        /// then (review8: in the order "outsider first", the newest set was missed).
+        mutating func learnConfigurations() {
+            var progressed = true
+            while progressed {
+                progressed = false
+                for (peer, image) in copies.sorted(by: { $0.key < $1.key }) where quorums.contains(where: { $0.contains(peer) }) {
+                    if image.configEpoch > configEpoch {
+                        configEpoch = image.configEpoch
+                        quorums = image.quorums
+                        progressed = true
+                    } else if image.configEpoch == configEpoch, quorums.count > 1, image.jointOld.isEmpty, Set(image.replicas) == Set(quorums[0]) {
+                        quorums = [quorums[0]]
+                        progressed = true
+                    }
+                }
+            }
+        }
         var failed: Set<PeerName> = []
         /// Members that promised holding nothing: counted only while no image holds more than
         /// the creation (`advanceTakeover`).
