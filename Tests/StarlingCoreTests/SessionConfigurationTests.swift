@@ -356,18 +356,37 @@ extension SessionMesh {
     /// majority, and the members defer to it. The lead check ends it: the next owner says it
     /// leads nothing, with a copy of the same set, and the old set's first live member resumes
     /// the session (within two checks).
-    @Test func aSessionWhoseCommitWasLostResumes() throws {
+    /// A mesh stopped at a handoff's commit (not delivered yet) to a next owner outside the old
+    /// set: the mesh, the session, the old owner, the next owner and the fence's epoch.
+    static func stoppedAtACommitToAnOutsider() throws -> (SessionMesh, sid: String, old: PeerName, next: PeerName, epoch: UInt64) {
         var mesh = try SessionHandoffTests.running()
         try mesh.join("n5")
         for _ in 0..<3 { mesh.tickWithoutRunning() }
-        var found: (sid: String, old: PeerName, next: PeerName)?
+        var found: (sid: String, old: PeerName, next: PeerName, epoch: UInt64)?
         let before = mesh.nodes  // the old sets (a handoff changes none before its commit)
         let stopped = mesh.runUntilRequest { m, from, to in
-            guard case .commit(let s, _, _) = m, before[from]?.image(of: s)?.replicas.contains(to) == false else { return false }
-            found = (s, from, to)
+            guard case .commit(let s, let epoch, _) = m, before[from]?.image(of: s)?.replicas.contains(to) == false else { return false }
+            found = (s, from, to, epoch)
             return true
         }
-        let (sid, old, next) = try #require(stopped ? found : nil, "no handoff to a node outside the old set")
+        let (sid, old, next, epoch) = try #require(stopped ? found : nil, "no handoff to a node outside the old set")
+        return (mesh, sid, old, next, epoch)
+    }
+
+    /// Review9 F1: once its fence held, the old owner answers for the next owner as the members
+    /// that promised it do: if the commit is lost and the next owner's takeover reached its
+    /// install before a member died, that takeover needs the old owner's vote.
+    @Test func theOldOwnerAnswersForTheNextOwnerOnceItsFenceHeld() throws {
+        var (mesh, sid, old, next, epoch) = try Self.stoppedAtACommitToAnOutsider()
+        var node = mesh.nodes[old]!
+        let effects = node.request(.prepare(session: sid, epoch: epoch), from: next, token: RequestToken(rawValue: 55), now: mesh.now)
+        guard case .perform(.persist(.promise(sid, epoch, next), _))? = effects.last else { Issue.record("refused: \(effects)"); return }
+        mesh.nodes[old] = node
+        #expect(node.fencePromises.contains(SessionFencePromise(session: sid, epoch: epoch, owner: next)))
+    }
+
+    @Test func aSessionWhoseCommitWasLostResumes() throws {
+        var (mesh, sid, old, next, _) = try Self.stoppedAtACommitToAnOutsider()
         let oldSet = try #require(mesh.nodes[old]!.image(of: sid)).replicas
         mesh.dropRequests = { to, m in
             if to == next, case .commit = m { return true }

@@ -285,7 +285,17 @@ extension Sessions {
             lead.phase = .handingOff(handoff)
             h.lead = lead
             held[sid] = h
-            return [request(.commit(session: sid, epoch: handoff.epoch, replicas: handoff.newSet), to: handoff.to, session: sid,
+            // The fence holds: this node answers for the next owner as its members do
+            // (`transferPromise`), so that if the commit is lost or refused the next owner's own
+            // takeover can count this node. Without it, with a member of the old set dead, the
+            // next owner never formed a majority and nobody led the session (review9 F1). Not on
+            // a failed fence: this node retakes the session then (`retakeAfterAbortedHandoff`,
+            // review4 F1), and its retake and the next owner's takeover must meet in a member
+            // that answers for the next owner.
+            let fence = SessionFencePromise(session: sid, epoch: handoff.epoch, owner: handoff.to)
+            transferPromise[sid] = Takeover.Promise(epoch: fence.epoch, owner: fence.owner)
+            return [.perform(.persist(.fencePromise(fence), then: .nothing)),
+                    request(.commit(session: sid, epoch: handoff.epoch, replicas: handoff.newSet), to: handoff.to, session: sid,
                             purpose: .commit(epoch: handoff.epoch))]
         }
         let open = handoff.oldSet.filter { !handoff.promised.contains($0) && !handoff.failed.contains($0) }.count
@@ -441,8 +451,8 @@ extension Sessions {
         // serves the very set the commit names, since the old owner drops its copy if that set
         // leaves it out. "Stored" while this node only prepared let the old owner drop its copy
         // for a takeover that could still fail (review7 F1), and for another set it dropped a
-        // copy the set served needed (review8). Otherwise the old owner gives the handoff up and
-        // takes the session back, deferring to this node once it leads (`handoffAnswered`).
+        // copy the set served needed (review8). Otherwise the old owner gives the handoff up,
+        // keeps its copy and defers to this node (it promised it at the fence).
         if h.lead != nil, h.owner == myName {
             if h.lead?.phase == .serving, Set(h.replicas) == Set(replicas) { return [.respond(.stored(session: sid, seq: h.lastSeq), to: token)] }
             counters.stale += 1
@@ -451,7 +461,8 @@ extension Sessions {
         // Not when this node installed a configuration of that epoch itself (its own takeover,
         // through the fence's promises, reached its install and stepped down): taking the commit
         // would replace that joint set, whose old set's majority may not know it, with the
-        // handoff's at the same epoch (review7 F1). The old owner then gives the handoff up.
+        // handoff's at the same epoch (review7 F1). The old owner then gives the handoff up and
+        // answers for this node's takeover (`transferPromise`), which completes the change.
         let offered = ((h.owner == peer && h.epoch < epoch && !farAhead(epoch, of: h)) || (h.owner == myName && h.epoch == epoch))
             && h.configEpoch < epoch
         guard offered, h.lead == nil, !h.records.isEmpty else {

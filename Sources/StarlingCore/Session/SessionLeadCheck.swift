@@ -10,8 +10,9 @@
 /// `SessionLimits.maxLeadCheck` sessions, which of them it does not lead, and what it knows of
 /// each (`leadCheckAnswered` says what the holder does with it: raise its promise to a newer
 /// one, or count the owner as gone while nothing changed). A denial only counts where the
-/// answerer confirms the replica set of the holder's copy: stickiness also keeps copies of a
-/// superseded set from electing anyone (review5 F1). A hostile member asked as owner can give
+/// answerer's copy holds an older configuration than the holder's, or the same one with the
+/// same set (or a head behind): stickiness also keeps copies of a superseded set from electing
+/// anyone (review5 F1). A hostile member asked as owner can give
 /// up the sessions it is asked about. It cannot raise a holder's promise further than half of
 /// `SessionLimits.maxEpochStep` above the holder's records and configuration (`raiseLimit`;
 /// review6 F2, review7 F5), so no one is left unable to prepare above it.

@@ -132,10 +132,11 @@ public struct Sessions: HostedProtocol {
     public private(set) var releasesForgotten = false
     /// The epoch and next owner this member promised at a handoff's fence (`transfer`). Only
     /// such a promise lets a preparer outside the held replica set be promised (`promise`): an
-    /// owner merely named by an `ownedBy` hint is not one. Not the old owner's own promise: the
-    /// next owner's takeover then needs a majority of the old set without the old owner, so it
-    /// meets the old owner's retake (`retakeAfterAbortedHandoff`, which needs a majority with
-    /// it) in a member that answers for the next owner (review4 F1). Stored with the promise
+    /// owner merely named by an `ownedBy` hint is not one. The old owner's own promise only once
+    /// its fence held (`advanceHandoff`): on a failed fence it retakes the session
+    /// (`retakeAfterAbortedHandoff`, which needs a majority with it), and the next owner's
+    /// takeover must then meet that retake in a member that answers for the next owner (review4
+    /// F1). Stored with the promise
     /// (`SessionChange.fencePromise`) and restored, so a member restarted after the fence still
     /// answers for the next owner.
     var transferPromise: [String: Takeover.Promise] = [:]
@@ -631,7 +632,7 @@ public struct Sessions: HostedProtocol {
             held[sid] = h
             return []
         }
-        counters.takeovers += 1
+        if refill == nil { counters.takeovers += 1 }  // a refill counts in `refills`
         let epoch = h.epoch + 1
         let oldSet = h.replicas
         let preferred = currentRing().preferenceList(sid, count: alive.count)
