@@ -384,8 +384,12 @@ struct WireHardeningIntegrationTests {
         let published = a.metric("starling_snapshot_publishes_total") - before
         print("3,000 changes: visible after \(elapsed)s, \(published) publishes, \(cpu)s of the node's CPU")
         // The work, not only the counter: publishing after every change sorted and copied the
-        // whole table 3,000 times (O(N²)); bounded publishing must stay far below that.
-        #expect(cpu < 1.5, "the node used \(cpu)s of CPU for 3,000 changes")
+        // whole table 3,000 times (O(N²)); bounded publishing must stay far below that. The bound
+        // was 1.5 s; on the machine of 1 December the bounded code itself used 1.17–1.63 s (debug,
+        // idle machine, 5 runs), and a fresh-clone CI run failed at 1.63 s. 3 s keeps a margin
+        // for a slower machine and still catches the quadratic path, whose publishes the next
+        // check counts directly.
+        #expect(cpu < 3.0, "the node used \(cpu)s of CPU for 3,000 changes")
         // At most one publish per 50 ms plus the 100 ms heartbeat, with slack for scheduling.
         #expect(published >= 1)
         #expect(published <= elapsed / 0.05 + 10, "\(published) publishes in \(elapsed)s for 3,000 changes")
