@@ -220,9 +220,7 @@ extension SessionMessage {
             w.write(UInt16(answers.count))
             for a in answers {
                 w.write(a.session); w.write(a.epoch); w.write(a.owner); w.write(a.headEpoch); w.write(a.seq); w.write(a.configEpoch)
-                precondition(a.replicas.count <= SessionLimits.replicas, "a replica set over its bound")
-                w.write(UInt8(a.replicas.count))
-                for name in a.replicas { w.write(name) }
+                write(a.replicas, to: &w)
             }
         }
         return w.bytes
@@ -266,11 +264,7 @@ extension SessionMessage {
                 let seq = try r.readUInt64()
                 let configEpoch = try r.readUInt64()
                 // A set of 0 (a release, or nothing known) to R distinct names.
-                let n = Int(try r.readUInt8())
-                guard n <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
-                var replicas: [PeerName] = []
-                for _ in 0..<n { replicas.append(try readName(&r)) }
-                guard Set(replicas).count == replicas.count else { throw SessionDecodingError("a replica named twice") }
+                let replicas = try readReplicas(&r, orEmpty: true)
                 answers.append(LeadAnswer(session: id, epoch: epoch, owner: owner, replicas: replicas, headEpoch: headEpoch, seq: seq,
                                           configEpoch: configEpoch))
             }
@@ -325,10 +319,11 @@ extension SessionMessage {
         for name in replicas { w.write(name) }
     }
 
-    /// A replica set: 1 to R distinct names.
-    static func readReplicas(_ r: inout ByteReader) throws -> [PeerName] {
+    /// A replica set: 1 to R distinct names (0 to R with `orEmpty`: a joint set, or a lead
+    /// answer that knows no set). A name twice would count twice toward a majority.
+    static func readReplicas(_ r: inout ByteReader, orEmpty: Bool = false) throws -> [PeerName] {
         let count = Int(try r.readUInt8())
-        guard count >= 1 && count <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
+        guard count >= (orEmpty ? 0 : 1) && count <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
         var names: [PeerName] = []
         for _ in 0..<count { names.append(try readName(&r)) }
         guard Set(names).count == names.count else { throw SessionDecodingError("a replica named twice") }
@@ -339,12 +334,9 @@ extension SessionMessage {
         w.write(image.id)
         w.write(image.epoch)
         w.write(image.owner)
-        w.write(UInt8(image.replicas.count))
-        for name in image.replicas { w.write(name) }
+        write(image.replicas, to: &w)
         w.write(image.configEpoch)
-        precondition(image.jointOld.count <= SessionLimits.replicas, "a joint set over its bound")
-        w.write(UInt8(image.jointOld.count))
-        for name in image.jointOld { w.write(name) }
+        write(image.jointOld, to: &w)
         w.write(UInt32(image.records.count))
         for record in image.records { write(record, to: &w) }
     }
@@ -388,19 +380,11 @@ extension SessionMessage {
         let id = try readID(&r)
         let epoch = try r.readUInt64()
         let owner = try readName(&r)
-        let replicaCount = Int(try r.readUInt8())
-        guard replicaCount >= 1 && replicaCount <= SessionLimits.replicas else { throw SessionDecodingError("bad replica count") }
-        var replicas: [PeerName] = []
-        for _ in 0..<replicaCount { replicas.append(try readName(&r)) }
-        // A name twice would count twice toward a majority (review7 F3).
-        guard Set(replicas).count == replicas.count else { throw SessionDecodingError("a replica named twice") }
+        // Distinct names (review7 F3).
+        let replicas = try readReplicas(&r)
         let configEpoch = try r.readUInt64()
         guard configEpoch <= epoch else { throw SessionDecodingError("a configuration newer than the image's epoch") }
-        let jointCount = Int(try r.readUInt8())
-        guard jointCount <= SessionLimits.replicas else { throw SessionDecodingError("bad joint set count") }
-        var jointOld: [PeerName] = []
-        for _ in 0..<jointCount { jointOld.append(try readName(&r)) }
-        guard Set(jointOld).count == jointOld.count else { throw SessionDecodingError("a joint member named twice") }
+        let jointOld = try readReplicas(&r, orEmpty: true)
         let count = Int(try r.readUInt32())
         // A record is at least 186 bytes on the wire: a count the bytes left cannot hold is a lie.
         guard count <= SessionLimits.maxRecords, count * 180 <= r.remaining else { throw SessionDecodingError("bad record count") }
