@@ -38,6 +38,16 @@ final class SwarmEnvironment: ProtocolEnvironment {
         var visible: UInt32 = 0
         /// Which task holds each finish number in this store.
         var bySeq: [UInt32: UInt32] = [:]
+        /// The reigns that numbered the finishes (`StoreChange.lineage`).
+        var lineage = FinishLineage()
+    }
+
+    /// A client that reads one node's events stream of a swarm from its start, as the runtime's
+    /// stream serves it (cursor rebased onto the stored lineage, then every visible finish
+    /// numbered above it, in order), and could resume on any other node with its cursor.
+    struct Follower {
+        var cursor = EventCursor.start
+        var seen: Set<UInt32> = []
     }
 
     let options: SwarmOptions
@@ -73,13 +83,22 @@ final class SwarmEnvironment: ProtocolEnvironment {
     private var attemptsOverMax = 0
     private var busy: Duration = .zero
     private var orphanWrites = 0
-    /// Per swarm, the task each event id named when a node's stream first showed it, and the
-    /// id each task was first shown under (over every node and all time).
-    private var shownTask: [SwarmID: [UInt32: UInt32]] = [:]
-    private var shownSeq: [TaskKey: UInt32] = [:]
+    /// Per swarm, the task each event id (reign and number) named when a node's stream first
+    /// showed it, and the number each task was first shown under in each reign (over every node
+    /// and all time).
+    private var shownTask: [SwarmID: [EventCursor: UInt32]] = [:]
+    private var shownSeq: [TaskKey: [Reign?: UInt32]] = [:]
     /// Tasks involved in an event-id conflict (counted once each), without and with a partition.
     private var eventIdConflicts: Set<TaskKey> = []
     private var eventIdConflictsOnBothSides: Set<TaskKey> = []
+    /// Per node, a client following each swarm's stream there since the node first stored it.
+    private var followers: [[SwarmID: Follower]] = []
+    /// Finished tasks a client would never be shown: on its own node's stream, or resuming with
+    /// its last id on another holder of the swarm (counted at the end of the run).
+    private var eventsMissed = 0
+    /// Tasks a follower's stream showed a second time (after a rebase onto another side's
+    /// numbering: its side's numbers above the fork point are replayed).
+    private var eventsShownAgain = 0
     /// The swarm whose owner crashes at its next recorded finish (`crashSwarmOwnerAtAFinish`).
     private var armedOwnerCrash: Int?
 
@@ -105,6 +124,7 @@ final class SwarmEnvironment: ProtocolEnvironment {
         deadlinePeriod = Int((start + Double(bounds.convergencePeriods) + 3 * ideal + Double(options.maxAttempts) * longest + 20).rounded(.up))
         running = Array(repeating: [:], count: nodes)
         stores = Array(repeating: [:], count: nodes)
+        followers = Array(repeating: [:], count: nodes)
     }
 
     func violation(_ text: String) {
@@ -122,7 +142,8 @@ final class SwarmEnvironment: ProtocolEnvironment {
             return (s.definition, epoch: s.epoch, state: s.state, tasks: s.tasks)
         }
         let links = stores[node].compactMapValues { $0.children.isEmpty ? nil : $0.children }
-        let effects = swarm.restore(rows, children: links, now: sim.now)
+        let lineages = stores[node].compactMapValues { $0.lineage.marks.isEmpty ? nil : $0.lineage }
+        let effects = swarm.restore(rows, children: links, lineages: lineages, now: sim.now)
         return (swarm, effects)
     }
 
@@ -286,9 +307,7 @@ final class SwarmEnvironment: ProtocolEnvironment {
             if record.finishSeq > 0 { stores[node][id]!.bySeq[record.finishSeq] = index }
             stores[node][id]!.tasks[Int(index)] = record
             if record.state.isFinal, let result = record.result { noteRecording(TaskKey(swarm: id, index: index), result, node: node, sim) }
-            if record.finishSeq > 0 && record.finishSeq <= stores[node][id]!.visible {
-                noteShown(id, seq: record.finishSeq, index: index, node: node, sim)
-            }
+            if record.finishSeq > 0 && record.finishSeq <= stores[node][id]!.visible { follow(id, node: node, sim) }
             if let k = armedOwnerCrash, submittedIDs[k]?.id == id, record.finishSeq > 0, currentOwner(of: k, sim) == node {
                 armedOwnerCrash = nil
                 sim.queue.push(.fault(.crash([node])), at: sim.now)
@@ -318,26 +337,81 @@ final class SwarmEnvironment: ProtocolEnvironment {
             }
             guard upTo > s.visible else { return }
             stores[node][id]!.visible = upTo
-            // Bounded by the numbers given: each is newly shown here once.
-            for seq in (s.visible + 1)...upTo {
-                if let index = s.bySeq[seq] { noteShown(id, seq: seq, index: index, node: node, sim) }
+            follow(id, node: node, sim)
+        case .lineage(let id, let lineage):
+            sim.mixTrace(10, node, 5, Int(lineage.tip?.epoch ?? 0), Int(lineage.tip?.owner ?? 0))
+            guard stores[node][id] != nil else {
+                orphanWrites += 1
+                violation("n\(node) stored the lineage of swarm \(id), which its store does not hold")
+                return
+            }
+            stores[node][id]!.lineage = lineage
+            follow(id, node: node, sim)
+        case .hideAll(let id):
+            guard stores[node][id] != nil else {
+                orphanWrites += 1
+                violation("n\(node) hid the events of swarm \(id), which its store does not hold")
+                return
+            }
+            stores[node][id]!.visible = 0
+        }
+    }
+
+    /// The node's stream of the swarm moves on: its follower's cursor is rebased onto the stored
+    /// lineage, then shown every visible finish numbered above it, in order, as the runtime's
+    /// stream reads them (a number not held is passed over when a higher one is shown).
+    private func follow(_ id: SwarmID, node: Int, _ sim: Simulator) {
+        guard let s = stores[node][id] else { return }
+        var f = followers[node][id] ?? Follower()
+        guard let rebased = f.cursor.rebased(onto: s.lineage) else { return }
+        f.cursor = rebased
+        if f.cursor.seq < s.visible {
+            for seq in (f.cursor.seq + 1)...s.visible {
+                guard let index = s.bySeq[seq] else { continue }
+                if !f.seen.insert(index).inserted { eventsShownAgain += 1 }
+                f.cursor.seq = seq
+                noteShown(id, at: EventCursor(reign: s.lineage.tip, seq: seq), index: index, node: node, sim)
+            }
+        }
+        followers[node][id] = f
+    }
+
+    /// At the end: each follower has been shown every finished task its node numbers up to its
+    /// cursor, and would be shown every other one resuming with its cursor on any other holder.
+    private func checkFollowers() {
+        for (node, byID) in followers.enumerated() {
+            for (id, f) in byID.sorted(by: { $0.key < $1.key }) {
+                for other in stores.indices {
+                    guard let y = stores[other][id] else { continue }
+                    // A holder behind the client's copy shows nothing to it yet: nothing to check.
+                    guard let resumed = f.cursor.rebased(onto: y.lineage) else { continue }
+                    var missed: [UInt32] = []
+                    for (index, record) in y.tasks.enumerated() where record.finishSeq > 0 {
+                        if record.finishSeq <= resumed.seq && !f.seen.contains(UInt32(index)) { missed.append(UInt32(index)) }
+                    }
+                    eventsMissed += missed.count
+                    if !missed.isEmpty {
+                        violation("a client of n\(node)'s events of swarm \(id) at \(f.cursor), resuming on n\(other) (as \(resumed)), would never see tasks \(missed.prefix(8))\(missed.count > 8 ? "…" : "") (\(missed.count))")
+                    }
+                }
             }
         }
     }
 
     /// A node's events stream now shows task `index` under id `seq`: it must be the id every
     /// stream showed that task under, and no stream may have shown another task under it.
-    private func noteShown(_ id: SwarmID, seq: UInt32, index: UInt32, node: Int, _ sim: Simulator) {
+    private func noteShown(_ id: SwarmID, at event: EventCursor, index: UInt32, node: Int, _ sim: Simulator) {
         let key = TaskKey(swarm: id, index: index)
-        let named = shownTask[id]?[seq]
-        let earlier = shownSeq[key]
-        if named == nil { shownTask[id, default: [:]][seq] = index }
-        if earlier == nil { shownSeq[key] = seq }
+        let seq = event.seq
+        let named = shownTask[id]?[event]
+        let earlier = shownSeq[key]?[event.reign]
+        if named == nil { shownTask[id, default: [:]][event] = index }
+        if earlier == nil { shownSeq[key, default: [:]][event.reign] = seq }
         guard (named != nil && named != index) || (earlier != nil && earlier != seq) else { return }
-        if partitionSeen {
-            eventIdConflictsOnBothSides.insert(key)
-        } else if eventIdConflicts.insert(key).inserted {
-            violation("event id \(seq) of swarm \(id) shown by n\(node) for task \(index), shown before for task \(named.map(String.init) ?? "-"), task first shown as \(earlier.map(String.init) ?? "-") (\(sim.now))")
+        // An id names one reign's number: unique on both sides of a partition too.
+        if partitionSeen { eventIdConflictsOnBothSides.insert(key) }
+        if eventIdConflicts.insert(key).inserted {
+            violation("event id \(event) of swarm \(id) shown by n\(node) for task \(index), shown before for task \(named.map(String.init) ?? "-"), task first shown as \(earlier.map(String.init) ?? "-") (\(sim.now))")
         }
     }
 
@@ -427,6 +501,9 @@ final class SwarmEnvironment: ProtocolEnvironment {
                      "responses": stats.responses, "nilResponses": stats.nilResponses, "commands": stats.commands,
                      "membershipEvents": stats.membershipEvents, "reusedRequestIDs": stats.reusedRequestIDs,
                      "unknownTokens": stats.unknownTokens, "orphanStoreWrites": orphanWrites])
+        checkFollowers()
+        report.swarm?.eventsMissed = eventsMissed
+        report.swarm?.eventsShownAgain = eventsShownAgain
         report.swarm?.eventIdConflicts = eventIdConflicts.count
         report.swarm?.eventIdConflictsOnBothSides = eventIdConflictsOnBothSides.count
         for v in violations where report.violations.count < 40 { report.violations.append(v) }

@@ -61,12 +61,18 @@ public struct SwarmReport: Codable, Sendable, Equatable {
     public var refused: [String]
     /// The hosted protocol's traffic: messages, requests, responses (nil ones apart), commands.
     public var hosted: [String: Int]
-    /// Tasks a node's events stream showed under an id (`finishSeq`) that a stream (on any
-    /// node) showed for another task before, or under a second id: a client resuming with
-    /// `Last-Event-ID` would miss one task or see one twice. Without a partition a violation;
-    /// the second count is while a partition had split the mesh (reported, not violations).
+    /// Tasks a node's events stream showed under an id (reign and `finishSeq`, `EventCursor`)
+    /// that a stream (on any node) showed for another task before, or under a second number of
+    /// the same reign. A violation with or without a partition; the second count is those
+    /// after a partition had split the mesh.
     public var eventIdConflicts: Int = 0
     public var eventIdConflictsOnBothSides: Int = 0
+    /// Finished tasks a client following one holder's events stream would never be shown, there
+    /// or resuming with its last id on another holder (a violation when above 0).
+    public var eventsMissed: Int = 0
+    /// Tasks such a client was shown a second time, after its node took another side's
+    /// numbering (after a partition; the price of missing none).
+    public var eventsShownAgain: Int = 0
 }
 
 extension Scenario {

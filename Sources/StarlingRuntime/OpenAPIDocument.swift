@@ -174,11 +174,11 @@ public enum OpenAPIDocument {
       "get": {
         "operationId": "followSwarm",
         "summary": "Task completions as server-sent events",
-        "description": "One `task` event per finished task, in completion order, its id the task's finish sequence number (data: {\"id\", \"state\", \"node\"?, \"result\"?}); then one `done` event (data: {\"id\", \"state\"}) once the swarm is done or cancelled. A task is shown once a majority of the swarm's replica set stores its result, so an id names the same task on every node that holds the swarm, across the deaths of its owners (not across a network partition). A stream resumes after the Last-Event-ID it is given, on any node. Comment lines keep an idle stream alive; a stream closes after 10 minutes, and the client reconnects with Last-Event-ID.",
+        "description": "One `task` event per finished task, in completion order, its id EPOCH.OWNER.SEQ: the task's finish number and the owner reign that gave it (data: {\"id\", \"state\", \"node\"?, \"result\"?}); then one `done` event (data: {\"id\", \"state\"}) once the swarm is done or cancelled. A task is shown once a majority of the swarm's replica set stores its result, so an id names the same task on every node that holds the swarm. A stream resumes after the Last-Event-ID it is given, on any node: exactly once across the deaths of owners; after a network partition a cursor of the side whose numbering lost resumes where the two agree (tasks may be shown again, none is missed). Comment lines keep an idle stream alive; a stream closes after 10 minutes, and the client reconnects with Last-Event-ID.",
         "parameters": [
           {"$ref": "#/components/parameters/SwarmID"},
-          {"name": "Last-Event-ID", "in": "header", "required": false, "description": "The id of the last event the client has.",
-           "schema": {"type": "string", "pattern": "^ *[0-9]{0,9} *$"}}
+          {"name": "Last-Event-ID", "in": "header", "required": false, "description": "The id of the last event the client has (EPOCH.OWNER.SEQ, or a plain SEQ).",
+           "schema": {"type": "string", "pattern": "^ *([0-9]{1,9}\\.[0-9]{1,2}\\.[0-9]{1,9}|[0-9]{0,9}) *$"}}
         ],
         "responses": {
           "200": {
@@ -188,7 +188,7 @@ public enum OpenAPIDocument {
               "description": "One server-sent event.",
               "properties": {
                 "event": {"enum": ["task", "done"]},
-                "id": {"type": "string", "pattern": "^[0-9]+$"},
+                "id": {"type": "string", "pattern": "^([0-9]+\\.[0-9]+\\.)?[0-9]+$"},
                 "data": {"type": "string", "description": "JSON: {\"id\", \"state\", \"node\"?, \"result\"?: TaskResult} for task, {\"id\", \"state\"} for done."}
               }
             }}}

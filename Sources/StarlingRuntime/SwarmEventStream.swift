@@ -20,19 +20,25 @@ public struct SwarmEventSettings: Sendable {
     public var maxLifetime: Duration
     /// Streams open at once on this node; past it, 429.
     public var maxStreams: Int
+    /// How long a stream whose cursor names a reign newer than this node's copy waits for the
+    /// copy to catch up (the new owner's transfer) before it replays from the start of the
+    /// copy's numbering (repeats, never misses). No wait once the copy says the swarm is over.
+    public var behindWait: Duration
 
     public init(pollInterval: Duration = .milliseconds(200), keepAliveInterval: Duration = .seconds(15),
-                maxLifetime: Duration = .seconds(600), maxStreams: Int = 1_024) {
+                maxLifetime: Duration = .seconds(600), maxStreams: Int = 1_024, behindWait: Duration = .seconds(5)) {
         self.pollInterval = pollInterval
         self.keepAliveInterval = keepAliveInterval
         self.maxLifetime = maxLifetime
         self.maxStreams = maxStreams
+        self.behindWait = behindWait
     }
 }
 
 /// One client's server-sent event stream of a swarm held by this node: a `task` event per
-/// finished task, in completion order, with the task's finish sequence number as the event id,
-/// then `done` once the swarm is no longer running and every finished task has been sent.
+/// finished task, in completion order, with the task's finish sequence number and the reign
+/// that numbered it as the event id (`EventCursor`, `EPOCH.OWNER.SEQ`), then `done` once the
+/// swarm is no longer running and every finished task has been sent.
 ///
 /// It polls the store (each poll reads at most one bounded batch, in one snapshot), so it needs
 /// no hook into the mesh loop, and a stream resumed with `Last-Event-ID` on any holder of the
@@ -42,20 +48,24 @@ public struct SwarmEventSettings: Sendable {
 /// store's visible mark, `StoreChange.visible`), a round trip after the owner recorded it: a
 /// node that takes the swarm over then holds every id any stream showed, with the same task,
 /// and numbers new finishes after them. `done` waits until nothing finished is hidden.
+///
+/// Across a partition both sides number finishes. Each read rebases the cursor onto the stored
+/// lineage (`FinishLineage`): a cursor of the side whose numbering lost resumes from where the
+/// two agreed, so such a client sees some tasks again and misses none.
 final class SwarmEventStream: Sendable {
     /// Open streams on this node, against `SwarmEventSettings.maxStreams`.
     private static let open = Atomic<Int>(0)
 
     let store: SwarmStore
     let swarm: SwarmID
-    let after: UInt32
+    let after: EventCursor
     let settings: SwarmEventSettings
     let logger: Logger
     /// Whether this stream still holds its place in `open` (released once, by `run` or deinit).
     private let holdsSlot = Atomic<Bool>(true)
 
     /// Nil when `maxStreams` are already open.
-    init?(store: SwarmStore, swarm: SwarmID, after: UInt32, settings: SwarmEventSettings, logger: Logger) {
+    init?(store: SwarmStore, swarm: SwarmID, after: EventCursor, settings: SwarmEventSettings, logger: Logger) {
         let (exchanged, _) = Self.open.add(1, ordering: .relaxed)
         guard exchanged <= settings.maxStreams else {
             Self.open.subtract(1, ordering: .relaxed)
@@ -82,6 +92,7 @@ final class SwarmEventStream: Sendable {
         let started = clock.now
         var lastSent = clock.now
         var cursor = after
+        var behindSince: ContinuousClock.Instant?
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try await writer.write(ByteBuffer(string: "retry: 1000\n\n"))
@@ -90,19 +101,30 @@ final class SwarmEventStream: Sendable {
             // wait below, so none slips between the read and the wait.
             let seen = store.written.generation(of: swarm)
             let batch: SwarmEvents?
-            do { batch = try store.events(swarm, afterSeq: cursor) } catch {
+            do { batch = try store.events(swarm, after: cursor) } catch {
                 logger.error("event stream cannot read the store", metadata: ["swarm": "\(swarm)", "error": "\(error)"])
                 break
             }
             guard let batch else { break }  // the swarm is no longer held here
+            if batch.behind {
+                let since = behindSince ?? clock.now
+                behindSince = since
+                if batch.state != .running || clock.now - since >= settings.behindWait {
+                    cursor = EventCursor(reign: batch.lineage.tip, seq: 0)
+                    continue
+                }
+            } else {
+                behindSince = nil
+            }
+            cursor = batch.cursor
             if !batch.tasks.isEmpty {
                 var text = ""
                 var undecodable = 0
                 for task in batch.tasks {
                     let event = SwarmTaskJSON(task, undecodable: &undecodable)
                     let data = String(decoding: try encoder.encode(TaskEventJSON(id: event.id, state: event.state, node: event.node, result: event.result)), as: UTF8.self)
-                    text += "id: \(task.record.finishSeq)\nevent: task\ndata: \(data)\n\n"
-                    cursor = max(cursor, task.record.finishSeq)
+                    cursor.seq = max(cursor.seq, task.record.finishSeq)
+                    text += "id: \(cursor)\nevent: task\ndata: \(data)\n\n"
                 }
                 try await writer.write(ByteBuffer(string: text))
                 lastSent = clock.now

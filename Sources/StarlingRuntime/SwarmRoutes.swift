@@ -217,14 +217,17 @@ struct SwarmRoutes: Sendable {
         return raw == "true"
     }
 
-    /// The `Last-Event-ID` header (the finish sequence number of the last event the client
-    /// has), 0 when absent. RFC-wise any string is allowed; ours are numbers, so others are 400.
-    static func lastEventID(_ request: Request) throws -> UInt32 {
-        guard let name = HTTPField.Name("Last-Event-ID"), let raw = request.headers[name] else { return 0 }
+    /// The `Last-Event-ID` header (the id of the last event the client has: `EPOCH.OWNER.SEQ`,
+    /// or a plain `SEQ`), the start when absent. RFC-wise any string is allowed; ours have
+    /// these shapes, so others are 400.
+    static func lastEventID(_ request: Request) throws -> EventCursor {
+        guard let name = HTTPField.Name("Last-Event-ID"), let raw = request.headers[name] else { return .start }
         let trimmed = raw.trimmingCharacters(in: .whitespaces)
-        if trimmed.isEmpty { return 0 }
-        guard let n = UInt32(trimmed) else { throw HTTPError(.badRequest, message: "Last-Event-ID must be an event id this stream sent (a number)") }
-        return n
+        if trimmed.isEmpty { return .start }
+        guard let cursor = EventCursor(text: trimmed) else {
+            throw HTTPError(.badRequest, message: "Last-Event-ID must be an event id this stream sent (EPOCH.OWNER.SEQ, or a number)")
+        }
+        return cursor
     }
 
     // MARK: Output

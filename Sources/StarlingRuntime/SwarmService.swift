@@ -30,9 +30,10 @@ public final class SwarmService: SwarmGateway {
         swarm.childRule = SpawnAdmission.rule
         let stored = try store.loadAll()
         let links = try store.childLinks()
+        let lineages = try store.lineages()
         // Effects of a restore are writes of what was just read, and sends that the protocol's
         // own timers repeat; nothing of it must run before the node is up.
-        let restored = swarm.restore(stored, children: links, now: node.now)
+        let restored = swarm.restore(stored, children: links, lineages: lineages, now: node.now)
         if !stored.isEmpty {
             logger.info("swarms restored from the store", metadata: ["swarms": "\(stored.count)", "effectsDeferred": "\(restored.count)"])
         }

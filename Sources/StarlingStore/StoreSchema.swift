@@ -89,6 +89,12 @@ enum StoreSchema {
             try db.execute(sql: "ALTER TABLE session ADD COLUMN config_epoch INTEGER NOT NULL DEFAULT 0")
             try db.execute(sql: "ALTER TABLE session ADD COLUMN joint_old BLOB NOT NULL DEFAULT x''")
         }
+        migrator.registerMigration("v13-swarm-finish-lineage") { db in
+            // The reigns that numbered a swarm's finishes (`StoreChange.lineage`): the events
+            // stream's ids name them. Swarms stored before have none, and their streams take
+            // `Last-Event-ID` as a plain number, as they did.
+            try db.execute(sql: "ALTER TABLE swarm ADD COLUMN lineage BLOB NOT NULL DEFAULT x''")
+        }
         return migrator
     }
 }

@@ -94,7 +94,8 @@ public final class SwarmStore: Sendable {
     private static func swarm(of change: StoreChange) -> SwarmID {
         switch change {
         case .swarm(let definition, _, _): definition.id
-        case .task(let swarm, _, _), .swarmState(let swarm, _, _), .child(let swarm, _), .visible(let swarm, _): swarm
+        case .task(let swarm, _, _), .swarmState(let swarm, _, _), .child(let swarm, _), .visible(let swarm, _),
+             .lineage(let swarm, _), .hideAll(let swarm): swarm
         }
     }
 
@@ -123,9 +124,17 @@ public final class SwarmStore: Sendable {
                 ON CONFLICT(parent, child) DO NOTHING
                 """, arguments: [parent, link.child, Data(encodeNames(link.replicas)), Int64(clamping: link.cost)])
         case .visible(let swarm, let upTo):
-            // The highest value written stands: a stream never takes back an event it showed.
+            // The highest value written stands (until `hideAll`): a stream never takes back an
+            // event it showed.
             try db.cachedStatement(sql: "UPDATE swarm SET visibleSeq = MAX(visibleSeq, ?) WHERE id = ?")
                 .execute(arguments: [Int64(upTo), swarm])
+            guard db.changesCount == 1 else { throw StoreError("no swarm \(swarm) to update") }
+        case .hideAll(let swarm):
+            try db.cachedStatement(sql: "UPDATE swarm SET visibleSeq = 0 WHERE id = ?").execute(arguments: [swarm])
+            guard db.changesCount == 1 else { throw StoreError("no swarm \(swarm) to update") }
+        case .lineage(let swarm, let lineage):
+            try db.cachedStatement(sql: "UPDATE swarm SET lineage = ? WHERE id = ?")
+                .execute(arguments: [Data(encodeLineage(lineage)), swarm])
             guard db.changesCount == 1 else { throw StoreError("no swarm \(swarm) to update") }
         }
     }
@@ -234,11 +243,26 @@ public final class SwarmStore: Sendable {
     /// does not hold the swarm. Bounded by `maxResultBytes` as `status` pages are.
     public func events(_ id: SwarmID, afterSeq: UInt32, limit: Int = maxEventBatch,
                        maxResultBytes: Int = maxPageResultBytes) throws -> SwarmEvents? {
+        try events(id, after: EventCursor(reign: nil, seq: afterSeq), limit: limit, maxResultBytes: maxResultBytes)
+    }
+
+    /// The same, after a client's cursor: rebased first onto the swarm's stored lineage (read in
+    /// the same snapshot), so a cursor of another reign resumes where this numbering agrees with
+    /// it. `SwarmEvents.cursor` is the rebased cursor, the place the tasks follow.
+    public func events(_ id: SwarmID, after cursor: EventCursor, limit: Int = maxEventBatch,
+                       maxResultBytes: Int = maxPageResultBytes) throws -> SwarmEvents? {
         let limit = min(max(limit, 1), Self.maxEventBatch)
         return try read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT state, visibleSeq FROM swarm WHERE id = ?", arguments: [id]) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT state, visibleSeq, lineage FROM swarm WHERE id = ?", arguments: [id]) else {
                 return nil
             }
+            let lineage = Self.decodeLineage([UInt8](row["lineage"] as Data))
+            guard let rebased = cursor.rebased(onto: lineage) else {
+                // This copy is behind the client's: nothing to show until it catches up.
+                return SwarmEvents(state: try Self.swarmState(row["state"]), tasks: [], allVisible: false,
+                                   lineage: lineage, cursor: cursor, behind: true)
+            }
+            let afterSeq = rebased.seq
             let visible: Int64 = row["visibleSeq"]
             let tasks = try Self.boundedTasks(db, sql: """
                 SELECT idx, taskId, state, attempt, node, result, finishSeq FROM task
@@ -249,7 +273,8 @@ public final class SwarmStore: Sendable {
             // Read in the same snapshot as the tasks: a swarm seen as finished, with nothing
             // hidden, has every finished task at or below what this call (or an earlier one)
             // returned.
-            return SwarmEvents(state: try Self.swarmState(row["state"]), tasks: tasks, allVisible: !hidden)
+            return SwarmEvents(state: try Self.swarmState(row["state"]), tasks: tasks, allVisible: !hidden,
+                               lineage: lineage, cursor: rebased)
         }
     }
 
@@ -261,6 +286,17 @@ public final class SwarmStore: Sendable {
                 let (definition, records) = try Self.definition(row, in: db)
                 return (definition, epoch: UInt32(clamping: row["epoch"] as Int64), state: try Self.swarmState(row["state"]), tasks: records)
             }
+        }
+    }
+
+    /// The lineage stored for every held swarm that has one, for `Swarm.restore`.
+    public func lineages() throws -> [SwarmID: FinishLineage] {
+        try read { db in
+            var lineages: [SwarmID: FinishLineage] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT id, lineage FROM swarm WHERE length(lineage) > 0") {
+                lineages[row["id"]] = Self.decodeLineage([UInt8](row["lineage"] as Data))
+            }
+            return lineages
         }
     }
 
@@ -363,6 +399,22 @@ public final class SwarmStore: Sendable {
     }
 
     /// Peer names are printable text (the wire refuses control characters), so NUL separates them.
+    /// A lineage as the swarm protocol's wire writes it.
+    static func encodeLineage(_ lineage: FinishLineage) -> [UInt8] {
+        var w = ByteWriter(capacity: 64)
+        w.write(lineage)
+        return w.bytes
+    }
+
+    /// The stored lineage; none for an empty value or one this build cannot read (a stream then
+    /// takes cursors as they are, as before lineages).
+    static func decodeLineage(_ bytes: [UInt8]) -> FinishLineage {
+        guard !bytes.isEmpty else { return FinishLineage() }
+        var r = ByteReader(bytes)
+        guard let lineage = try? r.readLineage(), (try? r.expectEnd()) != nil else { return FinishLineage() }
+        return lineage
+    }
+
     static func encodeNames(_ names: [PeerName]) -> [UInt8] {
         names.flatMap { Array($0.utf8) + [0] }
     }
@@ -449,4 +501,10 @@ public struct SwarmEvents: Sendable, Equatable {
     /// No finished task is above the swarm's visible mark: once the swarm is not running,
     /// nothing more will be shown (the stream's `done` waits for it).
     public var allVisible: Bool = true
+    /// The swarm's stored lineage, and the cursor the tasks follow (rebased onto it).
+    public var lineage = FinishLineage()
+    public var cursor = EventCursor.start
+    /// The cursor names a reign newer than this copy knows: nothing is shown (the copy is
+    /// behind the one the client read; `FinishLineage.resumePoint`).
+    public var behind = false
 }

@@ -71,6 +71,9 @@ struct SwarmPartitionTests {
         // What each side has recorded by the end of the partition (through its own nodes).
         let ownerSideView = api.counts(id, through: owner)
         let otherSideView = api.counts(id, through: replicas[1])
+        // A client following the events through the owner's side (which numbers its own
+        // finishes, and whose numbering loses the merge) until the heal.
+        let followedBeforeHeal = api.events(id, through: owner, lastEventId: nil, seconds: 3)
         let healedAt = RunSampler.now()
         try rig.heal()
 
@@ -126,6 +129,19 @@ struct SwarmPartitionTests {
             eventCounts[node] = events.count
         }
 
+        // That client resumes after the heal with the last id it had, through either side: it
+        // misses no task (it may be shown some again: its side's numbers above the fork).
+        let lastBeforeHeal = followedBeforeHeal.last?.id
+        #expect(!followedBeforeHeal.isEmpty, "the owner's side showed no event during the partition")
+        var shownAgain: [String: Int] = [:]
+        for node in [owner, replicas[1]] {
+            let resumed = api.events(id, through: node, lastEventId: lastBeforeHeal, seconds: 60)
+            let before = Set(followedBeforeHeal.map(\.task))
+            let missing = Set(tokens).subtracting(before).subtracting(resumed.map(\.task))
+            #expect(missing.isEmpty, "resumed after \(lastBeforeHeal ?? "-") through \(node): never shown \(missing.sorted().prefix(10)) (\(missing.count))")
+            shownAgain[node] = resumed.filter { before.contains($0.task) }.count
+        }
+
         // Within slots, from the recorded runs: a run's timestamps lie inside the time its slot
         // was held (taken before the sandbox starts, freed after it exits) and the nodes share one
         // clock, so more than `slots` overlapping intervals on a node is a real over-slot run.
@@ -175,6 +191,9 @@ struct SwarmPartitionTests {
         report["attemptsOverOne"] = retried
         report["attemptsOverOneRecordedOnOtherSide"] = retriedOnOtherSide
         report["eventsPerNode"] = eventCounts
+        report["eventsFollowedOnOwnerSideBeforeHeal"] = followedBeforeHeal.count
+        report["lastEventIdBeforeHeal"] = lastBeforeHeal ?? NSNull()
+        report["eventsShownAgainOnResume"] = shownAgain
         report["maxConcurrentRecorded"] = recordedMax
         report["maxConcurrentSampled"] = observed.maxConcurrent.mapValues(\.count)
         report["overSlotSamples"] = observed.overSlotSamples
@@ -273,6 +292,30 @@ struct RigAPI {
             all += page
         }
         return all
+    }
+
+    /// The (event id, task id) of the swarm's `task` events through `node`, after `lastEventId`,
+    /// for at most `seconds` (a stream of a running swarm does not end: what came by then).
+    func events(_ id: String, through node: String, lastEventId: String?, seconds: Int) -> [(id: String, task: String)] {
+        guard let api = try? rig.addresses(of: node).api else { return [] }
+        var curl = "curl -s -N --max-time \(seconds)"
+        if let lastEventId { curl += " -H 'Last-Event-ID: \(lastEventId)'" }
+        // curl ends non-zero at --max-time; what it printed is the answer.
+        guard let out = try? rig.run(in: "hub", ["sh", "-c", curl + " http://\(api)/v1/swarms/\(id)/events; true"]) else { return [] }
+        var events: [(String, String)] = []
+        for block in out.components(separatedBy: "\n\n").dropLast() {
+            var eventId: String?
+            var task: String?
+            for line in block.split(separator: "\n") {
+                if line.hasPrefix("id:") { eventId = line.dropFirst(3).trimmingCharacters(in: .whitespaces) }
+                if line.hasPrefix("data:"), block.contains("event: task"),
+                   let data = line.dropFirst(5).trimmingCharacters(in: .whitespaces).data(using: .utf8) {
+                    task = jsonObject(data)["id"] as? String
+                }
+            }
+            if let eventId, let task { events.append((eventId, task)) }
+        }
+        return events
     }
 
     /// The task ids of the swarm's `task` events, read to the end of the stream.

@@ -302,6 +302,25 @@ struct SwarmRoutesTests {
             try await client.execute(uri: "/v1/swarms/\(id)/events", method: .get, headers: [HTTPField.Name("Last-Event-ID")!: "x"]) { r in
                 #expect(r.status == .badRequest)
             }
+            try await client.execute(uri: "/v1/swarms/\(id)/events", method: .get, headers: [HTTPField.Name("Last-Event-ID")!: "1.2.3.4"]) { r in
+                #expect(r.status == .badRequest)
+            }
+
+            // With a lineage (a swarm the protocol created, then taken over at epoch 2 by the
+            // replica set's second from finish 1 on), ids name the reign, and a cursor of the
+            // first reign past the fork resumes at the fork.
+            var lineage = FinishLineage.created
+            lineage.begin(Reign(epoch: 2, owner: 1), from: 1)
+            try store.apply([.lineage(id, lineage)])
+            try await client.execute(uri: "/v1/swarms/\(id)/events", method: .get, headers: [HTTPField.Name("Last-Event-ID")!: "1.0.3"]) { r in
+                let events = r.text.components(separatedBy: "\n\n").filter { $0.contains("event:") }
+                #expect(events.count == 3 && events[0].hasPrefix("id: 2.1.2\n") && events[1].hasPrefix("id: 2.1.3\n")
+                        && events[2].hasPrefix("event: done"), "\(r.text)")
+            }
+            try await client.execute(uri: "/v1/swarms/\(id)/events", method: .get, headers: [HTTPField.Name("Last-Event-ID")!: "2.1.2"]) { r in
+                let events = r.text.components(separatedBy: "\n\n").filter { $0.contains("event:") }
+                #expect(events.count == 2 && events[0].hasPrefix("id: 2.1.3\n"), "\(r.text)")
+            }
         }
     }
 

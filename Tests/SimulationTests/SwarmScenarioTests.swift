@@ -171,6 +171,59 @@ struct SwarmScenarioTests {
         #expect(env.violations.contains { $0.contains("shown by n2 for task 0") && $0.contains("first shown as 1") }, "\(env.violations)")
     }
 
+    /// Negative control of the event-id checks in a whole run: a host that loses every lineage
+    /// it stores serves plain numbers, as streams did before reigns were named, and across a
+    /// partition its ids name two tasks. The same run with the lineages kept has none, and its
+    /// followers miss nothing (some are shown tasks again).
+    @Test func aHostThatLosesLineagesIsCaughtAcrossAPartition() {
+        let kept = simulateSwarm("swarm-partition", nodes: 12, seed: 3)
+        #expect(kept.swarm?.eventsMissed == 0 && kept.swarm?.eventIdConflicts == 0 && kept.violations.isEmpty, "\(kept.violations)")
+        #expect((kept.swarm?.eventsShownAgain ?? 0) > 0, "the partition made no side's numbering lose: \(reproduceSwarm(kept))")
+        let lost = simulateSwarm("swarm-partition", nodes: 12, seed: 3) { sim in
+            sim.swarm?.afterStore = { _, change in
+                guard case .lineage(let id, let lineage) = change, !lineage.marks.isEmpty else { return [] }
+                return [.lineage(id, FinishLineage())]
+            }
+        }
+        #expect((lost.swarm?.eventIdConflicts ?? 0) > 0, "\(String(describing: lost.swarm))")
+        #expect(lost.violations.contains { $0.contains("event id") && $0.contains("shown before for task") })
+    }
+
+    /// Negative control of the followers' check (`eventsMissed`), by hand: n0's stream showed
+    /// tasks 0, 1, 2 as 1, 2, 3; then the copy of the side that won arrives, where 2 is task 5
+    /// and task 1 is renumbered 4. Without the lineage the follower moves on from 3 and never
+    /// sees task 5; with it, its cursor is rebased to the fork (1) and it sees task 5.
+    @Test(arguments: [false, true])
+    func theCheckerCatchesAFollowerThatNeverSeesATask(withLineage: Bool) throws {
+        let (sim, env, host, def) = try checkerRig(withLineage ? "00000000000000cc" : "00000000000000dd")
+        func record(_ seq: UInt32) -> TaskRecord {
+            TaskRecord(state: .succeeded, attempt: 1, node: "n3", result: Array("r\(seq)".utf8), finishSeq: seq)
+        }
+        let store = { (change: StoreChange) in env.perform(.store(change), node: 0, host: host, sim: sim) }
+        store(.swarm(def, epoch: 1, state: .running))
+        if withLineage { store(.lineage(def.id, .created)) }
+        for (index, seq) in [(0, 1), (1, 2), (2, 3)] { store(.task(def.id, index: UInt32(index), record(UInt32(seq)))) }
+        store(.visible(def.id, upTo: 3))
+        // The winning side's copy: taken over at epoch 2 by n1 from finish 1 on.
+        store(.hideAll(def.id))
+        if withLineage {
+            var lineage = FinishLineage.created
+            lineage.begin(Reign(epoch: 2, owner: 1), from: 1)
+            store(.lineage(def.id, lineage))
+        }
+        store(.task(def.id, index: 5, record(2)))
+        store(.task(def.id, index: 1, record(4)))
+        store(.visible(def.id, upTo: 4))
+        let report = sim.run()
+        if withLineage {
+            #expect(report.swarm?.eventsMissed == 0, "\(report.violations)")
+        } else {
+            #expect((report.swarm?.eventsMissed ?? 0) > 0)
+            #expect(report.violations.contains { $0.contains("a client of n0's events of swarm \(def.id)") && $0.contains("would never see tasks [5]") },
+                    "\(report.violations)")
+        }
+    }
+
     @Test func thePayloadCarriesTheDuration() {
         let p = SwarmWorkload.payload(milliseconds: 1_234, failFirst: true)
         let (d, fail) = SwarmWorkload.decode(p)

@@ -28,7 +28,10 @@ struct SwarmCodecTests {
             .refused("too many swarms"),
             .replicate(ReplicaUpdate(id: id, epoch: 3, baseVersion: 4, version: 5, state: .running, definition: definition,
                                      records: [IndexedRecord(index: 1, record: record), IndexedRecord(index: 2, record: TaskRecord())],
-                                     children: [ChildLink(child: "aaaaaaaaaaaaaaaa", replicas: ["n4"])], last: false)),
+                                     children: [ChildLink(child: "aaaaaaaaaaaaaaaa", replicas: ["n4"])], last: false,
+                                     lineage: FinishLineage(marks: [.init(reign: Reign(epoch: 1, owner: 0), from: 0),
+                                                                    .init(reign: Reign(epoch: 3, owner: 2), from: 17)],
+                                                            aliases: [.init(reign: Reign(epoch: 3, owner: 1), ancestor: Reign(epoch: 1, owner: 0), cap: 9)]))),
             .replicate(ReplicaUpdate(id: id, epoch: 3, baseVersion: 5, version: 6, state: .cancelled, definition: nil,
                                      records: [], children: [], last: true)),
             .replicated(id, version: 6, status: .applied),
@@ -36,7 +39,7 @@ struct SwarmCodecTests {
             .replicated(id, version: 2, status: .staleEpoch(7)),
             .sync(id, from: 100),
             .syncPage(SyncPage(id: id, known: true, epoch: 2, version: 9, state: .done, children: [], from: 0,
-                               records: [record, TaskRecord()], next: 2)),
+                               records: [record, TaskRecord()], next: 2, lineage: .created)),
             .syncPage(SyncPage(id: id, known: false, epoch: 0, version: 0, state: .running, children: [], from: 0,
                                records: [], next: nil)),
             .reserve(id, epoch: 1, replicas: ["n1", "n2"], needs: [TaskNeeds(memoryMB: 1, milliCPUs: 2)]),
@@ -105,12 +108,14 @@ struct SwarmCodecTests {
     @Test func liesAboutCountsAndSizesAreRefusedBeforeAllocating() {
         // A reserve claiming 4 billion needs in a few bytes.
         var w = ByteWriter()
-        w.write(UInt8(1)); w.write(UInt8(8)); w.write(Self.id); w.write(UInt32(1)); w.write(UInt8(0))
+        w.write(SwarmMessage.formatVersion); w.write(UInt8(8)); w.write(Self.id); w.write(UInt32(1)); w.write(UInt8(0))
         w.write(UInt32.max)
-        #expect(throws: WireError.self) { try Swarm.decode(w.bytes) }
+        #expect(throws: WireError.tooLarge(field: "needs", size: Int(UInt32.max), limit: SwarmLimits.maxRunsPerMessage)) {
+            try Swarm.decode(w.bytes)
+        }
         // A result claiming a 2 GiB body.
         var r = ByteWriter()
-        r.write(UInt8(1)); r.write(UInt8(12)); r.write(Self.id); r.write(UInt32(0)); r.write(UInt16(1)); r.write(UInt8(0))
+        r.write(SwarmMessage.formatVersion); r.write(UInt8(12)); r.write(Self.id); r.write(UInt32(0)); r.write(UInt16(1)); r.write(UInt8(0))
         r.write(UInt32(1 << 31))
         #expect(throws: WireError.tooLarge(field: "result", size: 1 << 31, limit: SwarmLimits.maxResultBytes)) {
             try Swarm.decode(r.bytes)
@@ -120,8 +125,10 @@ struct SwarmCodecTests {
         bad[bad.count - 1] = UInt8(ascii: "G")
         #expect(throws: WireError.invalidValue("swarm id")) { try Swarm.decode(bad) }
         // An unknown type and an unknown version.
-        #expect(throws: WireError.unknownMessageType(99)) { try Swarm.decode([1, 99]) }
-        #expect(throws: WireError.unsupportedVersion(2)) { try Swarm.decode([2, 1]) }
+        #expect(throws: WireError.unknownMessageType(99)) { try Swarm.decode([SwarmMessage.formatVersion, 99]) }
+        #expect(throws: WireError.unsupportedVersion(3)) { try Swarm.decode([3, 1]) }
+        // The format before lineages (version 1) is refused, not misread.
+        #expect(throws: WireError.unsupportedVersion(1)) { try Swarm.decode([1, 1]) }
     }
 
     /// Whatever a peer sends, in whatever role, a node answers each request once and never traps.

@@ -266,6 +266,7 @@ struct SwarmTestMesh {
         var states: [SwarmID: SwarmState] = [:]
         var records: [SwarmID: [UInt32: TaskRecord]] = [:]
         var children: [SwarmID: [ChildLink]] = [:]
+        var lineages: [SwarmID: FinishLineage] = [:]
         for change in nodes[name]!.stores {
             switch change {
             case .swarm(let d, let e, let st): definitions[d.id] = d; epochs[d.id] = e; states[d.id] = st
@@ -273,7 +274,8 @@ struct SwarmTestMesh {
             case .swarmState(let id, let st, let e): states[id] = st; epochs[id] = e
             case .child(let id, let link):
                 if !(children[id] ?? []).contains(where: { $0.child == link.child }) { children[id, default: []].append(link) }
-            case .visible: break  // read by the events stream only
+            case .lineage(let id, let lineage): lineages[id] = lineage
+            case .visible, .hideAll: break  // read by the events stream only
             }
         }
         let stored = definitions.keys.sorted().map { id in
@@ -283,7 +285,7 @@ struct SwarmTestMesh {
         }
         var fresh = Swarm(settings: nodes[name]!.swarm.settings, myName: name, seed: seed, now: now)
         fresh.childRule = nodes[name]!.swarm.childRule
-        _ = fresh.restore(stored, children: children, now: now)
+        _ = fresh.restore(stored, children: children, lineages: lineages, now: now)
         let stores = nodes[name]!.stores
         nodes[name] = Node(swarm: fresh, stores: stores, metadata: nodes[name]!.metadata)
         for other in order where nodes[other]!.up {

@@ -169,6 +169,43 @@ struct SwarmStoreTests {
         #expect(rest.allVisible)
     }
 
+    /// The stored lineage rebases a client's cursor in the same read: a cursor of the reign a
+    /// partition's losing side numbered resumes at the fork point, one of a reign newer than
+    /// the copy waits, and the lineage survives a reopen (restore) and `hideAll` hides the rest.
+    @Test func eventsRebaseTheCursorOntoTheStoredLineage() throws {
+        let dir = TemporaryDirectory("lineage")
+        var store: SwarmStore? = try SwarmStore(directory: dir.path)
+        let (a1, c2, a3) = (Reign(epoch: 1, owner: 0), Reign(epoch: 2, owner: 2), Reign(epoch: 3, owner: 0))
+        var lineage = FinishLineage.created
+        lineage.begin(c2, from: 2)
+        lineage.begin(a3, from: 4)
+        lineage.learn(FinishLineage(marks: [.init(reign: a1, from: 0), .init(reign: Reign(epoch: 2, owner: 1), from: 1)]))
+        try store!.apply([.swarm(definition("l", tasks: 6), epoch: 3, state: .running), .lineage("l", lineage)]
+                         + (0..<6).map { .task("l", index: UInt32($0), finished(UInt32($0 + 1))) } + [.visible("l", upTo: 6)])
+        // A client of the losing side (reign 1.0) had seen up to 5: it resumes after 2.
+        let losing = try #require(try store!.events("l", after: EventCursor(reign: a1, seq: 5)))
+        #expect(losing.cursor == EventCursor(reign: a3, seq: 2))
+        #expect(losing.tasks.map(\.record.finishSeq) == [3, 4, 5, 6])
+        // The tip's own cursor is exact; a sibling's goes through its alias; a plain number is
+        // taken as it is.
+        #expect(try store!.events("l", after: EventCursor(reign: a3, seq: 5))?.tasks.map(\.record.finishSeq) == [6])
+        #expect(try store!.events("l", after: EventCursor(reign: Reign(epoch: 2, owner: 1), seq: 5))?.cursor.seq == 1)
+        #expect(try store!.events("l", after: EventCursor(reign: nil, seq: 5))?.tasks.map(\.record.finishSeq) == [6])
+        // A cursor of a reign newer than this copy knows: nothing yet, and not over.
+        let ahead = try #require(try store!.events("l", after: EventCursor(reign: Reign(epoch: 9, owner: 1), seq: 1)))
+        #expect(ahead.tasks.isEmpty && !ahead.allVisible)
+        store = nil
+        let reopened = try SwarmStore(directory: dir.path)
+        #expect(try reopened.lineages() == ["l": lineage])
+        try reopened.apply([.hideAll("l")])
+        #expect(try reopened.events("l", after: .start)?.tasks == [])
+        #expect(try reopened.events("l", after: .start)?.allVisible == false)
+        // A swarm stored without one has no lineage, and its cursors are plain numbers.
+        try reopened.apply([.swarm(definition("m", tasks: 1), epoch: 1, state: .running)])
+        #expect(try reopened.lineages()["m"] == nil)
+        #expect(try reopened.events("m", after: .start)?.cursor == .start)
+    }
+
     /// Finished tasks above the visible mark (not yet stored on a majority of the replica set)
     /// are not events yet, and the swarm is not over for a stream while any is hidden; the mark
     /// never goes down.

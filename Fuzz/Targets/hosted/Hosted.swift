@@ -46,11 +46,17 @@ enum HostedSeeds {
         let task = SwarmTask(id: "echo-1", needs: needs, payload: Array("{\"argv\":[\"/bin/true\"]}".utf8))
         let run = TaskRun(swarm: swarmID, index: 0, attempt: 1, task: task, options: [], maxAttempts: 2)
         let record = TaskRecord(state: .running, attempt: 1, node: "node-b", result: [], finishSeq: 0)
+        var lineage = FinishLineage.created
+        lineage.begin(Reign(epoch: 3, owner: 1), from: 7)
+        lineage.learn(FinishLineage(marks: [.init(reign: Reign(epoch: 1, owner: 0), from: 0), .init(reign: Reign(epoch: 2, owner: 2), from: 4)]))
         return [
             "swarm-created": .created(swarmID, owner: "node-a"),
             "swarm-replicated": .replicated(swarmID, version: 3, status: .applied),
             "swarm-sync-page": .syncPage(SyncPage(id: swarmID, known: true, epoch: 1, version: 3, state: .running,
-                                                  children: [], from: 0, records: [record], next: nil)),
+                                                  children: [], from: 0, records: [record], next: nil, lineage: lineage)),
+            "swarm-replicate-whole": .replicate(ReplicaUpdate(id: swarmID, epoch: 3, baseVersion: 3, version: 3, state: .running,
+                                                              definition: nil, records: [IndexedRecord(index: 0, record: record)],
+                                                              children: [], last: true, lineage: lineage)),
             "swarm-reserve": .reserve(swarmID, epoch: 1, replicas: ["node-a", "node-b"], needs: [needs]),
             "swarm-assign": .assign(run, epoch: 1, replicas: ["node-a"]),
             "swarm-result": .result(swarmID, index: 0, attempt: 1, outcome: .denied, result: Array("{}".utf8)),

@@ -36,10 +36,12 @@ extension Swarm {
         var entry = SwarmEntry(definition: d, epoch: 1, state: .running,
                                tasks: Array(repeating: TaskRecord(), count: d.draft.tasks.count), now: now)
         entry.role = .owner
+        entry.lineage = .created
         entry.recount()
         for peer in d.replicas where peer != myName && isUp(peer) { entry.needsFull.insert(peer) }
         swarms[d.id] = entry
         out.append(.perform(.store(.swarm(d, epoch: 1, state: .running))))
+        out.append(.perform(.store(.lineage(d.id, .created))))
         dirtySwarms.insert(d.id)
         whenStored(d.id, .respond(.created(d.id, owner: myName), to: responder), fallback: .refused("owner changed during create"))
         whenStored(d.id, .startPlacement, fallback: nil)

@@ -132,7 +132,8 @@ extension Swarm {
             let last = k == chunks.count - 1
             let update = ReplicaUpdate(id: id, epoch: e.epoch, baseVersion: e.version, version: e.version, state: e.state,
                                        definition: k == 0 ? e.definition : nil, records: chunk,
-                                       children: k == 0 ? e.children : [], last: last)
+                                       children: k == 0 ? e.children : [], last: last,
+                                       lineage: k == 0 ? e.lineage : FinishLineage())
             sendRequest(.replicate(update), to: peer,
                         context: .replicate(id, peer: peer, version: e.version, completesFull: last), now: now, into: &out)
         }
@@ -223,6 +224,7 @@ extension Swarm {
             var entry = SwarmEntry(definition: definition, epoch: u.epoch, state: u.state,
                                    tasks: Array(repeating: TaskRecord(), count: definition.draft.tasks.count), now: now)
             out.append(.perform(.store(.swarm(definition, epoch: u.epoch, state: u.state))))
+            out.append(.perform(.store(.hideAll(u.id))))
             // The copy held before is replaced, in memory and in the store: a finished record it
             // had that the transfer does not carry (an owner's finish that never reached the
             // others, kept in this node's store across its restart) must not stay in the store,
@@ -240,6 +242,9 @@ extension Swarm {
             }
             entry.children = u.children
             for c in u.children { out.append(.perform(.store(.child(u.id, c)))) }
+            // The owner's numbering replaces this copy's (a whole transfer carries its lineage).
+            entry.lineage = u.lineage
+            out.append(.perform(.store(.lineage(u.id, u.lineage))))
             entry.version = u.version
             entry.restoredAt = nil
             entry.recount()
@@ -350,7 +355,8 @@ extension Swarm {
         }
         return .syncPage(SyncPage(id: id, known: true, epoch: e.epoch, version: e.version, state: e.state,
                                   children: from == 0 ? e.children : [], from: min(from, UInt32(e.tasks.count)),
-                                  records: records, next: i < e.tasks.count ? UInt32(i) : nil))
+                                  records: records, next: i < e.tasks.count ? UInt32(i) : nil,
+                                  lineage: from == 0 ? e.lineage : FinishLineage()))
     }
 }
 

@@ -206,7 +206,8 @@ public struct Swarm: HostedProtocol {
     /// record are pending. `children` are the child links stored for each swarm (a cancel of a
     /// parent must still reach them when every holder of the parent restarted).
     public mutating func restore(_ stored: [(SwarmDefinition, epoch: UInt32, state: SwarmState, tasks: [TaskRecord])],
-                                 children: [SwarmID: [ChildLink]] = [:], now: Instant) -> [ProtocolEffect<Swarm>] {
+                                 children: [SwarmID: [ChildLink]] = [:], lineages: [SwarmID: FinishLineage] = [:],
+                                 now: Instant) -> [ProtocolEffect<Swarm>] {
         for (definition, epoch, state, tasks) in stored where swarms[definition.id] == nil {
             var records = Array(tasks.prefix(definition.draft.tasks.count))
             if records.count < definition.draft.tasks.count {
@@ -216,6 +217,7 @@ public struct Swarm: HostedProtocol {
             entry.version = 0
             entry.restoredAt = now
             entry.children = Array((children[definition.id] ?? []).prefix(SwarmLimits.maxChildren))
+            entry.lineage = lineages[definition.id] ?? FinishLineage()
             swarms[definition.id] = entry
         }
         var out: Effects = []

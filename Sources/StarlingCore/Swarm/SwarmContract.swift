@@ -202,8 +202,17 @@ public enum StoreChange: Sendable, Equatable {
     /// on a majority of its replica set: the events stream may show them. It never shows a
     /// higher number, so an event id a client saw names the same task on whichever node takes
     /// the swarm over next (a successor syncs from the replicas, and a majority includes one
-    /// that survived). The host keeps the highest value written (it never goes down).
+    /// that survived). The host keeps the highest value written (it goes down only at `hideAll`).
     case visible(SwarmID, upTo: UInt32)
+    /// The reigns that numbered the swarm's finishes (`FinishLineage`), replacing the stored
+    /// ones: the events stream's ids name them, so a cursor from another reign resumes where
+    /// the numbering still agrees with it.
+    case lineage(SwarmID, FinishLineage)
+    /// A whole copy of the swarm is arriving in place of the one held: the events stream shows
+    /// nothing until it is all stored (a `visible` follows at its last chunk). Until then the
+    /// copy mixes old rows with new ones, and the old mark could let a stream move past a
+    /// number a later chunk brings.
+    case hideAll(SwarmID)
 }
 
 /// Local work the protocol asks of its host.

@@ -17,6 +17,8 @@ struct SwarmEntry: Sendable {
     /// Changes the owner has made, counted: a replica applies an update only on top of the
     /// version it builds on.
     var version: UInt64 = 1
+    /// The reigns that numbered the finishes (what the events stream's ids are relative to).
+    var lineage = FinishLineage()
 
     var role: Role = .replica
     /// Set when loaded from the store after a restart and cleared once this node has heard
@@ -141,4 +143,10 @@ struct Takeover: Sendable {
     /// Tasks this node holds as final where the best replica does not (recorded on this side
     /// of a healed partition): kept, and numbered after the others' completions.
     var keptFinal: [UInt32] = []
+    /// The best replica's lineage (from its first page), which this node's numbering continues.
+    var bestLineage: FinishLineage?
+    /// The copy of the best replica broke off part-way (see `Swarm.completeTakeover`).
+    var copiedPart = false
+    /// The lineages of the replicas that answered (`FinishLineage.learn`).
+    var heard: [FinishLineage] = []
 }

@@ -126,9 +126,12 @@ public struct ReplicaUpdate: Sendable, Equatable {
     public var records: [IndexedRecord]
     public var children: [ChildLink]
     public var last: Bool
+    /// With the definition (a whole-swarm transfer): the reigns that numbered the finishes.
+    public var lineage: FinishLineage
 
     public init(id: SwarmID, epoch: UInt32, baseVersion: UInt64, version: UInt64, state: SwarmState,
-                definition: SwarmDefinition?, records: [IndexedRecord], children: [ChildLink], last: Bool) {
+                definition: SwarmDefinition?, records: [IndexedRecord], children: [ChildLink], last: Bool,
+                lineage: FinishLineage = FinishLineage()) {
         self.id = id
         self.epoch = epoch
         self.baseVersion = baseVersion
@@ -138,6 +141,7 @@ public struct ReplicaUpdate: Sendable, Equatable {
         self.records = records
         self.children = children
         self.last = last
+        self.lineage = lineage
     }
 }
 
@@ -154,9 +158,12 @@ public struct SyncPage: Sendable, Equatable {
     public var records: [TaskRecord]
     /// Where the next page starts, nil when this was the last.
     public var next: UInt32?
+    /// On the first page: the reigns that numbered the finishes.
+    public var lineage: FinishLineage
 
     public init(id: SwarmID, known: Bool, epoch: UInt32, version: UInt64, state: SwarmState,
-                children: [ChildLink], from: UInt32, records: [TaskRecord], next: UInt32?) {
+                children: [ChildLink], from: UInt32, records: [TaskRecord], next: UInt32?,
+                lineage: FinishLineage = FinishLineage()) {
         self.id = id
         self.known = known
         self.epoch = epoch
@@ -166,6 +173,7 @@ public struct SyncPage: Sendable, Equatable {
         self.from = from
         self.records = records
         self.next = next
+        self.lineage = lineage
     }
 }
 
@@ -204,8 +212,9 @@ public enum SwarmLimits {
 // MARK: - Codec
 
 extension SwarmMessage {
-    /// Format version, the first byte of every message.
-    static let formatVersion: UInt8 = 1
+    /// Format version, the first byte of every message. 2: whole transfers and sync pages carry
+    /// the finish lineage (a node of version 1 refuses these messages, and is refused).
+    static let formatVersion: UInt8 = 2
 
     private var typeCode: UInt8 {
         switch self {
@@ -254,6 +263,7 @@ extension SwarmMessage {
             for r in u.records { w.write(r.index); w.write(r.record) }
             w.write(u.children)
             w.write(u.last)
+            w.write(u.lineage)
         case .replicated(let id, let version, let status):
             w.write(id); w.write(version)
             switch status {
@@ -271,6 +281,7 @@ extension SwarmMessage {
             for r in p.records { w.write(r) }
             w.write(p.next != nil)
             if let n = p.next { w.write(n) }
+            w.write(p.lineage)
         case .reserve(let id, let epoch, let replicas, let needs):
             w.write(id); w.write(epoch); w.write(names: replicas)
             w.write(UInt32(needs.count))
@@ -349,8 +360,10 @@ extension SwarmMessage {
             }
             let children = try r.readChildren()
             let last = try r.readBool()
+            let lineage = try r.readLineage()
             message = .replicate(ReplicaUpdate(id: id, epoch: epoch, baseVersion: base, version: version, state: state,
-                                               definition: definition, records: records, children: children, last: last))
+                                               definition: definition, records: records, children: children, last: last,
+                                               lineage: lineage))
         case 5:
             let id = try r.readSwarmID()
             let version = try r.readVersion()
@@ -378,8 +391,9 @@ extension SwarmMessage {
             records.reserveCapacity(min(count, 1024))
             for _ in 0..<count { records.append(try r.readTaskRecord()) }
             let next = try r.readBool() ? try r.readUInt32() : nil
+            let lineage = try r.readLineage()
             message = .syncPage(SyncPage(id: id, known: known, epoch: epoch, version: version, state: state,
-                                         children: children, from: from, records: records, next: next))
+                                         children: children, from: from, records: records, next: next, lineage: lineage))
         case 8:
             let id = try r.readSwarmID()
             let epoch = try r.readUInt32()
@@ -504,6 +518,17 @@ extension ByteWriter {
         for c in children { write(c.child); write(names: c.replicas); write(c.cost) }
     }
 
+    /// A lineage: a count byte, then (epoch, owner, from) per mark; a count byte, then
+    /// (epoch, owner, ancestor's epoch, ancestor's owner, cap) per alias.
+    public mutating func write(_ lineage: FinishLineage) {
+        write(UInt8(clamping: lineage.marks.count))
+        for m in lineage.marks.prefix(FinishLineage.maxMarks) { write(m.reign.epoch); write(m.reign.owner); write(m.from) }
+        write(UInt8(clamping: lineage.aliases.count))
+        for a in lineage.aliases.prefix(FinishLineage.maxMarks) {
+            write(a.reign.epoch); write(a.reign.owner); write(a.ancestor.epoch); write(a.ancestor.owner); write(a.cap)
+        }
+    }
+
     mutating func write(_ runs: [RunRef]) {
         write(UInt32(runs.count))
         for r in runs { write(r.index); write(r.attempt) }
@@ -595,6 +620,30 @@ extension ByteReader {
         children.reserveCapacity(min(n, 1024))
         for _ in 0..<n { children.append(ChildLink(child: try readSwarmID(), replicas: try readNames(), cost: try readUInt64())) }
         return children
+    }
+
+    /// A lineage (`write(_ lineage:)`).
+    public mutating func readLineage() throws -> FinishLineage {
+        let n = Int(try readUInt8())
+        guard n <= FinishLineage.maxMarks else { throw WireError.tooLarge(field: "lineage", size: n, limit: FinishLineage.maxMarks) }
+        var marks: [FinishLineage.Mark] = []
+        for _ in 0..<n { marks.append(FinishLineage.Mark(reign: try readReign(), from: try readUInt32())) }
+        let m = Int(try readUInt8())
+        guard m <= FinishLineage.maxMarks else { throw WireError.tooLarge(field: "lineage aliases", size: m, limit: FinishLineage.maxMarks) }
+        var aliases: [FinishLineage.Alias] = []
+        for _ in 0..<m {
+            let reign = try readReign()
+            let ancestor = try readReign()
+            aliases.append(FinishLineage.Alias(reign: reign, ancestor: ancestor, cap: try readUInt32()))
+        }
+        return FinishLineage(marks: marks, aliases: aliases)
+    }
+
+    public mutating func readReign() throws -> Reign {
+        let epoch = try readUInt32()
+        let owner = try readUInt8()
+        guard Int(owner) < SwarmLimits.maxReplicas else { throw WireError.invalidValue("lineage owner \(owner)") }
+        return Reign(epoch: epoch, owner: owner)
     }
 
     mutating func readRuns() throws -> [RunRef] {

@@ -80,6 +80,7 @@ extension Swarm {
             t.waiting.remove(peer)
             if case .syncPage(let p) = message, p.known, p.id == id {
                 t.maxEpoch = max(t.maxEpoch, p.epoch)
+                if t.heard.count < SwarmLimits.maxReplicas { t.heard.append(p.lineage) }
                 let reference = t.best.map { ($0.epoch, $0.version) } ?? (myEpoch, myVersion)
                 if (p.epoch, p.version) > reference { t.best = (peer, p.epoch, p.version) }
             }
@@ -97,10 +98,18 @@ extension Swarm {
         // Copying the best replica's state, page by page.
         guard case .syncPage(let p) = message, p.known, p.id == id,
               Int(p.from) + p.records.count <= taskCount else {
-            completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)  // with what it has
+            // With what it has: part of the best copy, so neither numbering holds whole.
+            if takeovers[id]!.bestLineage != nil { takeovers[id]!.copiedPart = true }
+            completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
             return
         }
         if p.from == 0 {
+            takeovers[id]!.bestLineage = p.lineage
+            // The copy's rows are numbered by the best replica's reigns, not this node's: the
+            // events stream here shows nothing until the takeover stored the lineage they follow.
+            swarms[id]!.published = 0
+            swarms[id]!.unpublished = []
+            out.append(.perform(.store(.hideAll(id))))
             swarms[id]!.version = max(myVersion, p.version)
             // A cancel on either side of a healed partition stands.
             if p.state != myState && myState != .cancelled {
@@ -135,6 +144,9 @@ extension Swarm {
 
     mutating func completeTakeover(_ id: SwarmID, maxEpoch: UInt32, now: Instant, into out: inout Effects) {
         let keptFinal = takeovers[id]?.keptFinal ?? []
+        let bestLineage = takeovers[id]?.bestLineage
+        let copiedPart = takeovers[id]?.copiedPart ?? false
+        let heard = takeovers[id]?.heard ?? []
         takeovers[id] = nil
         guard let previousEpoch = swarms[id]?.epoch else { return }
         let state = swarms[id]!.state
@@ -153,12 +165,31 @@ extension Swarm {
         swarms[id]!.lastProgress = now
         dirtySwarms.insert(id)
         out.append(.perform(.store(.swarmState(id, state, epoch: epoch))))
+        // The numbering continues the copy taken (the best replica's, or this node's own), from
+        // the counter now: every number up to it names what it named in that copy's reigns.
+        // A copy cut off part-way mixes two numberings: no earlier cursor is known to agree with
+        // it, so every one resumes from the start (repeats, never misses).
+        var lineage = copiedPart ? FinishLineage() : bestLineage ?? swarms[id]!.lineage
+        // Reigns of the copies not taken (this node's own among them) stay resumable from where
+        // their numbering and the taken one's agree.
+        for other in heard + [swarms[id]!.lineage] where other != lineage { lineage.learn(other) }
+        let me = replicas.firstIndex(of: myName) ?? 0
+        lineage.begin(Reign(epoch: epoch, owner: UInt8(clamping: me)), from: copiedPart ? 0 : swarms[id]!.finishCounter)
+        swarms[id]!.lineage = lineage
+        out.append(.perform(.store(.lineage(id, lineage))))
+        let copiedUpTo = swarms[id]!.finishCounter
         // Completions kept from this side of a partition get numbers after the other side's,
         // so finishSeq stays unique.
         for index in keptFinal {
             var record = swarms[id]!.tasks[Int(index)]
             record.finishSeq = swarms[id]!.finishCounter &+ 1
             setTask(id, index, record, now: now, into: &out)
+        }
+        if bestLineage != nil && replicas.count / 2 + 1 <= 2 {
+            // What was copied is on the best replica and here: a majority of a set of up to 3
+            // (the rule a replica shows a whole transfer by, `replicaApply`). Not the kept
+            // finishes just renumbered above it: those wait for the replica set as new ones do.
+            publish(id, upTo: copiedUpTo, into: &out)
         }
 
         var byNode: [PeerName: [RunRef]] = [:]
