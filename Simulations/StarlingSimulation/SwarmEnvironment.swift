@@ -264,6 +264,7 @@ final class SwarmEnvironment: ProtocolEnvironment {
         let (duration, failFirst) = SwarmWorkload.decode(r.task.payload)
         let outcome: RunOutcome = failFirst && r.attempt <= 1 ? .failed : .succeeded
         let result = Array("n\(node) attempt \(r.attempt) \(outcome == .succeeded ? "ok" : "exit 1")".utf8)
+            + [UInt8](repeating: UInt8(ascii: "."), count: options.resultPaddingBytes)
         host.schedulePerformed(.finished(swarm: r.swarm, index: r.index, attempt: r.attempt, outcome: outcome, result: result),
                                node: node, tag: nextTag, at: sim.now + duration, sim)
     }

@@ -16,6 +16,9 @@ public struct SwarmOptions: Sendable, Equatable {
     public var failFirstAttempt: Double = 0.01
     /// When the swarms are submitted, in protocol periods from the start.
     public var submitPeriod: Double = 3
+    /// Bytes each result carries beyond its text: large results make takeovers' syncs page and
+    /// whole transfers chunk (`SwarmLimits.pageBytes`), which small ones never do.
+    public var resultPaddingBytes: Int = 0
 
     public init() {}
 

@@ -66,6 +66,9 @@ struct StarlingSim: ParsableCommand {
     @Option(help: "Swarm scenarios: task slots per node (default 4).")
     var slots: Int?
 
+    @Option(help: "Swarm scenarios: bytes added to each task's result (default 0; large results make syncs page and transfers chunk).")
+    var resultBytes: Int?
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -108,6 +111,10 @@ struct StarlingSim: ParsableCommand {
         if let slots {
             guard (1...1_024).contains(slots) else { throw ValidationError("--slots must be 1-1024") }
             o.slots = UInt32(slots)
+        }
+        if let resultBytes {
+            guard (0...1_048_576).contains(resultBytes) else { throw ValidationError("--result-bytes must be 0-1048576") }
+            o.resultPaddingBytes = resultBytes
         }
         return o
     }

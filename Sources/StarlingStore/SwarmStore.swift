@@ -241,14 +241,16 @@ public final class SwarmStore: Sendable {
     /// swarm's `visibleSeq`: stored on a majority of its replica set, see `StoreChange.visible`),
     /// in completion order (at most `limit`, clamped to 1...maxEventBatch). Nil when this node
     /// does not hold the swarm. Bounded by `maxResultBytes` as `status` pages are.
+    /// (The same after a plain number: `events(_:after:)` with a cursor of no reign.)
     public func events(_ id: SwarmID, afterSeq: UInt32, limit: Int = maxEventBatch,
                        maxResultBytes: Int = maxPageResultBytes) throws -> SwarmEvents? {
         try events(id, after: EventCursor(reign: nil, seq: afterSeq), limit: limit, maxResultBytes: maxResultBytes)
     }
 
-    /// The same, after a client's cursor: rebased first onto the swarm's stored lineage (read in
-    /// the same snapshot), so a cursor of another reign resumes where this numbering agrees with
-    /// it. `SwarmEvents.cursor` is the rebased cursor, the place the tasks follow.
+    /// Finished tasks after a client's cursor, as above, with the cursor rebased first onto the
+    /// swarm's stored lineage (read in the same snapshot), so a cursor of another reign resumes
+    /// where this numbering agrees with it. `SwarmEvents.cursor` is the rebased cursor, the
+    /// place the tasks follow; `behind` says the cursor's reign is newer than this copy knows.
     public func events(_ id: SwarmID, after cursor: EventCursor, limit: Int = maxEventBatch,
                        maxResultBytes: Int = maxPageResultBytes) throws -> SwarmEvents? {
         let limit = min(max(limit, 1), Self.maxEventBatch)

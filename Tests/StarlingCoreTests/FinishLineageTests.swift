@@ -57,7 +57,8 @@ struct FinishLineageTests {
         // A plain number, or a swarm without a lineage: taken as it is.
         #expect(l.resumePoint(after: EventCursor(reign: nil, seq: 480)) == 480)
         #expect(FinishLineage().resumePoint(after: EventCursor(reign: Self.a1, seq: 480)) == 480)
-        #expect(EventCursor(reign: Self.a1, seq: 480).rebased(onto: FinishLineage()) == EventCursor(reign: Self.a1, seq: 480))
+        // On a copy without a lineage the ids are plain numbers (review10 L3).
+        #expect(EventCursor(reign: Self.a1, seq: 480).rebased(onto: FinishLineage()) == EventCursor(reign: nil, seq: 480))
     }
 
     @Test func rebasingMovesTheCursorOntoTheTip() {

@@ -205,8 +205,11 @@ struct SwarmEventIdTests {
     }
 
     static func cutOffTheOwnerAndHeal(runMs: Int, followed: (PeerName, PeerName) -> PeerName,
-                                      resumed: (PeerName, PeerName) -> PeerName) throws -> HealRun {
+                                      resumed: (PeerName, PeerName) -> PeerName,
+                                      configure: (inout SwarmTestMesh) -> Void = { _ in },
+                                      atHeal: (inout SwarmTestMesh) -> Void = { _ in }) throws -> HealRun {
         var mesh = SwarmTestMesh(nodes: 5, slots: 2)
+        configure(&mesh)
         mesh.runTime = { run in .milliseconds(runMs + 10 * Int(run.index % 3)) }
         let command = mesh.submit(draft(HealRun.tasks), at: "n1")
         mesh.run(for: .milliseconds(300)) { $0.replies[command] != nil }
@@ -223,6 +226,7 @@ struct SwarmEventIdTests {
         for other in others { mesh.deliverView(of: other, status: .dead, to: owner) }
         mesh.run(for: .seconds(2)) { m in client.poll(m, at: before); return false }
         let (seenAtHeal, cursorAtHeal) = (client.delivered.count, client.cursor)
+        atHeal(&mesh)
         mesh.isolated = []
         mesh.declare(owner, .alive)
         for other in others { mesh.deliverView(of: other, status: .alive, to: owner) }
@@ -259,6 +263,32 @@ struct SwarmEventIdTests {
         let hiddenBelow = final.records.filter { !seenBeforeHeal.contains($0.key) && $0.value.finishSeq > 0
             && $0.value.finishSeq <= run.cursorAtHeal.seq }
         #expect(!hiddenBelow.isEmpty, "the other side numbered nothing below the cut-off client's cursor \(run.cursorAtHeal)")
+        let problems = run.client.problems(taskCount: HealRun.tasks, repeats: true)
+        #expect(problems.isEmpty, "\(problems)")
+    }
+
+    /// Review10 H1/H2: after the heal the old owner takes the swarm over again by copying the
+    /// other side's copy, which spans several sync pages (600 KB results), and the answer to its
+    /// second page is lost. Before the fix the taker had written the first page into its own
+    /// copy and published the mix: one id named two tasks (the other side's and its own above
+    /// the fork). Now the pages are staged and dropped whole: the takeover completes on its own
+    /// copy, and a client of either side misses nothing and never sees an id name two tasks.
+    @Test(arguments: [false, true])
+    func aTakeoverWhoseCopyBreaksOffUsesItsOwnCopyWhole(followTheOwner: Bool) throws {
+        var armed = false
+        let run = try Self.cutOffTheOwnerAndHeal(
+            runMs: 700, followed: { owner, successor in followTheOwner ? owner : successor },
+            resumed: { owner, successor in followTheOwner ? successor : owner },
+            configure: { $0.resultPadding = 600_000 },
+            atHeal: { mesh in
+                armed = true
+                mesh.dropRequest = { m, _, _ in
+                    guard armed, case .sync(_, let from) = m, from > 0 else { return false }
+                    armed = false
+                    return true
+                }
+            })
+        #expect(run.mesh.droppedRequests == 1, "no takeover paged the other side's copy")
         let problems = run.client.problems(taskCount: HealRun.tasks, repeats: true)
         #expect(problems.isEmpty, "\(problems)")
     }

@@ -42,6 +42,12 @@ struct SwarmTestMesh {
     var outcome: (PeerName, TaskRun) -> RunOutcome = { _, _ in .succeeded }
     /// Names whose messages are dropped (a node cut off from all others, still running).
     var isolated: Set<PeerName> = []
+    /// Requests to drop (as if the link broke): (message, from, to) → drop it. The requester
+    /// gets no answer (nil after its timeout).
+    var dropRequest: ((SwarmMessage, PeerName, PeerName) -> Bool)?
+    var droppedRequests = 0
+    /// Bytes added to every run's result (to make syncs page and transfers chunk).
+    var resultPadding = 0
     let hop = Duration.milliseconds(1)
 
     init(nodes count: Int, slots: UInt32 = 2, memoryMB: UInt32 = 1000, replication: Int = 3, probeRatio: Int = 2,
@@ -130,6 +136,11 @@ struct SwarmTestMesh {
             guard reachable(from, to) else { return }
             carryOut(nodes[to]!.swarm.receive(roundTrip(m), from: from, now: now), at: to)
         case .request(let m, let from, let to, let id):
+            if let dropRequest, reachable(from, to), dropRequest(m, from, to) {
+                droppedRequests += 1
+                schedule(.response(nil, to: from, id: id, from: to), after: .milliseconds(200))
+                return
+            }
             guard reachable(from, to) else {
                 if nodes[from]?.up == true { schedule(.response(nil, to: from, id: id, from: to), after: .milliseconds(200)) }
                 return
@@ -200,7 +211,7 @@ struct SwarmTestMesh {
             if nodes[name]!.sandboxes.count > Int(s.slots) { violations.append("\(name) runs \(nodes[name]!.sandboxes.count) > \(s.slots) slots") }
             if nodes[name]!.sandboxMemory > s.memoryMB { violations.append("\(name) uses \(nodes[name]!.sandboxMemory) > \(s.memoryMB) MiB") }
             runs.append((name, run))
-            let result = Array("ok \(run.index) on \(name)".utf8)
+            let result = Array("ok \(run.index) on \(name)".utf8) + [UInt8](repeating: UInt8(ascii: "."), count: resultPadding)
             schedule(.finished(name, .finished(swarm: run.swarm, index: run.index, attempt: run.attempt,
                                                outcome: outcome(name, run), result: result)), after: runTime(run))
         case .kill(let swarm, let index, let attempt):

@@ -24,6 +24,18 @@ import Testing
             effects.compactMap { if case .perform(.store(.visible(_, let upTo))) = $0 { upTo } else { nil } }
         }
         #expect(marks(replica.request(.replicate(first), from: "n0", token: RequestToken(rawValue: 1), now: .zero)) == [])
+        // Review10 M1: a change the owner made after the transfer, arriving before the last
+        // chunk (a link refused the chunks that fit no more): applied, it made the copy look
+        // whole and showed everything up to its number, past the numbers chunk 1 brings. It is
+        // refused (the owner sends the whole again) and shows nothing.
+        let delta = ReplicaUpdate(id: definition.id, epoch: 1, baseVersion: 7, version: 8, state: .running, definition: nil,
+                                  records: [], children: [], last: true)
+        let refused = replica.request(.replicate(delta), from: "n0", token: RequestToken(rawValue: 3), now: .zero)
+        #expect(marks(refused) == [])
+        #expect(refused.contains { if case .respond(.replicated(_, 7, .needFull), _) = $0 { true } else { false } }, "\(refused)")
         #expect(marks(replica.request(.replicate(second), from: "n0", token: RequestToken(rawValue: 2), now: .zero)) == [10])
+        // Once whole, the next change applies.
+        let after = replica.request(.replicate(delta), from: "n0", token: RequestToken(rawValue: 4), now: .zero)
+        #expect(after.contains { if case .respond(.replicated(_, 8, .applied), _) = $0 { true } else { false } }, "\(after)")
     }
 }

@@ -155,7 +155,9 @@ public struct EventCursor: Sendable, Hashable, CustomStringConvertible {
     /// lineage is unknown), else re-based to where the tip's numbering agrees with it. Nil while
     /// the lineage is behind the cursor's reign (`FinishLineage.resumePoint`): show nothing yet.
     public func rebased(onto lineage: FinishLineage) -> EventCursor? {
-        guard let tip = lineage.tip, tip != reign else { return self }
+        // A copy without a lineage numbers in no reign: its ids are plain numbers.
+        guard let tip = lineage.tip else { return EventCursor(reign: nil, seq: seq) }
+        guard tip != reign else { return self }
         return lineage.resumePoint(after: self).map { EventCursor(reign: tip, seq: $0) }
     }
 }

@@ -247,9 +247,16 @@ extension Swarm {
             out.append(.perform(.store(.lineage(u.id, u.lineage))))
             entry.version = u.version
             entry.restoredAt = nil
+            entry.awaitingChunks = !u.last
             entry.recount()
             if entry.unfinished > 0 { entry.finishedAt = nil }
             swarms[u.id] = entry
+        } else if swarms[u.id]?.awaitingChunks == true && u.version != u.baseVersion {
+            // A change sent after a whole transfer whose later chunks have not come (a link
+            // refused them): applied now, it would make the copy look whole, and the stream
+            // would move past the numbers those chunks bring. The owner sends the whole again.
+            respond(.replicated(u.id, version: swarms[u.id]!.version, status: .needFull), to: responder, now: now, into: &out)
+            return
         } else if swarms[u.id]?.version == u.baseVersion {
             // Through the dictionary only: a local copy of the entry alive here would make each
             // record change copy every record.
@@ -268,6 +275,7 @@ extension Swarm {
                 out.append(.perform(.store(.swarmState(u.id, u.state, epoch: u.epoch))))
             }
             swarms[u.id]!.version = u.version
+            if u.last { swarms[u.id]!.awaitingChunks = false }
         } else {
             respond(.replicated(u.id, version: swarms[u.id]?.version ?? 0, status: .needFull), to: responder, now: now, into: &out)
             return
@@ -282,7 +290,9 @@ extension Swarm {
             // Only at a transfer's last chunk: after chunk 0 the finishes numbered below its
             // highest may still be missing (in later chunks, or just cleared above), and a stream
             // that moved past them would never show them (review of the event-id merge).
-            if e.definition.replicas.count / 2 + 1 <= 2 && u.last { publish(u.id, upTo: e.finishCounter, into: &out) }
+            if e.definition.replicas.count / 2 + 1 <= 2 && u.last && !e.awaitingChunks {
+                publish(u.id, upTo: e.finishCounter, into: &out)
+            }
         }
         swarms[u.id]!.heardOwner = (peer, now)
         respond(.replicated(u.id, version: swarms[u.id]!.version, status: .applied), to: responder, now: now, into: &out)

@@ -208,10 +208,12 @@ public enum StoreChange: Sendable, Equatable {
     /// ones: the events stream's ids name them, so a cursor from another reign resumes where
     /// the numbering still agrees with it.
     case lineage(SwarmID, FinishLineage)
-    /// A whole copy of the swarm is arriving in place of the one held: the events stream shows
-    /// nothing until it is all stored (a `visible` follows at its last chunk). Until then the
-    /// copy mixes old rows with new ones, and the old mark could let a stream move past a
-    /// number a later chunk brings.
+    /// A whole copy of the swarm is arriving in place of the one held (a replica's transfer, a
+    /// takeover's copy of the best replica): the events stream shows nothing until it is all
+    /// stored. Until then the copy mixes old rows with new ones, and the old mark could let a
+    /// stream move past a number a later chunk brings. A `visible` follows at the transfer's
+    /// last chunk (changes before it are refused: `SwarmEntry.awaitingChunks`), or in the
+    /// takeover's own input (its copy is staged and applied whole).
     case hideAll(SwarmID)
 }
 

@@ -32,6 +32,9 @@ struct SwarmEntry: Sendable {
     /// Tasks not final.
     var unfinished: Int
     var finishCounter: UInt32
+    /// Replica: a whole transfer's first chunk came and its last has not: changes made after
+    /// it are refused (`needFull`) and nothing is shown until the last chunk.
+    var awaitingChunks = false
     /// The highest `finishSeq` this node wrote as `StoreChange.visible`: the events stream
     /// shows finished tasks up to it.
     var published: UInt32 = 0
@@ -134,6 +137,19 @@ struct Waiter: Sendable {
     var fallback: SwarmMessage?
 }
 
+/// The best replica's copy, page by page: every page must be of the same (epoch, version) and
+/// follow the one before.
+struct StagedCopy: Sendable {
+    var epoch: UInt32
+    var version: UInt64
+    var state: SwarmState
+    var children: [ChildLink]
+    var lineage: FinishLineage
+    var records: [TaskRecord]
+    /// Where the next page must start.
+    var next: UInt32 = 0
+}
+
 /// A takeover in progress: the replicas asked, the best state found so far.
 struct Takeover: Sendable {
     var waiting: Set<PeerName>
@@ -143,10 +159,11 @@ struct Takeover: Sendable {
     /// Tasks this node holds as final where the best replica does not (recorded on this side
     /// of a healed partition): kept, and numbered after the others' completions.
     var keptFinal: [UInt32] = []
-    /// The best replica's lineage (from its first page), which this node's numbering continues.
+    /// The best replica's lineage, once its whole copy is applied: this node's numbering
+    /// continues it.
     var bestLineage: FinishLineage?
-    /// The copy of the best replica broke off part-way (see `Swarm.completeTakeover`).
-    var copiedPart = false
+    /// The best replica's copy as its pages arrive (`Swarm.applyStagedCopy` at the last one).
+    var staged: StagedCopy?
     /// The lineages of the replicas that answered (`FinishLineage.learn`).
     var heard: [FinishLineage] = []
 }

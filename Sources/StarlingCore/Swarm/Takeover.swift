@@ -95,36 +95,59 @@ extension Swarm {
             }
             return
         }
-        // Copying the best replica's state, page by page.
-        guard case .syncPage(let p) = message, p.known, p.id == id,
-              Int(p.from) + p.records.count <= taskCount else {
-            // With what it has: part of the best copy, so neither numbering holds whole.
-            if takeovers[id]!.bestLineage != nil { takeovers[id]!.copiedPart = true }
+        // Copying the best replica's state, page by page, into the takeover's stage: nothing
+        // of this node's copy changes until the last page, when the whole copy is applied in
+        // one input (one store transaction). A copy that breaks off is dropped, and the
+        // takeover completes on this node's own copy, which is whole and in one numbering.
+        let pageFits = { (p: SyncPage) in
+            p.known && p.id == id && Int(p.from) + p.records.count <= taskCount
+                && (p.from == 0 || (t.staged.map { p.epoch == $0.epoch && p.version == $0.version && p.from == $0.next } ?? false))
+        }
+        guard case .syncPage(let p) = message, pageFits(p) else {
+            takeovers[id]!.staged = nil
             completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
             return
         }
         if p.from == 0 {
-            takeovers[id]!.bestLineage = p.lineage
-            // The copy's rows are numbered by the best replica's reigns, not this node's: the
-            // events stream here shows nothing until the takeover stored the lineage they follow.
-            swarms[id]!.published = 0
-            swarms[id]!.unpublished = []
-            out.append(.perform(.store(.hideAll(id))))
-            swarms[id]!.version = max(myVersion, p.version)
-            // A cancel on either side of a healed partition stands.
-            if p.state != myState && myState != .cancelled {
-                swarms[id]!.state = p.state
-                out.append(.perform(.store(.swarmState(id, p.state, epoch: myEpoch))))
-            }
-            var known = Set(swarms[id]!.children.map(\.child))
-            for c in p.children where swarms[id]!.children.count < SwarmLimits.maxChildren && known.insert(c.child).inserted {
-                swarms[id]!.children.append(c)
-                out.append(.perform(.store(.child(id, c))))
-            }
+            takeovers[id]!.staged = StagedCopy(epoch: p.epoch, version: p.version, state: p.state, children: p.children,
+                                               lineage: p.lineage, records: Array(repeating: TaskRecord(), count: taskCount))
         }
-        for (k, record) in p.records.enumerated() {
-            let index = p.from + UInt32(k)
-            let mine = swarms[id]!.tasks[Int(index)]
+        for (k, record) in p.records.enumerated() { takeovers[id]!.staged!.records[Int(p.from) + k] = record }
+        takeovers[id]!.staged!.next = p.from + UInt32(p.records.count)
+        if let next = p.next, next > p.from {
+            sendRequest(.sync(id, from: next), to: peer, context: .sync(id, peer: peer, paging: true), now: now, into: &out)
+        } else {
+            applyStagedCopy(id, into: &out)
+            completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
+        }
+    }
+
+    /// The best replica's whole copy replaces this node's, record by record, except results
+    /// this node recorded that the copy has unfinished (kept, and numbered after the copy's in
+    /// `completeTakeover`).
+    mutating func applyStagedCopy(_ id: SwarmID, into out: inout Effects) {
+        guard let staged = takeovers[id]?.staged, let (myEpoch, myState) = swarms[id].map({ ($0.epoch, $0.state) }) else { return }
+        takeovers[id]!.staged = nil
+        takeovers[id]!.bestLineage = staged.lineage
+        // The rows now follow the best replica's numbering, not this node's: the events stream
+        // here shows nothing until `completeTakeover` (the same input) stored their lineage.
+        swarms[id]!.published = 0
+        swarms[id]!.unpublished = []
+        out.append(.perform(.store(.hideAll(id))))
+        swarms[id]!.version = max(swarms[id]!.version, staged.version)
+        // A cancel on either side of a healed partition stands.
+        if staged.state != myState && myState != .cancelled {
+            swarms[id]!.state = staged.state
+            out.append(.perform(.store(.swarmState(id, staged.state, epoch: myEpoch))))
+        }
+        var known = Set(swarms[id]!.children.map(\.child))
+        for c in staged.children where swarms[id]!.children.count < SwarmLimits.maxChildren && known.insert(c.child).inserted {
+            swarms[id]!.children.append(c)
+            out.append(.perform(.store(.child(id, c))))
+        }
+        for (i, record) in staged.records.enumerated() {
+            let index = UInt32(i)
+            let mine = swarms[id]!.tasks[i]
             guard mine != record else { continue }
             // A result this node recorded (and acknowledged) is never undone by a copy that
             // has the task unfinished.
@@ -135,17 +158,11 @@ extension Swarm {
             swarms[id]!.set(index, record)
             out.append(.perform(.store(.task(id, index: index, record))))
         }
-        if let next = p.next, next > p.from {
-            sendRequest(.sync(id, from: next), to: peer, context: .sync(id, peer: peer, paging: true), now: now, into: &out)
-        } else {
-            completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
-        }
     }
 
     mutating func completeTakeover(_ id: SwarmID, maxEpoch: UInt32, now: Instant, into out: inout Effects) {
         let keptFinal = takeovers[id]?.keptFinal ?? []
         let bestLineage = takeovers[id]?.bestLineage
-        let copiedPart = takeovers[id]?.copiedPart ?? false
         let heard = takeovers[id]?.heard ?? []
         takeovers[id] = nil
         guard let previousEpoch = swarms[id]?.epoch else { return }
@@ -167,16 +184,16 @@ extension Swarm {
         out.append(.perform(.store(.swarmState(id, state, epoch: epoch))))
         // The numbering continues the copy taken (the best replica's, or this node's own), from
         // the counter now: every number up to it names what it named in that copy's reigns.
-        // A copy cut off part-way mixes two numberings: no earlier cursor is known to agree with
-        // it, so every one resumes from the start (repeats, never misses).
-        var lineage = copiedPart ? FinishLineage() : bestLineage ?? swarms[id]!.lineage
+        var lineage = bestLineage ?? swarms[id]!.lineage
         // Reigns of the copies not taken (this node's own among them) stay resumable from where
         // their numbering and the taken one's agree.
         for other in heard + [swarms[id]!.lineage] where other != lineage { lineage.learn(other) }
         let me = replicas.firstIndex(of: myName) ?? 0
-        lineage.begin(Reign(epoch: epoch, owner: UInt8(clamping: me)), from: copiedPart ? 0 : swarms[id]!.finishCounter)
+        lineage.begin(Reign(epoch: epoch, owner: UInt8(clamping: me)), from: swarms[id]!.finishCounter)
         swarms[id]!.lineage = lineage
         out.append(.perform(.store(.lineage(id, lineage))))
+        // Every number up to here is the copy's (kept finishes still hold their old numbers,
+        // below it, until renumbered just below): what is shown after them is the copy's.
         let copiedUpTo = swarms[id]!.finishCounter
         // Completions kept from this side of a partition get numbers after the other side's,
         // so finishSeq stays unique.
