@@ -331,7 +331,10 @@ extension Swarm {
             }
             dirtySwarms.insert(id)
         case .replicated(_, _, .needFull):
-            if !e.fullInFlight.contains(peer) {
+            // The last chunk refused (an earlier one was lost): this transfer is over, and the
+            // peer needs another (before, it stayed "in flight" and got none again).
+            if completesFull { swarms[id]!.fullInFlight.remove(peer) }
+            if !swarms[id]!.fullInFlight.contains(peer) {
                 swarms[id]!.needsFull.insert(peer)
                 dirtySwarms.insert(id)
             }

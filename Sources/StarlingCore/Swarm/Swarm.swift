@@ -91,6 +91,8 @@ public struct Swarm: HostedProtocol {
     /// Swarms with changes to replicate or waiters to check at the end of this input.
     var dirtySwarms: Set<SwarmID> = []
     var takeovers: [SwarmID: Takeover] = [:]
+    /// Takeovers begun by this node so far (each one's `Takeover.round`).
+    var takeoverRounds: UInt64 = 0
     var tombstones: Set<SwarmID> = []
     var tombstoneOrder: [SwarmID] = []
 
@@ -279,8 +281,8 @@ public struct Swarm: HostedProtocol {
         case .childNotice(let c): entryChildAnswered(c, message, now: now, into: &out)
         case .replicate(let id, let peer, let version, let completesFull):
             replicationAnswered(id, peer: peer, version: version, completesFull: completesFull, message, now: now, into: &out)
-        case .sync(let id, let peer, let paging):
-            takeoverSyncAnswered(id, peer: peer, paging: paging, message, now: now, into: &out)
+        case .sync(let id, let peer, let paging, let round):
+            takeoverSyncAnswered(id, peer: peer, paging: paging, round: round, message, now: now, into: &out)
         case .fetch(let f): workerFetchAnswered(f, message, now: now, into: &out)
         case .result(let key, let attempt): workerResultAnswered(key, attempt: attempt, message, now: now, into: &out)
         case .adopt(let id, let peer, let epoch, let runs):
@@ -481,7 +483,9 @@ enum Outstanding: Sendable {
     case cancel(CancelRouting)
     case childNotice(ChildNotice)
     case replicate(SwarmID, peer: PeerName, version: UInt64, completesFull: Bool)
-    case sync(SwarmID, peer: PeerName, paging: Bool)
+    /// A takeover's question to a replica; `round` names the takeover (`Takeover.round`), so an
+    /// answer to an earlier one that stepped down is not taken for this one's.
+    case sync(SwarmID, peer: PeerName, paging: Bool, round: UInt64)
     case fetch(FetchInFlight)
     case result(TaskKey, attempt: UInt16)
     case adopt(SwarmID, peer: PeerName, epoch: UInt32, runs: [RunRef])

@@ -212,8 +212,9 @@ public enum StoreChange: Sendable, Equatable {
     /// takeover's copy of the best replica): the events stream shows nothing until it is all
     /// stored. Until then the copy mixes old rows with new ones, and the old mark could let a
     /// stream move past a number a later chunk brings. A `visible` follows at the transfer's
-    /// last chunk (changes before it are refused: `SwarmEntry.awaitingChunks`), or in the
-    /// takeover's own input (its copy is staged and applied whole).
+    /// last chunk (changes before it are refused: `SwarmEntry.awaitingChunks`), or, for a
+    /// takeover (its copy staged and applied whole), in its own input with a replica set of up
+    /// to 3, else once the replica set stores its whole transfer.
     case hideAll(SwarmID)
 }
 

@@ -152,6 +152,8 @@ struct StagedCopy: Sendable {
 
 /// A takeover in progress: the replicas asked, the best state found so far.
 struct Takeover: Sendable {
+    /// Which of this node's takeovers (`Swarm.takeoverRounds`): answers name it.
+    var round: UInt64 = 0
     var waiting: Set<PeerName>
     var maxEpoch: UInt32
     var best: (peer: PeerName, epoch: UInt32, version: UInt64)?

@@ -40,9 +40,11 @@ extension Swarm {
             completeTakeover(id, maxEpoch: epoch, now: now, into: &out)
             return
         }
-        takeovers[id] = Takeover(waiting: Set(others), maxEpoch: epoch)
+        takeoverRounds &+= 1
+        let round = takeoverRounds
+        takeovers[id] = Takeover(round: round, waiting: Set(others), maxEpoch: epoch)
         for peer in others {
-            sendRequest(.sync(id, from: 0), to: peer, context: .sync(id, peer: peer, paging: false), now: now, into: &out)
+            sendRequest(.sync(id, from: 0), to: peer, context: .sync(id, peer: peer, paging: false, round: round), now: now, into: &out)
         }
     }
 
@@ -64,9 +66,12 @@ extension Swarm {
         respond(syncPage(id, from: from), to: responder, now: now, into: &out)
     }
 
-    mutating func takeoverSyncAnswered(_ id: SwarmID, peer: PeerName, paging: Bool, _ message: SwarmMessage?,
+    mutating func takeoverSyncAnswered(_ id: SwarmID, peer: PeerName, paging: Bool, round: UInt64, _ message: SwarmMessage?,
                                        now: Instant, into out: inout Effects) {
-        guard var t = takeovers[id], swarms[id]?.role == .takingOver else { return }
+        // Only this takeover's own questions, each in its phase: the first round's from a
+        // replica still awaited, the pages from the best replica.
+        guard var t = takeovers[id], swarms[id]?.role == .takingOver, t.round == round,
+              paging ? (t.paging && peer == t.best?.peer) : (!t.paging && t.waiting.contains(peer)) else { return }
         let (myEpoch, myVersion, myState, taskCount) = (swarms[id]!.epoch, swarms[id]!.version, swarms[id]!.state,
                                                         swarms[id]!.tasks.count)
         if !paging {
@@ -88,7 +93,7 @@ extension Swarm {
             guard t.waiting.isEmpty else { return }
             if let best = t.best {
                 takeovers[id]!.paging = true
-                sendRequest(.sync(id, from: 0), to: best.peer, context: .sync(id, peer: best.peer, paging: true),
+                sendRequest(.sync(id, from: 0), to: best.peer, context: .sync(id, peer: best.peer, paging: true, round: t.round),
                             now: now, into: &out)
             } else {
                 completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
@@ -97,15 +102,18 @@ extension Swarm {
         }
         // Copying the best replica's state, page by page, into the takeover's stage: nothing
         // of this node's copy changes until the last page, when the whole copy is applied in
-        // one input (one store transaction). A copy that breaks off is dropped, and the
-        // takeover completes on this node's own copy, which is whole and in one numbering.
+        // one input (one store transaction). A copy that breaks off ends this takeover with
+        // nothing changed: completing on this node's own, older copy would then overwrite
+        // results only the best replica holds (its whole transfer replaces theirs). The next
+        // review (a tick later) starts over, asking the replicas that are up then.
         let pageFits = { (p: SyncPage) in
             p.known && p.id == id && Int(p.from) + p.records.count <= taskCount
-                && (p.from == 0 || (t.staged.map { p.epoch == $0.epoch && p.version == $0.version && p.from == $0.next } ?? false))
+                && (p.from == 0 ? (p.epoch, p.version) == (t.best?.epoch ?? 0, t.best?.version ?? 0)
+                    : (t.staged.map { p.epoch == $0.epoch && p.version == $0.version && p.from == $0.next } ?? false))
         }
-        guard case .syncPage(let p) = message, pageFits(p) else {
-            takeovers[id]!.staged = nil
-            completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
+        guard case .syncPage(let p) = message, pageFits(p), !p.records.isEmpty || p.next == nil else {
+            takeovers[id] = nil
+            swarms[id]!.role = .replica
             return
         }
         if p.from == 0 {
@@ -114,8 +122,17 @@ extension Swarm {
         }
         for (k, record) in p.records.enumerated() { takeovers[id]!.staged!.records[Int(p.from) + k] = record }
         takeovers[id]!.staged!.next = p.from + UInt32(p.records.count)
-        if let next = p.next, next > p.from {
-            sendRequest(.sync(id, from: next), to: peer, context: .sync(id, peer: peer, paging: true), now: now, into: &out)
+        if let next = p.next {
+            guard next == takeovers[id]!.staged!.next else {
+                takeovers[id] = nil
+                swarms[id]!.role = .replica
+                return
+            }
+            sendRequest(.sync(id, from: next), to: peer, context: .sync(id, peer: peer, paging: true, round: t.round), now: now, into: &out)
+        } else if takeovers[id]!.staged!.next != UInt32(taskCount) {
+            // A last page short of the last task: not a whole copy.
+            takeovers[id] = nil
+            swarms[id]!.role = .replica
         } else {
             applyStagedCopy(id, into: &out)
             completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
@@ -192,8 +209,8 @@ extension Swarm {
         lineage.begin(Reign(epoch: epoch, owner: UInt8(clamping: me)), from: swarms[id]!.finishCounter)
         swarms[id]!.lineage = lineage
         out.append(.perform(.store(.lineage(id, lineage))))
-        // Every number up to here is the copy's (kept finishes still hold their old numbers,
-        // below it, until renumbered just below): what is shown after them is the copy's.
+        // The counter now covers the copy's numbers (and the kept finishes' old ones, which are
+        // renumbered above it just below): shown up to here is the copy's numbering only.
         let copiedUpTo = swarms[id]!.finishCounter
         // Completions kept from this side of a partition get numbers after the other side's,
         // so finishSeq stays unique.
