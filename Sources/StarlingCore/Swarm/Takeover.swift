@@ -78,9 +78,7 @@ extension Swarm {
             if case .cancelAnswer(_, .redirect(let owner)) = message, owner == peer {
                 // The owner is alive after all (this view is behind): no takeover now; the next
                 // review tries again if the view still says so.
-                takeovers[id] = nil
-                swarms[id]!.role = .replica
-                return
+                return abandonTakeover(id)
             }
             t.waiting.remove(peer)
             if case .syncPage(let p) = message, p.known, p.id == id {
@@ -112,9 +110,7 @@ extension Swarm {
                     : (t.staged.map { p.epoch == $0.epoch && p.version == $0.version && p.from == $0.next } ?? false))
         }
         guard case .syncPage(let p) = message, pageFits(p), !p.records.isEmpty || p.next == nil else {
-            takeovers[id] = nil
-            swarms[id]!.role = .replica
-            return
+            return abandonTakeover(id)
         }
         if p.from == 0 {
             takeovers[id]!.staged = StagedCopy(epoch: p.epoch, version: p.version, state: p.state, children: p.children,
@@ -123,20 +119,22 @@ extension Swarm {
         for (k, record) in p.records.enumerated() { takeovers[id]!.staged!.records[Int(p.from) + k] = record }
         takeovers[id]!.staged!.next = p.from + UInt32(p.records.count)
         if let next = p.next {
-            guard next == takeovers[id]!.staged!.next else {
-                takeovers[id] = nil
-                swarms[id]!.role = .replica
-                return
-            }
+            guard next == takeovers[id]!.staged!.next else { return abandonTakeover(id) }
             sendRequest(.sync(id, from: next), to: peer, context: .sync(id, peer: peer, paging: true, round: t.round), now: now, into: &out)
         } else if takeovers[id]!.staged!.next != UInt32(taskCount) {
             // A last page short of the last task: not a whole copy.
-            takeovers[id] = nil
-            swarms[id]!.role = .replica
+            abandonTakeover(id)
         } else {
             applyStagedCopy(id, into: &out)
             completeTakeover(id, maxEpoch: t.maxEpoch, now: now, into: &out)
         }
+    }
+
+    /// No takeover now, with nothing of this node's copy changed (a staged copy is dropped); the
+    /// next review, a tick later, starts over if this node is still the acting owner.
+    mutating func abandonTakeover(_ id: SwarmID) {
+        takeovers[id] = nil
+        swarms[id]?.role = .replica
     }
 
     /// The best replica's whole copy replaces this node's, record by record, except results
