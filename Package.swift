@@ -63,7 +63,7 @@ let package = Package(
         .executableTarget(
             name: "starling",
             dependencies: [
-                "StarlingRuntime", "StarlingCrypto", "StarlingCore", "StarlingSandbox", "StarlingStore",
+                "StarlingRuntime", "StarlingCrypto", "StarlingCore", "StarlingSandbox", "StarlingStore", "CSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),

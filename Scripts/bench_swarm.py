@@ -8,7 +8,9 @@ Usage: bench_swarm.py STARLING_BIN [--tasks 1000] [--slots 2] [--single 50] [--w
    (its `task` event on the swarm's event stream). Baseline in the same run, before the mesh
    starts: the same commands under raw bwrap (the namespaces and mounts Starling's sandboxes
    use, without cgroups, seccomp or work dirs), run by a plain loop with as many workers as the
-   mesh has slots in total (3 x --slots). The aim: ratio >= 0.8.
+   mesh has slots in total (3 x --slots). The aim: ratio >= 0.8. Also the ceiling under any
+   mesh: the same tasks through Starling's sandbox runner alone (`starling sandbox bench
+   --throughput`), with its own raw-bwrap run; `ratioToSandboxAlone` is the mesh's own share.
 2. Single-task swarm through a node that does not own it, warm pool: submit -> result (the
    `task` event), `--single` trials; p50 and p99. The aim: p50 <= 5 ms.
 3. A `--wide`-wide sub-swarm spawned from inside a task through $STARLING_SOCKET: the time from
@@ -83,6 +85,20 @@ def main():
     out["baseline"] = {"what": f"raw bwrap /bin/true, plain loop, {workers} workers", "tasksPerSecond": round(base_rate, 1),
                        "completionMs": summary(base_lat)}
 
+    # The ceiling under the mesh: the same tasks through Starling's sandbox runner alone (no
+    # mesh, no HTTP, no store), warm pool as large as the mesh's, against raw bwrap again in
+    # the same command. Whatever the mesh does, its ratio cannot pass this one.
+    alone_workers = min(workers, 64)  # the command's bound on threads and pool
+    alone = json.loads(subprocess.run([args.bin, "sandbox", "bench", "--throughput", str(args.tasks), "--workers", str(alone_workers),
+                                       "--pool", str(alone_workers)], check=True, capture_output=True, text=True).stdout)
+    out["sandboxAlone"] = {"what": f"Starling's sandbox runner alone, {alone_workers} threads, warm pool {alone_workers}, no mesh",
+                           "failed": alone["starlingSandbox"]["failed"], "rawFailed": alone["rawBwrap"]["failed"],
+                           "tasksPerSecond": round(alone["starlingSandbox"]["tasksPerSecond"], 1),
+                           "rawBwrapTasksPerSecond": round(alone["rawBwrap"]["tasksPerSecond"], 1),
+                           "ratioToRawBwrap": round(alone["ratioToRaw"], 3),
+                           "machineCpuMsPerTask": {"sandbox": round(alone["starlingSandbox"]["machineCpuMsPerTask"], 2),
+                                                   "rawBwrap": round(alone["rawBwrap"]["machineCpuMsPerTask"], 2)}}
+
     work = tempfile.mkdtemp(prefix="starling-bench-swarm.")
     nodes = start_mesh(args.bin, work, ["n1", "n2", "n3"], slots=args.slots, extra=["--store-sync", args.store_sync])
     try:
@@ -101,6 +117,7 @@ def main():
         out["mesh"] = {"tasksPerSecond": round(rate, 1), "submitToResultMs": summary([(t - t0) * 1000 for t in arrivals.values()]),
                        "results": len(arrivals), "succeeded": final.get("succeeded"), "owner": body.get("owner")}
         out["ratioToBaseline"] = round(rate / base_rate, 3)
+        out["ratioToSandboxAlone"] = round(rate / out["sandboxAlone"]["tasksPerSecond"], 3)
 
         # 2. Single-task swarms through a node that does not own them (warm pool).
         # The create's answer (the 202: the owner and a majority of replicas hold the swarm) is

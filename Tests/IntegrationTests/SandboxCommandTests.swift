@@ -200,6 +200,27 @@ extension SandboxCommandTests {
         guard !p.isRunning else { return }
         #expect(p.terminationReason == .exit && p.terminationStatus == 143, "\(p.terminationReason.rawValue) \(p.terminationStatus)")
     }
+
+    /// `starling sandbox bench --throughput`: the ceiling `Scripts/bench-swarm` reports under the
+    /// mesh. Real bwrap runs on both sides; every sandboxed task must have succeeded.
+    @Test func theThroughputBenchRunsRealTasksBothWaysAndRefusesBadSizes() throws {
+        let r = try runCLI(["sandbox", "bench", "--throughput", "24", "--workers", "3", "--pool", "2"])
+        #expect(r.status == 0, "\(r.err)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let raw = try #require(object["rawBwrap"] as? [String: Any])
+        let sandbox = try #require(object["starlingSandbox"] as? [String: Any])
+        #expect(object["tasks"] as? Int == 24 && object["workers"] as? Int == 3)
+        #expect(sandbox["failed"] as? Int == 0 && raw["failed"] as? Int == 0, "\(raw) \(sandbox)")
+        for side in [raw, sandbox] {
+            #expect((side["tasksPerSecond"] as? Double ?? 0) > 0)
+            #expect((side["machineCpuMsPerTask"] as? Double ?? -1) >= 0)
+        }
+        #expect((object["ratioToRaw"] as? Double ?? 0) > 0)
+        for bad in [["--throughput", "0"], ["--throughput", "10", "--workers", "0"], ["--throughput", "10", "--workers", "65"]] {
+            let refused = try runCLI(["sandbox", "bench"] + bad)
+            #expect(refused.status != 0 && refused.err.contains("must be in"), "\(bad): \(refused.err)")
+        }
+    }
 }
 
 /// The 22nd field of /proc/PID/stat (start time), which tells a process from a later one that

@@ -43,8 +43,97 @@ extension Swarm {
         out.append(.perform(.store(.swarm(d, epoch: 1, state: .running))))
         out.append(.perform(.store(.lineage(d.id, .created))))
         dirtySwarms.insert(d.id)
+        let local = assignLocallyAtCreate(d.id, now: now, into: &out)
         whenStored(d.id, .respond(.created(d.id, owner: myName), to: responder), fallback: .refused("owner changed during create"))
+        // Placement first, while the slots held for the local tasks still count as free here
+        // (`placementCandidates`): the owner then gets its share of reservations, which wait in
+        // its queue until those tasks end, as on any busy worker. Placing after they started
+        // would see this node full and send it nothing, and it would idle once they ended.
         whenStored(d.id, .startPlacement, fallback: nil)
+        for run in local { whenStored(d.id, .startLocal(run), fallback: nil) }
+    }
+
+    /// The owner's own free slots take the first tasks of a swarm it creates, in the create's
+    /// own write: they start as soon as the replica set stores the swarm, one replication round
+    /// instead of two (the create's, then an assignment's after a reservation and a fetch). The
+    /// assignment is stored with the swarm before the task starts, exactly as a fetched one is,
+    /// so a new owner adopts it rather than start it again.
+    ///
+    /// Only when this node's worker has no reservation of another swarm waiting (those were
+    /// promised the next free slot), within the room a fetch would need, and never for a child
+    /// swarm (its parent's owner has not admitted it yet: a refused child must not have started
+    /// anything). Each slot is held (`WorkerState.heldAtCreate`) until the task starts, the swarm
+    /// is cancelled, this node steps down, or `Swarm.holdLimit` passes with the create still not
+    /// stored (the task then goes back to pending, its attempt not spent).
+    mutating func assignLocallyAtCreate(_ id: SwarmID, now: Instant, into out: inout Effects) -> [TaskRun] {
+        guard takesWork(myName), settings.slots > 0, worker.reservations.isEmpty,
+              swarms[id]!.definition.draft.parent == nil else { return [] }
+        var runs: [TaskRun] = []
+        while workerFreeSlots > 0, worker.held.count < Bounds.maxHeldResults, workerFreeMemory > 0,
+              let index = swarms[id]!.takePending(maxMemoryMB: UInt32(clamping: workerFreeMemory)) {
+            let run = assignAttempt(id, index, to: myName, now: now, into: &out)
+            worker.heldAtCreate[TaskKey(swarm: id, index: index)] =
+                .init(attempt: run.attempt, memoryMB: run.task.needs.memoryMB, since: now)
+            noteEpoch(id, swarms[id]!.epoch)
+            runs.append(run)
+        }
+        return runs
+    }
+
+    /// How long a slot stays held for a task taken at create whose create is not stored yet.
+    var holdLimit: Duration { settings.retryInterval }
+
+    /// A task the owner assigned to itself at create (`assignLocallyAtCreate`), now stored by the
+    /// replica set: its held slot becomes the run, if it is still held (not released by a cancel,
+    /// a step-down or the hold's limit) and the record still says it runs here.
+    mutating func startLocal(_ run: TaskRun, now: Instant, into out: inout Effects) {
+        guard releaseHold(TaskKey(swarm: run.swarm, index: run.index), attempt: run.attempt),
+              let e = swarms[run.swarm], e.role == .owner, Int(run.index) < e.tasks.count else { return }
+        let record = e.tasks[Int(run.index)]
+        guard record.state == .running, record.node == myName, record.attempt == run.attempt else { return }
+        // Cancelled meanwhile: the attempt never starts, and is recorded cancelled.
+        guard e.state == .running else { return requeue(run.swarm, run.index, now: now, into: &out) }
+        // The room shrank while the create was stored (the host's other work took slots or
+        // memory): back to pending, the attempt not spent, rather than a failed run.
+        guard workerFreeSlots > 0, Int64(run.task.needs.memoryMB) <= workerFreeMemory else {
+            return unassign(run.swarm, run.index, attempt: run.attempt, now: now, into: &out)
+        }
+        workerStart(run, epoch: e.epoch, owners: e.definition.replicas, now: now, into: &out)
+    }
+
+    /// Ends the hold of `key` at `attempt`; false if it was not held (already released).
+    mutating func releaseHold(_ key: TaskKey, attempt: UInt16) -> Bool {
+        guard worker.heldAtCreate[key]?.attempt == attempt else { return false }
+        worker.heldAtCreate[key] = nil
+        return true
+    }
+
+    /// Releases the holds of `id`'s tasks (a cancel, or their limit passed): each goes back to
+    /// pending with its attempt not spent (never started, never handed to anyone), or, in a
+    /// cancelled swarm, becomes cancelled.
+    mutating func releaseHolds(of id: SwarmID, heldFor limit: Duration? = nil, now: Instant, into out: inout Effects) {
+        let keys = worker.heldAtCreate.filter { key, hold in key.swarm == id && (limit.map { now - hold.since >= $0 } ?? true) }
+        for (key, hold) in keys.sorted(by: { $0.key < $1.key }) {
+            _ = releaseHold(key, attempt: hold.attempt)
+            if swarms[id]?.state == .cancelled {
+                requeue(id, key.index, now: now, into: &out)
+            } else {
+                unassign(id, key.index, attempt: hold.attempt, now: now, into: &out)
+            }
+        }
+    }
+
+    /// An attempt that never started and was never handed to another node goes back to
+    /// pending, its number given back: no result of it can exist, so the fence loses nothing.
+    mutating func unassign(_ id: SwarmID, _ index: UInt32, attempt: UInt16, now: Instant, into out: inout Effects) {
+        guard swarms[id]?.role == .owner, Int(index) < swarms[id]!.tasks.count else { return }
+        var record = swarms[id]!.tasks[Int(index)]
+        guard record.state == .running, record.node == myName, record.attempt == attempt, attempt > 0 else { return }
+        record.state = .pending
+        record.node = nil
+        record.attempt = attempt - 1
+        swarms[id]!.assigning.remove(index)
+        setTask(id, index, record, now: now, into: &out)
     }
 
     // MARK: Late binding: a worker with room asks for a task
@@ -63,23 +152,30 @@ extension Swarm {
             respond(.noTask(id), to: responder, now: now, into: &out)
             return
         }
+        let run = assignAttempt(id, index, to: worker, now: now, into: &out)
+        // The worker starts only once a majority stores that this attempt runs there: a new
+        // owner then knows to adopt it rather than start it a second time.
+        whenStored(id, .respond(.assign(run, epoch: swarms[id]!.epoch, replicas: swarms[id]!.definition.replicas), to: responder),
+                   fallback: .noTask(id))
+        whenStored(id, .assigned(index), fallback: nil)
+    }
+
+    /// The next attempt of a pending task, recorded as running on `node` (a write, replicated
+    /// like any other), and the run to hand that node once the replica set stores it.
+    mutating func assignAttempt(_ id: SwarmID, _ index: UInt32, to node: PeerName, now: Instant,
+                                into out: inout Effects) -> TaskRun {
         var record = swarms[id]!.tasks[Int(index)]
         // Attempts are bounded by maxAttempts (at most 10): never near UInt16.max.
         record.attempt = record.attempt < UInt16.max ? record.attempt + 1 : record.attempt
         record.state = .running
-        record.node = worker
+        record.node = node
         record.result = nil
         setTask(id, index, record, now: now, into: &out)
         swarms[id]!.assigning.insert(index)
         swarms[id]!.lastProgress = now
         let definition = swarms[id]!.definition
-        let run = TaskRun(swarm: id, index: index, attempt: record.attempt, task: definition.draft.tasks[Int(index)],
-                          options: definition.draft.options, maxAttempts: definition.draft.maxAttempts)
-        // The worker starts only once a majority stores that this attempt runs there: a new
-        // owner then knows to adopt it rather than start it a second time.
-        whenStored(id, .respond(.assign(run, epoch: swarms[id]!.epoch, replicas: definition.replicas), to: responder),
-                   fallback: .noTask(id))
-        whenStored(id, .assigned(index), fallback: nil)
+        return TaskRun(swarm: id, index: index, attempt: record.attempt, task: definition.draft.tasks[Int(index)],
+                       options: definition.draft.options, maxAttempts: definition.draft.maxAttempts)
     }
 
     // MARK: Results, fenced by attempt and node
@@ -225,6 +321,8 @@ extension Swarm {
             record.finishSeq = swarms[id]!.finishCounter &+ 1
             setTask(id, index, record, now: now, into: &out)
         }
+        // Tasks this node took at create and has not started: cancelled now, not at the store.
+        releaseHolds(of: id, now: now, into: &out)
         sendKills(id, now: now, into: &out)
         for child in swarms[id]!.children { cancelChild(child, now: now, into: &out) }
         markFinishedIfDone(id, now: now, into: &out)
@@ -319,6 +417,12 @@ extension Swarm {
 
     mutating func ownerTick(now: Instant, into out: inout Effects) {
         let audit = tickCount % UInt64(Bounds.auditEvery) == 0
+        if let oldest = worker.heldAtCreate.values.map(\.since).min(), now - oldest >= holdLimit {
+            // A create its replica set has not stored in time: its slots go back to the mesh.
+            for id in Set(worker.heldAtCreate.keys.map(\.swarm)).sorted() {
+                releaseHolds(of: id, heldFor: holdLimit, now: now, into: &out)
+            }
+        }
         for id in swarms.keys.sorted() {
             guard swarms[id]?.role == .owner else { continue }
             if !swarms[id]!.needsFull.isEmpty { dirtySwarms.insert(id) }

@@ -17,9 +17,13 @@ extension Swarm {
         var totalMemoryMB: UInt32?
         var sent = 0
 
+        /// Of `free`, slots this node holds for tasks it took at create: they take reservations
+        /// (which queue behind those tasks) but count as busy for the choice between two.
+        var held = 0
+
         var used: Int { Int(slots) - Int(free) }
         /// Slots in use plus the reservations sent this round (`free <= slots`, so never negative).
-        var load: UInt64 { UInt64(max(0, used + sent)) }
+        var load: UInt64 { UInt64(max(0, used + held + sent)) }
     }
 
     /// Members that take work, with the capacity each advertised (this node's own, live).
@@ -28,9 +32,14 @@ extension Swarm {
         for name in ringMembers.sorted() where takesWork(name) {
             if name == myName {
                 guard settings.slots > 0 else { continue }
-                list.append(Candidate(name: name, slots: settings.slots, free: UInt32(max(0, workerFreeSlots)),
-                                      freeMemoryMB: UInt32(clamping: max(0, workerFreeMemory)),
-                                      totalMemoryMB: settings.memoryMB))
+                // Slots held for tasks taken at create stay eligible: placement runs just before
+                // those tasks start (`ownerCreate`), and this node should get its share of
+                // reservations like any other (they wait in its queue until a slot frees). They
+                // count as busy when two candidates are compared (`Candidate.held`).
+                let held = worker.heldAtCreate.count
+                list.append(Candidate(name: name, slots: settings.slots, free: UInt32(max(0, workerFreeSlots + held)),
+                                      freeMemoryMB: UInt32(clamping: max(0, workerFreeMemory + worker.heldAtCreateMemory)),
+                                      totalMemoryMB: settings.memoryMB, held: held))
             } else if let view = peers[name], view.metadata.slots > 0 {
                 let total = totalMemory(of: name)
                 let advertisesMemory = total > 0 || view.metadata.freeMemoryMB > 0

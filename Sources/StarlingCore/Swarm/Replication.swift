@@ -172,6 +172,9 @@ extension Swarm {
                 place(id, now: now, into: &out)
             case .assigned(let index):
                 swarms[id]?.assigning.remove(index)
+            case .startLocal(let run):
+                swarms[id]?.assigning.remove(run.index)
+                startLocal(run, now: now, into: &out)
             }
         }
     }
@@ -195,8 +198,16 @@ extension Swarm {
         swarms[id]!.outstandingReservations = 0
         swarms[id]!.unpublished = []
         for w in e.waiters {
-            if case .respond(_, let responder) = w.action, let fallback = w.fallback {
-                respond(fallback, to: responder, now: now, into: &out)
+            switch w.action {
+            case .respond(_, let responder):
+                if let fallback = w.fallback { respond(fallback, to: responder, now: now, into: &out) }
+            case .startLocal(let run):
+                // Never started here. The new owner finds it running nowhere and requeues it,
+                // which spends an attempt (it cannot tell a run that never started from one that
+                // died with its node), as for any assignment whose node died before it ran.
+                _ = releaseHold(TaskKey(swarm: run.swarm, index: run.index), attempt: run.attempt)
+            case .startPlacement, .assigned:
+                break
             }
         }
     }

@@ -130,6 +130,8 @@ struct Waiter: Sendable {
         case respond(SwarmMessage, to: Responder)
         case startPlacement
         case assigned(UInt32)
+        /// A task the owner took for itself at create (`Swarm.assignLocallyAtCreate`).
+        case startLocal(TaskRun)
     }
     var version: UInt64
     var action: Action

@@ -36,6 +36,17 @@ struct WorkerState: Sendable {
     var held: [TaskKey: HeldResult] = [:]
     var fetchingSlots = 0
     var fetchingMemory: Int64 = 0
+    /// Slots held for tasks the owner took at create (`Swarm.assignLocallyAtCreate`) until they
+    /// start; keyed, so that a hold is released once whichever way it ends. At most the slots.
+    var heldAtCreate: [TaskKey: HeldStart] = [:]
+
+    struct HeldStart: Sendable {
+        var attempt: UInt16
+        var memoryMB: UInt32
+        var since: Instant
+    }
+
+    var heldAtCreateMemory: Int64 { heldAtCreate.values.reduce(0) { $0 + Int64($1.memoryMB) } }
     var runningMemory: Int64 = 0
     /// What this node's other work holds now (hosted agents' brains), as the host last said
     /// (`SwarmActionOutcome.occupied`): tasks start only in what is left.
@@ -57,9 +68,11 @@ struct FetchInFlight: Sendable {
 }
 
 extension Swarm {
-    var workerFreeSlots: Int { Int(settings.slots) - worker.running.count - worker.fetchingSlots - heldForOthers.slots }
+    var workerFreeSlots: Int {
+        Int(settings.slots) - worker.running.count - worker.fetchingSlots - worker.heldAtCreate.count - heldForOthers.slots
+    }
     var workerFreeMemory: Int64 {
-        Int64(settings.memoryMB) - worker.runningMemory - worker.fetchingMemory - heldForOthers.memoryMB
+        Int64(settings.memoryMB) - worker.runningMemory - worker.fetchingMemory - worker.heldAtCreateMemory - heldForOthers.memoryMB
     }
 
     /// What the node's other work (agents' brains) holds, as the worker's own start check counts
@@ -127,26 +140,32 @@ extension Swarm {
         switch message {
         case .assign(let run, let epoch, let replicas) where run.swarm == f.swarm:
             noteEpoch(run.swarm, epoch)
-            let key = TaskKey(swarm: run.swarm, index: run.index)
-            let owners = replicas.isEmpty ? [f.owner] : replicas
-            guard worker.running[key] == nil, worker.held[key]?.attempt != run.attempt else { return }
-            if workerFreeSlots > 0 && Int64(run.task.needs.memoryMB) <= workerFreeMemory {
-                worker.running[key] = .init(attempt: run.attempt, memoryMB: run.task.needs.memoryMB, epoch: epoch, replicas: owners)
-                worker.runningMemory += Int64(run.task.needs.memoryMB)
-                assert(worker.running.count <= Int(settings.slots), "a worker runs more tasks than its slots")
-                assert(worker.runningMemory <= Int64(settings.memoryMB), "a worker runs tasks over its memory")
-                out.append(.perform(.run(run)))
-            } else {
-                // Only an owner that ignored the fetch's memory bound gets here: the attempt is
-                // reported failed (with no result) instead of overrunning this node.
-                holdResult(key, attempt: run.attempt, outcome: .failed, result: [], replicas: owners, now: now, into: &out)
-            }
+            workerStart(run, epoch: epoch, owners: replicas.isEmpty ? [f.owner] : replicas, now: now, into: &out)
         case .noTask(let id) where id == f.swarm:
             // Nothing fits that much memory now: the swarm's other reservations that ask no more
             // are useless too (Sparrow's proactive cancellation).
             worker.reservations.removeAll { $0.swarm == id && $0.needs.memoryMB <= f.needs.memoryMB }
         default:
             break  // unreachable owner: the reservation is gone; the owner re-places if needed
+        }
+    }
+
+    /// Starts an attempt assigned to this node (fetched, or taken by the owner at create), in
+    /// the room its fetch or hold gave back just before.
+    mutating func workerStart(_ run: TaskRun, epoch: UInt32, owners: [PeerName], now: Instant, into out: inout Effects) {
+        let key = TaskKey(swarm: run.swarm, index: run.index)
+        guard worker.running[key] == nil, worker.held[key]?.attempt != run.attempt else { return }
+        if workerFreeSlots > 0 && Int64(run.task.needs.memoryMB) <= workerFreeMemory {
+            worker.running[key] = .init(attempt: run.attempt, memoryMB: run.task.needs.memoryMB, epoch: epoch, replicas: owners)
+            worker.runningMemory += Int64(run.task.needs.memoryMB)
+            assert(worker.running.count <= Int(settings.slots), "a worker runs more tasks than its slots")
+            assert(worker.runningMemory <= Int64(settings.memoryMB), "a worker runs tasks over its memory")
+            out.append(.perform(.run(run)))
+        } else {
+            // An owner that ignored the fetch's memory bound, or room taken by the host's other
+            // work (a brain) while the fetch was answered: the attempt is reported failed (with
+            // no result) instead of overrunning this node.
+            holdResult(key, attempt: run.attempt, outcome: .failed, result: [], replicas: owners, now: now, into: &out)
         }
     }
 
