@@ -169,6 +169,16 @@ public final class SessionService: SessionGateway {
             names.insert(owner, at: 0)
             api[owner] = recorded.metadata.api
         }
+        // Then every suspect member, last: the protocol still counts them present, so the
+        // copies here and on the replicas may answer "not here" while one of them is the owner
+        // or a fenced old owner. A suspect asked is either reached (and answers) or unreachable,
+        // and an unreachable holder makes the answer 503, never 404: a live session between
+        // owners is not called missing (SessionHandoffCrashTests, the old owner killed after the
+        // fence while the entry already suspected it: both replicas said "not here").
+        for m in members where m.status == .suspect && !m.metadata.api.isEmpty && api[m.name] == nil {
+            names.append(m.name)
+            api[m.name] = m.metadata.api
+        }
         var seen = Set<String>()
         return names.filter { $0 != nodeName && seen.insert($0).inserted }.compactMap { api[$0] }.filter { !$0.isEmpty }
     }
