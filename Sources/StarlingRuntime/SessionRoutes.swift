@@ -260,8 +260,9 @@ struct SessionRoutes: Sendable {
 /// does not hide the owner behind it.
 struct SessionForwarder: Sendable {
     var timeout: Duration = .seconds(15)
-    /// The room-first order and the plain preference list, R + 2 each (`SessionService.holders`).
-    var maxHolders = 2 * (SessionLimits.replicas + 2)
+    /// The recorded owner, then the room-first order, the plain preference list and the suspects
+    /// that may hold the session, R + 2 each (`SessionService.holders`).
+    var maxHolders = 1 + 3 * (SessionLimits.replicas + 2)
     var maxBodyBytes = 8 << 20
     var logger: Logger
 

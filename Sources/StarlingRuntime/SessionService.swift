@@ -37,7 +37,26 @@ public final class SessionService: SessionGateway {
     /// names and slots: a ring is 64 points a slot (a 100-member mesh of 16-slot nodes: 102,400
     /// points to sort), too much to build for every forwarded request; it changes only when
     /// members or their slots do.
-    private let ringCache = Mutex<(key: [String: Int], ring: SessionPlacement)?>(nil)
+    /// Two rings are kept, the alive members' and the present ones' (alive and suspect), most
+    /// recently used first (`holders`).
+    private let ringCache = Mutex<[(key: [String: Int], ring: SessionPlacement)]>([])
+
+    /// The weighted ring of `candidates`, from the cache when their names and slots are those of
+    /// a ring built before.
+    private func cachedRing(for candidates: [SessionLivePlacement.Candidate]) -> SessionPlacement {
+        let key = Dictionary(candidates.map { ($0.name, $0.slots) }, uniquingKeysWith: { a, _ in a })
+        return ringCache.withLock { cache in
+            if let i = cache.firstIndex(where: { $0.key == key }) {
+                let hit = cache.remove(at: i)
+                cache.insert(hit, at: 0)
+                return hit.ring
+            }
+            let ring = SessionLivePlacement.ring(for: candidates)
+            cache.insert((key, ring), at: 0)
+            if cache.count > 2 { cache.removeLast(cache.count - 2) }
+            return ring
+        }
+    }
 
     /// Domain of a record signature: a session signature is never valid as anything else's.
     static let signatureDomain = Array("starling-session-sig-v1".utf8) + [0]
@@ -132,11 +151,9 @@ public final class SessionService: SessionGateway {
         effects.builtins.withLock { $0 = builtins }
     }
 
-    /// The owner recorded here (when alive or suspect), then the live members in the order live
-    /// placement tries owners (`SessionLivePlacement.owners`: the weighted preference list,
-    /// members with room under the load bound first), this node excluded.
+    /// Whether the owner recorded here is in doubt: another node, not alive in this node's view.
     ///
-    /// A suspect owner is still asked: the protocol counts it present, so every copy answers
+    /// A suspect owner is still asked (`holders`): the protocol counts it present, so every copy answers
     /// "not here" while it is suspected, and the forwarding would find only those 404s and call
     /// a live session missing. Asked, a dead owner is unreachable, which makes the answer 503
     /// (`HolderForwarding.unreachableHolderMeansUnavailable`): the client tries again.
@@ -146,38 +163,74 @@ public final class SessionService: SessionGateway {
         return node.snapshot().members.first { $0.name == owner }?.status != .alive
     }
 
+    /// Where to forward a request for session `id` (`holders(of:present:...)` has the order).
     public func holders(of id: String) -> [String] {
-        let members = node.snapshot().members
-        let alive = members.filter { $0.status == .alive }
-        let candidates = alive.map { SessionLivePlacement.Candidate(name: $0.name, slots: Int($0.metadata.slots), owned: Int($0.metadata.sessions)) }
-        let key = Dictionary(candidates.map { ($0.name, $0.slots) }, uniquingKeysWith: { a, _ in a })
-        let ring = ringCache.withLock { cache in
-            if let cache, cache.key == key { return cache.ring }
-            let ring = SessionLivePlacement.ring(for: candidates)
-            cache = (key, ring)
-            return ring
+        let present = node.snapshot().members.compactMap { m -> HolderCandidate? in
+            guard m.status == .alive || m.status == .suspect else { return nil }
+            return HolderCandidate(name: m.name, alive: m.status == .alive, api: m.metadata.api, slots: Int(m.metadata.slots),
+                                   sessions: Int(m.metadata.sessions))
         }
-        let placement = SessionLivePlacement(ring: ring, candidates: candidates, epsilon: epsilon)
-        // Room-first (where a session is placed now), then the plain preference list: an owner
-        // that has since reached its load bound drops down the room-first order, and its replicas
-        // answer 404 to a forwarded request (review), so the list it was placed by is asked too.
-        var names = Array(placement.owners(for: id).prefix(SessionLimits.replicas + 2))
-            + ring.preferenceList(id, count: SessionLimits.replicas + 2)
-        var api = Dictionary(alive.map { ($0.name, $0.metadata.api) }, uniquingKeysWith: { a, _ in a })
-        if let owner = store.owner(of: id),
-           let recorded = members.first(where: { $0.name == owner && ($0.status == .alive || $0.status == .suspect) }) {
-            names.insert(owner, at: 0)
-            api[owner] = recorded.metadata.api
+        return Self.holders(of: id, present: present, recordedOwner: store.owner(of: id), nodeName: nodeName, epsilon: epsilon,
+                            ring: cachedRing(for:))
+    }
+
+    /// A member alive or suspect, as `holders` weighs it.
+    struct HolderCandidate: Sendable {
+        var name: String
+        /// Alive; else suspect.
+        var alive: Bool
+        var api: String
+        var slots: Int
+        var sessions: Int
+
+        var placement: SessionLivePlacement.Candidate { .init(name: name, slots: slots, owned: sessions) }
+    }
+
+    /// The API addresses to ask for session `id`, in order, this node left out:
+    /// 1. the owner recorded here (`recordedOwner`), alive or suspect;
+    /// 2. room-first over the alive members (where a session is placed now), R + 2;
+    /// 3. the plain preference list over the alive members, R + 2: an owner that has since
+    ///    reached its load bound drops down the room-first order, and its replicas answer 404 to
+    ///    a forwarded request (review), so the list it was placed by is asked too;
+    /// 4. the suspect members that may hold it, at most R + 2: the protocol still counts them
+    ///    present, so the copies here and on the replicas may answer "not here" while one of
+    ///    them is the owner or a fenced old owner. A suspect asked is either reached (and answers)
+    ///    or unreachable, and an unreachable holder makes the answer 503, never 404: a live
+    ///    session between owners is not called missing (SessionHandoffCrashTests, the old owner
+    ///    killed after the fence while the entry already suspected it: both replicas said "not
+    ///    here"). Which suspects: those in the session's preference list over the present
+    ///    members (alive and suspect), then, for a session this node holds a record of, the
+    ///    other suspects. So a request for a session nobody has (deleted, or a made-up id) keeps
+    ///    its quick 404 while an unrelated member of a larger mesh is suspected.
+    /// All four fit `SessionForwarder.maxHolders`. Each holder is asked in turn until one
+    /// answers with neither 404 nor 503, so a suspect that hangs costs a request one forwarding
+    /// deadline, and only after every holder before it said "not here" or "unavailable".
+    static func holders(of id: String, present: [HolderCandidate], recordedOwner: String?, nodeName: String, epsilon: Double,
+                        ring: ([SessionLivePlacement.Candidate]) -> SessionPlacement) -> [String] {
+        let span = SessionLimits.replicas + 2
+        let alive = present.filter(\.alive)
+        let candidates = alive.map(\.placement)
+        let aliveRing = ring(candidates)
+        let placement = SessionLivePlacement(ring: aliveRing, candidates: candidates, epsilon: epsilon)
+        var api = Dictionary(alive.map { ($0.name, $0.api) }, uniquingKeysWith: { a, _ in a })
+        var names: [String] = []
+        if let owner = recordedOwner, let recorded = present.first(where: { $0.name == owner }) {
+            names.append(owner)
+            api[owner] = recorded.api
         }
-        // Then every suspect member, last: the protocol still counts them present, so the
-        // copies here and on the replicas may answer "not here" while one of them is the owner
-        // or a fenced old owner. A suspect asked is either reached (and answers) or unreachable,
-        // and an unreachable holder makes the answer 503, never 404: a live session between
-        // owners is not called missing (SessionHandoffCrashTests, the old owner killed after the
-        // fence while the entry already suspected it: both replicas said "not here").
-        for m in members where m.status == .suspect && !m.metadata.api.isEmpty && api[m.name] == nil {
-            names.append(m.name)
-            api[m.name] = m.metadata.api
+        names += placement.owners(for: id).prefix(span)
+        names += aliveRing.preferenceList(id, count: span)
+        let suspects = present.filter { !$0.alive && !$0.api.isEmpty }
+        if !suspects.isEmpty {
+            let suspectAPI = Dictionary(suspects.map { ($0.name, $0.api) }, uniquingKeysWith: { a, _ in a })
+            var asked = ring(present.map(\.placement)).preferenceList(id, count: span).filter { suspectAPI[$0] != nil }
+            if recordedOwner != nil { asked += suspectAPI.keys.sorted() }
+            var added = 0
+            for name in asked where api[name] == nil && added < span {
+                api[name] = suspectAPI[name]
+                names.append(name)
+                added += 1
+            }
         }
         var seen = Set<String>()
         return names.filter { $0 != nodeName && seen.insert($0).inserted }.compactMap { api[$0] }.filter { !$0.isEmpty }

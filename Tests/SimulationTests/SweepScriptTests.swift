@@ -96,4 +96,26 @@ struct SweepScriptTests {
         #expect(hash(first.out) != nil)
         #expect(hash(again.out) == hash(first.out), "the reproduce line ran a different simulation")
     }
+
+    /// `Scripts/bench_bwrap_args.py` (what bwrap's isolation options cost): real bwrap runs of
+    /// every variant, one JSON object, and bad sizes refused before anything runs.
+    @Test(.timeLimit(.minutes(2)))
+    func theBwrapArgumentsBenchRunsEveryVariantAndRefusesBadSizes() throws {
+        let script = Self.repository.appendingPathComponent("Scripts/bench_bwrap_args.py").path
+        let r = try run("/usr/bin/env", ["python3", script, "--rounds", "1", "--tasks", "3", "--workers", "1"])
+        #expect(r.status == 0, "\(r.err)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any], "stdout: \(r.out)")
+        #expect(object["benchmark"] as? String == "bwrap-args")
+        let variants = try #require(object["variants"] as? [String: [String: Double]])
+        #expect(Set(variants.keys) == ["base", "ids", "etc", "workdir", "initAndRunDir", "clearenv", "all"])
+        #expect(variants["base"]?["rateToBase"] == 1.0)
+        for (name, v) in variants {
+            #expect((v["tasksPerSecond"] ?? 0) > 0, "\(name): \(v)")
+            #expect(v["machineCpuMsPerTask"] != nil, "\(name): \(v)")
+        }
+        for bad in [["--rounds", "0"], ["--tasks", "-1"], ["--workers", "100"]] {
+            let refused = try run("/usr/bin/env", ["python3", script] + bad)
+            #expect(refused.status == 2, "\(bad): \(refused.status) \(refused.out)")
+        }
+    }
 }

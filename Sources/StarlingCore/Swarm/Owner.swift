@@ -59,15 +59,18 @@ extension Swarm {
     /// assignment is stored with the swarm before the task starts, exactly as a fetched one is,
     /// so a new owner adopts it rather than start it again.
     ///
-    /// Only when this node's worker has no reservation of another swarm waiting (those were
-    /// promised the next free slot), within the room a fetch would need, and never for a child
-    /// swarm (its parent's owner has not admitted it yet: a refused child must not have started
-    /// anything). Each slot is held (`WorkerState.heldAtCreate`) until the task starts, the swarm
-    /// is cancelled, this node steps down, or `Swarm.holdLimit` passes with the create still not
-    /// stored (the task then goes back to pending, its attempt not spent).
+    /// Only within the room a fetch would need (a reservation of another swarm queued here
+    /// does not stop it: when a slot is free beside queued reservations, none of them fits the
+    /// free memory, and a fetch would pass over them the same way), never for a child swarm (its
+    /// parent's owner has not admitted it yet: a refused child must not have started anything),
+    /// and only for a swarm small enough that its create is expected stored well within the hold
+    /// (`localStartFits`). Each slot is held (`WorkerState.heldAtCreate`) until the task starts,
+    /// the swarm is cancelled, this node steps down, or `Swarm.holdLimit` passes with the create
+    /// still not stored (the task then goes back to pending, first in the queue, its attempt not
+    /// spent).
     mutating func assignLocallyAtCreate(_ id: SwarmID, now: Instant, into out: inout Effects) -> [TaskRun] {
-        guard takesWork(myName), settings.slots > 0, worker.reservations.isEmpty,
-              swarms[id]!.definition.draft.parent == nil else { return [] }
+        guard takesWork(myName), settings.slots > 0, swarms[id]!.definition.draft.parent == nil,
+              localStartFits(tasks: swarms[id]!.tasks.count) else { return [] }
         var runs: [TaskRun] = []
         while workerFreeSlots > 0, worker.held.count < Bounds.maxHeldResults, workerFreeMemory > 0,
               let index = swarms[id]!.takePending(maxMemoryMB: UInt32(clamping: workerFreeMemory)) {
@@ -80,23 +83,41 @@ extension Swarm {
         return runs
     }
 
-    /// How long a slot stays held for a task taken at create whose create is not stored yet.
+    /// How long a slot stays held for a task taken at create whose create is not stored yet. The
+    /// owner's tick releases it, so a hold ends between one and two retry intervals after it
+    /// was taken.
     var holdLimit: Duration { settings.retryInterval }
+
+    /// Whether a create of `tasks` tasks is expected stored well within `holdLimit` (its store
+    /// allowance, as in its own timeout, a quarter of the limit at most: 125 tasks with the
+    /// default 500 ms). A larger swarm's create takes longer to reach the replicas; holding
+    /// slots for it would keep them from other swarms, and the hold would often lapse into an
+    /// extra write before the create is stored. One replication round saved matters to a small
+    /// swarm's latency, not to a large swarm's.
+    func localStartFits(tasks: Int) -> Bool { Self.storeAllowance(tasks: tasks) * 4 <= holdLimit }
 
     /// A task the owner assigned to itself at create (`assignLocallyAtCreate`), now stored by the
     /// replica set: its held slot becomes the run, if it is still held (not released by a cancel,
     /// a step-down or the hold's limit) and the record still says it runs here.
     mutating func startLocal(_ run: TaskRun, now: Instant, into out: inout Effects) {
-        guard releaseHold(TaskKey(swarm: run.swarm, index: run.index), attempt: run.attempt),
-              let e = swarms[run.swarm], e.role == .owner, Int(run.index) < e.tasks.count else { return }
+        // A hold already released (a cancel, a step-down, its limit) took its `assigning` mark
+        // with it, and the task may have been assigned again since: this waiter touches nothing.
+        guard releaseHold(TaskKey(swarm: run.swarm, index: run.index), attempt: run.attempt) else { return }
+        swarms[run.swarm]?.assigning.remove(run.index)
+        guard let e = swarms[run.swarm], e.role == .owner, Int(run.index) < e.tasks.count else { return }
         let record = e.tasks[Int(run.index)]
         guard record.state == .running, record.node == myName, record.attempt == run.attempt else { return }
-        // Cancelled meanwhile: the attempt never starts, and is recorded cancelled.
+        // Defence only: a cancel releases the holds first (`cancelSwarm`), so a cancelled swarm's
+        // task does not get here. Were it to, the attempt never starts and is recorded cancelled.
         guard e.state == .running else { return requeue(run.swarm, run.index, now: now, into: &out) }
         // The room shrank while the create was stored (the host's other work took slots or
-        // memory): back to pending, the attempt not spent, rather than a failed run.
+        // memory): back to pending, the attempt not spent, rather than a failed run, and placed
+        // at once (the create's placement ran before this, while the task still counted as
+        // running, and nothing else would place it before the owner's quiet tick).
         guard workerFreeSlots > 0, Int64(run.task.needs.memoryMB) <= workerFreeMemory else {
-            return unassign(run.swarm, run.index, attempt: run.attempt, now: now, into: &out)
+            unassign(run.swarm, run.index, attempt: run.attempt, now: now, into: &out)
+            if swarms[run.swarm]?.placing == true { place(run.swarm, now: now, into: &out) }
+            return
         }
         workerStart(run, epoch: e.epoch, owners: e.definition.replicas, now: now, into: &out)
     }
@@ -115,6 +136,9 @@ extension Swarm {
         let keys = worker.heldAtCreate.filter { key, hold in key.swarm == id && (limit.map { now - hold.since >= $0 } ?? true) }
         for (key, hold) in keys.sorted(by: { $0.key < $1.key }) {
             _ = releaseHold(key, attempt: hold.attempt)
+            // Holds are the owner's alone (`stepDown` releases them); a copy this node no longer
+            // owns is never written from here.
+            guard swarms[id]?.role == .owner else { continue }
             if swarms[id]?.state == .cancelled {
                 requeue(id, key.index, now: now, into: &out)
             } else {
@@ -125,6 +149,7 @@ extension Swarm {
 
     /// An attempt that never started and was never handed to another node goes back to
     /// pending, its number given back: no result of it can exist, so the fence loses nothing.
+    /// It goes first in the pending queue, where it was when it was taken.
     mutating func unassign(_ id: SwarmID, _ index: UInt32, attempt: UInt16, now: Instant, into out: inout Effects) {
         guard swarms[id]?.role == .owner, Int(index) < swarms[id]!.tasks.count else { return }
         var record = swarms[id]!.tasks[Int(index)]
@@ -133,7 +158,7 @@ extension Swarm {
         record.node = nil
         record.attempt = attempt - 1
         swarms[id]!.assigning.remove(index)
-        setTask(id, index, record, now: now, into: &out)
+        setTask(id, index, record, first: true, now: now, into: &out)
     }
 
     // MARK: Late binding: a worker with room asks for a task

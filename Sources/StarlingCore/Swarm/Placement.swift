@@ -32,10 +32,14 @@ extension Swarm {
         for name in ringMembers.sorted() where takesWork(name) {
             if name == myName {
                 guard settings.slots > 0 else { continue }
-                // Slots held for tasks taken at create stay eligible: placement runs just before
-                // those tasks start (`ownerCreate`), and this node should get its share of
-                // reservations like any other (they wait in its queue until a slot frees). They
-                // count as busy when two candidates are compared (`Candidate.held`).
+                // Slots held for tasks taken at create stay eligible: the creating swarm's own
+                // placement runs just before those tasks start (`ownerCreate`), and this node
+                // should get its share of reservations like any other (they wait in its queue
+                // until a slot frees). Any other swarm placed while a hold lasts (up to two retry
+                // intervals) sees them as eligible too, and its reservations queue here the same
+                // way. They count as busy when two candidates are compared (`Candidate.held`).
+                // (What this node gossips, `workerAdvertise`, counts them as free, as it does
+                // slots being fetched for: both last moments, and a worker only pulls what fits.)
                 let held = worker.heldAtCreate.count
                 list.append(Candidate(name: name, slots: settings.slots, free: UInt32(max(0, workerFreeSlots + held)),
                                       freeMemoryMB: UInt32(clamping: max(0, workerFreeMemory + worker.heldAtCreateMemory)),

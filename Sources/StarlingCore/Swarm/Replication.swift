@@ -9,9 +9,11 @@
 extension Swarm {
     /// Sets a task's record on the owner: stores it, marks it for replication, keeps counters,
     /// and marks the swarm done when its last task became final.
-    mutating func setTask(_ id: SwarmID, _ index: UInt32, _ record: TaskRecord, now: Instant, into out: inout Effects) {
+    /// `first`: a record that becomes pending goes to the head of the pending queue, not its tail.
+    mutating func setTask(_ id: SwarmID, _ index: UInt32, _ record: TaskRecord, first: Bool = false, now: Instant,
+                          into out: inout Effects) {
         guard swarms[id] != nil, Int(index) < swarms[id]!.tasks.count else { return }
-        swarms[id]!.set(index, record)
+        swarms[id]!.set(index, record, first: first)
         swarms[id]!.dirty.insert(index)
         dirtySwarms.insert(id)
         out.append(.perform(.store(.task(id, index: index, record))))
@@ -173,7 +175,6 @@ extension Swarm {
             case .assigned(let index):
                 swarms[id]?.assigning.remove(index)
             case .startLocal(let run):
-                swarms[id]?.assigning.remove(run.index)
                 startLocal(run, now: now, into: &out)
             }
         }
@@ -399,15 +400,16 @@ extension SwarmEntry {
         }
     }
 
-    /// Replaces one record, keeping the counters and the pending queue right.
-    mutating func set(_ index: UInt32, _ record: TaskRecord) {
+    /// Replaces one record, keeping the counters and the pending queue right (a record that
+    /// becomes pending joins the queue's tail, or its head when `first`).
+    mutating func set(_ index: UInt32, _ record: TaskRecord, first: Bool = false) {
         let i = Int(index)
         let old = tasks[i]
         if old.state.isFinal != record.state.isFinal { unfinished += record.state.isFinal ? -1 : 1 }
         if old.state == .pending && record.state != .pending { pendingCount -= 1 }
         if old.state != .pending && record.state == .pending {
             pendingCount += 1
-            enqueue(index)
+            if first { enqueueFirst(index) } else { enqueue(index) }
         }
         if record.finishSeq > finishCounter { finishCounter = record.finishSeq }
         tasks[i] = record

@@ -106,6 +106,17 @@ struct SwarmEntry: Sendable {
         pendingQueue.append(index)
     }
 
+    /// Puts a task at the head of the pending queue (into the consumed head's room when there is
+    /// some, so this is O(1) but for a queue never taken from).
+    mutating func enqueueFirst(_ index: UInt32) {
+        if queueHead > 0 {
+            queueHead -= 1
+            pendingQueue[queueHead] = index
+        } else {
+            pendingQueue.insert(index, at: 0)
+        }
+    }
+
     /// The first pending task whose needs fit within `maxMemoryMB`, taken off the queue.
     mutating func takePending(maxMemoryMB: UInt32) -> UInt32? {
         // Skip entries at the head that are no longer pending.
