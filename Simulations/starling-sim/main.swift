@@ -190,7 +190,9 @@ struct StarlingSim: ParsableCommand {
 
     func run() throws {
         if list {
-            for s in Scenario.all { print("\(s.name.padding(toLength: 16, withPad: " ", startingAt: 0))\(s.summary)") }
+            // Names in full (a fixed column cut the longer ones), then the summaries aligned.
+            let width = (Scenario.all.map(\.name.count).max() ?? 0) + 2
+            for s in Scenario.all { print("\(s.name.padding(toLength: width, withPad: " ", startingAt: 0))\(s.summary)") }
             return
         }
         guard let chosen = Scenario.named(scenario) else {

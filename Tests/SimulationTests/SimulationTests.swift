@@ -129,6 +129,10 @@ struct SimulatorCommandTests {
     @Test func listNamesEveryScenarioAndRandomSeedsArePrinted() throws {
         let list = try run(["--list"])
         for s in SimulationTests.scenarios { #expect(list.out.contains(s)) }
+        // Every scenario's whole name starts a line, followed by its summary, so that a name
+        // copied from the list runs (the longer ones were cut to 16 characters).
+        let firstWords = Set(list.out.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) })
+        for s in Scenario.all { #expect(firstWords.contains(s.name), "\(s.name) not listed whole") }
         let r = try run(["--scenario", "steady", "--nodes", "5", "--seed", "random", "--periods", "20"])
         #expect(r.status == 0)
         #expect(r.err.contains("seed: "))
