@@ -6,16 +6,18 @@ Usage: bench_bwrap_args.py [--rounds N] [--tasks N] [--workers N]
 Runs `/bin/true` under bwrap with the baseline arguments of Scripts/bench-swarm (the namespaces,
 /usr, /proc, /dev, /tmp) and again with each group of options a Starling sandbox adds on top
 (`Sources/StarlingSandbox/Bubblewrap.swift`): the unprivileged ids and hostname, the three /etc
-files, the task's work directory, the init stub and run directory mounts, `--clearenv`; and all
-of them at once ("all"). Seccomp and the init stub's own exec are not in it (they need Starling's
+files, the task's work directory, the init stub and run directory mounts, `--clearenv` (which
+changes nothing here, since bwrap's environment is PATH alone: its distance from 1 shows the
+noise); and all of them at once ("all"). Seccomp and the init stub's own exec are not in it (they need Starling's
 filter and stub; `starling sandbox bench --throughput` measures the whole sandbox). Variants are
-interleaved, round by round, so the machine's drift falls on all of them.
+interleaved, round by round, in a new order each round (seeded: `--seed`), so the machine's
+drift falls on all of them.
 
 Per variant: the median over rounds of tasks/s and of the machine's busy CPU per task
 (/proc/stat, so the kernel's namespace and mount teardown in its own threads counts), and the
 rate as a fraction of "base" measured in the same rounds. Prints one JSON object.
 """
-import argparse, concurrent.futures, json, os, shutil, statistics, subprocess, tempfile, time
+import argparse, concurrent.futures, json, os, random, shutil, statistics, subprocess, tempfile, time
 
 BASE = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
         "--cap-drop", "ALL", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
@@ -24,9 +26,11 @@ ENV = {"PATH": "/usr/bin:/bin"}
 
 
 def busy_jiffies():
+    # user, nice, system, irq, softirq: not idle, iowait, steal (another guest's), nor guest
+    # time (already inside user).
     with open("/proc/stat") as f:
         v = list(map(int, f.readline().split()[1:]))
-    return sum(v) - v[3] - v[4]  # everything but idle and iowait
+    return v[0] + v[1] + v[2] + v[5] + v[6]
 
 
 def main():
@@ -34,6 +38,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--tasks", type=int, default=300)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     if not (1 <= a.rounds <= 100 and 1 <= a.tasks <= 100_000 and 1 <= a.workers <= 64):
         ap.error("rounds 1-100, tasks 1-100000, workers 1-64")
@@ -54,8 +59,12 @@ def main():
     tick = os.sysconf("SC_CLK_TCK")
     results = {v: [] for v in variants}
     try:
+        order = random.Random(a.seed)
         for _ in range(a.rounds):
-            for name, extra in variants.items():
+            names = list(variants)
+            order.shuffle(names)
+            for name in names:
+                extra = variants[name]
                 argv = [bwrap] + BASE + extra + ["--", "/bin/true"]
                 def one(_):
                     return subprocess.run(argv, env=ENV, stdin=subprocess.DEVNULL).returncode
@@ -71,7 +80,7 @@ def main():
         shutil.rmtree(run, ignore_errors=True)
     base_rates = [r for r, _ in results["base"]]
     out = {"benchmark": "bwrap-args", "command": "/bin/true", "rounds": a.rounds, "tasksPerRound": a.tasks,
-           "workers": a.workers, "variants": {}}
+           "workers": a.workers, "seed": a.seed, "variants": {}}
     for name, rs in results.items():
         rate = statistics.median(r for r, _ in rs)
         out["variants"][name] = {

@@ -11,7 +11,8 @@ import Synchronization
 /// nodes that may serve a session.
 public protocol SessionGateway: Sendable {
     func command(_ command: SessionCommand) async throws -> SessionReply
-    /// API addresses (HOST:PORT) of the other live nodes that may serve session `id`, best first.
+    /// API addresses (HOST:PORT) of the other nodes (alive, and suspects that may hold it) that
+    /// may serve session `id`, best first.
     func holders(of id: String) -> [String]
     /// Whether this node holds a copy of `id` whose recorded owner is not alive in its view
     /// (suspected): the session exists, and its owner is in doubt for a moment.
@@ -33,12 +34,11 @@ public final class SessionService: SessionGateway {
     let store: SessionStore
     let effects: SessionEffectRunner
     private let ownershipObservers = OwnershipObservers()
-    /// The weighted ring of the members alive at the last forwarded request, keyed by their
-    /// names and slots: a ring is 64 points a slot (a 100-member mesh of 16-slot nodes: 102,400
-    /// points to sort), too much to build for every forwarded request; it changes only when
-    /// members or their slots do.
-    /// Two rings are kept, the alive members' and the present ones' (alive and suspect), most
-    /// recently used first (`holders`).
+    /// The weighted rings `holders` uses, keyed by their members' names and slots: a ring is 64
+    /// points a slot (a 100-member mesh of 16-slot nodes: 102,400 points to sort), too much to
+    /// build for every forwarded request; it changes only when members or their slots do. Two
+    /// are kept, the alive members' and the present ones' (alive and suspect), most recently
+    /// used first.
     private let ringCache = Mutex<[(key: [String: Int], ring: SessionPlacement)]>([])
 
     /// The weighted ring of `candidates`, from the cache when their names and slots are those of
@@ -198,13 +198,16 @@ public final class SessionService: SessionGateway {
     ///    or unreachable, and an unreachable holder makes the answer 503, never 404: a live
     ///    session between owners is not called missing (SessionHandoffCrashTests, the old owner
     ///    killed after the fence while the entry already suspected it: both replicas said "not
-    ///    here"). Which suspects: those in the session's preference list over the present
-    ///    members (alive and suspect), then, for a session this node holds a record of, the
-    ///    other suspects. So a request for a session nobody has (deleted, or a made-up id) keeps
-    ///    its quick 404 while an unrelated member of a larger mesh is suspected.
+    ///    here"). Which suspects: those in the session's room-first order and preference list
+    ///    over the present members (alive and suspect), R + 2 of each, then, for a session this
+    ///    node holds a record of, the other suspects. So a request for a session nobody has
+    ///    (deleted, or a made-up id) keeps its quick 404 while a member that cannot hold it is
+    ///    suspected; in a mesh of R + 2 members or fewer every member may hold every session,
+    ///    and every suspect is asked.
     /// All four fit `SessionForwarder.maxHolders`. Each holder is asked in turn until one
-    /// answers with neither 404 nor 503, so a suspect that hangs costs a request one forwarding
-    /// deadline, and only after every holder before it said "not here" or "unavailable".
+    /// answers with neither 404 nor 503: a suspect is asked only after every holder before it
+    /// said "not here" or "unavailable" or could not be reached, and each suspect that hangs
+    /// costs a request one forwarding deadline.
     static func holders(of id: String, present: [HolderCandidate], recordedOwner: String?, nodeName: String, epsilon: Double,
                         ring: ([SessionLivePlacement.Candidate]) -> SessionPlacement) -> [String] {
         let span = SessionLimits.replicas + 2
@@ -223,7 +226,11 @@ public final class SessionService: SessionGateway {
         let suspects = present.filter { !$0.alive && !$0.api.isEmpty }
         if !suspects.isEmpty {
             let suspectAPI = Dictionary(suspects.map { ($0.name, $0.api) }, uniquingKeysWith: { a, _ in a })
-            var asked = ring(present.map(\.placement)).preferenceList(id, count: span).filter { suspectAPI[$0] != nil }
+            let presentCandidates = present.map(\.placement)
+            let presentRing = ring(presentCandidates)
+            let presentPlacement = SessionLivePlacement(ring: presentRing, candidates: presentCandidates, epsilon: epsilon)
+            var asked = (presentPlacement.owners(for: id).prefix(span) + presentRing.preferenceList(id, count: span))
+                .filter { suspectAPI[$0] != nil }
             if recordedOwner != nil { asked += suspectAPI.keys.sorted() }
             var added = 0
             for name in asked where api[name] == nil && added < span {

@@ -20,9 +20,13 @@ struct SessionHoldersTests {
                                ring: { SessionLivePlacement.ring(for: $0) })
     }
 
-    /// Whether `name` is among the first R + 2 of the session's preference list over `present`.
+    /// Whether `name` is among the first R + 2 of the session's room-first order or preference
+    /// list over `present`: where placement may have put it.
     static func prefers(_ id: String, _ name: String) -> Bool {
-        SessionLivePlacement.ring(for: present.map(\.placement)).preferenceList(id, count: span).contains(name)
+        let candidates = present.map(\.placement)
+        let ring = SessionLivePlacement.ring(for: candidates)
+        let roomFirst = SessionLivePlacement(ring: ring, candidates: candidates, epsilon: 0.25).owners(for: id).prefix(span)
+        return roomFirst.contains(name) || ring.preferenceList(id, count: span).contains(name)
     }
 
     @Test func aSuspectThatCannotHoldAnUnknownSessionIsNotAsked() throws {
@@ -42,16 +46,32 @@ struct SessionHoldersTests {
     @Test func aSuspectRecordedOwnerComesFirstAndNoHolderIsCutOff() throws {
         // Many members, several suspect: the list stays within what the forwarder asks, and the
         // suspect owner recorded here is asked first.
-        let present = (0..<20).map { Self.member("n\($0)", alive: $0 % 4 != 1) }
+        // Loads differ, so that the room-first order and the plain preference list differ and
+        // the list is as long as it gets.
+        let present = (0..<20).map { i in
+            var m = Self.member("n\(i)", alive: i % 4 != 1)
+            m.sessions = (i % 3) * 40
+            return m
+        }
         let limit = SessionForwarder(logger: .init(label: "test")).maxHolders
+        let presentRing = SessionLivePlacement.ring(for: present.map(\.placement))
+        var longest = 0
         for i in 0..<50 {
-            let list = Self.holders("s\(i)", recordedOwner: "n5", present: present)
+            let id = "s\(i)"
+            let list = Self.holders(id, recordedOwner: "n5", present: present)
+            longest = max(longest, list.count)
             #expect(list.first == Self.member("n5").api)
             #expect(list.count <= limit, "\(list.count) holders, \(limit) asked")
             #expect(!list.contains(Self.member("n0").api), "the node asked itself")
             #expect(Set(list).count == list.count)
             let suspects = present.filter { !$0.alive }.map(\.api)
             #expect(list.filter(suspects.contains).count <= Self.span + 1)
+            // Every suspect that may hold the session is asked, whatever else is.
+            for name in presentRing.preferenceList(id, count: Self.span) {
+                guard let m = present.first(where: { $0.name == name }), !m.alive else { continue }
+                #expect(list.contains(m.api), "\(name), suspect and in \(id)'s preference list, is not asked")
+            }
         }
+        #expect(longest > 2 * Self.span, "the lists were never long: \(longest)")
     }
 }

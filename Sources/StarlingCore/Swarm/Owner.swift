@@ -64,13 +64,13 @@ extension Swarm {
     /// free memory, and a fetch would pass over them the same way), never for a child swarm (its
     /// parent's owner has not admitted it yet: a refused child must not have started anything),
     /// and only for a swarm small enough that its create is expected stored well within the hold
-    /// (`localStartFits`). Each slot is held (`WorkerState.heldAtCreate`) until the task starts,
+    /// (`smallEnoughToStartAtCreate`). Each slot is held (`WorkerState.heldAtCreate`) until the task starts,
     /// the swarm is cancelled, this node steps down, or `Swarm.holdLimit` passes with the create
     /// still not stored (the task then goes back to pending, first in the queue, its attempt not
     /// spent).
     mutating func assignLocallyAtCreate(_ id: SwarmID, now: Instant, into out: inout Effects) -> [TaskRun] {
         guard takesWork(myName), settings.slots > 0, swarms[id]!.definition.draft.parent == nil,
-              localStartFits(tasks: swarms[id]!.tasks.count) else { return [] }
+              smallEnoughToStartAtCreate(tasks: swarms[id]!.tasks.count) else { return [] }
         var runs: [TaskRun] = []
         while workerFreeSlots > 0, worker.held.count < Bounds.maxHeldResults, workerFreeMemory > 0,
               let index = swarms[id]!.takePending(maxMemoryMB: UInt32(clamping: workerFreeMemory)) {
@@ -94,7 +94,7 @@ extension Swarm {
     /// slots for it would keep them from other swarms, and the hold would often lapse into an
     /// extra write before the create is stored. One replication round saved matters to a small
     /// swarm's latency, not to a large swarm's.
-    func localStartFits(tasks: Int) -> Bool { Self.storeAllowance(tasks: tasks) * 4 <= holdLimit }
+    func smallEnoughToStartAtCreate(tasks: Int) -> Bool { Self.storeAllowance(tasks: tasks) * 4 <= holdLimit }
 
     /// A task the owner assigned to itself at create (`assignLocallyAtCreate`), now stored by the
     /// replica set: its held slot becomes the run, if it is still held (not released by a cancel,
@@ -134,7 +134,9 @@ extension Swarm {
     /// cancelled swarm, becomes cancelled.
     mutating func releaseHolds(of id: SwarmID, heldFor limit: Duration? = nil, now: Instant, into out: inout Effects) {
         let keys = worker.heldAtCreate.filter { key, hold in key.swarm == id && (limit.map { now - hold.since >= $0 } ?? true) }
-        for (key, hold) in keys.sorted(by: { $0.key < $1.key }) {
+        // Last first: each task given back goes to the head of the queue, so they end there in
+        // their order.
+        for (key, hold) in keys.sorted(by: { $0.key > $1.key }) {
             _ = releaseHold(key, attempt: hold.attempt)
             // Holds are the owner's alone (`stepDown` releases them); a copy this node no longer
             // owns is never written from here.
