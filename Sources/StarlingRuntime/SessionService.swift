@@ -211,26 +211,27 @@ public final class SessionService: SessionGateway {
     static func holders(of id: String, present: [HolderCandidate], recordedOwner: String?, nodeName: String, epsilon: Double,
                         ring: ([SessionLivePlacement.Candidate]) -> SessionPlacement) -> [String] {
         let span = SessionLimits.replicas + 2
+        /// The room-first order and the plain preference list of `id` over `members`, R + 2 each.
+        func orders(over members: [HolderCandidate]) -> (roomFirst: [String], plain: [String]) {
+            let candidates = members.map(\.placement)
+            let weighted = ring(candidates)
+            let placement = SessionLivePlacement(ring: weighted, candidates: candidates, epsilon: epsilon)
+            return (Array(placement.owners(for: id).prefix(span)), weighted.preferenceList(id, count: span))
+        }
         let alive = present.filter(\.alive)
-        let candidates = alive.map(\.placement)
-        let aliveRing = ring(candidates)
-        let placement = SessionLivePlacement(ring: aliveRing, candidates: candidates, epsilon: epsilon)
         var api = Dictionary(alive.map { ($0.name, $0.api) }, uniquingKeysWith: { a, _ in a })
         var names: [String] = []
         if let owner = recordedOwner, let recorded = present.first(where: { $0.name == owner }) {
             names.append(owner)
             api[owner] = recorded.api
         }
-        names += placement.owners(for: id).prefix(span)
-        names += aliveRing.preferenceList(id, count: span)
+        let aliveOrders = orders(over: alive)
+        names += aliveOrders.roomFirst + aliveOrders.plain
         let suspects = present.filter { !$0.alive && !$0.api.isEmpty }
         if !suspects.isEmpty {
             let suspectAPI = Dictionary(suspects.map { ($0.name, $0.api) }, uniquingKeysWith: { a, _ in a })
-            let presentCandidates = present.map(\.placement)
-            let presentRing = ring(presentCandidates)
-            let presentPlacement = SessionLivePlacement(ring: presentRing, candidates: presentCandidates, epsilon: epsilon)
-            var asked = (presentPlacement.owners(for: id).prefix(span) + presentRing.preferenceList(id, count: span))
-                .filter { suspectAPI[$0] != nil }
+            let presentOrders = orders(over: present)
+            var asked = (presentOrders.roomFirst + presentOrders.plain).filter { suspectAPI[$0] != nil }
             if recordedOwner != nil { asked += suspectAPI.keys.sorted() }
             var added = 0
             for name in asked where api[name] == nil && added < span {
