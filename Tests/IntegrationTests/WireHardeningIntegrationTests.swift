@@ -156,6 +156,23 @@ struct WireHardeningIntegrationTests {
         return (joiner, Date().timeIntervalSince(started))
     }
 
+    /// What a flood must not do is keep a joiner out. It does slow a join down even when the
+    /// joiner is never refused: the seed's loop spends its time accepting and evicting strangers
+    /// that reconnect at once (32 sources: 0.65 s against 0.26 on an idle machine, 0.70 against
+    /// 0.19 in a fresh-clone CI run, both with no refusal; 200 sources: 1.2 s). And under load the
+    /// joiner's first stream can be evicted as the oldest unauthenticated one before the seed has
+    /// read its hello; its retry, one reconnect interval (0.5 s) later, gets in (seen once in CI:
+    /// 1 refusal, joined in 1.27 s). So one refusal is allowed, a second is not, and the time
+    /// bound leaves room for both. The rules these tests replaced refused every newcomer: the
+    /// joiner never got in within `timeToJoin`'s 20 s, or only at a later retry.
+    static func expectTheJoinWasNotStarved(_ joiner: NodeProcess, took flooded: Double, baseline: Double,
+                                           _ flood: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let refused = joiner.metric("starling_push_pulls_failed_total")
+        print("join time: \(baseline)s without the flood, \(flooded)s under \(flood) (the joiner's failed push-pulls: \(refused))")
+        #expect(refused <= 1, "the joiner was refused more than once", sourceLocation: sourceLocation)
+        #expect(flooded < baseline + 1.5, "join took \(flooded)s under the flood, \(baseline)s without", sourceLocation: sourceLocation)
+    }
+
     @Test func fiveHundredIdleConnectionsDoNotDelayAJoin() throws {
         Self.raiseOpenFileLimit()
         let cluster = try LocalCluster()
@@ -175,9 +192,8 @@ struct WireHardeningIntegrationTests {
             }
         }
         try waitUntil("the seed has seen the flood", seconds: 5) { shed() >= 300 }
-        let (_, flooded) = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1])
-        print("join time: \(baseline)s without the flood, \(flooded)s with 500 idle connections from one source")
-        #expect(flooded < max(3 * baseline, baseline + 0.5), "join took \(flooded)s under the flood, \(baseline)s without")
+        let (j2, flooded) = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1])
+        Self.expectTheJoinWasNotStarved(j2, took: flooded, baseline: baseline, "500 idle connections from one source")
         #expect(seed.isRunning)
     }
 
@@ -201,14 +217,14 @@ struct WireHardeningIntegrationTests {
         }
         let started = seed.metric("starling_push_pulls_total")
         let failed = seed.metric("starling_push_pulls_failed_total")
-        let flooded: Double
-        do { flooded = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1]).1 } catch {
+        let joined: (NodeProcess, Double)
+        do { joined = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1]) } catch {
             print("diagnostics: the seed's stream counters", seed.metrics().split(separator: "\n").filter { $0.contains("dropped") || $0.contains("push_pull") }.joined(separator: "\n"))
             print("diagnostics: the joiner's log", cluster.nodes.last.map { cluster.log(of: $0).suffix(3000) } ?? "")
             throw error
         }
-        print("join time: \(baseline)s without the flood, \(flooded)s under a sustained flood from 32 sources")
-        #expect(flooded < max(3 * baseline, baseline + 0.5), "join took \(flooded)s under the flood, \(baseline)s without")
+        let (j2, flooded) = joined
+        Self.expectTheJoinWasNotStarved(j2, took: flooded, baseline: baseline, "a sustained flood from 32 sources")
         // A periodic push-pull is due every 3 s here; the seed's own must go out and succeed.
         try waitUntil("the seed starts push-pulls of its own", seconds: 15) { seed.metric("starling_push_pulls_total") >= started + 2 }
         #expect(seed.metric("starling_push_pulls_failed_total") == failed, "outbound push-pulls failed under the flood")
@@ -234,19 +250,8 @@ struct WireHardeningIntegrationTests {
                 + seed.metric("starling_packets_dropped_total{reason=\"stream_evicted\"}") >= 1_000
         }
         let (j2, flooded) = try Self.timeToJoin("j2", through: seed, cluster: cluster, watchedBy: nodes + [j1])
-        print("join time: \(baseline)s without the flood, \(flooded)s under 2,000 idle connections from 200 sources",
-              "(\(flood.connectionsOpened) opened; the joiner's failed push-pulls: \(j2.metric("starling_push_pulls_failed_total")))")
-        // The join gets in at its first attempt; what remains is the seed's loop under a flood
-        // that reconnects thousands of times a second (0.46-0.87 s measured on a loaded 2-core
-        // machine), so the bound is looser than for the 32-source flood. The old rule never
-        // admitted the joiner within 20 s here.
-        // At most one failed attempt: under this flood (thousands of reconnects a second) on a
-        // loaded machine, the joiner's first stream can be evicted as the oldest unauthenticated
-        // one before the seed's loop has read its hello (seen once in a fresh-clone CI run with
-        // other builds on the cores: 1 failed, joined in 1.27 s). Its retry gets in; the old
-        // rule refused every attempt.
-        #expect(j2.metric("starling_push_pulls_failed_total") <= 1, "the joiner was refused more than once")
-        #expect(flooded < baseline + 1.5, "join took \(flooded)s under the flood, \(baseline)s without")
+        print("\(flood.connectionsOpened) connections opened")
+        Self.expectTheJoinWasNotStarved(j2, took: flooded, baseline: baseline, "2,000 idle connections from 200 sources")
         #expect(seed.isRunning)
     }
 
