@@ -79,7 +79,7 @@ struct AgentRoutes: Sendable {
     /// This node does not serve the agent's session: forward (notHere), or say why not.
     func notServed(_ reply: SessionReply, _ request: Request, _ id: String) async throws -> Response {
         switch reply {
-        case .notHere: return try await forward(request, body: nil, id: id)
+        case _ where SessionRoutes.forwards(reply, request): return try await forward(request, body: nil, id: id)
         case .notFound: throw HTTPError(.notFound, message: "no agent \(id)")
         default: return try SessionRoutes(gateway: nil, logger: logger).answer(reply, id: id)
         }
@@ -104,9 +104,9 @@ struct AgentRoutes: Sendable {
     }
 
     func forward(_ request: Request, body: ByteBuffer?, id: String) async throws -> Response {
-        guard request.headers[SwarmForwarder.hopHeader] == nil, let agents else { throw HTTPError(.notFound, message: "no agent \(id)") }
-        return try await SessionForwarder(logger: logger).forward(request, body: body, to: agents.sessions.holders(of: id),
-                                                                  from: agents.nodeName, notFound: "no agent \(id)")
+        guard let agents else { throw HTTPError(.notFound, message: "no agent \(id)") }
+        return try await SessionForwarder(logger: logger).forward(request, body: body, id: id, gateway: agents.sessions,
+                                                                  notFound: "no agent \(id)")
     }
 
     static func agentID(_ context: BasicRequestContext) throws -> String {

@@ -176,7 +176,7 @@ struct AgentSocketRoutes: Sendable {
     /// here (503: the node is handing it over, and stops this brain), or the protocol's refusal.
     static func refusal(_ reply: SessionReply) throws -> HTTPError {
         switch reply {
-        case .notHere: return SwarmRoutes.unavailable("this node no longer serves the agent's session")
+        case .notHere, .moved: return SwarmRoutes.unavailable("this node no longer serves the agent's session")
         case .notFound: return HTTPError(.notFound, message: "the agent's session was deleted")
         case .unavailable(let reason): return SwarmRoutes.unavailable(reason)
         case .rejected(let reason): return HTTPError(.badRequest, message: reason)

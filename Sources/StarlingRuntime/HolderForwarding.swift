@@ -19,8 +19,17 @@ import NIOHTTP1
 ///   404 too, so while its owner is unreachable (killed, not yet suspected) the replicas' 404s
 ///   do not prove the session missing, and a client that got 404 there would give it up.
 ///
-/// Bounded: at most `maxHolders` holders, each within `deadline`, and an answer that is not a
-/// stream read up to `maxBodyBytes`.
+/// - Suspect holders (`suspects`, sessions) are probed before they are sent the request: when
+///   the walk first reaches one, every suspect in the list gets a cheap read (`Probe.path`) at
+///   once, each within `Probe.deadline`, and the walk goes on when all have answered. A suspect whose probe got no answer counts as
+///   unreachable and is not sent the request; one that answered 404 counts as "not here"; one
+///   that answered anything else is sent the request with the full `deadline`. A suspect is
+///   often a hung process whose kernel still accepts connections: asked in turn, each such
+///   holder held the request for a whole forwarding deadline (15 s; 16 holders, 240 s). Now
+///   all of them together cost one probe deadline.
+///
+/// Bounded: at most `maxHolders` holders, each within `deadline`, their probes within
+/// `Probe.deadline`, and an answer that is not a stream read up to `maxBodyBytes`.
 struct HolderForwarding: Sendable {
     var maxHolders: Int
     var maxBodyBytes: Int
@@ -31,13 +40,74 @@ struct HolderForwarding: Sendable {
     var unreachable: String
     var logger: Logger
 
+    /// How a suspect holder is asked whether it may serve the request before it is sent it.
+    struct Probe: Sendable {
+        /// The holders (their API addresses) that are suspected.
+        var suspects: Set<String>
+        /// A read of the resource the request is about, with the hop header: a holder that
+        /// does not serve it answers 404, as it would to the request.
+        var path: String
+        var deadline: Duration
+    }
+    var probe: Probe?
+
+    enum ProbeOutcome: Sendable {
+        case unreachable(String)
+        case notHere
+        case mayServe
+    }
+
+    /// Probes every suspect among `holders` at once, and waits for every answer (each within
+    /// `Probe.deadline`). Child tasks of this one: they run on the caller's executor and end
+    /// with it.
+    func probeAll(_ probe: Probe, of holders: [String], from node: String) async -> [String: ProbeOutcome] {
+        let suspects = Set(holders.filter { probe.suspects.contains($0) })
+        return await withTaskGroup(of: (String, ProbeOutcome).self) { group in
+            for holder in suspects {
+                group.addTask {
+                    var out = HTTPClientRequest(url: "http://\(holder)\(probe.path)")
+                    out.method = .GET
+                    out.headers.add(name: SwarmForwarder.hopHeader.rawName, value: node)
+                    do {
+                        let response = try await SwarmForwarder.client.execute(out, timeout: .nanoseconds(SwarmForwarder.nanoseconds(probe.deadline)),
+                                                                                logger: nil)
+                        _ = try? await response.body.collect(upTo: maxBodyBytes)
+                        return (holder, response.status == .notFound ? .notHere : .mayServe)
+                    } catch {
+                        return (holder, .unreachable("\(holder): \(error) (probed as a suspect)"))
+                    }
+                }
+            }
+            var outcomes: [String: ProbeOutcome] = [:]
+            for await (holder, outcome) in group { outcomes[holder] = outcome }
+            return outcomes
+        }
+    }
+
     func forward(_ request: Request, body: ByteBuffer?, to holders: [String], from node: String, notFound: String,
                  deadline: Duration, streams: Bool) async throws -> Response {
         var reached = false
         var unreachableHolder = false
         var lastFailure = ""
         var unavailable: Response?
-        for holder in holders.prefix(maxHolders) where SocketAddressText.isHostPort(holder) {
+        let asked = holders.prefix(maxHolders).filter { SocketAddressText.isHostPort($0) }
+        var probed: [String: ProbeOutcome]?
+        for holder in asked {
+            if let probe, probe.suspects.contains(holder) {
+                if probed == nil { probed = await probeAll(probe, of: asked, from: node) }
+                switch probed?[holder] ?? .mayServe {
+                case .unreachable(let failure):
+                    lastFailure = failure
+                    unreachableHolder = true
+                    logger.debug("suspect not asked", metadata: ["to": "\(holder)", "path": "\(request.uri.path)", "error": "\(failure)"])
+                    continue
+                case .notHere:
+                    reached = true
+                    continue
+                case .mayServe:
+                    break
+                }
+            }
             var out = HTTPClientRequest(url: "http://\(holder)\(request.uri.path)\(request.uri.query.map { "?\($0)" } ?? "")")
             out.method = HTTPMethod(rawValue: request.method.rawValue)
             out.headers.add(name: SwarmForwarder.hopHeader.rawName, value: node)

@@ -64,7 +64,7 @@ struct SessionRoutes: Sendable {
         let id = try Self.sessionID(context)
         let since = try SwarmRoutes.integer(request, "since", in: 0...Int(Int64.max)).map { UInt64($0) } ?? 0
         let reply = try await send(.show(id: id, since: since))
-        if case .notHere = reply { return try await forward(request, body: nil, id: id) }
+        if Self.forwards(reply, request) { return try await forward(request, body: nil, id: id) }
         return try answer(reply, id: id)
     }
 
@@ -72,7 +72,7 @@ struct SessionRoutes: Sendable {
         let id = try Self.sessionID(context)
         let body = try await Self.collect(request)
         let reply = try await send(.checkpoint(id: id, state: try Self.checkpointState(body)))
-        if case .notHere = reply { return try await forward(request, body: body, id: id) }
+        if Self.forwards(reply, request) { return try await forward(request, body: body, id: id) }
         return try answer(reply, id: id)
     }
 
@@ -110,14 +110,14 @@ struct SessionRoutes: Sendable {
         let body = try await Self.collect(request)
         let action = try Self.parseAction(body)
         let reply = try await send(.act(id: id, key: action.key, task: action.encoded))
-        if case .notHere = reply { return try await forward(request, body: body, id: id) }
+        if Self.forwards(reply, request) { return try await forward(request, body: body, id: id) }
         return try answer(reply, id: id)
     }
 
     func delete<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let id = try Self.sessionID(context)
         let reply = try await send(.delete(id: id))
-        if case .notHere = reply { return try await forward(request, body: nil, id: id) }
+        if Self.forwards(reply, request) { return try await forward(request, body: nil, id: id) }
         return try answer(reply, id: id)
     }
 
@@ -147,6 +147,8 @@ struct SessionRoutes: Sendable {
             return Response(status: .noContent)
         case .notHere, .notFound:
             throw HTTPError(.notFound, message: "no session \(id)")
+        case .moved(let owner):
+            throw SwarmRoutes.unavailable("session \(id) moved to \(owner) while this request waited here; try again")
         case .conflict(let reason):
             throw HTTPError(.conflict, message: reason)
         case .unavailable(let reason):
@@ -194,20 +196,8 @@ struct SessionRoutes: Sendable {
     }
 
     func forward(_ request: Request, body: ByteBuffer?, id: String) async throws -> Response {
-        guard request.headers[SwarmForwarder.hopHeader] == nil, let gateway else {
-            // Asked by another node: "not here". Unless this node holds a copy whose owner it
-            // suspects: the session exists, and between owners (a next owner holding a handoff
-            // whose old owner died; the replicas naming it) every copy says "not here", so 404s
-            // alone would tell the client a live session is gone. 503: the forwarder keeps it
-            // and returns it if nobody serves (SessionHandoffCrashTests, the old owner killed
-            // after the fence).
-            if let gateway, gateway.ownerInDoubt(of: id) {
-                throw SwarmRoutes.unavailable("session \(id) is held here and its owner is suspected; it resumes shortly")
-            }
-            throw HTTPError(.notFound, message: "no session \(id)")
-        }
-        return try await SessionForwarder(logger: logger).forward(request, body: body, to: gateway.holders(of: id), from: gateway.nodeName,
-                                                                  notFound: "no session \(id)")
+        guard let gateway else { throw HTTPError(.notFound, message: "no session \(id)") }
+        return try await SessionForwarder(logger: logger).forward(request, body: body, id: id, gateway: gateway, notFound: "no session \(id)")
     }
 
     /// A checkpoint body's state, `{"state": any JSON}`, as the canonical JSON bytes a record
@@ -237,6 +227,17 @@ struct SessionRoutes: Sendable {
         }
     }
 
+    /// Whether a reply sends the request on to the nodes that may serve the session: "not here",
+    /// or "moved" on a request a client sent here. A request another node forwarded here is not
+    /// forwarded again (`forward` answers it), and "moved" is 503 for it (`answer`).
+    static func forwards(_ reply: SessionReply, _ request: Request) -> Bool {
+        switch reply {
+        case .notHere: true
+        case .moved: request.headers[SwarmForwarder.hopHeader] == nil
+        default: false
+        }
+    }
+
     static func sessionID<Context: RequestContext>(_ context: Context) throws -> String {
         guard let raw = context.parameters.get("id"), SessionLimits.validID(raw) else {
             throw HTTPError(.notFound, message: "no such session: a session id is 1 to 64 of [A-Za-z0-9._-]")
@@ -260,16 +261,55 @@ struct SessionRoutes: Sendable {
 /// does not hide the owner behind it.
 struct SessionForwarder: Sendable {
     var timeout: Duration = .seconds(15)
+    /// How long a suspect holder has to answer the probe that comes before the request
+    /// (`HolderForwarding.Probe`): a live node answers a local read in milliseconds, a hung one
+    /// never does, and every suspect is probed at once.
+    var probeTimeout: Duration = .seconds(2)
     /// The recorded owner, then the room-first order, the plain preference list and the suspects
     /// that may hold the session, R + 2 each (`SessionService.holders`).
     var maxHolders = 1 + 3 * (SessionLimits.replicas + 2)
     var maxBodyBytes = 8 << 20
     var logger: Logger
 
-    func forward(_ request: Request, body: ByteBuffer?, to holders: [String], from node: String, notFound: String) async throws -> Response {
+    /// A request about session `id` that this node's protocol does not serve ("not here").
+    ///
+    /// A client's request is forwarded to the nodes that may serve the session
+    /// (`SessionGateway.holders`), the suspects among them probed first. A request another node
+    /// forwarded here is answered, never forwarded again: 404, unless this node holds a copy of
+    /// the session. Then it is 503: the session exists, and whoever forwarded the request may
+    /// not reach its owner (views differ for a moment; the owner changes: a next owner holding
+    /// a handoff whose old owner died, the replicas naming it, SessionHandoffCrashTests), so
+    /// 404s alone would tell the client a live session is gone. The forwarder keeps a 503 and
+    /// returns it only if nobody serves. The same holds for this node's own copy when nobody
+    /// reached serves the session: 503, not 404.
+    func forward(_ request: Request, body: ByteBuffer?, id: String, gateway: any SessionGateway,
+                 notFound: String) async throws -> Response {
+        let owner = gateway.recordedOwner(of: id)
+        let held = { (owner: String) in
+            SwarmRoutes.unavailable("session \(id) is held here, its owner recorded as \(owner), and not served here now; try again")
+        }
+        guard request.headers[SwarmForwarder.hopHeader] == nil else {
+            if let owner { throw held(owner) }
+            throw HTTPError(.notFound, message: notFound)
+        }
+        do {
+            return try await forward(request, body: body, id: id, to: gateway.holders(of: id), suspects: gateway.suspectAddresses(),
+                                     from: gateway.nodeName, notFound: notFound)
+        } catch let error as HTTPError where error.status == .notFound {
+            if let owner { throw held(owner) }
+            throw error
+        }
+    }
+
+    /// Forwards a request about session `id` to `holders` in turn; the `suspects` among them are
+    /// probed first with a read of the session.
+    func forward(_ request: Request, body: ByteBuffer?, id: String, to holders: [String], suspects: Set<String>, from node: String,
+                 notFound: String) async throws -> Response {
         var hop = HolderForwarding(maxHolders: maxHolders, maxBodyBytes: maxBodyBytes, passOverUnavailable: true,
                                    unreachable: "the nodes that may serve this session cannot be reached", logger: logger)
         hop.unreachableHolderMeansUnavailable = true
+        // `since` past any record: the session's head without its records, a small answer.
+        hop.probe = .init(suspects: suspects, path: "/v1/sessions/\(id)?since=\(Int64.max)", deadline: probeTimeout)
         return try await hop.forward(request, body: body, to: holders, from: node, notFound: notFound, deadline: timeout, streams: false)
     }
 }

@@ -14,14 +14,19 @@ public protocol SessionGateway: Sendable {
     /// API addresses (HOST:PORT) of the other nodes (alive, and suspects that may hold it) that
     /// may serve session `id`, best first.
     func holders(of id: String) -> [String]
-    /// Whether this node holds a copy of `id` whose recorded owner is not alive in its view
-    /// (suspected): the session exists, and its owner is in doubt for a moment.
-    func ownerInDoubt(of id: String) -> Bool
+    /// The owner recorded in this node's copy of session `id`; nil when it holds none. A
+    /// request forwarded here about a session held here is answered 503, never 404
+    /// (`SessionForwarder`).
+    func recordedOwner(of id: String) -> String?
+    /// The API addresses of the members this node suspects: a forwarded request probes them
+    /// before it is sent to them (`HolderForwarding.Probe`).
+    func suspectAddresses() -> Set<String>
     var nodeName: String { get }
 }
 
 extension SessionGateway {
-    public func ownerInDoubt(of id: String) -> Bool { false }
+    public func recordedOwner(of id: String) -> String? { nil }
+    public func suspectAddresses() -> Set<String> { [] }
 }
 
 /// Sessions on a running node: the `Sessions` protocol on the mesh loop (channel 3), its
@@ -151,16 +156,10 @@ public final class SessionService: SessionGateway {
         effects.builtins.withLock { $0 = builtins }
     }
 
-    /// Whether the owner recorded here is in doubt: another node, not alive in this node's view.
-    ///
-    /// A suspect owner is still asked (`holders`): the protocol counts it present, so every copy answers
-    /// "not here" while it is suspected, and the forwarding would find only those 404s and call
-    /// a live session missing. Asked, a dead owner is unreachable, which makes the answer 503
-    /// (`HolderForwarding.unreachableHolderMeansUnavailable`): the client tries again.
-    /// (SessionHandoffCrashTests: the next owner killed mid-handoff gave a client's write 404.)
-    public func ownerInDoubt(of id: String) -> Bool {
-        guard let owner = store.owner(of: id), owner != nodeName else { return false }
-        return node.snapshot().members.first { $0.name == owner }?.status != .alive
+    public func recordedOwner(of id: String) -> String? { store.owner(of: id) }
+
+    public func suspectAddresses() -> Set<String> {
+        Set(node.snapshot().members.filter { $0.status == .suspect && !$0.metadata.api.isEmpty }.map(\.metadata.api))
     }
 
     /// Where to forward a request for session `id` (`holders(of:present:...)` has the order).
@@ -206,8 +205,9 @@ public final class SessionService: SessionGateway {
     ///    and every suspect is asked.
     /// All four fit `SessionForwarder.maxHolders`. Each holder is asked in turn until one
     /// answers with neither 404 nor 503: a suspect is asked only after every holder before it
-    /// said "not here" or "unavailable" or could not be reached, and each suspect that hangs
-    /// costs a request one forwarding deadline.
+    /// said "not here" or "unavailable" or could not be reached. The suspects are probed first,
+    /// all at once and briefly (`HolderForwarding.Probe`), so suspects that hang cost a request
+    /// one probe deadline together, not a forwarding deadline each.
     static func holders(of id: String, present: [HolderCandidate], recordedOwner: String?, nodeName: String, epsilon: Double,
                         ring: ([SessionLivePlacement.Candidate]) -> SessionPlacement) -> [String] {
         let span = SessionLimits.replicas + 2

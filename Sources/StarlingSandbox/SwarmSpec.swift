@@ -61,10 +61,8 @@ public enum SwarmLimits {
             } catch {
                 throw InvalidSwarm("tasks[\(i)]: \(error.description)")
             }
+            // (`TaskLimits.validate` checked the id's shape.)
             if let id = task.id {
-                guard isTaskId(id) else {
-                    throw InvalidSwarm("tasks[\(i)]: id must be 1 to \(maxTaskIdBytes) bytes of letters, digits, '-', '_' or '.'")
-                }
                 guard ids.insert(id).inserted else { throw InvalidSwarm("tasks[\(i)]: id \(id.debugDescription) is used twice") }
             }
             // Each task is within TaskLimits.maxInputBytes (16 MiB) and there are at most

@@ -133,6 +133,11 @@ public enum TaskLimits {
 
     /// Checks the task's shape; policy is checked separately.
     public static func validate(_ t: TaskSpec) throws(InvalidTask) {
+        // The id a client chose shows in URLs, logs and results wherever the task is sent (a
+        // swarm's task, a session's action, a run): the one rule of the Task schema everywhere.
+        if let id = t.id, !SwarmLimits.isTaskId(id) {
+            throw InvalidTask("id must be 1 to \(SwarmLimits.maxTaskIdBytes) bytes of letters, digits, '-', '_' or '.' (not . or ..)")
+        }
         guard let first = t.argv.first, !first.isEmpty else { throw InvalidTask("argv must name a program") }
         guard t.argv.count <= maxArgs else { throw InvalidTask("argv has more than \(maxArgs) entries") }
         guard !t.argv.contains(where: { $0.utf8.contains(0) }) else { throw InvalidTask("argv may not contain NUL bytes") }

@@ -169,7 +169,12 @@ final class LocalCluster {
     func shutdown() {
         for n in nodes where n.isRunning { n.signal(SIGKILL) }
         for n in nodes { _ = n.waitForExit(seconds: 5) }
-        try? FileManager.default.removeItem(atPath: dir)
+        // STARLING_TEST_KEEP_DIRS=1 keeps the nodes' data and logs, to read after a failure.
+        if ProcessInfo.processInfo.environment["STARLING_TEST_KEEP_DIRS"] == "1" {
+            print("kept the cluster's directory: \(dir)")
+        } else {
+            try? FileManager.default.removeItem(atPath: dir)
+        }
     }
 
     func log(of node: NodeProcess) -> String { (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? "" }

@@ -163,14 +163,15 @@ struct WireHardeningIntegrationTests {
     /// joiner's first stream can be evicted as the oldest unauthenticated one before the seed has
     /// read its hello; its retry, one reconnect interval (0.5 s) later, gets in (seen once in CI:
     /// 1 refusal, joined in 1.27 s). So one refusal is allowed, a second is not, and the time
-    /// bound leaves room for both. The rules these tests replaced refused every newcomer: the
+    /// bound leaves room for both on a loaded machine (200 sources while other work held both
+    /// cores: 2.88 s against 0.57). The rules these tests replaced refused every newcomer: the
     /// joiner never got in within `timeToJoin`'s 20 s, or only at a later retry.
     static func expectTheJoinWasNotStarved(_ joiner: NodeProcess, took flooded: Double, baseline: Double,
                                            _ flood: String, sourceLocation: SourceLocation = #_sourceLocation) {
         let refused = joiner.metric("starling_push_pulls_failed_total")
         print("join time: \(baseline)s without the flood, \(flooded)s under \(flood) (the joiner's failed push-pulls: \(refused))")
         #expect(refused <= 1, "the joiner was refused more than once", sourceLocation: sourceLocation)
-        #expect(flooded < baseline + 1.5, "join took \(flooded)s under the flood, \(baseline)s without", sourceLocation: sourceLocation)
+        #expect(flooded < baseline + 4, "join took \(flooded)s under the flood, \(baseline)s without", sourceLocation: sourceLocation)
     }
 
     @Test func fiveHundredIdleConnectionsDoNotDelayAJoin() throws {

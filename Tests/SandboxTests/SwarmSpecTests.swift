@@ -34,6 +34,12 @@ struct SwarmSpecTests {
         for bad in ["", "..", ".", "a/b", "a b", String(repeating: "x", count: 129), "é"] {
             #expect(refusal(SwarmSpec(tasks: [TaskSpec(id: bad, argv: ["x"])]))?.contains("id must be") == true, "id \(bad)")
         }
+        // The same rule for a task sent alone (a session's action, a run): schemathesis sent an
+        // action whose id held control characters, and it ran (ST201).
+        for bad in ["", "..", "a b", "V\u{13}I", "é"] {
+            #expect(throws: InvalidTask.self, "id \(bad.debugDescription)") { try TaskLimits.validate(TaskSpec(id: bad, argv: ["x"])) }
+        }
+        #expect(throws: Never.self) { try TaskLimits.validate(TaskSpec(id: "t-1.a_b", argv: ["x"])) }
         #expect(refusal(SwarmSpec(tasks: [ok], maxAttempts: 0))?.hasPrefix("maxAttempts") == true)
         #expect(refusal(SwarmSpec(tasks: [ok], maxAttempts: Int.max))?.hasPrefix("maxAttempts") == true)
         #expect(refusal(SwarmSpec(tasks: [ok], maxAttempts: Int.min))?.hasPrefix("maxAttempts") == true)

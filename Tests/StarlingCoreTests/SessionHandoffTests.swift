@@ -348,8 +348,10 @@ extension SessionMessage {
         #expect(writeEffects.isEmpty, "the write was answered mid-handoff: \(writeEffects)")
         mesh.deliver(old, writeEffects)
         mesh.run()
-        // Answered `notHere` once the new owner serves: the routes forward it there.
-        #expect(mesh.replies[9_002] == .notHere)
+        // Answered `moved` once the new owner serves: the routes forward a client's request
+        // there, and answer 503 to one another node forwarded (it may have asked the new owner
+        // before the commit and heard "not here": 404 would call the session missing).
+        #expect(mesh.replies[9_002] == .moved(to: next))
         #expect(mesh.owner(of: sid) == next)
         guard case .recorded(let seq, _)? = mesh.command(next, .checkpoint(id: sid, state: Array("\"during\"".utf8))) else {
             Issue.record("the new owner did not take the write"); return

@@ -154,3 +154,30 @@ extension SwarmHostilePeerTests {
         #expect(swarm.worker.reservations.isEmpty)
     }
 }
+
+extension SwarmHostilePeerTests {
+    /// Review13 F8: a create whose replica set names one member several times, or more members
+    /// than the mesh keeps copies on. Either made "start once the replica set stores it" count
+    /// the owner's own copy as a majority. The decoder refuses a name given twice in any
+    /// replica set; the owner refuses a set larger than its replication factor.
+    @Test func aCreateWhoseReplicaSetCountsOneCopyAsSeveralIsRefused() throws {
+        #expect(throws: WireError.self) { try Self.replicate(version: 1, replicas: ["n0", "n0", "n0"]) }
+        #expect(throws: WireError.self) {
+            try Swarm.decode(Swarm.encode(.create(SwarmDefinition(id: Self.id, draft: draft(2), replicas: ["n0", "n1", "n0"]))))
+        }
+        var swarm = Self.node()
+        let tooMany = try Swarm.decode(Swarm.encode(.create(SwarmDefinition(id: Self.id, draft: draft(2),
+                                                                            replicas: ["n0", "n1", "n2", "n3"]))))
+        let effects = swarm.request(tooMany, from: "n1", token: RequestToken(rawValue: 1), now: .zero)
+        #expect(effects.contains { if case .respond(.refused, _) = $0 { true } else { false } })
+        #expect(!effects.contains { if case .perform(.store) = $0 { true } else { false } })
+        #expect(swarm.snapshot(of: Self.id) == nil)
+        // The honest sets still go through: R members, and fewer (a view that lags).
+        for (i, replicas) in [["n0", "n1", "n2"], ["n0"]].enumerated() {
+            let id = "0badc0de0badc0d\(i)"
+            let honest = try Swarm.decode(Swarm.encode(.create(SwarmDefinition(id: id, draft: draft(2), replicas: replicas))))
+            _ = swarm.request(honest, from: "n1", token: RequestToken(rawValue: UInt64(2 + i)), now: .zero)
+            #expect(swarm.snapshot(of: id)?.isOwner == true, "\(replicas)")
+        }
+    }
+}

@@ -32,6 +32,11 @@ public enum SessionReply: Sendable, Equatable {
     case deleted
     /// This node does not serve the session: the route forwards to the nodes that may.
     case notHere
+    /// The request waited here while this node handed the session to `to`, which serves it now.
+    /// A route forwards a client's request as for `notHere`; a request that another node
+    /// forwarded here hears 503, not 404: that node may have asked `to` before the handoff
+    /// committed and heard "not here" there, and 404s alone would call a live session missing.
+    case moved(to: String)
     case notFound
     /// A session with this id exists (or was deleted).
     case conflict(String)

@@ -15,8 +15,9 @@
 ///    no one but P can record: at most one epoch records at a time.
 /// 3. **Commit.** With a majority of S promised, O tells P (`commit`). P takes epoch e + 1,
 ///    installs the image on S' and serves once a majority of S' stored it; only then does it
-///    answer the commit. O then stops leading: its waiting writes hear `notHere`, and the
-///    routes forward them to P (the owner recorded here). A member of S that S' leaves out is
+///    answer the commit. O then stops leading: its waiting writes hear `moved`, and the
+///    routes forward them to P (the owner recorded here), or answer 503 to a request another
+///    node forwarded here. A member of S that S' leaves out is
 ///    told to drop its copy (`release`) once S' stored the session.
 ///
 /// Crashes: before step 2, nothing changed (O serves on, or O's replicas take over as after
@@ -333,7 +334,7 @@ extension Sessions {
 
     /// The next owner answered the commit (it serves: `servedThere`) or did not (it takes the
     /// session over when its offer times out). Either way this node leads no more; waiting
-    /// writes hear `notHere` (the routes forward them to the owner recorded here, the new one).
+    /// writes hear `moved` (the routes forward them to the owner recorded here, the new one).
     mutating func finishHandoff(_ sid: String, servedThere: Bool) -> [ProtocolEffect<Sessions>] {
         guard var h = held[sid], let lead = h.lead, case .handingOff(let handoff) = lead.phase else { return [] }
         h.lead = nil
@@ -342,7 +343,7 @@ extension Sessions {
         var effects: [ProtocolEffect<Sessions>] = []
         for item in lead.queue {
             switch item {
-            case .command(_, let cmd), .effectResult(_, _, let cmd?): effects.append(.reply(servedThere ? .notHere : .unavailable("the session moves; try again"), to: cmd))
+            case .command(_, let cmd), .effectResult(_, _, let cmd?): effects.append(.reply(servedThere ? .moved(to: handoff.to) : .unavailable("the session moves; try again"), to: cmd))
             case .effectResult(_, _, nil): break
             }
         }

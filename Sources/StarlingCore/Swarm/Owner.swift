@@ -28,6 +28,15 @@ extension Swarm {
             respond(.refused("\(myName) is not the first of the swarm's replica set"), to: responder, now: now, into: &out)
             return
         }
+        // No more copies than this mesh keeps (the decoder already refused a name given twice).
+        // Fewer is allowed, and so are names this node does not know: an entry whose view lags
+        // sees fewer members, or members not yet heard of here. Those count as down, as a
+        // replica that is down at create does: the swarm starts on the copies that are up.
+        guard d.replicas.count <= settings.replicationFactor else {
+            respond(.refused("a replica set of \(d.replicas.count), over this mesh's \(settings.replicationFactor)"), to: responder,
+                    now: now, into: &out)
+            return
+        }
         let active = swarms.values.reduce(0) { $0 + ($1.isFinished ? 0 : 1) }
         guard active < Bounds.maxActiveSwarms else {
             respond(.refused("\(myName) holds \(active) unfinished swarms, its limit"), to: responder, now: now, into: &out)

@@ -572,7 +572,13 @@ extension ByteReader {
         let n = Int(try readUInt8())
         guard n <= SwarmLimits.maxReplicas else { throw WireError.tooLarge(field: "replicas", size: n, limit: SwarmLimits.maxReplicas) }
         var names: [PeerName] = []
-        for _ in 0..<n { names.append(try readName("replica")) }
+        for _ in 0..<n {
+            let name = try readName("replica")
+            // A replica set names distinct members (a ring's preference list): a duplicate would
+            // count one copy as several toward the majority that stores a swarm (review13 F8).
+            guard !names.contains(name) else { throw WireError.invalidValue("replica \(name) named twice") }
+            names.append(name)
+        }
         return names
     }
 
