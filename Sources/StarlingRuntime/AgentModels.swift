@@ -40,9 +40,10 @@ public struct AgentSpec: Codable, Sendable, Equatable {
         return "secrets: \(model.secret) is the agent's model key: the node adds it to model calls and gives it to no task a brain starts"
     }
 
-    /// Why the spec cannot be run, or nil.
-    func refusal() -> String? {
-        do throws(InvalidTask) { try TaskLimits.validate(brain) } catch { return "brain: \(error)" }
+    /// Why the spec cannot be run, or nil. `checkingID`: as `TaskLimits.validate`'s (false for
+    /// a spec read back from its session's creation record).
+    func refusal(checkingID: Bool = true) -> String? {
+        do throws(InvalidTask) { try TaskLimits.validate(brain, checkingID: checkingID) } catch { return "brain: \(error)" }
         if let policy {
             do throws(PolicyDenial) { try policy.validate() } catch { return "policy: \(error.description)" }
         }

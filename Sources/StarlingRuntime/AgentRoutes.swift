@@ -40,7 +40,7 @@ struct AgentRoutes: Sendable {
         let forwarded = request.headers[SwarmForwarder.hopHeader] != nil
         let reply = try await send(service, .create(id: id, options: [UInt8](options), forwarded: forwarded))
         if case .notHere = reply {
-            return try await forward(request, body: ByteBuffer(bytes: try JSONEncoder().encode(spec)), id: id)
+            return try await forward(request, body: ByteBuffer(bytes: try JSONEncoder().encode(spec)), id: id, probeSuspects: false)
         }
         guard case .created(let created, let owner) = reply else { return try SessionRoutes(gateway: nil, logger: logger).answer(reply, id: id) }
         service.checkOwnershipSoon()
@@ -80,7 +80,7 @@ struct AgentRoutes: Sendable {
     func notServed(_ reply: SessionReply, _ request: Request, _ id: String) async throws -> Response {
         switch reply {
         case _ where SessionRoutes.forwards(reply, request): return try await forward(request, body: nil, id: id)
-        case .notFound: throw HTTPError(.notFound, message: "no agent \(id)")
+        case .notFound: throw HTTPError(.notFound, headers: [SessionForwarder.deletedHeader: "1"], message: "no agent \(id) (deleted)")
         default: return try SessionRoutes(gateway: nil, logger: logger).answer(reply, id: id)
         }
     }
@@ -103,10 +103,10 @@ struct AgentRoutes: Sendable {
         }
     }
 
-    func forward(_ request: Request, body: ByteBuffer?, id: String) async throws -> Response {
+    func forward(_ request: Request, body: ByteBuffer?, id: String, probeSuspects: Bool = true) async throws -> Response {
         guard let agents else { throw HTTPError(.notFound, message: "no agent \(id)") }
         return try await SessionForwarder(logger: logger).forward(request, body: body, id: id, gateway: agents.sessions,
-                                                                  notFound: "no agent \(id)")
+                                                                  notFound: "no agent \(id)", probeSuspects: probeSuspects)
     }
 
     static func agentID(_ context: BasicRequestContext) throws -> String {

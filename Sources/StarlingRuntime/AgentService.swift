@@ -222,8 +222,9 @@ public final class AgentService: BuiltinEffects {
     func startBrain(_ id: String, _ options: SessionOptions, _ spec: AgentSpec, epoch: UInt64) async {
         // The spec comes from the session's creation record, which a peer may have handed this
         // node (a handoff, an install): checked again here, as `POST /v1/agents` checked it, so
-        // no number or URL in it reaches the sandbox or the model proxy unchecked.
-        if let refusal = spec.refusal() {
+        // no number or URL in it reaches the sandbox or the model proxy unchecked. (Not the
+        // brain's id: a label, held to its rule only on the way in, `TaskLimits.validate`.)
+        if let refusal = spec.refusal(checkingID: false) {
             state.withLock { _ = $0.ended.insert(id) }
             _ = await recordEnd(id, BuiltinEffect(starlingBuiltin: .end, state: AgentState.failed.rawValue,
                                                   reason: "refused: \(refusal)", node: nodeName))

@@ -25,8 +25,13 @@ import NIOHTTP1
 ///   unreachable and is not sent the request; one that answered 404 counts as "not here"; one
 ///   that answered anything else is sent the request with the full `deadline`. A suspect is
 ///   often a hung process whose kernel still accepts connections: asked in turn, each such
-///   holder held the request for a whole forwarding deadline (15 s; 16 holders, 240 s). Now
-///   all of them together cost one probe deadline.
+///   holder held the request for a whole forwarding deadline (15 s; with the R + 3 = 6
+///   suspects a session's list may hold, 90 s). Now all of them together cost one probe
+///   deadline. The price: the walk waits for every probe, so a suspect that is alive waits for
+///   the slowest of the others (at most the probe deadline), and one slower than the deadline
+///   counts as unreachable (503; the client tries again).
+/// - A 404 that says the resource was deleted (`deletedHeader`, sessions: a tombstone) ends the
+///   walk: it is the answer, over the 503s of copies that never heard of the delete.
 ///
 /// Bounded: at most `maxHolders` holders, each within `deadline`, their probes within
 /// `Probe.deadline`, and an answer that is not a stream read up to `maxBodyBytes`.
@@ -39,6 +44,8 @@ struct HolderForwarding: Sendable {
     /// The start of the 503's message when no holder could be reached.
     var unreachable: String
     var logger: Logger
+    /// The header of a holder's 404 that is final (see the type's comment); nil: none is.
+    var deletedHeader: HTTPField.Name?
 
     /// How a suspect holder is asked whether it may serve the request before it is sent it.
     struct Probe: Sendable {
@@ -54,12 +61,18 @@ struct HolderForwarding: Sendable {
     enum ProbeOutcome: Sendable {
         case unreachable(String)
         case notHere
+        /// A 404 with `deletedHeader`.
+        case deleted
         case mayServe
     }
 
+    /// What a probe reads of an answer: enough for an error's message. The answer is not used;
+    /// a session's read carries its state (up to 1 MiB), which is dropped unread past this.
+    static let probeBodyBytes = 16 << 10
+
     /// Probes every suspect among `holders` at once, and waits for every answer (each within
-    /// `Probe.deadline`). Child tasks of this one: they run on the caller's executor and end
-    /// with it.
+    /// `Probe.deadline`). Child tasks of this one: cancelled with it, and they keep its
+    /// executor preference.
     func probeAll(_ probe: Probe, of holders: [String], from node: String) async -> [String: ProbeOutcome] {
         let suspects = Set(holders.filter { probe.suspects.contains($0) })
         return await withTaskGroup(of: (String, ProbeOutcome).self) { group in
@@ -71,8 +84,10 @@ struct HolderForwarding: Sendable {
                     do {
                         let response = try await SwarmForwarder.client.execute(out, timeout: .nanoseconds(SwarmForwarder.nanoseconds(probe.deadline)),
                                                                                 logger: nil)
-                        _ = try? await response.body.collect(upTo: maxBodyBytes)
-                        return (holder, response.status == .notFound ? .notHere : .mayServe)
+                        _ = try? await response.body.collect(upTo: Self.probeBodyBytes)
+                        guard response.status == .notFound else { return (holder, .mayServe) }
+                        if let deletedHeader, response.headers.contains(name: deletedHeader.rawName) { return (holder, .deleted) }
+                        return (holder, .notHere)
                     } catch {
                         return (holder, .unreachable("\(holder): \(error) (probed as a suspect)"))
                     }
@@ -104,6 +119,8 @@ struct HolderForwarding: Sendable {
                 case .notHere:
                     reached = true
                     continue
+                case .deleted:
+                    throw HTTPError(.notFound, headers: deletedHeader.map { [$0: "1"] } ?? [:], message: notFound + " (deleted)")
                 case .mayServe:
                     break
                 }
@@ -128,7 +145,11 @@ struct HolderForwarding: Sendable {
                 continue
             }
             reached = true
-            if response.status == .notFound { continue }
+            if response.status == .notFound {
+                guard let deletedHeader, response.headers.contains(name: deletedHeader.rawName) else { continue }
+                let bytes = (try? await response.body.collect(upTo: Self.probeBodyBytes)) ?? ByteBuffer()
+                return Response(status: .notFound, headers: [.contentType: "application/json", deletedHeader: "1"], body: .init(byteBuffer: bytes))
+            }
             var headers = HTTPFields()
             if let type = response.headers.first(name: "Content-Type") { headers[.contentType] = type }
             if let retry = response.headers.first(name: "Retry-After") { headers[.retryAfter] = retry }

@@ -55,7 +55,7 @@ struct SessionRoutes: Sendable {
         if case .notHere = reply {
             // The body goes on with the id fixed here, so every node tried creates the same one.
             let fixed = ByteBuffer(bytes: try JSONEncoder().encode(CreateBody(id: id, policy: spec.policy)))
-            return try await forward(request, body: fixed, id: id)
+            return try await forward(request, body: fixed, id: id, probeSuspects: false)
         }
         return try answer(reply, id: id)
     }
@@ -145,8 +145,12 @@ struct SessionRoutes: Sendable {
             return try Self.object(.ok, Self.sessionJSON(view))
         case .deleted:
             return Response(status: .noContent)
-        case .notHere, .notFound:
+        case .notHere:
             throw HTTPError(.notFound, message: "no session \(id)")
+        case .notFound:
+            // A tombstone: the session was deleted. Said in a header, so that a forwarder takes
+            // this 404 over the 503s of copies that never heard of the delete.
+            throw HTTPError(.notFound, headers: [SessionForwarder.deletedHeader: "1"], message: "no session \(id) (deleted)")
         case .moved(let owner):
             throw SwarmRoutes.unavailable("session \(id) moved to \(owner) while this request waited here; try again")
         case .conflict(let reason):
@@ -195,9 +199,10 @@ struct SessionRoutes: Sendable {
         }
     }
 
-    func forward(_ request: Request, body: ByteBuffer?, id: String) async throws -> Response {
+    func forward(_ request: Request, body: ByteBuffer?, id: String, probeSuspects: Bool = true) async throws -> Response {
         guard let gateway else { throw HTTPError(.notFound, message: "no session \(id)") }
-        return try await SessionForwarder(logger: logger).forward(request, body: body, id: id, gateway: gateway, notFound: "no session \(id)")
+        return try await SessionForwarder(logger: logger).forward(request, body: body, id: id, gateway: gateway, notFound: "no session \(id)",
+                                                                  probeSuspects: probeSuspects)
     }
 
     /// A checkpoint body's state, `{"state": any JSON}`, as the canonical JSON bytes a record
@@ -260,6 +265,8 @@ struct SessionRoutes: Sendable {
 /// kept and returned only if no node did better, so a replica that does not serve the session
 /// does not hide the owner behind it.
 struct SessionForwarder: Sendable {
+    /// On a 404 that a tombstone answered: the session was deleted, whatever other copies say.
+    static let deletedHeader = HTTPField.Name("X-Starling-Session-Deleted")!
     var timeout: Duration = .seconds(15)
     /// How long a suspect holder has to answer the probe that comes before the request
     /// (`HolderForwarding.Probe`): a live node answers a local read in milliseconds, a hung one
@@ -282,8 +289,11 @@ struct SessionForwarder: Sendable {
     /// 404s alone would tell the client a live session is gone. The forwarder keeps a 503 and
     /// returns it only if nobody serves. The same holds for this node's own copy when nobody
     /// reached serves the session: 503, not 404.
+    ///
+    /// `probeSuspects` is false for a create: a session being created is nowhere yet, so every
+    /// suspect would answer its probe 404 and never be sent the create.
     func forward(_ request: Request, body: ByteBuffer?, id: String, gateway: any SessionGateway,
-                 notFound: String) async throws -> Response {
+                 notFound: String, probeSuspects: Bool = true) async throws -> Response {
         let owner = gateway.recordedOwner(of: id)
         let held = { (owner: String) in
             SwarmRoutes.unavailable("session \(id) is held here, its owner recorded as \(owner), and not served here now; try again")
@@ -293,9 +303,9 @@ struct SessionForwarder: Sendable {
             throw HTTPError(.notFound, message: notFound)
         }
         do {
-            return try await forward(request, body: body, id: id, to: gateway.holders(of: id), suspects: gateway.suspectAddresses(),
-                                     from: gateway.nodeName, notFound: notFound)
-        } catch let error as HTTPError where error.status == .notFound {
+            return try await forward(request, body: body, id: id, to: gateway.holders(of: id),
+                                     suspects: probeSuspects ? gateway.suspectAddresses() : [], from: gateway.nodeName, notFound: notFound)
+        } catch let error as HTTPError where error.status == .notFound && error.headers[Self.deletedHeader] == nil {
             if let owner { throw held(owner) }
             throw error
         }
@@ -308,7 +318,8 @@ struct SessionForwarder: Sendable {
         var hop = HolderForwarding(maxHolders: maxHolders, maxBodyBytes: maxBodyBytes, passOverUnavailable: true,
                                    unreachable: "the nodes that may serve this session cannot be reached", logger: logger)
         hop.unreachableHolderMeansUnavailable = true
-        // `since` past any record: the session's head without its records, a small answer.
+        hop.deletedHeader = Self.deletedHeader
+        // `since` past any record: the session's head and state without its records.
         hop.probe = .init(suspects: suspects, path: "/v1/sessions/\(id)?since=\(Int64.max)", deadline: probeTimeout)
         return try await hop.forward(request, body: body, to: holders, from: node, notFound: notFound, deadline: timeout, streams: false)
     }

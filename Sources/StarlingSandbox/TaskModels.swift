@@ -132,10 +132,14 @@ public enum TaskLimits {
     public static let pidsRange = 1...65_536
 
     /// Checks the task's shape; policy is checked separately.
-    public static func validate(_ t: TaskSpec) throws(InvalidTask) {
-        // The id a client chose shows in URLs, logs and results wherever the task is sent (a
-        // swarm's task, a session's action, a run): the one rule of the Task schema everywhere.
-        if let id = t.id, !SwarmLimits.isTaskId(id) {
+    ///
+    /// `checkingID`: the id a client chose shows in URLs, logs and results wherever the task is
+    /// sent (a swarm's task, a session's action, an agent's brain), so a task that arrives is
+    /// held to the Task schema's one rule for it. A task read back from a record made before
+    /// the rule (an agent's brain restarted from its session's creation record) is not: its id
+    /// is only a label, and refusing it there would fail an agent that was accepted.
+    public static func validate(_ t: TaskSpec, checkingID: Bool = true) throws(InvalidTask) {
+        if checkingID, let id = t.id, !SwarmLimits.isTaskId(id) {
             throw InvalidTask("id must be 1 to \(SwarmLimits.maxTaskIdBytes) bytes of letters, digits, '-', '_' or '.' (not . or ..)")
         }
         guard let first = t.argv.first, !first.isEmpty else { throw InvalidTask("argv must name a program") }

@@ -38,12 +38,20 @@ struct SessionForwardingTests {
         let acts = Mutex(0)
     }
 
-    /// A node that serves session `s1`: reads answer 200 for it and 404 for any other, actions on it are done.
-    static func holderRouter(_ asked: Asked) -> Router<BasicRequestContext> {
+    /// A node that serves session `s1`: reads answer 200 for it and 404 for any other, actions on
+    /// it are done. `deleted`: every read answers the 404 of a tombstone instead; `copy`: every
+    /// read answers the 503 of a copy not served here.
+    static func holderRouter(_ asked: Asked, deleted: Bool = false, copy: Bool = false) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/v1/sessions/{id}") { _, context -> Response in
             asked.reads.withLock { $0 += 1 }
+            if deleted { return Response(status: .notFound, headers: [SessionForwarder.deletedHeader: "1"]) }
+            if copy { return Response(status: .serviceUnavailable, headers: [.retryAfter: "1"]) }
             return Response(status: context.parameters.get("id") == "s1" ? .ok : .notFound)
+        }
+        router.post("/v1/sessions") { _, _ -> Response in
+            asked.acts.withLock { $0 += 1 }
+            return Response(status: .created)
         }
         router.post("/v1/sessions/{id}/checkpoint") { _, context -> Response in
             asked.acts.withLock { $0 += 1 }
@@ -64,7 +72,7 @@ struct SessionForwardingTests {
     /// The forwarder as a node runs it, with a forwarding deadline long enough that waiting it
     /// out could not pass for a probe's: the bound the tests check is half of one deadline
     /// (`quick`), and asking the hung suspects in turn takes three.
-    static let forwarder = SessionForwarder(timeout: .seconds(60), probeTimeout: .milliseconds(500), logger: Logger(label: "test"))
+    static let forwarder = SessionForwarder(timeout: .seconds(60), probeTimeout: .seconds(5), logger: Logger(label: "test"))
     static let quick = Duration.seconds(30)
 
     static func forward(_ method: HTTPRequest.Method, _ path: String, id: String, to holders: [String],
@@ -92,7 +100,7 @@ struct SessionForwardingTests {
             let live = "127.0.0.1:\(try #require(client.port))"
             let hungAddresses = hung.map(\.address)
             // Three hung suspects before the live one (a suspect too, its owner): asked in turn,
-            // each held the action for the whole forwarding deadline. Probed, they cost 0.5 s together,
+            // each held the action for the whole forwarding deadline. Probed, they cost 5 s together,
             // and the live suspect that answered its probe gets the action, once.
             let served = await Self.forward(.post, "/v1/sessions/s1/actions", id: "s1", to: hungAddresses + [live],
                                             suspects: Set(hungAddresses + [live]))
@@ -205,4 +213,57 @@ extension SessionForwardingTests {
             }
         }
     }
+}
+
+extension SessionForwardingTests {
+    /// Review15 F1: a copy that never heard of a delete answers 503 (it holds the session); the
+    /// tombstone's 404 is the answer all the same, asked after it or probed as a suspect. And a
+    /// create is sent to a suspect without a probe (a session being created is nowhere yet).
+    @Test func aTombstoneOutranksAStaleCopyAndACreateIsNotProbed() async throws {
+        let copy = Asked()
+        let tombstone = Asked()
+        let copyApp = Application(router: Self.holderRouter(copy, copy: true), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        let tombstoneApp = Application(router: Self.holderRouter(tombstone, deleted: true),
+                                       configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await withTaskExecutorPreference(otherNodeThreads) { try await copyApp.test(.live) { copyClient in
+            try await tombstoneApp.test(.live) { tombstoneClient in
+                let stale = "127.0.0.1:\(try #require(copyClient.port))"
+                let deleted = "127.0.0.1:\(try #require(tombstoneClient.port))"
+                for suspects in [[], [deleted]] as [Set<String>] {
+                    let read = await Self.forward(.get, "/v1/sessions/s1", id: "s1", to: [stale, deleted], suspects: suspects)
+                    #expect(read.status == .notFound, "suspects \(suspects): \(read)")
+                }
+                // A node that holds a stale copy itself: still 404 once a tombstone answered.
+                let router = Router()
+                SessionRoutes(gateway: CannedSessionGateway(reply: .notHere, holderAddresses: [stale, deleted], copyOwner: "n2"),
+                              logger: Logger(label: "test")).register(on: router)
+                try await Application(router: router).test(.router) { front in
+                    try await front.execute(uri: "/v1/sessions/s1", method: .get) { r in
+                        #expect(r.status == .notFound, "\(r.status) \(String(buffer: r.body))")
+                    }
+                }
+                // The create goes to the suspect as it is, unprobed.
+                let creates = tombstone.acts.withLock { $0 }
+                let reads = tombstone.reads.withLock { $0 }
+                let createRouter = Router()
+                SessionRoutes(gateway: SuspectingGateway(holderAddresses: [deleted]), logger: Logger(label: "test")).register(on: createRouter)
+                try await Application(router: createRouter).test(.router) { front in
+                    try await front.execute(uri: "/v1/sessions", method: .post, body: ByteBuffer(string: #"{"id": "s9"}"#)) { r in
+                        #expect(r.status == .created, "\(r.status) \(String(buffer: r.body))")
+                    }
+                }
+                #expect(tombstone.acts.withLock { $0 } == creates + 1)
+                #expect(tombstone.reads.withLock { $0 } == reads, "a create probed a suspect")
+            }
+        } }
+    }
+}
+
+/// A node whose protocol places every session elsewhere and that suspects all its holders.
+struct SuspectingGateway: SessionGateway {
+    let holderAddresses: [String]
+    var nodeName: String { "front" }
+    func command(_ command: SessionCommand) async throws -> SessionReply { .notHere }
+    func holders(of id: String) -> [String] { holderAddresses }
+    func suspectAddresses() -> Set<String> { Set(holderAddresses) }
 }

@@ -165,6 +165,9 @@ extension SwarmHostilePeerTests {
         #expect(throws: WireError.self) {
             try Swarm.decode(Swarm.encode(.create(SwarmDefinition(id: Self.id, draft: draft(2), replicas: ["n0", "n1", "n0"]))))
         }
+        // Every message that carries a replica set: an adoption too.
+        #expect(throws: WireError.self) { try Swarm.decode(Swarm.encode(.adopt(Self.id, epoch: 1, replicas: ["n1", "n1"], runs: []))) }
+        #expect(throws: Never.self) { try Swarm.decode(Swarm.encode(.adopt(Self.id, epoch: 1, replicas: ["n1", "n2"], runs: []))) }
         var swarm = Self.node()
         let tooMany = try Swarm.decode(Swarm.encode(.create(SwarmDefinition(id: Self.id, draft: draft(2),
                                                                             replicas: ["n0", "n1", "n2", "n3"]))))
