@@ -106,7 +106,8 @@ struct AgentRoutes: Sendable {
     func forward(_ request: Request, body: ByteBuffer?, id: String, probeSuspects: Bool = true) async throws -> Response {
         guard let agents else { throw HTTPError(.notFound, message: "no agent \(id)") }
         return try await SessionForwarder(logger: logger).forward(request, body: body, id: id, gateway: agents.sessions,
-                                                                  notFound: "no agent \(id)", probeSuspects: probeSuspects)
+                                                                  notFound: "no agent \(id)", probeSuspects: probeSuspects,
+                                                                  copyMeansUnavailable: false)
     }
 
     static func agentID(_ context: BasicRequestContext) throws -> String {

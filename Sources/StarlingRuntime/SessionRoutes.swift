@@ -292,9 +292,15 @@ struct SessionForwarder: Sendable {
     ///
     /// `probeSuspects` is false for a create: a session being created is nowhere yet, so every
     /// suspect would answer its probe 404 and never be sent the create.
+    ///
+    /// `copyMeansUnavailable` is false for the agent routes: there the owner itself answers 404
+    /// for what it does not have (an agent's logs, an agent it does not run), and the forwarder
+    /// cannot tell that 404 from "not here", so a copy held here would turn the owner's answer
+    /// into 503 for good (schemathesis, `GET /v1/agents/ID/logs` and `DELETE /v1/agents/ID` of
+    /// an agent whose brain had failed). A session's owner answers 404 only with a tombstone.
     func forward(_ request: Request, body: ByteBuffer?, id: String, gateway: any SessionGateway,
-                 notFound: String, probeSuspects: Bool = true) async throws -> Response {
-        let owner = gateway.recordedOwner(of: id)
+                 notFound: String, probeSuspects: Bool = true, copyMeansUnavailable: Bool = true) async throws -> Response {
+        let owner = copyMeansUnavailable ? gateway.recordedOwner(of: id) : nil
         let held = { (owner: String) in
             SwarmRoutes.unavailable("session \(id) is held here, its owner recorded as \(owner), and not served here now; try again")
         }

@@ -93,6 +93,8 @@ struct OpenAPITests {
                        // deadline (a 503, one transaction per task): a known limit (NOTES).
                        "--phases", "examples,fuzzing,stateful",
                        "--request-timeout", "5", "--report", "har", "--report-har-path", har]
+        // The seed a failed run printed, to run it again: STARLING_SCHEMATHESIS_SEED=N.
+        if let seed = ProcessInfo.processInfo.environment["STARLING_SCHEMATHESIS_SEED"] { p.arguments! += ["--seed", seed] }
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
         env["SCHEMATHESIS_HOOKS"] = nil
