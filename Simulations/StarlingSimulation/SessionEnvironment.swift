@@ -270,7 +270,31 @@ final class SessionEnvironment: ProtocolEnvironment {
             }
             if hasMajority { unservedWithMajority.append(sid) } else { withoutMajority += 1 }
         }
+        // Copies that would keep a client away from a session served elsewhere: an up node
+        // whose protocol answers a read of it "unavailable" (its routes then answer 503 and do
+        // not forward) while another up node serves it. A copy naming a present owner answers
+        // "not here" and its routes forward. Counted (`copiesUnavailableAtEnd`), listed with
+        // STARLING_SIM_SESSION_DEBUG.
+        var copiesUnavailable: [(sid: String, node: Int)] = []
+        for s in 0..<sessions {
+            let sid = "sess-\(s)"
+            let served = (0..<sim.nodes.count).filter { sim.nodes[$0].up && host.instances[$0]?.served.contains(sid) == true }
+            guard !served.isEmpty else { continue }
+            for node in 0..<sim.nodes.count where sim.nodes[node].up && !served.contains(node) {
+                guard var copy = host.instances[node], copy.image(of: sid) != nil else { continue }
+                let answer = copy.command(.show(id: sid, since: .max), id: CommandID(rawValue: .max), now: sim.now)
+                if answer.contains(where: { if case .reply(.unavailable, _) = $0 { true } else { false } }) {
+                    copiesUnavailable.append((sid, node))
+                }
+            }
+        }
         if Self.debug {
+            for (sid, node) in copiesUnavailable.prefix(20) {
+                print("unavailable copy \(sid) n\(node):")
+                for other in 0..<sim.nodes.count {
+                    if let d = host.instances[other]?.describe(sid, now: sim.now) { print("  n\(other)\(sim.nodes[other].up ? "" : " DOWN"): \(d)") }
+                }
+            }
             for sid in unservedWithMajority {
                 for node in 0..<sim.nodes.count {
                     if let d = host.instances[node]?.describe(sid, now: sim.now) { print("unserved \(sid) n\(node)\(sim.nodes[node].up ? "" : " DOWN"): \(d)") }
@@ -281,6 +305,7 @@ final class SessionEnvironment: ProtocolEnvironment {
                            "effectsExecuted": executed.values.reduce(0, +), "effectKeys": executed.count,
                            "effectsReplayed": replays, "unknownOutcomes": unknownKeys.count,
                            "withoutMajorityAtEnd": withoutMajority, "unservedWithMajorityAtEnd": unservedWithMajority.count,
+                           "copiesUnavailableAtEnd": copiesUnavailable.count,
                            "movingAtEnd": moving,
                            "servedAtEnd": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) },
                            "handoffsStarted": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsStarted ?? 0) },

@@ -153,10 +153,23 @@ struct SessionPartitionTests {
         var views: [String: [String: Any]] = [:]
         for (id, _) in sessions {
             for node in all {
-                try IntegrationTests.waitUntil("\(id) is served through \(node) after the heal", seconds: 90) {
-                    let (status, body) = client.call("GET", "/v1/sessions/\(id)", on: node, seconds: 10)
-                    if status == 200 { views[id] = body }
-                    return status == 200
+                var last = (0, [String: Any]())
+                do {
+                    try IntegrationTests.waitUntil("\(id) is served through \(node) after the heal", seconds: 90) {
+                        last = client.call("GET", "/v1/sessions/\(id)", on: node, seconds: 10)
+                        if last.0 == 200 { views[id] = last.1 }
+                        return last.0 == 200
+                    }
+                } catch let timeout as TimedOut {
+                    // What every node answers now, and the tails of the logs: enough to tell a
+                    // node that never learned of the new owner from one that cannot reach it.
+                    let answers = all.map { n in
+                        let (status, body) = client.call("GET", "/v1/sessions/\(id)?since=\(Int64.max)", on: n, seconds: 10)
+                        return "\(n): \(status) \(body.filter { ["owner", "epoch", "seq", "error", "replicas"].contains($0.key) })"
+                    }
+                    throw TimedOut(description: "\(timeout.description); last answer \(last.0) \(last.1)\nnow:\n"
+                                   + answers.joined(separator: "\n") + "\nviews:\n\(rig.describeViews())\n"
+                                   + all.map { "\($0)'s log:\n\(rig.log(of: $0))" }.joined(separator: "\n"))
                 }
             }
         }

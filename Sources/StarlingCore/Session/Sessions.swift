@@ -334,6 +334,16 @@ public struct Sessions: HostedProtocol {
                 // (Even when that owner said it does not lead the session: this copy may be a stale
                 // one, and the request forwarded finds the node that does.)
                 if h.owner != myName && present.contains(h.owner) { return [.reply(.notHere, to: id)] }
+                // "Resuming" only where this node is the one to resume it (`isSuccessor`). Any
+                // other copy may be one a takeover left behind: a node that prepared while cut off
+                // holds its own promise of an epoch (a `stale` answer fenced it, which names no
+                // owner), in a set whose first member took the session over with a set without
+                // it, and nobody ever tells it. Answering "resuming" there, its routes never
+                // forwarded and a served session read 503 through it for good (the fault rig's
+                // 2|3 partition in CI; `copiesUnavailableAtEnd` in the simulator). "Not here":
+                // the routes forward, and answer 503 themselves when nobody serves it (a copy is
+                // held here).
+                if !isSuccessor(h) { return [.reply(.notHere, to: id)] }
                 return [.reply(.unavailable("the session's owner changes; resuming"), to: id)]
             }
             if case .handingOff = lead.phase { return commandDuringHandoff(command, id: id, session: sid) }
@@ -614,11 +624,16 @@ public struct Sessions: HostedProtocol {
             guard let h = held[sid], h.lead == nil, !h.deleted, h.quietUntil.map({ now >= $0 }) ?? true else { continue }
             let ownerGone = h.owner == myName || !present.contains(h.owner) || retakeAfterAbortedHandoff.contains(sid) || ownerSaidItDoesNotLead(sid, h)
             guard ownerGone, h.replicas.contains(myName) else { continue }
-            // The successor is the first member of the replica set, in its order, that is alive.
-            guard h.replicas.first(where: { $0 == myName || alive.contains($0) }) == myName else { continue }
+            guard isSuccessor(h) else { continue }
             effects += prepare(sid, now: now)
         }
         return effects
+    }
+
+    /// Whether this node resumes `h` when its owner is gone: the successor is the first member
+    /// of the replica set, in its order, that is alive.
+    func isSuccessor(_ h: Held) -> Bool {
+        h.replicas.first(where: { $0 == myName || alive.contains($0) }) == myName
     }
 
     /// `refill`: the set a serving owner moves its session to (`refillReplicas`); nil for a
