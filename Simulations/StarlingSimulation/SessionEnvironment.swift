@@ -272,9 +272,11 @@ final class SessionEnvironment: ProtocolEnvironment {
         }
         // Copies that would keep a client away from a session served elsewhere: an up node
         // whose protocol answers a read of it "unavailable" (its routes then answer 503 and do
-        // not forward) while another up node serves it. A copy naming a present owner answers
-        // "not here" and its routes forward. Counted (`copiesUnavailableAtEnd`), listed with
-        // STARLING_SIM_SESSION_DEBUG.
+        // not forward) while another up node serves it. A copy naming a present owner, or one
+        // this node is not the successor of, answers "not here" and its routes forward. Counted
+        // (`copiesUnavailableAtEnd`), listed with STARLING_SIM_SESSION_DEBUG. It counts a lead
+        // preparing or installing at the last instant too (a takeover or a duel then), and it
+        // models the protocol's answer only, not the routes' list of holders.
         var copiesUnavailable: [(sid: String, node: Int)] = []
         for s in 0..<sessions {
             let sid = "sess-\(s)"

@@ -80,7 +80,7 @@ struct AgentRoutes: Sendable {
     func notServed(_ reply: SessionReply, _ request: Request, _ id: String) async throws -> Response {
         switch reply {
         case _ where SessionRoutes.forwards(reply, request): return try await forward(request, body: nil, id: id)
-        case .notFound: throw HTTPError(.notFound, headers: [SessionForwarder.deletedHeader: "1"], message: "no agent \(id) (deleted)")
+        case .notFound: throw HTTPError(.notFound, message: "no agent \(id) (deleted)")
         default: return try SessionRoutes(gateway: nil, logger: logger).answer(reply, id: id)
         }
     }
@@ -104,10 +104,9 @@ struct AgentRoutes: Sendable {
     }
 
     func forward(_ request: Request, body: ByteBuffer?, id: String, probeSuspects: Bool = true) async throws -> Response {
-        guard let agents else { throw HTTPError(.notFound, message: "no agent \(id)") }
+        guard let agents else { throw HolderForwarding.notHere("no agent \(id)") }
         return try await SessionForwarder(logger: logger).forward(request, body: body, id: id, gateway: agents.sessions,
-                                                                  notFound: "no agent \(id)", probeSuspects: probeSuspects,
-                                                                  copyMeansUnavailable: false)
+                                                                  notFound: "no agent \(id)", probeSuspects: probeSuspects)
     }
 
     static func agentID(_ context: BasicRequestContext) throws -> String {

@@ -9,29 +9,33 @@ import NIOHTTP1
 /// The one forwarding loop behind every route that serves what another node holds (swarms,
 /// sessions): the request goes, at most one hop, to each holder in turn until one answers.
 ///
-/// - 404 from a holder means "not here": the next holder is tried; 404 in the end when every
-///   holder that answered said so (or there was none).
+/// - A holder that does not hold or serve what a forwarded request asks for answers 404 marked
+///   "not here" (`notHereHeader`, `notHere(_:)`): the next holder is tried; 404 in the end when
+///   every holder that answered said so (or there was none). Any other 404 is the holder's answer
+///   and is returned as it is, as any other answer is: a session's tombstone ("deleted"), an
+///   agent's owner that has no logs for it, a swarm's task that does not exist. (Before the mark,
+///   every 404 meant "not here": a tombstone's 404 lost to the 503s of stale copies, and an
+///   agent's owner's 404 became a copy's 503 for good; each had its own patch.)
 /// - 503 from a holder is an answer for swarms; for sessions (`passOverUnavailable`) it is kept
 ///   and the next holder tried, so a replica that does not serve the session (or is resuming it)
 ///   does not hide the owner behind it. The kept 503 is returned if nobody did better.
 /// - No holder reachable: 503 with `Retry-After`. With `unreachableHolderMeansUnavailable`
-///   (sessions) also when only some were: a session's replica that does not serve it answers
-///   404 too, so while its owner is unreachable (killed, not yet suspected) the replicas' 404s
-///   do not prove the session missing, and a client that got 404 there would give it up.
+///   (sessions) also when only some were: a node that holds nothing of the session answers "not
+///   here", so while its owner is unreachable (killed, not yet suspected) the others' "not
+///   here" does not prove the session missing, and a client that got 404 there would give it up.
 ///
 /// - Suspect holders (`suspects`, sessions) are probed before they are sent the request: when
 ///   the walk first reaches one, every suspect in the list gets a cheap read (`Probe.path`) at
-///   once, each within `Probe.deadline`, and the walk goes on when all have answered. A suspect whose probe got no answer counts as
-///   unreachable and is not sent the request; one that answered 404 counts as "not here"; one
-///   that answered anything else is sent the request with the full `deadline`. A suspect is
+///   once, each within `Probe.deadline`, and the walk goes on when all have answered. A suspect
+///   whose probe got no answer counts as unreachable and is not sent the request; one that
+///   answered "not here" is skipped; one that answered anything else is sent the request with
+///   the full `deadline`. A suspect is
 ///   often a hung process whose kernel still accepts connections: asked in turn, each such
 ///   holder held the request for a whole forwarding deadline (15 s; with the R + 3 = 6
 ///   suspects a session's list may hold, 90 s). Now all of them together cost one probe
 ///   deadline. The price: the walk waits for every probe, so a suspect that is alive waits for
 ///   the slowest of the others (at most the probe deadline), and one slower than the deadline
 ///   counts as unreachable (503; the client tries again).
-/// - A 404 that says the resource was deleted (`deletedHeader`, sessions: a tombstone) ends the
-///   walk: it is the answer, over the 503s of copies that never heard of the delete.
 ///
 /// Bounded: at most `maxHolders` holders, each within `deadline`, their probes within
 /// `Probe.deadline`, and an answer that is not a stream read up to `maxBodyBytes`.
@@ -39,20 +43,33 @@ struct HolderForwarding: Sendable {
     var maxHolders: Int
     var maxBodyBytes: Int
     var passOverUnavailable: Bool
-    /// 404 only when every holder answered 404; an unreachable one makes it 503 (sessions).
+    /// 404 only when every holder answered "not here"; an unreachable one makes it 503 (sessions).
     var unreachableHolderMeansUnavailable = false
     /// The start of the 503's message when no holder could be reached.
     var unreachable: String
     var logger: Logger
-    /// The header of a holder's 404 that is final (see the type's comment); nil: none is.
-    var deletedHeader: HTTPField.Name?
+
+    /// On a 404 that a node answers a forwarded request with because it does not hold or serve
+    /// the resource; a 404 without it is the holder's answer.
+    static let notHereHeader = HTTPField.Name("X-Starling-Not-Here")!
+
+    /// The 404 a node answers a forwarded request with when it does not hold or serve what it
+    /// asks for (harmless on a client's own request: clients ignore the header).
+    static func notHere(_ message: String) -> HTTPError {
+        HTTPError(.notFound, headers: [notHereHeader: "1"], message: message)
+    }
+
+    /// Whether a holder's answer is a marked "not here".
+    static func isNotHere(_ response: HTTPClientResponse) -> Bool {
+        response.status == .notFound && response.headers.contains(name: notHereHeader.rawName)
+    }
 
     /// How a suspect holder is asked whether it may serve the request before it is sent it.
     struct Probe: Sendable {
         /// The holders (their API addresses) that are suspected.
         var suspects: Set<String>
         /// A read of the resource the request is about, with the hop header: a holder that
-        /// does not serve it answers 404, as it would to the request.
+        /// does not serve it answers "not here", as it would to the request.
         var path: String
         var deadline: Duration
     }
@@ -61,8 +78,8 @@ struct HolderForwarding: Sendable {
     enum ProbeOutcome: Sendable {
         case unreachable(String)
         case notHere
-        /// A 404 with `deletedHeader`.
-        case deleted
+        /// Any answer but "not here" (a tombstone's 404 too): the holder is sent the request,
+        /// and its answer to that is returned.
         case mayServe
     }
 
@@ -85,9 +102,7 @@ struct HolderForwarding: Sendable {
                         let response = try await SwarmForwarder.client.execute(out, timeout: .nanoseconds(SwarmForwarder.nanoseconds(probe.deadline)),
                                                                                 logger: nil)
                         _ = try? await response.body.collect(upTo: Self.probeBodyBytes)
-                        guard response.status == .notFound else { return (holder, .mayServe) }
-                        if let deletedHeader, response.headers.contains(name: deletedHeader.rawName) { return (holder, .deleted) }
-                        return (holder, .notHere)
+                        return (holder, Self.isNotHere(response) ? .notHere : .mayServe)
                     } catch {
                         return (holder, .unreachable("\(holder): \(error) (probed as a suspect)"))
                     }
@@ -119,8 +134,6 @@ struct HolderForwarding: Sendable {
                 case .notHere:
                     reached = true
                     continue
-                case .deleted:
-                    throw HTTPError(.notFound, headers: deletedHeader.map { [$0: "1"] } ?? [:], message: notFound + " (deleted)")
                 case .mayServe:
                     break
                 }
@@ -145,10 +158,9 @@ struct HolderForwarding: Sendable {
                 continue
             }
             reached = true
-            if response.status == .notFound {
-                guard let deletedHeader, response.headers.contains(name: deletedHeader.rawName) else { continue }
-                let bytes = (try? await response.body.collect(upTo: Self.probeBodyBytes)) ?? ByteBuffer()
-                return Response(status: .notFound, headers: [.contentType: "application/json", deletedHeader: "1"], body: .init(byteBuffer: bytes))
+            if Self.isNotHere(response) {
+                _ = try? await response.body.collect(upTo: Self.probeBodyBytes)
+                continue
             }
             var headers = HTTPFields()
             if let type = response.headers.first(name: "Content-Type") { headers[.contentType] = type }

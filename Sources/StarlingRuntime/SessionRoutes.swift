@@ -146,11 +146,11 @@ struct SessionRoutes: Sendable {
         case .deleted:
             return Response(status: .noContent)
         case .notHere:
-            throw HTTPError(.notFound, message: "no session \(id)")
+            throw HolderForwarding.notHere("no session \(id)")
         case .notFound:
-            // A tombstone: the session was deleted. Said in a header, so that a forwarder takes
-            // this 404 over the 503s of copies that never heard of the delete.
-            throw HTTPError(.notFound, headers: [SessionForwarder.deletedHeader: "1"], message: "no session \(id) (deleted)")
+            // A tombstone: the session was deleted. An unmarked 404: a forwarder returns it as
+            // the answer, over the 503s of copies that never heard of the delete.
+            throw HTTPError(.notFound, message: "no session \(id) (deleted)")
         case .moved(let owner):
             throw SwarmRoutes.unavailable("session \(id) moved to \(owner) while this request waited here; try again")
         case .conflict(let reason):
@@ -200,7 +200,7 @@ struct SessionRoutes: Sendable {
     }
 
     func forward(_ request: Request, body: ByteBuffer?, id: String, probeSuspects: Bool = true) async throws -> Response {
-        guard let gateway else { throw HTTPError(.notFound, message: "no session \(id)") }
+        guard let gateway else { throw HolderForwarding.notHere("no session \(id)") }
         return try await SessionForwarder(logger: logger).forward(request, body: body, id: id, gateway: gateway, notFound: "no session \(id)",
                                                                   probeSuspects: probeSuspects)
     }
@@ -261,12 +261,10 @@ struct SessionRoutes: Sendable {
 }
 
 /// Forwards a session request, with its body, to the nodes that may serve the session. The
-/// first answer that is neither 404 nor 503 wins; a 503 ("resuming", "not the owner here") is
-/// kept and returned only if no node did better, so a replica that does not serve the session
-/// does not hide the owner behind it.
+/// first answer that is neither "not here" nor 503 wins; a 503 ("resuming", "not the owner
+/// here") is kept and returned only if no node did better, so a replica that does not serve the
+/// session does not hide the owner behind it.
 struct SessionForwarder: Sendable {
-    /// On a 404 that a tombstone answered: the session was deleted, whatever other copies say.
-    static let deletedHeader = HTTPField.Name("X-Starling-Session-Deleted")!
     var timeout: Duration = .seconds(15)
     /// How long a suspect holder has to answer the probe that comes before the request
     /// (`HolderForwarding.Probe`): a live node answers a local read in milliseconds, a hung one
@@ -282,36 +280,33 @@ struct SessionForwarder: Sendable {
     ///
     /// A client's request is forwarded to the nodes that may serve the session
     /// (`SessionGateway.holders`), the suspects among them probed first. A request another node
-    /// forwarded here is answered, never forwarded again: 404, unless this node holds a copy of
-    /// the session. Then it is 503: the session exists, and whoever forwarded the request may
-    /// not reach its owner (views differ for a moment; the owner changes: a next owner holding
-    /// a handoff whose old owner died, the replicas naming it, SessionHandoffCrashTests), so
-    /// 404s alone would tell the client a live session is gone. The forwarder keeps a 503 and
-    /// returns it only if nobody serves. The same holds for this node's own copy when nobody
-    /// reached serves the session: 503, not 404.
+    /// forwarded here is answered, never forwarded again: "not here" (a marked 404), unless this
+    /// node holds a copy of the session. Then it is 503: the session exists, and whoever
+    /// forwarded the request may not reach its owner (views differ for a moment; the owner
+    /// changes: a next owner holding a handoff whose old owner died, the replicas naming it,
+    /// SessionHandoffCrashTests), so "not here" from every copy would tell the client a live
+    /// session is gone. The forwarder keeps a 503 and returns it only if nobody serves. The same
+    /// holds for this node's own copy when no node reached serves the session: 503, not 404. A
+    /// holder's own 404 (a tombstone, an agent's owner with no logs) is its answer, returned as
+    /// it is.
     ///
     /// `probeSuspects` is false for a create: a session being created is nowhere yet, so every
-    /// suspect would answer its probe 404 and never be sent the create.
-    ///
-    /// `copyMeansUnavailable` is false for the agent routes: there the owner itself answers 404
-    /// for what it does not have (an agent's logs, an agent it does not run), and the forwarder
-    /// cannot tell that 404 from "not here", so a copy held here would turn the owner's answer
-    /// into 503 for good (schemathesis, `GET /v1/agents/ID/logs` and `DELETE /v1/agents/ID` of
-    /// an agent whose brain had failed). A session's owner answers 404 only with a tombstone.
+    /// suspect would answer its probe "not here" and never be sent the create.
     func forward(_ request: Request, body: ByteBuffer?, id: String, gateway: any SessionGateway,
-                 notFound: String, probeSuspects: Bool = true, copyMeansUnavailable: Bool = true) async throws -> Response {
-        let owner = copyMeansUnavailable ? gateway.recordedOwner(of: id) : nil
+                 notFound: String, probeSuspects: Bool = true) async throws -> Response {
+        let owner = gateway.recordedOwner(of: id)
         let held = { (owner: String) in
             SwarmRoutes.unavailable("session \(id) is held here, its owner recorded as \(owner), and not served here now; try again")
         }
         guard request.headers[SwarmForwarder.hopHeader] == nil else {
             if let owner { throw held(owner) }
-            throw HTTPError(.notFound, message: notFound)
+            throw HolderForwarding.notHere(notFound)
         }
         do {
-            return try await forward(request, body: body, id: id, to: gateway.holders(of: id),
+            return try await forward(request, body: body, id: id, to: gateway.holders(of: id, recordedOwner: owner),
                                      suspects: probeSuspects ? gateway.suspectAddresses() : [], from: gateway.nodeName, notFound: notFound)
-        } catch let error as HTTPError where error.status == .notFound && error.headers[Self.deletedHeader] == nil {
+        } catch let error as HTTPError where error.status == .notFound {
+            // Thrown by the walk only when every holder reached said "not here".
             if let owner { throw held(owner) }
             throw error
         }
@@ -324,7 +319,6 @@ struct SessionForwarder: Sendable {
         var hop = HolderForwarding(maxHolders: maxHolders, maxBodyBytes: maxBodyBytes, passOverUnavailable: true,
                                    unreachable: "the nodes that may serve this session cannot be reached", logger: logger)
         hop.unreachableHolderMeansUnavailable = true
-        hop.deletedHeader = Self.deletedHeader
         // `since` past any record: the session's head and state without its records.
         hop.probe = .init(suspects: suspects, path: "/v1/sessions/\(id)?since=\(Int64.max)", deadline: probeTimeout)
         return try await hop.forward(request, body: body, to: holders, from: node, notFound: notFound, deadline: timeout, streams: false)

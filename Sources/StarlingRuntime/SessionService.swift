@@ -12,8 +12,9 @@ import Synchronization
 public protocol SessionGateway: Sendable {
     func command(_ command: SessionCommand) async throws -> SessionReply
     /// API addresses (HOST:PORT) of the other nodes (alive, and suspects that may hold it) that
-    /// may serve session `id`, best first.
-    func holders(of id: String) -> [String]
+    /// may serve session `id`, best first; `recordedOwner` is `recordedOwner(of: id)`, read once
+    /// by the caller.
+    func holders(of id: String, recordedOwner: String?) -> [String]
     /// The owner recorded in this node's copy of session `id`; nil when it holds none. A
     /// request forwarded here about a session held here is answered 503, never 404
     /// (`SessionForwarder`).
@@ -163,13 +164,13 @@ public final class SessionService: SessionGateway {
     }
 
     /// Where to forward a request for session `id` (`holders(of:present:...)` has the order).
-    public func holders(of id: String) -> [String] {
+    public func holders(of id: String, recordedOwner: String?) -> [String] {
         let present = node.snapshot().members.compactMap { m -> HolderCandidate? in
             guard m.status == .alive || m.status == .suspect else { return nil }
             return HolderCandidate(name: m.name, alive: m.status == .alive, api: m.metadata.api, slots: Int(m.metadata.slots),
                                    sessions: Int(m.metadata.sessions))
         }
-        return Self.holders(of: id, present: present, recordedOwner: store.owner(of: id), nodeName: nodeName, epsilon: epsilon,
+        return Self.holders(of: id, present: present, recordedOwner: recordedOwner, nodeName: nodeName, epsilon: epsilon,
                             ring: cachedRing(for:))
     }
 

@@ -133,7 +133,8 @@ struct SwarmRoutes: Sendable {
         case .cancelled:
             return try Self.json(.accepted, SwarmCreatedJSON(id: id, owner: nil))
         case .notFound:
-            throw HTTPError(.notFound, message: "no swarm \(id)")
+            // Held in the store, unknown to the protocol here: a forwarder tries the next holder.
+            throw HolderForwarding.notHere("no swarm \(id)")
         case .refused(let reason), .rejected(let reason), .forbidden(let reason):
             throw Self.unavailable(reason)
         case .submitted:
@@ -164,7 +165,7 @@ struct SwarmRoutes: Sendable {
 
     private func forward(_ request: Request, id: SwarmID) async throws -> Response {
         guard request.headers[SwarmForwarder.hopHeader] == nil, let gateway else {
-            throw HTTPError(.notFound, message: "no swarm \(id)")
+            throw HolderForwarding.notHere("no swarm \(id)")
         }
         return try await forwarder.forward(request, to: gateway.holders(of: id), from: gateway.nodeName, notFound: "no swarm \(id)")
     }

@@ -161,10 +161,12 @@ struct SessionPartitionTests {
                         return last.0 == 200
                     }
                 } catch let timeout as TimedOut {
-                    // What every node answers now, and the tails of the logs: enough to tell a
-                    // node that never learned of the new owner from one that cannot reach it.
+                    // What every node answers for itself now (the hop header: it does not forward),
+                    // and the tails of the logs: enough to tell a node that never learned of the
+                    // new owner from one that cannot reach it.
                     let answers = all.map { n in
-                        let (status, body) = client.call("GET", "/v1/sessions/\(id)?since=\(Int64.max)", on: n, seconds: 10)
+                        let (status, body) = client.call("GET", "/v1/sessions/\(id)?since=\(Int64.max)", on: n, seconds: 10,
+                                                         headers: ["X-Starling-Forwarded: diagnostics"])
                         return "\(n): \(status) \(body.filter { ["owner", "epoch", "seq", "error", "replicas"].contains($0.key) })"
                     }
                     throw TimedOut(description: "\(timeout.description); last answer \(last.0) \(last.1)\nnow:\n"
@@ -306,8 +308,9 @@ struct HubClient: Sendable {
     init(rig: FaultRig) { hub = "/run/netns/st-\(rig.name)-hub" }
 
     /// Status and JSON body (status 0 when the node did not answer within `seconds`).
-    func call(_ method: String, _ path: String, on node: String, json: Any? = nil, seconds: Int) -> (Int, [String: Any]) {
+    func call(_ method: String, _ path: String, on node: String, json: Any? = nil, seconds: Int, headers: [String] = []) -> (Int, [String: Any]) {
         var args = ["--net=\(hub)", "curl", "-s", "--max-time", "\(seconds)", "-X", method, "-w", "\n%{http_code}"]
+        for header in headers { args += ["-H", header] }
         if let json, let data = try? JSONSerialization.data(withJSONObject: json) {
             args += ["-H", "content-type: application/json", "--data-binary", String(decoding: data, as: UTF8.self)]
         }

@@ -38,16 +38,17 @@ struct SessionForwardingTests {
         let acts = Mutex(0)
     }
 
-    /// A node that serves session `s1`: reads answer 200 for it and 404 for any other, actions on
-    /// it are done. `deleted`: every read answers the 404 of a tombstone instead; `copy`: every
-    /// read answers the 503 of a copy not served here.
-    static func holderRouter(_ asked: Asked, deleted: Bool = false, copy: Bool = false) -> Router<BasicRequestContext> {
+    /// A node that serves session `s1`: reads answer 200 for it and "not here" (a marked 404) for
+    /// any other, actions on it are done. `deleted`: every read answers the 404 of a tombstone
+    /// instead (unmarked: the holder's answer); `copy`: every read answers the 503 of a copy not
+    /// served here; `nothing`: every read answers "not here".
+    static func holderRouter(_ asked: Asked, deleted: Bool = false, copy: Bool = false, nothing: Bool = false) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/v1/sessions/{id}") { _, context -> Response in
             asked.reads.withLock { $0 += 1 }
-            if deleted { return Response(status: .notFound, headers: [SessionForwarder.deletedHeader: "1"]) }
+            if deleted { return Response(status: .notFound, body: .init(byteBuffer: ByteBuffer(string: "deleted here"))) }
             if copy { return Response(status: .serviceUnavailable, headers: [.retryAfter: "1"]) }
-            return Response(status: context.parameters.get("id") == "s1" ? .ok : .notFound)
+            return context.parameters.get("id") == "s1" && !nothing ? Response(status: .ok) : notHere
         }
         router.post("/v1/sessions") { _, _ -> Response in
             asked.acts.withLock { $0 += 1 }
@@ -55,15 +56,23 @@ struct SessionForwardingTests {
         }
         router.post("/v1/sessions/{id}/checkpoint") { _, context -> Response in
             asked.acts.withLock { $0 += 1 }
-            return Response(status: context.parameters.get("id") == "s1" ? .ok : .notFound)
+            return context.parameters.get("id") == "s1" ? Response(status: .ok) : notHere
         }
         router.post("/v1/sessions/{id}/actions") { _, context -> Response in
             asked.acts.withLock { $0 += 1 }
-            guard context.parameters.get("id") == "s1" else { return Response(status: .notFound) }
+            guard context.parameters.get("id") == "s1" else { return notHere }
             return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "acted")))
         }
         return router
     }
+
+    /// A live HTTP server on 127.0.0.1 serving `router`.
+    static func local(_ router: Router<BasicRequestContext>) -> Application<RouterResponder<BasicRequestContext>> {
+        Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+    }
+
+    /// What a node that holds nothing of a session answers a forwarded request.
+    static var notHere: Response { Response(status: .notFound, headers: [HolderForwarding.notHereHeader: "1"]) }
 
     static func request(_ method: HTTPRequest.Method, _ path: String) -> Request {
         Request(head: HTTPRequest(method: method, scheme: "http", authority: "front", path: path), body: .init(buffer: ByteBuffer()))
@@ -114,7 +123,7 @@ struct SessionForwardingTests {
             #expect(missing.took < Self.quick, "the hung suspects held the request \(missing.took)")
             #expect(missing.body.contains("probed as a suspect"), "\(missing.body)")
 
-            // A suspect that answers its probe with 404 is not sent the action, and with nobody
+            // A suspect that answers its probe "not here" is not sent the action, and with nobody
             // unreachable, 404 is the answer.
             let before = asked.acts.withLock { $0 }
             let notHere = await Self.forward(.post, "/v1/sessions/s3/actions", id: "s3", to: [live], suspects: [live])
@@ -137,7 +146,7 @@ struct CannedSessionGateway: SessionGateway {
     var copyOwner: String?
     var nodeName: String { "front" }
     func command(_ command: SessionCommand) async throws -> SessionReply { reply }
-    func holders(of id: String) -> [String] { holderAddresses }
+    func holders(of id: String, recordedOwner: String?) -> [String] { holderAddresses }
     func recordedOwner(of id: String) -> String? { copyOwner }
 }
 
@@ -231,7 +240,7 @@ extension SessionForwardingTests {
                 let deleted = "127.0.0.1:\(try #require(tombstoneClient.port))"
                 for suspects in [[], [deleted]] as [Set<String>] {
                     let read = await Self.forward(.get, "/v1/sessions/s1", id: "s1", to: [stale, deleted], suspects: suspects)
-                    #expect(read.status == .notFound, "suspects \(suspects): \(read)")
+                    #expect(read.status == .notFound && read.body == "deleted here", "suspects \(suspects): \(read)")
                 }
                 // A node that holds a stale copy itself: still 404 once a tombstone answered.
                 let router = Router()
@@ -264,6 +273,59 @@ struct SuspectingGateway: SessionGateway {
     let holderAddresses: [String]
     var nodeName: String { "front" }
     func command(_ command: SessionCommand) async throws -> SessionReply { .notHere }
-    func holders(of id: String) -> [String] { holderAddresses }
+    func holders(of id: String, recordedOwner: String?) -> [String] { holderAddresses }
     func suspectAddresses() -> Set<String> { Set(holderAddresses) }
+}
+
+extension SessionForwardingTests {
+    /// Only a marked 404 means "not here": such a holder is passed over for the next, and when
+    /// every holder said it the walk's own 404 is the answer, or 503 from a node holding a copy.
+    /// Any other 404 is the holder's answer, returned as it is, even by a node holding a copy (an
+    /// agent's owner that has no logs for it answered 404, and a copy on the entry node turned
+    /// that into 503 for good: schemathesis, before the mark).
+    @Test func onlyAMarked404MeansNotHere() async throws {
+        let empty = Asked()
+        let owner = Asked()
+        let answering = Asked()
+        try await withTaskExecutorPreference(otherNodeThreads) { try await Self.local(Self.holderRouter(empty, nothing: true)).test(.live) { emptyClient in
+            try await Self.local(Self.holderRouter(owner)).test(.live) { ownerClient in
+                try await Self.local(Self.holderRouter(answering, deleted: true)).test(.live) { answeringClient in
+                    let nothing = "127.0.0.1:\(try #require(emptyClient.port))"
+                    let live = "127.0.0.1:\(try #require(ownerClient.port))"
+                    let own404 = "127.0.0.1:\(try #require(answeringClient.port))"
+                    let served = await Self.forward(.get, "/v1/sessions/s1", id: "s1", to: [nothing, live], suspects: [])
+                    #expect(served.status == .ok, "\(served)")
+                    #expect(empty.reads.withLock { $0 } == 1 && owner.reads.withLock { $0 } == 1)
+                    let missing = await Self.forward(.get, "/v1/sessions/s1", id: "s1", to: [nothing], suspects: [])
+                    #expect(missing.status == .notFound && missing.body.contains("no session s1"), "\(missing)")
+                    // A holder's own 404 is the answer, before a holder that would serve, and over a
+                    // copy held on the entry node; "not here" from everyone is the copy's 503.
+                    let first = await Self.forward(.get, "/v1/sessions/s1", id: "s1", to: [own404, live], suspects: [])
+                    #expect(first.status == .notFound && first.body == "deleted here", "\(first)")
+                    for (holders, status) in [([nothing], HTTPResponse.Status.serviceUnavailable), ([nothing, own404], .notFound)] {
+                        let router = Router()
+                        SessionRoutes(gateway: CannedSessionGateway(reply: .notHere, holderAddresses: holders, copyOwner: "n2"),
+                                      logger: Logger(label: "test")).register(on: router)
+                        try await Application(router: router).test(.router) { front in
+                            try await front.execute(uri: "/v1/sessions/s1", method: .get) { r in
+                                #expect(r.status == status, "\(holders): \(r.status) \(String(buffer: r.body))")
+                            }
+                            // Forwarded here: the copy's 503; with no copy, a marked "not here".
+                            try await front.execute(uri: "/v1/sessions/s1", method: .get, headers: [SwarmForwarder.hopHeader: "n3"]) { r in
+                                #expect(r.status == .serviceUnavailable)
+                            }
+                        }
+                    }
+                    let router = Router()
+                    SessionRoutes(gateway: CannedSessionGateway(reply: .notHere, holderAddresses: [live], copyOwner: nil),
+                                  logger: Logger(label: "test")).register(on: router)
+                    try await Application(router: router).test(.router) { front in
+                        try await front.execute(uri: "/v1/sessions/s1", method: .get, headers: [SwarmForwarder.hopHeader: "n3"]) { r in
+                            #expect(r.status == .notFound && r.headers[HolderForwarding.notHereHeader] == "1", "\(r.status) \(r.headers)")
+                        }
+                    }
+                }
+            }
+        } }
+    }
 }

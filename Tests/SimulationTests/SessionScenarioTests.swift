@@ -47,13 +47,15 @@ struct SessionScenarioTests {
         if scenario == "session-churn" { #expect(s["takeovers", default: 0] < 150, "\(s)") }
     }
 
-    /// A copy a takeover left behind sends reads on to whoever serves the session. 5 nodes × 20
-    /// sessions, seed 2070362170: n4, cut off, prepared epoch 3 of four sessions whose sets begin
-    /// with n3; the heal fenced it with `stale` answers (which name no owner), n3 took them over
-    /// with sets without n4, and n4's copies said "owner n4, epoch 3", unled. It answered every
-    /// read "resuming" (503, never forwarded) to the end: 4 such copies. The fault rig's 2|3
-    /// partition saw the same through a real node for 90 s in CI.
-    @Test func aCopyLeftBehindByATakeoverSendsReadsOnToTheOwner() throws {
+    /// No copy a takeover left behind answers reads "unavailable" at the end (its routes would
+    /// answer 503 and never forward). 5 nodes × 20 sessions, seed 2070362170: during the split
+    /// n3 took four sessions over at epoch 3 with sets without n4, while n4, on the other side
+    /// and the first live member of their old sets there, prepared epoch 3 itself; after the
+    /// heal members that had promised epoch 3 to n3 answered n4 `stale` (which names no owner),
+    /// and n4's copies said "owner n4, epoch 3", unled, to the end: 4 such copies. The fault
+    /// rig's 2|3 partition saw the same through a real node for 90 s in CI. (The reply rules
+    /// themselves: `SessionsTests.anUnledCopyAnswersResumingOnlyOnTheSuccessor`.)
+    @Test func noCopyLeftBehindByATakeoverAnswersUnavailable() throws {
         var config = SimulationConfig(nodes: 5, seed: 2_070_362_170)
         config.sessions = 20
         let r = Simulator(scenario: Scenario.named("session-partition")!, config: config).run()

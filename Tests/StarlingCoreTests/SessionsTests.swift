@@ -503,6 +503,26 @@ struct SessionMesh {
         }
     }
 
+    /// Session s1 as its creation left it: one record, signed by `owner` at `epoch`.
+    static func bareCreation(owner: PeerName, epoch: UInt64, set: [PeerName]) -> SessionImage {
+        let create = anyKey.seal(session: "s1", seq: 1, previousHash: SessionRecord.zeroHash, epoch: epoch, kind: .create, key: "",
+                                 content: Array("{}".utf8), signer: owner)
+        return SessionImage(id: "s1", epoch: epoch, owner: owner, replicas: set, records: [create])
+    }
+
+    /// Node a holding `bareCreation(owner:epoch:set:)` with `members` alive, 3 s after its
+    /// restart: it takes s1 over at `epoch` + 1 on its tick. Its prepare to y, and the time.
+    static func takingOver(owner: PeerName, epoch: UInt64, set: [PeerName], members: [PeerName]) throws -> (Sessions, RequestID, Instant) {
+        var now = Instant(nanoseconds: 1_000_000_000)
+        var node = alone("a", holding: bareCreation(owner: owner, epoch: epoch, set: set), members: members, now: now)
+        now = now + .seconds(3)
+        var toY: RequestID?
+        for effect in node.tick(now: now) {
+            if case .request(.prepare(_, epoch + 1), "y", let id, _) = effect { toY = id }
+        }
+        return (node, try #require(toY, "a takes s1 over at \(epoch + 1)"), now)
+    }
+
     /// A takeover that fails defers to an owner named by a refusal only if that owner's epoch
     /// is newer than the one the taker knew: a member's release of long ago (or a hostile member
     /// naming itself at an old epoch) would leave the session unled while that node lives
@@ -512,21 +532,76 @@ struct SessionMesh {
     /// simulator's `session-partition` showed handoffs refused by such nodes.)
     @Test(arguments: [("q", UInt64(3), false), ("q", UInt64(9), true), ("a", UInt64(3), true)])
     func aFailedTakeoverIgnoresAnOwnerNamedAtAnOlderEpoch(knownOwner: PeerName, hintEpoch: UInt64, deferred: Bool) throws {
-        let create = Self.anyKey.seal(session: "s1", seq: 1, previousHash: SessionRecord.zeroHash, epoch: 7, kind: .create, key: "",
-                                      content: Array("{}".utf8), signer: knownOwner)
-        var now = Instant(nanoseconds: 1_000_000_000)
         let set: [PeerName] = knownOwner == "a" ? ["a", "y", "z"] : ["q", "a", "y"]
-        var node = Self.alone("a", holding: SessionImage(id: "s1", epoch: 7, owner: knownOwner, replicas: set, records: [create]),
-                              members: ["a", "y", "p"], now: now)
-        now = now + .seconds(3)
-        var toY: RequestID?
-        for effect in node.tick(now: now) {
-            if case .request(.prepare(_, 8), "y", let id, _) = effect { toY = id }
-        }
+        var (node, toY, now) = try Self.takingOver(owner: knownOwner, epoch: 7, set: set, members: ["a", "y", "p"])
         // y names p as the owner at `hintEpoch`; with the others gone and y refusing, the takeover fails.
-        _ = node.response(.ownedBy(session: "s1", epoch: hintEpoch, owner: "p"), to: try #require(toY, "a takes s1 over at 8"), now: now)
+        _ = node.response(.ownedBy(session: "s1", epoch: hintEpoch, owner: "p"), to: toY, now: now)
         let owner = node.image(of: "s1")?.owner
         #expect(owner == (deferred ? "p" : knownOwner), "hint at epoch \(hintEpoch): owner \(owner ?? "-")")
+    }
+
+    /// The reply of a node to a read of session s1, which it holds and does not lead.
+    static func showReply(_ node: inout Sessions, now: Instant) -> SessionReply? {
+        for effect in node.command(.show(id: "s1", since: .max), id: CommandID(rawValue: 1), now: now) {
+            if case .reply(let reply, _) = effect { return reply }
+        }
+        return nil
+    }
+
+    /// An unled copy answers "resuming" (503, not forwarded) only on the node that will take the
+    /// session over, the first live member of its set; any other copy answers "not here", so its
+    /// routes forward the read to whoever serves it. A copy whose owner is this node or a node
+    /// gone, on a node that is not the successor, is one a takeover elsewhere may have left
+    /// behind, and nobody tells it (CI: the fault rig's 2|3 partition read 503 through such a
+    /// node for 90 s).
+    @Test(arguments: [
+        ("q", ["q", "a", "y"], ["a", "y", "q"], "notHere"),      // another owner, present
+        ("q", ["q", "a", "y"], ["a", "y"], "unavailable"),       // owner gone, this node next
+        ("q", ["q", "y", "a"], ["a", "y"], "notHere"),           // owner gone, y next
+        ("a", ["y", "a", "z"], ["a", "y", "z"], "notHere"),      // "owner: this node", y next
+        ("a", ["a", "y", "z"], ["a", "y", "z"], "unavailable"),  // "owner: this node", this node next
+    ] as [(PeerName, [PeerName], [PeerName], String)])
+    func anUnledCopyAnswersResumingOnlyOnTheSuccessor(owner: PeerName, set: [PeerName], alive: [PeerName], expected: String) throws {
+        let now = Instant(nanoseconds: 1_000_000_000)
+        var node = Self.alone("a", holding: Self.bareCreation(owner: owner, epoch: 2, set: set), members: alive, now: now)
+        let reply = try #require(Self.showReply(&node, now: now))
+        switch (reply, expected) {
+        case (.notHere, "notHere"), (.unavailable, "unavailable"): break
+        default: Issue.record("owner \(owner), set \(set), alive \(alive): \(reply), expected \(expected)")
+        }
+    }
+
+    /// A takeover fenced by a `stale` answer while it prepares gives back the promise it made
+    /// itself, as a lost takeover does: the copy names the owner it named before (persisted),
+    /// not this node, and reads through it are forwarded once that owner is back. Its epoch is
+    /// raised all the same, so its next attempt prepares above the fence. A node that was the
+    /// owner before keeps itself as owner (it learns the live one from an `ownedBy` later).
+    @Test(arguments: [("q", ["q", "a", "y"]), ("a", ["a", "y", "z"])] as [(PeerName, [PeerName])])
+    func aTakeoverFencedByStaleGivesBackItsPromise(before: PeerName, set: [PeerName]) throws {
+        var (node, toY, now) = try Self.takingOver(owner: before, epoch: 2, set: set, members: ["a", "y", "z"])
+        #expect(node.image(of: "s1")?.owner == "a", "a prepares epoch 3 as its owner")
+        let effects = node.response(.stale(session: "s1", epoch: 5), to: toY, now: now)
+        let persisted = effects.compactMap { effect -> (UInt64, PeerName)? in
+            if case .perform(.persist(.promise(_, let epoch, let owner), _)) = effect { return (epoch, owner) }
+            return nil
+        }
+        #expect(node.image(of: "s1")?.owner == before)
+        if before == "a" {
+            #expect(persisted.isEmpty, "\(persisted)")
+        } else {
+            #expect(persisted.count == 1 && persisted.first?.0 == 2 && persisted.first?.1 == "q", "\(persisted)")
+            _ = node.membershipChanged(.updated(PeerView(name: "q", address: NodeAddress(host: "127.0.0.1", port: 7000), status: .alive,
+                                                         metadata: MemberMetadata())), now: now)
+            let reply = Self.showReply(&node, now: now)
+            #expect({ if case .notHere? = reply { true } else { false } }(), "\(String(describing: reply))")
+        }
+        // The next attempt prepares above the fence.
+        now = now + .seconds(60)
+        var attempts: [UInt64] = []
+        for effect in node.tick(now: now) + node.membershipChanged(.removed("q"), now: now) + node.tick(now: now + .seconds(60)) {
+            if case .request(.prepare(_, let epoch), _, _, _) = effect { attempts.append(epoch) }
+        }
+        #expect(attempts.allSatisfy { $0 > 5 } && !attempts.isEmpty, "\(attempts)")
     }
 
     @Test func aReplicaRefusesRecordsOfAnOlderEpoch() throws {

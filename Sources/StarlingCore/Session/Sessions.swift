@@ -335,14 +335,17 @@ public struct Sessions: HostedProtocol {
                 // one, and the request forwarded finds the node that does.)
                 if h.owner != myName && present.contains(h.owner) { return [.reply(.notHere, to: id)] }
                 // "Resuming" only where this node is the one to resume it (`isSuccessor`). Any
-                // other copy may be one a takeover left behind: a node that prepared while cut off
-                // holds its own promise of an epoch (a `stale` answer fenced it, which names no
-                // owner), in a set whose first member took the session over with a set without
-                // it, and nobody ever tells it. Answering "resuming" there, its routes never
-                // forwarded and a served session read 503 through it for good (the fault rig's
-                // 2|3 partition in CI; `copiesUnavailableAtEnd` in the simulator). "Not here":
-                // the routes forward, and answer 503 themselves when nobody serves it (a copy is
-                // held here).
+                // other copy may be one that a takeover elsewhere left behind, and nobody ever
+                // tells it: the new owner's set leaves it out. Two ways seen: a node that prepared
+                // while cut off and was fenced by a `stale` answer (which names no owner) kept
+                // itself as the owner (now it gives that promise back, below in `response`); a
+                // node cut off while the owner died holds "owner: the dead node". Answering
+                // "resuming" there, its routes never forwarded, and a session served elsewhere
+                // read 503 through it for good (the fault rig's 2|3 partition in CI;
+                // `copiesUnavailableAtEnd` in the simulator). "Not here": the routes forward,
+                // and answer 503 themselves when nobody serves it, because a copy is held here
+                // (`SessionForwarder`, session and agent routes alike). In an ordinary takeover
+                // the other replicas now forward too, and the successor's 503 is the answer.
                 if !isSuccessor(h) { return [.reply(.notHere, to: id)] }
                 return [.reply(.unavailable("the session's owner changes; resuming"), to: id)]
             }
@@ -630,8 +633,10 @@ public struct Sessions: HostedProtocol {
         return effects
     }
 
-    /// Whether this node resumes `h` when its owner is gone: the successor is the first member
-    /// of the replica set, in its order, that is alive.
+    /// Whether this node is the one to take `h` over when its owner is gone: the successor is
+    /// the first member of the copy's replica set, in its order, that is alive in this node's
+    /// view. Views differ for a moment, so two nodes (or none) may each count themselves the
+    /// successor; a takeover settles it (it may fail, back off, and defer to an owner named).
     func isSuccessor(_ h: Held) -> Bool {
         h.replicas.first(where: { $0 == myName || alive.contains($0) }) == myName
     }
@@ -1092,8 +1097,24 @@ public struct Sessions: HostedProtocol {
             // The replica missed records or holds another branch: it gets the whole image.
             return [request(.install(h.image), to: o.peer, session: o.session, purpose: o.purpose)]
         case (_, .stale(let sid, let epoch)?) where sid == o.session:
-            let effects = stepDown(o.session, reason: "a newer epoch of the session exists")
+            // A takeover fenced while it prepared gives back the promise it made itself, as a
+            // lost one does (`advanceTakeover`): nothing was recorded in its epoch. The copy names
+            // the owner it named before, so its routes ask that node first and its reads are
+            // forwarded. Kept as "owner: this node", a copy outside the set that then led the
+            // session was never told otherwise (review16 F2). A node that owned the session
+            // before keeps itself as owner: it prepares again above the raised epoch, and learns
+            // the live owner from an `ownedBy`.
+            var givenBack: Takeover.Promise?
+            if case .preparing(let t)? = h.lead?.phase, h.epoch == t.epoch, h.owner == myName, let before = t.before, before.owner != myName {
+                givenBack = before
+            }
+            var effects = stepDown(o.session, reason: "a newer epoch of the session exists")
             if var h = held[o.session] {
+                if let before = givenBack {
+                    h.epoch = before.epoch
+                    h.owner = before.owner
+                    effects.append(.perform(.persist(.promise(session: sid, epoch: before.epoch, owner: before.owner), then: .nothing)))
+                }
                 // Fenced: some node holds a newer epoch. Not knowing which, this node waits before
                 // it prepares again, so it does not depose a live owner it cannot see.
                 if epoch > h.epoch { h.epoch = max(h.epoch, min(epoch, raiseLimit(of: h))) }
