@@ -277,13 +277,18 @@ final class SessionEnvironment: ProtocolEnvironment {
         // (`copiesUnavailableAtEnd`), listed with STARLING_SIM_SESSION_DEBUG. It counts a lead
         // preparing or installing at the last instant too (a takeover or a duel then), and it
         // models the protocol's answer only, not the routes' list of holders.
+        // Also counted: copies whose stored owner is their own node while another serves the
+        // session (`copiesStoredAsOwnAtEnd`): the routes read the owner from the store and ask
+        // it first, so such a copy's node forwards without its best holder (review17 F1).
         var copiesUnavailable: [(sid: String, node: Int)] = []
+        var storedAsOwn = 0
         for s in 0..<sessions {
             let sid = "sess-\(s)"
             let served = (0..<sim.nodes.count).filter { sim.nodes[$0].up && host.instances[$0]?.served.contains(sid) == true }
             guard !served.isEmpty else { continue }
             for node in 0..<sim.nodes.count where sim.nodes[node].up && !served.contains(node) {
                 guard var copy = host.instances[node], copy.image(of: sid) != nil else { continue }
+                if !copy.moving.contains(sid), stores[node][sid]?.owner == Simulator.name(node) { storedAsOwn += 1 }
                 let answer = copy.command(.show(id: sid, since: .max), id: CommandID(rawValue: .max), now: sim.now)
                 if answer.contains(where: { if case .reply(.unavailable, _) = $0 { true } else { false } }) {
                     copiesUnavailable.append((sid, node))
@@ -307,7 +312,7 @@ final class SessionEnvironment: ProtocolEnvironment {
                            "effectsExecuted": executed.values.reduce(0, +), "effectKeys": executed.count,
                            "effectsReplayed": replays, "unknownOutcomes": unknownKeys.count,
                            "withoutMajorityAtEnd": withoutMajority, "unservedWithMajorityAtEnd": unservedWithMajority.count,
-                           "copiesUnavailableAtEnd": copiesUnavailable.count,
+                           "copiesUnavailableAtEnd": copiesUnavailable.count, "copiesStoredAsOwnAtEnd": storedAsOwn,
                            "movingAtEnd": moving,
                            "servedAtEnd": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.served.count ?? 0) },
                            "handoffsStarted": (0..<sim.nodes.count).reduce(0) { $0 + (host.instances[$1]?.counters.handoffsStarted ?? 0) },

@@ -19,7 +19,7 @@ public struct APIServer: Sendable {
     /// cancels answer 503 and reads find nothing).
     let swarms: (any SwarmGateway)?
     let swarmEvents: SwarmEventSettings
-    /// The mesh's sessions, for the session routes; nil: they answer 503 (404 when forwarded).
+    /// The mesh's sessions, for the session routes; nil: they answer 503.
     let sessions: (any SessionGateway)?
     /// Hosted agents, for the agent routes; nil: they answer 503.
     let agents: AgentService?

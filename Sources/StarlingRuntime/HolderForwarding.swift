@@ -9,13 +9,17 @@ import NIOHTTP1
 /// The one forwarding loop behind every route that serves what another node holds (swarms,
 /// sessions): the request goes, at most one hop, to each holder in turn until one answers.
 ///
-/// - A holder that does not hold or serve what a forwarded request asks for answers 404 marked
-///   "not here" (`notHereHeader`, `notHere(_:)`): the next holder is tried; 404 in the end when
-///   every holder that answered said so (or there was none). Any other 404 is the holder's answer
-///   and is returned as it is, as any other answer is: a session's tombstone ("deleted"), an
-///   agent's owner that has no logs for it, a swarm's task that does not exist. (Before the mark,
-///   every 404 meant "not here": a tombstone's 404 lost to the 503s of stale copies, and an
-///   agent's owner's 404 became a copy's 503 for good; each had its own patch.)
+/// - A holder that holds nothing of what a forwarded request asks for (or, for swarms, whose
+///   protocol does not know it) answers 404 marked "not here" (`notHereHeader`, `notHere(_:)`;
+///   a session copy that does not serve answers 503 instead): the next holder is tried; 404 in
+///   the end when every holder that answered said so (or there was none). Any other 404 is the
+///   holder's answer and is returned as it is, as any other answer is: a session's tombstone
+///   ("deleted"), or on an agent route the owner of a session that carries no agent. (Before the
+///   mark, every 404 meant "not here": a tombstone's 404 lost to the 503s of stale copies, and
+///   the agent owner's 404 became a copy's 503 for good; each had its own patch.)
+///   The price: a 404 from anything that is not this version's routes (an older node, another
+///   server at a member's address) ends the walk as an answer; the routes that answer "not
+///   here" are listed in NOTES, and a route that forgets the mark would do the same.
 /// - 503 from a holder is an answer for swarms; for sessions (`passOverUnavailable`) it is kept
 ///   and the next holder tried, so a replica that does not serve the session (or is resuming it)
 ///   does not hide the owner behind it. The kept 503 is returned if nobody did better.

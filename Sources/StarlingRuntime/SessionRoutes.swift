@@ -287,8 +287,8 @@ struct SessionForwarder: Sendable {
     /// SessionHandoffCrashTests), so "not here" from every copy would tell the client a live
     /// session is gone. The forwarder keeps a 503 and returns it only if nobody serves. The same
     /// holds for this node's own copy when no node reached serves the session: 503, not 404. A
-    /// holder's own 404 (a tombstone, an agent's owner with no logs) is its answer, returned as
-    /// it is.
+    /// holder's own 404 (a tombstone; on an agent route, a served session that carries no agent)
+    /// is its answer, returned as it is.
     ///
     /// `probeSuspects` is false for a create: a session being created is nowhere yet, so every
     /// suspect would answer its probe "not here" and never be sent the create.

@@ -190,8 +190,8 @@ public final class SessionService: SessionGateway {
     /// 1. the owner recorded here (`recordedOwner`), alive or suspect;
     /// 2. room-first over the alive members (where a session is placed now), R + 2;
     /// 3. the plain preference list over the alive members, R + 2: an owner that has since
-    ///    reached its load bound drops down the room-first order, and its replicas answer 404 to
-    ///    a forwarded request (review), so the list it was placed by is asked too;
+    ///    reached its load bound drops down the room-first order, and the nodes placed there
+    ///    hold nothing of it ("not here"), so the list it was placed by is asked too;
     /// 4. the suspect members that may hold it, at most R + 2: the protocol still counts them
     ///    present, so the copies here and on the replicas may answer "not here" while one of
     ///    them is the owner or a fenced old owner. A suspect asked is either reached (and answers)
@@ -205,7 +205,7 @@ public final class SessionService: SessionGateway {
     ///    suspected; in a mesh of R + 2 members or fewer every member may hold every session,
     ///    and every suspect is asked.
     /// All four fit `SessionForwarder.maxHolders`. Each holder is asked in turn until one
-    /// answers with neither 404 nor 503: a suspect is asked only after every holder before it
+    /// answers with neither a marked "not here" nor 503: a suspect is asked only after every holder before it
     /// said "not here" or "unavailable" or could not be reached. The suspects are probed first,
     /// all at once and briefly (`HolderForwarding.Probe`), so suspects that hang cost a request
     /// one probe deadline together, not a forwarding deadline each.

@@ -45,8 +45,9 @@ struct SwarmForwarder: Sendable {
     var maxBodyBytes = 64 << 20
     var logger: Logger
 
-    /// Tries each holder in turn. The first answer that is not 404 is the answer; 404 when
-    /// every holder that answered said 404 (or there is none); 503 when none could be reached.
+    /// Tries each holder in turn. The first answer that is not a marked "not here" 404 is the
+    /// answer; 404 when every holder that answered said "not here" (or there is none); 503 when
+    /// none could be reached.
     func forward(_ request: Request, to holders: [String], from node: String, notFound: String) async throws -> Response {
         let streaming = request.uri.path.hasSuffix("/events")
         // A cancel waits for the holder's protocol, whose own deadline grows with the swarm

@@ -280,9 +280,9 @@ struct SuspectingGateway: SessionGateway {
 extension SessionForwardingTests {
     /// Only a marked 404 means "not here": such a holder is passed over for the next, and when
     /// every holder said it the walk's own 404 is the answer, or 503 from a node holding a copy.
-    /// Any other 404 is the holder's answer, returned as it is, even by a node holding a copy (an
-    /// agent's owner that has no logs for it answered 404, and a copy on the entry node turned
-    /// that into 503 for good: schemathesis, before the mark).
+    /// Any other 404 is the holder's answer, returned as it is, even by a node holding a copy (on
+    /// an agent route the owner of a session that carries no agent answered 404, and a copy on
+    /// the entry node turned that into 503 for good: schemathesis, before the mark).
     @Test func onlyAMarked404MeansNotHere() async throws {
         let empty = Asked()
         let owner = Asked()

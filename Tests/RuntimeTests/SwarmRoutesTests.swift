@@ -376,9 +376,17 @@ struct SwarmForwardingTests {
                 }
                 // Bad input is answered by the holder as by anyone: still a 400, passed back.
                 try await client.execute(uri: "/v1/swarms/\(id)?limit=0", method: .get) { r in #expect(r.status == .badRequest) }
-                // A request already forwarded once is never forwarded again.
-                try await client.execute(uri: "/v1/swarms/\(id)", method: .get,
-                                         headers: [SwarmForwarder.hopHeader: "someone"]) { r in #expect(r.status == .notFound) }
+                // A request already forwarded once is never forwarded again: "not here", marked so
+                // that the forwarder asks the next holder (any other 404 would be the answer).
+                for method in [HTTPRequest.Method.get, .delete] {
+                    try await client.execute(uri: "/v1/swarms/\(id)", method: method,
+                                             headers: [SwarmForwarder.hopHeader: "someone"]) { r in
+                        #expect(r.status == .notFound && r.headers[HolderForwarding.notHereHeader] == "1", "\(method): \(r.status) \(r.headers)")
+                    }
+                }
+                try await client.execute(uri: "/v1/swarms/\(id)/events", method: .get, headers: [SwarmForwarder.hopHeader: "someone"]) { r in
+                    #expect(r.status == .notFound && r.headers[HolderForwarding.notHereHeader] == "1", "events: \(r.status) \(r.headers)")
+                }
                 try await client.execute(uri: "/v1/swarms/\(id)", method: .delete) { r in #expect(r.status == .accepted, "\(r.text)") }
                 #expect(try store.status(id, includeTasks: false)?.state == .cancelled)
                 // The first candidate refuses the connection: the next one is asked at once (the

@@ -750,7 +750,14 @@ public struct Sessions: HostedProtocol {
                 let before = t.before ?? Takeover.Promise(epoch: 0, owner: "")
                 let ledBefore = before.owner == myName && h.configEpoch == before.epoch
                 if let hint = t.ownerHint, hint.epoch > before.epoch || hint == before || (before.owner == myName && !ledBefore) {
+                    // Stored, and at the hint's epoch when that is newer, as the lead check stores
+                    // a raise: the routes read the owner from the store (`recordedOwner`), and an
+                    // old owner that learned the live one in memory only still read "owner: this
+                    // node" there, its best holder left out (review17 F1: 13 of 120 copies left
+                    // behind at 5 × 20, 25 of 70 at 100 × 200; 0 with this).
                     h.owner = hint.owner
+                    if hint.epoch > h.epoch { h.epoch = max(h.epoch, min(hint.epoch, raiseLimit(of: h))) }
+                    effects.append(.perform(.persist(.promise(session: sid, epoch: h.epoch, owner: h.owner), then: .nothing)))
                     if hint.owner != myName { incoming[sid] = nil }  // another node leads it: an offer here is over
                     retakeAfterAbortedHandoff.remove(sid)  // a live owner was named: it serves
                 }
@@ -1103,7 +1110,14 @@ public struct Sessions: HostedProtocol {
             // forwarded. Kept as "owner: this node", a copy outside the set that then led the
             // session was never told otherwise (review16 F2). A node that owned the session
             // before keeps itself as owner: it prepares again above the raised epoch, and learns
-            // the live owner from an `ownedBy`.
+            // the live owner from an `ownedBy`, stored (`advanceTakeover`, a lost takeover).
+            // The raise below then pairs an epoch above `before.epoch` with that owner, in
+            // memory: a promise to it this node never made. Safe: the only promise this node held
+            // above `before.epoch` was its own, at the takeover's epoch (`h.epoch == t.epoch`,
+            // owner itself: a `promise`, `install` or transfer since would have changed the
+            // owner or ended the lead), and that takeover is over, so this is the first promise
+            // it makes at that epoch (review17 F3). It makes the copy refuse other preparers
+            // there in favour of that owner while it is present, as any promise does.
             var givenBack: Takeover.Promise?
             if case .preparing(let t)? = h.lead?.phase, h.epoch == t.epoch, h.owner == myName, let before = t.before, before.owner != myName {
                 givenBack = before
